@@ -1,0 +1,319 @@
+// sbsconv._core: type conversion between Python and the C++ core, nothing else. Every call
+// that decodes, encodes or waits releases the GIL.
+
+#include <torch/csrc/utils/pybind.h>
+
+#include <pybind11/stl.h>
+
+#include <cmath>
+#include <limits>
+
+#include "sbsconv/common/Error.h"
+#include "sbsconv/common/Logging.h"
+#include "sbsconv/media/MediaWriter.h"
+#include "sbsconv/media/Probe.h"
+#include "sbsconv/media/VideoReader.h"
+
+namespace py = pybind11;
+using namespace sbsconv;
+
+namespace {
+
+// Raises the sbsconv.errors class named after the error's kind, with its parts as attributes.
+void raise_python_error(const Error& e) {
+  py::module_ errors = py::module_::import("sbsconv.errors");
+  py::object cls = errors.attr(error_kind_name(e.kind()));
+  py::object instance = cls(
+      e.what(),
+      py::arg("stage") = e.stage(),
+      py::arg("reason") = e.reason(),
+      py::arg("path") = e.file().empty() ? py::object(py::none()) : py::object(py::str(e.file())),
+      py::arg("ffmpeg_message") =
+          e.ffmpeg_message().empty() ? py::object(py::none()) : py::object(py::str(e.ffmpeg_message())));
+  PyErr_SetObject(cls.ptr(), instance.ptr());
+}
+
+py::object fraction(const Rational& r) {
+  static py::object Fraction = py::module_::import("fractions").attr("Fraction");
+  if (r.den == 0) {
+    return py::none();
+  }
+  return Fraction(r.num, r.den);
+}
+
+py::object seconds_or_none(double value) {
+  return std::isnan(value) ? py::object(py::none()) : py::object(py::float_(value));
+}
+
+py::dict stream_dict(const StreamInfo& s) {
+  py::dict d;
+  d["index"] = s.index;
+  d["type"] = s.type;
+  d["codec"] = s.codec;
+  d["codec_long_name"] = s.codec_long_name;
+  d["profile"] = s.profile.empty() ? py::object(py::none()) : py::object(py::str(s.profile));
+  d["language"] = s.language.empty() ? py::object(py::none()) : py::object(py::str(s.language));
+  d["title"] = s.title.empty() ? py::object(py::none()) : py::object(py::str(s.title));
+  d["is_default"] = s.is_default;
+  d["attached_picture"] = s.attached_picture;
+  d["bit_rate"] = s.bit_rate > 0 ? py::object(py::int_(s.bit_rate)) : py::object(py::none());
+  d["start_time"] = s.start_time;
+  d["duration"] = seconds_or_none(s.duration);
+  d["num_frames"] = s.num_frames >= 0 ? py::object(py::int_(s.num_frames)) : py::object(py::none());
+  d["time_base"] = fraction(s.time_base);
+  d["coded_width"] = s.coded_width;
+  d["coded_height"] = s.coded_height;
+  d["width"] = s.width;
+  d["height"] = s.height;
+  d["rotation"] = s.rotation;
+  d["avg_frame_rate"] = s.avg_frame_rate.num > 0 ? fraction(s.avg_frame_rate) : py::object(py::none());
+  d["r_frame_rate"] = s.r_frame_rate.num > 0 ? fraction(s.r_frame_rate) : py::object(py::none());
+  d["sample_aspect_ratio"] =
+      s.sample_aspect_ratio.num > 0 ? fraction(s.sample_aspect_ratio) : py::object(py::none());
+  d["pix_fmt"] = s.pix_fmt;
+  d["bit_depth"] = s.bit_depth;
+  d["color_range"] = s.color_range;
+  d["color_space"] = s.color_space;
+  d["color_transfer"] = s.color_transfer;
+  d["color_primaries"] = s.color_primaries;
+  d["field_order"] = s.field_order;
+  d["sample_rate"] = s.sample_rate;
+  d["channels"] = s.channels;
+  d["channel_layout"] = s.channel_layout;
+  d["sample_fmt"] = s.sample_fmt;
+  d["tags"] = s.tags;
+  return d;
+}
+
+py::dict media_dict(const MediaInfo& info) {
+  py::dict d;
+  d["path"] = info.path;
+  d["format_name"] = info.format_name;
+  d["format_long_name"] = info.format_long_name;
+  d["start_time"] = info.start_time;
+  d["duration"] = seconds_or_none(info.duration);
+  d["bit_rate"] = info.bit_rate > 0 ? py::object(py::int_(info.bit_rate)) : py::object(py::none());
+  d["video_stream"] = info.video_stream;
+  py::list streams;
+  for (const StreamInfo& s : info.streams) {
+    streams.append(stream_dict(s));
+  }
+  d["streams"] = streams;
+  d["tags"] = info.tags;
+  return d;
+}
+
+py::dict description_dict(const VideoStreamDescription& s) {
+  py::dict d;
+  d["index"] = s.index;
+  d["codec"] = s.codec;
+  d["pix_fmt"] = s.pix_fmt;
+  d["width"] = s.width;
+  d["height"] = s.height;
+  d["rotation"] = s.rotation;
+  d["time_base"] = fraction(s.time_base);
+  d["frame_rate"] = fraction(s.frame_rate);
+  d["start_time"] = s.start_time;
+  d["duration"] = seconds_or_none(s.duration);
+  d["num_frames"] = s.num_frames >= 0 ? py::object(py::int_(s.num_frames)) : py::object(py::none());
+  return d;
+}
+
+Rational to_rational(const py::object& value) {
+  // Accepts fractions.Fraction, int, or a (num, den) tuple.
+  if (py::isinstance<py::tuple>(value)) {
+    auto t = value.cast<py::tuple>();
+    return Rational{t[0].cast<int>(), t[1].cast<int>()};
+  }
+  if (py::hasattr(value, "numerator") && py::hasattr(value, "denominator")) {
+    return Rational{value.attr("numerator").cast<int>(), value.attr("denominator").cast<int>()};
+  }
+  throw Error(ErrorKind::Option, "arguments", "expected a fraction");
+}
+
+} // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "sbsconv's C++ core (decode, encode, depth, stereo, engine)";
+  m.attr("__version__") = SBSCONV_VERSION;
+  m.attr("torch_version") = SBSCONV_TORCH_VERSION;
+
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) {
+        std::rethrow_exception(p);
+      }
+    } catch (const Error& e) {
+      raise_python_error(e);
+    }
+  });
+
+  // ---- logging: see Note [Deferred logging] ----
+  m.def("set_log_deferred", &set_log_deferred);
+  m.def("set_log_level", [](int level) { set_log_level(static_cast<LogLevel>(level)); });
+  m.def("drain_log", [] {
+    py::list out;
+    for (const LogRecord& r : drain_log()) {
+      out.append(py::make_tuple(static_cast<int>(r.level), r.message));
+    }
+    return out;
+  });
+
+  m.def(
+      "probe",
+      [](const std::string& path) {
+        MediaInfo info;
+        {
+          py::gil_scoped_release release;
+          info = probe(path);
+        }
+        return media_dict(info);
+      },
+      py::arg("path"));
+
+  m.def("encoder_candidates", &encoder_candidates, py::arg("codec"), py::arg("encoder"));
+
+  py::class_<VideoReader>(m, "VideoReader")
+      .def(
+          py::init([](const std::string& path,
+                      int stream,
+                      std::optional<double> start,
+                      std::optional<double> duration,
+                      int threads,
+                      const std::string& hwaccel,
+                      const std::string& device,
+                      bool strict) {
+            ReaderOptions o;
+            o.stream_index = stream;
+            o.start = start;
+            o.duration = duration;
+            o.threads = threads;
+            o.hwaccel = hwaccel;
+            o.device = device;
+            o.strict = strict;
+            py::gil_scoped_release release;
+            return std::make_unique<VideoReader>(path, o);
+          }),
+          py::arg("path"),
+          py::arg("stream") = -1,
+          py::arg("start") = py::none(),
+          py::arg("duration") = py::none(),
+          py::arg("threads") = 0,
+          py::arg("hwaccel") = "auto",
+          py::arg("device") = "cpu",
+          py::arg("strict") = false)
+      .def("stream_info", [](const VideoReader& r) { return description_dict(r.stream()); })
+      .def(
+          "read",
+          [](VideoReader& r, int max_frames) {
+            FrameBatch batch;
+            {
+              py::gil_scoped_release release;
+              batch = r.read(max_frames);
+            }
+            return py::make_tuple(batch.frames, batch.pts, batch.durations);
+          },
+          py::arg("max_frames"))
+      .def_property_readonly("finished", &VideoReader::finished)
+      .def_property_readonly("frames_read", &VideoReader::frames_read)
+      .def_property_readonly("hardware_decoder", &VideoReader::hardware_decoder)
+      .def_property_readonly("hardware_fallback_reason", &VideoReader::hardware_fallback_reason)
+      .def("take_warnings", &VideoReader::take_warnings);
+
+  py::class_<MediaWriter>(m, "MediaWriter")
+      .def(
+          py::init([](const std::string& path,
+                      int width,
+                      int height,
+                      const py::object& time_base,
+                      const py::object& frame_rate,
+                      const std::string& container,
+                      const std::string& codec,
+                      const std::string& encoder,
+                      std::optional<int> crf,
+                      std::optional<int> cq,
+                      std::optional<int> quality,
+                      const std::string& preset,
+                      int bit_depth,
+                      const std::string& device,
+                      int threads,
+                      const std::string& source,
+                      const std::string& audio,
+                      const std::string& subtitles,
+                      double time_origin,
+                      std::optional<double> time_end,
+                      const std::string& stereo,
+                      const std::map<std::string, std::string>& metadata) {
+            WriterOptions o;
+            o.path = path;
+            o.width = width;
+            o.height = height;
+            o.time_base = to_rational(time_base);
+            o.frame_rate = to_rational(frame_rate);
+            o.container = container;
+            o.codec = codec;
+            o.encoder = encoder;
+            o.crf = crf;
+            o.cq = cq;
+            o.quality = quality;
+            o.preset = preset;
+            o.bit_depth = bit_depth;
+            o.device = device;
+            o.threads = threads;
+            o.source = source;
+            o.audio = audio;
+            o.subtitles = subtitles;
+            o.time_origin = time_origin;
+            o.time_end = time_end;
+            o.stereo = stereo;
+            o.metadata = metadata;
+            py::gil_scoped_release release;
+            return std::make_unique<MediaWriter>(o);
+          }),
+          py::arg("path"),
+          py::arg("width"),
+          py::arg("height"),
+          py::arg("time_base"),
+          py::arg("frame_rate"),
+          py::arg("container") = "",
+          py::arg("codec") = "h264",
+          py::arg("encoder") = "auto",
+          py::arg("crf") = py::none(),
+          py::arg("cq") = py::none(),
+          py::arg("quality") = py::none(),
+          py::arg("preset") = "",
+          py::arg("bit_depth") = 8,
+          py::arg("device") = "cpu",
+          py::arg("threads") = 0,
+          py::arg("source") = "",
+          py::arg("audio") = "copy",
+          py::arg("subtitles") = "copy",
+          py::arg("time_origin") = 0.0,
+          py::arg("time_end") = py::none(),
+          py::arg("stereo") = "",
+          py::arg("metadata") = std::map<std::string, std::string>{})
+      .def(
+          "write",
+          &MediaWriter::write,
+          py::arg("frames"),
+          py::arg("pts"),
+          py::call_guard<py::gil_scoped_release>())
+      .def("finish", [](MediaWriter& w) {
+        WriterResult result;
+        {
+          py::gil_scoped_release release;
+          result = w.finish();
+        }
+        py::dict d;
+        d["path"] = result.path;
+        d["encoder"] = result.encoder;
+        d["skipped_encoders"] = result.skipped_encoders;
+        d["frames"] = result.frames;
+        d["streams"] = result.streams;
+        d["warnings"] = result.warnings;
+        return d;
+      })
+      .def("abort", &MediaWriter::abort, py::call_guard<py::gil_scoped_release>())
+      .def_property_readonly("encoder", &MediaWriter::encoder_name)
+      .def_property_readonly("skipped_encoders", &MediaWriter::skipped_encoders);
+}

@@ -1,0 +1,309 @@
+#include "sbsconv/media/ColorConversion.h"
+
+#include <ATen/ATen.h>
+
+#include <cstring>
+
+namespace sbsconv {
+
+namespace {
+
+// libswscale's choice of matrix for a frame's colour space: anything it has no coefficients
+// for (unspecified, YCgCo, ICtCp ...) is treated as BT.601, as FFmpeg's scale filter does.
+int sws_colorspace_for(AVColorSpace space) {
+  const int cs = static_cast<int>(space);
+  if (cs < 1 || cs > 10 || cs == AVCOL_SPC_YCGCO) {
+    return AVCOL_SPC_BT470BG;
+  }
+  return cs;
+}
+
+struct SwsColorDetails {
+  int* inv_table;
+  int src_range;
+  int* table;
+  int dst_range;
+  int brightness;
+  int contrast;
+  int saturation;
+};
+
+SwsColorDetails read_details(SwsContext* context) {
+  SwsColorDetails d{};
+  sws_getColorspaceDetails(
+      context,
+      &d.inv_table,
+      &d.src_range,
+      &d.table,
+      &d.dst_range,
+      &d.brightness,
+      &d.contrast,
+      &d.saturation);
+  return d;
+}
+
+} // namespace
+
+YuvMatrix yuv_matrix_for(AVColorSpace space) {
+  switch (sws_colorspace_for(space)) {
+    case AVCOL_SPC_BT709:
+      return {0.2126, 0.0722};
+    case AVCOL_SPC_FCC:
+      return {0.30, 0.11};
+    case AVCOL_SPC_SMPTE240M:
+      return {0.212, 0.087};
+    case AVCOL_SPC_BT2020_NCL:
+    case AVCOL_SPC_BT2020_CL:
+      return {0.2627, 0.0593};
+    default:
+      return {0.299, 0.114};
+  }
+}
+
+// ---- decode side --------------------------------------------------------------------------
+
+void RgbConverter::convert(
+    const AVFrame* frame,
+    uint8_t* dst,
+    int dst_stride,
+    int width,
+    int height) {
+  const int colorspace = sws_colorspace_for(frame->colorspace);
+  const int range = frame->color_range;
+  if (!context_ || frame->width != src_width_ || frame->height != src_height_ ||
+      frame->format != src_format_ || width != dst_width_ || height != dst_height_ ||
+      colorspace != colorspace_ || range != range_) {
+    context_.reset(sws_getContext(
+        frame->width,
+        frame->height,
+        static_cast<AVPixelFormat>(frame->format),
+        width,
+        height,
+        AV_PIX_FMT_RGB24,
+        SWS_BICUBIC,
+        nullptr,
+        nullptr,
+        nullptr));
+    if (!context_) {
+      throw Error(
+          ErrorKind::Decode,
+          "colour conversion",
+          std::string("libswscale cannot convert ") +
+              av_get_pix_fmt_name(static_cast<AVPixelFormat>(frame->format)) + " to RGB");
+    }
+    // See Note [Matching FFmpeg's RGB]: the same details FFmpeg's scale filter sets.
+    SwsColorDetails d = read_details(context_.get());
+    int src_full = d.src_range;
+    if (range != AVCOL_RANGE_UNSPECIFIED) {
+      src_full = range == AVCOL_RANGE_JPEG ? 1 : 0;
+    }
+    sws_setColorspaceDetails(
+        context_.get(),
+        sws_getCoefficients(colorspace),
+        src_full,
+        d.table,
+        d.dst_range,
+        d.brightness,
+        d.contrast,
+        d.saturation);
+    src_width_ = frame->width;
+    src_height_ = frame->height;
+    src_format_ = frame->format;
+    dst_width_ = width;
+    dst_height_ = height;
+    colorspace_ = colorspace;
+    range_ = range;
+  }
+  uint8_t* dst_data[4] = {dst, nullptr, nullptr, nullptr};
+  int dst_linesize[4] = {dst_stride, 0, 0, 0};
+  const int rows = sws_scale(
+      context_.get(), frame->data, frame->linesize, 0, frame->height, dst_data, dst_linesize);
+  if (rows != height) {
+    throw Error(
+        ErrorKind::Decode,
+        "colour conversion",
+        "libswscale produced " + std::to_string(rows) + " rows, expected " +
+            std::to_string(height));
+  }
+}
+
+bool device_yuv_to_rgb(const AVFrame* frame, at::Tensor& out) {
+  if (frame->hw_frames_ctx == nullptr) {
+    return false;
+  }
+  const auto* frames = reinterpret_cast<const AVHWFramesContext*>(frame->hw_frames_ctx->data);
+  const AVPixelFormat sw = frames->sw_format;
+  const bool wide = sw == AV_PIX_FMT_P010LE || sw == AV_PIX_FMT_P016LE;
+  if (sw != AV_PIX_FMT_NV12 && !wide) {
+    return false;
+  }
+  const int64_t h = frame->height;
+  const int64_t w = frame->width;
+  const int64_t element = wide ? 2 : 1;
+  const auto options =
+      at::TensorOptions().device(out.device()).dtype(wide ? at::kShort : at::kByte);
+  at::Tensor y = at::from_blob(frame->data[0], {h, w}, {frame->linesize[0] / element, 1}, options);
+  at::Tensor uv = at::from_blob(
+      frame->data[1], {(h + 1) / 2, (w + 1) / 2, 2}, {frame->linesize[1] / element, 2, 1}, options);
+
+  auto to_8bit_scale = [&](const at::Tensor& t) {
+    if (!wide) {
+      return t.to(at::kFloat);
+    }
+    // 16-bit containers (P010 keeps its 10 bits in the high bits): value / 256 is the
+    // sample on the 8-bit scale.
+    return at::bitwise_and(t.to(at::kInt), 0xFFFF).to(at::kFloat).div_(256.0);
+  };
+  at::Tensor yf = to_8bit_scale(y);
+  at::Tensor uvf = to_8bit_scale(uv)
+                       .repeat_interleave(2, 0)
+                       .repeat_interleave(2, 1)
+                       .narrow(0, 0, h)
+                       .narrow(1, 0, w);
+  at::Tensor cb = uvf.select(2, 0) - 128.0;
+  at::Tensor cr = uvf.select(2, 1) - 128.0;
+  if (frame->color_range == AVCOL_RANGE_JPEG) {
+    // full range: nothing to expand
+  } else {
+    yf = (yf - 16.0) * (255.0 / 219.0);
+    cb = cb * (255.0 / 224.0);
+    cr = cr * (255.0 / 224.0);
+  }
+  const YuvMatrix m = yuv_matrix_for(frame->colorspace);
+  const double kg = 1.0 - m.kr - m.kb;
+  at::Tensor r = yf + cr * (2.0 * (1.0 - m.kr));
+  at::Tensor b = yf + cb * (2.0 * (1.0 - m.kb));
+  at::Tensor g = yf - cb * (2.0 * m.kb * (1.0 - m.kb) / kg) - cr * (2.0 * m.kr * (1.0 - m.kr) / kg);
+  out.copy_(at::stack({r, g, b}, 2).round_().clamp_(0.0, 255.0).to(at::kByte));
+  return true;
+}
+
+// ---- encode side --------------------------------------------------------------------------
+
+YuvConverter::YuvConverter(int width, int height, AVPixelFormat dst_format)
+    : width_(width), height_(height), dst_format_(dst_format) {}
+
+SwsContext* YuvConverter::context_for(AVPixelFormat src) {
+  UniqueSwsContext& slot = src == AV_PIX_FMT_RGB24 ? packed_ : planar_;
+  if (!slot) {
+    slot.reset(sws_getContext(
+        width_, height_, src, width_, height_, dst_format_, SWS_BICUBIC, nullptr, nullptr, nullptr));
+    if (!slot) {
+      throw Error(
+          ErrorKind::Encode,
+          "colour conversion",
+          std::string("libswscale cannot convert RGB to ") + av_get_pix_fmt_name(dst_format_));
+    }
+    SwsColorDetails d = read_details(slot.get());
+    // RGB in (full range) -> BT.709 limited range out, the tags the encoder writes.
+    sws_setColorspaceDetails(
+        slot.get(),
+        d.inv_table,
+        1,
+        sws_getCoefficients(SWS_CS_ITU709),
+        0,
+        d.brightness,
+        d.contrast,
+        d.saturation);
+  }
+  return slot.get();
+}
+
+void YuvConverter::convert(const at::Tensor& rgb_in, AVFrame* dst) {
+  SBSCONV_CHECK(
+      rgb_in.dim() == 3 && rgb_in.size(0) == 3 && rgb_in.size(1) == height_ &&
+          rgb_in.size(2) == width_ && rgb_in.scalar_type() == at::kByte && rgb_in.is_cpu(),
+      Internal,
+      "colour conversion",
+      "encoder input must be one uint8 [3,H,W] CPU frame of the encoder's size");
+  const bool packed = rgb_in.permute({1, 2, 0}).is_contiguous();
+  at::Tensor rgb = packed || rgb_in.is_contiguous() ? rgb_in : rgb_in.contiguous();
+  uint8_t* base = rgb.data_ptr<uint8_t>();
+  const uint8_t* src_data[4] = {nullptr, nullptr, nullptr, nullptr};
+  int src_linesize[4] = {0, 0, 0, 0};
+  SwsContext* context = nullptr;
+  if (packed) {
+    context = context_for(AV_PIX_FMT_RGB24);
+    src_data[0] = base;
+    src_linesize[0] = width_ * 3;
+  } else {
+    // GBRP's planes are G, B, R; the tensor's are R, G, B.
+    const size_t plane = static_cast<size_t>(width_) * height_;
+    context = context_for(AV_PIX_FMT_GBRP);
+    src_data[0] = base + plane;
+    src_data[1] = base + 2 * plane;
+    src_data[2] = base;
+    src_linesize[0] = src_linesize[1] = src_linesize[2] = width_;
+  }
+  sws_scale(context, src_data, src_linesize, 0, height_, dst->data, dst->linesize);
+
+  // Odd sizes: the frame is one row/column larger; repeat the last one (chroma planes of
+  // 4:2:0 already cover the rounded-up size).
+  const AVPixFmtDescriptor* desc = av_pix_fmt_desc_get(dst_format_);
+  const int bytes = (desc->comp[0].depth + 7) / 8;
+  if (dst->width > width_) {
+    for (int row = 0; row < height_; ++row) {
+      uint8_t* line = dst->data[0] + static_cast<ptrdiff_t>(row) * dst->linesize[0];
+      std::memcpy(line + width_ * bytes, line + (width_ - 1) * bytes, bytes);
+    }
+  }
+  if (dst->height > height_) {
+    std::memcpy(
+        dst->data[0] + static_cast<ptrdiff_t>(height_) * dst->linesize[0],
+        dst->data[0] + static_cast<ptrdiff_t>(height_ - 1) * dst->linesize[0],
+        static_cast<size_t>(dst->width) * bytes);
+  }
+}
+
+bool device_rgb_to_yuv(const at::Tensor& rgb, AVFrame* hw_frame) {
+  if (hw_frame->hw_frames_ctx == nullptr || !rgb.is_cuda()) {
+    return false;
+  }
+  const auto* frames = reinterpret_cast<const AVHWFramesContext*>(hw_frame->hw_frames_ctx->data);
+  const AVPixelFormat sw = frames->sw_format;
+  const bool wide = sw == AV_PIX_FMT_P010LE;
+  if (sw != AV_PIX_FMT_NV12 && !wide) {
+    return false;
+  }
+  const int64_t h = hw_frame->height; // even
+  const int64_t w = hw_frame->width;
+  // Pad odd sizes by repeating the last row/column, as the CPU path does.
+  at::Tensor x = rgb.to(at::kFloat).unsqueeze(0);
+  const int64_t pad_w = w - rgb.size(2);
+  const int64_t pad_h = h - rgb.size(1);
+  if (pad_w > 0 || pad_h > 0) {
+    x = at::replication_pad2d(x, {0, pad_w, 0, pad_h});
+  }
+  const YuvMatrix m = yuv_matrix_for(AVCOL_SPC_BT709);
+  const double kg = 1.0 - m.kr - m.kb;
+  at::Tensor r = x.select(1, 0);
+  at::Tensor g = x.select(1, 1);
+  at::Tensor b = x.select(1, 2);
+  at::Tensor y = r * m.kr + g * kg + b * m.kb;
+  at::Tensor cb = (b - y) / (2.0 * (1.0 - m.kb));
+  at::Tensor cr = (r - y) / (2.0 * (1.0 - m.kr));
+  at::Tensor chroma = at::avg_pool2d(at::stack({cb, cr}, 1), {2, 2}).squeeze(0); // [2,h/2,w/2]
+  at::Tensor y_limited = (y.squeeze(0) * (219.0 / 255.0) + 16.0);
+  at::Tensor c_limited = chroma * (224.0 / 255.0) + 128.0;
+  const int64_t element = wide ? 2 : 1;
+  const auto options = at::TensorOptions().device(rgb.device()).dtype(wide ? at::kShort : at::kByte);
+  at::Tensor y_plane =
+      at::from_blob(hw_frame->data[0], {h, w}, {hw_frame->linesize[0] / element, 1}, options);
+  at::Tensor uv_plane = at::from_blob(
+      hw_frame->data[1], {h / 2, w / 2, 2}, {hw_frame->linesize[1] / element, 2, 1}, options);
+  if (wide) {
+    // 10-bit samples in the high bits of 16-bit words.
+    auto pack = [](const at::Tensor& v) {
+      return at::bitwise_left_shift(v.mul(4.0).round_().clamp_(0, 1023).to(at::kInt), 6)
+          .to(at::kShort);
+    };
+    y_plane.copy_(pack(y_limited));
+    uv_plane.copy_(pack(c_limited.permute({1, 2, 0})));
+  } else {
+    y_plane.copy_(y_limited.round_().clamp_(0, 255).to(at::kByte));
+    uv_plane.copy_(c_limited.permute({1, 2, 0}).round().clamp_(0, 255).to(at::kByte));
+  }
+  return true;
+}
+
+} // namespace sbsconv

@@ -1,0 +1,73 @@
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include "sbsconv/common/FFmpeg.h"
+
+namespace sbsconv {
+
+// Note [Matching FFmpeg's RGB]
+// Decoded pictures become RGB the way FFmpeg's own command line makes them
+// (`ffmpeg -i in -pix_fmt rgb24`): libswscale with bicubic filtering, the frame's colour
+// matrix (BT.601 when the stream does not say, as FFmpeg assumes; BT.709, BT.2020, FCC,
+// SMPTE 240M when tagged) and its range (limited unless tagged full or a yuvj format), into
+// packed RGB24. That makes sbsconv's frames identical to the reference conversion for every
+// input FFmpeg decodes, 10/12-bit and 4:4:4 included. The packed buffer is handed out as a
+// channels-last [N,3,H,W] tensor, so no extra pass reorders the bytes.
+
+// Luma/chroma coefficients of a colour matrix, chosen as libswscale chooses them.
+struct YuvMatrix {
+  double kr;
+  double kb;
+};
+YuvMatrix yuv_matrix_for(AVColorSpace space);
+
+// Software frame (any pixel format FFmpeg decodes to) -> packed RGB24.
+// Not thread-safe; one owner. Re-creates its swscale context when the input changes.
+class RgbConverter {
+ public:
+  // Writes `frame` as RGB24 into `dst` (rows `dst_stride` bytes apart) at width x height,
+  // scaling (bicubic) only if the frame's size differs, as after a mid-stream size change.
+  void convert(const AVFrame* frame, uint8_t* dst, int dst_stride, int width, int height);
+
+ private:
+  UniqueSwsContext context_;
+  int src_width_ = 0;
+  int src_height_ = 0;
+  int src_format_ = -1;
+  int dst_width_ = 0;
+  int dst_height_ = 0;
+  int colorspace_ = -1;
+  int range_ = -1;
+};
+
+// A hardware frame in device memory (CUDA NV12/P010/P016 from NVDEC) -> RGB on the same
+// device, written into `out` ([H,W,3] uint8 view on that device), with tensor operations on
+// the current stream. Returns false when the frame's layout is not one this handles (the
+// caller then transfers the frame to the CPU).
+bool device_yuv_to_rgb(const AVFrame* frame, at::Tensor& out);
+
+// RGB frames -> the encoder's YUV format (BT.709, limited range, the tags the encoder writes).
+// Not thread-safe; one owner.
+class YuvConverter {
+ public:
+  YuvConverter(int width, int height, AVPixelFormat dst_format);
+  // `rgb` is one uint8 frame [3,H,W] on the CPU, planar (contiguous) or channels-last
+  // (packed); `dst` is an allocated frame of the encoder's size (H and W rounded up to even
+  // numbers; the extra row/column repeats the last one).
+  void convert(const at::Tensor& rgb, AVFrame* dst);
+
+ private:
+  UniqueSwsContext packed_;
+  UniqueSwsContext planar_;
+  int width_;
+  int height_;
+  AVPixelFormat dst_format_;
+  SwsContext* context_for(AVPixelFormat src);
+};
+
+// RGB [3,H,W] uint8 on a CUDA device -> NV12 or P010 planes of a CUDA hardware frame, for
+// NVENC without a round trip through host memory. Returns false when not possible.
+bool device_rgb_to_yuv(const at::Tensor& rgb, AVFrame* hw_frame);
+
+} // namespace sbsconv

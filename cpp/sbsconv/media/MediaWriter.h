@@ -1,0 +1,101 @@
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "sbsconv/media/Probe.h"
+
+namespace sbsconv {
+
+struct WriterOptions {
+  std::string path; // the final output; written as a hidden temporary beside it, then renamed
+  std::string container; // "mp4", "mov", "mkv"; "" = from the extension
+  std::string codec = "h264"; // "h264" or "hevc"
+  // "auto" (NVENC, then VideoToolbox, then libx264/libx265, by actually opening them),
+  // "nvenc", "videotoolbox", "software", or an FFmpeg encoder name ("libx264", ...).
+  std::string encoder = "auto";
+  std::optional<int> crf; // libx264/libx265 (0-51)
+  std::optional<int> cq; // NVENC constant quality (0-51)
+  std::optional<int> quality; // VideoToolbox quality (1-100)
+  std::string preset; // encoder preset; "" = sbsconv's default for that encoder
+  int bit_depth = 8; // 8, or 10 with HEVC
+  int width = 0; // of the frames given to write()
+  int height = 0;
+  Rational time_base; // of the pts given to write()
+  Rational frame_rate; // nominal rate, for rate control and the container
+  // Where frames arrive from: a CUDA device lets NVENC take them without a host round trip.
+  std::string device = "cpu";
+  int threads = 0; // encoder threads; 0 = the encoder's choice
+
+  // Streams carried over from the source file.
+  std::string source; // "" = no source: video only
+  std::string audio = "copy"; // "copy" (stream copy where the container allows, else AAC),
+                              // "aac" (always transcode), "none"
+  std::string subtitles = "copy"; // "copy" (converted to the container's text format where
+                                  // needed, bitmap subtitles MP4 cannot hold dropped), "none"
+  // The output's time zero on the source clock, in seconds (the pts of the first decoded
+  // frame's window: the source's start time plus the window start). Video pts given to
+  // write() are on the same clock. Source packets before it are dropped.
+  double time_origin = 0.0;
+  // End of the window on the source clock (absolute seconds); the carried streams also end
+  // where the video ends.
+  std::optional<double> time_end;
+
+  // Stereoscopic layout tag: "" (none), "sbs" (left eye left), "sbs-rl" (right eye left,
+  // cross-eyed), "tb" (left eye on top).
+  std::string stereo;
+  std::map<std::string, std::string> metadata; // extra global tags
+};
+
+struct WriterResult {
+  std::string path;
+  std::string encoder; // the encoder that ran, e.g. "libx264"
+  std::vector<std::string> skipped_encoders; // "h264_nvenc: <why>"
+  int64_t frames = 0;
+  // One line per carried stream: "audio #1 aac (eng): copied", "audio #1 vorbis: -> aac".
+  std::vector<std::string> streams;
+  std::vector<std::string> warnings;
+};
+
+// Encodes RGB frames and muxes them, with the source's audio and subtitles, into MP4/MOV
+// (faststart) or MKV. Nothing appears under the output name until finish() succeeds; on any
+// failure, or if the writer is destroyed unfinished, the temporary file is removed.
+//
+// Threading: not thread-safe; one owner.
+class MediaWriter {
+ public:
+  explicit MediaWriter(WriterOptions options);
+  ~MediaWriter();
+  MediaWriter(const MediaWriter&) = delete;
+  MediaWriter& operator=(const MediaWriter&) = delete;
+
+  // frames: uint8 [N,3,H,W] RGB (any memory layout; CPU, or CUDA for NVENC); pts: one per
+  // frame, in options.time_base units, on the source clock (strictly increasing; repeats
+  // are nudged forward by one tick).
+  void write(const at::Tensor& frames, const std::vector<int64_t>& pts);
+
+  // Flushes the encoder, completes the carried streams, writes the trailer and renames the
+  // temporary file to the output name.
+  WriterResult finish();
+
+  // Discards everything written so far; the output name is left untouched.
+  void abort();
+
+  const std::string& encoder_name() const;
+  const std::vector<std::string>& skipped_encoders() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// The FFmpeg encoders `encoder` resolves to for `codec`, in the order they are tried.
+std::vector<std::string> encoder_candidates(const std::string& codec, const std::string& encoder);
+
+} // namespace sbsconv

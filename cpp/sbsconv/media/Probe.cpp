@@ -1,0 +1,137 @@
+#include "sbsconv/media/Probe.h"
+
+#include <cmath>
+#include <limits>
+
+#include "sbsconv/common/FFmpeg.h"
+#include "sbsconv/media/InputFile.h"
+
+namespace sbsconv {
+
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+Rational to_rational(AVRational r) {
+  return Rational{r.num, r.den};
+}
+
+std::string or_unknown(const char* name) {
+  return name != nullptr ? name : "unknown";
+}
+
+std::map<std::string, std::string> read_tags(const AVDictionary* dict) {
+  std::map<std::string, std::string> tags;
+  const AVDictionaryEntry* entry = nullptr;
+  while ((entry = av_dict_get(dict, "", entry, AV_DICT_IGNORE_SUFFIX)) != nullptr) {
+    tags[entry->key] = entry->value;
+  }
+  return tags;
+}
+
+std::string field_order_name(AVFieldOrder order) {
+  switch (order) {
+    case AV_FIELD_PROGRESSIVE:
+      return "progressive";
+    case AV_FIELD_TT:
+      return "tt";
+    case AV_FIELD_BB:
+      return "bb";
+    case AV_FIELD_TB:
+      return "tb";
+    case AV_FIELD_BT:
+      return "bt";
+    default:
+      return "unknown";
+  }
+}
+
+bool is_quarter_turn(double rotation) {
+  const double r = std::fmod(std::fabs(rotation), 180.0);
+  return std::fabs(r - 90.0) < 1.0;
+}
+
+StreamInfo describe(const AVStream* stream) {
+  const AVCodecParameters* par = stream->codecpar;
+  StreamInfo info;
+  info.index = stream->index;
+  const char* type = av_get_media_type_string(par->codec_type);
+  info.type = type != nullptr ? type : "unknown";
+  info.codec = avcodec_get_name(par->codec_id);
+  if (const AVCodecDescriptor* desc = avcodec_descriptor_get(par->codec_id)) {
+    info.codec_long_name = desc->long_name != nullptr ? desc->long_name : "";
+  }
+  if (const char* profile = avcodec_profile_name(par->codec_id, par->profile)) {
+    info.profile = profile;
+  }
+  info.tags = read_tags(stream->metadata);
+  if (auto it = info.tags.find("language"); it != info.tags.end() && it->second != "und") {
+    info.language = it->second;
+  }
+  if (auto it = info.tags.find("title"); it != info.tags.end()) {
+    info.title = it->second;
+  }
+  info.is_default = (stream->disposition & AV_DISPOSITION_DEFAULT) != 0;
+  info.attached_picture = (stream->disposition & AV_DISPOSITION_ATTACHED_PIC) != 0;
+  info.bit_rate = par->bit_rate;
+  info.time_base = to_rational(stream->time_base);
+  info.start_time =
+      stream->start_time == AV_NOPTS_VALUE ? 0.0 : stream->start_time * av_q2d(stream->time_base);
+  info.duration =
+      stream->duration == AV_NOPTS_VALUE ? kNaN : stream->duration * av_q2d(stream->time_base);
+  info.num_frames = stream->nb_frames > 0 ? stream->nb_frames : -1;
+
+  if (par->codec_type == AVMEDIA_TYPE_VIDEO) {
+    info.coded_width = par->width;
+    info.coded_height = par->height;
+    info.rotation = stream_display_rotation(stream);
+    const bool swap = is_quarter_turn(info.rotation);
+    info.width = swap ? par->height : par->width;
+    info.height = swap ? par->width : par->height;
+    info.avg_frame_rate = to_rational(stream->avg_frame_rate);
+    info.r_frame_rate = to_rational(stream->r_frame_rate);
+    info.sample_aspect_ratio = to_rational(par->sample_aspect_ratio);
+    const auto format = static_cast<AVPixelFormat>(par->format);
+    info.pix_fmt = or_unknown(av_get_pix_fmt_name(format));
+    if (const AVPixFmtDescriptor* desc = av_pix_fmt_desc_get(format)) {
+      info.bit_depth = desc->comp[0].depth;
+    }
+    if (par->bits_per_raw_sample > 0 && info.bit_depth == 0) {
+      info.bit_depth = par->bits_per_raw_sample;
+    }
+    info.color_range = or_unknown(av_color_range_name(par->color_range));
+    info.color_space = or_unknown(av_color_space_name(par->color_space));
+    info.color_transfer = or_unknown(av_color_transfer_name(par->color_trc));
+    info.color_primaries = or_unknown(av_color_primaries_name(par->color_primaries));
+    info.field_order = field_order_name(par->field_order);
+  } else if (par->codec_type == AVMEDIA_TYPE_AUDIO) {
+    info.sample_rate = par->sample_rate;
+    info.channels = codecpar_channels(par);
+    info.channel_layout = codecpar_channel_layout_name(par);
+    info.sample_fmt = or_unknown(av_get_sample_fmt_name(static_cast<AVSampleFormat>(par->format)));
+  }
+  return info;
+}
+
+} // namespace
+
+MediaInfo probe(const std::string& path) {
+  UniqueInputFormatContext format = open_input(path, "probe");
+  MediaInfo info;
+  info.path = path;
+  info.format_name = format->iformat->name != nullptr ? format->iformat->name : "";
+  info.format_long_name = format->iformat->long_name != nullptr ? format->iformat->long_name : "";
+  info.start_time = format_start_seconds(format.get());
+  info.duration = format->duration == AV_NOPTS_VALUE
+      ? kNaN
+      : static_cast<double>(format->duration) / AV_TIME_BASE;
+  info.bit_rate = format->bit_rate;
+  info.tags = read_tags(format->metadata);
+  for (unsigned i = 0; i < format->nb_streams; ++i) {
+    info.streams.push_back(describe(format->streams[i]));
+  }
+  info.video_stream = choose_video_stream(format.get(), -1, path);
+  return info;
+}
+
+} // namespace sbsconv
