@@ -224,7 +224,7 @@ int copy_channel_layout(AVCodecContext* dst, const AVCodecContext* src) {
 UniqueSwrContext make_resampler(const AVCodecContext* dst, const AVCodecContext* src) {
   SwrContext* swr = nullptr;
 #if SBSCONV_FFMPEG_HAS_CH_LAYOUT
-  AVChannelLayout in_layout;
+  AVChannelLayout in_layout = {}; // av_channel_layout_copy reads the destination first
   if (src->ch_layout.order == AV_CHANNEL_ORDER_UNSPEC) {
     av_channel_layout_default(&in_layout, src->ch_layout.nb_channels);
   } else {

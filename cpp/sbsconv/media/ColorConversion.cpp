@@ -44,6 +44,13 @@ SwsColorDetails read_details(SwsContext* context) {
 
 } // namespace
 
+at::Tensor empty_padded_hwc(int64_t n, int64_t h, int64_t w, const at::TensorOptions& options) {
+  const int64_t bytes = n * h * w * 3;
+  return at::empty({bytes + kSwscalePadding}, options.dtype(at::kByte))
+      .narrow(0, 0, bytes)
+      .view({n, h, w, 3});
+}
+
 YuvMatrix yuv_matrix_for(AVColorSpace space) {
   switch (sws_colorspace_for(space)) {
     case AVCOL_SPC_BT709:
@@ -218,6 +225,20 @@ void YuvConverter::convert(const at::Tensor& rgb_in, AVFrame* dst) {
       "encoder input must be one uint8 [3,H,W] CPU frame of the encoder's size");
   const bool packed = rgb_in.permute({1, 2, 0}).is_contiguous();
   at::Tensor rgb = packed || rgb_in.is_contiguous() ? rgb_in : rgb_in.contiguous();
+  // See Note [swscale over-reach].
+  const int64_t frame_bytes = static_cast<int64_t>(width_) * height_ * 3;
+  const auto* storage_begin = static_cast<const uint8_t*>(rgb.storage().data());
+  const int64_t room = static_cast<int64_t>(rgb.storage().nbytes()) -
+      (static_cast<const uint8_t*>(rgb.data_ptr()) - storage_begin);
+  if (room < frame_bytes + kSwscalePadding) {
+    if (!staging_.defined()) {
+      staging_ = empty_padded_hwc(1, height_, width_, at::TensorOptions());
+    }
+    at::Tensor target = packed ? staging_[0].permute({2, 0, 1})
+                               : staging_.view({-1}).narrow(0, 0, frame_bytes).view({3, height_, width_});
+    target.copy_(rgb);
+    rgb = target;
+  }
   uint8_t* base = rgb.data_ptr<uint8_t>();
   const uint8_t* src_data[4] = {nullptr, nullptr, nullptr, nullptr};
   int src_linesize[4] = {0, 0, 0, 0};

@@ -15,6 +15,17 @@ namespace sbsconv {
 // input FFmpeg decodes, 10/12-bit and 4:4:4 included. The packed buffer is handed out as a
 // channels-last [N,3,H,W] tensor, so no extra pass reorders the bytes.
 
+// Note [swscale over-reach]
+// libswscale's SIMD paths read and write a few bytes past the end of a row, which is harmless
+// inside a picture (the next row is written afterwards) but not past the end of a buffer. So
+// every buffer swscale writes is allocated with kSwscalePadding spare bytes after its last
+// picture (empty_padded_hwc), and a picture swscale reads is used in place only when its
+// buffer extends that far beyond it.
+constexpr int64_t kSwscalePadding = 1024;
+
+// An uninitialised uint8 [n, h, w, 3] tensor whose storage has kSwscalePadding bytes to spare.
+at::Tensor empty_padded_hwc(int64_t n, int64_t h, int64_t w, const at::TensorOptions& options);
+
 // Luma/chroma coefficients of a colour matrix, chosen as libswscale chooses them.
 struct YuvMatrix {
   double kr;
@@ -60,6 +71,7 @@ class YuvConverter {
  private:
   UniqueSwsContext packed_;
   UniqueSwsContext planar_;
+  at::Tensor staging_; // a padded copy of a frame that ends too close to its buffer's end
   int width_;
   int height_;
   AVPixelFormat dst_format_;

@@ -194,6 +194,7 @@ struct MediaWriter::Impl {
   UniqueAVPacket source_packet = make_packet();
   bool source_pending = false;
   bool source_eof = false;
+  bool trim_start = false; // the output starts part-way into the source
 
   bool header_written = false;
   bool done = false; // renamed into place
@@ -532,7 +533,8 @@ void MediaWriter::Impl::open_source() {
       in->discard = AVDISCARD_DEFAULT;
     }
   }
-  if (o.time_origin > source_start + 1e-6) {
+  trim_start = o.time_origin > source_start + 1e-6;
+  if (trim_start) {
     const int64_t ts = static_cast<int64_t>(std::floor(o.time_origin * AV_TIME_BASE));
     const int status = avformat_seek_file(source.get(), -1, INT64_MIN, ts, ts, 0);
     if (status < 0) {
@@ -834,9 +836,11 @@ void MediaWriter::Impl::process_source_packet(AVPacket* pkt, double /*end_second
   if (pkt->dts != AV_NOPTS_VALUE) {
     pkt->dts -= s.origin;
   }
-  // Entirely before the output's start: dropped. (A packet straddling zero is kept; the
-  // MP4 muxer writes an edit list for its lead-in.)
-  if (pkt->pts != AV_NOPTS_VALUE && pkt->duration > 0 && pkt->pts + pkt->duration <= 0) {
+  // When the output starts part-way into the source, packets entirely before its start are
+  // dropped (one straddling zero is kept; the MP4 muxer writes an edit list for its lead-in).
+  // From the source's own start everything is kept, encoder priming packets included.
+  if (trim_start && pkt->pts != AV_NOPTS_VALUE && pkt->duration > 0 &&
+      pkt->pts + pkt->duration <= 0) {
     return;
   }
   if (s.has_held) {
@@ -979,7 +983,7 @@ void MediaWriter::Impl::convert_subtitle(CarriedStream& s, AVPacket* pkt, int64_
   av_packet_rescale_ts(converted.get(), s.in->time_base, s.out->time_base);
   converted->pts -= s.origin;
   converted->dts -= s.origin;
-  if (converted->pts + converted->duration <= 0) {
+  if (trim_start && converted->pts + converted->duration <= 0) {
     return;
   }
   if (s.has_held) {

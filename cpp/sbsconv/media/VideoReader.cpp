@@ -529,7 +529,7 @@ FrameBatch VideoReader::read(int max_frames) {
   } else if (d.device.is_cuda()) {
     options = options.pinned_memory(true);
   }
-  at::Tensor hwc = at::empty({max_frames, h, w, 3}, options);
+  at::Tensor hwc = empty_padded_hwc(max_frames, h, w, options); // Note [swscale over-reach]
   int64_t n = 0;
   while (n < max_frames && d.next_frame()) {
     FrameUnref unref(d.frame.get());
