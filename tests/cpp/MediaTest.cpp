@@ -1,1 +1,188 @@
 #include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "sbsconv/common/Error.h"
+#include "sbsconv/media/MediaWriter.h"
+#include "sbsconv/media/Probe.h"
+#include "sbsconv/media/VideoReader.h"
+
+namespace fs = std::filesystem;
+using namespace sbsconv;
+
+namespace {
+
+std::string data(const std::string& name) {
+  const char* dir = std::getenv("SBSCONV_TEST_DATA_DIR");
+  return (fs::path(dir != nullptr ? dir : SBSCONV_TEST_DATA_DIR) / name).string();
+}
+
+fs::path scratch(const std::string& name) {
+  fs::path dir = fs::temp_directory_path() / ("sbsconv_cpp_tests_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  return dir / name;
+}
+
+ErrorKind kind_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.kind();
+  }
+  ADD_FAILURE() << "no sbsconv::Error thrown";
+  return ErrorKind::Internal;
+}
+
+} // namespace
+
+TEST(Probe, DescribesEveryStream) {
+  MediaInfo info = probe(data("nasa_13013.mp4"));
+  ASSERT_EQ(info.streams.size(), 6u);
+  EXPECT_EQ(info.video_stream, 3); // the larger of the two pictures
+  EXPECT_EQ(info.streams[3].width, 480);
+  EXPECT_EQ(info.streams[3].avg_frame_rate.num, 30000);
+  EXPECT_EQ(info.streams[1].type, "audio");
+  EXPECT_EQ(info.streams[1].language, "eng");
+  EXPECT_EQ(info.streams[2].codec, "mov_text");
+}
+
+TEST(Probe, BadInputsRaiseTheirKinds) {
+  EXPECT_EQ(kind_of([] { probe(data("does_not_exist.mp4")); }), ErrorKind::InputNotFound);
+  const fs::path text = scratch("notes.mp4");
+  std::ofstream(text) << "this is not a video\n";
+  EXPECT_EQ(kind_of([&] { probe(text.string()); }), ErrorKind::Input);
+  const fs::path empty = scratch("empty.mp4");
+  std::ofstream(empty).close();
+  EXPECT_EQ(kind_of([&] { probe(empty.string()); }), ErrorKind::Input);
+  EXPECT_EQ(kind_of([&] { probe(fs::temp_directory_path().string()); }), ErrorKind::Input);
+}
+
+TEST(VideoReader, ReadsEveryFrameInOrder) {
+  VideoReader reader(data("bt601_limited_range.mp4"));
+  EXPECT_EQ(reader.stream().width, 320);
+  EXPECT_EQ(reader.stream().height, 240);
+  int64_t total = 0;
+  int64_t last = -1;
+  while (true) {
+    FrameBatch batch = reader.read(7);
+    if (batch.size() == 0) {
+      break;
+    }
+    EXPECT_EQ(batch.frames.sizes(), (at::IntArrayRef{batch.size(), 3, 240, 320}));
+    for (int64_t pts : batch.pts) {
+      EXPECT_GT(pts, last);
+      last = pts;
+    }
+    total += batch.size();
+  }
+  EXPECT_EQ(total, 60);
+  EXPECT_TRUE(reader.finished());
+}
+
+TEST(VideoReader, RejectsBadOptions) {
+  ReaderOptions bad_start;
+  bad_start.start = -1.0;
+  EXPECT_EQ(kind_of([&] { VideoReader(data("bt601_limited_range.mp4"), bad_start); }), ErrorKind::Option);
+  ReaderOptions bad_stream;
+  bad_stream.stream_index = 1; // nasa's stream 1 is audio
+  EXPECT_EQ(kind_of([&] { VideoReader(data("nasa_13013.mp4"), bad_stream); }), ErrorKind::Option);
+  ReaderOptions bad_hw;
+  bad_hw.hwaccel = "no-such-accelerator";
+  EXPECT_EQ(kind_of([&] { VideoReader(data("bt601_limited_range.mp4"), bad_hw); }), ErrorKind::Option);
+}
+
+TEST(VideoReader, UnavailableHardwareDecoderFallsBackToSoftware) {
+  ReaderOptions o;
+  o.hwaccel = "cuda"; // no GPU on the test machines; with one, this decodes in hardware
+  VideoReader reader(data("bt601_limited_range.mp4"), o);
+  FrameBatch batch = reader.read(4);
+  EXPECT_EQ(batch.size(), 4);
+  if (reader.hardware_decoder().empty()) {
+    EXPECT_FALSE(reader.hardware_fallback_reason().empty());
+  }
+}
+
+TEST(MediaWriter, RoundTripKeepsSizeCountAndPicture) {
+  const fs::path out = scratch("round_trip.mp4");
+  VideoReader reader(data("testsrc2_odd_height_and_width_444.mp4"));
+  WriterOptions o;
+  o.path = out.string();
+  o.width = reader.stream().width;
+  o.height = reader.stream().height;
+  o.time_base = reader.stream().time_base;
+  o.frame_rate = reader.stream().frame_rate;
+  o.encoder = "software";
+  MediaWriter writer(o);
+  at::Tensor first;
+  int64_t written = 0;
+  while (true) {
+    FrameBatch batch = reader.read(8);
+    if (batch.size() == 0) {
+      break;
+    }
+    if (!first.defined()) {
+      first = batch.frames[0].clone();
+    }
+    writer.write(batch.frames, batch.pts);
+    written += batch.size();
+  }
+  EXPECT_FALSE(fs::exists(out)) << "the output must not appear before finish()";
+  WriterResult result = writer.finish();
+  EXPECT_EQ(result.frames, written);
+  EXPECT_EQ(result.encoder, "libx264");
+  ASSERT_TRUE(fs::exists(out));
+
+  VideoReader back(out.string());
+  // Odd sizes are padded to even for 4:2:0.
+  EXPECT_EQ(back.stream().width, 322);
+  EXPECT_EQ(back.stream().height, 242);
+  FrameBatch decoded = back.read(64);
+  EXPECT_EQ(decoded.size(), written);
+  at::Tensor a = first.to(at::kDouble);
+  at::Tensor b = decoded.frames[0].narrow(1, 0, 241).narrow(2, 0, 321).to(at::kDouble);
+  const double mse = (a - b).pow(2).mean().item<double>();
+  const double psnr = 10.0 * std::log10(255.0 * 255.0 / std::max(mse, 1e-12));
+  EXPECT_GT(psnr, 38.0);
+}
+
+TEST(MediaWriter, NothingIsLeftWhenAbandoned) {
+  const fs::path out = scratch("abandoned.mp4");
+  WriterOptions o;
+  o.path = out.string();
+  o.width = 64;
+  o.height = 48;
+  o.time_base = Rational{1, 25};
+  o.frame_rate = Rational{25, 1};
+  o.encoder = "software";
+  {
+    MediaWriter writer(o);
+    writer.write(at::zeros({2, 3, 48, 64}, at::kByte), {0, 1});
+  } // destroyed without finish()
+  EXPECT_FALSE(fs::exists(out));
+  for (const auto& entry : fs::directory_iterator(out.parent_path())) {
+    EXPECT_EQ(entry.path().string().find("abandoned.mp4.sbsconv"), std::string::npos)
+        << "temporary file left behind: " << entry.path();
+  }
+}
+
+TEST(MediaWriter, RejectsBadOptions) {
+  WriterOptions o;
+  o.width = 64;
+  o.height = 48;
+  o.time_base = Rational{1, 25};
+  o.frame_rate = Rational{25, 1};
+  o.path = scratch("x.avi").string();
+  EXPECT_EQ(kind_of([&] { MediaWriter w(o); }), ErrorKind::Option);
+  o.path = (scratch("x").parent_path() / "missing_folder" / "x.mp4").string();
+  EXPECT_EQ(kind_of([&] { MediaWriter w(o); }), ErrorKind::Output);
+  o.path = scratch("x.mp4").string();
+  o.bit_depth = 10; // needs HEVC
+  EXPECT_EQ(kind_of([&] { MediaWriter w(o); }), ErrorKind::Option);
+  o.bit_depth = 8;
+  o.encoder = "no_such_encoder";
+  EXPECT_EQ(kind_of([&] { MediaWriter w(o); }), ErrorKind::Encode);
+}

@@ -436,7 +436,7 @@ bool MediaWriter::Impl::try_encoder(const std::string& name, std::string* why) {
 
   AVDictionary* raw_options = nullptr;
   if (x26x) {
-    const int crf = o.crf.value_or(name == "libx264" ? 18 : 20);
+    const int crf = o.crf.value_or(name == "libx264" ? 16 : 18);
     av_dict_set(&raw_options, "crf", std::to_string(crf).c_str(), 0);
     av_dict_set(&raw_options, "preset", o.preset.empty() ? "medium" : o.preset.c_str(), 0);
     if (name == "libx265") {

@@ -1,0 +1,171 @@
+"""The ``sbsconv`` command line.
+
+Exit codes: 0 success; 2 bad usage or options; 3 unusable input; 4 encoding or output
+failure; 5 model failure; 1 any other sbsconv error; 130 interrupted (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import asdict
+from fractions import Fraction
+from typing import Any
+
+from sbsconv import errors
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INPUT = 3
+EXIT_OUTPUT = 4
+EXIT_MODEL = 5
+EXIT_INTERRUPTED = 130
+
+
+def _exit_code(exc: errors.SbsconvError) -> int:
+    if isinstance(exc, errors.OptionError):
+        return EXIT_USAGE
+    if isinstance(exc, errors.InputError):
+        return EXIT_INPUT
+    if isinstance(exc, errors.EncoderError | errors.OutputError):
+        return EXIT_OUTPUT
+    if isinstance(exc, errors.ModelError):
+        return EXIT_MODEL
+    if isinstance(exc, errors.CancelledError):
+        return EXIT_INTERRUPTED
+    return EXIT_ERROR
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Fraction):
+        return f"{value.numerator}/{value.denominator}"
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from sbsconv.media import probe
+
+    info = probe(args.input)
+    if args.json:
+        print(json.dumps(asdict(info), default=_json_default, indent=2))
+        return EXIT_OK
+    duration = f"{info.duration:.3f} s" if info.duration is not None else "unknown"
+    frames = info.num_frames if info.num_frames is not None else "unknown"
+    print(f"{info.path}  ({info.format_name})")
+    print(
+        f"  video #{info.video_stream}: {info.codec} {info.width}x{info.height} {info.pix_fmt}"
+        f" {float(info.fps):.3f} fps, {duration}, {frames} frames"
+    )
+    print(
+        f"  colour: range={info.color_range} matrix={info.color_space}"
+        f" transfer={info.color_transfer} primaries={info.color_primaries}"
+        + (f", rotation {info.rotation:g} deg" if info.rotation else "")
+    )
+    for s in info.streams:
+        extra = ""
+        if s.type == "video":
+            extra = f" {s.width}x{s.height}"
+        elif s.type == "audio":
+            extra = f" {s.sample_rate} Hz {s.channel_layout or s.channels}"
+        language = f" [{s.language}]" if s.language else ""
+        print(f"  stream #{s.index}: {s.type} {s.codec}{extra}{language}")
+    return EXIT_OK
+
+
+def _cmd_reencode(args: argparse.Namespace) -> int:
+    from sbsconv.media import reencode
+
+    result = reencode(
+        args.input,
+        args.output,
+        start=args.start,
+        duration=args.duration,
+        codec=args.codec,
+        encoder=args.encoder,
+        crf=args.crf,
+        cq=args.cq,
+        quality=args.quality,
+        preset=args.preset,
+        audio=args.audio,
+        subtitles=args.subtitles,
+    )
+    print(f"wrote {result.path}: {result.frames} frames with {result.encoder}")
+    for line in result.streams:
+        print(f"  {line}")
+    for line in result.skipped_encoders:
+        logging.getLogger("sbsconv").info("skipped encoder %s", line)
+    return EXIT_OK
+
+
+def _add_encoder_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("encoding")
+    g.add_argument("--codec", default="h264", choices=["h264", "hevc"], help="video codec (default: h264)")
+    g.add_argument(
+        "--encoder",
+        default="auto",
+        help="auto (NVENC, then VideoToolbox, then libx264/libx265), nvenc, videotoolbox, "
+        "software, or an FFmpeg encoder name (default: auto)",
+    )
+    g.add_argument("--crf", type=int, default=None, help="x264/x265 quality, 0-51, lower is better (default 16/18)")
+    g.add_argument("--cq", type=int, default=None, help="NVENC constant quality, 0-51 (default 21)")
+    g.add_argument("--quality", type=int, default=None, help="VideoToolbox quality, 1-100 (default 65)")
+    g.add_argument("--preset", default=None, help="encoder preset (default: medium for x264/x265, p5 for NVENC)")
+    g.add_argument(
+        "--audio",
+        default="copy",
+        choices=["copy", "aac", "none"],
+        help="copy: stream copy where the container allows, else AAC (default); aac: always transcode",
+    )
+    g.add_argument("--subtitles", default="copy", choices=["copy", "none"], help="carry subtitles over (default: copy)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sbsconv",
+        description="2D-to-3D video conversion for VR headsets.",
+        epilog="Exit codes: 0 ok, 2 bad options, 3 unusable input, 4 encoding/output failure, "
+        "5 model failure, 1 other errors, 130 interrupted.",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for FFmpeg's)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("probe", help="describe a video's streams", description="Describe a video's streams.")
+    p.add_argument("input", help="video file")
+    p.add_argument("--json", action="store_true", help="print everything as JSON")
+    p.set_defaults(run=_cmd_probe)
+
+    p = sub.add_parser(
+        "reencode",
+        help="decode and re-encode a video with its audio and subtitles",
+        description="Decode a video and encode it again (H.264/HEVC in MP4, MOV or MKV), carrying "
+        "its audio and subtitle streams over. The output appears only when complete.",
+    )
+    p.add_argument("input", help="video file")
+    p.add_argument("output", help="output file (.mp4, .mov or .mkv)")
+    p.add_argument("--start", type=float, default=None, help="start, in seconds from the beginning")
+    p.add_argument("--duration", type=float, default=None, help="length to process, in seconds")
+    _add_encoder_options(p)
+    p.set_defaults(run=_cmd_reencode)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.run(args)
+    except errors.SbsconvError as exc:
+        print(f"sbsconv: error: {exc}", file=sys.stderr)
+        return _exit_code(exc)
+    except KeyboardInterrupt:
+        print("sbsconv: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
