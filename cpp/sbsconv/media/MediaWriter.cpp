@@ -222,6 +222,8 @@ struct MediaWriter::Impl {
   void encode_audio(CarriedStream& s, int64_t limit_sample, bool final);
   void send_audio_frame(CarriedStream& s, AVFrame* f);
   void convert_subtitle(CarriedStream& s, AVPacket* pkt, int64_t end_ts);
+  // Writes the stream's previously held packet and holds this one (see finish_carried).
+  void hold(CarriedStream& s, AVPacket* pkt);
   void finish_carried(double end_seconds);
   void discard();
   [[noreturn]] void fail(ErrorKind kind, const char* stage, const std::string& what, int code);
@@ -843,6 +845,27 @@ void MediaWriter::Impl::process_source_packet(AVPacket* pkt, double /*end_second
       pkt->pts + pkt->duration <= 0) {
     return;
   }
+  hold(s, pkt);
+}
+
+void MediaWriter::Impl::hold(CarriedStream& s, AVPacket* pkt) {
+  // A subtitle shown past the window's end is cut there (audio packets are short; only the
+  // last one can reach past the end, and finish_carried trims it).
+  const bool subtitle = s.in->codecpar->codec_type == AVMEDIA_TYPE_SUBTITLE;
+  if (subtitle && pkt->pts != AV_NOPTS_VALUE && pkt->pts < 0 && pkt->duration > 0) {
+    // Shown across the output's start: keep the part after it (subtitle tracks have no
+    // edit list to hide a lead-in).
+    pkt->duration += pkt->pts;
+    pkt->pts = 0;
+    pkt->dts = 0;
+  }
+  if (o.time_end && subtitle && pkt->pts != AV_NOPTS_VALUE && pkt->duration > 0) {
+    const int64_t end = static_cast<int64_t>(
+        std::floor((*o.time_end - o.time_origin) / av_q2d(s.out->time_base)));
+    if (pkt->pts + pkt->duration > end) {
+      pkt->duration = std::max<int64_t>(1, end - pkt->pts);
+    }
+  }
   if (s.has_held) {
     mux(s.held.get(), s.out);
     av_packet_unref(s.held.get());
@@ -986,12 +1009,7 @@ void MediaWriter::Impl::convert_subtitle(CarriedStream& s, AVPacket* pkt, int64_
   if (trim_start && converted->pts + converted->duration <= 0) {
     return;
   }
-  if (s.has_held) {
-    mux(s.held.get(), s.out);
-    av_packet_unref(s.held.get());
-  }
-  av_packet_move_ref(s.held.get(), converted.get());
-  s.has_held = true;
+  hold(s, converted.get());
 }
 
 void MediaWriter::Impl::finish_carried(double end_seconds) {
