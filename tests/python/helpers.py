@@ -69,10 +69,10 @@ def to_hwc(frames: torch.Tensor) -> np.ndarray:
     return frames.permute(0, 2, 3, 1).contiguous().numpy()
 
 
-def run_python(code: str, *, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_python(code: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """Runs code in a fresh interpreter (crash isolation): returns the completed process."""
     return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout
     )
 
 
