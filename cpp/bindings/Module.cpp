@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "sbsconv/common/Error.h"
+#include "sbsconv/depth/DepthAnythingV2.h"
 #include "sbsconv/common/Logging.h"
 #include "sbsconv/media/MediaWriter.h"
 #include "sbsconv/media/Probe.h"
@@ -131,6 +132,54 @@ Rational to_rational(const py::object& value) {
   throw Error(ErrorKind::Option, "arguments", "expected a fraction");
 }
 
+WeightMap to_weights(const py::dict& weights) {
+  WeightMap map;
+  for (auto item : weights) {
+    map.emplace(item.first.cast<std::string>(), item.second.cast<at::Tensor>());
+  }
+  return map;
+}
+
+template <typename T>
+T get_or(const py::dict& d, const char* key, T fallback) {
+  return d.contains(key) ? d[key].cast<T>() : fallback;
+}
+
+VitConfig vit_config(const py::dict& d) {
+  VitConfig c;
+  c.embed_dim = d["embed_dim"].cast<int64_t>();
+  c.depth = d["depth"].cast<int64_t>();
+  c.num_heads = d["num_heads"].cast<int64_t>();
+  c.mlp_hidden = d["mlp_hidden"].cast<int64_t>();
+  c.swiglu = get_or<bool>(d, "swiglu", false);
+  c.patch_size = get_or<int64_t>(d, "patch_size", 14);
+  c.layer_norm_eps = get_or<double>(d, "layer_norm_eps", 1e-6);
+  c.layer_scale = get_or<bool>(d, "layer_scale", true);
+  const std::string resize = get_or<std::string>(d, "pos_embed_resize", "scale_factor_with_offset");
+  if (resize == "scale_factor_with_offset") {
+    c.pos_embed_resize = PosEmbedResize::ScaleFactorWithOffset;
+  } else if (resize == "exact_size") {
+    c.pos_embed_resize = PosEmbedResize::ExactSize;
+  } else {
+    throw Error(ErrorKind::Model, "build model", "unknown pos_embed_resize '" + resize + "'");
+  }
+  return c;
+}
+
+DptHeadConfig head_config(const py::dict& d) {
+  DptHeadConfig c;
+  c.features = d["features"].cast<int64_t>();
+  auto oc = d["out_channels"].cast<std::vector<int64_t>>();
+  if (oc.size() != 4) {
+    throw Error(ErrorKind::Model, "build model", "out_channels must have four entries");
+  }
+  std::copy(oc.begin(), oc.end(), c.out_channels.begin());
+  c.head_hidden = get_or<int64_t>(d, "head_hidden", 32);
+  c.metric = get_or<bool>(d, "metric", false);
+  c.max_depth = get_or<double>(d, "max_depth", 1.0);
+  return c;
+}
+
 } // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -172,6 +221,62 @@ PYBIND11_MODULE(_core, m) {
       py::arg("path"));
 
   m.def("encoder_candidates", &encoder_candidates, py::arg("codec"), py::arg("encoder"));
+
+  // ---- depth models: see Note [DepthModel contract] ----
+  py::class_<DepthModel, std::shared_ptr<DepthModel>>(m, "DepthModel")
+      .def_property_readonly("name", &DepthModel::name)
+      .def_property_readonly("kind", [](const DepthModel& d) { return depth_kind_name(d.kind()); })
+      .def_property_readonly("device", [](const DepthModel& d) { return d.device().str(); })
+      .def_property_readonly(
+          "dtype", [](const DepthModel& d) { return std::string(c10::toString(d.dtype())); })
+      .def_property_readonly("temporal", &DepthModel::temporal)
+      .def("forward", &DepthModel::forward, py::arg("pixel_values"), py::call_guard<py::gil_scoped_release>())
+      .def(
+          "infer",
+          [](DepthModel& d, const at::Tensor& frames) {
+            DepthOutput out;
+            {
+              py::gil_scoped_release release;
+              out = d.infer(frames);
+            }
+            py::dict result;
+            result["depth"] = out.depth;
+            result["fov_degrees"] = out.fov_degrees ? py::cast(*out.fov_degrees) : py::none();
+            return result;
+          },
+          py::arg("frames"))
+      .def("reset", &DepthModel::reset);
+
+  m.def(
+      "create_depth_anything_v2",
+      [](const std::string& name,
+         const py::dict& config,
+         const py::dict& weights,
+         const std::string& device,
+         const std::string& precision,
+         int64_t input_size) -> std::shared_ptr<DepthModel> {
+        DepthAnythingV2Config c;
+        c.encoder = vit_config(config["encoder"].cast<py::dict>());
+        c.head = head_config(config["head"].cast<py::dict>());
+        c.layers = config["layers"].cast<std::vector<int64_t>>();
+        WeightMap map = to_weights(weights);
+        py::gil_scoped_release release;
+        ModelOptions options = make_model_options(device, precision, input_size);
+        return std::make_shared<DepthAnythingV2>(name, c, map, options);
+      },
+      py::arg("name"),
+      py::arg("config"),
+      py::arg("weights"),
+      py::arg("device") = "auto",
+      py::arg("precision") = "auto",
+      py::arg("input_size") = 518);
+  m.def(
+      "lower_bound_size",
+      &lower_bound_size,
+      py::arg("height"),
+      py::arg("width"),
+      py::arg("input_size"),
+      py::arg("multiple") = 14);
 
   py::class_<VideoReader>(m, "VideoReader")
       .def(

@@ -1,0 +1,67 @@
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "sbsconv/depth/DepthModel.h"
+#include "sbsconv/depth/DinoV2.h"
+#include "sbsconv/depth/DptHead.h"
+
+namespace sbsconv {
+
+struct DepthAnythingV2Config {
+  VitConfig encoder;
+  DptHeadConfig head;
+  std::vector<int64_t> layers{2, 5, 8, 11}; // 0-based blocks the head reads
+};
+
+struct ModelOptions {
+  at::Device device{at::kCPU};
+  at::ScalarType dtype = at::kFloat;
+  int64_t input_size = 518; // the shorter side after resizing (lower bound), as the reference
+};
+
+// The input size rule of Depth-Anything-V2's reference preprocessing: scale so that both
+// sides are at least `input_size` keeping the aspect ratio, then round each side to a
+// multiple of `multiple` (half to even, as NumPy; up when rounding would drop below
+// input_size). Returns {height, width}.
+std::pair<int64_t, int64_t> lower_bound_size(int64_t height, int64_t width, int64_t input_size, int64_t multiple);
+
+// Depth-Anything-V2 (relative and metric, any encoder size): DINOv2 + DPT head.
+// See Note [DepthModel contract].
+class DepthAnythingV2 : public DepthModel {
+ public:
+  DepthAnythingV2(std::string name, const DepthAnythingV2Config& config, const WeightMap& weights, const ModelOptions& options);
+
+  const std::string& name() const override {
+    return name_;
+  }
+  DepthKind kind() const override {
+    return config_.head.metric ? DepthKind::Metric : DepthKind::Relative;
+  }
+  at::Device device() const override {
+    return options_.device;
+  }
+  at::ScalarType dtype() const override {
+    return options_.dtype;
+  }
+  at::Tensor forward(const at::Tensor& pixel_values) override;
+  DepthOutput infer(const at::Tensor& frames) override;
+
+  // Frames (uint8 [N,3,H,W]) -> the normalised network input at the model's resolution.
+  at::Tensor preprocess(const at::Tensor& frames) const;
+
+ private:
+  std::string name_;
+  DepthAnythingV2Config config_;
+  ModelOptions options_;
+  std::unique_ptr<DinoV2Encoder> encoder_;
+  std::unique_ptr<DptHead> head_;
+  at::Tensor mean_, std_;
+};
+
+// Validates and resolves ModelOptions from user strings.
+ModelOptions make_model_options(const std::string& device, const std::string& precision, int64_t input_size);
+
+} // namespace sbsconv

@@ -1,0 +1,75 @@
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace sbsconv {
+
+// What a model's depth means.
+enum class DepthKind {
+  Relative, // affine-invariant inverse depth (disparity-like): larger is nearer
+  Metric, // metres from the camera
+};
+
+const char* depth_kind_name(DepthKind kind);
+
+struct DepthOutput {
+  // float [K,1,H,W] at frame size, for the next K frames in the order they were given
+  // (K equals the frames given to infer() for image models; a temporal model may hold frames
+  // back until their window is complete and release them later, or from flush()).
+  at::Tensor depth;
+  // Horizontal field of view in degrees, one per frame, for models that estimate it.
+  std::optional<at::Tensor> fov_degrees;
+};
+
+// Note [DepthModel contract]
+// Every model family implements this interface; the engine, the benchmark and the Python
+// wrapper only see it.
+// - forward(pixel_values): the network on already normalised float [N,3,h,w] input at the
+//   model's own resolution rules, returning [N,1,h,w] -- the values the reference
+//   implementation's network returns, for parity tests.
+// - infer(frames): uint8 RGB [N,3,H,W] on the model's device -> depth at frame size, with the
+//   reference pre- and post-processing done on the device.
+// - Temporal models keep state across calls: reset() starts a new sequence (a scene cut),
+//   state()/load_state() save and restore it for resume, flush() releases held frames at
+//   the end of a sequence.
+//
+// Threading: not thread-safe; one owner (the engine's depth stage).
+class DepthModel {
+ public:
+  virtual ~DepthModel() = default;
+
+  virtual const std::string& name() const = 0;
+  virtual DepthKind kind() const = 0;
+  virtual at::Device device() const = 0;
+  virtual at::ScalarType dtype() const = 0;
+
+  virtual at::Tensor forward(const at::Tensor& pixel_values) = 0;
+  virtual DepthOutput infer(const at::Tensor& frames) = 0;
+
+  virtual bool temporal() const {
+    return false;
+  }
+  virtual void reset() {}
+  virtual DepthOutput flush() {
+    return {};
+  }
+  virtual std::map<std::string, at::Tensor> state() const {
+    return {};
+  }
+  virtual void load_state(const std::map<std::string, at::Tensor>& /*state*/) {}
+};
+
+// Chooses the compute dtype for "auto", "fp32", "fp16", "bf16" on a device: auto is fp16 on
+// CUDA and MPS and fp32 on the CPU (where half precision is slower, not faster).
+at::ScalarType resolve_precision(const std::string& precision, const at::Device& device);
+
+// Parses "auto", "cpu", "cuda", "cuda:1", "mps"; auto picks cuda, then mps, then cpu.
+// Throws a Device error for a device that is not available.
+at::Device resolve_device(const std::string& device);
+
+} // namespace sbsconv

@@ -1,0 +1,171 @@
+#include "sbsconv/depth/DinoV2.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "sbsconv/common/Error.h"
+
+namespace sbsconv {
+
+DinoV2Encoder::DinoV2Encoder(const VitConfig& config, WeightReader& w, const std::string& prefix)
+    : config_(config) {
+  const int64_t c = config.embed_dim;
+  const int64_t p = config.patch_size;
+  SBSCONV_CHECK(
+      c % config.num_heads == 0, Model, "build model", "embed_dim must be a multiple of num_heads");
+  patch_w_ = w.take(prefix + "patch_embed.proj.weight", {c, 3, p, p});
+  patch_b_ = w.take(prefix + "patch_embed.proj.bias", {c});
+  cls_token_ = w.take(prefix + "cls_token", {1, 1, c});
+  // Kept in float32: the reference resizes the table in float32 and casts afterwards.
+  pos_embed_ = w.take_fp32(prefix + "pos_embed", {1, -1, c});
+  const int64_t positions = pos_embed_.size(1) - 1;
+  pos_grid_ = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(positions))));
+  SBSCONV_CHECK(
+      pos_grid_ * pos_grid_ == positions,
+      Model,
+      "build model",
+      "pos_embed must hold a square grid of positions plus the class token");
+  w.ignore(prefix + "mask_token"); // training only
+  norm_w_ = w.take(prefix + "norm.weight", {c});
+  norm_b_ = w.take(prefix + "norm.bias", {c});
+  const int64_t hidden = config.mlp_hidden;
+  for (int64_t i = 0; i < config.depth; ++i) {
+    const std::string b = prefix + "blocks." + std::to_string(i) + ".";
+    Block block;
+    block.norm1_w = w.take(b + "norm1.weight", {c});
+    block.norm1_b = w.take(b + "norm1.bias", {c});
+    block.qkv_w = w.take(b + "attn.qkv.weight", {3 * c, c});
+    block.qkv_b = w.take(b + "attn.qkv.bias", {3 * c});
+    block.proj_w = w.take(b + "attn.proj.weight", {c, c});
+    block.proj_b = w.take(b + "attn.proj.bias", {c});
+    block.norm2_w = w.take(b + "norm2.weight", {c});
+    block.norm2_b = w.take(b + "norm2.bias", {c});
+    if (config.swiglu) {
+      block.fc1_w = w.take(b + "mlp.w12.weight", {2 * hidden, c});
+      block.fc1_b = w.take(b + "mlp.w12.bias", {2 * hidden});
+      block.fc2_w = w.take(b + "mlp.w3.weight", {c, hidden});
+      block.fc2_b = w.take(b + "mlp.w3.bias", {c});
+    } else {
+      block.fc1_w = w.take(b + "mlp.fc1.weight", {hidden, c});
+      block.fc1_b = w.take(b + "mlp.fc1.bias", {hidden});
+      block.fc2_w = w.take(b + "mlp.fc2.weight", {c, hidden});
+      block.fc2_b = w.take(b + "mlp.fc2.bias", {c});
+    }
+    if (config.layer_scale) {
+      block.ls1 = w.take(b + "ls1.gamma", {c});
+      block.ls2 = w.take(b + "ls2.gamma", {c});
+    }
+    blocks_.push_back(std::move(block));
+  }
+}
+
+at::Tensor DinoV2Encoder::position_table(int64_t grid_h, int64_t grid_w, at::ScalarType dtype) {
+  const auto key = std::make_pair(grid_h, grid_w);
+  auto it = pos_cache_.find(key);
+  if (it != pos_cache_.end()) {
+    return it->second;
+  }
+  const int64_t c = config_.embed_dim;
+  at::Tensor table;
+  if (grid_h == pos_grid_ && grid_w == pos_grid_) {
+    table = pos_embed_; // the reference returns the table itself for its own square grid
+  } else {
+    at::Tensor cls = pos_embed_.narrow(1, 0, 1);
+    at::Tensor grid = pos_embed_.narrow(1, 1, pos_grid_ * pos_grid_)
+                          .reshape({1, pos_grid_, pos_grid_, c})
+                          .permute({0, 3, 1, 2});
+    at::Tensor resized;
+    if (config_.pos_embed_resize == PosEmbedResize::ScaleFactorWithOffset) {
+      // Reproduces F.interpolate(scale_factor=(sx, sy)) with recompute_scale_factor unset:
+      // the output size is floor(in * s) and the sampling uses the scale factors as given.
+      const double sqrt_n = std::sqrt(static_cast<double>(pos_grid_ * pos_grid_));
+      const double sx = (static_cast<double>(grid_h) + config_.interpolate_offset) / sqrt_n;
+      const double sy = (static_cast<double>(grid_w) + config_.interpolate_offset) / sqrt_n;
+      const auto out_h = static_cast<int64_t>(std::floor(static_cast<double>(pos_grid_) * sx));
+      const auto out_w = static_cast<int64_t>(std::floor(static_cast<double>(pos_grid_) * sy));
+      SBSCONV_CHECK(
+          out_h == grid_h && out_w == grid_w,
+          Internal,
+          "depth",
+          "position table resize produced the wrong grid");
+      resized = at::upsample_bicubic2d(grid, {out_h, out_w}, false, sx, sy);
+    } else {
+      resized = at::upsample_bicubic2d(grid, {grid_h, grid_w}, false);
+    }
+    resized = resized.permute({0, 2, 3, 1}).reshape({1, grid_h * grid_w, c});
+    table = at::cat({cls, resized}, 1);
+  }
+  table = table.to(dtype);
+  pos_cache_.emplace(key, table);
+  return table;
+}
+
+at::Tensor DinoV2Encoder::run_block(const Block& b, at::Tensor x) const {
+  const int64_t n = x.size(0);
+  const int64_t t = x.size(1);
+  const int64_t c = config_.embed_dim;
+  const int64_t heads = config_.num_heads;
+  const int64_t head_dim = c / heads;
+  const double eps = config_.layer_norm_eps;
+
+  at::Tensor h = at::layer_norm(x, {c}, b.norm1_w, b.norm1_b, eps);
+  // One GEMM for q, k and v (the transformers port runs three).
+  at::Tensor qkv = at::linear(h, b.qkv_w, b.qkv_b).view({n, t, 3, heads, head_dim}).permute({2, 0, 3, 1, 4});
+  at::Tensor attn = at::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]);
+  attn = attn.transpose(1, 2).reshape({n, t, c});
+  attn = at::linear(attn, b.proj_w, b.proj_b);
+  if (b.ls1.defined()) {
+    attn.mul_(b.ls1);
+  }
+  x.add_(attn);
+
+  h = at::layer_norm(x, {c}, b.norm2_w, b.norm2_b, eps);
+  h = at::linear(h, b.fc1_w, b.fc1_b);
+  if (config_.swiglu) {
+    auto halves = h.chunk(2, -1);
+    h = at::silu(halves[0]).mul_(halves[1]);
+  } else {
+    h = at::gelu(h); // exact (erf) GELU, as the reference
+  }
+  h = at::linear(h, b.fc2_w, b.fc2_b);
+  if (b.ls2.defined()) {
+    h.mul_(b.ls2);
+  }
+  x.add_(h);
+  return x;
+}
+
+std::vector<at::Tensor> DinoV2Encoder::intermediate_layers(
+    const at::Tensor& input,
+    const std::vector<int64_t>& layers) {
+  const int64_t p = config_.patch_size;
+  SBSCONV_CHECK(
+      input.dim() == 4 && input.size(1) == 3 && input.size(2) % p == 0 && input.size(3) % p == 0,
+      Option,
+      "depth",
+      "the encoder input must be [N,3,h,w] with h and w multiples of " + std::to_string(p));
+  const int64_t n = input.size(0);
+  const int64_t gh = input.size(2) / p;
+  const int64_t gw = input.size(3) / p;
+  const int64_t c = config_.embed_dim;
+
+  at::Tensor tokens = at::conv2d(input, patch_w_, patch_b_, {p, p}).flatten(2).transpose(1, 2);
+  at::Tensor x = at::cat({cls_token_.expand({n, 1, c}), tokens}, 1);
+  x.add_(position_table(gh, gw, x.scalar_type()));
+
+  std::vector<at::Tensor> out;
+  out.reserve(layers.size());
+  const int64_t last = layers.empty() ? -1 : *std::max_element(layers.begin(), layers.end());
+  for (int64_t i = 0; i <= last; ++i) {
+    x = run_block(blocks_[i], x);
+    if (std::find(layers.begin(), layers.end(), i) != layers.end()) {
+      at::Tensor normed = at::layer_norm(x, {c}, norm_w_, norm_b_, config_.layer_norm_eps);
+      out.push_back(normed.narrow(1, 1, gh * gw));
+    }
+  }
+  return out;
+}
+
+} // namespace sbsconv

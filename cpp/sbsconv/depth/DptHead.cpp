@@ -1,0 +1,128 @@
+#include "sbsconv/depth/DptHead.h"
+
+#include <ATen/ATen.h>
+
+namespace sbsconv {
+
+namespace {
+constexpr auto kChannelsLast = at::MemoryFormat::ChannelsLast;
+} // namespace
+
+DptHead::Conv take_conv(
+    WeightReader& w,
+    const std::string& name,
+    int64_t out,
+    int64_t in,
+    int64_t k,
+    bool bias,
+    bool transposed) {
+  DptHead::Conv c;
+  // ConvTranspose2d stores [in, out, k, k].
+  c.weight = w.take(name + ".weight", transposed ? std::vector<int64_t>{in, out, k, k}
+                                                 : std::vector<int64_t>{out, in, k, k});
+  if (!transposed) {
+    c.weight = c.weight.contiguous(kChannelsLast);
+  }
+  if (bias) {
+    c.bias = w.take(name + ".bias", {out});
+  }
+  return c;
+}
+
+at::Tensor conv(const DptHead::Conv& c, const at::Tensor& x, int64_t stride, int64_t padding) {
+  return at::conv2d(x, c.weight, c.bias, {stride, stride}, {padding, padding});
+}
+
+at::Tensor residual_unit(const DptHead::ResidualUnit& u, const at::Tensor& x) {
+  at::Tensor out = conv(u.conv1, at::relu(x), 1, 1);
+  out = conv(u.conv2, out.relu_(), 1, 1);
+  return out.add_(x);
+}
+
+DptHead::DptHead(const DptHeadConfig& config, WeightReader& w, const std::string& prefix)
+    : config_(config) {
+  const int64_t f = config.features;
+  const auto& oc = config.out_channels;
+  for (int i = 0; i < 4; ++i) {
+    projects_[i] = take_conv(w, prefix + "projects." + std::to_string(i), oc[i], config.in_channels, 1);
+    layer_rn_[i] = take_conv(
+        w, prefix + "scratch.layer" + std::to_string(i + 1) + "_rn", f, oc[i], 3, /*bias=*/false);
+  }
+  resize_[0] = take_conv(w, prefix + "resize_layers.0", oc[0], oc[0], 4, true, /*transposed=*/true);
+  resize_[1] = take_conv(w, prefix + "resize_layers.1", oc[1], oc[1], 2, true, /*transposed=*/true);
+  resize_[3] = take_conv(w, prefix + "resize_layers.3", oc[3], oc[3], 3);
+  for (int i = 0; i < 4; ++i) {
+    const std::string r = prefix + "scratch.refinenet" + std::to_string(i + 1) + ".";
+    Fusion& fusion = refine_[i];
+    if (i == 3) {
+      // refinenet4 has one input: its first residual unit is in the checkpoint but unused.
+      w.ignore_prefix(r + "resConfUnit1.");
+    } else {
+      fusion.unit1.conv1 = take_conv(w, r + "resConfUnit1.conv1", f, f, 3);
+      fusion.unit1.conv2 = take_conv(w, r + "resConfUnit1.conv2", f, f, 3);
+    }
+    fusion.unit2.conv1 = take_conv(w, r + "resConfUnit2.conv1", f, f, 3);
+    fusion.unit2.conv2 = take_conv(w, r + "resConfUnit2.conv2", f, f, 3);
+    fusion.out = take_conv(w, r + "out_conv", f, f, 1);
+  }
+  output1_ = take_conv(w, prefix + "scratch.output_conv1", f / 2, f, 3);
+  output2a_ = take_conv(w, prefix + "scratch.output_conv2.0", config.head_hidden, f / 2, 3);
+  output2b_ = take_conv(w, prefix + "scratch.output_conv2.2", 1, config.head_hidden, 1);
+}
+
+at::Tensor DptHead::fuse(
+    const Fusion& f,
+    const at::Tensor& x,
+    const at::Tensor* skip,
+    at::IntArrayRef size) const {
+  at::Tensor out = x;
+  if (skip != nullptr) {
+    out = out + residual_unit(f.unit1, *skip);
+  }
+  out = residual_unit(f.unit2, out);
+  const std::vector<int64_t> target =
+      size.empty() ? std::vector<int64_t>{out.size(2) * 2, out.size(3) * 2} : size.vec();
+  out = at::upsample_bilinear2d(out, target, /*align_corners=*/true);
+  return conv(f.out, out);
+}
+
+at::Tensor DptHead::forward(const std::vector<at::Tensor>& tokens, int64_t gh, int64_t gw) const {
+  std::array<at::Tensor, 4> layers;
+  for (int i = 0; i < 4; ++i) {
+    const at::Tensor& t = tokens[i];
+    at::Tensor x = t.transpose(1, 2).reshape({t.size(0), t.size(2), gh, gw}).contiguous(kChannelsLast);
+    x = conv(projects_[i], x);
+    switch (i) {
+      case 0:
+        x = at::conv_transpose2d(x, resize_[0].weight, resize_[0].bias, {4, 4});
+        break;
+      case 1:
+        x = at::conv_transpose2d(x, resize_[1].weight, resize_[1].bias, {2, 2});
+        break;
+      case 3:
+        x = conv(resize_[3], x, 2, 1);
+        break;
+      default:
+        break;
+    }
+    layers[i] = conv(layer_rn_[i], x.contiguous(kChannelsLast), 1, 1);
+  }
+  at::Tensor path4 = fuse(refine_[3], layers[3], nullptr, layers[2].sizes().slice(2));
+  at::Tensor path3 = fuse(refine_[2], path4, &layers[2], layers[1].sizes().slice(2));
+  at::Tensor path2 = fuse(refine_[1], path3, &layers[1], layers[0].sizes().slice(2));
+  at::Tensor path1 = fuse(refine_[0], path2, &layers[0], {});
+
+  at::Tensor out = conv(output1_, path1, 1, 1);
+  const int64_t p = config_.patch_size;
+  out = at::upsample_bilinear2d(out, {gh * p, gw * p}, /*align_corners=*/true);
+  out = conv(output2a_, out, 1, 1).relu_();
+  out = conv(output2b_, out);
+  if (config_.metric) {
+    out = out.sigmoid_().mul_(config_.max_depth);
+  } else {
+    out = out.relu_();
+  }
+  return out.contiguous();
+}
+
+} // namespace sbsconv

@@ -1,0 +1,75 @@
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <array>
+#include <string>
+#include <vector>
+
+#include "sbsconv/depth/Weights.h"
+
+namespace sbsconv {
+
+struct DptHeadConfig {
+  int64_t in_channels = 384; // the encoder's embedding size
+  int64_t features = 64;
+  std::array<int64_t, 4> out_channels{48, 96, 192, 384};
+  int64_t head_hidden = 32;
+  int64_t patch_size = 14;
+  bool metric = false; // sigmoid x max_depth instead of ReLU
+  double max_depth = 1.0;
+};
+
+// The DPT head of Depth-Anything-V2 (depth_head.* in the original checkpoints): reassemble
+// four token maps at 4x, 2x, 1x and 1/2x the patch grid, fuse them coarse to fine with
+// residual conv units, and regress one channel at the input resolution.
+//
+// Convolutions run in the channels-last layout, which oneDNN (CPU) and cuDNN (fp16) run
+// fastest; the result is the same.
+//
+// Threading: stateless after construction; forward() may be called from one thread at a time.
+class DptHead {
+ public:
+  DptHead(const DptHeadConfig& config, WeightReader& weights, const std::string& prefix);
+
+  // tokens: four [N, gh*gw, C] maps; returns [N,1,gh*p,gw*p].
+  at::Tensor forward(const std::vector<at::Tensor>& tokens, int64_t gh, int64_t gw) const;
+
+  // The fused feature map before the output convolutions ([N,features,8gh,8gw]); the temporal
+  // head of Video-Depth-Anything builds on the same stages.
+  struct Conv {
+    at::Tensor weight;
+    at::Tensor bias;
+  };
+  struct ResidualUnit {
+    Conv conv1, conv2;
+  };
+  struct Fusion {
+    ResidualUnit unit1, unit2;
+    Conv out;
+  };
+
+ private:
+  at::Tensor fuse(const Fusion& f, const at::Tensor& x, const at::Tensor* skip, at::IntArrayRef size) const;
+
+  DptHeadConfig config_;
+  std::array<Conv, 4> projects_;
+  std::array<Conv, 4> resize_; // [2] unused (identity)
+  std::array<Conv, 4> layer_rn_;
+  std::array<Fusion, 4> refine_; // refinenet1..4 at [0..3]
+  Conv output1_, output2a_, output2b_;
+};
+
+// Shared building blocks (also used by the temporal head).
+at::Tensor conv(const DptHead::Conv& c, const at::Tensor& x, int64_t stride = 1, int64_t padding = 0);
+at::Tensor residual_unit(const DptHead::ResidualUnit& u, const at::Tensor& x);
+DptHead::Conv take_conv(
+    WeightReader& w,
+    const std::string& name,
+    int64_t out,
+    int64_t in,
+    int64_t k,
+    bool bias = true,
+    bool transposed = false);
+
+} // namespace sbsconv

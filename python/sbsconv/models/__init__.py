@@ -1,0 +1,223 @@
+"""Depth models: the registry of approaches, checkpoint resolution and download, and the
+Python face of the C++ models.
+
+    model = sbsconv.models.load("depth-anything-v2-small")
+    depth = model.infer(frames)          # uint8 [N,3,H,W] -> float [N,1,H,W]
+
+``model`` is a registry name (``sbsconv.models.available()``), a Hugging Face repository id
+(transformers layout: config.json + safetensors), or a local path (a checkpoint file or a
+transformers-layout folder). ``checkpoint`` replaces the download for a registry name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sbsconv._native import _core, flush_log
+from sbsconv.errors import ModelError, OptionError
+from sbsconv.models import hub
+from sbsconv.models.registry import ModelSpec, families, specs
+
+# Model families register themselves on import.
+from sbsconv.models import depth_anything_v2  # noqa: E402,F401  (registration)
+
+logger = logging.getLogger("sbsconv")
+
+__all__ = ["DepthEstimate", "DepthModel", "ModelSpec", "available", "load", "spec"]
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class DepthEstimate:
+    depth: torch.Tensor  # float [N,1,H,W]
+    fov_degrees: torch.Tensor | None  # [N] for models that estimate the field of view
+
+
+class DepthModel:
+    """A loaded depth model (the C++ implementation), ready for inference.
+
+    ``forward(pixel_values)`` runs the network on normalised input (as the reference
+    network does); ``infer(frames)`` takes uint8 RGB frames ``[N,3,H,W]`` and returns depth
+    ``[N,1,H,W]`` at frame size with the reference pre/post-processing on the device.
+    ``kind`` is "relative" (inverse depth, larger is nearer) or "metric" (metres).
+    """
+
+    def __init__(self, core: Any, spec: ModelSpec | None, source: str, input_size: int) -> None:
+        self._core = core
+        self.spec = spec
+        self.source = source
+        self.input_size = input_size
+
+    @property
+    def name(self) -> str:
+        return self._core.name
+
+    @property
+    def kind(self) -> str:
+        return self._core.kind
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self._core.device)
+
+    @property
+    def dtype(self) -> str:
+        return self._core.dtype
+
+    @property
+    def license(self) -> str | None:
+        return self.spec.license if self.spec else None
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        try:
+            return self._core.forward(pixel_values)
+        finally:
+            flush_log()
+
+    def estimate(self, frames: torch.Tensor) -> DepthEstimate:
+        if not isinstance(frames, torch.Tensor) or frames.dtype != torch.uint8 or frames.dim() != 4:
+            raise OptionError("frames must be a uint8 tensor [N, 3, H, W]")
+        try:
+            out = self._core.infer(frames)
+        finally:
+            flush_log()
+        return DepthEstimate(depth=out["depth"], fov_degrees=out["fov_degrees"])
+
+    def infer(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.estimate(frames).depth
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.infer(frames)
+
+    def __repr__(self) -> str:
+        return (f"DepthModel({self.name!r}, kind={self.kind!r}, device={self._core.device!r},"
+                f" dtype={self.dtype!r}, input_size={self.input_size})")
+
+
+def available() -> list[str]:
+    """The registry names, sorted."""
+    return sorted(specs())
+
+
+def spec(name: str) -> ModelSpec:
+    try:
+        return specs()[name]
+    except KeyError:
+        raise ModelError(
+            f"unknown model {name!r}; known models: {', '.join(available())}"
+            " (or pass a Hugging Face repo id or a local path)", stage="load model") from None
+
+
+def _validate(device: str, precision: str, input_size: int) -> None:
+    if not isinstance(input_size, int) or isinstance(input_size, bool) or not 14 <= input_size <= 4096:
+        raise OptionError(f"input_size must be an integer within 14..4096, got {input_size!r}")
+    if precision not in ("auto", "fp32", "fp16", "bf16"):
+        raise OptionError(f"precision must be auto, fp32, fp16 or bf16, not {precision!r}")
+    if not isinstance(device, str | torch.device):
+        raise OptionError(f"device must be a string such as 'auto', 'cpu' or 'cuda', not {device!r}")
+
+
+def _announce(s: ModelSpec) -> None:
+    if not s.commercial_use:
+        logger.warning(
+            "%s is licensed %s: non-commercial use only (%s)", s.name, s.license,
+            f"https://huggingface.co/{s.repo_id}")
+    else:
+        logger.info("%s: licence %s", s.name, s.license)
+
+
+def _family_for_path(path: Path):
+    for family in families().values():
+        if family.handles(path):
+            return family
+    # No name hint: try the families in turn on the file itself.
+    errors = []
+    for family in families().values():
+        errors.append(family.name)
+    if len(families()) == 1:
+        return next(iter(families().values()))
+    raise ModelError(
+        f"cannot tell which model family {path} belongs to (known: {', '.join(errors)});"
+        " pass a registry name with checkpoint=PATH", stage="load model")
+
+
+def load(
+    model: str | os.PathLike[str] = "depth-anything-v2-small",
+    *,
+    checkpoint: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    input_size: int = 518,
+) -> DepthModel:
+    """Loads a depth model (see the module docstring for what ``model`` may be).
+
+    ``device``: "auto" (cuda, then mps, then cpu), "cpu", "cuda", "cuda:N", "mps".
+    ``precision``: "auto" (fp16 on GPUs, fp32 on the CPU), "fp32", "fp16", "bf16".
+    ``input_size``: the shorter side the frames are resized to before the network.
+    """
+    _validate(device, precision, input_size)
+    device = str(device)
+    model_str = os.fspath(model)
+    try:
+        if model_str in specs():
+            s = specs()[model_str]
+            _announce(s)
+            path = Path(checkpoint) if checkpoint is not None else hub.download(s.repo_id, s.filename)
+            core = families()[s.family].builder(s, path, device, precision, input_size)
+            return DepthModel(core, s, str(path), input_size)
+        if checkpoint is not None:
+            raise OptionError(
+                f"checkpoint= replaces the download of a registry model; {model_str!r} is not one"
+                f" (known: {', '.join(available())})")
+        path = Path(model_str).expanduser()
+        if path.exists():
+            family = _family_for_path(path)
+            core = family.builder(None, path, device, precision, input_size)
+            return DepthModel(core, None, str(path), input_size)
+        if _REPO_ID.match(model_str) and not model_str.startswith((".", "/")):
+            return _load_repo(model_str, device, precision, input_size)
+        raise ModelError(
+            f"unknown model {model_str!r}: not a registry name ({', '.join(available())}),"
+            " not an existing path, not a Hugging Face repo id", stage="load model")
+    finally:
+        flush_log()
+
+
+def _load_repo(repo_id: str, device: str, precision: str, input_size: int) -> DepthModel:
+    """A Hugging Face repository: the transformers layout, or a single original checkpoint."""
+    files = hub.list_repo_files(repo_id)
+    # A registry entry for the same repository knows its file and family.
+    for s in specs().values():
+        if s.repo_id == repo_id and s.filename in files:
+            _announce(s)
+            path = hub.download(repo_id, s.filename)
+            core = families()[s.family].builder(s, path, device, precision, input_size)
+            return DepthModel(core, s, str(path), input_size)
+    if "config.json" in files:
+        weight_files = [f for f in files if f.endswith(".safetensors")]
+        if not weight_files:
+            raise ModelError(f"{repo_id} has a config.json but no safetensors weights", stage="load model")
+        config_path = hub.download(repo_id, "config.json")
+        for f in weight_files:
+            hub.download(repo_id, f)
+        folder = config_path.parent
+        family = _family_for_path(folder)
+        core = family.builder(None, folder, device, precision, input_size)
+        return DepthModel(core, None, repo_id, input_size)
+    checkpoints = [f for f in files if f.endswith((".pth", ".pt", ".safetensors"))]
+    if len(checkpoints) == 1:
+        path = hub.download(repo_id, checkpoints[0])
+        family = _family_for_path(path)
+        core = family.builder(None, path, device, precision, input_size)
+        return DepthModel(core, None, f"{repo_id}/{checkpoints[0]}", input_size)
+    raise ModelError(
+        f"{repo_id} holds no single checkpoint sbsconv can load (files: {', '.join(files[:20])})",
+        stage="load model")

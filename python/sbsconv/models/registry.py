@@ -1,0 +1,61 @@
+"""The registry of depth approaches: every model module registers its named checkpoints here,
+so that ``sbsconv.models.load`` and ``sbsconv-bench`` can iterate them and a new approach is
+one new module."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One named checkpoint of a model family."""
+
+    name: str  # registry name, e.g. "depth-anything-v2-small"
+    family: str  # the module that builds it, e.g. "depth-anything-v2"
+    repo_id: str  # Hugging Face repository
+    filename: str  # file in that repository
+    license: str  # SPDX-style identifier of the checkpoint's licence
+    kind: str  # "relative" or "metric"
+    description: str = ""
+    options: dict[str, Any] = field(default_factory=dict)  # family-specific (encoder size ...)
+
+    @property
+    def commercial_use(self) -> bool:
+        return "NC" not in self.license.upper()
+
+
+@dataclass(frozen=True)
+class Family:
+    """How to build a family's models from a checkpoint file, a transformers folder, or a
+    registry entry. ``builder(spec, path, device, precision, input_size)`` returns the core
+    model; ``handles(path)`` says whether an unnamed local checkpoint belongs to the family."""
+
+    name: str
+    builder: Callable[..., Any]
+    handles: Callable[[Path], bool]
+
+
+_SPECS: dict[str, ModelSpec] = {}
+_FAMILIES: dict[str, Family] = {}
+
+
+def register_family(family: Family) -> None:
+    _FAMILIES[family.name] = family
+
+
+def register(spec: ModelSpec) -> None:
+    if spec.name in _SPECS:
+        raise ValueError(f"model {spec.name!r} is registered twice")
+    _SPECS[spec.name] = spec
+
+
+def specs() -> dict[str, ModelSpec]:
+    return dict(_SPECS)
+
+
+def families() -> dict[str, Family]:
+    return dict(_FAMILIES)
