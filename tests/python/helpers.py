@@ -69,10 +69,14 @@ def to_hwc(frames: torch.Tensor) -> np.ndarray:
     return frames.permute(0, 2, 3, 1).contiguous().numpy()
 
 
-def run_python(code: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Runs code in a fresh interpreter (crash isolation): returns the completed process."""
+def run_python(
+    code: str, *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    """Runs code in a fresh interpreter (crash isolation, its own environment variables):
+    returns the completed process."""
     return subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
 
 

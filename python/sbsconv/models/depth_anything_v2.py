@@ -161,6 +161,8 @@ _HF_RULES = [
     (r"backbone\.embeddings\.patch_embeddings\.projection\.(\w+)", r"pretrained.patch_embed.proj.\1"),
     (r"backbone\.encoder\.layer\.(\d+)\.norm([12])\.(\w+)", r"pretrained.blocks.\1.norm\2.\3"),
     (r"backbone\.encoder\.layer\.(\d+)\.attention\.output\.dense\.(\w+)", r"pretrained.blocks.\1.attn.proj.\2"),
+    # transformers 5 names modules q/k/v/o_proj in memory (checkpoints keep the names above)
+    (r"backbone\.encoder\.layer\.(\d+)\.attention\.o_proj\.(\w+)", r"pretrained.blocks.\1.attn.proj.\2"),
     (r"backbone\.encoder\.layer\.(\d+)\.layer_scale([12])\.lambda1", r"pretrained.blocks.\1.ls\2.gamma"),
     (r"backbone\.encoder\.layer\.(\d+)\.mlp\.fc([12])\.(\w+)", r"pretrained.blocks.\1.mlp.fc\2.\3"),
     (r"backbone\.encoder\.layer\.(\d+)\.mlp\.weights_in\.(\w+)", r"pretrained.blocks.\1.mlp.w12.\2"),
@@ -173,7 +175,9 @@ _HF_RULES = [
     (r"head\.conv3\.(\w+)", r"depth_head.scratch.output_conv2.2.\1"),
 ]
 _HF_COMPILED = [(re.compile(p + "$"), r) for p, r in _HF_RULES]
-_QKV = re.compile(r"backbone\.encoder\.layer\.(\d+)\.attention\.attention\.(query|key|value)\.(\w+)$")
+_QKV = re.compile(
+    r"backbone\.encoder\.layer\.(\d+)\.attention\.(?:attention\.(query|key|value)|([qkv])_proj)\.(\w+)$")
+_QKV_NAMES = {"q": "query", "k": "key", "v": "value"}
 
 
 def original_keys_from_transformers(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -184,7 +188,8 @@ def original_keys_from_transformers(weights: dict[str, torch.Tensor]) -> dict[st
     for key, value in weights.items():
         m = _QKV.match(key)
         if m:
-            qkv.setdefault((m.group(1), m.group(3)), {})[m.group(2)] = value
+            part = m.group(2) or _QKV_NAMES[m.group(3)]
+            qkv.setdefault((m.group(1), m.group(4)), {})[part] = value
             continue
         if m := re.match(r"neck\.convs\.(\d)\.(\w+)$", key):
             out[f"depth_head.scratch.layer{int(m.group(1)) + 1}_rn.{m.group(2)}"] = value
