@@ -25,14 +25,15 @@ transformers = pytest.importorskip("transformers")
 from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config  # noqa: E402
 
 
-def tiny_reference(metric: bool = False, *, hidden=128, layers=4, heads=2, seed=0) -> DepthAnythingForDepthEstimation:
+def tiny_reference(metric: bool = False, *, hidden=128, layers=4, heads=2, seed=0,
+                   swiglu=False) -> DepthAnythingForDepthEstimation:
     torch.manual_seed(seed)
     # 64-dimensional attention heads, as in every DINOv2 preset (the original layout does not
     # record the head count; sbsconv reads it off the width).
     backbone = Dinov2Config(
         hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, image_size=70,
         patch_size=14, out_indices=list(range(layers - 3, layers + 1)), apply_layernorm=True,
-        reshape_hidden_states=False,
+        reshape_hidden_states=False, use_swiglu_ffn=swiglu,
     )
     config = DepthAnythingConfig(
         backbone_config=backbone, neck_hidden_sizes=[16, 32, 64, 64], fusion_hidden_size=32,
@@ -74,6 +75,16 @@ def test_forward_matches_transformers(hf_pair, batch, height, width):
     assert got.shape == (batch, 1, height, width)
     assert max_rel_err(got[:, 0], expected) <= 1e-4
     assert ours.kind == ref.config.depth_estimation_type
+
+
+def test_swiglu_encoder_as_in_the_giant_model(tmp_path):
+    ref = tiny_reference(swiglu=True)
+    ref.save_pretrained(tmp_path)
+    ours = models.load(str(tmp_path), device="cpu")
+    x = torch.randn(2, 3, 98, 168)
+    with torch.no_grad():
+        expected = ref(pixel_values=x).predicted_depth
+    assert max_rel_err(ours.forward(x)[:, 0], expected) <= 1e-4
 
 
 def original_pos_embed(self, embeddings, height, width):

@@ -1,0 +1,66 @@
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include "sbsconv/common/Error.h"
+#include "sbsconv/depth/DepthAnythingV2.h"
+#include "sbsconv/depth/Weights.h"
+
+using namespace sbsconv;
+
+TEST(DepthAnythingV2, InputSizeFollowsTheReferenceRule) {
+  using Size = std::pair<int64_t, int64_t>;
+  EXPECT_EQ(lower_bound_size(1080, 1920, 518, 14), Size(518, 924));
+  EXPECT_EQ(lower_bound_size(1920, 1080, 518, 14), Size(924, 518));
+  EXPECT_EQ(lower_bound_size(518, 518, 518, 14), Size(518, 518));
+  // Rounding that would fall below the bound goes up instead.
+  auto [h, w] = lower_bound_size(100, 3000, 518, 14);
+  EXPECT_GE(h, 518);
+  EXPECT_EQ(h % 14, 0);
+  EXPECT_EQ(w % 14, 0);
+}
+
+TEST(WeightReader, ReportsEveryProblemAtOnce) {
+  WeightMap weights;
+  weights["a"] = at::zeros({2, 3});
+  weights["b"] = at::zeros({4});
+  weights["stray"] = at::zeros({1});
+  WeightReader reader(weights, at::kCPU, at::kFloat, "toy");
+  at::Tensor a = reader.take("a", {2, 3});
+  EXPECT_EQ(a.sizes(), (at::IntArrayRef{2, 3}));
+  reader.take("b", {5});
+  reader.take("c", {1});
+  try {
+    reader.check();
+    FAIL() << "expected a Model error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Model);
+    const std::string m = e.what();
+    EXPECT_NE(m.find("Missing keys (1): c"), std::string::npos) << m;
+    EXPECT_NE(m.find("Unexpected keys (1): stray"), std::string::npos) << m;
+    EXPECT_NE(m.find("b: expected (5), found (4)"), std::string::npos) << m;
+  }
+}
+
+TEST(WeightReader, ConvertsToTheModelsDtypeButKeepsFp32OnRequest) {
+  WeightMap weights;
+  weights["w"] = at::ones({3}, at::kDouble);
+  weights["table"] = at::ones({3}, at::kDouble);
+  WeightReader reader(weights, at::kCPU, at::kHalf, "toy");
+  EXPECT_EQ(reader.take("w", {-1}).scalar_type(), at::kHalf);
+  EXPECT_EQ(reader.take_fp32("table", {3}).scalar_type(), at::kFloat);
+  EXPECT_NO_THROW(reader.check());
+}
+
+TEST(Devices, AutoFallsBackToTheCpuAndPrecisionFollowsTheDevice) {
+  const at::Device device = resolve_device("auto");
+  if (!at::hasCUDA() && !at::hasMPS()) {
+    EXPECT_TRUE(device.is_cpu());
+    EXPECT_THROW(resolve_device("cuda"), Error);
+  }
+  EXPECT_EQ(resolve_precision("auto", at::Device(at::kCPU)), at::kFloat);
+  EXPECT_EQ(resolve_precision("auto", at::Device(at::kCUDA, 0)), at::kHalf);
+  EXPECT_EQ(resolve_precision("bf16", at::Device(at::kCPU)), at::kBFloat16);
+  EXPECT_THROW(resolve_precision("fp8", at::Device(at::kCPU)), Error);
+  EXPECT_THROW(resolve_device("tpu"), Error);
+}
