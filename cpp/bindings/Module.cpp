@@ -14,6 +14,9 @@
 #include "sbsconv/media/MediaWriter.h"
 #include "sbsconv/media/Probe.h"
 #include "sbsconv/media/VideoReader.h"
+#include "sbsconv/stereo/Disparity.h"
+#include "sbsconv/stereo/Stereo.h"
+#include "sbsconv/stereo/Warp.h"
 
 namespace py = pybind11;
 using namespace sbsconv;
@@ -277,6 +280,89 @@ PYBIND11_MODULE(_core, m) {
       py::arg("width"),
       py::arg("input_size"),
       py::arg("multiple") = 14);
+
+  // ---- stereo: see Note [Occlusion-correct eye rendering] ----
+  m.def(
+      "render_stereo",
+      [](const at::Tensor& frames,
+         const at::Tensor& disparity,
+         const std::string& layout,
+         const std::string& synthetic_view,
+         bool fill_holes,
+         int64_t edge_dilation,
+         int64_t eye_width,
+         int64_t eye_height,
+         bool keep_aspect) {
+        StereoOptions o;
+        o.layout = parse_layout(layout);
+        o.synthetic_view = parse_synthetic_view(synthetic_view);
+        o.fill_holes = fill_holes;
+        o.edge_dilation = edge_dilation;
+        o.eye_width = eye_width;
+        o.eye_height = eye_height;
+        o.keep_aspect = keep_aspect;
+        StereoFrames r;
+        {
+          py::gil_scoped_release release;
+          r = render_stereo(frames, disparity, o);
+        }
+        py::dict d;
+        d["packed"] = r.packed.defined() ? py::cast(r.packed) : py::none();
+        d["left"] = r.left;
+        d["right"] = r.right;
+        d["left_holes"] = r.left_holes;
+        d["right_holes"] = r.right_holes;
+        return d;
+      },
+      py::arg("frames"),
+      py::arg("disparity"),
+      py::arg("layout") = "full-sbs",
+      py::arg("synthetic_view") = "both",
+      py::arg("fill_holes") = true,
+      py::arg("edge_dilation") = 0,
+      py::arg("eye_width") = 0,
+      py::arg("eye_height") = 0,
+      py::arg("keep_aspect") = true);
+  m.def(
+      "render_eye",
+      [](const at::Tensor& frames, const at::Tensor& disparity, double share, bool fill_holes, const std::string& impl) {
+        py::gil_scoped_release release;
+        EyeResult r = impl == "tensor" ? render_eye_tensor(frames, disparity, share, fill_holes)
+            : impl == "cpu"            ? render_eye_cpu(frames, disparity, share, fill_holes)
+                                       : render_eye(frames, disparity, share, fill_holes);
+        return std::make_pair(r.image, r.holes);
+      },
+      py::arg("frames"),
+      py::arg("disparity"),
+      py::arg("share"),
+      py::arg("fill_holes") = true,
+      py::arg("impl") = "auto");
+  m.def(
+      "render_eye_naive",
+      &render_eye_naive,
+      py::arg("frames"),
+      py::arg("disparity"),
+      py::arg("share"),
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "disparity_from_relative",
+      &disparity_from_relative,
+      py::arg("depth"),
+      py::arg("eye_width"),
+      py::arg("divergence"),
+      py::arg("convergence"),
+      py::arg("max_shift") = py::none());
+  m.def(
+      "disparity_from_metric",
+      &disparity_from_metric,
+      py::arg("depth"),
+      py::arg("eye_width"),
+      py::arg("ipd"),
+      py::arg("fov_degrees"),
+      py::arg("screen_distance"));
+  m.def("packed_size", [](const std::string& layout, int64_t h, int64_t w) {
+    return packed_size(parse_layout(layout), h, w);
+  });
 
   py::class_<VideoReader>(m, "VideoReader")
       .def(

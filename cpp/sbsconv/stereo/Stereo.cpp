@@ -1,0 +1,249 @@
+#include "sbsconv/stereo/Stereo.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+#include "sbsconv/common/Error.h"
+#include "sbsconv/stereo/Disparity.h"
+#include "sbsconv/stereo/Warp.h"
+
+namespace sbsconv {
+
+namespace {
+
+struct LayoutName {
+  StereoLayout layout;
+  const char* name;
+};
+constexpr LayoutName kLayouts[] = {
+    {StereoLayout::FullSbs, "full-sbs"},
+    {StereoLayout::HalfSbs, "half-sbs"},
+    {StereoLayout::FullTb, "full-tb"},
+    {StereoLayout::HalfTb, "half-tb"},
+    {StereoLayout::CrossEyed, "cross-eyed"},
+    {StereoLayout::AnaglyphDubois, "anaglyph"},
+    {StereoLayout::AnaglyphColor, "anaglyph-color"},
+    {StereoLayout::AnaglyphGray, "anaglyph-gray"},
+    {StereoLayout::Separate, "separate"},
+};
+
+int64_t even(int64_t v) {
+  return std::max<int64_t>(2, v + (v & 1));
+}
+
+at::Tensor to_u8(const at::Tensor& x) {
+  return x.add(0.5).floor_().clamp_(0, 255).to(at::kByte);
+}
+
+at::Tensor srgb_to_linear(const at::Tensor& v) {
+  return at::where(v <= 0.04045, v / 12.92, at::pow((v + 0.055) / 1.055, 2.4));
+}
+
+at::Tensor linear_to_srgb(const at::Tensor& v) {
+  at::Tensor c = v.clamp(0.0, 1.0);
+  return at::where(c <= 0.0031308, c * 12.92, 1.055 * at::pow(c, 1.0 / 2.4) - 0.055);
+}
+
+at::Tensor anaglyph(const at::Tensor& left, const at::Tensor& right, StereoLayout layout) {
+  at::Tensor l = left.to(at::kFloat);
+  at::Tensor r = right.to(at::kFloat);
+  if (layout == StereoLayout::AnaglyphColor) {
+    return to_u8(at::cat({l.narrow(1, 0, 1), r.narrow(1, 1, 2)}, 1));
+  }
+  if (layout == StereoLayout::AnaglyphGray) {
+    // BT.709 luma of each eye.
+    auto luma = [](const at::Tensor& x) {
+      return x.narrow(1, 0, 1) * 0.2126 + x.narrow(1, 1, 1) * 0.7152 + x.narrow(1, 2, 1) * 0.0722;
+    };
+    at::Tensor rl = luma(r);
+    return to_u8(at::cat({luma(l), rl, rl}, 1));
+  }
+  // Dubois (2001) least-squares red-cyan projection, applied to linear RGB.
+  const auto opts = l.options();
+  at::Tensor ml = at::tensor(
+      {0.456, 0.500, 0.176, -0.040, -0.038, -0.016, -0.015, -0.021, -0.005}, opts).view({3, 3});
+  at::Tensor mr = at::tensor(
+      {-0.043, -0.088, -0.002, 0.378, 0.734, -0.018, -0.072, -0.113, 1.226}, opts).view({3, 3});
+  at::Tensor ll = srgb_to_linear(l / 255.0);
+  at::Tensor rr = srgb_to_linear(r / 255.0);
+  at::Tensor mixed = at::einsum("ij,njhw->nihw", {ml, ll}) + at::einsum("ij,njhw->nihw", {mr, rr});
+  return to_u8(linear_to_srgb(mixed) * 255.0);
+}
+
+at::Tensor squeeze(const at::Tensor& eye, bool horizontal) {
+  const int64_t h = eye.size(2);
+  const int64_t w = eye.size(3);
+  return horizontal ? resize_frames(eye, std::max<int64_t>(1, w / 2), h, false)
+                    : resize_frames(eye, w, std::max<int64_t>(1, h / 2), false);
+}
+
+} // namespace
+
+StereoLayout parse_layout(const std::string& name) {
+  for (const auto& entry : kLayouts) {
+    if (name == entry.name) {
+      return entry.layout;
+    }
+  }
+  std::string known;
+  for (const auto& entry : kLayouts) {
+    known += std::string(known.empty() ? "" : ", ") + entry.name;
+  }
+  throw Error(ErrorKind::Option, "stereo", "unknown layout '" + name + "' (known: " + known + ")");
+}
+
+const char* layout_name(StereoLayout layout) {
+  for (const auto& entry : kLayouts) {
+    if (entry.layout == layout) {
+      return entry.name;
+    }
+  }
+  return "unknown";
+}
+
+SyntheticView parse_synthetic_view(const std::string& name) {
+  if (name == "both") {
+    return SyntheticView::Both;
+  }
+  if (name == "left") {
+    return SyntheticView::Left;
+  }
+  if (name == "right") {
+    return SyntheticView::Right;
+  }
+  throw Error(ErrorKind::Option, "stereo", "synthetic_view must be 'both', 'left' or 'right', not '" + name + "'");
+}
+
+std::pair<int64_t, int64_t> packed_size(StereoLayout layout, int64_t eye_height, int64_t eye_width) {
+  switch (layout) {
+    case StereoLayout::FullSbs:
+    case StereoLayout::CrossEyed:
+      return {eye_height, 2 * eye_width};
+    case StereoLayout::FullTb:
+      return {2 * eye_height, eye_width};
+    case StereoLayout::HalfSbs:
+      return {eye_height, 2 * (eye_width / 2)};
+    case StereoLayout::HalfTb:
+      return {2 * (eye_height / 2), eye_width};
+    default:
+      return {eye_height, eye_width};
+  }
+}
+
+at::Tensor resize_frames(const at::Tensor& frames, int64_t width, int64_t height, bool keep_aspect) {
+  const int64_t h = frames.size(2);
+  const int64_t w = frames.size(3);
+  if (w == width && h == height) {
+    return frames;
+  }
+  int64_t fit_w = width;
+  int64_t fit_h = height;
+  if (keep_aspect) {
+    const double scale = std::min(static_cast<double>(width) / w, static_cast<double>(height) / h);
+    fit_w = std::min<int64_t>(width, std::max<int64_t>(1, std::llround(w * scale)));
+    fit_h = std::min<int64_t>(height, std::max<int64_t>(1, std::llround(h * scale)));
+  }
+  at::Tensor x = frames.to(at::kFloat);
+  const bool shrink = fit_w < w || fit_h < h;
+  x = shrink ? at::_upsample_bilinear2d_aa(x, {fit_h, fit_w}, false)
+             : at::upsample_bilinear2d(x, {fit_h, fit_w}, false);
+  at::Tensor scaled = to_u8(x);
+  if (fit_w == width && fit_h == height) {
+    return scaled;
+  }
+  at::Tensor canvas = at::zeros({frames.size(0), 3, height, width}, scaled.options());
+  const int64_t top = (height - fit_h) / 2;
+  const int64_t left = (width - fit_w) / 2;
+  canvas.narrow(2, top, fit_h).narrow(3, left, fit_w).copy_(scaled);
+  return canvas;
+}
+
+at::Tensor pack_eyes(const at::Tensor& left, const at::Tensor& right, StereoLayout layout) {
+  SBSCONV_CHECK(left.sizes() == right.sizes(), Internal, "stereo", "the eyes differ in size");
+  switch (layout) {
+    case StereoLayout::FullSbs:
+      return at::cat({left, right}, 3);
+    case StereoLayout::CrossEyed:
+      return at::cat({right, left}, 3);
+    case StereoLayout::FullTb:
+      return at::cat({left, right}, 2);
+    case StereoLayout::HalfSbs:
+      return at::cat({squeeze(left, true), squeeze(right, true)}, 3);
+    case StereoLayout::HalfTb:
+      return at::cat({squeeze(left, false), squeeze(right, false)}, 2);
+    case StereoLayout::AnaglyphDubois:
+    case StereoLayout::AnaglyphColor:
+    case StereoLayout::AnaglyphGray:
+      return anaglyph(left, right, layout);
+    case StereoLayout::Separate:
+      break;
+  }
+  return {};
+}
+
+StereoFrames render_stereo(const at::Tensor& frames, const at::Tensor& disparity_in, const StereoOptions& o) {
+  at::InferenceMode guard;
+  SBSCONV_CHECK(
+      o.eye_width >= 0 && o.eye_height >= 0, Option, "stereo", "the eye size must not be negative");
+  const int64_t n = frames.size(0);
+  const int64_t h = frames.size(2);
+  const int64_t w = frames.size(3);
+  at::Tensor disparity = dilate_foreground(disparity_in.to(at::kFloat), o.edge_dilation);
+
+  const int64_t eye_w = o.eye_width > 0 ? even(o.eye_width) : w;
+  const int64_t eye_h = o.eye_height > 0 ? even(o.eye_height) : h;
+  const bool resized = eye_w != w || eye_h != h;
+  const bool direct_sbs = !resized && frames.is_cpu() &&
+      (o.layout == StereoLayout::FullSbs || o.layout == StereoLayout::CrossEyed);
+
+  StereoFrames out;
+  at::Tensor left_target;
+  at::Tensor right_target;
+  if (direct_sbs) {
+    // Render straight into the two halves of the packed frame: no copy afterwards.
+    // Channels-last: the packed RGB the encoder's colour conversion reads without reordering.
+    out.packed = at::empty({n, 3, h, 2 * w}, frames.options().memory_format(at::MemoryFormat::ChannelsLast));
+    const bool crossed = o.layout == StereoLayout::CrossEyed;
+    left_target = out.packed.narrow(3, crossed ? w : 0, w);
+    right_target = out.packed.narrow(3, crossed ? 0 : w, w);
+  }
+  const auto no_holes = at::zeros({n, 1, h, w}, at::TensorOptions().dtype(at::kBool).device(frames.device()));
+  auto render = [&](double share, const at::Tensor& target, at::Tensor& holes) {
+    EyeResult r = render_eye(frames, disparity, share, o.fill_holes, target);
+    holes = r.holes;
+    return r.image;
+  };
+  auto source_eye = [&](const at::Tensor& target, at::Tensor& holes) {
+    holes = no_holes;
+    if (target.defined()) {
+      target.copy_(frames);
+      return target;
+    }
+    return frames;
+  };
+  switch (o.synthetic_view) {
+    case SyntheticView::Both:
+      out.left = render(0.5, left_target, out.left_holes);
+      out.right = render(-0.5, right_target, out.right_holes);
+      break;
+    case SyntheticView::Right:
+      out.left = source_eye(left_target, out.left_holes);
+      out.right = render(-1.0, right_target, out.right_holes);
+      break;
+    case SyntheticView::Left:
+      out.left = render(1.0, left_target, out.left_holes);
+      out.right = source_eye(right_target, out.right_holes);
+      break;
+  }
+  if (resized) {
+    out.left = resize_frames(out.left, eye_w, eye_h, o.keep_aspect);
+    out.right = resize_frames(out.right, eye_w, eye_h, o.keep_aspect);
+  }
+  if (!direct_sbs && o.layout != StereoLayout::Separate) {
+    out.packed = pack_eyes(out.left, out.right, o.layout);
+  }
+  return out;
+}
+
+} // namespace sbsconv

@@ -1,0 +1,64 @@
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <string>
+
+namespace sbsconv {
+
+// Output arrangements of the two eyes.
+enum class StereoLayout {
+  FullSbs, // [left | right], 2W x H
+  HalfSbs, // each eye squeezed to W/2: W x H
+  FullTb, // left over right, W x 2H
+  HalfTb, // each eye squeezed to H/2: W x H
+  CrossEyed, // [right | left], 2W x H (free-viewing)
+  AnaglyphDubois, // red-cyan, Dubois least-squares matrices in linear light
+  AnaglyphColor, // red from the left eye, green and blue from the right
+  AnaglyphGray, // red: left luma, green and blue: right luma
+  Separate, // no packing: the two eyes
+};
+
+StereoLayout parse_layout(const std::string& name);
+const char* layout_name(StereoLayout layout);
+
+// Which eyes are synthesised: both (the source is the centre view, each eye moves by half the
+// disparity), or one (the other eye is the source frame unchanged).
+enum class SyntheticView { Both, Left, Right };
+SyntheticView parse_synthetic_view(const std::string& name);
+
+struct StereoOptions {
+  StereoLayout layout = StereoLayout::FullSbs;
+  SyntheticView synthetic_view = SyntheticView::Both;
+  bool fill_holes = true; // false: holes stay black and are reported in the masks
+  int64_t edge_dilation = 0; // pixels; see dilate_foreground
+  // Eye size of the output (0 = the source size). With keep_aspect the picture is scaled to
+  // fit and padded with black; sizes are rounded to even numbers for 4:2:0 encoding.
+  int64_t eye_width = 0;
+  int64_t eye_height = 0;
+  bool keep_aspect = true;
+};
+
+struct StereoFrames {
+  at::Tensor packed; // uint8 [N,3,H',W'] (undefined for Separate)
+  at::Tensor left; // uint8 [N,3,h,w] eye images at the output eye size
+  at::Tensor right;
+  at::Tensor left_holes; // bool [N,1,H,W] at the source size (all false for a source eye)
+  at::Tensor right_holes;
+};
+
+// Renders both eyes of every frame (see Note [Occlusion-correct eye rendering]) from a
+// disparity map in pixels, and packs them. Everything runs on the frames' device.
+StereoFrames render_stereo(const at::Tensor& frames, const at::Tensor& disparity, const StereoOptions& options);
+
+// The size of one packed frame for a layout and eye size, {height, width}.
+std::pair<int64_t, int64_t> packed_size(StereoLayout layout, int64_t eye_height, int64_t eye_width);
+
+// Packs two eye images of equal size.
+at::Tensor pack_eyes(const at::Tensor& left, const at::Tensor& right, StereoLayout layout);
+
+// Scales uint8 frames to width x height (area-weighted when shrinking), optionally keeping the
+// aspect ratio with black padding.
+at::Tensor resize_frames(const at::Tensor& frames, int64_t width, int64_t height, bool keep_aspect);
+
+} // namespace sbsconv

@@ -1,0 +1,372 @@
+#include "sbsconv/stereo/Warp.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "sbsconv/common/Error.h"
+
+namespace sbsconv {
+
+namespace {
+
+// Neighbouring pixels are one surface when their shifts differ by less than this (pixels).
+constexpr float kConnected = 1.0f;
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// floor/ceil for values well inside the int64 range, without a libm call per pixel (baseline
+// x86-64 has no rounding instruction); equal to std::floor/std::ceil there, so the kernel
+// matches the tensor version exactly.
+// Disparities are clamped to +-kMaxDisparity pixels (in both versions), which keeps every
+// coordinate within the int32 range these use (a vectorisable conversion).
+constexpr float kMaxDisparity = 1.0e6f;
+inline float fast_floor(float v) {
+  const auto i = static_cast<float>(static_cast<int32_t>(v));
+  return i - static_cast<float>(i > v);
+}
+inline float fast_ceil(float v) {
+  const auto i = static_cast<float>(static_cast<int32_t>(v));
+  return i + static_cast<float>(i < v);
+}
+
+void check_inputs(const at::Tensor& frames, const at::Tensor& disparity) {
+  SBSCONV_CHECK(
+      frames.dim() == 4 && frames.size(1) == 3 && frames.scalar_type() == at::kByte,
+      Option,
+      "stereo",
+      "frames must be uint8 RGB [N,3,H,W]");
+  SBSCONV_CHECK(
+      disparity.dim() == 4 && disparity.size(1) == 1 && disparity.size(0) == frames.size(0) &&
+          disparity.size(2) == frames.size(2) && disparity.size(3) == frames.size(3),
+      Option,
+      "stereo",
+      "disparity must be [N,1,H,W] matching the frames");
+  SBSCONV_CHECK(
+      frames.device() == disparity.device(), Option, "stereo", "frames and disparity must be on one device");
+}
+
+} // namespace
+
+// ---- the tensor version (any device) -----------------------------------------------------------
+
+EyeResult render_eye_tensor(
+    const at::Tensor& frames,
+    const at::Tensor& disparity_in,
+    double share,
+    bool fill_holes) {
+  check_inputs(frames, disparity_in);
+  at::InferenceMode guard;
+  const int64_t n = frames.size(0);
+  const int64_t h = frames.size(2);
+  const int64_t w = frames.size(3);
+  const int64_t rows = n * h;
+  const auto device = frames.device();
+  const auto f32 = at::TensorOptions().dtype(at::kFloat).device(device);
+  const auto i64 = at::TensorOptions().dtype(at::kLong).device(device);
+  const float k = static_cast<float>(share);
+
+  at::Tensor d = disparity_in.to(at::kFloat).reshape({rows, w}).clamp(-kMaxDisparity, kMaxDisparity);
+  at::Tensor x = at::arange(w, f32).expand({rows, w});
+  at::Tensor s = d * k;
+  at::Tensor t = x + s;
+
+  // Neighbours to the right (index x+1) and left (x-1); the edge columns have none.
+  auto shift_left = [](const at::Tensor& v) { return at::cat({v.narrow(1, 1, v.size(1) - 1), v.narrow(1, v.size(1) - 1, 1)}, 1); };
+  auto shift_right = [](const at::Tensor& v) { return at::cat({v.narrow(1, 0, 1), v.narrow(1, 0, v.size(1) - 1)}, 1); };
+  at::Tensor col = at::arange(w, i64).expand({rows, w});
+  at::Tensor d_next = shift_left(d), s_next = shift_left(s), t_next = shift_left(t);
+  at::Tensor d_prev = shift_right(d), s_prev = shift_right(s), t_prev = shift_right(t);
+  at::Tensor conn_next = (s_next - s).abs() < kConnected;
+  conn_next = conn_next & (col < w - 1);
+  at::Tensor conn_prev = (s_prev - s).abs() < kConnected;
+  conn_prev = conn_prev & (col > 0);
+
+  // Right half-segments [x, x+1/2] -> [a, b).
+  at::Tensor a_r = t;
+  at::Tensor b_r = at::where(conn_next, (t + t_next) * 0.5, t + 0.5);
+  at::Tensor p_r = at::ceil(a_r);
+  at::Tensor valid_r = (p_r < b_r) & (p_r >= 0) & (p_r <= w - 1);
+  at::Tensor f_r = (p_r - a_r) / (b_r - a_r);
+  at::Tensor u_r = x + f_r * 0.5;
+  at::Tensor dd_r = at::where(conn_next, d + (d_next - d) * (u_r - x), d);
+  // Left half-segments [x-1/2, x] -> [a, b).
+  at::Tensor a_l = at::where(conn_prev, (t_prev + t) * 0.5, t - 0.5);
+  at::Tensor b_l = t;
+  at::Tensor p_l = at::ceil(a_l);
+  at::Tensor valid_l = (p_l < b_l) & (p_l >= 0) & (p_l <= w - 1);
+  at::Tensor f_l = (p_l - a_l) / (b_l - a_l);
+  at::Tensor u_l = (x - 0.5) + f_l * 0.5;
+  at::Tensor dd_l = at::where(conn_prev, d + (d_prev - d) * (x - u_l), d);
+
+  // Z-buffer: the largest disparity wins each target pixel, then the largest u among equals.
+  at::Tensor row_base = (at::arange(rows, i64) * w).unsqueeze(1);
+  at::Tensor valid = at::cat({valid_r, valid_l}, 1);
+  at::Tensor index = at::cat({p_r, p_l}, 1).clamp(0, w - 1).to(at::kLong) + row_base;
+  at::Tensor dd = at::where(valid, at::cat({dd_r, dd_l}, 1), kNegInf);
+  at::Tensor u = at::cat({u_r, u_l}, 1);
+  at::Tensor depth_buffer = at::full({rows * w}, kNegInf, f32);
+  depth_buffer.scatter_reduce_(0, index.flatten(), dd.flatten(), "amax", /*include_self=*/true);
+  at::Tensor won = valid & (dd == depth_buffer.gather(0, index.flatten()).view_as(dd));
+  at::Tensor source = at::full({rows * w}, kNegInf, f32);
+  source.scatter_reduce_(0, index.flatten(), at::where(won, u, kNegInf).flatten(), "amax", true);
+  depth_buffer = depth_buffer.view({rows, w});
+  source = source.view({rows, w});
+  at::Tensor covered = depth_buffer > kNegInf;
+
+  // Holes: the background-side neighbour's source position.
+  at::Tensor left = std::get<0>(at::where(covered, col, -1).cummax(1));
+  at::Tensor right = std::get<0>(at::where(covered, col, w).flip({1}).cummin(1)).flip({1});
+  at::Tensor has_left = left >= 0;
+  at::Tensor has_right = right <= w - 1;
+  at::Tensor left_c = left.clamp(0, w - 1);
+  at::Tensor right_c = right.clamp(0, w - 1);
+  at::Tensor take_left = has_left & (has_right.logical_not() | (depth_buffer.gather(1, left_c) <= depth_buffer.gather(1, right_c)));
+  at::Tensor neighbour = at::where(take_left, left_c, right_c);
+  at::Tensor fill = at::where(has_left | has_right, source.gather(1, neighbour), x);
+  at::Tensor position = at::where(covered, source, fill);
+
+  // Colour: linear interpolation along the row at the source position.
+  at::Tensor pos = position.clamp(0, static_cast<double>(w - 1));
+  at::Tensor i0 = at::floor(pos).clamp(0, w - 1).to(at::kLong);
+  at::Tensor frac = pos - i0.to(at::kFloat);
+  at::Tensor i1 = (i0 + 1).clamp_max(w - 1);
+  at::Tensor rgb = frames.to(at::kFloat).reshape({n, 3, h, w}).permute({0, 2, 1, 3}).reshape({rows, 3, w});
+  at::Tensor v0 = rgb.gather(2, i0.unsqueeze(1).expand({rows, 3, w}));
+  at::Tensor v1 = rgb.gather(2, i1.unsqueeze(1).expand({rows, 3, w}));
+  at::Tensor wf = frac.unsqueeze(1);
+  at::Tensor value = v0 * (1 - wf) + v1 * wf;
+  value = at::floor(value + 0.5).clamp(0, 255);
+  if (!fill_holes) {
+    value = at::where(covered.unsqueeze(1), value, 0.0);
+  }
+  EyeResult result;
+  result.image = value.to(at::kByte).view({n, h, 3, w}).permute({0, 2, 1, 3}).contiguous();
+  result.holes = covered.logical_not().view({n, 1, h, w});
+  return result;
+}
+
+// ---- the native CPU kernel -------------------------------------------------------------------
+
+EyeResult render_eye_cpu(
+    const at::Tensor& frames,
+    const at::Tensor& disparity_in,
+    double share,
+    bool fill_holes,
+    const at::Tensor& out_in) {
+  check_inputs(frames, disparity_in);
+  SBSCONV_CHECK(frames.is_cpu(), Option, "stereo", "render_eye_cpu needs CPU tensors");
+  const int64_t n = frames.size(0);
+  const int64_t h = frames.size(2);
+  const int64_t w = frames.size(3);
+  at::Tensor out = out_in.defined() ? out_in : at::empty({n, 3, h, w}, frames.options());
+  SBSCONV_CHECK(
+      out.sizes() == frames.sizes() && out.scalar_type() == at::kByte && out.is_cpu(),
+      Option,
+      "stereo",
+      "the output view must be uint8 [N,3,H,W] on the CPU");
+  at::Tensor holes = at::empty({n, 1, h, w}, at::TensorOptions().dtype(at::kBool));
+  const at::Tensor d_all = disparity_in.to(at::kFloat).contiguous();
+  const float* dptr = d_all.data_ptr<float>();
+  const uint8_t* src_base = frames.data_ptr<uint8_t>();
+  uint8_t* dst_base = out.data_ptr<uint8_t>();
+  const int64_t ss[4] = {frames.stride(0), frames.stride(1), frames.stride(2), frames.stride(3)};
+  const int64_t ds[4] = {out.stride(0), out.stride(1), out.stride(2), out.stride(3)};
+  bool* hole_ptr = holes.data_ptr<bool>();
+  const float k = static_cast<float>(share);
+  const float last_col = static_cast<float>(w - 1);
+
+  at::parallel_for(0, n * h, 8, [&](int64_t begin, int64_t end) {
+    std::vector<float> depth(w), source(w);
+    // Rows padded by one element on each side: the sentinel shift at the edges is never
+    // "connected", so the loop below needs no index tests and vectorises.
+    std::vector<float> shift_pad(w + 2), target_pad(w + 2), d_pad(w + 2);
+    // Per source pixel, the candidate of each half-segment: target index (as float, -1 for
+    // none), source position and interpolated disparity; then scattered through the
+    // z-buffer in a short scalar loop.
+    std::vector<float> p_r(w), u_r(w), dd_r(w), p_l(w), u_l(w), dd_l(w);
+    std::vector<int64_t> right(w);
+    std::vector<float> position(w), fraction(w);
+    std::vector<int32_t> index0(w);
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t b = row / h;
+      const int64_t y = row % h;
+      const float* d_row = dptr + row * w;
+      std::fill(depth.begin(), depth.end(), kNegInf);
+      std::fill(source.begin(), source.end(), kNegInf);
+      shift_pad[0] = shift_pad[w + 1] = 4.0f * kMaxDisparity;
+      target_pad[0] = target_pad[w + 1] = 0.0f;
+      d_pad[0] = d_pad[w + 1] = 0.0f;
+      float* __restrict shift = shift_pad.data() + 1;
+      float* __restrict target = target_pad.data() + 1;
+      float* __restrict d = d_pad.data() + 1;
+      // int32 indices: SSE2 converts packed int32, not int64, to float.
+      const auto w32 = static_cast<int32_t>(w);
+      for (int32_t x = 0; x < w32; ++x) {
+        d[x] = std::min(std::max(d_row[x], -kMaxDisparity), kMaxDisparity);
+        shift[x] = d[x] * k;
+        target[x] = static_cast<float>(x) + shift[x];
+      }
+      // Written without branches (loads hoisted, & instead of &&) so the compiler
+      // vectorises it.
+      float* __restrict pr_out = p_r.data();
+      float* __restrict ur_out = u_r.data();
+      float* __restrict ddr_out = dd_r.data();
+      float* __restrict pl_out = p_l.data();
+      float* __restrict ul_out = u_l.data();
+      float* __restrict ddl_out = dd_l.data();
+      for (int32_t x = 0; x < w32; ++x) {
+        const float xf = static_cast<float>(x);
+        const float t = target[x];
+        const float dx = d[x];
+        const float t_next = target[x + 1];
+        const float t_prev = target[x - 1];
+        const float d_next = d[x + 1];
+        const float d_prev = d[x - 1];
+        const bool conn_next = std::fabs(shift[x + 1] - shift[x]) < kConnected;
+        const bool conn_prev = std::fabs(shift[x - 1] - shift[x]) < kConnected;
+        // Right half [x, x+1/2] -> [t, b_r).
+        const float b_r = conn_next ? (t + t_next) * 0.5f : t + 0.5f;
+        const float pr = fast_ceil(t);
+        const bool ok_r = (pr < b_r) & (pr >= 0.0f) & (pr <= last_col);
+        const float fr = (pr - t) / (b_r - t);
+        const float ur = xf + fr * 0.5f;
+        const float interp_r = dx + (d_next - dx) * (ur - xf);
+        ddr_out[x] = conn_next ? interp_r : dx;
+        pr_out[x] = ok_r ? pr : -1.0f;
+        ur_out[x] = ur;
+        // Left half [x-1/2, x] -> [a_l, t).
+        const float a_l = conn_prev ? (t_prev + t) * 0.5f : t - 0.5f;
+        const float pl = fast_ceil(a_l);
+        const bool ok_l = (pl < t) & (pl >= 0.0f) & (pl <= last_col);
+        const float fl = (pl - a_l) / (t - a_l);
+        const float ul = (xf - 0.5f) + fl * 0.5f;
+        const float interp_l = dx + (d_prev - dx) * (xf - ul);
+        ddl_out[x] = conn_prev ? interp_l : dx;
+        pl_out[x] = ok_l ? pl : -1.0f;
+        ul_out[x] = ul;
+      }
+      // Z-buffer: the nearest candidate wins, the larger source position among equals.
+      auto offer = [&](float p, float u, float dd) {
+        if (p < 0.0f) {
+          return;
+        }
+        const auto pi = static_cast<int64_t>(p);
+        if (dd > depth[pi] || (dd == depth[pi] && u > source[pi])) {
+          depth[pi] = dd;
+          source[pi] = u;
+        }
+      };
+      for (int64_t x = 0; x < w; ++x) {
+        offer(p_r[x], u_r[x], dd_r[x]);
+        offer(p_l[x], u_l[x], dd_l[x]);
+      }
+      // Holes take the background-side neighbour's source position: the nearest covered
+      // pixel to the right is found in one backward pass, the one to the left on the way.
+      bool* hole_row = hole_ptr + row * w;
+      int32_t holes_in_row = 0;
+      for (int32_t p = 0; p < w32; ++p) {
+        const bool hole = !(depth[p] > kNegInf);
+        hole_row[p] = hole;
+        holes_in_row += hole;
+      }
+      float* __restrict pos = position.data();
+      std::copy(source.begin(), source.end(), position.begin());
+      if (holes_in_row > 0) {
+        int64_t next = w;
+        for (int64_t p = w - 1; p >= 0; --p) {
+          if (!hole_row[p]) {
+            next = p;
+          }
+          right[p] = next;
+        }
+        int64_t previous = -1; // the nearest covered pixel to the left
+        for (int64_t p = 0; p < w; ++p) {
+          if (!hole_row[p]) {
+            previous = p;
+            continue;
+          }
+          const bool has_left = previous >= 0;
+          const bool has_right = right[p] <= w - 1;
+          if (!has_left && !has_right) {
+            pos[p] = static_cast<float>(p);
+          } else {
+            const int64_t lc = has_left ? previous : 0;
+            const int64_t rc = has_right ? right[p] : w - 1;
+            const bool take_left = has_left && (!has_right || depth[lc] <= depth[rc]);
+            pos[p] = source[take_left ? lc : rc];
+          }
+        }
+      }
+      // Sampling positions (vectorised), then the colours (a gather per pixel).
+      int32_t* __restrict first = index0.data();
+      float* __restrict weight = fraction.data();
+      for (int32_t p = 0; p < w32; ++p) {
+        const float q = std::min(std::max(pos[p], 0.0f), last_col);
+        const float i0 = std::min(std::max(fast_floor(q), 0.0f), last_col);
+        first[p] = static_cast<int32_t>(i0);
+        weight[p] = q - i0;
+      }
+      const uint8_t* src_row = src_base + b * ss[0] + y * ss[2];
+      uint8_t* dst_row = dst_base + b * ds[0] + y * ds[2];
+      const int64_t sc = ss[1];
+      const int64_t sx = ss[3];
+      const int64_t dc = ds[1];
+      const int64_t dx = ds[3];
+      for (int64_t p = 0; p < w; ++p) {
+        uint8_t* o = dst_row + p * dx;
+        if (!fill_holes && hole_row[p]) {
+          o[0] = o[dc] = o[2 * dc] = 0;
+          continue;
+        }
+        const int64_t i0 = first[p];
+        const int64_t i1 = std::min<int64_t>(i0 + 1, w - 1);
+        const float frac = weight[p];
+        const uint8_t* s0 = src_row + i0 * sx;
+        const uint8_t* s1 = src_row + i1 * sx;
+        const float keep = 1.0f - frac;
+        for (int c = 0; c < 3; ++c) {
+          const float v = static_cast<float>(s0[c * sc]) * keep + static_cast<float>(s1[c * sc]) * frac;
+          o[c * dc] = static_cast<uint8_t>(std::min(v + 0.5f, 255.0f)); // floor(v + 1/2), v >= 0
+        }
+      }
+    }
+  });
+  return EyeResult{out, holes};
+}
+
+EyeResult render_eye(
+    const at::Tensor& frames,
+    const at::Tensor& disparity,
+    double share,
+    bool fill_holes,
+    const at::Tensor& out) {
+  if (frames.is_cpu()) {
+    return render_eye_cpu(frames, disparity, share, fill_holes, out);
+  }
+  EyeResult result = render_eye_tensor(frames, disparity, share, fill_holes);
+  if (out.defined()) {
+    out.copy_(result.image);
+    result.image = out;
+  }
+  return result;
+}
+
+at::Tensor render_eye_naive(const at::Tensor& frames, const at::Tensor& disparity, double share) {
+  check_inputs(frames, disparity);
+  at::InferenceMode guard;
+  const int64_t n = frames.size(0);
+  const int64_t h = frames.size(2);
+  const int64_t w = frames.size(3);
+  const auto f32 = at::TensorOptions().dtype(at::kFloat).device(frames.device());
+  at::Tensor xs = at::arange(w, f32).view({1, 1, w}).expand({n, h, w});
+  at::Tensor ys = at::arange(h, f32).view({1, h, 1}).expand({n, h, w});
+  at::Tensor sx = xs - disparity.to(at::kFloat).view({n, h, w}) * share;
+  at::Tensor grid = at::stack({sx * (2.0 / (w - 1)) - 1.0, ys * (2.0 / (h - 1)) - 1.0}, -1);
+  at::Tensor sampled = at::grid_sampler(frames.to(at::kFloat), grid, 0, 1, true);
+  return sampled.add_(0.5).floor_().clamp_(0, 255).to(at::kByte);
+}
+
+} // namespace sbsconv
