@@ -90,7 +90,7 @@ EyeResult render_eye_tensor(
   at::Tensor p_r = at::ceil(a_r);
   at::Tensor valid_r = (p_r < b_r) & (p_r >= 0) & (p_r <= w - 1);
   at::Tensor f_r = (p_r - a_r) / (b_r - a_r);
-  at::Tensor u_r = x + f_r * 0.5;
+  at::Tensor u_r = at::where(conn_next, x + f_r * 0.5, x);
   at::Tensor dd_r = at::where(conn_next, d + (d_next - d) * (u_r - x), d);
   // Left half-segments [x-1/2, x] -> [a, b).
   at::Tensor a_l = at::where(conn_prev, (t_prev + t) * 0.5, t - 0.5);
@@ -98,7 +98,7 @@ EyeResult render_eye_tensor(
   at::Tensor p_l = at::ceil(a_l);
   at::Tensor valid_l = (p_l < b_l) & (p_l >= 0) & (p_l <= w - 1);
   at::Tensor f_l = (p_l - a_l) / (b_l - a_l);
-  at::Tensor u_l = (x - 0.5) + f_l * 0.5;
+  at::Tensor u_l = at::where(conn_prev, (x - 0.5) + f_l * 0.5, x);
   at::Tensor dd_l = at::where(conn_prev, d + (d_prev - d) * (x - u_l), d);
 
   // Z-buffer: the largest disparity wins each target pixel, then the largest u among equals.
@@ -232,7 +232,7 @@ EyeResult render_eye_cpu(
         const float pr = fast_ceil(t);
         const bool ok_r = (pr < b_r) & (pr >= 0.0f) & (pr <= last_col);
         const float fr = (pr - t) / (b_r - t);
-        const float ur = xf + fr * 0.5f;
+        const float ur = conn_next ? xf + fr * 0.5f : xf;
         const float interp_r = dx + (d_next - dx) * (ur - xf);
         ddr_out[x] = conn_next ? interp_r : dx;
         pr_out[x] = ok_r ? pr : -1.0f;
@@ -242,7 +242,7 @@ EyeResult render_eye_cpu(
         const float pl = fast_ceil(a_l);
         const bool ok_l = (pl < t) & (pl >= 0.0f) & (pl <= last_col);
         const float fl = (pl - a_l) / (t - a_l);
-        const float ul = (xf - 0.5f) + fl * 0.5f;
+        const float ul = conn_prev ? (xf - 0.5f) + fl * 0.5f : xf;
         const float interp_l = dx + (d_prev - dx) * (xf - ul);
         ddl_out[x] = conn_prev ? interp_l : dx;
         pl_out[x] = ok_l ? pl : -1.0f;

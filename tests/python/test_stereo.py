@@ -1,0 +1,293 @@
+"""Stereo synthesis against analytically rendered scenes, the naive shortcut, and the layouts."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from sbsconv import stereo
+from sbsconv._native import _core
+from sbsconv.errors import OptionError
+
+from helpers import HAS_CUDA, psnr
+
+H, W = 96, 160
+FG_ROWS = (20, 76)
+FG_COLS = (60, 100)
+
+
+def bg_texture(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """A smooth greenish background, defined everywhere (also behind the foreground)."""
+    return np.stack([
+        60 + 30 * np.sin(x * 0.21 + y * 0.13),
+        150 + 50 * np.sin(x * 0.05) * np.cos(y * 0.07),
+        90 + 40 * np.cos(x * 0.11 - y * 0.17),
+    ])
+
+
+def fg_texture(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """A smooth red foreground texture, attached to the object."""
+    return np.stack([
+        215 + 30 * np.sin(x * 0.31),
+        50 + 25 * np.cos(y * 0.23 + x * 0.05),
+        60 + 25 * np.sin((x + y) * 0.09),
+    ])
+
+
+def scene(d_bg: float, d_fg: float, *, slope: float = 0.0):
+    """The left view, its disparity, the analytic right view (x' = x - d), and the masks of
+    the pixels the right view reveals (hidden in the left view) and of the foreground's edges.
+
+    The background plane may slant: d(x) = d_bg + slope * x."""
+    y, x = np.mgrid[0:H, 0:W].astype(np.float64)
+    inside = (y >= FG_ROWS[0]) & (y < FG_ROWS[1]) & (x >= FG_COLS[0]) & (x < FG_COLS[1])
+    left = np.where(inside[None], fg_texture(x, y), bg_texture(x, y))
+    d_left = np.where(inside, d_fg, d_bg + slope * x)
+    # Right view: a pixel at x' shows the foreground point x' + d_fg if that lies on the
+    # object, else the background point x with x - d_bg - slope*x = x'.
+    x_fg = x + d_fg
+    on_fg = (y >= FG_ROWS[0]) & (y < FG_ROWS[1]) & (x_fg >= FG_COLS[0]) & (x_fg < FG_COLS[1])
+    x_bg = (x + d_bg) / (1 - slope)
+    right = np.where(on_fg[None], fg_texture(x_fg, y), bg_texture(x_bg, y))
+    rows = (y >= FG_ROWS[0]) & (y < FG_ROWS[1])
+    revealed = ~on_fg & rows & (x_bg >= FG_COLS[0]) & (x_bg < FG_COLS[1])
+    # The right view's background also runs out at the frame's right edge.
+    revealed |= x_bg > W - 1
+    edges = np.zeros_like(inside)
+    for col in (FG_COLS[0] - d_fg, FG_COLS[1] - d_fg):
+        edges |= rows & (np.abs(x - col) <= 1.5)
+    to_u8 = lambda a: torch.from_numpy(np.clip(np.floor(a + 0.5), 0, 255).astype(np.uint8))
+    return (to_u8(left)[None], torch.from_numpy(d_left).float()[None, None], to_u8(right)[None],
+            torch.from_numpy(revealed), torch.from_numpy(edges))
+
+
+def render_right(left, disparity, **kwargs):
+    return stereo.render(left, disparity=disparity, layout="separate", synthetic_view="right", **kwargs)[1]
+
+
+def masked_psnr(a, b, mask) -> float:
+    m = mask.numpy()
+    return psnr(a[0].permute(1, 2, 0).numpy()[m], b[0].permute(1, 2, 0).numpy()[m])
+
+
+@pytest.mark.parametrize(
+    ("d_bg", "d_fg", "slope", "exclude_edges"),
+    [(2.0, 12.0, 0.0, False), (-3.0, 9.0, 0.0, False), (2.5, 11.25, 0.0, True), (1.0, 14.0, 0.04, True)],
+    ids=["integer", "behind-and-in-front", "fractional", "slanted-background"],
+)
+def test_synthesised_view_matches_the_analytic_one(d_bg, d_fg, slope, exclude_edges):
+    left, disparity, truth, revealed, edges = scene(d_bg, d_fg, slope=slope)
+    ours = render_right(left, disparity)
+    keep = ~revealed
+    if exclude_edges:  # a layer edge at a fractional position is ambiguous by a pixel
+        keep &= ~edges
+    assert masked_psnr(ours, truth, keep) >= 40
+
+
+@pytest.mark.parametrize(("d_bg", "d_fg"), [(2.0, 12.0), (2.5, 11.25), (-4.0, 8.0)])
+def test_revealed_regions_take_background_colours_and_beat_the_naive_shortcut(d_bg, d_fg):
+    left, disparity, truth, revealed, _ = scene(d_bg, d_fg)
+    ours = render_right(left, disparity)
+    band = revealed & (torch.arange(W)[None] < W - 8)  # the object's revealed band
+    assert band.sum() > 100
+    # Background colours: the foreground is red (R > 180), the background is not (R < 95).
+    red = ours[0, 0][band].float()
+    assert red.max() < 120, "foreground colour leaked into a revealed region"
+    naive = _core.render_eye_naive(left, disparity, -1.0)
+    ours_db = masked_psnr(ours, truth, band)
+    naive_db = masked_psnr(naive, truth, band)
+    assert ours_db >= naive_db + 3, (ours_db, naive_db)
+
+
+def test_zero_disparity_returns_the_input_exactly():
+    frames = torch.randint(0, 256, (2, 3, 37, 53), dtype=torch.uint8)
+    result = stereo.render(frames, disparity=torch.zeros(2, 1, 37, 53), layout="separate", full_result=True)
+    assert torch.equal(result.left, frames) and torch.equal(result.right, frames)
+    assert not result.left_holes.any() and not result.right_holes.any()
+
+
+@pytest.mark.parametrize("shift", [1, 4, 7])
+def test_constant_integer_disparity_is_an_exact_shift(shift):
+    frames = torch.randint(1, 256, (1, 3, 20, 64), dtype=torch.uint8)
+    d = torch.full((1, 1, 20, 64), float(2 * shift))
+    left, right = stereo.render(frames, disparity=d, layout="separate")
+    assert torch.equal(left[..., shift:], frames[..., : 64 - shift])
+    assert torch.equal(right[..., : 64 - shift], frames[..., shift:])
+    # The frame edge the content moved away from is filled from its one neighbour: no black.
+    assert torch.equal(left[..., :shift], frames[..., :1].expand(-1, -1, -1, shift))
+    assert torch.equal(right[..., 64 - shift:], frames[..., -1:].expand(-1, -1, -1, shift))
+
+
+def test_tensor_and_native_kernels_agree_exactly():
+    torch.manual_seed(3)
+    frames = torch.randint(0, 256, (2, 3, 48, 80), dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
+    smooth = torch.nn.functional.interpolate(torch.rand(2, 1, 6, 10) * 24 - 6, (48, 80), mode="bilinear")
+    smooth[:, :, 10:30, 20:45] += 13.7  # an object with fractional edges
+    smooth[:, :, 30:40, 50:70] -= 9.3
+    for share in (0.5, -0.5, 1.0, -1.0, 0.37):
+        for fill in (True, False):
+            a, ha = _core.render_eye(frames, smooth, share, fill, "tensor")
+            b, hb = _core.render_eye(frames, smooth, share, fill, "cpu")
+            assert torch.equal(a, b), (share, fill, (a.int() - b.int()).abs().max())
+            assert torch.equal(ha, hb)
+            assert ha.any()
+
+
+def test_no_black_and_no_nan_outside_mask_mode_and_black_holes_in_it():
+    frames = torch.randint(20, 256, (1, 3, 40, 64), dtype=torch.uint8)
+    d = torch.zeros(1, 1, 40, 64)
+    d[..., 10:30, 20:40] = 10.0
+    result = stereo.render(frames, disparity=d, layout="separate", full_result=True)
+    for eye in (result.left, result.right):
+        assert eye.min() >= 20  # every output pixel is an input colour or between two
+    assert result.left_holes.any() and result.right_holes.any()
+    masked = stereo.render(frames, disparity=d, layout="separate", infill="mask", full_result=True)
+    assert torch.all(masked.left.permute(0, 2, 3, 1)[masked.left_holes[:, 0]] == 0)
+    assert torch.equal(masked.left_holes, result.left_holes)
+    covered = ~result.left_holes.expand(-1, 3, -1, -1)
+    assert torch.equal(masked.left[covered], result.left[covered])
+
+
+def test_synthetic_view_keeps_the_source_eye_unchanged():
+    frames = torch.randint(0, 256, (1, 3, 30, 50), dtype=torch.uint8)
+    d = torch.full((1, 1, 30, 50), 4.0)
+    left, right = stereo.render(frames, disparity=d, layout="separate", synthetic_view="right")
+    assert torch.equal(left, frames) and not torch.equal(right, frames)
+    left, right = stereo.render(frames, disparity=d, layout="separate", synthetic_view="left")
+    assert torch.equal(right, frames) and not torch.equal(left, frames)
+
+
+def test_edge_dilation_carries_soft_edges_with_the_foreground():
+    # The object's colour edge is two pixels wider than its depth edge (as depth models
+    # draw it): without dilation those blended pixels stay behind on the background as a
+    # reddish halo beside the revealed region; dilating the foreground's disparity by two
+    # pixels moves them with the object.
+    left, disparity, *_ = scene(2.0, 12.0)
+    blend = left.clone().float()
+    for col in (58, 59, 100, 101):
+        blend[..., FG_ROWS[0]:FG_ROWS[1], col] = 0.5 * blend[..., FG_ROWS[0]:FG_ROWS[1], col] + 0.5 * torch.tensor(
+            [215.0, 50.0, 60.0]).view(1, 3, 1)
+    blend = blend.round().to(torch.uint8)
+    halo_region = (slice(FG_ROWS[0], FG_ROWS[1]), slice(96, 104))  # right of the revealed band
+    plain = render_right(blend, disparity)
+    dilated = render_right(blend, disparity, edge_dilation=2)
+    assert (plain[0, 0][halo_region] > 120).sum() > 0
+    assert (dilated[0, 0][halo_region] > 120).sum() == 0
+
+
+# ---- layouts -------------------------------------------------------------------------------
+
+
+def two_tone():
+    """A frame whose eyes differ in a known way: a constant disparity that moves a sharp edge."""
+    frames = torch.zeros(1, 3, 40, 60, dtype=torch.uint8)
+    frames[..., :, 30:] = 200
+    return frames, torch.full((1, 1, 40, 60), 8.0)
+
+
+@pytest.mark.parametrize(
+    ("layout", "shape"),
+    [("full-sbs", (40, 120)), ("half-sbs", (40, 60)), ("full-tb", (80, 60)), ("half-tb", (40, 60)),
+     ("cross-eyed", (40, 120)), ("anaglyph", (40, 60)), ("anaglyph-color", (40, 60)),
+     ("anaglyph-gray", (40, 60))],
+)
+def test_layout_sizes(layout, shape):
+    frames, d = two_tone()
+    packed = stereo.render(frames, disparity=d, layout=layout)
+    assert packed.shape == (1, 3, *shape) and packed.dtype == torch.uint8
+    assert tuple(_core.packed_size(layout, 40, 60)) == shape
+
+
+def test_eye_order_in_each_layout():
+    frames, d = two_tone()
+    left, right = stereo.render(frames, disparity=d, layout="separate")
+    assert not torch.equal(left, right)
+    sbs = stereo.render(frames, disparity=d, layout="full-sbs")
+    assert torch.equal(sbs[..., :60], left) and torch.equal(sbs[..., 60:], right)
+    cross = stereo.render(frames, disparity=d, layout="cross-eyed")
+    assert torch.equal(cross[..., :60], right) and torch.equal(cross[..., 60:], left)
+    tb = stereo.render(frames, disparity=d, layout="full-tb")
+    assert torch.equal(tb[:, :, :40], left) and torch.equal(tb[:, :, 40:], right)
+    half = stereo.render(frames, disparity=d, layout="half-sbs").float()
+    assert (half[..., :30].mean(-1) - left.float()[..., ::2].mean(-1)).abs().max() < 8
+    color = stereo.render(frames, disparity=d, layout="anaglyph-color")
+    assert torch.equal(color[:, 0], left[:, 0]) and torch.equal(color[:, 1:], right[:, 1:])
+
+
+def test_dubois_anaglyph_sends_the_left_eye_to_red():
+    frames = torch.full((1, 3, 8, 8), 128, dtype=torch.uint8)
+    white_left = stereo.render(frames, disparity=torch.zeros(1, 1, 8, 8), layout="anaglyph")
+    assert white_left[0, 0].float().mean() > 80  # grey in both eyes: red from the left ...
+    assert white_left[0, 2].float().mean() > 80  # ... and blue/cyan from the right
+
+
+@pytest.mark.parametrize(("eye_size", "expected"), [("1080", (1920, 1080)), (720, (1280, 720)),
+                                                     ((1000, 1000), (1000, 1000)), ((333, 201), (334, 202))])
+def test_output_eye_size_presets_and_even_sizes(eye_size, expected):
+    frames = torch.randint(0, 256, (1, 3, 90, 160), dtype=torch.uint8)
+    packed = stereo.render(frames, disparity=torch.zeros(1, 1, 90, 160), eye_size=eye_size, layout="full-sbs")
+    assert packed.shape == (1, 3, expected[1], 2 * expected[0])
+
+
+def test_keep_aspect_pads_with_black():
+    frames = torch.full((1, 3, 90, 160), 200, dtype=torch.uint8)
+    left, _ = stereo.render(frames, disparity=torch.zeros(1, 1, 90, 160), eye_size=(1000, 1000), layout="separate")
+    assert left.shape == (1, 3, 1000, 1000)
+    assert left[0, :, 0].max() == 0 and left[0, :, 500].min() > 150  # letterbox bars
+
+
+# ---- disparity -----------------------------------------------------------------------------
+
+
+def test_relative_disparity_follows_divergence_and_convergence():
+    depth = torch.tensor([0.0, 0.5, 1.0]).view(1, 1, 1, 3)
+    d = stereo.disparity_from_depth(depth, eye_width=1000, divergence=2.0, convergence=0.5)
+    assert d.flatten().tolist() == pytest.approx([-10.0, 0.0, 10.0])
+    d = stereo.disparity_from_depth(depth, max_shift=6.0, convergence=0.0)
+    assert d.flatten().tolist() == pytest.approx([0.0, 3.0, 6.0])  # everything in front
+
+
+def test_metric_disparity_is_physical():
+    z = torch.tensor([1.0, 2.0, 4.0, 1e6]).view(1, 1, 1, 4)
+    d = stereo.disparity_from_depth(z, depth_kind="metric", eye_width=1920, ipd_mm=63, fov_degrees=90,
+                                    screen_distance=2.0)
+    f = 960 / math.tan(math.radians(45))
+    expected = [f * 0.063 * (1 / zi - 0.5) for zi in (1.0, 2.0, 4.0, 1e6)]
+    assert d.flatten().tolist() == pytest.approx(expected, rel=1e-5)
+    per_frame = stereo.disparity_from_depth(z.repeat(2, 1, 1, 1), depth_kind="metric", eye_width=1920,
+                                            fov_degrees=torch.tensor([90.0, 60.0]))
+    assert per_frame[1, 0, 0, 0] > per_frame[0, 0, 0, 0]  # a narrower view magnifies disparity
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"layout": "over-under"}, "layout"), ({"synthetic_view": "middle"}, "synthetic_view"),
+     ({"divergence": 50}, "divergence"), ({"convergence": 1.5}, "convergence"),
+     ({"infill": "blur"}, "infill"), ({"eye_size": "8k"}, "eye_size"), ({"edge_dilation": -1}, "edge_dilation")],
+)
+def test_bad_options(kwargs, match):
+    frames = torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
+    with pytest.raises(OptionError, match=match):
+        stereo.render(frames, depth=torch.zeros(1, 1, 8, 8), **kwargs)
+
+
+def test_bad_inputs():
+    frames = torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
+    with pytest.raises(OptionError, match="exactly one"):
+        stereo.render(frames)
+    with pytest.raises(OptionError, match=r"\[N,1,H,W\]"):
+        stereo.render(frames, depth=torch.zeros(1, 1, 4, 8))
+    with pytest.raises(OptionError, match="NaN"):
+        stereo.render(frames, disparity=torch.full((1, 1, 8, 8), float("nan")))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+def test_cuda_matches_the_cpu_kernel():
+    left, disparity, *_ = scene(2.5, 11.25)
+    cpu = stereo.render(left, disparity=disparity, layout="full-sbs")
+    gpu = stereo.render(left.cuda(), disparity=disparity.cuda(), layout="full-sbs")
+    assert torch.equal(gpu.cpu(), cpu)
