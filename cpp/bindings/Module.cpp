@@ -17,6 +17,9 @@
 #include "sbsconv/stereo/Disparity.h"
 #include "sbsconv/stereo/Stereo.h"
 #include "sbsconv/stereo/Warp.h"
+#include "sbsconv/temporal/ComfortBudget.h"
+#include "sbsconv/temporal/DepthStabilizer.h"
+#include "sbsconv/temporal/SceneCutDetector.h"
 
 namespace py = pybind11;
 using namespace sbsconv;
@@ -363,6 +366,96 @@ PYBIND11_MODULE(_core, m) {
   m.def("packed_size", [](const std::string& layout, int64_t h, int64_t w) {
     return packed_size(parse_layout(layout), h, w);
   });
+
+  // ---- temporal: see Note [Depth stabilisation] and Note [Scene cut detection] ----
+  py::class_<DepthStabilizer>(m, "DepthStabilizer")
+      .def(
+          py::init([](bool relative, double low, double high, double range_decay, bool align, double alpha,
+                      double motion_threshold) {
+            StabilizerOptions o;
+            o.relative = relative;
+            o.low_percentile = low;
+            o.high_percentile = high;
+            o.range_decay = range_decay;
+            o.align = align;
+            o.alpha = alpha;
+            o.motion_threshold = motion_threshold;
+            return std::make_unique<DepthStabilizer>(o);
+          }),
+          py::arg("relative") = true,
+          py::arg("low_percentile") = 1.0,
+          py::arg("high_percentile") = 99.0,
+          py::arg("range_decay") = 0.9,
+          py::arg("align") = true,
+          py::arg("alpha") = 0.0,
+          py::arg("motion_threshold") = 0.08)
+      .def(
+          "process",
+          [](DepthStabilizer& s, const at::Tensor& depth, std::optional<at::Tensor> frames, std::vector<bool> starts) {
+            py::gil_scoped_release release;
+            return s.process(depth, frames ? *frames : at::Tensor(), starts);
+          },
+          py::arg("depth"),
+          py::arg("frames"),
+          py::arg("starts_shot"))
+      .def("reset", &DepthStabilizer::reset)
+      .def("state", &DepthStabilizer::state)
+      .def("load_state", &DepthStabilizer::load_state);
+
+  py::class_<SceneCutDetector>(m, "SceneCutDetector")
+      .def(
+          py::init([](double sensitivity, int64_t min_scene_length) {
+            SceneCutOptions o;
+            o.sensitivity = sensitivity;
+            o.min_scene_length = min_scene_length;
+            return std::make_unique<SceneCutDetector>(o);
+          }),
+          py::arg("sensitivity") = 0.5,
+          py::arg("min_scene_length") = 8)
+      .def("push", &SceneCutDetector::push, py::arg("frames"), py::call_guard<py::gil_scoped_release>())
+      .def("flush", &SceneCutDetector::flush)
+      .def_property_readonly("frames_seen", &SceneCutDetector::frames_seen)
+      .def_property_readonly("scores", &SceneCutDetector::scores)
+      .def("reset", &SceneCutDetector::reset)
+      .def("state", &SceneCutDetector::state)
+      .def("load_state", &SceneCutDetector::load_state);
+
+  py::class_<ComfortBudget>(m, "ComfortBudget")
+      .def(
+          py::init([](double limit, bool auto_strength, double decay) {
+            ComfortOptions o;
+            o.limit_percent = limit;
+            o.auto_strength = auto_strength;
+            o.decay = decay;
+            return std::make_unique<ComfortBudget>(o);
+          }),
+          py::arg("limit_percent") = 3.0,
+          py::arg("auto_strength") = false,
+          py::arg("decay") = 0.9)
+      .def(
+          "process",
+          &ComfortBudget::process,
+          py::arg("disparity"),
+          py::arg("starts_shot"),
+          py::call_guard<py::gil_scoped_release>())
+      .def("scenes", [](const ComfortBudget& c) {
+        py::list out;
+        for (const SceneComfort& s : c.scenes()) {
+          py::dict d;
+          d["first_frame"] = s.first_frame;
+          d["frames"] = s.frames;
+          d["max_percent"] = s.max_percent;
+          d["p99_percent"] = s.p99_percent;
+          d["frames_over_limit"] = s.frames_over_limit;
+          d["min_scale"] = s.min_scale;
+          out.append(d);
+        }
+        return out;
+      })
+      .def_property_readonly("frames_over_limit", &ComfortBudget::frames_over_limit)
+      .def_property_readonly("max_percent", &ComfortBudget::max_percent)
+      .def("state", &ComfortBudget::state)
+      .def("load_state", &ComfortBudget::load_state);
 
   py::class_<VideoReader>(m, "VideoReader")
       .def(

@@ -1,0 +1,103 @@
+#include "sbsconv/temporal/ComfortBudget.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+
+#include "sbsconv/common/Error.h"
+
+namespace sbsconv {
+
+ComfortBudget::ComfortBudget(ComfortOptions options) : options_(options) {
+  SBSCONV_CHECK(
+      options.limit_percent > 0 && options.limit_percent <= 50, Option, "comfort", "the comfort limit must be within 0..50 %");
+  SBSCONV_CHECK(options.decay >= 0 && options.decay < 1, Option, "comfort", "decay must be within [0, 1)");
+}
+
+at::Tensor ComfortBudget::process(const at::Tensor& disparity, const std::vector<bool>& starts_shot) {
+  at::InferenceMode guard;
+  SBSCONV_CHECK(disparity.dim() == 4 && disparity.size(1) == 1, Option, "comfort", "disparity must be [N,1,H,W]");
+  const int64_t n = disparity.size(0);
+  SBSCONV_CHECK(static_cast<int64_t>(starts_shot.size()) == n, Option, "comfort", "one cut flag per frame is needed");
+  const double width = static_cast<double>(disparity.size(3));
+  at::Tensor magnitude = disparity.abs().flatten(1).to(at::kFloat);
+  // Statistics on at most ~64k samples per frame.
+  const int64_t stride = std::max<int64_t>(1, magnitude.size(1) / 65536);
+  at::Tensor sampled = magnitude.slice(1, 0, magnitude.size(1), stride);
+  at::Tensor p99 = at::quantile(sampled, 0.99, /*dim=*/1).cpu();
+  at::Tensor peak = magnitude.amax(1).cpu();
+  std::vector<double> factors(n, 1.0);
+  for (int64_t i = 0; i < n; ++i, ++frame_) {
+    if (scenes_.empty() || starts_shot[i]) {
+      scenes_.push_back(SceneComfort{frame_, 0, 0.0, 0.0, 0, 1.0});
+      scale_ = 1.0;
+    }
+    SceneComfort& scene = scenes_.back();
+    const double p = 100.0 * p99[i].item<double>() / width;
+    const double m = 100.0 * peak[i].item<double>() / width;
+    ++scene.frames;
+    scene.max_percent = std::max(scene.max_percent, m);
+    scene.p99_percent = std::max(scene.p99_percent, p);
+    if (p > options_.limit_percent) {
+      ++scene.frames_over_limit;
+    }
+    if (options_.auto_strength) {
+      const double wanted = p > options_.limit_percent ? options_.limit_percent / p : 1.0;
+      // Down quickly (within the frame that needs it), back up gently.
+      scale_ = wanted < scale_ ? wanted : options_.decay * scale_ + (1 - options_.decay) * wanted;
+      factors[i] = scale_;
+      scene.min_scale = std::min(scene.min_scale, scale_);
+    }
+  }
+  if (!options_.auto_strength) {
+    return disparity;
+  }
+  at::Tensor f = at::tensor(factors, disparity.options().dtype(at::kFloat)).view({n, 1, 1, 1});
+  return disparity * f;
+}
+
+int64_t ComfortBudget::frames_over_limit() const {
+  int64_t total = 0;
+  for (const auto& s : scenes_) {
+    total += s.frames_over_limit;
+  }
+  return total;
+}
+
+double ComfortBudget::max_percent() const {
+  double m = 0.0;
+  for (const auto& s : scenes_) {
+    m = std::max(m, s.max_percent);
+  }
+  return m;
+}
+
+std::map<std::string, at::Tensor> ComfortBudget::state() const {
+  std::vector<double> rows;
+  for (const auto& s : scenes_) {
+    rows.insert(rows.end(), {static_cast<double>(s.first_frame), static_cast<double>(s.frames), s.max_percent,
+                             s.p99_percent, static_cast<double>(s.frames_over_limit), s.min_scale});
+  }
+  std::map<std::string, at::Tensor> out;
+  out["scenes"] = at::tensor(rows, at::kDouble).view({-1, 6});
+  out["counters"] = at::tensor({static_cast<double>(frame_), scale_}, at::kDouble);
+  return out;
+}
+
+void ComfortBudget::load_state(const std::map<std::string, at::Tensor>& state) {
+  auto scenes = state.find("scenes");
+  auto counters = state.find("counters");
+  SBSCONV_CHECK(scenes != state.end() && counters != state.end(), Option, "comfort", "not a ComfortBudget state");
+  scenes_.clear();
+  at::Tensor rows = scenes->second.to(at::kDouble).contiguous();
+  for (int64_t i = 0; i < rows.size(0); ++i) {
+    scenes_.push_back(SceneComfort{
+        static_cast<int64_t>(rows[i][0].item<double>()), static_cast<int64_t>(rows[i][1].item<double>()),
+        rows[i][2].item<double>(), rows[i][3].item<double>(), static_cast<int64_t>(rows[i][4].item<double>()),
+        rows[i][5].item<double>()});
+  }
+  frame_ = static_cast<int64_t>(counters->second[0].item<double>());
+  scale_ = counters->second[1].item<double>();
+}
+
+} // namespace sbsconv

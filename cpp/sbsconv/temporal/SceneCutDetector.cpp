@@ -1,0 +1,177 @@
+#include "sbsconv/temporal/SceneCutDetector.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "sbsconv/common/Error.h"
+
+namespace sbsconv {
+
+namespace {
+
+constexpr int64_t kThumbWidth = 96;
+constexpr int64_t kThumbHeight = 54;
+constexpr int64_t kLevels = 6; // per channel: 216 bins
+constexpr int64_t kBins = kLevels * kLevels * kLevels;
+constexpr int64_t kLumaPool = 3; // the luma thumbnail is 32x18
+constexpr double kLumaWeight = 2.0;
+constexpr size_t kRecent = 24; // scores remembered for the adaptive test
+constexpr double kAdaptiveFactor = 3.0;
+constexpr size_t kLookahead = 2; // frames after a candidate cut that must keep the new look
+constexpr size_t kBehind = 3; // frames before it that they are compared with (a flash and its fade)
+
+// Features: the colour histogram (kBins values summing to 1) followed by the luma thumbnail
+// (0..1). The distance adds the histogram's moved mass (0..1) and twice the mean luma change:
+// the luma term catches cuts between shots of similar colours (two dark scenes).
+double distance(const at::Tensor& a, const at::Tensor& b) {
+  at::Tensor diff = (a - b).abs();
+  return 0.5 * diff.narrow(0, 0, kBins).sum().item<double>() +
+      kLumaWeight * diff.narrow(0, kBins, diff.size(0) - kBins).mean().item<double>();
+}
+
+double median(std::deque<double> values) {
+  if (values.empty()) {
+    return 0.0;
+  }
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
+}
+
+} // namespace
+
+SceneCutDetector::SceneCutDetector(SceneCutOptions options) : options_(options) {
+  SBSCONV_CHECK(
+      options.sensitivity >= 0 && options.sensitivity <= 1, Option, "scene cuts", "sensitivity must be within 0..1");
+  SBSCONV_CHECK(options.min_scene_length >= 1, Option, "scene cuts", "min_scene_length must be >= 1");
+}
+
+double SceneCutDetector::threshold() const {
+  // sensitivity 0 -> 0.35, 0.5 -> 0.2, 1 -> 0.05. Continuous shots, fast motion included,
+  // stay near 0.1; hard cuts score 0.25 (two dark shots) to 1.5.
+  return 0.35 - 0.3 * options_.sensitivity;
+}
+
+at::Tensor SceneCutDetector::histogram(const at::Tensor& frame) const {
+  at::Tensor thumb = at::_upsample_bilinear2d_aa(
+      frame.unsqueeze(0).to(at::kFloat), {kThumbHeight, kThumbWidth}, false);
+  at::Tensor q = thumb.mul(kLevels / 256.0).floor_().clamp_(0, kLevels - 1).to(at::kLong).cpu()[0];
+  at::Tensor bins = q[0] * (kLevels * kLevels) + q[1] * kLevels + q[2];
+  at::Tensor counts = at::bincount(bins.flatten(), {}, kBins).to(at::kDouble);
+  at::Tensor luma = (thumb.select(1, 0) * 0.299 + thumb.select(1, 1) * 0.587 + thumb.select(1, 2) * 0.114) / 255.0;
+  luma = at::avg_pool2d(luma.unsqueeze(1), {kLumaPool, kLumaPool}).flatten().to(at::kDouble).cpu();
+  return at::cat({counts / static_cast<double>(kThumbWidth * kThumbHeight), luma});
+}
+
+std::vector<int64_t> SceneCutDetector::decide(bool final) {
+  // window_ holds the features of frames window_first_ .. seen_-1. Frame i is decided once
+  // frames up to i+kLookahead are in (or at the end of the stream, with what there is), using
+  // frames i-kBehind .. i+kLookahead.
+  std::vector<int64_t> cuts;
+  auto at = [&](int64_t index) -> const at::Tensor& { return window_[static_cast<size_t>(index - window_first_)]; };
+  while (next_ < seen_ && (next_ + static_cast<int64_t>(kLookahead) < seen_ || final)) {
+    const int64_t i = next_;
+    const double score = distance(at(i), at(i - 1));
+    const double t = threshold();
+    bool cut = score >= t && score >= kAdaptiveFactor * median(recent_) &&
+        i - last_cut_ >= options_.min_scene_length;
+    // Not a flash: the frames after keep away from the look before (a flash, even one that
+    // fades over a frame, returns to it).
+    for (int64_t after = i + 1; cut && after <= std::min(i + static_cast<int64_t>(kLookahead), seen_ - 1); ++after) {
+      for (int64_t before = std::max(window_first_, i - static_cast<int64_t>(kBehind)); cut && before < i; ++before) {
+        cut = distance(at(after), at(before)) >= 0.8 * t;
+      }
+    }
+    if (cut) {
+      cuts.push_back(i);
+      last_cut_ = i;
+      recent_.clear();
+    } else {
+      recent_.push_back(score);
+      if (recent_.size() > kRecent) {
+        recent_.pop_front();
+      }
+    }
+    ++next_;
+    while (window_first_ < next_ - static_cast<int64_t>(kBehind)) {
+      window_.pop_front();
+      ++window_first_;
+    }
+  }
+  return cuts;
+}
+
+std::vector<int64_t> SceneCutDetector::push(const at::Tensor& frames) {
+  at::InferenceMode guard;
+  SBSCONV_CHECK(
+      frames.dim() == 4 && frames.size(1) == 3 && frames.scalar_type() == at::kByte,
+      Option,
+      "scene cuts",
+      "frames must be uint8 RGB [N,3,H,W]");
+  std::vector<int64_t> cuts;
+  for (int64_t k = 0; k < frames.size(0); ++k) {
+    at::Tensor h = histogram(frames[k]);
+    scores_.push_back(window_.empty() ? 0.0 : distance(h, window_.back()));
+    if (window_.empty()) {
+      window_first_ = seen_;
+      next_ = seen_ + 1; // the first frame starts the first shot
+    }
+    window_.push_back(h);
+    ++seen_;
+    std::vector<int64_t> found = decide(false);
+    cuts.insert(cuts.end(), found.begin(), found.end());
+  }
+  return cuts;
+}
+
+std::vector<int64_t> SceneCutDetector::flush() {
+  return decide(true);
+}
+
+void SceneCutDetector::reset() {
+  seen_ = 0;
+  last_cut_ = 0;
+  scores_.clear();
+  window_.clear();
+  window_first_ = 0;
+  next_ = 1;
+  recent_.clear();
+}
+
+std::map<std::string, at::Tensor> SceneCutDetector::state() const {
+  std::map<std::string, at::Tensor> s;
+  s["counters"] = at::tensor({seen_, last_cut_, window_first_, next_}, at::kLong);
+  s["recent"] = at::tensor(std::vector<double>(recent_.begin(), recent_.end()), at::kDouble);
+  s["scores"] = at::tensor(scores_, at::kDouble);
+  if (!window_.empty()) {
+    s["window"] = at::stack(std::vector<at::Tensor>(window_.begin(), window_.end()));
+  }
+  return s;
+}
+
+void SceneCutDetector::load_state(const std::map<std::string, at::Tensor>& s) {
+  reset();
+  auto counters = s.find("counters");
+  SBSCONV_CHECK(counters != s.end() && counters->second.numel() == 4, Option, "scene cuts", "not a SceneCutDetector state");
+  seen_ = counters->second[0].item<int64_t>();
+  last_cut_ = counters->second[1].item<int64_t>();
+  window_first_ = counters->second[2].item<int64_t>();
+  next_ = counters->second[3].item<int64_t>();
+  if (auto it = s.find("recent"); it != s.end()) {
+    for (int64_t i = 0; i < it->second.numel(); ++i) {
+      recent_.push_back(it->second[i].item<double>());
+    }
+  }
+  if (auto it = s.find("scores"); it != s.end()) {
+    at::Tensor sc = it->second.contiguous();
+    scores_.assign(sc.data_ptr<double>(), sc.data_ptr<double>() + sc.numel());
+  }
+  if (auto it = s.find("window"); it != s.end()) {
+    for (int64_t i = 0; i < it->second.size(0); ++i) {
+      window_.push_back(it->second[i].clone());
+    }
+  }
+}
+
+} // namespace sbsconv
