@@ -466,8 +466,12 @@ PYBIND11_MODULE(_core, m) {
                       int threads,
                       const std::string& hwaccel,
                       const std::string& device,
-                      bool strict) {
+                      bool strict,
+                      int width,
+                      int height) {
             ReaderOptions o;
+            o.width = width;
+            o.height = height;
             o.stream_index = stream;
             o.start = start;
             o.duration = duration;
@@ -485,7 +489,9 @@ PYBIND11_MODULE(_core, m) {
           py::arg("threads") = 0,
           py::arg("hwaccel") = "auto",
           py::arg("device") = "cpu",
-          py::arg("strict") = false)
+          py::arg("strict") = false,
+          py::arg("width") = 0,
+          py::arg("height") = 0)
       .def("stream_info", [](const VideoReader& r) { return description_dict(r.stream()); })
       .def(
           "read",

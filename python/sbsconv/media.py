@@ -229,7 +229,12 @@ class VideoReader:
         hwaccel: str = "auto",
         threads: int = 0,
         strict: bool = False,
+        width: int | None = None,
+        height: int | None = None,
     ) -> None:
+        for name, value in (("width", width), ("height", height)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 16384):
+                raise OptionError(f"{name} must be an integer within 2..16384, got {value!r}")
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise OptionError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         if not isinstance(threads, int) or threads < 0:
@@ -248,6 +253,8 @@ class VideoReader:
                 hwaccel=str(hwaccel),
                 device=_check_device(device),
                 strict=bool(strict),
+                width=width or 0,
+                height=height or 0,
             )
         finally:
             flush_log()
@@ -319,6 +326,8 @@ def read_frames(
     hwaccel: str = "auto",
     threads: int = 0,
     strict: bool = False,
+    width: int | None = None,
+    height: int | None = None,
 ) -> Iterator[FrameBatch]:
     """Yields the frames of a video in batches of up to ``batch_size``.
 
@@ -333,6 +342,8 @@ def read_frames(
       FFmpeg hardware type; falls back to software with the reason logged.
     - ``strict``: raise :class:`~sbsconv.errors.DecodeError` on corrupt or truncated data
       instead of warning (:class:`~sbsconv.errors.SbsconvWarning`) and decoding what can be.
+    - ``width``/``height``: scale the frames (one side alone keeps the aspect ratio), during
+      the colour conversion, which makes small frames cheap.
     """
     reader = VideoReader(
         path,
@@ -344,6 +355,8 @@ def read_frames(
         hwaccel=hwaccel,
         threads=threads,
         strict=strict,
+        width=width,
+        height=height,
     )
     yield from reader
 

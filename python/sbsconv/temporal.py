@@ -151,7 +151,9 @@ def detect_scene_cuts(
     if isinstance(source, torch.Tensor):
         batches: Iterable[torch.Tensor] = [source]
     elif isinstance(source, str | os.PathLike):
-        batches = (b.data for b in media.read_frames(source, batch_size=batch_size))
+        # Small frames straight from the decoder's colour conversion: the detector looks at
+        # 96x54 thumbnails anyway.
+        batches = (b.data for b in media.read_frames(source, batch_size=batch_size, width=192))
     else:
         batches = source
     for batch in batches:

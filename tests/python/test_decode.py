@@ -264,3 +264,16 @@ def test_cuda_device_frames_match_cpu_frames():
     assert gpu.data.device.type == "cuda"
     # NVDEC frames are converted on the GPU (nearest chroma, like FFmpeg's fast path).
     assert psnr(to_hwc(gpu.data.cpu()), to_hwc(cpu)) >= 40
+
+
+def test_frames_can_be_scaled_during_conversion():
+    path = data("Tokyo-Walk_rgb.mp4")
+    small = next(iter(media.read_frames(path, batch_size=2, width=320))).data
+    assert small.shape == (2, 3, 180, 320)
+    full = next(iter(media.read_frames(path, batch_size=2))).data
+    reference = torch.nn.functional.interpolate(full.float(), (180, 320), mode="area")
+    assert psnr(to_hwc(small), to_hwc(reference.round().to(torch.uint8))) >= 35
+    both = next(iter(media.read_frames(path, batch_size=1, width=100, height=100))).data
+    assert both.shape == (1, 3, 100, 100)
+    with pytest.raises(OptionError, match="width"):
+        media.VideoReader(path, width=0)

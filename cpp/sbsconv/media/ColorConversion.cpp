@@ -80,6 +80,9 @@ void RgbConverter::convert(
   if (!context_ || frame->width != src_width_ || frame->height != src_height_ ||
       frame->format != src_format_ || width != dst_width_ || height != dst_height_ ||
       colorspace != colorspace_ || range != range_) {
+    // At the frame's own size, FFmpeg's default (bicubic) flags; shrinking averages areas.
+    const bool shrink = width < frame->width || height < frame->height;
+    const int flags = shrink ? SWS_AREA : SWS_BICUBIC;
     context_.reset(sws_getContext(
         frame->width,
         frame->height,
@@ -87,7 +90,7 @@ void RgbConverter::convert(
         width,
         height,
         AV_PIX_FMT_RGB24,
-        SWS_BICUBIC,
+        flags,
         nullptr,
         nullptr,
         nullptr));

@@ -59,6 +59,8 @@ struct VideoReader::Impl {
   at::Device device{at::kCPU};
   int coded_width = 0;
   int coded_height = 0;
+  int out_width = 0; // the converted picture, before rotation (scaled when asked)
+  int out_height = 0;
   int quarters = 0;
 
   UniqueAVPacket packet = make_packet();
@@ -154,6 +156,9 @@ void VideoReader::Impl::open() {
   if (device.is_mps() && !at::hasMPS()) {
     throw Error(ErrorKind::Device, "open", "MPS is not available on this machine", path);
   }
+  if (options.width < 0 || options.height < 0 || options.width > 16384 || options.height > 16384) {
+    throw Error(ErrorKind::Option, "open", "the output size must be within 0..16384", path);
+  }
   if (options.threads < 0) {
     throw Error(ErrorKind::Option, "open", "threads must be >= 0", path);
   }
@@ -216,8 +221,24 @@ void VideoReader::Impl::open() {
   description.codec = avcodec_get_name(stream->codecpar->codec_id);
   const char* pix = av_get_pix_fmt_name(static_cast<AVPixelFormat>(stream->codecpar->format));
   description.pix_fmt = pix != nullptr ? pix : "unknown";
-  description.width = quarters % 2 == 1 ? coded_height : coded_width;
-  description.height = quarters % 2 == 1 ? coded_width : coded_height;
+  // The output size: the displayed size, or what the caller asked for (one side given keeps
+  // the aspect ratio), converted back to the coded orientation for the colour converter.
+  const int display_w = quarters % 2 == 1 ? coded_height : coded_width;
+  const int display_h = quarters % 2 == 1 ? coded_width : coded_height;
+  int want_w = options.width;
+  int want_h = options.height;
+  if (want_w > 0 && want_h <= 0) {
+    want_h = std::max(1, static_cast<int>(std::lround(static_cast<double>(display_h) * want_w / display_w)));
+  } else if (want_h > 0 && want_w <= 0) {
+    want_w = std::max(1, static_cast<int>(std::lround(static_cast<double>(display_w) * want_h / display_h)));
+  } else if (want_w <= 0 && want_h <= 0) {
+    want_w = display_w;
+    want_h = display_h;
+  }
+  out_width = quarters % 2 == 1 ? want_h : want_w;
+  out_height = quarters % 2 == 1 ? want_w : want_h;
+  description.width = want_w;
+  description.height = want_h;
   description.rotation = rotation;
   description.time_base = Rational{stream->time_base.num, stream->time_base.den};
   AVRational rate = stream->avg_frame_rate;
@@ -454,8 +475,9 @@ void VideoReader::Impl::check_truncation() {
 void VideoReader::Impl::write_frame(at::Tensor& slot_hwc) {
   AVFrame* source = frame.get();
   const bool on_device = frame->format == hw_format && hw_format != AV_PIX_FMT_NONE;
+  const bool scaled = out_width != coded_width || out_height != coded_height;
   if (on_device && slot_hwc.is_cuda() && frame->hw_frames_ctx != nullptr) {
-    if (quarters == 0) {
+    if (quarters == 0 && !scaled) {
       if (device_yuv_to_rgb(frame.get(), slot_hwc)) {
         return;
       }
@@ -463,6 +485,11 @@ void VideoReader::Impl::write_frame(at::Tensor& slot_hwc) {
       at::Tensor staging = at::empty(
           {coded_height, coded_width, 3}, at::TensorOptions().dtype(at::kByte).device(device));
       if (device_yuv_to_rgb(frame.get(), staging)) {
+        if (scaled) {
+          at::Tensor chw = staging.permute({2, 0, 1}).unsqueeze(0).to(at::kFloat);
+          chw = at::_upsample_bilinear2d_aa(chw, {out_height, out_width}, false);
+          staging = chw.add_(0.5).floor_().clamp_(0, 255).to(at::kByte)[0].permute({1, 2, 0});
+        }
         slot_hwc.copy_(turn_clockwise(staging, quarters));
         return;
       }
@@ -485,19 +512,18 @@ void VideoReader::Impl::write_frame(at::Tensor& slot_hwc) {
     warnings.push_back(
         "the picture size changes mid-stream (" + std::to_string(source->width) + "x" +
         std::to_string(source->height) + "); frames are scaled to " +
-        std::to_string(coded_width) + "x" + std::to_string(coded_height));
+        std::to_string(out_width) + "x" + std::to_string(out_height));
   }
   const bool cpu_slot = slot_hwc.is_cpu();
   if (quarters == 0 && cpu_slot) {
-    converter.convert(
-        source, slot_hwc.data_ptr<uint8_t>(), coded_width * 3, coded_width, coded_height);
+    converter.convert(source, slot_hwc.data_ptr<uint8_t>(), out_width * 3, out_width, out_height);
     return;
   }
   if (!rotation_staging.defined()) {
-    rotation_staging = at::empty({coded_height, coded_width, 3}, at::kByte);
+    // See Note [swscale over-reach].
+    rotation_staging = empty_padded_hwc(1, out_height, out_width, at::TensorOptions())[0];
   }
-  converter.convert(
-      source, rotation_staging.data_ptr<uint8_t>(), coded_width * 3, coded_width, coded_height);
+  converter.convert(source, rotation_staging.data_ptr<uint8_t>(), out_width * 3, out_width, out_height);
   slot_hwc.copy_(turn_clockwise(rotation_staging, quarters));
 }
 

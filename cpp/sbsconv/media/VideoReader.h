@@ -20,6 +20,11 @@ struct ReaderOptions {
   std::optional<double> start;
   std::optional<double> duration;
   int threads = 0; // FFmpeg decoder threads; 0 = one per core
+  // Output size (after rotation); 0 = the displayed size. With only one side given the other
+  // keeps the aspect ratio. Scaling happens in the colour conversion (area-averaged when
+  // shrinking), so a small output is also cheaper.
+  int width = 0;
+  int height = 0;
   // "auto" (NVDEC when the device is CUDA, VideoToolbox on macOS, otherwise software),
   // "none", or an FFmpeg hardware device type ("cuda", "videotoolbox", "vaapi" ...).
   std::string hwaccel = "auto";
