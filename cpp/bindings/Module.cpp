@@ -14,6 +14,7 @@
 #include "sbsconv/media/MediaWriter.h"
 #include "sbsconv/media/Probe.h"
 #include "sbsconv/media/VideoReader.h"
+#include "sbsconv/pipeline/Engine.h"
 #include "sbsconv/stereo/Disparity.h"
 #include "sbsconv/stereo/Stereo.h"
 #include "sbsconv/stereo/Warp.h"
@@ -184,6 +185,93 @@ DptHeadConfig head_config(const py::dict& d) {
   c.metric = get_or<bool>(d, "metric", false);
   c.max_depth = get_or<double>(d, "max_depth", 1.0);
   return c;
+}
+
+template <typename T>
+std::optional<T> get_optional(const py::dict& d, const char* key) {
+  if (!d.contains(key) || d[key].is_none()) {
+    return std::nullopt;
+  }
+  return d[key].cast<T>();
+}
+
+EngineOptions engine_options(const py::dict& d) {
+  EngineOptions o;
+  o.input = d["input"].cast<std::string>();
+  o.reader.start = get_optional<double>(d, "start");
+  o.reader.duration = get_optional<double>(d, "duration");
+  o.reader.stream_index = get_or<int>(d, "stream", -1);
+  o.reader.hwaccel = get_or<std::string>(d, "hwaccel", "auto");
+  o.reader.threads = get_or<int>(d, "threads", 0);
+  o.reader.device = get_or<std::string>(d, "device", "cpu");
+  o.reader.strict = get_or<bool>(d, "strict", false);
+  o.batch_size = get_or<int64_t>(d, "batch_size", 4);
+  o.model = d["model"].cast<std::shared_ptr<DepthModel>>();
+  o.detect_cuts = get_or<bool>(d, "detect_cuts", true);
+  o.cuts.sensitivity = get_or<double>(d, "cut_sensitivity", 0.5);
+  o.cuts.min_scene_length = get_or<int64_t>(d, "min_scene_length", 8);
+  const py::dict st = d["stabilizer"].cast<py::dict>();
+  o.stabilizer.relative = get_or<bool>(st, "relative", true);
+  o.stabilizer.low_percentile = get_or<double>(st, "low_percentile", 1.0);
+  o.stabilizer.high_percentile = get_or<double>(st, "high_percentile", 99.0);
+  o.stabilizer.range_decay = get_or<double>(st, "range_decay", 0.9);
+  o.stabilizer.align = get_or<bool>(st, "align", true);
+  o.stabilizer.alpha = get_or<double>(st, "alpha", 0.0);
+  o.stabilizer.motion_threshold = get_or<double>(st, "motion_threshold", 0.08);
+  const py::dict cf = d["comfort"].cast<py::dict>();
+  o.comfort.limit_percent = get_or<double>(cf, "limit_percent", 3.0);
+  o.comfort.auto_strength = get_or<bool>(cf, "auto_strength", false);
+  const py::dict dp = d["disparity"].cast<py::dict>();
+  o.disparity.divergence = get_or<double>(dp, "divergence", 2.0);
+  o.disparity.max_shift = get_optional<double>(dp, "max_shift");
+  o.disparity.convergence = get_or<double>(dp, "convergence", 0.5);
+  o.disparity.ipd_metres = get_or<double>(dp, "ipd_metres", 0.063);
+  o.disparity.fov_degrees = get_optional<double>(dp, "fov_degrees");
+  o.disparity.screen_distance = get_or<double>(dp, "screen_distance", 2.0);
+  const py::dict sr = d["stereo"].cast<py::dict>();
+  o.stereo.layout = parse_layout(get_or<std::string>(sr, "layout", "full-sbs"));
+  o.stereo.synthetic_view = parse_synthetic_view(get_or<std::string>(sr, "synthetic_view", "both"));
+  o.stereo.fill_holes = get_or<bool>(sr, "fill_holes", true);
+  o.stereo.edge_dilation = get_or<int64_t>(sr, "edge_dilation", 0);
+  o.stereo.eye_width = get_or<int64_t>(sr, "eye_width", 0);
+  o.stereo.eye_height = get_or<int64_t>(sr, "eye_height", 0);
+  o.stereo.keep_aspect = get_or<bool>(sr, "keep_aspect", true);
+  const py::dict wr = d["writer"].cast<py::dict>();
+  o.writer.path = wr["path"].cast<std::string>();
+  o.writer.container = get_or<std::string>(wr, "container", "");
+  o.writer.codec = get_or<std::string>(wr, "codec", "h264");
+  o.writer.encoder = get_or<std::string>(wr, "encoder", "auto");
+  o.writer.crf = get_optional<int>(wr, "crf");
+  o.writer.cq = get_optional<int>(wr, "cq");
+  o.writer.quality = get_optional<int>(wr, "quality");
+  o.writer.preset = get_or<std::string>(wr, "preset", "");
+  o.writer.bit_depth = get_or<int>(wr, "bit_depth", 8);
+  o.writer.audio = get_or<std::string>(wr, "audio", "copy");
+  o.writer.subtitles = get_or<std::string>(wr, "subtitles", "copy");
+  o.writer.stereo = get_or<std::string>(wr, "stereo", "");
+  o.writer.threads = get_or<int>(wr, "threads", 0);
+  o.writer.metadata = get_or<std::map<std::string, std::string>>(wr, "metadata", {});
+  if (d.contains("fps") && !d["fps"].is_none()) {
+    o.fps = to_rational(d["fps"]);
+  }
+  o.preview_every = get_or<double>(d, "preview_every", 0.0);
+  o.image_dir = get_or<std::string>(d, "image_dir", "");
+  o.resume = get_or<bool>(d, "resume", false);
+  o.fingerprint = get_or<std::string>(d, "fingerprint", "");
+  o.segment_frames = get_or<int64_t>(d, "segment_frames", 240);
+  return o;
+}
+
+py::list stage_list(const std::vector<StageStats>& stages) {
+  py::list out;
+  for (const StageStats& s : stages) {
+    py::dict d;
+    d["name"] = s.name;
+    d["frames"] = s.frames;
+    d["busy_seconds"] = s.busy_seconds;
+    out.append(d);
+  }
+  return out;
 }
 
 } // namespace
@@ -456,6 +544,58 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("max_percent", &ComfortBudget::max_percent)
       .def("state", &ComfortBudget::state)
       .def("load_state", &ComfortBudget::load_state);
+
+  // ---- the engine: see Note [Engine] ----
+  py::class_<Engine>(m, "Engine")
+      .def(py::init([](const py::dict& options) { return std::make_unique<Engine>(engine_options(options)); }))
+      .def("start", &Engine::start)
+      .def("wait", &Engine::wait, py::arg("timeout"), py::call_guard<py::gil_scoped_release>())
+      .def("cancel", &Engine::cancel)
+      .def("progress", [](const Engine& e) {
+        EngineProgress p = e.progress();
+        py::dict d;
+        d["phase"] = p.phase;
+        d["frames_done"] = p.frames_done;
+        d["frames_total"] = p.frames_total >= 0 ? py::object(py::int_(p.frames_total)) : py::object(py::none());
+        d["resumed_from"] = p.resumed_from;
+        d["elapsed"] = p.elapsed;
+        d["stages"] = stage_list(p.stages);
+        return d;
+      })
+      .def("result", [](Engine& e) {
+        EngineResult r;
+        {
+          py::gil_scoped_release release;
+          r = e.result();
+        }
+        py::dict d;
+        d["output"] = r.output;
+        d["frames"] = r.frames;
+        d["resumed_from"] = r.resumed_from;
+        d["seconds"] = r.seconds;
+        d["width"] = r.width;
+        d["height"] = r.height;
+        d["stages"] = stage_list(r.stages);
+        d["encoder"] = r.encoder;
+        d["skipped_encoders"] = r.skipped_encoders;
+        d["streams"] = r.streams;
+        d["warnings"] = r.warnings;
+        d["cuts"] = r.cuts;
+        py::list comfort;
+        for (const SceneComfort& s : r.comfort) {
+          py::dict c;
+          c["first_frame"] = s.first_frame;
+          c["frames"] = s.frames;
+          c["max_percent"] = s.max_percent;
+          c["p99_percent"] = s.p99_percent;
+          c["frames_over_limit"] = s.frames_over_limit;
+          c["min_scale"] = s.min_scale;
+          comfort.append(c);
+        }
+        d["comfort"] = comfort;
+        d["fov_degrees"] = r.fov_degrees ? py::object(py::float_(*r.fov_degrees)) : py::object(py::none());
+        return d;
+      });
 
   py::class_<VideoReader>(m, "VideoReader")
       .def(

@@ -48,6 +48,9 @@ std::string resolve_container(const WriterOptions& o) {
   if (c == "mkv" || c == "matroska") {
     return "mkv";
   }
+  if (c == "nut") {
+    return "nut"; // FFmpeg's own container: any time base, no edit lists (resume segments)
+  }
   throw Error(
       ErrorKind::Option,
       "open output",
@@ -184,7 +187,8 @@ struct MediaWriter::Impl {
   std::unique_ptr<YuvConverter> yuv;
   UniqueAVFrame frame = make_frame();
   UniqueAVPacket packet = make_packet();
-  int64_t video_origin = 0; // output zero in the encoder's time base
+  AVRational video_tb{1, 1}; // the time base of last_pts/last_end (the encoder's, or the copied stream's)
+  int64_t video_origin = 0; // output zero in video_tb
   int64_t last_pts = AV_NOPTS_VALUE;
   int64_t last_end = 0; // end of the last frame given, encoder time base, output timeline
   int64_t frames = 0;
@@ -215,6 +219,7 @@ struct MediaWriter::Impl {
   void add_carried(AVStream* in);
   void write_header();
   void encode(AVFrame* input);
+  void copy_segments();
   void mux(AVPacket* pkt, AVStream* stream);
   void pull_source(double until_seconds, bool final_pass);
   void process_source_packet(AVPacket* pkt, double end_seconds, bool final_pass);
@@ -264,14 +269,17 @@ void MediaWriter::Impl::validate() {
       fs::equivalent(final_path, fs::path(o.source), ec)) {
     throw Error(ErrorKind::Option, "open output", "the output would overwrite the input", o.path);
   }
-  if (o.width <= 0 || o.height <= 0) {
-    throw Error(ErrorKind::Option, "open output", "frame size must be positive", o.path);
-  }
-  if (o.time_base.num <= 0 || o.time_base.den <= 0) {
-    throw Error(ErrorKind::Option, "open output", "time_base must be a positive fraction", o.path);
-  }
-  if (o.frame_rate.num <= 0 || o.frame_rate.den <= 0) {
-    throw Error(ErrorKind::Option, "open output", "frame_rate must be a positive fraction", o.path);
+  // Copying encoded segments: size and timing come from them.
+  if (o.video_segments.empty()) {
+    if (o.width <= 0 || o.height <= 0) {
+      throw Error(ErrorKind::Option, "open output", "frame size must be positive", o.path);
+    }
+    if (o.time_base.num <= 0 || o.time_base.den <= 0) {
+      throw Error(ErrorKind::Option, "open output", "time_base must be a positive fraction", o.path);
+    }
+    if (o.frame_rate.num <= 0 || o.frame_rate.den <= 0) {
+      throw Error(ErrorKind::Option, "open output", "frame_rate must be a positive fraction", o.path);
+    }
   }
   if (o.bit_depth != 8 && o.bit_depth != 10) {
     throw Error(ErrorKind::Option, "open output", "bit_depth must be 8 or 10", o.path);
@@ -305,7 +313,9 @@ void MediaWriter::Impl::validate() {
 
 void MediaWriter::Impl::open() {
   validate();
-  const std::vector<std::string> candidates = encoder_candidates(o.codec, o.encoder);
+  const bool copying = !o.video_segments.empty();
+  const std::vector<std::string> candidates =
+      copying ? std::vector<std::string>{} : encoder_candidates(o.codec, o.encoder);
   temp_path = temporary_path_for(final_path);
 
   AVFormatContext* raw = nullptr;
@@ -316,19 +326,38 @@ void MediaWriter::Impl::open() {
   }
   out.reset(raw);
 
-  open_encoder(candidates);
-
   video = avformat_new_stream(out.get(), nullptr);
   SBSCONV_CHECK(video != nullptr, Internal, kMuxStage, "avformat_new_stream failed");
-  SBSCONV_CHECK_AV(
-      avcodec_parameters_from_context(video->codecpar, enc.get()),
-      Encode,
-      kMuxStage,
-      "cannot describe the video stream",
-      o.path);
-  video->time_base = enc->time_base;
-  video->avg_frame_rate = enc->framerate;
-  if (enc->codec_id == AV_CODEC_ID_HEVC && is_isobmff(container)) {
+  if (copying) {
+    // See Note [Resumable runs]: the video was encoded into segments already; its packets
+    // are copied, with their timestamps (already on the output's timeline).
+    UniqueInputFormatContext first = open_input(o.video_segments.front(), "assemble");
+    const int index = choose_video_stream(first.get(), -1, o.video_segments.front());
+    const AVStream* in = first->streams[index];
+    SBSCONV_CHECK_AV(
+        avcodec_parameters_copy(video->codecpar, in->codecpar), Encode, kMuxStage, "stream copy", o.path);
+    video->codecpar->codec_tag = 0;
+    video->time_base = in->time_base;
+    video->avg_frame_rate = in->avg_frame_rate.num > 0 ? in->avg_frame_rate
+                                                       : AVRational{o.frame_rate.num, o.frame_rate.den};
+    video_tb = in->time_base;
+    encoder_name = o.encoder;
+    video_origin = 0;
+  } else {
+    open_encoder(candidates);
+    SBSCONV_CHECK_AV(
+        avcodec_parameters_from_context(video->codecpar, enc.get()),
+        Encode,
+        kMuxStage,
+        "cannot describe the video stream",
+        o.path);
+    video->time_base = enc->time_base;
+    video->avg_frame_rate = enc->framerate;
+    video_tb = enc->time_base;
+    video_origin = av_rescale_q(
+        static_cast<int64_t>(std::llround(o.time_origin * AV_TIME_BASE)), AV_TIME_BASE_Q, video_tb);
+  }
+  if (video->codecpar->codec_id == AV_CODEC_ID_HEVC && is_isobmff(container)) {
     // 'hvc1' (parameter sets in the sample description) is what QuickTime, the Vision Pro
     // and most headsets require; FFmpeg's default is 'hev1'.
     video->codecpar->codec_tag = MKTAG('h', 'v', 'c', '1');
@@ -345,10 +374,6 @@ void MediaWriter::Impl::open() {
       warnings.push_back("this FFmpeg cannot tag the stereo layout in " + container);
     }
   }
-  video_origin = av_rescale_q(
-      static_cast<int64_t>(std::llround(o.time_origin * AV_TIME_BASE)),
-      AV_TIME_BASE_Q,
-      enc->time_base);
 
   if (!o.source.empty()) {
     open_source();
@@ -357,6 +382,40 @@ void MediaWriter::Impl::open() {
     av_dict_set(&out->metadata, key.c_str(), value.c_str(), 0);
   }
   write_header();
+}
+
+void MediaWriter::Impl::copy_segments() {
+  for (const std::string& segment : o.video_segments) {
+    UniqueInputFormatContext in = open_input(segment, "assemble");
+    const int index = choose_video_stream(in.get(), -1, segment);
+    const AVStream* stream = in->streams[index];
+    UniqueAVPacket pkt = make_packet();
+    while (true) {
+      const int status = av_read_frame(in.get(), pkt.get());
+      if (status == AVERROR_EOF) {
+        break;
+      }
+      if (status < 0) {
+        fail(ErrorKind::Output, kMuxStage, "cannot read the segment " + segment, status);
+      }
+      PacketUnref unref(pkt.get());
+      if (pkt->stream_index != index) {
+        continue;
+      }
+      av_packet_rescale_ts(pkt.get(), stream->time_base, video_tb);
+      if (pkt->pts != AV_NOPTS_VALUE) {
+        last_pts = last_pts == AV_NOPTS_VALUE ? pkt->pts : std::max(last_pts, pkt->pts);
+        last_end = std::max(last_end, pkt->pts + std::max<int64_t>(pkt->duration, 1));
+      }
+      ++frames;
+      const int64_t ts = pkt->dts != AV_NOPTS_VALUE ? pkt->dts : pkt->pts;
+      if (source) {
+        pull_source(ts * av_q2d(video_tb), false);
+      }
+      av_packet_rescale_ts(pkt.get(), video_tb, video->time_base);
+      mux(pkt.get(), video);
+    }
+  }
 }
 
 bool MediaWriter::Impl::try_encoder(const std::string& name, std::string* why) {
@@ -822,7 +881,7 @@ void MediaWriter::Impl::process_source_packet(AVPacket* pkt, double /*end_second
       // Encode what lies before the video written so far; the rest waits for finish().
       encode_audio(
           s,
-          av_rescale_q(last_end, enc->time_base, s.encoder->time_base),
+          av_rescale_q(last_end, video_tb, s.encoder->time_base),
           false);
       return;
     case CarriedStream::Mode::ConvertSubtitle:
@@ -1105,7 +1164,7 @@ void MediaWriter::write(const at::Tensor& frames_in, const std::vector<int64_t>&
   }
   if (d.source) {
     // Carried streams keep up with the video so the interleaving buffer stays small.
-    d.pull_source(d.last_pts * av_q2d(d.enc->time_base), false);
+    d.pull_source(d.last_pts * av_q2d(d.video_tb), false);
   }
 }
 
@@ -1116,9 +1175,11 @@ WriterResult MediaWriter::finish() {
     if (d.frames == 0) {
       throw Error(ErrorKind::Encode, kStage, "no frames were written", d.o.path);
     }
-    d.encode(nullptr); // drain the encoder
+    if (d.enc) {
+      d.encode(nullptr); // drain the encoder
+    }
     if (d.source) {
-      double end = d.last_end * av_q2d(d.enc->time_base);
+      double end = d.last_end * av_q2d(d.video_tb);
       if (d.o.time_end) {
         end = std::min(end, *d.o.time_end - d.o.time_origin);
       }
@@ -1160,6 +1221,18 @@ WriterResult MediaWriter::finish() {
 void MediaWriter::abort() {
   impl_->aborted = true;
   impl_->discard();
+}
+
+void MediaWriter::copy_segments() {
+  Impl& d = *impl_;
+  SBSCONV_CHECK(!d.o.video_segments.empty(), Option, kStage, "the writer was not opened to copy segments");
+  try {
+    d.copy_segments();
+  } catch (...) {
+    d.aborted = true;
+    d.discard();
+    throw;
+  }
 }
 
 const std::string& MediaWriter::encoder_name() const {

@@ -51,6 +51,11 @@ struct WriterOptions {
   // cross-eyed), "tb" (left eye on top).
   std::string stereo;
   std::map<std::string, std::string> metadata; // extra global tags
+
+  // Copy mode (see Note [Resumable runs]): the video is not encoded here but copied, packet
+  // for packet, from these files (segments encoded earlier, with output-timeline timestamps);
+  // call copy_segments() then finish(). `encoder` then only names the encoder that made them.
+  std::vector<std::string> video_segments;
 };
 
 struct WriterResult {
@@ -79,6 +84,9 @@ class MediaWriter {
   // frame, in options.time_base units, on the source clock (strictly increasing; repeats
   // are nudged forward by one tick).
   void write(const at::Tensor& frames, const std::vector<int64_t>& pts);
+
+  // Copy mode: copies every segment's video packets (interleaved with the carried streams).
+  void copy_segments();
 
   // Flushes the encoder, completes the carried streams, writes the trailer and renames the
   // temporary file to the output name.

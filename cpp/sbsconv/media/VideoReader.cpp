@@ -268,7 +268,10 @@ void VideoReader::Impl::open() {
     const double from = options.start ? window_start : description.start_time;
     window_end = from + *options.duration;
   }
-  if (options.start && *options.start > 0) {
+  if (options.resume_pts) {
+    window_start = static_cast<double>(*options.resume_pts) * av_q2d(stream->time_base);
+  }
+  if ((options.start && *options.start > 0) || options.resume_pts) {
     seek_to_window();
   }
 }

@@ -19,6 +19,9 @@ struct ReaderOptions {
   // frames with start <= pts - file start < start + duration.
   std::optional<double> start;
   std::optional<double> duration;
+  // Resume at this frame: the window starts at this pts (stream ticks) instead, while its end
+  // stays where `start` + `duration` put it.
+  std::optional<int64_t> resume_pts;
   int threads = 0; // FFmpeg decoder threads; 0 = one per core
   // Output size (after rotation); 0 = the displayed size. With only one side given the other
   // keeps the aspect ratio. Scaling happens in the colour conversion (area-averaged when

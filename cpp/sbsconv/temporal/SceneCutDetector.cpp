@@ -150,6 +150,19 @@ std::map<std::string, at::Tensor> SceneCutDetector::state() const {
   return s;
 }
 
+std::map<std::string, at::Tensor> SceneCutDetector::state_through(int64_t last) const {
+  SBSCONV_CHECK(next_ == last + 1, Internal, "scene cuts", "state_through must follow the frame's decision");
+  SceneCutDetector copy(*this);
+  while (!copy.window_.empty() && copy.window_first_ + static_cast<int64_t>(copy.window_.size()) - 1 > last) {
+    copy.window_.pop_back();
+  }
+  copy.seen_ = last + 1;
+  if (static_cast<int64_t>(copy.scores_.size()) > last + 1) {
+    copy.scores_.resize(static_cast<size_t>(last + 1));
+  }
+  return copy.state();
+}
+
 void SceneCutDetector::load_state(const std::map<std::string, at::Tensor>& s) {
   reset();
   auto counters = s.find("counters");

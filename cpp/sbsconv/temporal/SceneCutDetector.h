@@ -49,8 +49,16 @@ class SceneCutDetector {
     return scores_;
   }
 
+  // Frames with an index below this are decided.
+  int64_t decided() const {
+    return next_;
+  }
+
   void reset();
   std::map<std::string, at::Tensor> state() const;
+  // The state as it would be had frames after `last` never been pushed; valid right after
+  // frame `last` was decided (decided() == last + 1). A resumed run pushes them again.
+  std::map<std::string, at::Tensor> state_through(int64_t last) const;
   void load_state(const std::map<std::string, at::Tensor>& state);
 
  private:

@@ -1,0 +1,72 @@
+#include "sbsconv/media/ImageFile.h"
+
+#include <ATen/ATen.h>
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "sbsconv/common/FFmpeg.h"
+
+namespace sbsconv {
+
+void write_png(const std::string& path, const at::Tensor& rgb_in) {
+  constexpr const char* kStage = "write image";
+  SBSCONV_CHECK(
+      rgb_in.dim() == 3 && rgb_in.size(0) == 3 && rgb_in.scalar_type() == at::kByte,
+      Option,
+      kStage,
+      "an image must be uint8 RGB [3,H,W]");
+  install_ffmpeg_log_handler();
+  const int height = static_cast<int>(rgb_in.size(1));
+  const int width = static_cast<int>(rgb_in.size(2));
+  at::Tensor packed = rgb_in.to(at::kCPU).permute({1, 2, 0}).contiguous();
+
+  const AVCodec* codec = avcodec_find_encoder(AV_CODEC_ID_PNG);
+  SBSCONV_CHECK(codec != nullptr, Encode, kStage, "this FFmpeg has no PNG encoder");
+  UniqueAVCodecContext context(avcodec_alloc_context3(codec));
+  SBSCONV_CHECK(context != nullptr, Internal, kStage, "avcodec_alloc_context3 failed");
+  context->width = width;
+  context->height = height;
+  context->pix_fmt = AV_PIX_FMT_RGB24;
+  context->time_base = AVRational{1, 1};
+  SBSCONV_CHECK_AV(avcodec_open2(context.get(), codec, nullptr), Encode, kStage, "cannot open the PNG encoder", path);
+
+  UniqueAVFrame frame = make_frame();
+  frame->format = AV_PIX_FMT_RGB24;
+  frame->width = width;
+  frame->height = height;
+  SBSCONV_CHECK_AV(av_frame_get_buffer(frame.get(), 0), Encode, kStage, "frame allocation", path);
+  const uint8_t* src = packed.data_ptr<uint8_t>();
+  for (int y = 0; y < height; ++y) {
+    std::memcpy(frame->data[0] + static_cast<ptrdiff_t>(y) * frame->linesize[0], src + static_cast<ptrdiff_t>(y) * width * 3,
+                static_cast<size_t>(width) * 3);
+  }
+  frame->pts = 0;
+  SBSCONV_CHECK_AV(avcodec_send_frame(context.get(), frame.get()), Encode, kStage, "PNG encoding failed", path);
+  SBSCONV_CHECK_AV(avcodec_send_frame(context.get(), nullptr), Encode, kStage, "PNG encoding failed", path);
+  UniqueAVPacket packet = make_packet();
+  SBSCONV_CHECK_AV(avcodec_receive_packet(context.get(), packet.get()), Encode, kStage, "PNG encoding failed", path);
+
+  const std::filesystem::path final_path(path);
+  std::filesystem::path temp = final_path;
+  temp += ".part";
+  {
+    std::ofstream file(temp, std::ios::binary);
+    file.write(reinterpret_cast<const char*>(packet->data), packet->size);
+    if (!file) {
+      std::error_code ec;
+      std::filesystem::remove(temp, ec);
+      throw Error(ErrorKind::Output, kStage, "cannot write the image", path);
+    }
+  }
+  std::error_code ec;
+  std::filesystem::rename(temp, final_path, ec);
+  if (ec) {
+    std::filesystem::remove(temp, ec);
+    throw Error(ErrorKind::Output, kStage, "cannot write the image: " + ec.message(), path);
+  }
+}
+
+} // namespace sbsconv

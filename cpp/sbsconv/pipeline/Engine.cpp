@@ -1,0 +1,847 @@
+#include "sbsconv/pipeline/Engine.h"
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstdio>
+#include <deque>
+#include <filesystem>
+#include <limits>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "sbsconv/common/Error.h"
+#include "sbsconv/common/Logging.h"
+#include "sbsconv/media/ImageFile.h"
+#include "sbsconv/pipeline/BoundedQueue.h"
+#include "sbsconv/pipeline/Journal.h"
+#include "sbsconv/pipeline/StateFile.h"
+#include "sbsconv/stereo/Disparity.h"
+
+namespace fs = std::filesystem;
+
+namespace sbsconv {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr size_t kQueueDepth = 2; // batches waiting between two stages
+constexpr double kDefaultFov = 60.0;
+
+// One batch of frames on its way through the stages; each stage fills in its part and drops
+// what the later stages no longer need.
+struct Batch {
+  int64_t first_index = 0;
+  at::Tensor frames; // uint8 [N,3,H,W]
+  std::vector<int64_t> pts; // output timestamps (the writer's time base)
+  std::vector<int64_t> source_pts; // the frames' own timestamps (source stream ticks)
+  std::vector<bool> starts_shot;
+  at::Tensor depth;
+  at::Tensor fov; // [N] degrees, for models that estimate it
+  at::Tensor disparity;
+  at::Tensor packed;
+  // A resumable run's segment ends with this batch: the next frame's source pts (-1 at the
+  // end) and every stage's state after this batch.
+  bool segment_end = false;
+  int64_t next_source_pts = -1;
+  TensorMap state;
+  int64_t size() const {
+    return static_cast<int64_t>(pts.size());
+  }
+};
+
+struct Item {
+  at::Tensor frame; // [3,H,W]
+  int64_t pts = 0;
+  int64_t source_pts = 0;
+  int64_t index = 0;
+};
+
+std::string journal_folder_for(const std::string& output) {
+  const fs::path p(output);
+  const std::string name = "." + p.filename().string() + ".sbsconv-resume";
+  return (p.parent_path().empty() ? fs::path(name) : p.parent_path() / name).string();
+}
+
+std::string numbered(const char* pattern, int64_t n) {
+  char buffer[64];
+  std::snprintf(buffer, sizeof(buffer), pattern, static_cast<long long>(n));
+  return buffer;
+}
+
+} // namespace
+
+struct Engine::Impl {
+  EngineOptions o;
+  std::atomic<bool> cancelled{false}; // set by cancel() and by a failing stage
+  std::atomic<bool> user_cancelled{false};
+  std::thread coordinator;
+  mutable std::mutex mutex; // guards everything below that is not atomic
+  std::condition_variable finished_cv;
+  bool finished = false;
+  std::exception_ptr error;
+  std::string phase = "starting";
+  EngineResult result;
+  Clock::time_point started;
+
+  std::atomic<int64_t> frames_done{0};
+  std::atomic<int64_t> frames_total{-1};
+  int64_t start_index = 0;
+  std::optional<int64_t> resume_pts;
+  TensorMap restored; // stage states from the journal
+  std::unique_ptr<Journal> journal;
+  std::vector<SegmentRecord> segments;
+
+  static constexpr int kStages = 5;
+  const char* stage_names[kStages] = {"decode", "depth", "stabilise", "stereo", "encode"};
+  std::atomic<int64_t> stage_frames[kStages] = {};
+  std::atomic<int64_t> stage_busy_us[kStages] = {};
+
+  BoundedQueue<Batch> decoded{kQueueDepth};
+  BoundedQueue<Batch> depthed{kQueueDepth};
+  BoundedQueue<Batch> stabilised{kQueueDepth};
+  BoundedQueue<Batch> rendered{kQueueDepth};
+
+  // Written by the decode stage before its first batch, read by the encode stage.
+  Rational out_time_base;
+  Rational out_frame_rate;
+  double origin = 0.0; // the output's zero on the source clock (absolute seconds)
+  std::optional<double> end_time;
+  std::vector<std::string> warnings; // guarded by mutex
+  std::vector<int64_t> cuts; // guarded by mutex
+  double fov_sum = 0.0;
+  int64_t fov_count = 0;
+  std::unique_ptr<ComfortBudget> comfort;
+
+  explicit Impl(EngineOptions options) : o(std::move(options)) {}
+
+  void fail(std::exception_ptr e) {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      if (!error) {
+        error = e;
+      }
+    }
+    cancelled = true;
+    abort_queues();
+  }
+
+  void abort_queues() {
+    decoded.abort();
+    depthed.abort();
+    stabilised.abort();
+    rendered.abort();
+  }
+
+  void warn(const std::string& message) {
+    log(LogLevel::Warning, message);
+    std::lock_guard<std::mutex> lock(mutex);
+    warnings.push_back(message);
+  }
+
+  template <typename F>
+  void guarded(const char* stage, F&& body) {
+    try {
+      body();
+    } catch (const Error&) {
+      fail(std::current_exception());
+    } catch (const c10::Error& e) {
+      fail(std::make_exception_ptr(Error(ErrorKind::Internal, stage, e.what_without_backtrace())));
+    } catch (const std::exception& e) {
+      fail(std::make_exception_ptr(Error(ErrorKind::Internal, stage, e.what())));
+    }
+  }
+
+  struct Busy {
+    std::atomic<int64_t>& counter;
+    Clock::time_point t0 = Clock::now();
+    ~Busy() {
+      counter += std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count();
+    }
+  };
+
+  void prepare();
+  void run();
+  void decode_stage();
+  void depth_stage();
+  void stabilise_stage();
+  void stereo_stage();
+  void encode_stage();
+  void assemble();
+};
+
+// ---- set-up ------------------------------------------------------------------------------------
+
+void Engine::Impl::prepare() {
+  SBSCONV_CHECK(o.model != nullptr, Option, "engine", "no depth model");
+  SBSCONV_CHECK(o.batch_size >= 1 && o.batch_size <= 1024, Option, "engine", "batch_size must be within 1..1024");
+  SBSCONV_CHECK(o.segment_frames >= 1, Option, "engine", "segment_frames must be >= 1");
+  SBSCONV_CHECK(o.preview_every >= 0, Option, "engine", "preview_every must be >= 0");
+  SBSCONV_CHECK(
+      !(o.resume && (o.fps || o.preview_every > 0)),
+      Option,
+      "engine",
+      "resume applies to conversions that keep the source timing (not fps= or preview)");
+  comfort = std::make_unique<ComfortBudget>(o.comfort);
+  if (!o.resume) {
+    return;
+  }
+  journal = std::make_unique<Journal>(journal_folder_for(o.writer.path), o.fingerprint);
+  bool discarded = false;
+  segments = journal->load(&discarded);
+  if (discarded) {
+    warn("an earlier interrupted conversion to this output used other settings; starting over");
+  }
+  if (!segments.empty()) {
+    const SegmentRecord& last = segments.back();
+    start_index = last.first_frame + last.frames;
+    restored = load_tensors(journal->path_of(last.state));
+    if (last.next_pts >= 0) {
+      resume_pts = last.next_pts;
+    }
+    log(LogLevel::Info, "resuming after " + std::to_string(start_index) + " frames (" +
+            std::to_string(segments.size()) + " segments done)");
+  }
+}
+
+// ---- decode ------------------------------------------------------------------------------------
+
+void Engine::Impl::decode_stage() {
+  guarded("decode", [&] {
+    const bool all_done = resume_pts == std::nullopt && !segments.empty();
+    if (all_done) {
+      // Every frame was converted by an earlier run: only assembly is left, which needs the
+      // source's start.
+      VideoReader reader(o.input, o.reader);
+      origin = reader.stream().start_time + o.reader.start.value_or(0.0);
+      if (o.reader.duration) {
+        end_time = origin + *o.reader.duration;
+      }
+      decoded.close();
+      return;
+    }
+    ReaderOptions ro = o.reader;
+    ro.resume_pts = resume_pts;
+    VideoReader reader(o.input, ro);
+    reader.set_cancel_flag(&cancelled);
+    const VideoStreamDescription& desc = reader.stream();
+    origin = desc.start_time + ro.start.value_or(0.0);
+    if (ro.duration) {
+      end_time = origin + *ro.duration;
+    }
+    const double fps = static_cast<double>(desc.frame_rate.num) / desc.frame_rate.den;
+    double span = std::isnan(desc.duration) ? -1.0 : desc.duration - ro.start.value_or(0.0);
+    if (ro.duration) {
+      span = span < 0 ? *ro.duration : std::min(span, *ro.duration);
+    }
+    if (o.preview_every > 0) {
+      out_time_base = Rational{1, 1};
+      out_frame_rate = Rational{1, 1};
+      frames_total = span > 0 ? static_cast<int64_t>(std::floor(span / o.preview_every)) + 1 : -1;
+    } else if (o.fps) {
+      out_time_base = Rational{o.fps->den, o.fps->num};
+      out_frame_rate = *o.fps;
+      frames_total = span > 0 ? static_cast<int64_t>(std::llround(span * o.fps->num / o.fps->den)) : -1;
+    } else {
+      out_time_base = desc.time_base;
+      out_frame_rate = desc.frame_rate;
+      if (!ro.start && !ro.duration && desc.num_frames > 0) {
+        frames_total = desc.num_frames;
+      } else if (span > 0) {
+        frames_total = static_cast<int64_t>(std::llround(span * fps));
+      }
+    }
+    const double tb = static_cast<double>(desc.time_base.num) / desc.time_base.den;
+    const double out_tb = static_cast<double>(out_time_base.num) / out_time_base.den;
+    const int64_t origin_ticks = static_cast<int64_t>(std::llround(origin / out_tb));
+
+    std::unique_ptr<SceneCutDetector> detector;
+    if (o.detect_cuts && o.preview_every <= 0) {
+      detector = std::make_unique<SceneCutDetector>(o.cuts);
+      TensorMap state = under_prefix(restored, "cuts.");
+      if (!state.empty()) {
+        detector->load_state(state);
+      }
+    }
+    std::set<int64_t> shot_starts;
+    if (start_index == 0) {
+      shot_starts.insert(0);
+    }
+    std::map<int64_t, TensorMap> detector_states; // segment end -> detector state
+    auto segment_end_at = [&](int64_t index) {
+      return o.resume && (index + 1) % o.segment_frames == 0;
+    };
+
+    std::deque<Item> pending; // selected frames not yet sent on
+    int64_t next_index = start_index;
+    // fps / preview selection: the next output slot, and the frame held until the next
+    // frame's time is known.
+    int64_t slot = 0;
+    std::optional<Item> held;
+
+    auto accept = [&](const at::Tensor& frame, int64_t pts_out, int64_t source_pts) {
+      Item item{frame, pts_out, source_pts, next_index++};
+      if (detector) {
+        for (int64_t c : detector->push(frame.unsqueeze(0))) {
+          shot_starts.insert(c);
+        }
+        const int64_t just = detector->decided() - 1;
+        if (just >= 0 && segment_end_at(just)) {
+          detector_states[just] = detector->state_through(just);
+        }
+      }
+      pending.push_back(std::move(item));
+    };
+
+    // Sends on the frames that are decided (all of them at the end), in batches that do not
+    // cross a segment's end; the last pending frame waits for its successor's pts.
+    auto send = [&](bool final) -> bool {
+      const int64_t decided = detector ? detector->decided() : std::numeric_limits<int64_t>::max();
+      while (!pending.empty()) {
+        int64_t count = 0;
+        bool seg_end = false;
+        for (const Item& item : pending) {
+          const bool ready = final || (item.index < decided && count + 1 < static_cast<int64_t>(pending.size()));
+          if (!ready || count == o.batch_size) {
+            break;
+          }
+          ++count;
+          if (segment_end_at(item.index)) {
+            seg_end = true;
+            break;
+          }
+        }
+        const bool full = count == o.batch_size || seg_end;
+        if (count == 0 || (!full && !final)) {
+          return true; // wait for more frames to fill the batch
+        }
+        Batch b;
+        b.first_index = pending.front().index;
+        std::vector<at::Tensor> frames;
+        for (int64_t k = 0; k < count; ++k) {
+          Item& item = pending.front();
+          frames.push_back(item.frame);
+          b.pts.push_back(item.pts);
+          b.source_pts.push_back(item.source_pts);
+          b.starts_shot.push_back(shot_starts.count(item.index) != 0);
+          pending.pop_front();
+        }
+        b.frames = at::stack(frames);
+        const int64_t last = b.first_index + count - 1;
+        if (seg_end) {
+          b.segment_end = true;
+          b.next_source_pts = pending.empty() ? -1 : pending.front().source_pts;
+          if (auto it = detector_states.find(last); it != detector_states.end()) {
+            b.state = with_prefix(it->second, "cuts.");
+            detector_states.erase(it);
+          }
+        }
+        stage_frames[0] += count;
+        if (!decoded.push(std::move(b))) {
+          return false;
+        }
+      }
+      return true;
+    };
+
+    while (!cancelled) {
+      FrameBatch fb;
+      {
+        Busy busy{stage_busy_us[0]};
+        fb = reader.read(static_cast<int>(o.batch_size));
+        for (int64_t k = 0; k < fb.size(); ++k) {
+          at::Tensor frame = fb.frames[k];
+          const int64_t src = fb.pts[k];
+          const double t = static_cast<double>(src) * tb;
+          if (o.preview_every > 0) {
+            // The first frame at or after each slot time, shown for one second.
+            if (t + 0.5 * tb >= origin + static_cast<double>(slot) * o.preview_every) {
+              accept(frame, origin_ticks + slot, src);
+              slot = static_cast<int64_t>(std::floor((t - origin) / o.preview_every + 1e-9)) + 1;
+            }
+          } else if (o.fps) {
+            // Each output slot shows the frame on screen at its time.
+            if (held) {
+              while (origin + static_cast<double>(slot) * out_tb < t - 0.5 * tb) {
+                accept(held->frame, origin_ticks + slot, held->source_pts);
+                ++slot;
+              }
+            }
+            held = Item{frame, 0, src, 0};
+          } else {
+            accept(frame, src, src);
+          }
+        }
+        if (fb.size() == 0 && held) {
+          // The last frame lasts its duration, up to the window's end.
+          double end = static_cast<double>(held->source_pts) * tb + 1.0 / (static_cast<double>(desc.frame_rate.num) / desc.frame_rate.den);
+          if (end_time) {
+            end = std::min(end, *end_time);
+          }
+          while (origin + static_cast<double>(slot) * out_tb < end - 0.5 * tb) {
+            accept(held->frame, origin_ticks + slot, held->source_pts);
+            ++slot;
+          }
+          held.reset();
+        }
+        if (fb.size() == 0 && detector) {
+          for (int64_t c : detector->flush()) {
+            shot_starts.insert(c);
+          }
+        }
+      }
+      if (!send(fb.size() == 0)) {
+        return;
+      }
+      if (fb.size() == 0) {
+        break;
+      }
+    }
+    for (const std::string& w : reader.take_warnings()) {
+      warn(o.input + ": " + w);
+    }
+    if (!reader.hardware_fallback_reason().empty()) {
+      std::lock_guard<std::mutex> lock(mutex);
+      warnings.push_back("hardware decoding unavailable: " + reader.hardware_fallback_reason());
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      for (int64_t c : shot_starts) {
+        if (c > 0) {
+          cuts.push_back(c);
+        }
+      }
+    }
+    decoded.close();
+  });
+}
+
+// ---- depth -------------------------------------------------------------------------------------
+
+void Engine::Impl::depth_stage() {
+  guarded("depth", [&] {
+    DepthModel& model = *o.model;
+    const bool temporal = model.temporal();
+    {
+      TensorMap state = under_prefix(restored, "model.");
+      if (!state.empty()) {
+        model.load_state(state);
+      }
+    }
+    std::deque<Batch> waiting; // batches whose depth is not all out yet
+    std::vector<at::Tensor> ready; // depth frames out of the model, in order
+    std::vector<at::Tensor> ready_fov;
+    int64_t ready_count = 0;
+    auto take = [&](DepthOutput out) {
+      if (!out.depth.defined() || out.depth.size(0) == 0) {
+        return;
+      }
+      ready_count += out.depth.size(0);
+      ready.push_back(out.depth);
+      if (out.fov_degrees) {
+        ready_fov.push_back(*out.fov_degrees);
+      }
+    };
+    auto deliver = [&]() -> bool {
+      while (!waiting.empty() && ready_count >= waiting.front().size()) {
+        Batch b = std::move(waiting.front());
+        waiting.pop_front();
+        at::Tensor all = at::cat(ready);
+        at::Tensor mine = all.narrow(0, 0, b.size());
+        const int64_t rest = all.size(0) - b.size();
+        ready = rest > 0 ? std::vector<at::Tensor>{all.narrow(0, b.size(), rest)} : std::vector<at::Tensor>{};
+        ready_count = rest;
+        b.depth = mine;
+        if (!ready_fov.empty()) {
+          at::Tensor fovs = at::cat(ready_fov).to(at::kCPU);
+          if (fovs.size(0) >= b.size()) {
+            b.fov = fovs.narrow(0, 0, b.size());
+            const int64_t left = fovs.size(0) - b.size();
+            ready_fov = left > 0 ? std::vector<at::Tensor>{fovs.narrow(0, b.size(), left)} : std::vector<at::Tensor>{};
+          }
+        }
+        stage_frames[1] += b.size();
+        if (!depthed.push(std::move(b))) {
+          return false;
+        }
+      }
+      return true;
+    };
+    while (auto batch = decoded.pop()) {
+      if (cancelled) {
+        return;
+      }
+      Batch b = std::move(*batch);
+      {
+        Busy busy{stage_busy_us[1]};
+        at::Tensor frames = b.frames.to(model.device());
+        if (!temporal) {
+          take(model.infer(frames));
+        } else {
+          // A temporal model starts a new sequence at each cut: what it holds of the old
+          // shot comes out first.
+          int64_t begin = 0;
+          for (int64_t k = 0; k <= b.size(); ++k) {
+            const bool boundary = k == b.size() || (k > begin && b.starts_shot[k]);
+            if (!boundary) {
+              continue;
+            }
+            if (b.starts_shot[begin]) {
+              take(model.flush());
+              model.reset();
+            }
+            take(model.infer(frames.narrow(0, begin, k - begin)));
+            begin = k;
+          }
+        }
+        if (b.segment_end && temporal) {
+          // Segments end a model sequence's window in every run alike (Note [Resumable runs]).
+          take(model.flush());
+          b.state.merge(with_prefix(model.state(), "model."));
+        }
+        b.frames = frames;
+        waiting.push_back(std::move(b));
+      }
+      if (!deliver()) {
+        return;
+      }
+    }
+    if (cancelled) {
+      return;
+    }
+    take(model.flush());
+    if (!deliver()) {
+      return;
+    }
+    SBSCONV_CHECK(waiting.empty(), Internal, "depth", "the model returned fewer depth frames than it was given");
+    depthed.close();
+  });
+}
+
+// ---- stabilise ----------------------------------------------------------------------------------
+
+void Engine::Impl::stabilise_stage() {
+  guarded("stabilise", [&] {
+    DepthStabilizer stabilizer(o.stabilizer);
+    {
+      TensorMap s = under_prefix(restored, "stabilizer.");
+      if (!s.empty()) {
+        stabilizer.load_state(s);
+      }
+      TensorMap c = under_prefix(restored, "comfort.");
+      if (!c.empty()) {
+        comfort->load_state(c);
+      }
+    }
+    const bool smoothing = o.stabilizer.alpha > 0;
+    while (auto batch = depthed.pop()) {
+      if (cancelled) {
+        return;
+      }
+      Batch b = std::move(*batch);
+      {
+        Busy busy{stage_busy_us[2]};
+        at::Tensor stable = stabilizer.process(b.depth, smoothing ? b.frames : at::Tensor(), b.starts_shot);
+        const int64_t width = b.frames.size(3);
+        at::Tensor disparity;
+        if (o.stabilizer.relative) {
+          disparity = disparity_from_relative(
+              stable, width, o.disparity.divergence, o.disparity.convergence, o.disparity.max_shift);
+        } else {
+          at::Tensor fov;
+          if (o.disparity.fov_degrees) {
+            fov = at::full({1}, *o.disparity.fov_degrees, at::kFloat);
+          } else if (b.fov.defined()) {
+            fov = b.fov.to(at::kFloat);
+            std::lock_guard<std::mutex> lock(mutex);
+            fov_sum += fov.sum().item<double>();
+            fov_count += fov.numel();
+          } else {
+            fov = at::full({1}, kDefaultFov, at::kFloat);
+          }
+          disparity = disparity_from_metric(
+              stable, width, o.disparity.ipd_metres, fov, o.disparity.screen_distance);
+        }
+        b.disparity = comfort->process(disparity, b.starts_shot);
+        b.depth = at::Tensor();
+        if (b.segment_end) {
+          b.state.merge(with_prefix(stabilizer.state(), "stabilizer."));
+          b.state.merge(with_prefix(comfort->state(), "comfort."));
+        }
+      }
+      stage_frames[2] += b.size();
+      if (!stabilised.push(std::move(b))) {
+        return;
+      }
+    }
+    if (!cancelled) {
+      stabilised.close();
+    }
+  });
+}
+
+// ---- stereo ------------------------------------------------------------------------------------
+
+void Engine::Impl::stereo_stage() {
+  guarded("stereo", [&] {
+    while (auto batch = stabilised.pop()) {
+      if (cancelled) {
+        return;
+      }
+      Batch b = std::move(*batch);
+      {
+        Busy busy{stage_busy_us[3]};
+        StereoFrames r = render_stereo(b.frames, b.disparity, o.stereo);
+        b.packed = r.packed;
+        b.frames = at::Tensor();
+        b.disparity = at::Tensor();
+      }
+      stage_frames[3] += b.size();
+      if (!rendered.push(std::move(b))) {
+        return;
+      }
+    }
+    if (!cancelled) {
+      rendered.close();
+    }
+  });
+}
+
+// ---- encode ------------------------------------------------------------------------------------
+
+void Engine::Impl::encode_stage() {
+  guarded("encode", [&] {
+    std::unique_ptr<MediaWriter> writer;
+    int64_t segment_first = start_index;
+    frames_done = start_index;
+    auto writer_options = [&](const Batch& b) {
+      WriterOptions w = o.writer;
+      w.width = static_cast<int>(b.packed.size(3));
+      w.height = static_cast<int>(b.packed.size(2));
+      w.time_base = out_time_base;
+      w.frame_rate = out_frame_rate;
+      w.time_origin = origin;
+      w.time_end = end_time;
+      w.device = b.packed.device().str();
+      if (o.resume) {
+        // A segment: video only, in NUT (exact timestamps); the carried streams join at
+        // assembly.
+        w.path = journal->path_of(numbered("segment_%05lld.nut", static_cast<int64_t>(segments.size())));
+        w.container = "nut";
+        w.source.clear();
+        w.audio = "none";
+        w.subtitles = "none";
+        w.stereo.clear();
+        w.metadata.clear();
+      } else {
+        w.source = o.input;
+      }
+      return w;
+    };
+    auto close_segment = [&](int64_t next_index, int64_t next_pts, const TensorMap& state) {
+      WriterResult r = writer->finish();
+      writer.reset();
+      {
+        std::lock_guard<std::mutex> lock(mutex);
+        result.encoder = r.encoder;
+        result.skipped_encoders = r.skipped_encoders;
+      }
+      SegmentRecord record;
+      record.index = static_cast<int64_t>(segments.size());
+      record.first_frame = segment_first;
+      record.frames = next_index - segment_first;
+      record.next_pts = next_pts;
+      record.file = fs::path(r.path).filename().string();
+      record.state = numbered("segment_%05lld.state", record.index);
+      save_tensors(journal->path_of(record.state), state);
+      journal->append(record);
+      segments.push_back(record);
+      segment_first = next_index;
+    };
+    int64_t next_index = start_index;
+    while (auto batch = rendered.pop()) {
+      if (cancelled) {
+        return;
+      }
+      Batch b = std::move(*batch);
+      {
+        Busy busy{stage_busy_us[4]};
+        if (!writer) {
+          writer = std::make_unique<MediaWriter>(writer_options(b));
+          std::lock_guard<std::mutex> lock(mutex);
+          result.width = b.packed.size(3);
+          result.height = b.packed.size(2);
+        }
+        writer->write(b.packed, b.pts);
+        if (!o.image_dir.empty()) {
+          for (int64_t k = 0; k < b.size(); ++k) {
+            write_png((fs::path(o.image_dir) / numbered("frame_%06lld.png", b.first_index + k + 1)).string(), b.packed[k]);
+          }
+        }
+        next_index = b.first_index + b.size();
+        if (o.resume && b.segment_end) {
+          close_segment(next_index, b.next_source_pts, b.state);
+        }
+      }
+      stage_frames[4] += b.size();
+      frames_done = next_index;
+    }
+    if (cancelled) {
+      return;
+    }
+    if (writer) {
+      Busy busy{stage_busy_us[4]};
+      if (o.resume) {
+        close_segment(next_index, -1, TensorMap{});
+      } else {
+        WriterResult r = writer->finish();
+        std::lock_guard<std::mutex> lock(mutex);
+        result.encoder = r.encoder;
+        result.skipped_encoders = r.skipped_encoders;
+        result.streams = r.streams;
+        result.output = r.path;
+        for (const auto& w : r.warnings) {
+          warnings.push_back(w);
+        }
+      }
+    } else if (!o.resume || segments.empty()) {
+      throw Error(ErrorKind::Input, "decode", "the window holds no frames", o.input);
+    }
+  });
+}
+
+void Engine::Impl::assemble() {
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    phase = "assembling";
+  }
+  WriterOptions w = o.writer;
+  w.source = o.input;
+  w.time_origin = origin;
+  w.time_end = end_time;
+  for (const SegmentRecord& r : segments) {
+    w.video_segments.push_back(journal->path_of(r.file));
+  }
+  if (w.encoder.empty() || w.encoder == "auto") {
+    w.encoder = result.encoder.empty() ? "copy" : result.encoder;
+  }
+  MediaWriter writer(w);
+  writer.copy_segments();
+  WriterResult r = writer.finish();
+  std::lock_guard<std::mutex> lock(mutex);
+  result.output = r.path;
+  result.streams = r.streams;
+  for (const auto& warning : r.warnings) {
+    warnings.push_back(warning);
+  }
+}
+
+void Engine::Impl::run() {
+  try {
+    prepare();
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      phase = "converting";
+    }
+    std::vector<std::thread> threads;
+    threads.emplace_back([this] { decode_stage(); });
+    threads.emplace_back([this] { depth_stage(); });
+    threads.emplace_back([this] { stabilise_stage(); });
+    threads.emplace_back([this] { stereo_stage(); });
+    threads.emplace_back([this] { encode_stage(); });
+    for (auto& t : threads) {
+      t.join();
+    }
+    if (!error && cancelled) {
+      throw Error(ErrorKind::Cancelled, "engine", "the conversion was cancelled");
+    }
+    if (!error && o.resume) {
+      assemble();
+      journal->remove();
+    }
+  } catch (...) {
+    fail(std::current_exception());
+  }
+  std::lock_guard<std::mutex> lock(mutex);
+  phase = user_cancelled ? "cancelled" : (error ? "failed" : "done");
+  finished = true;
+  finished_cv.notify_all();
+}
+
+// ---- Engine ------------------------------------------------------------------------------------
+
+Engine::Engine(EngineOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+
+Engine::~Engine() {
+  if (impl_->coordinator.joinable()) {
+    impl_->cancelled = true;
+    impl_->abort_queues();
+    impl_->coordinator.join();
+  }
+}
+
+void Engine::start() {
+  SBSCONV_CHECK(!impl_->coordinator.joinable(), Option, "engine", "the engine was already started");
+  impl_->started = Clock::now();
+  impl_->coordinator = std::thread([this] { impl_->run(); });
+}
+
+bool Engine::wait(double timeout_seconds) {
+  std::unique_lock<std::mutex> lock(impl_->mutex);
+  return impl_->finished_cv.wait_for(
+      lock, std::chrono::duration<double>(std::max(0.0, timeout_seconds)), [&] { return impl_->finished; });
+}
+
+void Engine::cancel() {
+  impl_->user_cancelled = true;
+  impl_->cancelled = true;
+  impl_->abort_queues();
+}
+
+EngineProgress Engine::progress() const {
+  const Impl& d = *impl_;
+  EngineProgress p;
+  p.frames_done = d.frames_done;
+  p.frames_total = d.frames_total;
+  p.resumed_from = d.start_index;
+  {
+    std::lock_guard<std::mutex> lock(d.mutex);
+    p.phase = d.phase;
+  }
+  p.elapsed = std::chrono::duration<double>(Clock::now() - d.started).count();
+  for (int i = 0; i < Impl::kStages; ++i) {
+    p.stages.push_back(StageStats{d.stage_names[i], d.stage_frames[i], d.stage_busy_us[i] / 1e6});
+  }
+  return p;
+}
+
+EngineResult Engine::result() {
+  Impl& d = *impl_;
+  if (d.coordinator.joinable()) {
+    d.coordinator.join();
+  }
+  std::lock_guard<std::mutex> lock(d.mutex);
+  if (d.error) {
+    std::rethrow_exception(d.error);
+  }
+  EngineResult r = d.result;
+  r.frames = d.frames_done;
+  r.resumed_from = d.start_index;
+  r.seconds = std::chrono::duration<double>(Clock::now() - d.started).count();
+  for (int i = 0; i < Impl::kStages; ++i) {
+    r.stages.push_back(StageStats{d.stage_names[i], d.stage_frames[i], d.stage_busy_us[i] / 1e6});
+  }
+  r.warnings = d.warnings;
+  r.cuts = d.cuts;
+  r.comfort = d.comfort ? d.comfort->scenes() : std::vector<SceneComfort>{};
+  if (d.fov_count > 0) {
+    r.fov_degrees = d.fov_sum / static_cast<double>(d.fov_count);
+  }
+  return r;
+}
+
+} // namespace sbsconv

@@ -1,0 +1,116 @@
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "sbsconv/depth/DepthModel.h"
+#include "sbsconv/media/MediaWriter.h"
+#include "sbsconv/media/VideoReader.h"
+#include "sbsconv/stereo/Stereo.h"
+#include "sbsconv/temporal/ComfortBudget.h"
+#include "sbsconv/temporal/DepthStabilizer.h"
+#include "sbsconv/temporal/SceneCutDetector.h"
+
+namespace sbsconv {
+
+struct DisparityOptions {
+  // relative depth
+  double divergence = 2.0; // percent of the eye width
+  std::optional<double> max_shift; // pixels; replaces divergence
+  double convergence = 0.5;
+  // metric depth
+  double ipd_metres = 0.063;
+  std::optional<double> fov_degrees; // the model's estimate when absent, else 60
+  double screen_distance = 2.0;
+};
+
+struct EngineOptions {
+  std::string input;
+  ReaderOptions reader; // window, stream, hardware decoding, device
+  int64_t batch_size = 4;
+  std::shared_ptr<DepthModel> model;
+  bool detect_cuts = true;
+  SceneCutOptions cuts;
+  StabilizerOptions stabilizer;
+  ComfortOptions comfort;
+  DisparityOptions disparity;
+  StereoOptions stereo;
+  // The output: path, container, codec, encoder, quality, audio/subtitles, stereo tag,
+  // metadata. Frame size, time base, frame rate, source and time window are set by the engine.
+  WriterOptions writer;
+  std::optional<Rational> fps; // resample to this rate (frames repeated or dropped)
+  double preview_every = 0.0; // seconds: one frame every this often, shown 1 s each
+  std::string image_dir; // also write every output frame as a PNG here
+  bool resume = false; // see Note [Resumable runs]
+  std::string fingerprint; // identifies input + options for resume
+  int64_t segment_frames = 240;
+};
+
+struct StageStats {
+  std::string name;
+  int64_t frames = 0;
+  double busy_seconds = 0.0; // time spent working (not waiting on its queues)
+};
+
+struct EngineProgress {
+  std::string phase; // "starting", "converting", "assembling", "done", "failed", "cancelled"
+  int64_t frames_done = 0; // frames encoded (counting frames done by an earlier run)
+  int64_t frames_total = -1; // the estimate for the whole window; -1 when unknown
+  int64_t resumed_from = 0;
+  double elapsed = 0.0;
+  std::vector<StageStats> stages;
+};
+
+struct EngineResult {
+  std::string output;
+  int64_t frames = 0; // frames in the output
+  int64_t resumed_from = 0; // the first frame this call processed
+  double seconds = 0.0;
+  int64_t width = 0; // of the output frames
+  int64_t height = 0;
+  std::vector<StageStats> stages;
+  std::string encoder;
+  std::vector<std::string> skipped_encoders;
+  std::vector<std::string> streams;
+  std::vector<std::string> warnings;
+  std::vector<int64_t> cuts; // frames that started a new shot (found in this call)
+  std::vector<SceneComfort> comfort;
+  std::optional<double> fov_degrees; // the model's mean estimate, when it makes one
+};
+
+// Note [Engine]
+// One conversion runs as five stages, each on its own thread, joined by bounded queues of
+// frame batches: decode (with scene-cut detection and the frame selection of fps/preview
+// modes) -> depth (batched inference; temporal models reset at cuts) -> stabilise (depth
+// stabiliser, disparity, comfort budget) -> stereo (warp, fill, pack) -> encode (and, for a
+// resumable run, segment files and the journal). Memory is bounded by the queues. A stage
+// that throws records its error (with its stage), aborts every queue and sets the cancel
+// flag, so nothing waits on a dead stage; result() rethrows the first error. cancel() sets
+// the same flag, which every stage checks between batches and the decoder's I/O checks.
+//
+// Threading: start(), wait(), cancel(), progress() and result() may be called from any one
+// thread (the caller); the stages run on threads the engine owns and joins.
+class Engine {
+ public:
+  explicit Engine(EngineOptions options);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  void start();
+  // Waits up to `timeout_seconds`; true once the run has finished (successfully or not).
+  bool wait(double timeout_seconds);
+  void cancel();
+  EngineProgress progress() const;
+  // The result of a finished run; rethrows its error (a Cancelled error after cancel()).
+  EngineResult result();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+} // namespace sbsconv
