@@ -242,17 +242,17 @@ void YuvConverter::convert(const at::Tensor& rgb_in, AVFrame* dst) {
       "encoder input must be one uint8 [3,H,W] CPU frame of the encoder's size");
   const bool packed = rgb_in.permute({1, 2, 0}).is_contiguous();
   at::Tensor rgb = packed || rgb_in.is_contiguous() ? rgb_in : rgb_in.contiguous();
-  // See Note [swscale over-reach].
+  // See Note [swscale over-reach]. The encoder's RGB input is always read from a copy whose
+  // padding is zeros: swscale's vector loops read a few bytes past a row's end, and whatever
+  // lies there (the next frame of a batch, or uninitialised memory) must not reach the output,
+  // which has to be the same for the same frames in every run.
   const int64_t frame_bytes = static_cast<int64_t>(width_) * height_ * 3;
-  const auto* storage_begin = static_cast<const uint8_t*>(rgb.storage().data());
-  const int64_t room = static_cast<int64_t>(rgb.storage().nbytes()) -
-      (static_cast<const uint8_t*>(rgb.data_ptr()) - storage_begin);
-  if (room < frame_bytes + kSwscalePadding) {
-    if (!staging_.defined()) {
-      staging_ = empty_padded_hwc(1, height_, width_, at::TensorOptions());
-    }
+  if (!staging_.defined()) {
+    staging_ = at::zeros({frame_bytes + kSwscalePadding}, at::kByte).narrow(0, 0, frame_bytes).view({1, height_, width_, 3});
+  }
+  {
     at::Tensor target = packed ? staging_[0].permute({2, 0, 1})
-                               : staging_.view({-1}).narrow(0, 0, frame_bytes).view({3, height_, width_});
+                               : staging_.view({-1}).view({3, height_, width_});
     target.copy_(rgb);
     rgb = target;
   }

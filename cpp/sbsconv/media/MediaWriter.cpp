@@ -389,8 +389,12 @@ void MediaWriter::Impl::copy_segments() {
     UniqueInputFormatContext in = open_input(segment, "assemble");
     const int index = choose_video_stream(in.get(), -1, segment);
     const AVStream* stream = in->streams[index];
-    UniqueAVPacket pkt = make_packet();
+    // A segment is short: read it whole, so that the decode timestamps NUT leaves unknown at
+    // its start (until the reorder depth is reached) can be filled in backwards from the
+    // first known one, one packet duration at a time.
+    std::vector<UniqueAVPacket> packets;
     while (true) {
+      UniqueAVPacket pkt = make_packet();
       const int status = av_read_frame(in.get(), pkt.get());
       if (status == AVERROR_EOF) {
         break;
@@ -398,9 +402,27 @@ void MediaWriter::Impl::copy_segments() {
       if (status < 0) {
         fail(ErrorKind::Output, kMuxStage, "cannot read the segment " + segment, status);
       }
-      PacketUnref unref(pkt.get());
-      if (pkt->stream_index != index) {
-        continue;
+      if (pkt->stream_index == index) {
+        packets.push_back(std::move(pkt));
+      }
+    }
+    size_t known = 0;
+    while (known < packets.size() && packets[known]->dts == AV_NOPTS_VALUE) {
+      ++known;
+    }
+    for (size_t k = known; k-- > 0;) {
+      const AVPacket* next = k + 1 < packets.size() ? packets[k + 1].get() : nullptr;
+      packets[k]->dts = next != nullptr && next->dts != AV_NOPTS_VALUE
+          ? next->dts - std::max<int64_t>(packets[k]->duration, 1)
+          : packets[k]->pts;
+    }
+    const int64_t offset = av_rescale_q(
+        static_cast<int64_t>(std::llround(o.segment_offset * AV_TIME_BASE)), AV_TIME_BASE_Q, stream->time_base);
+    for (UniqueAVPacket& pkt : packets) {
+      for (int64_t* ts : {&pkt->pts, &pkt->dts}) {
+        if (*ts != AV_NOPTS_VALUE) {
+          *ts -= offset;
+        }
       }
       av_packet_rescale_ts(pkt.get(), stream->time_base, video_tb);
       if (pkt->pts != AV_NOPTS_VALUE) {
@@ -502,6 +524,14 @@ bool MediaWriter::Impl::try_encoder(const std::string& name, std::string* why) {
     av_dict_set(&raw_options, "preset", o.preset.empty() ? "medium" : o.preset.c_str(), 0);
     if (name == "libx265") {
       av_dict_set(&raw_options, "x265-params", "log-level=error", 0);
+    }
+    if (name == "libx264") {
+      // Note [Reproducible encoding]: x264's macroblock-tree rate control makes the output
+      // depend on uninitialised memory (the same frames encode differently from run to run,
+      // seen with x264 core 164); without it sbsconv's output is the same for the same input
+      // and options, which resumed conversions rely on. The cost is a few percent of bit rate
+      // at equal quality, which the default CRF (16) more than covers.
+      av_dict_set(&raw_options, "x264-params", "mbtree=0", 0);
     }
   } else if (nvenc) {
     av_dict_set(&raw_options, "preset", o.preset.empty() ? "p5" : o.preset.c_str(), 0);

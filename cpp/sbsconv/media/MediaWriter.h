@@ -56,6 +56,9 @@ struct WriterOptions {
   // for packet, from these files (segments encoded earlier, with output-timeline timestamps);
   // call copy_segments() then finish(). `encoder` then only names the encoder that made them.
   std::vector<std::string> video_segments;
+  // Seconds added to the segments' timestamps when they were written (to keep every decode
+  // timestamp positive, which NUT requires without shifting the stream); removed on copy.
+  double segment_offset = 0.0;
 };
 
 struct WriterResult {

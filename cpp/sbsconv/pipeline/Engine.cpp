@@ -31,6 +31,10 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr size_t kQueueDepth = 2; // batches waiting between two stages
 constexpr double kDefaultFov = 60.0;
+// Segments are written this many seconds late on the output clock, so that an encoder's
+// negative start decode timestamps (B-frame delay) stay positive in NUT; assembly takes it
+// back off.
+constexpr double kSegmentOffset = 100.0;
 
 // One batch of frames on its way through the stages; each stage fills in its part and drops
 // what the later stages no longer need.
@@ -632,6 +636,7 @@ void Engine::Impl::encode_stage() {
         // assembly.
         w.path = journal->path_of(numbered("segment_%05lld.nut", static_cast<int64_t>(segments.size())));
         w.container = "nut";
+        w.time_origin = origin - kSegmentOffset;
         w.source.clear();
         w.audio = "none";
         w.subtitles = "none";
@@ -726,6 +731,7 @@ void Engine::Impl::assemble() {
   for (const SegmentRecord& r : segments) {
     w.video_segments.push_back(journal->path_of(r.file));
   }
+  w.segment_offset = kSegmentOffset;
   if (w.encoder.empty() || w.encoder == "auto") {
     w.encoder = result.encoder.empty() ? "copy" : result.encoder;
   }
