@@ -16,10 +16,24 @@ __version__ = _core.__version__
 
 
 def convert(*args, **kwargs):
-    """See :func:`sbsconv.convert.convert` (imported lazily: it loads the model registry)."""
-    from sbsconv.convert import convert as _convert
+    """Converts a 2D video into a stereoscopic 3D video: see :func:`sbsconv.conversion.convert`
+    (imported on first use: it loads the model registry)."""
+    from sbsconv.conversion import convert as _convert
 
     return _convert(*args, **kwargs)
+
+
+def _attach_signature() -> None:
+    # help(sbsconv.convert) and notebooks' tooltips show the real options, cheaply.
+    import inspect
+
+    from sbsconv import conversion
+
+    convert.__signature__ = inspect.signature(conversion.convert)
+    convert.__doc__ = conversion.convert.__doc__
+
+
+_attach_signature()
 
 
 __all__ = ["MediaInfo", "StreamInfo", "__version__", "convert", "errors", "media", "probe"]

@@ -122,6 +122,76 @@ def _add_encoder_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--subtitles", default="copy", choices=["copy", "none"], help="carry subtitles over (default: copy)")
 
 
+def _parse_eye_size(text: str):
+    if "x" in text.lower():
+        w, _, h = text.lower().partition("x")
+        return (int(w), int(h))
+    return text
+
+
+def _add_convert_options(p: argparse.ArgumentParser) -> None:
+    """Every keyword option of sbsconv.convert(), with the same name (dashes for underscores),
+    default and help text."""
+    import inspect
+
+    from sbsconv.conversion import OPTION_HELP, convert
+
+    special = {
+        "percentiles": {"type": float, "nargs": 2, "metavar": ("LOW", "HIGH")},
+        "eye_size": {"type": _parse_eye_size},
+        "fps": {"type": str},
+    }
+    numeric = {"batch_size": int, "input_size": int, "edge_dilation": int, "min_scene_length": int,
+               "crf": int, "cq": int, "quality": int, "bit_depth": int, "stream": int, "start": float,
+               "duration": float, "max_shift": float, "fov_degrees": float, "preview_every": float}
+    for name, param in inspect.signature(convert).parameters.items():
+        if param.kind is not inspect.Parameter.KEYWORD_ONLY or name in ("progress", "on_progress"):
+            continue
+        flag = "--" + name.replace("_", "-")
+        default = param.default
+        help_text = OPTION_HELP.get(name, "")
+        if isinstance(default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        elif name in special:
+            p.add_argument(flag, default=default, help=f"{help_text} (default: {default})", **special[name])
+        else:
+            kind = numeric.get(name) or (type(default) if default is not None else str)
+            p.add_argument(flag, type=kind, default=default, help=f"{help_text} (default: {default})")
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    import inspect
+
+    from sbsconv.conversion import convert
+
+    names = [n for n, p in inspect.signature(convert).parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    options = {n: getattr(args, n) for n in names if hasattr(args, n)}
+    if isinstance(options.get("percentiles"), list):
+        options["percentiles"] = tuple(options["percentiles"])
+    result = convert(args.input, args.output, progress=not args.quiet, **options)
+    print(f"wrote {result.output}: {result.frames} frames, {result.width}x{result.height} {result.layout}, "
+          f"{result.fps:.1f} frames/s, encoder {result.encoder}"
+          + (f", resumed at frame {result.resumed_from}" if result.resumed_from else ""))
+    for line in result.streams:
+        print(f"  {line}")
+    for image in result.images[:3]:
+        print(f"  preview image {image}" + (" ..." if len(result.images) > 3 else ""))
+    return EXIT_OK
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from sbsconv import models
+
+    if args.json:
+        print(json.dumps([models.spec(n).__dict__ for n in models.available()], indent=2, default=str))
+        return EXIT_OK
+    for name in models.available():
+        s = models.spec(name)
+        licence = s.license + ("" if s.commercial_use else ", non-commercial")
+        print(f"{name:42s} {s.kind:8s} {licence:30s} {s.repo_id}/{s.filename}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sbsconv",
@@ -131,6 +201,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for FFmpeg's)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "convert",
+        help="convert a 2D video into a 3D video",
+        description="Convert a 2D video into a stereoscopic 3D video (depth model, stereo rendering, "
+        "encoding with the original audio). The output appears only when complete; an interrupted "
+        "run continues where it stopped when started again with the same options.",
+    )
+    p.add_argument("input", help="video file")
+    p.add_argument("output", help="output file (.mp4, .mov or .mkv)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_convert_options(p)
+    p.set_defaults(run=_cmd_convert)
+
+    p = sub.add_parser("models", help="list the depth models", description="List the registered depth models.")
+    p.add_argument("--json", action="store_true", help="print everything as JSON")
+    p.set_defaults(run=_cmd_models)
 
     p = sub.add_parser("probe", help="describe a video's streams", description="Describe a video's streams.")
     p.add_argument("input", help="video file")

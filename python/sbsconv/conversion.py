@@ -29,7 +29,57 @@ from sbsconv.errors import OptionError, SbsconvWarning
 
 logger = logging.getLogger("sbsconv")
 
-__all__ = ["ConversionResult", "HEADSET_SUFFIXES", "convert", "output_name"]
+__all__ = ["ConversionResult", "HEADSET_SUFFIXES", "OPTION_HELP", "convert", "output_name"]
+
+# One line per convert() option: the CLI's --help and the notebook's form use these, so the
+# three faces of sbsconv describe the same options with the same names.
+OPTION_HELP = {
+    "model": "depth model: a registry name (sbsconv models), a Hugging Face repo id or a local path",
+    "checkpoint": "a local checkpoint file replacing the download of a registry model",
+    "device": "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps",
+    "precision": "auto (fp16 on GPUs, fp32 on the CPU), fp32, fp16 or bf16",
+    "batch_size": "frames per depth batch (default: 8 on GPUs, 2 on the CPU)",
+    "input_size": "the depth model's input: frames are resized so their shorter side is this",
+    "layout": "full-sbs, half-sbs, full-tb, half-tb, cross-eyed, anaglyph, anaglyph-color, anaglyph-gray",
+    "eye_size": "output eye size: 720, 1080, 1440, 2160 (lines) or WIDTHxHEIGHT; default: the source's",
+    "keep_aspect": "pad with black instead of stretching when eye_size changes the aspect ratio",
+    "fps": "resample to this frame rate (default: keep every source frame and its timestamp)",
+    "start": "start of the part to convert, in seconds from the beginning",
+    "duration": "length of the part to convert, in seconds",
+    "divergence": "3D strength: the largest disparity, in percent of the eye width",
+    "convergence": "the depth on the screen plane: 0 = everything in front, 1 = everything behind",
+    "max_shift": "the largest disparity in pixels (replaces divergence)",
+    "synthetic_view": "both (each eye half the shift), left or right (the other eye is the source frame)",
+    "ipd_mm": "interpupillary distance for metric depth models, in millimetres",
+    "fov_degrees": "horizontal field of view for metric depth (default: the model's estimate, else 60)",
+    "screen_distance": "distance of the screen plane for metric depth, in metres",
+    "edge_dilation": "grow nearer regions by this many pixels against halos at object edges",
+    "percentiles": "the robust depth range: low and high percentiles",
+    "range_decay": "how slowly the depth range follows the scene (EMA decay, 0..1)",
+    "align": "fit each frame's depth scale and shift to the previous frame (less flicker)",
+    "smoothing": "temporal smoothing of depth (EMA alpha, 0 = off), weaker where the picture moves",
+    "motion_threshold": "the picture change (0..1) at which temporal smoothing stops",
+    "scene_cuts": "detect scene cuts and restart depth stabilisation at each",
+    "cut_sensitivity": "scene-cut sensitivity, 0..1 (higher finds more cuts)",
+    "min_scene_length": "the shortest scene, in frames",
+    "comfort_limit": "the comfortable disparity in percent of the eye width (reported per scene)",
+    "auto_strength": "scale the 3D strength down in scenes that exceed the comfort limit",
+    "encoder": "auto (NVENC, VideoToolbox, then libx264/libx265), nvenc, videotoolbox, software or an FFmpeg name",
+    "codec": "h264 or hevc",
+    "crf": "x264/x265 quality, 0-51, lower is better (default 16/18)",
+    "cq": "NVENC constant quality, 0-51 (default 21)",
+    "quality": "VideoToolbox quality, 1-100 (default 65)",
+    "preset": "encoder preset (default: medium for x264/x265, p5 for NVENC)",
+    "bit_depth": "8, or 10 with HEVC",
+    "audio": "copy (stream copy where the container allows, else AAC), aac or none",
+    "subtitles": "copy (converted to the container's text format where needed) or none",
+    "hwaccel": "hardware decoding: auto, none, cuda, videotoolbox ...",
+    "stream": "the video stream to convert (default: the largest picture)",
+    "headset_suffix": "name the output as headset players expect (_LR, _SBS, _TB)",
+    "preview_every": "preview mode: one frame every this many seconds, into a short clip and PNG images",
+    "resume": "keep a journal beside the output so that an interrupted run can continue",
+    "segment_seconds": "how much video a resumable run finishes at a time",
+}
 
 # The names headset players (DeoVR, Skybox, Pico's and Quest's own) recognise.
 HEADSET_SUFFIXES = {
