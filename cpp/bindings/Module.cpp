@@ -11,6 +11,7 @@
 #include "sbsconv/common/Error.h"
 #include "sbsconv/depth/DepthAnythingV2.h"
 #include "sbsconv/common/Logging.h"
+#include "sbsconv/media/ImageFile.h"
 #include "sbsconv/media/MediaWriter.h"
 #include "sbsconv/media/Probe.h"
 #include "sbsconv/media/VideoReader.h"
@@ -256,6 +257,7 @@ EngineOptions engine_options(const py::dict& d) {
   }
   o.preview_every = get_or<double>(d, "preview_every", 0.0);
   o.image_dir = get_or<std::string>(d, "image_dir", "");
+  o.depth_video = get_or<std::string>(d, "depth_video", "");
   o.resume = get_or<bool>(d, "resume", false);
   o.fingerprint = get_or<std::string>(d, "fingerprint", "");
   o.segment_frames = get_or<int64_t>(d, "segment_frames", 240);
@@ -451,6 +453,18 @@ PYBIND11_MODULE(_core, m) {
       py::arg("ipd"),
       py::arg("fov_degrees"),
       py::arg("screen_distance"));
+  m.def("colorize_depth", &colorize_depth, py::arg("depth"), py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "encode_png",
+      [](const at::Tensor& rgb) {
+        std::string bytes;
+        {
+          py::gil_scoped_release release;
+          bytes = encode_png(rgb);
+        }
+        return py::bytes(bytes);
+      },
+      py::arg("rgb"));
   m.def("packed_size", [](const std::string& layout, int64_t h, int64_t w) {
     return packed_size(parse_layout(layout), h, w);
   });

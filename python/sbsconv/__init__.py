@@ -23,6 +23,20 @@ def convert(*args, **kwargs):
     return _convert(*args, **kwargs)
 
 
+def preview(*args, **kwargs):
+    """Frames, depth and 3D renderings shown inline in notebooks: see :func:`sbsconv.preview.preview`."""
+    from sbsconv.preview import preview as _preview
+
+    return _preview(*args, **kwargs)
+
+
+def compare(*args, **kwargs):
+    """Models or settings side by side: see :func:`sbsconv.preview.compare`."""
+    from sbsconv.preview import compare as _compare
+
+    return _compare(*args, **kwargs)
+
+
 def _attach_signature() -> None:
     # help(sbsconv.convert) and notebooks' tooltips show the real options, cheaply.
     import inspect
@@ -36,4 +50,4 @@ def _attach_signature() -> None:
 _attach_signature()
 
 
-__all__ = ["MediaInfo", "StreamInfo", "__version__", "convert", "errors", "media", "probe"]
+__all__ = ["MediaInfo", "StreamInfo", "__version__", "compare", "convert", "errors", "media", "preview", "probe"]

@@ -11,8 +11,9 @@
 
 namespace sbsconv {
 
-void write_png(const std::string& path, const at::Tensor& rgb_in) {
+std::string encode_png(const at::Tensor& rgb_in) {
   constexpr const char* kStage = "write image";
+  const std::string path = "(PNG)";
   SBSCONV_CHECK(
       rgb_in.dim() == 3 && rgb_in.size(0) == 3 && rgb_in.scalar_type() == at::kByte,
       Option,
@@ -48,13 +49,18 @@ void write_png(const std::string& path, const at::Tensor& rgb_in) {
   SBSCONV_CHECK_AV(avcodec_send_frame(context.get(), nullptr), Encode, kStage, "PNG encoding failed", path);
   UniqueAVPacket packet = make_packet();
   SBSCONV_CHECK_AV(avcodec_receive_packet(context.get(), packet.get()), Encode, kStage, "PNG encoding failed", path);
+  return std::string(reinterpret_cast<const char*>(packet->data), static_cast<size_t>(packet->size));
+}
 
+void write_png(const std::string& path, const at::Tensor& rgb) {
+  constexpr const char* kStage = "write image";
+  const std::string bytes = encode_png(rgb);
   const std::filesystem::path final_path(path);
   std::filesystem::path temp = final_path;
   temp += ".part";
   {
     std::ofstream file(temp, std::ios::binary);
-    file.write(reinterpret_cast<const char*>(packet->data), packet->size);
+    file.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
     if (!file) {
       std::error_code ec;
       std::filesystem::remove(temp, ec);

@@ -10,4 +10,7 @@ namespace sbsconv {
 // temporary name first and renamed when complete.
 void write_png(const std::string& path, const at::Tensor& rgb);
 
+// The same picture as PNG file bytes, in memory.
+std::string encode_png(const at::Tensor& rgb);
+
 } // namespace sbsconv

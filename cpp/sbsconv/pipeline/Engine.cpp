@@ -21,6 +21,7 @@
 #include "sbsconv/pipeline/Journal.h"
 #include "sbsconv/pipeline/StateFile.h"
 #include "sbsconv/stereo/Disparity.h"
+#include "sbsconv/stereo/Stereo.h"
 
 namespace fs = std::filesystem;
 
@@ -48,6 +49,7 @@ struct Batch {
   at::Tensor fov; // [N] degrees, for models that estimate it
   at::Tensor disparity;
   at::Tensor packed;
+  at::Tensor depth_colors; // the stabilised depth, colour-mapped (when a depth video is asked for)
   // A resumable run's segment ends with this batch: the next frame's source pts (-1 at the
   // end) and every stage's state after this batch.
   bool segment_end = false;
@@ -571,6 +573,17 @@ void Engine::Impl::stabilise_stage() {
               stable, width, o.disparity.ipd_metres, fov, o.disparity.screen_distance);
         }
         b.disparity = comfort->process(disparity, b.starts_shot);
+        if (!o.depth_video.empty()) {
+          // Metric depth is shown as inverse depth, near bright, like relative depth.
+          at::Tensor shown = stable;
+          if (!o.stabilizer.relative) {
+            at::Tensor inv = stable.clamp_min(1e-3).reciprocal();
+            at::Tensor lo = inv.amin({1, 2, 3}, true);
+            at::Tensor hi = inv.amax({1, 2, 3}, true);
+            shown = (inv - lo) / (hi - lo).clamp_min(1e-6);
+          }
+          b.depth_colors = colorize_depth(shown);
+        }
         b.depth = at::Tensor();
         if (b.segment_end) {
           b.state.merge(with_prefix(stabilizer.state(), "stabilizer."));
@@ -620,6 +633,7 @@ void Engine::Impl::stereo_stage() {
 void Engine::Impl::encode_stage() {
   guarded("encode", [&] {
     std::unique_ptr<MediaWriter> writer;
+    std::unique_ptr<MediaWriter> depth_writer;
     int64_t segment_first = start_index;
     frames_done = start_index;
     auto writer_options = [&](const Batch& b) {
@@ -682,6 +696,25 @@ void Engine::Impl::encode_stage() {
           result.height = b.packed.size(2);
         }
         writer->write(b.packed, b.pts);
+        if (b.depth_colors.defined()) {
+          if (!depth_writer) {
+            WriterOptions dw = o.writer;
+            dw.path = o.depth_video;
+            dw.container.clear();
+            dw.width = static_cast<int>(b.depth_colors.size(3));
+            dw.height = static_cast<int>(b.depth_colors.size(2));
+            dw.time_base = out_time_base;
+            dw.frame_rate = out_frame_rate;
+            dw.time_origin = origin;
+            dw.source.clear();
+            dw.audio = "none";
+            dw.subtitles = "none";
+            dw.stereo.clear();
+            dw.device = "cpu";
+            depth_writer = std::make_unique<MediaWriter>(dw);
+          }
+          depth_writer->write(b.depth_colors, b.pts);
+        }
         if (!o.image_dir.empty()) {
           for (int64_t k = 0; k < b.size(); ++k) {
             write_png((fs::path(o.image_dir) / numbered("frame_%06lld.png", b.first_index + k + 1)).string(), b.packed[k]);
@@ -697,6 +730,9 @@ void Engine::Impl::encode_stage() {
     }
     if (cancelled) {
       return;
+    }
+    if (depth_writer) {
+      depth_writer->finish();
     }
     if (writer) {
       Busy busy{stage_busy_us[4]};

@@ -44,6 +44,7 @@ struct EngineOptions {
   std::optional<Rational> fps; // resample to this rate (frames repeated or dropped)
   double preview_every = 0.0; // seconds: one frame every this often, shown 1 s each
   std::string image_dir; // also write every output frame as a PNG here
+  std::string depth_video; // also write the stabilised depth, colour-mapped, as a video here
   bool resume = false; // see Note [Resumable runs]
   std::string fingerprint; // identifies input + options for resume
   int64_t segment_frames = 240;

@@ -57,6 +57,11 @@ std::pair<int64_t, int64_t> packed_size(StereoLayout layout, int64_t eye_height,
 // Packs two eye images of equal size.
 at::Tensor pack_eyes(const at::Tensor& left, const at::Tensor& right, StereoLayout layout);
 
+// Normalised depth [N,1,H,W] in [0,1] (1 = nearest) -> uint8 RGB [N,3,H,W] with a perceptual
+// colour map (dark blue-violet far, through red and orange, to pale yellow near), for depth
+// previews and depth videos.
+at::Tensor colorize_depth(const at::Tensor& depth);
+
 // Scales uint8 frames to width x height (area-weighted when shrinking), optionally keeping the
 // aspect ratio with black padding.
 at::Tensor resize_frames(const at::Tensor& frames, int64_t width, int64_t height, bool keep_aspect);

@@ -1,0 +1,195 @@
+"""Previews for notebooks: a few frames, their depth, the 3D rendering and an anaglyph,
+shown inline (``_repr_png_``/``_repr_html_``) to tune settings before a long conversion.
+
+    sbsconv.preview("clip.mp4", at=[5, 30], divergence=2.5)
+    sbsconv.compare("clip.mp4", at=10, variants=[{"model": "depth-anything-v2-small"},
+                                                 {"model": "depth-anything-v2-base"}])
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import inspect
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from sbsconv import media, stereo, temporal
+from sbsconv._native import _core, flush_log
+from sbsconv.errors import OptionError
+
+__all__ = ["Preview", "compare", "preview"]
+
+ROW_HEIGHT = 270  # pixels of each picture in the composed image
+GAP = 8
+BACKGROUND = 32
+
+_MODELS: dict[tuple, object] = {}  # loaded models, reused by later previews in a session
+
+
+@dataclass
+class Panel:
+    title: str
+    image: torch.Tensor  # uint8 [3,H,W] on the CPU
+
+
+@dataclass
+class Preview:
+    """Rows of titled pictures, displayed inline in Jupyter and savable as PNG or HTML."""
+
+    rows: list[list[Panel]]
+    captions: list[str] = field(default_factory=list)
+
+    def image(self) -> torch.Tensor:
+        """The composed picture, uint8 [3,H,W]."""
+        rendered = []
+        for row in self.rows:
+            pictures = []
+            for panel in row:
+                _, h, w = panel.image.shape
+                width = max(1, round(w * ROW_HEIGHT / h))
+                scaled = F.interpolate(panel.image[None].float(), (ROW_HEIGHT, width), mode="area")
+                pictures.append(scaled[0].round().clamp(0, 255).byte())
+                pictures.append(torch.full((3, ROW_HEIGHT, GAP), BACKGROUND, dtype=torch.uint8))
+            rendered.append(torch.cat(pictures[:-1], 2))
+        width = max(r.shape[2] for r in rendered)
+        padded = []
+        for r in rendered:
+            pad = torch.full((3, ROW_HEIGHT, width - r.shape[2]), BACKGROUND, dtype=torch.uint8)
+            padded.append(torch.cat([r, pad], 2))
+            padded.append(torch.full((3, GAP, width), BACKGROUND, dtype=torch.uint8))
+        return torch.cat(padded[:-1], 1)
+
+    def png(self) -> bytes:
+        return bytes(_core.encode_png(self.image()))
+
+    def _repr_png_(self) -> bytes:
+        return self.png()
+
+    def _repr_html_(self) -> str:
+        data = base64.b64encode(self.png()).decode()
+        titles = "".join(
+            f"<tr><td>{html.escape(caption)}</td><td>{' | '.join(html.escape(p.title) for p in row)}</td></tr>"
+            for caption, row in zip(self.captions or [""] * len(self.rows), self.rows))
+        return (f'<figure style="margin:0"><img src="data:image/png;base64,{data}" style="max-width:100%"/>'
+                f'<table style="font-size:smaller">{titles}</table></figure>')
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Writes the preview as PNG (or as a self-contained HTML page for a .html path)."""
+        path = Path(path)
+        if path.suffix.lower() in (".html", ".htm"):
+            path.write_text(self._repr_html_())
+        else:
+            path.write_bytes(self.png())
+        return path
+
+
+def _load(model, checkpoint, device, precision, input_size):
+    from sbsconv import models
+
+    key = (str(model), str(checkpoint), device, precision, input_size)
+    if key not in _MODELS:
+        _MODELS[key] = models.load(model, checkpoint=checkpoint, device=device, precision=precision,
+                                   input_size=input_size)
+    return _MODELS[key]
+
+
+def _frame_at(video: str, seconds: float) -> torch.Tensor:
+    for batch in media.read_frames(video, start=float(seconds), duration=5.0, batch_size=1):
+        return batch.data
+    raise OptionError(f"{video} has no frame at {seconds:g} s")
+
+
+def _check_options(options: dict) -> dict:
+    from sbsconv.conversion import convert
+
+    known = {n for n, p in inspect.signature(convert).parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise OptionError(f"unknown option(s) {', '.join(unknown)}: previews take sbsconv.convert()'s options")
+    defaults = {n: p.default for n, p in inspect.signature(convert).parameters.items() if n in known}
+    return {**defaults, **options}
+
+
+def _times(video: str, at) -> list[float]:
+    if at is None:
+        info = media.probe(video)
+        return [round((info.duration or 0.0) / 2, 3)]
+    values = list(at) if isinstance(at, list | tuple) else [at]
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+            raise OptionError(f"at must be seconds >= 0 (one or a list), got {at!r}")
+    return [float(v) for v in values]
+
+
+def _render(frame: torch.Tensor, o: dict):
+    """Depth, packed layout and anaglyph of one frame with convert() options `o`."""
+    model = _load(o["model"], o["checkpoint"], o["device"], o["precision"], o["input_size"])
+    estimate = model.estimate(frame.to(model.device))
+    depth = estimate.depth.float()
+    stabilizer = temporal.DepthStabilizer(kind=model.kind, percentiles=tuple(o["percentiles"]))
+    stable = stabilizer.process(depth)
+    if model.kind == "metric":
+        inverse = stable.clamp_min(1e-3).reciprocal()
+        shown = (inverse - inverse.amin()) / (inverse.amax() - inverse.amin()).clamp_min(1e-6)
+        fov = o["fov_degrees"] if o["fov_degrees"] is not None else estimate.fov_degrees
+    else:
+        shown, fov = stable, None
+    frames = frame.to(model.device)
+    common = {
+        "depth": stable, "depth_kind": model.kind, "divergence": o["divergence"], "convergence": o["convergence"],
+        "max_shift": o["max_shift"], "ipd_mm": o["ipd_mm"], "fov_degrees": fov,
+        "screen_distance": o["screen_distance"], "edge_dilation": o["edge_dilation"],
+        "synthetic_view": o["synthetic_view"],
+    }
+    packed = stereo.render(frames, layout=o["layout"], eye_size=o["eye_size"], keep_aspect=o["keep_aspect"], **common)
+    anaglyph = stereo.render(frames, layout="anaglyph", **common)
+    return model, _core.colorize_depth(shown).cpu()[0], packed.cpu()[0], anaglyph.cpu()[0]
+
+
+def preview(video: str | os.PathLike[str], at=None, **options) -> Preview:
+    """For each time in ``at`` (seconds, one or a list; default the middle): the frame, its
+    depth (colour-mapped, near is bright), the 3D frame in the chosen ``layout`` and a
+    red-cyan anaglyph. Takes :func:`sbsconv.convert`'s options (model, divergence, ...)."""
+    video = os.fspath(video)
+    o = _check_options(options)
+    rows, captions = [], []
+    try:
+        for t in _times(video, at):
+            frame = _frame_at(video, t)
+            model, depth, packed, anaglyph = _render(frame, o)
+            rows.append([Panel(f"frame {t:g} s", frame[0].cpu()), Panel(f"depth ({model.name})", depth),
+                         Panel(o["layout"], packed), Panel("anaglyph", anaglyph)])
+            captions.append(f"{Path(video).name} at {t:g} s: divergence {o['divergence']}, "
+                            f"convergence {o['convergence']}")
+    finally:
+        flush_log()
+    return Preview(rows, captions)
+
+
+def compare(video: str | os.PathLike[str], at=None, variants: list[dict] | None = None, **options) -> Preview:
+    """Several models or settings side by side: for each time, the frame, then each
+    variant's depth and anaglyph. Each variant is a dict of :func:`sbsconv.convert` options
+    applied over ``options``."""
+    video = os.fspath(video)
+    if not variants or not all(isinstance(v, dict) for v in variants):
+        raise OptionError("variants must be a non-empty list of option dicts")
+    merged = [_check_options({**options, **v}) for v in variants]
+    rows, captions = [], []
+    try:
+        for t in _times(video, at):
+            frame = _frame_at(video, t)
+            row = [Panel(f"frame {t:g} s", frame[0].cpu())]
+            for i, (variant, o) in enumerate(zip(variants, merged, strict=True)):
+                model, depth, _, anaglyph = _render(frame, o)
+                label = ", ".join(f"{k}={v}" for k, v in variant.items()) or f"variant {i + 1}"
+                row += [Panel(f"{label}: depth", depth), Panel(f"{label}: anaglyph", anaglyph)]
+            rows.append(row)
+            captions.append(f"{Path(video).name} at {t:g} s")
+    finally:
+        flush_log()
+    return Preview(rows, captions)
