@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "sbsconv/common/Error.h"
+#include "sbsconv/common/Versions.h"
 #include "sbsconv/depth/DepthAnythingV2.h"
 #include "sbsconv/common/Logging.h"
 #include "sbsconv/media/ImageFile.h"
@@ -317,6 +318,7 @@ PYBIND11_MODULE(_core, m) {
       py::arg("path"));
 
   m.def("encoder_candidates", &encoder_candidates, py::arg("codec"), py::arg("encoder"));
+  m.def("ffmpeg_info", &ffmpeg_info);
 
   // ---- depth models: see Note [DepthModel contract] ----
   py::class_<DepthModel, std::shared_ptr<DepthModel>>(m, "DepthModel")

@@ -77,6 +77,7 @@ OPTION_HELP = {
     "stream": "the video stream to convert (default: the largest picture)",
     "headset_suffix": "name the output as headset players expect (_LR, _SBS, _TB)",
     "preview_every": "preview mode: one frame every this many seconds, into a short clip and PNG images",
+    "depth_video": "also write the stabilised depth, colour-mapped (near is bright), as a video here",
     "resume": "keep a journal beside the output so that an interrupted run can continue",
     "segment_seconds": "how much video a resumable run finishes at a time",
 }
@@ -234,6 +235,7 @@ def convert(
     stream: int | None = None,
     headset_suffix: bool = False,
     preview_every: float | None = None,
+    depth_video: str | os.PathLike[str] | None = None,
     resume: bool = True,
     segment_seconds: float = 10.0,
     progress: bool = True,
@@ -254,7 +256,8 @@ def convert(
     timestamp, unless ``fps`` resamples; ``start``/``duration`` select a window (seconds).
 
     ``preview_every=N``: one frame every N seconds, into a short clip (one second per frame)
-    and PNG images beside it, for tuning settings. ``resume``: the run keeps a journal beside
+    and PNG images beside it, for tuning settings. ``depth_video``: also write the depth,
+    colour-mapped, as a video (no resume then). ``resume``: the run keeps a journal beside
     the output and a later identical call continues after the last finished segment
     (``segment_seconds`` long). ``headset_suffix`` names the output the way headset players
     expect (``_LR``, ``_SBS``, ``_TB``). ``on_progress`` receives a dict (frames_done,
@@ -376,6 +379,12 @@ def convert(
         "resume": bool(resume),
         "segment_frames": max(1, round(segment_seconds * (float(rate) if rate else source_fps))),
     }
+    if depth_video is not None:
+        depth_path = os.fspath(depth_video)
+        if Path(depth_path).suffix.lower() not in _CONTAINERS:
+            raise OptionError(f"depth_video must end in {', '.join(_CONTAINERS)}: {depth_path!r}")
+        engine_options["depth_video"] = depth_path
+        engine_options["resume"] = False  # the depth video is written in one piece
     images_dir = None
     if preview:
         images_dir = Path(output_path).with_name(Path(output_path).stem + "_frames")

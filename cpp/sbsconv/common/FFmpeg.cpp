@@ -5,6 +5,7 @@
 #include <mutex>
 
 #include "sbsconv/common/Logging.h"
+#include "sbsconv/common/Versions.h"
 
 namespace sbsconv {
 
@@ -345,6 +346,24 @@ bool encoder_supports_sample_rate(const AVCodec* codec, int rate) {
 #else
   return in_list(codec->supported_samplerates, rate, 0);
 #endif
+}
+
+std::map<std::string, std::string> ffmpeg_info() {
+  auto version = [](unsigned v) {
+    return std::to_string(AV_VERSION_MAJOR(v)) + "." + std::to_string(AV_VERSION_MINOR(v)) + "." +
+        std::to_string(AV_VERSION_MICRO(v));
+  };
+  std::map<std::string, std::string> info;
+  info["ffmpeg"] = av_version_info();
+  info["libavcodec"] = version(avcodec_version());
+  info["libavformat"] = version(avformat_version());
+  info["libavutil"] = version(avutil_version());
+  info["libswscale"] = version(swscale_version());
+  for (const char* name : {"h264_nvenc", "hevc_nvenc", "h264_videotoolbox", "hevc_videotoolbox", "libx264",
+                           "libx265", "libopenh264", "aac"}) {
+    info[std::string("encoder:") + name] = avcodec_find_encoder_by_name(name) != nullptr ? "1" : "0";
+  }
+  return info;
 }
 
 bool attach_stereo3d(AVStream* stream, AVStereo3DType type) {

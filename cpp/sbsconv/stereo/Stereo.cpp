@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "sbsconv/common/Error.h"
@@ -161,20 +162,29 @@ at::Tensor resize_frames(const at::Tensor& frames, int64_t width, int64_t height
 
 at::Tensor colorize_depth(const at::Tensor& depth) {
   SBSCONV_CHECK(depth.dim() == 4 && depth.size(1) == 1, Option, "stereo", "depth must be [N,1,H,W]");
-  // Control points of sbsconv's colour map (monotonic in lightness), interpolated linearly.
-  static const float kStops[][3] = {
-      {0.02f, 0.02f, 0.10f}, {0.23f, 0.05f, 0.42f}, {0.55f, 0.10f, 0.45f},
-      {0.85f, 0.25f, 0.25f}, {0.98f, 0.55f, 0.10f}, {0.99f, 0.87f, 0.45f}, {1.00f, 1.00f, 0.85f}};
-  constexpr int64_t kCount = sizeof(kStops) / sizeof(kStops[0]);
-  const auto options = depth.options().dtype(at::kFloat);
-  at::Tensor table = at::from_blob(const_cast<float*>(&kStops[0][0]), {kCount, 3}, at::kFloat).to(options.device());
-  at::Tensor x = depth.to(at::kFloat).clamp(0.0, 1.0).mul(static_cast<double>(kCount - 1));
-  at::Tensor lo = x.floor().clamp_max(kCount - 2).to(at::kLong);
-  at::Tensor frac = (x - lo.to(at::kFloat)).squeeze(1).unsqueeze(-1);
-  at::Tensor a = at::embedding(table, lo.squeeze(1));
-  at::Tensor b = at::embedding(table, (lo + 1).squeeze(1));
-  at::Tensor rgb = (a + (b - a) * frac).mul(255.0).add(0.5).floor().clamp(0, 255).to(at::kByte);
-  return rgb.permute({0, 3, 1, 2}).contiguous();
+  // Control points of sbsconv's colour map (monotonic in lightness), interpolated linearly
+  // into a 256-entry table once; a frame is then one lookup per pixel.
+  static const at::Tensor kTable = [] {
+    const float stops[][3] = {
+        {0.02f, 0.02f, 0.10f}, {0.23f, 0.05f, 0.42f}, {0.55f, 0.10f, 0.45f},
+        {0.85f, 0.25f, 0.25f}, {0.98f, 0.55f, 0.10f}, {0.99f, 0.87f, 0.45f}, {1.00f, 1.00f, 0.85f}};
+    constexpr int kCount = sizeof(stops) / sizeof(stops[0]);
+    at::Tensor table = at::empty({256, 3}, at::kByte);
+    for (int i = 0; i < 256; ++i) {
+      const double x = i / 255.0 * (kCount - 1);
+      const int lo = std::min(static_cast<int>(x), kCount - 2);
+      const double f = x - lo;
+      for (int c = 0; c < 3; ++c) {
+        const double v = stops[lo][c] + (stops[lo + 1][c] - stops[lo][c]) * f;
+        table[i][c] = static_cast<uint8_t>(std::lround(std::clamp(v, 0.0, 1.0) * 255.0));
+      }
+    }
+    return table;
+  }();
+  at::Tensor index = depth.to(at::kFloat).mul(255.0).add_(0.5).floor_().clamp_(0, 255).to(at::kLong);
+  at::Tensor rgb = kTable.to(depth.device()).index_select(0, index.flatten());
+  // [N*H*W,3] seen as [N,3,H,W]: channels-last, no copy.
+  return rgb.view({depth.size(0), depth.size(2), depth.size(3), 3}).permute({0, 3, 1, 2});
 }
 
 at::Tensor pack_eyes(const at::Tensor& left, const at::Tensor& right, StereoLayout layout) {

@@ -1,0 +1,200 @@
+"""Helpers for the Colab notebook (notebooks/sbsconv_colab.ipynb) and Jupyter.
+
+The options form is built from ``sbsconv.convert()``'s own signature, so the notebook offers
+exactly the API's options with the API's defaults and cannot drift from it. Every command
+that takes user input runs with an argument list, never through a shell string.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import sbsconv
+from sbsconv._native import _core
+from sbsconv.errors import InputError, OptionError
+
+__all__ = ["IN_COLAB", "OptionsForm", "convert_options", "copy_to_drive", "environment_report", "fetch_video"]
+
+IN_COLAB = importlib.util.find_spec("google.colab") is not None
+# Options the form leaves out: they are code, not settings.
+_NOT_IN_FORM = ("progress", "on_progress")
+
+
+def convert_options() -> dict[str, Any]:
+    """``sbsconv.convert()``'s keyword options and their defaults, in order."""
+    from sbsconv.conversion import convert
+
+    return {name: p.default for name, p in inspect.signature(convert).parameters.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in _NOT_IN_FORM}
+
+
+def environment_report(show: bool = True) -> dict[str, Any]:
+    """GPU, driver, CUDA, torch, FFmpeg and its hardware encoders."""
+    report: dict[str, Any] = {"sbsconv": sbsconv.__version__, "torch": torch.__version__,
+                              "python": sys.version.split()[0], "colab": IN_COLAB}
+    report["cuda_available"] = torch.cuda.is_available()
+    report["torch_cuda"] = torch.version.cuda
+    if torch.cuda.is_available():
+        report["gpu"] = torch.cuda.get_device_name(0)
+        report["gpu_memory_gb"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
+    try:
+        smi = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+        report["driver"] = smi.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        report["driver"] = None
+    report["mps_available"] = bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+    info = _core.ffmpeg_info()
+    report["ffmpeg"] = {k: v for k, v in info.items() if not k.startswith("encoder:")}
+    report["encoders"] = {k.split(":", 1)[1]: v == "1" for k, v in info.items() if k.startswith("encoder:")}
+    if show:
+        width = max(len(k) for k in report)
+        for key, value in report.items():
+            print(f"{key:{width}s}  {value}")
+    return report
+
+
+class OptionsForm:
+    """An ipywidgets form with one field per ``convert()`` option (name, default and help
+    from the API). ``values()`` gives the options that differ from the defaults, ready for
+    ``sbsconv.convert(video, output, **form.values())``. Without ipywidgets (a plain
+    terminal, a headless run) the form is the dict of overrides given."""
+
+    def __init__(self, **overrides: Any) -> None:
+        self.defaults = convert_options()
+        unknown = sorted(set(overrides) - set(self.defaults))
+        if unknown:
+            raise OptionError(f"not convert() options: {', '.join(unknown)}")
+        self.overrides = dict(overrides)
+        self.widgets: dict[str, Any] = {}
+        try:
+            import ipywidgets  # noqa: F401
+        except ImportError:
+            return
+        self._build()
+
+    def _build(self) -> None:
+        import ipywidgets as w
+
+        from sbsconv.conversion import OPTION_HELP
+
+        style = {"description_width": "150px"}
+        for name, default in self.defaults.items():
+            value = self.overrides.get(name, default)
+            description = name
+            tooltip = OPTION_HELP.get(name, "")
+            if isinstance(default, bool):
+                widget = w.Checkbox(value=bool(value), description=description, tooltip=tooltip, style=style)
+            elif isinstance(default, int) and default is not None:
+                widget = w.IntText(value=value, description=description, tooltip=tooltip, style=style)
+            elif isinstance(default, float):
+                widget = w.FloatText(value=value, description=description, tooltip=tooltip, style=style)
+            else:
+                text = "" if value is None else str(value)
+                widget = w.Text(value=text, description=description, tooltip=tooltip,
+                                placeholder="default" if default is None else str(default), style=style)
+            self.widgets[name] = widget
+
+    def display(self) -> None:
+        if not self.widgets:
+            print("options:", self.overrides or "(defaults)")
+            return
+        import ipywidgets as w
+        from IPython.display import display
+
+        display(w.VBox(list(self.widgets.values())))
+
+    def values(self) -> dict[str, Any]:
+        if not self.widgets:
+            return dict(self.overrides)
+        out: dict[str, Any] = {}
+        for name, widget in self.widgets.items():
+            default = self.defaults[name]
+            value = widget.value
+            if isinstance(value, str):
+                value = _parse_text(value, default)
+            if value != default:
+                out[name] = value
+        return out
+
+
+def _parse_text(text: str, default: Any) -> Any:
+    text = text.strip()
+    if text == "":
+        return default
+    if isinstance(default, tuple):
+        return tuple(float(v) for v in re.split(r"[,\s]+", text) if v)
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return int(number) if number.is_integer() and "." not in text else number
+
+
+_DRIVE_ID = re.compile(r"(?:/d/|id=)([A-Za-z0-9_-]{20,})")
+
+
+def fetch_video(source: str, folder: str | os.PathLike[str] = "videos") -> Path:
+    """A local video from ``source``: a path, a web page or video URL (yt-dlp), a Google Drive
+    share link or file id (gdown), or "upload" (Colab's file picker)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if source == "upload":
+        if not IN_COLAB:
+            raise OptionError("upload works in Colab; elsewhere give a path or a URL")
+        from google.colab import files  # type: ignore[import-not-found]
+
+        uploaded = files.upload()
+        name = next(iter(uploaded))
+        target = folder / Path(name).name
+        target.write_bytes(uploaded[name])
+        return target
+    if Path(source).expanduser().exists():
+        return Path(source).expanduser()
+    drive = _DRIVE_ID.search(source) or (re.fullmatch(r"[A-Za-z0-9_-]{25,}", source) and re.match(r"(.*)", source))
+    if drive is not None:
+        file_id = drive.group(1)
+        target = folder / f"{file_id}.mp4"
+        _run([sys.executable, "-m", "gdown", "--id", file_id, "-O", str(target)], "gdown")
+        return target
+    if source.startswith(("http://", "https://")):
+        template = str(folder / "%(title).80s.%(ext)s")
+        out = _run([sys.executable, "-m", "yt_dlp", "--no-playlist", "-f", "bv*+ba/b", "--merge-output-format",
+                    "mp4", "-o", template, "--print", "after_move:filepath", source], "yt-dlp")
+        return Path(out.strip().splitlines()[-1])
+    raise InputError(f"cannot find or fetch the video {source!r}", stage="download", path=source)
+
+
+def _run(args: list[str], tool: str) -> str:
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, check=True)
+    except FileNotFoundError:
+        raise InputError(f"{tool} is not installed (pip install {tool})", stage="download") from None
+    except subprocess.CalledProcessError as exc:
+        raise InputError(f"{tool} failed: {exc.stderr.strip()[-500:]}", stage="download") from None
+    return done.stdout
+
+
+def copy_to_drive(path: str | os.PathLike[str], folder: str = "sbsconv") -> Path:
+    """Copies a result into Google Drive (MyDrive/<folder>), mounting Drive if needed."""
+    import shutil
+
+    if not IN_COLAB:
+        raise OptionError("copy_to_drive works in Colab")
+    from google.colab import drive  # type: ignore[import-not-found]
+
+    mount = Path("/content/drive")
+    if not (mount / "MyDrive").exists():
+        drive.mount(str(mount))
+    target = mount / "MyDrive" / folder
+    target.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copy2(path, target / Path(path).name))
