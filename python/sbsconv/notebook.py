@@ -22,7 +22,10 @@ import sbsconv
 from sbsconv._native import _core
 from sbsconv.errors import InputError, OptionError
 
-__all__ = ["IN_COLAB", "OptionsForm", "convert_options", "copy_to_drive", "environment_report", "fetch_video"]
+__all__ = [
+    "IN_COLAB", "OptionsForm", "convert_options", "copy_to_drive", "environment_report", "fetch_checkpoint",
+    "fetch_video",
+]
 
 IN_COLAB = importlib.util.find_spec("google.colab") is not None
 # Options the form leaves out: they are code, not settings.
@@ -145,7 +148,14 @@ _DRIVE_ID = re.compile(r"(?:/d/|id=)([A-Za-z0-9_-]{20,})")
 
 def fetch_video(source: str, folder: str | os.PathLike[str] = "videos") -> Path:
     """A local video from ``source``: a path, a web page or video URL (yt-dlp), a Google Drive
-    share link or file id (gdown), or "upload" (Colab's file picker)."""
+    share link or file id (gdown), "upload" (Colab's file picker) or "sample" (the bundled
+    sample clip)."""
+    if source == "sample":
+        from sbsconv import samples
+
+        return samples.path()
+    if not source.strip():
+        raise OptionError("no video given: a path, a URL, a Google Drive link or id, 'upload' or 'sample'")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if source == "upload":
@@ -182,6 +192,36 @@ def _run(args: list[str], tool: str) -> str:
     except subprocess.CalledProcessError as exc:
         raise InputError(f"{tool} failed: {exc.stderr.strip()[-500:]}", stage="download") from None
     return done.stdout
+
+
+def fetch_checkpoint(model: str | os.PathLike[str], checkpoint: str | os.PathLike[str] | None = None) -> Path:
+    """The local checkpoint of ``model`` (a registry name, a Hugging Face repo id or a path),
+    downloaded into the Hugging Face cache with a progress bar when it is not there yet, so
+    that the preview and the conversion start from a local file."""
+    from sbsconv import models
+    from sbsconv.models import hub
+
+    if checkpoint is not None:
+        path = Path(checkpoint).expanduser()
+        if not path.exists():
+            raise InputError(f"no checkpoint at {path}", stage="download", path=str(path))
+        return path
+    name = os.fspath(model)
+    if name in models.available():
+        s = models.spec(name)
+        path = hub.download(s.repo_id, s.filename)
+        size = path.stat().st_size / 2**20
+        print(f"{name}: {s.repo_id}/{s.filename} ({size:.0f} MiB, license {s.license}) at {path}")
+        return path
+    path = Path(name).expanduser()
+    if path.exists():
+        return path
+    files = hub.list_repo_files(name)  # validates the repo id and reaches the hub or the cache
+    wanted = [f for f in files if f.endswith((".safetensors", ".pth", ".pt", ".bin")) or f == "config.json"]
+    paths = [hub.download(name, f) for f in wanted]
+    if not paths:
+        raise InputError(f"{name} has no checkpoint file", stage="download")
+    return paths[0].parent
 
 
 def copy_to_drive(path: str | os.PathLike[str], folder: str = "sbsconv") -> Path:
