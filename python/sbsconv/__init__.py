@@ -12,6 +12,10 @@ from sbsconv import errors, media
 from sbsconv._native import _core
 from sbsconv.media import MediaInfo, StreamInfo, probe
 
+# Imported eagerly: a lazy first import of the submodule sbsconv.preview would rebind the
+# package attribute ``preview`` from the function to the module.
+from sbsconv.preview import compare, preview  # noqa: E402  (after media, which it uses)
+
 __version__ = _core.__version__
 
 
@@ -21,20 +25,6 @@ def convert(*args, **kwargs):
     from sbsconv.conversion import convert as _convert
 
     return _convert(*args, **kwargs)
-
-
-def preview(*args, **kwargs):
-    """Frames, depth and 3D renderings shown inline in notebooks: see :func:`sbsconv.preview.preview`."""
-    from sbsconv.preview import preview as _preview
-
-    return _preview(*args, **kwargs)
-
-
-def compare(*args, **kwargs):
-    """Models or settings side by side: see :func:`sbsconv.preview.compare`."""
-    from sbsconv.preview import compare as _compare
-
-    return _compare(*args, **kwargs)
 
 
 def _attach_signature() -> None:

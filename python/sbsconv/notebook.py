@@ -27,7 +27,16 @@ __all__ = [
     "fetch_video",
 ]
 
-IN_COLAB = importlib.util.find_spec("google.colab") is not None
+
+
+def _in_colab() -> bool:
+    try:
+        return importlib.util.find_spec("google.colab") is not None
+    except (ImportError, ValueError):  # no "google" package at all
+        return False
+
+
+IN_COLAB = _in_colab()
 # Options the form leaves out: they are code, not settings.
 _NOT_IN_FORM = ("progress", "on_progress")
 
@@ -102,7 +111,7 @@ class OptionsForm:
             elif isinstance(default, float):
                 widget = w.FloatText(value=value, description=description, tooltip=tooltip, style=style)
             else:
-                text = "" if value is None else str(value)
+                text = "" if value is None else (", ".join(map(str, value)) if isinstance(value, tuple) else str(value))
                 widget = w.Text(value=text, description=description, tooltip=tooltip,
                                 placeholder="default" if default is None else str(default), style=style)
             self.widgets[name] = widget
@@ -135,7 +144,10 @@ def _parse_text(text: str, default: Any) -> Any:
     if text == "":
         return default
     if isinstance(default, tuple):
-        return tuple(float(v) for v in re.split(r"[,\s]+", text) if v)
+        try:
+            return tuple(float(v) for v in re.split(r"[,\s]+", text.strip("()[] ")) if v)
+        except ValueError:
+            raise OptionError(f"expected numbers separated by commas, got {text!r}") from None
     try:
         number = float(text)
     except ValueError:

@@ -1,0 +1,229 @@
+"""sbsconv-bench, Jupyter previews and the Colab notebook (issue 6)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import sbsconv
+from sbsconv import notebook, samples
+from sbsconv.errors import OptionError
+
+from helpers import REPO, ffprobe, run_python
+
+NOTEBOOK = REPO / "notebooks" / "sbsconv_colab.ipynb"
+FAST = {"input_size": 70, "progress": False}
+
+
+# --- the notebook -----------------------------------------------------------------------------
+
+def test_notebook_is_valid_nbformat4():
+    import nbformat
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nbformat.validate(nb)
+    assert nb.nbformat == 4
+    tags = [set(c.metadata.get("tags", [])) for c in nb.cells if c.cell_type == "code"]
+    assert any("colab" in t for t in tags), "the install and Drive cells are marked Colab-only"
+    assert any("colab" not in t for t in tags)
+
+
+def test_notebook_commands_take_user_input_as_arguments():
+    import nbformat
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "shell=True" not in code and "os.system" not in code
+    # no IPython shell escapes that would interpolate user input into a shell string
+    assert not [line for line in code.splitlines() if line.lstrip().startswith("!")]
+
+
+def test_form_fields_are_exactly_convert_options():
+    params = inspect.signature(sbsconv.convert).parameters
+    expected = {n: p.default for n, p in params.items()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY and n not in ("progress", "on_progress")}
+    assert notebook.convert_options() == expected
+    assert list(notebook.convert_options()) == list(expected)
+    form = notebook.OptionsForm(divergence=3.0, layout="half-sbs")
+    assert set(form.widgets) == set(expected)
+    assert form.widgets["divergence"].value == 3.0
+    assert form.widgets["layout"].value == "half-sbs"
+    assert form.values() == {"divergence": 3.0, "layout": "half-sbs"}
+    form.widgets["crf"].value = "20"
+    assert form.values()["crf"] == 20
+    form.widgets["percentiles"].value = "2, 98"
+    assert form.values()["percentiles"] == (2.0, 98.0)
+    form.widgets["percentiles"].value = "2, deep"
+    with pytest.raises(OptionError):
+        form.values()
+
+
+def test_form_rejects_unknown_options():
+    with pytest.raises(OptionError, match="not convert"):
+        notebook.OptionsForm(strength=2)
+
+
+def test_fetch_video_sources(tmp_path):
+    assert notebook.fetch_video("sample") == samples.path()
+    assert notebook.fetch_video(str(samples.path()), tmp_path) == samples.path()
+    with pytest.raises(OptionError):
+        notebook.fetch_video("  ")
+    with pytest.raises(OptionError, match="Colab"):
+        notebook.fetch_video("upload", tmp_path)
+    with pytest.raises(sbsconv.errors.InputError):
+        notebook.fetch_video(str(tmp_path / "missing.mp4"), tmp_path)
+
+
+def test_environment_report_names_ffmpeg_and_encoders():
+    report = notebook.environment_report(show=False)
+    assert report["torch"] == torch.__version__
+    assert report["cuda_available"] is torch.cuda.is_available()
+    assert "libx264" in report["encoders"] and report["encoders"]["libx264"] is True
+    assert "h264_nvenc" in report["encoders"]
+    assert report["ffmpeg"]
+
+
+def test_notebook_runs_headless(tmp_path, tiny_model):
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nb.cells = [c for c in nb.cells if "colab" not in c.metadata.get("tags", [])]
+    out = tmp_path / "out"
+    env = {"SBSCONV_NOTEBOOK_LOCAL": "1", "SBSCONV_NOTEBOOK_MODEL": str(tiny_model),
+           "SBSCONV_NOTEBOOK_OUT": str(out)}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    assert (out / "preview.png").stat().st_size > 1000
+    outputs = list(out.glob("*_3d.mp4"))
+    assert len(outputs) == 1
+    info = sbsconv.probe(outputs[0])
+    source = sbsconv.probe(samples.path())
+    assert info.width == 2 * source.width and info.height == source.height
+    assert abs(info.num_frames - round(float(source.fps))) <= 1  # one second in local mode
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if "image/png" in o.get("data", {})]
+    assert images, "the preview cell displays an image"
+
+
+# --- previews -------------------------------------------------------------------------------
+
+def _decode_png(data: bytes) -> np.ndarray:
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None
+    return image[:, :, ::-1]
+
+
+def test_preview_renders_png_and_html(tmp_path, tiny_model):
+    p = sbsconv.preview(samples.path(), at=[0.5, 2.0], model=tiny_model, **FAST)
+    assert len(p.rows) == 2 and all(len(r) == 4 for r in p.rows)
+    assert [panel.title.split(" (")[0] for panel in p.rows[0]] == ["frame 0.5 s", "depth", "full-sbs", "anaglyph"]
+    picture = p.image()
+    assert picture.dtype == torch.uint8 and picture.shape[0] == 3
+    decoded = _decode_png(p._repr_png_())
+    np.testing.assert_array_equal(decoded, picture.permute(1, 2, 0).numpy())
+    page = p._repr_html_()
+    assert page.startswith("<figure") and "data:image/png;base64," in page and "anaglyph" in page
+    assert p.save(tmp_path / "p.png").read_bytes() == p.png()
+    assert "base64" in p.save(tmp_path / "p.html").read_text()
+    # the packed panel is the layout: full-sbs is two eyes wide
+    frame, packed = p.rows[0][0].image, p.rows[0][2].image
+    assert packed.shape[2] == 2 * frame.shape[2]
+
+
+def test_preview_anaglyph_follows_divergence(tiny_model):
+    from sbsconv import stereo
+
+    flat = sbsconv.preview(samples.path(), at=1.0, model=tiny_model, divergence=0.0, **FAST).rows[0]
+    deep = sbsconv.preview(samples.path(), at=1.0, model=tiny_model, divergence=4.0, **FAST).rows[0]
+    frame = flat[0].image
+    # with no divergence both eyes are the frame itself, whatever the depth
+    depth = torch.rand(1, 1, *frame.shape[1:])
+    same_eyes = stereo.render(frame[None], depth=depth, layout="anaglyph", divergence=0.0)[0]
+    assert (flat[3].image.float() - same_eyes.float()).abs().max() <= 1
+    assert (deep[3].image.float() - same_eyes.float()).abs().mean() > 1.0
+    assert torch.equal(flat[1].image, deep[1].image)  # the depth does not depend on divergence
+
+
+def test_compare_variants_side_by_side(tiny_model):
+    p = sbsconv.compare(samples.path(), at=1.0, model=tiny_model,
+                        variants=[{"divergence": 1.0}, {"divergence": 4.0}], **FAST)
+    assert len(p.rows) == 1 and len(p.rows[0]) == 1 + 2 * 2
+    titles = [panel.title for panel in p.rows[0]]
+    assert titles[1].startswith("divergence=1.0") and titles[3].startswith("divergence=4.0")
+    assert not torch.equal(p.rows[0][2].image, p.rows[0][4].image)
+
+
+@pytest.mark.parametrize("bad", [None, [], ["divergence"], [{"strength": 2}]])
+def test_compare_rejects_bad_variants(bad, tiny_model):
+    with pytest.raises(OptionError):
+        sbsconv.compare(samples.path(), at=1.0, model=tiny_model, variants=bad, **FAST)
+
+
+@pytest.mark.parametrize("at", [-1, "middle", True])
+def test_preview_rejects_bad_times(at, tiny_model):
+    with pytest.raises(OptionError):
+        sbsconv.preview(samples.path(), at=at, model=tiny_model, **FAST)
+
+
+def test_preview_rejects_unknown_options(tiny_model):
+    with pytest.raises(OptionError, match="unknown option"):
+        sbsconv.preview(samples.path(), model=tiny_model, depth_strength=2)
+
+
+# --- sbsconv-bench --------------------------------------------------------------------------
+
+def test_bench_end_to_end(tmp_path, tiny_model):
+    """One second of the sample clip, normalised to 1080p at 24 fps, through a tiny checkpoint
+    and a registry model that cannot be fetched offline (listed as skipped, the run goes on)."""
+    hf_home = tmp_path / "hf"
+    hf_home.mkdir()
+    code = "import sys; from sbsconv.bench import main; sys.exit(main(sys.argv[1:]))"
+    done = run_python(code, "--seconds", "1", "--models", f"{tiny_model},depth-anything-v2-small",
+                      "--device", "cpu", "--out", str(tmp_path / "runs"),
+                      env={"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}, timeout=600)
+    assert done.returncode == 0, done.stderr
+    (folder,) = (tmp_path / "runs").iterdir()
+    results = json.loads((folder / "results.json").read_text())
+    assert results["excerpt"]["height"] == 1080 and results["excerpt"]["fps"] == "24"
+    assert results["excerpt"]["frames"] == 24
+    ok, skipped = results["approaches"]
+    assert ok["status"] == "ok" and ok["frames"] == 24
+    assert set(ok["stages"]) >= {"decode", "depth", "stereo", "encode"}
+    assert all(v > 0 for v in ok["stages"].values())
+    assert skipped["approach"] == "depth-anything-v2-small" and skipped["status"] == "skipped"
+    assert "offline" in skipped["reason"].lower() or "not in the cache" in skipped["reason"].lower()
+    clip = folder / ok["clip"]
+    streams = ffprobe(clip, "-show_streams")["streams"]
+    video = [s for s in streams if s["codec_type"] == "video"][0]
+    assert (int(video["width"]), int(video["height"])) == (2 * 1920, 1080)
+    depth = sbsconv.probe(folder / ok["depth_clip"])
+    assert depth.num_frames == 24
+    sheet = cv2.imread(str(folder / results["contact_sheet"]))
+    assert sheet is not None and sheet.shape[0] > 100
+    table = (folder / "results.md").read_text()
+    assert "| ok |" in table and "skipped" in table
+    assert "depth-anything-v2-small" in done.stdout
+
+
+def test_bench_rejects_bad_arguments(tmp_path):
+    code = "import sys; from sbsconv.bench import main; sys.exit(main(sys.argv[1:]))"
+    done = run_python(code, "--seconds", "0", "--out", str(tmp_path))
+    assert done.returncode == 2 and "--seconds" in done.stderr
+    done = run_python(code, "--seconds", "1", "--input", str(tmp_path / "missing.mp4"), "--out", str(tmp_path))
+    assert done.returncode == 1 and "error" in done.stderr
