@@ -11,6 +11,7 @@
 #include "sbsconv/common/Error.h"
 #include "sbsconv/common/Versions.h"
 #include "sbsconv/depth/DepthAnythingV2.h"
+#include "sbsconv/depth/VideoDepthAnything.h"
 #include "sbsconv/common/Logging.h"
 #include "sbsconv/media/ImageFile.h"
 #include "sbsconv/media/MediaWriter.h"
@@ -343,7 +344,65 @@ PYBIND11_MODULE(_core, m) {
             return result;
           },
           py::arg("frames"))
-      .def("reset", &DepthModel::reset);
+      .def("reset", &DepthModel::reset)
+      .def(
+          "flush",
+          [](DepthModel& d) {
+            DepthOutput out;
+            {
+              py::gil_scoped_release release;
+              out = d.flush();
+            }
+            py::dict result;
+            result["depth"] = out.depth.defined() ? py::cast(out.depth) : py::none();
+            result["fov_degrees"] = out.fov_degrees ? py::cast(*out.fov_degrees) : py::none();
+            return result;
+          })
+      .def("state", &DepthModel::state)
+      .def("load_state", &DepthModel::load_state, py::arg("state"));
+
+  m.def(
+      "create_video_depth_anything",
+      [](const std::string& name,
+         const py::dict& config,
+         const py::dict& weights,
+         const std::string& device,
+         const std::string& precision,
+         int64_t input_size,
+         const std::string& mode,
+         int64_t window_batch) -> std::shared_ptr<DepthModel> {
+        VideoDepthAnythingConfig c;
+        c.encoder = vit_config(config["encoder"].cast<py::dict>());
+        c.head = head_config(config["head"].cast<py::dict>());
+        c.layers = config["layers"].cast<std::vector<int64_t>>();
+        c.metric = get_or<bool>(config, "metric", false);
+        VideoDepthOptions video;
+        if (mode == "windowed") {
+          video.mode = VideoDepthMode::Windowed;
+        } else if (mode == "streaming") {
+          video.mode = VideoDepthMode::Streaming;
+        } else {
+          throw Error(ErrorKind::Option, "build model", "temporal mode must be 'windowed' or 'streaming', not '" + mode + "'");
+        }
+        video.window_batch = window_batch;
+        WeightMap map = to_weights(weights);
+        py::gil_scoped_release release;
+        ModelOptions options = make_model_options(device, precision, input_size);
+        return std::make_shared<VideoDepthAnything>(name, c, map, options, video);
+      },
+      py::arg("name"),
+      py::arg("config"),
+      py::arg("weights"),
+      py::arg("device") = "auto",
+      py::arg("precision") = "auto",
+      py::arg("input_size") = 518,
+      py::arg("mode") = "windowed",
+      py::arg("window_batch") = 1);
+  m.def(
+      "align_scale_shift",
+      [](const at::Tensor& prediction, const at::Tensor& target) { return align_scale_shift(prediction, target); },
+      py::arg("prediction"),
+      py::arg("target"));
 
   m.def(
       "create_depth_anything_v2",

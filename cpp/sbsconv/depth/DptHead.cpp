@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
+
 namespace sbsconv {
 
 namespace {
@@ -68,6 +70,12 @@ DptHead::DptHead(const DptHeadConfig& config, WeightReader& w, const std::string
   output1_ = take_conv(w, prefix + "scratch.output_conv1", f / 2, f, 3);
   output2a_ = take_conv(w, prefix + "scratch.output_conv2.0", config.head_hidden, f / 2, 3);
   output2b_ = take_conv(w, prefix + "scratch.output_conv2.2", 1, config.head_hidden, 1);
+  if (config.fp32_output) {
+    for (Conv* c : {&output2a_, &output2b_}) {
+      c->weight = c->weight.to(at::kFloat);
+      c->bias = c->bias.to(at::kFloat);
+    }
+  }
 }
 
 at::Tensor DptHead::fuse(
@@ -86,7 +94,12 @@ at::Tensor DptHead::fuse(
   return conv(f.out, out);
 }
 
-at::Tensor DptHead::forward(const std::vector<at::Tensor>& tokens, int64_t gh, int64_t gw) const {
+at::Tensor DptHead::forward(
+    const std::vector<at::Tensor>& tokens,
+    int64_t gh,
+    int64_t gw,
+    DptHooks* hooks,
+    int64_t micro_batch) const {
   std::array<at::Tensor, 4> layers;
   for (int i = 0; i < 4; ++i) {
     const at::Tensor& t = tokens[i];
@@ -105,16 +118,41 @@ at::Tensor DptHead::forward(const std::vector<at::Tensor>& tokens, int64_t gh, i
       default:
         break;
     }
+    if (hooks != nullptr && i >= 2) {
+      x = hooks->apply(i - 2, x);
+    }
     layers[i] = conv(layer_rn_[i], x.contiguous(kChannelsLast), 1, 1);
   }
   at::Tensor path4 = fuse(refine_[3], layers[3], nullptr, layers[2].sizes().slice(2));
+  if (hooks != nullptr) {
+    path4 = hooks->apply(2, path4).contiguous(kChannelsLast);
+  }
   at::Tensor path3 = fuse(refine_[2], path4, &layers[2], layers[1].sizes().slice(2));
-  at::Tensor path2 = fuse(refine_[1], path3, &layers[1], layers[0].sizes().slice(2));
-  at::Tensor path1 = fuse(refine_[0], path2, &layers[0], {});
+  if (hooks != nullptr) {
+    path3 = hooks->apply(3, path3).contiguous(kChannelsLast);
+  }
+  const int64_t n = path3.size(0);
+  const int64_t step = micro_batch > 0 && n > micro_batch ? micro_batch : n;
+  std::vector<at::Tensor> outs;
+  for (int64_t begin = 0; begin < n; begin += step) {
+    const int64_t count = std::min(step, n - begin);
+    at::Tensor l1 = layers[1].narrow(0, begin, count);
+    at::Tensor path2 = fuse(refine_[1], path3.narrow(0, begin, count), &l1, layers[0].sizes().slice(2));
+    at::Tensor l0 = layers[0].narrow(0, begin, count);
+    at::Tensor path1 = fuse(refine_[0], path2, &l0, {});
+    outs.push_back(output(path1, gh, gw));
+  }
+  return outs.size() == 1 ? outs[0] : at::cat(outs);
+}
 
+at::Tensor DptHead::output(const at::Tensor& path1, int64_t gh, int64_t gw) const {
   at::Tensor out = conv(output1_, path1, 1, 1);
   const int64_t p = config_.patch_size;
   out = at::upsample_bilinear2d(out, {gh * p, gw * p}, /*align_corners=*/true);
+  const at::ScalarType dtype = out.scalar_type();
+  if (config_.fp32_output) {
+    out = out.to(at::kFloat);
+  }
   out = conv(output2a_, out, 1, 1).relu_();
   out = conv(output2b_, out);
   if (config_.metric) {
@@ -122,7 +160,7 @@ at::Tensor DptHead::forward(const std::vector<at::Tensor>& tokens, int64_t gh, i
   } else {
     out = out.relu_();
   }
-  return out.contiguous();
+  return out.to(dtype).contiguous();
 }
 
 } // namespace sbsconv

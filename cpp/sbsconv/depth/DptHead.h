@@ -18,6 +18,16 @@ struct DptHeadConfig {
   int64_t patch_size = 14;
   bool metric = false; // sigmoid x max_depth instead of ReLU
   double max_depth = 1.0;
+  bool fp32_output = false; // output_conv2 in float32 whatever the model's dtype (VDA)
+};
+
+// Where Video-Depth-Anything's temporal head inserts its motion modules into the DPT head:
+// apply(i, x) replaces the feature map x ([N,C,h,w], N = batch x frames) at place i:
+// 0 layer_3 after resize, 1 layer_4 after resize, 2 path_4, 3 path_3.
+class DptHooks {
+ public:
+  virtual ~DptHooks() = default;
+  virtual at::Tensor apply(int place, const at::Tensor& x) = 0;
 };
 
 // The DPT head of Depth-Anything-V2 (depth_head.* in the original checkpoints): reassemble
@@ -33,7 +43,14 @@ class DptHead {
   DptHead(const DptHeadConfig& config, WeightReader& weights, const std::string& prefix);
 
   // tokens: four [N, gh*gw, C] maps; returns [N,1,gh*p,gw*p].
-  at::Tensor forward(const std::vector<at::Tensor>& tokens, int64_t gh, int64_t gw) const;
+  // `hooks` (optional) inserts the temporal modules; `micro_batch` > 0 runs the fine stages
+  // (refinenet2, refinenet1, output) that many frames at a time, to bound memory.
+  at::Tensor forward(
+      const std::vector<at::Tensor>& tokens,
+      int64_t gh,
+      int64_t gw,
+      DptHooks* hooks = nullptr,
+      int64_t micro_batch = 0) const;
 
   // The fused feature map before the output convolutions ([N,features,8gh,8gw]); the temporal
   // head of Video-Depth-Anything builds on the same stages.
@@ -51,6 +68,7 @@ class DptHead {
 
  private:
   at::Tensor fuse(const Fusion& f, const at::Tensor& x, const at::Tensor* skip, at::IntArrayRef size) const;
+  at::Tensor output(const at::Tensor& path1, int64_t gh, int64_t gw) const;
 
   DptHeadConfig config_;
   std::array<Conv, 4> projects_;

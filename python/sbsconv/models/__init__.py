@@ -27,6 +27,7 @@ from sbsconv.models.registry import ModelSpec, families, specs
 
 # Model families register themselves on import.
 from sbsconv.models import depth_anything_v2  # noqa: E402,F401  (registration)
+from sbsconv.models import video_depth_anything  # noqa: E402,F401  (registration)
 
 logger = logging.getLogger("sbsconv")
 
@@ -94,6 +95,47 @@ class DepthModel:
     def infer(self, frames: torch.Tensor) -> torch.Tensor:
         return self.estimate(frames).depth
 
+    @property
+    def temporal(self) -> bool:
+        """Whether the model keeps state across calls (a video model): ``estimate`` may then
+        hold frames back until their window is complete; ``flush`` releases them."""
+        return bool(self._core.temporal)
+
+    def flush(self) -> DepthEstimate:
+        """Releases the depth a temporal model still holds (the end of a sequence)."""
+        try:
+            out = self._core.flush()
+        finally:
+            flush_log()
+        depth = out["depth"]
+        if depth is None:
+            depth = torch.empty(0, 1, 0, 0)
+        return DepthEstimate(depth=depth, fov_degrees=out["fov_degrees"])
+
+    def reset(self) -> None:
+        """Starts a new sequence (a temporal model forgets the frames before)."""
+        self._core.reset()
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return dict(self._core.state())
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        self._core.load_state(state)
+
+    def estimate_clip(self, frames: torch.Tensor) -> DepthEstimate:
+        """Depth for every frame of ``frames`` as one sequence (a temporal model is reset
+        before and flushed after); for image models the same as ``estimate``."""
+        if not self.temporal:
+            return self.estimate(frames)
+        self.reset()
+        try:
+            first = self.estimate(frames)
+            rest = self.flush()
+        finally:
+            self.reset()
+        parts = [d for d in (first.depth, rest.depth) if d.numel()]
+        return DepthEstimate(depth=torch.cat(parts) if parts else first.depth, fov_degrees=first.fov_degrees)
+
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
         return self.infer(frames)
 
@@ -135,15 +177,18 @@ def _announce(s: ModelSpec) -> None:
 
 
 def _family_for_path(path: Path):
-    for family in families().values():
+    # Most specific first: a Video-Depth-Anything file name also says "depth_anything".
+    ordered = sorted(families().values(), key=lambda f: f.name != video_depth_anything.FAMILY)
+    for family in ordered:
         if family.handles(path):
             return family
-    # No name hint: try the families in turn on the file itself.
-    errors = []
-    for family in families().values():
-        errors.append(family.name)
-    if len(families()) == 1:
-        return next(iter(families().values()))
+    # No name hint: the state dict's keys tell.
+    errors = [family.name for family in ordered]
+    if path.is_file():
+        keys = set(hub.read_weights(path))
+        for family in ordered:
+            if family.claims is not None and family.claims(keys):
+                return family
     raise ModelError(
         f"cannot tell which model family {path} belongs to (known: {', '.join(errors)});"
         " pass a registry name with checkpoint=PATH", stage="load model")
@@ -156,14 +201,21 @@ def load(
     device: str = "auto",
     precision: str = "auto",
     input_size: int = 518,
+    temporal_mode: str = "windowed",
 ) -> DepthModel:
     """Loads a depth model (see the module docstring for what ``model`` may be).
 
     ``device``: "auto" (cuda, then mps, then cpu), "cpu", "cuda", "cuda:N", "mps".
     ``precision``: "auto" (fp16 on GPUs, fp32 on the CPU), "fp32", "fp16", "bf16".
     ``input_size``: the shorter side the frames are resized to before the network.
+    ``temporal_mode``: how a video model (Video-Depth-Anything) runs: "windowed" (the
+    reference's overlapping 32-frame windows, most accurate) or "streaming" (one frame at a
+    time against cached attention, lower latency and memory); image models ignore it.
     """
     _validate(device, precision, input_size)
+    if temporal_mode not in ("windowed", "streaming"):
+        raise OptionError(f"temporal_mode must be 'windowed' or 'streaming', not {temporal_mode!r}")
+    extra = {"temporal_mode": temporal_mode}
     device = str(device)
     model_str = os.fspath(model)
     try:
@@ -171,7 +223,7 @@ def load(
             s = specs()[model_str]
             _announce(s)
             path = Path(checkpoint) if checkpoint is not None else hub.download(s.repo_id, s.filename)
-            core = families()[s.family].builder(s, path, device, precision, input_size)
+            core = families()[s.family].builder(s, path, device, precision, input_size, **extra)
             return DepthModel(core, s, str(path), input_size)
         if checkpoint is not None:
             raise OptionError(
@@ -180,10 +232,10 @@ def load(
         path = Path(model_str).expanduser()
         if path.exists():
             family = _family_for_path(path)
-            core = family.builder(None, path, device, precision, input_size)
+            core = family.builder(None, path, device, precision, input_size, **extra)
             return DepthModel(core, None, str(path), input_size)
         if _REPO_ID.match(model_str) and not model_str.startswith((".", "/")):
-            return _load_repo(model_str, device, precision, input_size)
+            return _load_repo(model_str, device, precision, input_size, extra)
         raise ModelError(
             f"unknown model {model_str!r}: not a registry name ({', '.join(available())}),"
             " not an existing path, not a Hugging Face repo id", stage="load model")
@@ -191,7 +243,7 @@ def load(
         flush_log()
 
 
-def _load_repo(repo_id: str, device: str, precision: str, input_size: int) -> DepthModel:
+def _load_repo(repo_id: str, device: str, precision: str, input_size: int, extra: dict) -> DepthModel:
     """A Hugging Face repository: the transformers layout, or a single original checkpoint."""
     files = hub.list_repo_files(repo_id)
     # A registry entry for the same repository knows its file and family.
@@ -199,7 +251,7 @@ def _load_repo(repo_id: str, device: str, precision: str, input_size: int) -> De
         if s.repo_id == repo_id and s.filename in files:
             _announce(s)
             path = hub.download(repo_id, s.filename)
-            core = families()[s.family].builder(s, path, device, precision, input_size)
+            core = families()[s.family].builder(s, path, device, precision, input_size, **extra)
             return DepthModel(core, s, str(path), input_size)
     if "config.json" in files:
         weight_files = [f for f in files if f.endswith(".safetensors")]
@@ -210,13 +262,13 @@ def _load_repo(repo_id: str, device: str, precision: str, input_size: int) -> De
             hub.download(repo_id, f)
         folder = config_path.parent
         family = _family_for_path(folder)
-        core = family.builder(None, folder, device, precision, input_size)
+        core = family.builder(None, folder, device, precision, input_size, **extra)
         return DepthModel(core, None, repo_id, input_size)
     checkpoints = [f for f in files if f.endswith((".pth", ".pt", ".safetensors"))]
     if len(checkpoints) == 1:
         path = hub.download(repo_id, checkpoints[0])
         family = _family_for_path(path)
-        core = family.builder(None, path, device, precision, input_size)
+        core = family.builder(None, path, device, precision, input_size, **extra)
         return DepthModel(core, None, f"{repo_id}/{checkpoints[0]}", input_size)
     raise ModelError(
         f"{repo_id} holds no single checkpoint sbsconv can load (files: {', '.join(files[:20])})",

@@ -70,8 +70,10 @@ for _size, _enc in _SIZES.items():
 # ---- configuration ---------------------------------------------------------------------------
 
 
-def config_from_original(weights: dict[str, torch.Tensor], *, metric: bool, max_depth: float) -> dict:
-    """The configuration of an original-layout checkpoint, read off its tensor shapes."""
+def config_from_original(weights: dict[str, torch.Tensor], *, metric: bool, max_depth: float,
+                         head: str = "depth_head") -> dict:
+    """The configuration of an original-layout checkpoint, read off its tensor shapes (``head``
+    is the head's key prefix: Video-Depth-Anything names it ``head``)."""
     try:
         embed_dim = int(weights["pretrained.cls_token"].shape[-1])
         blocks = {int(m.group(1)) for k in weights if (m := re.match(r"pretrained\.blocks\.(\d+)\.", k))}
@@ -79,12 +81,13 @@ def config_from_original(weights: dict[str, torch.Tensor], *, metric: bool, max_
         swiglu = "pretrained.blocks.0.mlp.w12.weight" in weights
         mlp_hidden = int(weights["pretrained.blocks.0.mlp.w3.weight"].shape[1]) if swiglu else int(
             weights["pretrained.blocks.0.mlp.fc1.weight"].shape[0])
-        out_channels = [int(weights[f"depth_head.projects.{i}.weight"].shape[0]) for i in range(4)]
-        features = int(weights["depth_head.scratch.layer1_rn.weight"].shape[0])
-        head_hidden = int(weights["depth_head.scratch.output_conv2.0.weight"].shape[0])
+        out_channels = [int(weights[f"{head}.projects.{i}.weight"].shape[0]) for i in range(4)]
+        features = int(weights[f"{head}.scratch.layer1_rn.weight"].shape[0])
+        head_hidden = int(weights[f"{head}.scratch.output_conv2.0.weight"].shape[0])
     except (KeyError, ValueError) as exc:
+        family = "Depth-Anything-V2" if head == "depth_head" else "Video-Depth-Anything"
         raise ModelError(
-            f"not a Depth-Anything-V2 checkpoint in the original layout (missing {exc})",
+            f"not a {family} checkpoint in the original layout (missing {exc})",
             stage="load weights",
         ) from None
     layers = _LAYERS_BY_DEPTH.get(depth, [depth // 4 - 1, depth // 2 - 1, 3 * depth // 4 - 1, depth - 1])
@@ -280,7 +283,7 @@ def _create(name: str, config: dict, weights: dict[str, torch.Tensor], device: s
     return _core.create_depth_anything_v2(name, config, weights, device, precision, input_size)
 
 
-def build(spec: ModelSpec | None, path: Path, device: str, precision: str, input_size: int):
+def build(spec: ModelSpec | None, path: Path, device: str, precision: str, input_size: int, **_: Any):
     """Builds the C++ model from a checkpoint file (original layout, either format) or a
     transformers-layout folder."""
     path = Path(path)
@@ -331,4 +334,9 @@ def handles(path: Path) -> bool:
     return "depth_anything_v2" in path.name or "depth-anything-v2" in path.name.lower()
 
 
-register_family(Family(name=FAMILY, builder=build, handles=handles))
+def claims(keys: set[str]) -> bool:
+    """Whether a state dict's keys are this family's (original or transformers layout)."""
+    return any(k.startswith("depth_head.") for k in keys) or any(k.startswith("neck.fusion_stage.") for k in keys)
+
+
+register_family(Family(name=FAMILY, builder=build, handles=handles, claims=claims))

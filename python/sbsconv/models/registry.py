@@ -31,12 +31,15 @@ class ModelSpec:
 @dataclass(frozen=True)
 class Family:
     """How to build a family's models from a checkpoint file, a transformers folder, or a
-    registry entry. ``builder(spec, path, device, precision, input_size)`` returns the core
-    model; ``handles(path)`` says whether an unnamed local checkpoint belongs to the family."""
+    registry entry. ``builder(spec, path, device, precision, input_size, **options)`` returns
+    the core model (options a family does not use are ignored); ``handles(path)`` says from
+    its name whether an unnamed local checkpoint belongs to the family, ``claims(keys)`` from
+    its state dict's keys."""
 
     name: str
     builder: Callable[..., Any]
     handles: Callable[[Path], bool]
+    claims: Callable[[set[str]], bool] | None = None
 
 
 _SPECS: dict[str, ModelSpec] = {}
