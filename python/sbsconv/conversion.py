@@ -40,6 +40,7 @@ OPTION_HELP = {
     "precision": "auto (fp16 on GPUs, fp32 on the CPU), fp32, fp16 or bf16",
     "batch_size": "frames per depth batch (default: 8 on GPUs, 2 on the CPU)",
     "input_size": "the depth model's input: frames are resized so their shorter side is this",
+    "temporal_mode": "video models (Video-Depth-Anything): windowed (32-frame windows, most accurate) or streaming (lower latency and memory)",
     "layout": "full-sbs, half-sbs, full-tb, half-tb, cross-eyed, anaglyph, anaglyph-color, anaglyph-gray",
     "eye_size": "output eye size: 720, 1080, 1440, 2160 (lines) or WIDTHxHEIGHT; default: the source's",
     "keep_aspect": "pad with black instead of stretching when eye_size changes the aspect ratio",
@@ -198,6 +199,7 @@ def convert(
     precision: str = "auto",
     batch_size: int | None = None,
     input_size: int = 518,
+    temporal_mode: str = "windowed",
     layout: str = "full-sbs",
     eye_size=None,
     keep_aspect: bool = True,
@@ -244,7 +246,7 @@ def convert(
     """Converts a 2D video into a stereoscopic 3D video.
 
     Depth (``model``, ``checkpoint``, ``device``, ``precision``, ``batch_size``,
-    ``input_size``): see :func:`sbsconv.models.load`. Stereo (``layout``, ``eye_size``,
+    ``input_size``, ``temporal_mode``): see :func:`sbsconv.models.load`. Stereo (``layout``, ``eye_size``,
     ``divergence``, ``convergence``, ``max_shift``, ``synthetic_view``, ``ipd_mm``,
     ``fov_degrees``, ``screen_distance``, ``edge_dilation``): see
     :func:`sbsconv.stereo.render`. Stability: the depth stabiliser (``percentiles``,
@@ -284,6 +286,7 @@ def convert(
     _choice(audio, "audio", ("copy", "aac", "none"))
     _choice(subtitles, "subtitles", ("copy", "none"))
     _choice(precision, "precision", ("auto", "fp32", "fp16", "bf16"))
+    _choice(temporal_mode, "temporal_mode", ("windowed", "streaming"))
     _choice(bit_depth, "bit_depth", (8, 10))
     if bit_depth == 10 and codec != "hevc":
         raise OptionError("bit_depth=10 needs codec='hevc'")
@@ -338,7 +341,7 @@ def convert(
         raise OutputError(f"the output folder does not exist [{output_path}]", path=output_path, stage="open output")
 
     depth_model = models.load(model, checkpoint=checkpoint, device=device, precision=precision,
-                              input_size=input_size)
+                              input_size=input_size, temporal_mode=temporal_mode)
     on_gpu = depth_model.device.type != "cpu"
     batch = int(batch_size or (8 if on_gpu else 2))
     preview = preview_every is not None
@@ -394,7 +397,8 @@ def convert(
         engine_options["image_dir"] = str(images_dir)
     fingerprint_options = {k: v for k, v in engine_options.items() if k not in ("model",)}
     fingerprint_options.update(model=depth_model.name, checkpoint=str(depth_model.source), input_size=input_size,
-                               precision=precision, dtype=depth_model.dtype)
+                               precision=precision, dtype=depth_model.dtype,
+                               temporal_mode=temporal_mode if depth_model.temporal else None)
     engine_options["fingerprint"] = _fingerprint(input_path, fingerprint_options)
 
     # ---- the run ---------------------------------------------------------------------------

@@ -88,13 +88,13 @@ class Preview:
         return path
 
 
-def _load(model, checkpoint, device, precision, input_size):
+def _load(model, checkpoint, device, precision, input_size, temporal_mode):
     from sbsconv import models
 
-    key = (str(model), str(checkpoint), device, precision, input_size)
+    key = (str(model), str(checkpoint), device, precision, input_size, temporal_mode)
     if key not in _MODELS:
         _MODELS[key] = models.load(model, checkpoint=checkpoint, device=device, precision=precision,
-                                   input_size=input_size)
+                                   input_size=input_size, temporal_mode=temporal_mode)
     return _MODELS[key]
 
 
@@ -128,8 +128,9 @@ def _times(video: str, at) -> list[float]:
 
 def _render(frame: torch.Tensor, o: dict):
     """Depth, packed layout and anaglyph of one frame with convert() options `o`."""
-    model = _load(o["model"], o["checkpoint"], o["device"], o["precision"], o["input_size"])
-    estimate = model.estimate(frame.to(model.device))
+    model = _load(o["model"], o["checkpoint"], o["device"], o["precision"], o["input_size"], o["temporal_mode"])
+    # A video model sees the frame as a sequence of its own (a still shot).
+    estimate = model.estimate_clip(frame.to(model.device))
     depth = estimate.depth.float()
     stabilizer = temporal.DepthStabilizer(kind=model.kind, percentiles=tuple(o["percentiles"]))
     stable = stabilizer.process(depth)

@@ -64,3 +64,71 @@ def tiny_model(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny_model")
     model.save_pretrained(folder)
     return folder
+
+
+def sinusoid_table(channels: int, length: int = 32):
+    """The fixed position table of Video-Depth-Anything's temporal attention, [1, 32, C]."""
+    import math
+
+    import torch
+
+    position = torch.arange(length, dtype=torch.float32)[:, None]
+    div = torch.exp(torch.arange(0, channels, 2, dtype=torch.float32) * (-math.log(10000.0) / channels))
+    table = torch.zeros(1, length, channels)
+    table[0, :, 0::2] = torch.sin(position * div)
+    table[0, :, 1::2] = torch.cos(position * div)
+    return table
+
+
+def tiny_vda_state_dict(seed: int = 0) -> dict:
+    """A tiny random Video-Depth-Anything state dict in the original layout: the DINOv2 and DPT
+    weights of a tiny Depth-Anything (renamed to ``pretrained.*`` and ``head.*``) and four
+    motion modules with every tensor the released checkpoints hold."""
+    import torch
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+
+    from sbsconv.models.depth_anything_v2 import original_keys_from_transformers
+
+    torch.manual_seed(seed)
+    backbone = Dinov2Config(hidden_size=64, num_hidden_layers=4, num_attention_heads=1, image_size=70,
+                            patch_size=14, out_indices=[1, 2, 3, 4], apply_layernorm=True,
+                            reshape_hidden_states=False)
+    config = DepthAnythingConfig(backbone_config=backbone, neck_hidden_sizes=[16, 32, 32, 64], fusion_hidden_size=32,
+                                 head_hidden_size=16, reassemble_hidden_size=64)
+    model = DepthAnythingForDepthEstimation(config)
+    weights = {}
+    for key, value in original_keys_from_transformers(model.state_dict()).items():
+        value = value + torch.randn_like(value) * 0.05 if value.is_floating_point() else value
+        weights[key.replace("depth_head.", "head.", 1)] = value
+    weights["head.scratch.output_conv2.2.bias"] = weights["head.scratch.output_conv2.2.bias"] + 0.5
+    for m, c in enumerate([32, 64, 32, 32]):  # out_channels[2], out_channels[3], features, features
+        t = f"head.motion_modules.{m}.temporal_transformer."
+        b = t + "transformer_blocks.0."
+
+        def rand(*shape, scale=0.1):
+            return torch.randn(*shape) * scale
+
+        weights.update({t + "norm.weight": 1 + rand(c), t + "norm.bias": rand(c),
+                        t + "proj_in.weight": rand(c, c, scale=c ** -0.5), t + "proj_in.bias": rand(c),
+                        t + "proj_out.weight": rand(c, c, scale=c ** -0.5), t + "proj_out.bias": rand(c)})
+        for i in range(2):
+            a = b + f"attention_blocks.{i}."
+            weights.update({a + "to_q.weight": rand(c, c, scale=0.5), a + "to_k.weight": rand(c, c, scale=0.5),
+                            a + "to_v.weight": rand(c, c, scale=c ** -0.5),
+                            a + "to_out.0.weight": rand(c, c, scale=c ** -0.5), a + "to_out.0.bias": rand(c),
+                            a + "pos_encoder.pe": sinusoid_table(c),
+                            b + f"norms.{i}.weight": 1 + rand(c), b + f"norms.{i}.bias": rand(c)})
+        weights.update({b + "ff_norm.weight": 1 + rand(c), b + "ff_norm.bias": rand(c),
+                        b + "ff.net.0.proj.weight": rand(8 * c, c, scale=c ** -0.5), b + "ff.net.0.proj.bias": rand(8 * c),
+                        b + "ff.net.2.weight": rand(c, 4 * c, scale=(4 * c) ** -0.5), b + "ff.net.2.bias": rand(c)})
+    return weights
+
+
+@pytest.fixture(scope="session")
+def tiny_vda(tmp_path_factory) -> Path:
+    """A tiny random Video-Depth-Anything checkpoint (.pth, original layout)."""
+    import torch
+
+    path = tmp_path_factory.mktemp("tiny_vda") / "tiny_video_depth_anything.pth"
+    torch.save(tiny_vda_state_dict(), path)
+    return path
