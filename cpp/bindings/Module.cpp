@@ -11,6 +11,7 @@
 #include "sbsconv/common/Error.h"
 #include "sbsconv/common/Versions.h"
 #include "sbsconv/depth/DepthAnythingV2.h"
+#include "sbsconv/depth/DepthPro.h"
 #include "sbsconv/depth/VideoDepthAnything.h"
 #include "sbsconv/common/Logging.h"
 #include "sbsconv/media/ImageFile.h"
@@ -358,6 +359,7 @@ PYBIND11_MODULE(_core, m) {
             result["fov_degrees"] = out.fov_degrees ? py::cast(*out.fov_degrees) : py::none();
             return result;
           })
+      .def("set_field_of_view", &DepthModel::set_field_of_view, py::arg("degrees"))
       .def("state", &DepthModel::state)
       .def("load_state", &DepthModel::load_state, py::arg("state"));
 
@@ -398,6 +400,57 @@ PYBIND11_MODULE(_core, m) {
       py::arg("input_size") = 518,
       py::arg("mode") = "windowed",
       py::arg("window_batch") = 1);
+  m.def(
+      "create_depth_pro",
+      [](const std::string& name,
+         const py::dict& config,
+         const py::dict& weights,
+         const std::string& device,
+         const std::string& precision) -> std::shared_ptr<DepthModel> {
+        DepthProConfig c;
+        c.patch_vit = vit_config(config["patch_vit"].cast<py::dict>());
+        c.image_vit = vit_config(config["image_vit"].cast<py::dict>());
+        c.use_fov = config["use_fov"].cast<bool>();
+        if (c.use_fov) {
+          c.fov_vit = vit_config(config["fov_vit"].cast<py::dict>());
+        }
+        c.tile = config["tile"].cast<int64_t>();
+        c.image_size = config["image_size"].cast<int64_t>();
+        c.ratios = config["ratios"].cast<std::vector<double>>();
+        c.overlaps = config["overlaps"].cast<std::vector<double>>();
+        c.scaled_dims = config["scaled_dims"].cast<std::vector<int64_t>>();
+        c.hook_ids = config["hook_ids"].cast<std::vector<int64_t>>();
+        c.hook_dims = config["hook_dims"].cast<std::vector<int64_t>>();
+        c.merge_padding = config["merge_padding"].cast<int64_t>();
+        c.fusion = config["fusion"].cast<int64_t>();
+        c.fov_head_layers = config["fov_head_layers"].cast<int64_t>();
+        c.fusion_bias = config["fusion_bias"].cast<bool>();
+        WeightMap map = to_weights(weights);
+        py::gil_scoped_release release;
+        ModelOptions options = make_model_options(device, precision, c.image_size);
+        return std::make_shared<DepthPro>(name, c, map, options);
+      },
+      py::arg("name"),
+      py::arg("config"),
+      py::arg("weights"),
+      py::arg("device") = "auto",
+      py::arg("precision") = "auto");
+  m.def(
+      "depth_pro_forward",
+      [](DepthModel& model, const at::Tensor& pixel_values) {
+        auto* pro = dynamic_cast<DepthPro*>(&model);
+        if (pro == nullptr) {
+          throw Error(ErrorKind::Option, "depth", "not a Depth Pro model");
+        }
+        std::pair<at::Tensor, at::Tensor> out;
+        {
+          py::gil_scoped_release release;
+          out = pro->forward_with_fov(pixel_values);
+        }
+        return py::make_tuple(out.first, out.second.defined() ? py::cast(out.second) : py::none());
+      },
+      py::arg("model"),
+      py::arg("pixel_values"));
   m.def(
       "align_scale_shift",
       [](const at::Tensor& prediction, const at::Tensor& target) { return align_scale_shift(prediction, target); },

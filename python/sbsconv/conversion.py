@@ -342,6 +342,9 @@ def convert(
 
     depth_model = models.load(model, checkpoint=checkpoint, device=device, precision=precision,
                               input_size=input_size, temporal_mode=temporal_mode)
+    if fov_degrees is not None:
+        # a model whose metric depth depends on the field of view (Depth Pro) uses the given one
+        depth_model._core.set_field_of_view(float(fov_degrees))
     on_gpu = depth_model.device.type != "cpu"
     batch = int(batch_size or (8 if on_gpu else 2))
     preview = preview_every is not None

@@ -129,6 +129,7 @@ def _times(video: str, at) -> list[float]:
 def _render(frame: torch.Tensor, o: dict):
     """Depth, packed layout and anaglyph of one frame with convert() options `o`."""
     model = _load(o["model"], o["checkpoint"], o["device"], o["precision"], o["input_size"], o["temporal_mode"])
+    model._core.set_field_of_view(None if o["fov_degrees"] is None else float(o["fov_degrees"]))
     # A video model sees the frame as a sequence of its own (a still shot).
     estimate = model.estimate_clip(frame.to(model.device))
     depth = estimate.depth.float()

@@ -62,6 +62,9 @@ class DepthModel {
     return {};
   }
   virtual void load_state(const std::map<std::string, at::Tensor>& /*state*/) {}
+  // Models whose metric depth depends on the camera's field of view (Depth Pro) use this one
+  // instead of their estimate; nullopt returns to the estimate.
+  virtual void set_field_of_view(std::optional<double> /*degrees*/) {}
 };
 
 // Chooses the compute dtype for "auto", "fp32", "fp16", "bf16" on a device: auto is fp16 on

@@ -137,6 +137,36 @@ at::Tensor DinoV2Encoder::run_block(const Block& b, at::Tensor x) const {
   return x;
 }
 
+at::Tensor DinoV2Encoder::forward_features(
+    const at::Tensor& input,
+    const std::vector<int64_t>& hooks,
+    std::vector<at::Tensor>* hooked) {
+  const int64_t p = config_.patch_size;
+  SBSCONV_CHECK(
+      input.dim() == 4 && input.size(1) == 3 && input.size(2) % p == 0 && input.size(3) % p == 0,
+      Option,
+      "depth",
+      "the encoder input must be [N,3,h,w] with h and w multiples of " + std::to_string(p));
+  const int64_t n = input.size(0);
+  const int64_t c = config_.embed_dim;
+  at::Tensor tokens = at::conv2d(input, patch_w_, patch_b_, {p, p}).flatten(2).transpose(1, 2);
+  at::Tensor x = at::cat({cls_token_.expand({n, 1, c}), tokens}, 1);
+  x.add_(position_table(input.size(2) / p, input.size(3) / p, x.scalar_type()));
+  std::vector<at::Tensor> captured(hooks.size());
+  for (int64_t i = 0; i < config_.depth; ++i) {
+    x = run_block(blocks_[i], x);
+    for (size_t k = 0; k < hooks.size(); ++k) {
+      if (hooks[k] == i) {
+        captured[k] = x.clone(); // run_block updates x in place
+      }
+    }
+  }
+  if (hooked != nullptr) {
+    *hooked = std::move(captured);
+  }
+  return at::layer_norm(x, {c}, norm_w_, norm_b_, config_.layer_norm_eps);
+}
+
 std::vector<at::Tensor> DinoV2Encoder::intermediate_layers(
     const at::Tensor& input,
     const std::vector<int64_t>& layers) {

@@ -49,6 +49,11 @@ class DinoV2Encoder {
   // [N, (h/p)*(w/p), C].
   std::vector<at::Tensor> intermediate_layers(const at::Tensor& x, const std::vector<int64_t>& layers);
 
+  // The timm/transformers forward: x [N,3,h,w] -> the final-normed tokens with the class token
+  // ([N, 1+(h/p)*(w/p), C]); `hooks` (0-based block indices) receive the raw outputs of those
+  // blocks (before the final norm, with the class token), in the order asked.
+  at::Tensor forward_features(const at::Tensor& x, const std::vector<int64_t>& hooks, std::vector<at::Tensor>* hooked);
+
   const VitConfig& config() const {
     return config_;
   }

@@ -28,6 +28,7 @@ from sbsconv.models.registry import ModelSpec, families, specs
 # Model families register themselves on import.
 from sbsconv.models import depth_anything_v2  # noqa: E402,F401  (registration)
 from sbsconv.models import video_depth_anything  # noqa: E402,F401  (registration)
+from sbsconv.models import depth_pro  # noqa: E402,F401  (registration)
 
 logger = logging.getLogger("sbsconv")
 
@@ -222,7 +223,7 @@ def load(
         if model_str in specs():
             s = specs()[model_str]
             _announce(s)
-            path = Path(checkpoint) if checkpoint is not None else hub.download(s.repo_id, s.filename)
+            path = Path(checkpoint) if checkpoint is not None else _download_spec(s)
             core = families()[s.family].builder(s, path, device, precision, input_size, **extra)
             return DepthModel(core, s, str(path), input_size)
         if checkpoint is not None:
@@ -241,6 +242,27 @@ def load(
             " not an existing path, not a Hugging Face repo id", stage="load model")
     finally:
         flush_log()
+
+
+def _download_spec(s: ModelSpec) -> Path:
+    """A registry model's checkpoint: its file, or else the transformers-layout copy in its
+    alternative repository (a folder)."""
+    try:
+        return hub.download(s.repo_id, s.filename)
+    except ModelError as first:
+        if s.alternative_repo is None:
+            raise
+        try:
+            files = hub.list_repo_files(s.alternative_repo)
+            wanted = [f for f in files if f == "config.json" or f.endswith(".safetensors")
+                      or f == "preprocessor_config.json"]
+            if "config.json" not in wanted:
+                raise first
+            paths = [hub.download(s.alternative_repo, f) for f in wanted]
+        except ModelError:
+            raise first from None
+        logger.info("%s: using %s (transformers layout)", s.name, s.alternative_repo)
+        return paths[0].parent
 
 
 def _load_repo(repo_id: str, device: str, precision: str, input_size: int, extra: dict) -> DepthModel:

@@ -22,9 +22,15 @@ class ModelSpec:
     kind: str  # "relative" or "metric"
     description: str = ""
     options: dict[str, Any] = field(default_factory=dict)  # family-specific (encoder size ...)
+    commercial: bool | None = None  # None: read off the licence name (NC = non-commercial)
+    # Another repository holding the same weights in the transformers layout, tried when
+    # ``repo_id`` cannot be fetched (its files: config.json and safetensors).
+    alternative_repo: str | None = None
 
     @property
     def commercial_use(self) -> bool:
+        if self.commercial is not None:
+            return self.commercial
         return "NC" not in self.license.upper()
 
 
