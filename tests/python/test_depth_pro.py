@@ -316,3 +316,38 @@ def test_estimated_field_of_view_drives_the_conversion(pair, testsrc, tmp_path):
     close = psnr(decoded(estimated), decoded(same))
     far = psnr(decoded(estimated), decoded(wider))
     assert close > far + 3, (close, far)
+
+
+PRO_OFFLINE = """
+import json, sys
+import sbsconv.models as models
+from sbsconv._native import _core
+import torch
+m = models.load("depth-pro", device="cpu", precision="fp32")
+depth, fov = _core.depth_pro_forward(m._core, torch.load(sys.argv[1]))
+print(json.dumps({"name": m.name, "source": m.source, "fov": fov.tolist()}))
+"""
+
+
+def test_registry_falls_back_to_the_transformers_repository_offline(pair, tmp_path):
+    """apple/DepthPro's depth_pro.pt is not cached, apple/DepthPro-hf is: the registry name
+    loads the transformers copy (HF_HUB_OFFLINE=1, a cache laid out on disk)."""
+    from test_depth_anything_v2 import write_cache_entry
+
+    from helpers import run_python
+
+    ref, _, folder = pair
+    home = tmp_path / "hf_home"
+    write_cache_entry(home / "hub", "apple/DepthPro-hf", {
+        "config.json": folder / "config.json", "model.safetensors": folder / "model.safetensors",
+        "preprocessor_config.json": folder / "preprocessor_config.json"})
+    x = torch.randn(1, 3, 128, 128)
+    torch.save(x, tmp_path / "x.pt")
+    proc = run_python(PRO_OFFLINE, str(tmp_path / "x.pt"), env={"HF_HOME": str(home), "HF_HUB_OFFLINE": "1"},
+                      timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["name"] == "depth-pro" and "DepthPro-hf" in out["source"]
+    with torch.no_grad():
+        expected = ref(pixel_values=x).field_of_view
+    assert fov_rel(torch.tensor(out["fov"]), expected) < 1e-4
