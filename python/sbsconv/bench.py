@@ -95,7 +95,8 @@ def run(argv: list[str] | None = None) -> dict:
     parser.add_argument("--input", type=Path, default=None, help="video (default: the bundled sample clip)")
     parser.add_argument("--start", type=float, default=0.0, help="start of the excerpt, in seconds")
     parser.add_argument("--models", default=None,
-                        help="comma-separated registry names, repo ids or paths (default: every registered approach)")
+                        help="comma-separated registry names, repo ids or paths (default: every model family"
+                        " at its defaults: " + ", ".join(models.approaches()) + ")")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default: auto)")
     parser.add_argument("--out", type=Path, default=Path("sbsconv-bench"), help="folder for the runs")
     parser.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=True,
@@ -105,7 +106,7 @@ def run(argv: list[str] | None = None) -> dict:
     if not args.seconds > 0:
         parser.error("--seconds must be > 0")
     source = args.input or samples.path()
-    approaches = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else models.available()
+    approaches = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else models.approaches()
     run_dir = args.out / time.strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=False)
     excerpt = prepare_excerpt(Path(source), run_dir / "input.mp4", args.start, args.seconds, args.normalize)

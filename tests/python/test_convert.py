@@ -214,9 +214,11 @@ CTRL_C_RUN = textwrap.dedent(
 )
 
 
-def test_ctrl_c_stops_within_a_second(tmp_path, tiny_model):
+def test_ctrl_c_stops_within_a_second(tmp_path, tiny_model, testsrc):
     out = tmp_path / "interrupted.mp4"
-    with subprocess.Popen([sys.executable, "-c", CTRL_C_RUN, str(data("Tokyo-Walk_rgb.mp4")), str(out),
+    # long enough that the run is far from done when the signal arrives, on any machine
+    source = testsrc("ctrl_c_40s.mp4", size="640x360", rate=25, seconds=40.0)
+    with subprocess.Popen([sys.executable, "-c", CTRL_C_RUN, str(source), str(out),
                            str(tiny_model)], stdout=subprocess.PIPE, text=True) as proc:
         for line in proc.stdout:
             if line.startswith("READY"):

@@ -227,3 +227,13 @@ def test_bench_rejects_bad_arguments(tmp_path):
     assert done.returncode == 2 and "--seconds" in done.stderr
     done = run_python(code, "--seconds", "1", "--input", str(tmp_path / "missing.mp4"), "--out", str(tmp_path))
     assert done.returncode == 1 and "error" in done.stderr
+
+
+def test_bench_default_is_one_approach_per_family():
+    from sbsconv import models
+    from sbsconv.models.registry import families
+
+    approaches = models.approaches()
+    assert len(approaches) == len(families()) >= 3
+    assert {models.spec(a).family for a in approaches} == set(families())
+    assert "depth-anything-v2-small" in approaches and "video-depth-anything-small" in approaches

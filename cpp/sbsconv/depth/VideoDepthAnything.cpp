@@ -19,6 +19,7 @@ constexpr int64_t kStep = kWindow - kOverlap; // 22 new frames per window
 constexpr int64_t kFade = 8; // INTERP_LEN: the cross-faded frames
 constexpr int64_t kStreamKeep = 29; // streaming: the newest cache entries attended to
 constexpr int64_t kStreamGap = (kWindow - kOverlap) * 2 - 1 - (kOverlap - kFade); // 41
+constexpr size_t kCacheSlots = 16; // 4 modules x 2 attention blocks x (key, value)
 
 // The sinusoidal table of the reference (checked against the checkpoint's buffer).
 at::Tensor sinusoid_table(int64_t channels) {
@@ -63,6 +64,8 @@ TemporalModule::TemporalModule(WeightReader& w, const std::string& prefix, int64
                     a + "pos_encoder.pe is not the sinusoidal position table this model uses");
     }
     att.pe = table.to(att.q.device(), att.q.scalar_type());
+    att.pe_k = at::linear(att.pe, att.k);
+    att.pe_v = at::linear(att.pe, att.v);
   }
   ff_norm_w_ = w.take(b + "ff_norm.weight", {c});
   ff_norm_b_ = w.take(b + "ff_norm.bias", {c});
@@ -80,7 +83,8 @@ at::Tensor TemporalModule::forward(
   const int64_t bt = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3), hw = h * w;
   const int64_t t = frames, b = bt / t;
   SBSCONV_CHECK(c == channels_ && bt % t == 0, Internal, "depth", "motion module input has the wrong shape");
-  SBSCONV_CHECK(cache == nullptr || t == 1, Internal, "depth", "cached attention takes one frame at a time");
+  const bool streaming = cache != nullptr || inputs != nullptr;
+  SBSCONV_CHECK(!streaming || t == 1, Internal, "depth", "cached attention takes one frame at a time");
   at::Tensor y = at::group_norm(x, 32, norm_w_, norm_b_, 1e-6);
   y = y.permute({0, 2, 3, 1}).reshape({bt, hw, c});
   y = at::linear(y, proj_in_w_, proj_in_b_);
@@ -90,22 +94,34 @@ at::Tensor TemporalModule::forward(
     at::Tensor n = at::layer_norm(y, {c}, a.norm_w, a.norm_b, 1e-5);
     // (b f) d c -> (b d) f c: attention across frames at each position
     at::Tensor seq = n.view({b, t, hw, c}).permute({0, 2, 1, 3}).reshape({b * hw, t, c});
-    if (inputs != nullptr) {
-      inputs->push_back(seq);
+    at::Tensor q, k, v;
+    int64_t len = t;
+    if (!streaming) {
+      at::Tensor full = seq + a.pe.narrow(1, 0, t);
+      q = at::linear(full, a.q);
+      k = at::linear(full, a.k);
+      v = at::linear(full, a.v);
+    } else {
+      at::Tensor kx = at::linear(seq, a.k);
+      at::Tensor vx = at::linear(seq, a.v);
+      if (inputs != nullptr) {
+        inputs->push_back(kx);
+        inputs->push_back(vx);
+      }
+      if (cache != nullptr) {
+        kx = at::cat({(*cache)[2 * i].to(seq.scalar_type()), kx}, 1);
+        vx = at::cat({(*cache)[2 * i + 1].to(seq.scalar_type()), vx}, 1);
+      }
+      len = kx.size(1);
+      SBSCONV_CHECK(len <= kMaxFrames, Option, "depth", "Video-Depth-Anything attends to at most 32 frames");
+      k = kx + a.pe_k.narrow(1, 0, len); // out of place: kx may be the cached entry itself
+      v = vx + a.pe_v.narrow(1, 0, len);
+      q = at::linear(seq + a.pe.narrow(1, len - 1, 1), a.q); // the current frame is the last position
     }
-    at::Tensor full = seq;
-    int64_t first_query = 0;
-    if (cache != nullptr) {
-      full = at::cat({(*cache)[i].to(seq.scalar_type()), seq}, 1);
-      first_query = (*cache)[i].size(1);
-    }
-    const int64_t len = full.size(1);
-    SBSCONV_CHECK(len <= kMaxFrames, Option, "depth", "Video-Depth-Anything attends to at most 32 frames");
-    full = full + a.pe.narrow(1, 0, len);
-    const int64_t tq = len - first_query;
-    at::Tensor q = at::linear(full.narrow(1, first_query, tq), a.q).view({b * hw, tq, kHeads, dh}).transpose(1, 2);
-    at::Tensor k = at::linear(full, a.k).view({b * hw, len, kHeads, dh}).transpose(1, 2);
-    at::Tensor v = at::linear(full, a.v).view({b * hw, len, kHeads, dh}).transpose(1, 2);
+    const int64_t tq = q.size(1);
+    q = q.view({b * hw, tq, kHeads, dh}).transpose(1, 2);
+    k = k.view({b * hw, len, kHeads, dh}).transpose(1, 2);
+    v = v.view({b * hw, len, kHeads, dh}).transpose(1, 2);
     at::Tensor o = at::scaled_dot_product_attention(q, k, v);
     o = at::linear(o.transpose(1, 2).reshape({b * hw, tq, c}), a.out_w, a.out_b);
     o = o.view({b, hw, tq, c}).permute({0, 2, 1, 3}).reshape({b * tq, hw, c});
@@ -132,7 +148,7 @@ class VideoDepthAnything::Hooks : public DptHooks {
   at::Tensor apply(int place, const at::Tensor& x) override {
     std::vector<at::Tensor> slice;
     if (cache_ != nullptr) {
-      slice = {(*cache_)[2 * place], (*cache_)[2 * place + 1]};
+      slice.assign(cache_->begin() + 4 * place, cache_->begin() + 4 * place + 4);
     }
     return modules_[place].forward(x, frames_, cache_ != nullptr ? &slice : nullptr, inputs_);
   }
@@ -435,7 +451,7 @@ at::Tensor VideoDepthAnything::stream_one(const std::vector<at::Tensor>& tokens,
       chosen.push_back(&cache_[i]);
     }
     std::vector<at::Tensor> cache;
-    for (size_t slot = 0; slot < 8; ++slot) {
+    for (size_t slot = 0; slot < kCacheSlots; ++slot) {
       std::vector<at::Tensor> parts;
       for (const CacheEntry* e : chosen) {
         parts.push_back(e->inputs[slot]);
@@ -522,7 +538,7 @@ void VideoDepthAnything::load_state(const std::map<std::string, at::Tensor>& s) 
       CacheEntry e;
       e.id = ids[i].item<int64_t>();
       auto& inputs = loaded[e.id];
-      for (int slot = 0; inputs.size() < 8; ++slot) {
+      for (size_t slot = 0; inputs.size() < kCacheSlots; ++slot) {
         at::Tensor t = get("cache." + std::to_string(e.id) + "." + std::to_string(slot));
         SBSCONV_CHECK(t.defined(), Input, "resume", "the saved streaming cache is incomplete");
         inputs.push_back(t);

@@ -25,11 +25,14 @@ class TemporalModule {
 
   TemporalModule(WeightReader& w, const std::string& prefix, int64_t channels);
 
-  // x: [B*T, C, h, w] with each batch item's T frames consecutive. Without `cache`, attention
-  // runs across the T frames. With `cache` (T must be 1), cache[i] ([B*h*w, L, C], L < 32)
-  // holds earlier frames' inputs to attention block i and the current frame attends to them
-  // and itself. `inputs`, when given, receives each attention block's input for the current
-  // frames (post-norm, before the position table): [B*h*w, T, C], the streaming cache.
+  // x: [B*T, C, h, w] with each batch item's T frames consecutive. Without `cache` and
+  // `inputs`, attention runs across the T frames. Streaming (T must be 1): `inputs` receives,
+  // per attention block, the key and value projections of the current frame's (post-norm)
+  // input without the position table ([B*h*w, 1, C] each: k0, v0, k1, v1); `cache`, when
+  // given, holds the same four for earlier frames ([B*h*w, L, C], L < 32) and the frame
+  // attends to them and itself. The projections are linear, so the position table's share
+  // (a precomputed [32, C] table per projection) is added afterwards: this is the
+  // reference's attention over cached inputs, without projecting 31 cached frames again.
   at::Tensor forward(
       const at::Tensor& x,
       int64_t frames,
@@ -39,6 +42,7 @@ class TemporalModule {
  private:
   struct Attention {
     at::Tensor norm_w, norm_b, q, k, v, out_w, out_b, pe;
+    at::Tensor pe_k, pe_v; // pe projected by k and v: [1, 32, C]
   };
   int64_t channels_;
   at::Tensor norm_w_, norm_b_, proj_in_w_, proj_in_b_, proj_out_w_, proj_out_b_;
@@ -82,7 +86,8 @@ std::pair<double, double> align_scale_shift(const at::Tensor& prediction, const 
 // reference finishes a video: the last windows are padded with copies of the last frame, and
 // everything is released. Frames after a flush continue the sequence: the next window takes
 // its keyframe slots from the last (padded) window, without a cross-fade.
-// Streaming: per frame, the 8 attention inputs are cached; each frame attends to the cached
+// Streaming: per frame, the key and value projections of the 8 attention blocks' inputs are
+// cached (16 tensors); each frame attends to the cached
 // entries 0, 1 and the last 29 (entry 0 is the shot's first frame; the oldest others are
 // dropped as the reference drops them). Nothing is held back.
 // reset() starts a new sequence; state()/load_state() carry everything either driver holds.
@@ -165,7 +170,7 @@ class VideoDepthAnything : public DepthModel {
   // Streaming.
   struct CacheEntry {
     int64_t id = 0;
-    std::vector<at::Tensor> inputs; // 8: 4 modules x 2 attention blocks
+    std::vector<at::Tensor> inputs; // 16: 4 modules x 2 attention blocks x (key, value)
   };
   std::vector<CacheEntry> cache_;
   int64_t stream_id_ = -1;

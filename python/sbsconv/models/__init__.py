@@ -32,7 +32,7 @@ from sbsconv.models import depth_pro  # noqa: E402,F401  (registration)
 
 logger = logging.getLogger("sbsconv")
 
-__all__ = ["DepthEstimate", "DepthModel", "ModelSpec", "available", "load", "spec"]
+__all__ = ["DepthEstimate", "DepthModel", "ModelSpec", "approaches", "available", "load", "spec"]
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -148,6 +148,11 @@ class DepthModel:
 def available() -> list[str]:
     """The registry names, sorted."""
     return sorted(specs())
+
+
+def approaches() -> list[str]:
+    """One registry name per model family, at its defaults: what sbsconv-bench compares."""
+    return [f.default for f in families().values() if f.default]
 
 
 def spec(name: str) -> ModelSpec:

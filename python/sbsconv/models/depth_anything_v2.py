@@ -339,4 +339,5 @@ def claims(keys: set[str]) -> bool:
     return any(k.startswith("depth_head.") for k in keys) or any(k.startswith("neck.fusion_stage.") for k in keys)
 
 
-register_family(Family(name=FAMILY, builder=build, handles=handles, claims=claims))
+register_family(Family(name=FAMILY, builder=build, handles=handles, claims=claims,
+                       default="depth-anything-v2-small"))

@@ -258,4 +258,5 @@ def claims(keys: set[str]) -> bool:
     return any(k.startswith(("encoder.patch_encoder.", "depth_pro.encoder.")) for k in keys)
 
 
-register_family(Family(name=FAMILY, builder=build, handles=handles, claims=claims))
+register_family(Family(name=FAMILY, builder=build, handles=handles, claims=claims,
+                       default="depth-pro"))

@@ -46,6 +46,7 @@ class Family:
     builder: Callable[..., Any]
     handles: Callable[[Path], bool]
     claims: Callable[[set[str]], bool] | None = None
+    default: str | None = None  # the registry name that stands for the family (sbsconv-bench)
 
 
 _SPECS: dict[str, ModelSpec] = {}

@@ -109,4 +109,5 @@ def claims(keys: set[str]) -> bool:
     return any(k.startswith("head.motion_modules.") for k in keys)
 
 
-register_family(Family(name=FAMILY, builder=build, handles=handles, claims=claims))
+register_family(Family(name=FAMILY, builder=build, handles=handles, claims=claims,
+                       default="video-depth-anything-small"))
