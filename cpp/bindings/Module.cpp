@@ -330,6 +330,7 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly(
           "dtype", [](const DepthModel& d) { return std::string(c10::toString(d.dtype())); })
       .def_property_readonly("temporal", &DepthModel::temporal)
+      .def("preferred_batch", &DepthModel::preferred_batch, py::arg("on_gpu"))
       .def("forward", &DepthModel::forward, py::arg("pixel_values"), py::call_guard<py::gil_scoped_release>())
       .def(
           "infer",

@@ -38,7 +38,7 @@ OPTION_HELP = {
     "checkpoint": "a local checkpoint file replacing the download of a registry model",
     "device": "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps",
     "precision": "auto (fp16 on GPUs, fp32 on the CPU), fp32, fp16 or bf16",
-    "batch_size": "frames per depth batch (default: 8 on GPUs, 2 on the CPU)",
+    "batch_size": "frames per depth batch (default: 8 on GPUs, 2 on the CPU; 1 for Depth Pro)",
     "input_size": "the depth model's input: frames are resized so their shorter side is this",
     "temporal_mode": "video models (Video-Depth-Anything): windowed (32-frame windows, most accurate) or streaming (lower latency and memory)",
     "layout": "full-sbs, half-sbs, full-tb, half-tb, cross-eyed, anaglyph, anaglyph-color, anaglyph-gray",
@@ -346,7 +346,7 @@ def convert(
         # a model whose metric depth depends on the field of view (Depth Pro) uses the given one
         depth_model._core.set_field_of_view(float(fov_degrees))
     on_gpu = depth_model.device.type != "cpu"
-    batch = int(batch_size or (8 if on_gpu else 2))
+    batch = int(batch_size or depth_model._core.preferred_batch(on_gpu))
     preview = preview_every is not None
     if preview or rate is not None:
         resume = False

@@ -351,3 +351,13 @@ def test_registry_falls_back_to_the_transformers_repository_offline(pair, tmp_pa
     with torch.no_grad():
         expected = ref(pixel_values=x).field_of_view
     assert fov_rel(torch.tensor(out["fov"]), expected) < 1e-4
+
+
+def test_one_frame_per_batch_by_default(pair):
+    _, ours, _ = pair
+    assert ours._core.preferred_batch(True) == ours._core.preferred_batch(False) == 1
+
+
+def test_other_models_batch_more_frames(tiny_model):
+    core = models.load(tiny_model, device="cpu")._core
+    assert (core.preferred_batch(True), core.preferred_batch(False)) == (8, 2)

@@ -54,6 +54,10 @@ class DepthModel {
   virtual bool temporal() const {
     return false;
   }
+  // Frames per engine batch when the user does not choose: what fits beside the model.
+  virtual int64_t preferred_batch(bool on_gpu) const {
+    return on_gpu ? 8 : 2;
+  }
   virtual void reset() {}
   virtual DepthOutput flush() {
     return {};

@@ -50,6 +50,10 @@ class DepthPro : public DepthModel {
   DepthKind kind() const override {
     return DepthKind::Metric;
   }
+  // One frame is 35 ViT-L tiles at 384 px: several GB of activations already.
+  int64_t preferred_batch(bool /*on_gpu*/) const override {
+    return 1;
+  }
   at::Device device() const override {
     return options_.device;
   }
