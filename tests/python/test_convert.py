@@ -200,7 +200,10 @@ def test_a_run_killed_with_sigkill_resumes_to_a_complete_file(tmp_path, tiny_mod
 
 CTRL_C_RUN = textwrap.dedent(
     """
-    import sys, time, sbsconv
+    import signal, sys, time, sbsconv
+    # Ctrl-C as in a terminal, even when the test runner itself was started in the background
+    # (a shell's background jobs inherit SIGINT ignored, and Python then leaves it ignored)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     def progress(p):
         if p["frames_done"] >= 20:
             print("READY", time.time(), flush=True)
