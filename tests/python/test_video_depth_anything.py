@@ -326,3 +326,18 @@ def test_memory_stays_flat_on_a_40_second_clip(tiny_vda, testsrc, tmp_path):
     assert set(marks) >= {"0.25", "0.98"}
     growth = marks["0.98"] - marks["0.25"]
     assert growth < 64 * 2**20, f"resident memory grew by {growth / 2**20:.0f} MiB from 25% to 98%"
+
+
+
+@pytest.mark.parametrize("mode", ["windowed", "streaming"])
+def test_preview_of_a_video_model_is_a_still_shot(tiny_vda, mode):
+    from sbsconv import samples
+
+    p = sbsconv.preview(samples.path(), at=1.0, model=tiny_vda, input_size=SIZE, temporal_mode=mode, progress=False)
+    frame, depth = p.rows[0][0].image, p.rows[0][1].image
+    assert depth.shape[1:] == frame.shape[1:] and float(depth.float().std()) > 0
+    # the frame as a sequence of its own, in the chosen mode
+    model = load(tiny_vda, temporal_mode=mode)
+    alone = model.estimate_clip(frame[None]).depth
+    assert alone.shape == (1, 1, *frame.shape[1:])
+    assert torch.equal(model.estimate_clip(frame[None]).depth, alone)  # nothing carried over
