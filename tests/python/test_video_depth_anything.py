@@ -341,3 +341,21 @@ def test_preview_of_a_video_model_is_a_still_shot(tiny_vda, mode):
     alone = model.estimate_clip(frame[None]).depth
     assert alone.shape == (1, 1, *frame.shape[1:])
     assert torch.equal(model.estimate_clip(frame[None]).depth, alone)  # nothing carried over
+
+
+def test_windows_stay_whole_across_segments_unless_the_run_can_resume(tiny_vda, testsrc, tmp_path):
+    """Segments (the unit a resumed run continues from) end a window only in resumable runs;
+    a run that cannot resume gives the same frames whatever the segment length."""
+    from sbsconv import media
+
+    source = testsrc("vda_segments.mp4", size="160x96", rate=25, seconds=3.0)
+
+    def frames_of(segment_seconds, resume, name):
+        result = sbsconv.convert(source, tmp_path / name, model=tiny_vda, input_size=SIZE, progress=False,
+                                 preset="ultrafast", crf=0, segment_seconds=segment_seconds, resume=resume)
+        return torch.cat([b.data for b in media.read_frames(result.output, batch_size=16)])
+
+    short, long = frames_of(0.5, False, "a.mp4"), frames_of(100.0, False, "b.mp4")
+    assert short.shape[0] == 75 and torch.equal(short, long)
+    resumable = frames_of(0.5, True, "c.mp4")
+    assert resumable.shape[0] == 75 and not torch.equal(resumable, long)

@@ -504,8 +504,10 @@ void Engine::Impl::depth_stage() {
             begin = k;
           }
         }
-        if (b.segment_end && temporal) {
-          // Segments end a model sequence's window in every run alike (Note [Resumable runs]).
+        if (b.segment_end && temporal && o.resume) {
+          // Resumable runs end a model sequence's window at every segment end, so that a run
+          // that continues from a segment gives what an uninterrupted one gives (Note
+          // [Resumable runs]); a run that cannot be resumed keeps its windows whole.
           take(model.flush());
           b.state.merge(with_prefix(model.state(), "model."));
         }
