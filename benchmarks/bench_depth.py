@@ -20,8 +20,12 @@ import tempfile
 
 import torch
 
+BENCHMARKS = os.path.dirname(os.path.abspath(__file__))  # measure.py, for the workers
+
 WORKER = r"""
-import json, os, resource, sys, threading, time, torch
+import sys, torch
+sys.path.insert(0, sys.argv[-1])
+from measure import report
 which, folder, batch, repeat, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 torch.set_num_threads(threads)
 x = torch.randn(batch, 3, 518, 924)
@@ -35,22 +39,7 @@ else:
     def run():
         with torch.inference_mode():
             return ref(pixel_values=x).predicted_depth
-def rss():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-run()  # warm-up (allocator, oneDNN kernels)
-peak = [0]
-stop = threading.Event()
-def sample():
-    while not stop.is_set():
-        peak[0] = max(peak[0], rss()); time.sleep(0.005)
-base = rss()
-t = threading.Thread(target=sample); t.start()
-best = float("inf")
-for _ in range(repeat):
-    t0 = time.perf_counter(); run(); best = min(best, time.perf_counter() - t0)
-stop.set(); t.join()
-print(json.dumps({"seconds": best, "peak_mb": (max(peak[0], rss()) - base) / 2**20, "rss_mb": rss() / 2**20}))
+report(run, repeat)
 """
 
 
@@ -66,7 +55,8 @@ def make_checkpoint(folder: str) -> None:
 
 
 def measure(which: str, folder: str, batch: int, repeat: int, threads: int) -> dict:
-    out = subprocess.run([sys.executable, "-c", WORKER, which, folder, str(batch), str(repeat), str(threads)],
+    args = [which, folder, str(batch), str(repeat), str(threads), BENCHMARKS]
+    out = subprocess.run([sys.executable, "-c", WORKER, *args],
                          check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 

@@ -21,8 +21,12 @@ import tempfile
 
 import torch
 
+BENCHMARKS = os.path.dirname(os.path.abspath(__file__))  # measure.py, for the workers
+
 WORKER = r"""
-import json, os, sys, threading, time, torch
+import sys, torch
+sys.path.insert(0, sys.argv[-1])
+from measure import report
 which, folder, repeat, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 torch.set_num_threads(threads)
 x = torch.randn(1, 3, 1536, 1536)
@@ -38,22 +42,7 @@ else:
         with torch.inference_mode():
             out = ref(pixel_values=x)
             return out.predicted_depth, out.field_of_view
-def rss():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-run()  # warm-up (allocator, oneDNN kernels)
-peak = [0]
-stop = threading.Event()
-def sample():
-    while not stop.is_set():
-        peak[0] = max(peak[0], rss()); time.sleep(0.01)
-base = rss()
-t = threading.Thread(target=sample); t.start()
-best = float("inf")
-for _ in range(repeat):
-    t0 = time.perf_counter(); run(); best = min(best, time.perf_counter() - t0)
-stop.set(); t.join()
-print(json.dumps({"seconds": best, "peak_mb": (max(peak[0], rss()) - base) / 2**20, "rss_mb": rss() / 2**20}))
+report(run, repeat, interval=0.01)
 """
 
 
@@ -71,7 +60,7 @@ def make_checkpoint(folder: str) -> None:
 
 
 def measure(which: str, folder: str, repeat: int, threads: int) -> dict:
-    out = subprocess.run([sys.executable, "-c", WORKER, which, folder, str(repeat), str(threads)],
+    out = subprocess.run([sys.executable, "-c", WORKER, which, folder, str(repeat), str(threads), BENCHMARKS],
                          check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 

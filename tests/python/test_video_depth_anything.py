@@ -215,10 +215,16 @@ def test_metric_checkpoint_is_metric_and_unaligned(tmp_path):
 
 def test_wide_frames_narrow_the_input_as_the_reference_does(tiny_vda):
     model = models.load(tiny_vda, device="cpu", precision="fp32", input_size=518)
-    frames = torch.zeros(1, 3, 100, 400, dtype=torch.uint8)  # 4:1
-    # int(518 * 1.777 / 4) = 230 -> 224 (a multiple of 14) as the shorter side
+    frames = clip(1, h=100, w=400)  # 4:1
     out = model.estimate_clip(frames).depth
     assert out.shape == (1, 1, 100, 400)
+    # int(518 * 1.777 / 4) = 230 -> 224 (a multiple of 14) as the shorter side: 224 x 896,
+    # one window of the frame padded to 32 copies, upsampled back to the frame
+    x = F.interpolate(frames.float() / 255, size=(224, 896), mode="bicubic", align_corners=False)
+    x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    depth = model.forward(x.expand(32, -1, -1, -1))[:1]
+    expected = F.interpolate(depth, size=(100, 400), mode="bilinear", align_corners=True)
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_bad_input_is_refused(tiny_vda, tmp_path):

@@ -36,20 +36,40 @@ std::pair<int64_t, int64_t> lower_bound_size(int64_t height, int64_t width, int6
       constrain_to_multiple(scale_w * static_cast<double>(width), multiple, input_size)};
 }
 
+at::Tensor depth_anything_input(
+    const at::Tensor& frames,
+    int64_t input_size,
+    int64_t patch,
+    at::Device device,
+    at::ScalarType dtype) {
+  SBSCONV_CHECK(
+      frames.dim() == 4 && frames.size(1) == 3 && frames.scalar_type() == at::kByte,
+      Option,
+      "depth",
+      "frames must be uint8 RGB [N,3,H,W]");
+  const auto [h, w] = lower_bound_size(frames.size(2), frames.size(3), input_size, patch);
+  const auto f32 = at::TensorOptions().dtype(at::kFloat).device(device);
+  at::Tensor x = frames.to(device).to(at::kFloat).div_(255.0);
+  x = at::upsample_bicubic2d(x.contiguous(), {h, w}, /*align_corners=*/false);
+  x = x.sub_(at::tensor({0.485, 0.456, 0.406}, f32).view({1, 3, 1, 1}))
+          .div_(at::tensor({0.229, 0.224, 0.225}, f32).view({1, 3, 1, 1}));
+  return x.to(dtype);
+}
+
+void check_head_layers(const std::vector<int64_t>& layers, int64_t depth) {
+  SBSCONV_CHECK(layers.size() == 4, Model, "build model", "the DPT head reads exactly four layers");
+  for (int64_t layer : layers) {
+    SBSCONV_CHECK(layer >= 0 && layer < depth, Model, "build model", "a head layer index is outside the encoder's depth");
+  }
+}
+
 DepthAnythingV2::DepthAnythingV2(
     std::string name,
     const DepthAnythingV2Config& config,
     const WeightMap& weights,
     const ModelOptions& options)
     : name_(std::move(name)), config_(config), options_(options) {
-  SBSCONV_CHECK(config.layers.size() == 4, Model, "build model", "the DPT head reads exactly four layers");
-  for (int64_t layer : config.layers) {
-    SBSCONV_CHECK(
-        layer >= 0 && layer < config.encoder.depth,
-        Model,
-        "build model",
-        "a head layer index is outside the encoder's depth");
-  }
+  check_head_layers(config.layers, config.encoder.depth);
   SBSCONV_CHECK(options.input_size >= config.encoder.patch_size, Option, "build model",
                 "input_size must be at least the patch size");
   WeightReader reader(weights, options.device, options.dtype, name_);
@@ -59,9 +79,6 @@ DepthAnythingV2::DepthAnythingV2(
   head.patch_size = config.encoder.patch_size;
   head_ = std::make_unique<DptHead>(head, reader, "depth_head.");
   reader.check();
-  const auto f32 = at::TensorOptions().dtype(at::kFloat).device(options.device);
-  mean_ = at::tensor({0.485, 0.456, 0.406}, f32).view({1, 3, 1, 1});
-  std_ = at::tensor({0.229, 0.224, 0.225}, f32).view({1, 3, 1, 1});
 }
 
 at::Tensor DepthAnythingV2::forward(const at::Tensor& pixel_values) {
@@ -80,18 +97,7 @@ at::Tensor DepthAnythingV2::forward(const at::Tensor& pixel_values) {
 }
 
 at::Tensor DepthAnythingV2::preprocess(const at::Tensor& frames) const {
-  SBSCONV_CHECK(
-      frames.dim() == 4 && frames.size(1) == 3 && frames.scalar_type() == at::kByte,
-      Option,
-      "depth",
-      "frames must be uint8 RGB [N,3,H,W]");
-  const auto [h, w] = lower_bound_size(
-      frames.size(2), frames.size(3), options_.input_size, config_.encoder.patch_size);
-  // Resized in float32 (the reference uses OpenCV's bicubic on [0,1] floats, no antialiasing).
-  at::Tensor x = frames.to(options_.device).to(at::kFloat).div_(255.0);
-  x = at::upsample_bicubic2d(x.contiguous(), {h, w}, /*align_corners=*/false);
-  x = x.sub_(mean_).div_(std_);
-  return x.to(options_.dtype);
+  return depth_anything_input(frames, options_.input_size, config_.encoder.patch_size, options_.device, options_.dtype);
 }
 
 DepthOutput DepthAnythingV2::infer(const at::Tensor& frames) {

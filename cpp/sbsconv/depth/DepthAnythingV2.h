@@ -28,6 +28,19 @@ struct ModelOptions {
 // input_size). Returns {height, width}.
 std::pair<int64_t, int64_t> lower_bound_size(int64_t height, int64_t width, int64_t input_size, int64_t multiple);
 
+// The Depth-Anything family's network input (Depth-Anything-V2, Video-Depth-Anything): uint8
+// RGB frames [N,3,H,W] resized bicubically (in float32, no antialiasing, as the reference's
+// OpenCV resize) to lower_bound_size(input_size, patch), ImageNet-normalised, in `dtype`.
+at::Tensor depth_anything_input(
+    const at::Tensor& frames,
+    int64_t input_size,
+    int64_t patch,
+    at::Device device,
+    at::ScalarType dtype);
+
+// Throws a Model error unless `layers` names four blocks of an encoder `depth` blocks deep.
+void check_head_layers(const std::vector<int64_t>& layers, int64_t depth);
+
 // Depth-Anything-V2 (relative and metric, any encoder size): DINOv2 + DPT head.
 // See Note [DepthModel contract].
 class DepthAnythingV2 : public DepthModel {
@@ -58,7 +71,6 @@ class DepthAnythingV2 : public DepthModel {
   ModelOptions options_;
   std::unique_ptr<DinoV2Encoder> encoder_;
   std::unique_ptr<DptHead> head_;
-  at::Tensor mean_, std_;
 };
 
 // Validates and resolves ModelOptions from user strings.

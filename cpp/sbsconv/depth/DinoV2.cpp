@@ -137,10 +137,7 @@ at::Tensor DinoV2Encoder::run_block(const Block& b, at::Tensor x) const {
   return x;
 }
 
-at::Tensor DinoV2Encoder::forward_features(
-    const at::Tensor& input,
-    const std::vector<int64_t>& hooks,
-    std::vector<at::Tensor>* hooked) {
+at::Tensor DinoV2Encoder::embed(const at::Tensor& input) {
   const int64_t p = config_.patch_size;
   SBSCONV_CHECK(
       input.dim() == 4 && input.size(1) == 3 && input.size(2) % p == 0 && input.size(3) % p == 0,
@@ -152,6 +149,15 @@ at::Tensor DinoV2Encoder::forward_features(
   at::Tensor tokens = at::conv2d(input, patch_w_, patch_b_, {p, p}).flatten(2).transpose(1, 2);
   at::Tensor x = at::cat({cls_token_.expand({n, 1, c}), tokens}, 1);
   x.add_(position_table(input.size(2) / p, input.size(3) / p, x.scalar_type()));
+  return x;
+}
+
+at::Tensor DinoV2Encoder::forward_features(
+    const at::Tensor& input,
+    const std::vector<int64_t>& hooks,
+    std::vector<at::Tensor>* hooked) {
+  const int64_t c = config_.embed_dim;
+  at::Tensor x = embed(input);
   std::vector<at::Tensor> captured(hooks.size());
   for (int64_t i = 0; i < config_.depth; ++i) {
     x = run_block(blocks_[i], x);
@@ -170,20 +176,10 @@ at::Tensor DinoV2Encoder::forward_features(
 std::vector<at::Tensor> DinoV2Encoder::intermediate_layers(
     const at::Tensor& input,
     const std::vector<int64_t>& layers) {
-  const int64_t p = config_.patch_size;
-  SBSCONV_CHECK(
-      input.dim() == 4 && input.size(1) == 3 && input.size(2) % p == 0 && input.size(3) % p == 0,
-      Option,
-      "depth",
-      "the encoder input must be [N,3,h,w] with h and w multiples of " + std::to_string(p));
-  const int64_t n = input.size(0);
-  const int64_t gh = input.size(2) / p;
-  const int64_t gw = input.size(3) / p;
+  at::Tensor x = embed(input);
+  const int64_t gh = input.size(2) / config_.patch_size;
+  const int64_t gw = input.size(3) / config_.patch_size;
   const int64_t c = config_.embed_dim;
-
-  at::Tensor tokens = at::conv2d(input, patch_w_, patch_b_, {p, p}).flatten(2).transpose(1, 2);
-  at::Tensor x = at::cat({cls_token_.expand({n, 1, c}), tokens}, 1);
-  x.add_(position_table(gh, gw, x.scalar_type()));
 
   std::vector<at::Tensor> out;
   out.reserve(layers.size());

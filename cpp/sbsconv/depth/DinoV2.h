@@ -65,6 +65,8 @@ class DinoV2Encoder {
   };
   at::Tensor position_table(int64_t grid_h, int64_t grid_w, at::ScalarType dtype);
   at::Tensor run_block(const Block& block, at::Tensor x) const;
+  // Patch embedding, class token and position table: the tokens entering block 0.
+  at::Tensor embed(const at::Tensor& input);
 
   VitConfig config_;
   at::Tensor patch_w_, patch_b_, cls_token_, pos_embed_, norm_w_, norm_b_;

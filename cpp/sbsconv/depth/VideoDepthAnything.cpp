@@ -167,11 +167,7 @@ VideoDepthAnything::VideoDepthAnything(
     const ModelOptions& options,
     const VideoDepthOptions& video)
     : name_(std::move(name)), config_(config), options_(options), video_(video) {
-  SBSCONV_CHECK(config.layers.size() == 4, Model, "build model", "the DPT head reads exactly four layers");
-  for (int64_t layer : config.layers) {
-    SBSCONV_CHECK(layer >= 0 && layer < config.encoder.depth, Model, "build model",
-                  "a head layer index is outside the encoder's depth");
-  }
+  check_head_layers(config.layers, config.encoder.depth);
   SBSCONV_CHECK(video.window_batch >= 1 && video.window_batch <= 64, Option, "build model",
                 "window_batch must be within 1..64");
   WeightReader reader(weights, options.device, options.dtype, name_);
@@ -188,9 +184,6 @@ VideoDepthAnything::VideoDepthAnything(
     modules_.emplace_back(reader, "head.motion_modules." + std::to_string(m) + ".", channels[m]);
   }
   reader.check();
-  const auto f32 = at::TensorOptions().dtype(at::kFloat).device(options.device);
-  mean_ = at::tensor({0.485, 0.456, 0.406}, f32).view({1, 3, 1, 1});
-  std_ = at::tensor({0.229, 0.224, 0.225}, f32).view({1, 3, 1, 1});
   keyframes_ = at::tensor({0, 12, 24, 25, 26, 27, 28, 29, 30, 31}, at::TensorOptions().dtype(at::kLong).device(options.device));
 }
 
@@ -229,11 +222,7 @@ at::Tensor VideoDepthAnything::preprocess(const at::Tensor& frames) const {
     input_size = static_cast<int64_t>(std::nearbyint(static_cast<double>(narrowed) / 14.0)) * 14;
     input_size = std::max(input_size, config_.encoder.patch_size);
   }
-  const auto [h, w] = lower_bound_size(fh, fw, input_size, config_.encoder.patch_size);
-  at::Tensor x = frames.to(options_.device).to(at::kFloat).div_(255.0);
-  x = at::upsample_bicubic2d(x.contiguous(), {h, w}, /*align_corners=*/false);
-  x = x.sub_(mean_).div_(std_);
-  return x.to(options_.dtype);
+  return depth_anything_input(frames, input_size, config_.encoder.patch_size, options_.device, options_.dtype);
 }
 
 void VideoDepthAnything::check_frames(const at::Tensor& frames) {

@@ -154,7 +154,7 @@ class VideoDepthAnything : public DepthModel {
   std::unique_ptr<DinoV2Encoder> encoder_;
   std::unique_ptr<DptHead> head_;
   std::vector<TemporalModule> modules_;
-  at::Tensor mean_, std_, keyframes_;
+  at::Tensor keyframes_;
 
   // Sequence state (both drivers).
   int64_t frame_h_ = 0, frame_w_ = 0; // 0: no sequence yet
