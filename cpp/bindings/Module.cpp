@@ -240,6 +240,7 @@ EngineOptions engine_options(const py::dict& d) {
   o.stereo.eye_width = get_or<int64_t>(sr, "eye_width", 0);
   o.stereo.eye_height = get_or<int64_t>(sr, "eye_height", 0);
   o.stereo.keep_aspect = get_or<bool>(sr, "keep_aspect", true);
+  o.stereo.pixel_aspect = get_or<double>(sr, "pixel_aspect", 1.0);
   const py::dict wr = d["writer"].cast<py::dict>();
   o.writer.path = wr["path"].cast<std::string>();
   o.writer.container = get_or<std::string>(wr, "container", "");
@@ -264,6 +265,8 @@ EngineOptions engine_options(const py::dict& d) {
   o.resume = get_or<bool>(d, "resume", false);
   o.fingerprint = get_or<std::string>(d, "fingerprint", "");
   o.segment_frames = get_or<int64_t>(d, "segment_frames", 240);
+  o.check_float64 = get_or<bool>(d, "check_float64", false);
+  o.fault = get_or<std::string>(d, "fault", "");
   return o;
 }
 
@@ -675,11 +678,24 @@ PYBIND11_MODULE(_core, m) {
       .def("load_state", &ComfortBudget::load_state);
 
   // ---- the engine: see Note [Engine] ----
-  py::class_<Engine>(m, "Engine")
-      .def(py::init([](const py::dict& options) { return std::make_unique<Engine>(engine_options(options)); }))
+  // The engine joins its threads when destroyed: without the GIL, so that other Python
+  // threads run meanwhile (and nothing the threads wait for can need it).
+  struct EngineDeleter {
+    void operator()(Engine* engine) const {
+      if (PyGILState_Check()) {
+        py::gil_scoped_release release;
+        delete engine;
+      } else {
+        delete engine;
+      }
+    }
+  };
+  using EngineHolder = std::unique_ptr<Engine, EngineDeleter>;
+  py::class_<Engine, EngineHolder>(m, "Engine")
+      .def(py::init([](const py::dict& options) { return EngineHolder(new Engine(engine_options(options))); }))
       .def("start", &Engine::start)
       .def("wait", &Engine::wait, py::arg("timeout"), py::call_guard<py::gil_scoped_release>())
-      .def("cancel", &Engine::cancel)
+      .def("cancel", &Engine::cancel, py::call_guard<py::gil_scoped_release>())
       .def("progress", [](const Engine& e) {
         EngineProgress p = e.progress();
         py::dict d;
@@ -723,6 +739,8 @@ PYBIND11_MODULE(_core, m) {
         }
         d["comfort"] = comfort;
         d["fov_degrees"] = r.fov_degrees ? py::object(py::float_(*r.fov_degrees)) : py::object(py::none());
+        d["damaged_frames"] = r.damaged_frames;
+        d["truncated"] = r.truncated;
         return d;
       });
 

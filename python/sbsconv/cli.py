@@ -64,6 +64,9 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         f" transfer={info.color_transfer} primaries={info.color_primaries}"
         + (f", rotation {info.rotation:g} deg" if info.rotation else "")
     )
+    sar, dar = info.sample_aspect_ratio, info.display_aspect_ratio
+    print(f"  aspect: pixels {sar.numerator}:{sar.denominator}, display {dar.numerator}:{dar.denominator}"
+          + (f" (shown as {info.display_width}x{info.height})" if sar != 1 else ""))
     for s in info.streams:
         extra = ""
         if s.type == "video":

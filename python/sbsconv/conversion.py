@@ -112,6 +112,8 @@ class ConversionResult:
     comfort: tuple[dict, ...]  # per scene: disparity statistics against the comfort limit
     fov_degrees: float | None  # the model's field-of-view estimate, when it makes one
     warnings: tuple[str, ...]
+    damaged_frames: int = 0  # frames decoded with errors (or corrupt packets skipped)
+    truncated: bool = False  # the input ended before the end its container declares
     images: tuple[str, ...] = field(default_factory=tuple)  # preview mode: the PNG files
 
 
@@ -320,21 +322,33 @@ def convert(
     _number(segment_seconds, "segment_seconds", 0.1, 1e6)
     rate = None
     if fps is not None:
+        if isinstance(fps, bool):
+            raise OptionError(f"fps must be a positive number or fraction, got {fps!r}")
         try:
-            rate = Fraction(fps).limit_denominator(100_000) if isinstance(fps, float) else Fraction(fps)
-        except (TypeError, ValueError, ZeroDivisionError):
+            rate = Fraction(fps)
+        except (TypeError, ValueError, ZeroDivisionError, OverflowError):
             raise OptionError(f"fps must be a positive number or fraction, got {fps!r}") from None
         if not 0 < rate <= 1000:
             raise OptionError(f"fps must be within (0, 1000], got {fps!r}")
+        # The engine keeps rates as 32-bit fractions: 30000/1001 stays exact, a fraction with
+        # a huge numerator or denominator becomes the nearest one that fits.
+        rate = rate.limit_denominator(100_000)
+        if rate <= 0:
+            raise OptionError(f"fps must be within (0, 1000], got {fps!r}")
     if batch_size is not None:
         _number(batch_size, "batch_size", 1, 1024, integer=True)
+    if stream is not None:
+        _number(stream, "stream", 0, 100_000, integer=True)
     if not isinstance(device, str):
         raise OptionError(f"device must be a string, got {device!r}")
     eye_w, eye_h = (0, 0)
     # The input must be a video before anything is loaded or written.
     info = sbsconv.probe(input_path)
+    # Anamorphic sources (non-square pixels): each eye is made of square pixels at the
+    # source's display aspect ratio (headset players ignore a file's pixel aspect ratio).
+    pixel_aspect = float(info.sample_aspect_ratio)
     if eye_size is not None:
-        eye_w, eye_h = stereo.eye_size_for(eye_size, info.height, info.width)
+        eye_w, eye_h = stereo.eye_size_for(eye_size, info.height, info.display_width)
     if not Path(output_path).parent.exists() and str(Path(output_path).parent) not in ("", "."):
         from sbsconv.errors import OutputError
 
@@ -375,7 +389,7 @@ def convert(
                       "screen_distance": float(screen_distance)},
         "stereo": {"layout": layout, "synthetic_view": synthetic_view, "fill_holes": True,
                    "edge_dilation": int(edge_dilation), "eye_width": eye_w, "eye_height": eye_h,
-                   "keep_aspect": bool(keep_aspect)},
+                   "keep_aspect": bool(keep_aspect), "pixel_aspect": pixel_aspect},
         "writer": {"path": output_path, "codec": codec, "encoder": encoder, "crf": crf, "cq": cq,
                    "quality": quality, "preset": preset or "", "bit_depth": int(bit_depth), "audio": audio,
                    "subtitles": subtitles, "stereo": _STEREO_TAG.get(layout, ""),
@@ -384,6 +398,9 @@ def convert(
         "preview_every": float(preview_every) if preview else 0.0,
         "resume": bool(resume),
         "segment_frames": max(1, round(segment_seconds * (float(rate) if rate else source_fps))),
+        # Debugging and the fault tests (Note [No float64 on devices], EngineOptions::fault).
+        "check_float64": os.environ.get("SBSCONV_CHECK_FLOAT64", "") not in ("", "0"),
+        "fault": os.environ.get("SBSCONV_TEST_FAULT", ""),
     }
     if depth_video is not None:
         depth_path = os.fspath(depth_video)
@@ -398,7 +415,8 @@ def convert(
         for old in images_dir.glob("frame_*.png"):
             old.unlink()
         engine_options["image_dir"] = str(images_dir)
-    fingerprint_options = {k: v for k, v in engine_options.items() if k not in ("model",)}
+    fingerprint_options = {k: v for k, v in engine_options.items()
+                           if k not in ("model", "check_float64", "fault")}
     fingerprint_options.update(model=depth_model.name, checkpoint=str(depth_model.source), input_size=input_size,
                                precision=precision, dtype=depth_model.dtype,
                                temporal_mode=temporal_mode if depth_model.temporal else None)
@@ -454,4 +472,6 @@ def convert(
         fov_degrees=raw["fov_degrees"],
         warnings=tuple(raw["warnings"]),
         images=images,
+        damaged_frames=raw["damaged_frames"],
+        truncated=raw["truncated"],
     )

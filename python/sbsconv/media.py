@@ -109,6 +109,15 @@ class MediaInfo:
     bit_rate: int | None
     streams: tuple[StreamInfo, ...]
     tags: dict[str, str] = field(default_factory=dict)
+    # The pixels' shape as displayed (after rotation): 1 for square pixels, 32/27 or 8/9 for
+    # anamorphic DVD video; and the picture's displayed aspect ratio (width * sar / height).
+    sample_aspect_ratio: Fraction = Fraction(1)
+    display_aspect_ratio: Fraction = Fraction(1)
+
+    @property
+    def display_width(self) -> int:
+        """The width at which the picture is shown (``width`` times the sample aspect ratio)."""
+        return max(1, round(self.width * self.sample_aspect_ratio))
 
     @property
     def video(self) -> StreamInfo:
@@ -144,6 +153,10 @@ def probe(path: str | os.PathLike[str]) -> MediaInfo:
     video = streams[raw["video_stream"]]
     fps = video.avg_frame_rate or video.r_frame_rate or Fraction(0)
     duration = video.duration if video.duration is not None else raw["duration"]
+    sar = video.sample_aspect_ratio if video.sample_aspect_ratio and video.sample_aspect_ratio > 0 else Fraction(1)
+    if round(video.rotation / 90) % 2 == 1:
+        sar = 1 / sar  # a quarter turn shows the pixels turned
+    dar = Fraction(video.width, video.height) * sar if video.width and video.height else Fraction(1)
     return MediaInfo(
         path=raw["path"],
         format_name=raw["format_name"],
@@ -167,6 +180,8 @@ def probe(path: str | os.PathLike[str]) -> MediaInfo:
         bit_rate=raw["bit_rate"],
         streams=streams,
         tags=raw["tags"],
+        sample_aspect_ratio=sar,
+        display_aspect_ratio=dar,
     )
 
 

@@ -318,6 +318,17 @@ def test_estimated_field_of_view_drives_the_conversion(pair, testsrc, tmp_path):
     assert close > far + 3, (close, far)
 
 
+def test_a_default_conversion_makes_no_float64_on_the_model_device(pair, testsrc, tmp_path, monkeypatch):
+    # Note [No float64 on devices]: the CPU stands in for the GPU; the field-of-view path,
+    # the metric disparity and the resumable states included.
+    _, _, folder = pair
+    monkeypatch.setenv("SBSCONV_CHECK_FLOAT64", "1")
+    source = testsrc("pro_src_f64.mp4", size="160x96", rate=10, seconds=0.6)
+    result = sbsconv.convert(source, tmp_path / "checked.mp4", model=folder, progress=False, preset="ultrafast",
+                             device="cpu", segment_seconds=0.3)
+    assert result.frames == 6 and result.fov_degrees is not None
+
+
 PRO_OFFLINE = """
 import json, sys
 import sbsconv.models as models

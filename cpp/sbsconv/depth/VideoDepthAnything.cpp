@@ -279,19 +279,22 @@ DepthOutput VideoDepthAnything::infer(const at::Tensor& frames) {
 // ---- windowed driver -------------------------------------------------------------------------------
 
 std::pair<double, double> align_scale_shift(const at::Tensor& prediction, const at::Tensor& target) {
-  at::Tensor p = prediction.reshape({-1}).to(at::kDouble);
-  at::Tensor t = target.reshape({-1}).to(at::kDouble);
+  // Least squares of target ~ scale * prediction + shift, in float32 on the model's device
+  // with centred sums (Note [No float64 on devices]); only the four scalars reach the CPU.
+  at::Tensor p = prediction.reshape({-1}).to(at::kFloat);
+  at::Tensor t = target.reshape({-1}).to(at::kFloat);
   SBSCONV_CHECK(p.numel() == t.numel() && p.numel() > 0, Option, "depth", "alignment needs matching non-empty maps");
-  const double a00 = (p * p).sum().item<double>();
-  const double a01 = p.sum().item<double>();
-  const auto a11 = static_cast<double>(p.numel());
-  const double b0 = (p * t).sum().item<double>();
-  const double b1 = t.sum().item<double>();
-  const double det = a00 * a11 - a01 * a01;
-  if (!(std::abs(det) > 1e-12 * std::max(a00 * a11, 1e-30))) {
+  const double mp = p.mean().item<double>();
+  const double mt = t.mean().item<double>();
+  at::Tensor dp = p - mp;
+  const double spp = (dp * dp).sum().item<double>();
+  const double spt = (dp * (t - mt)).sum().item<double>();
+  const double energy = spp + static_cast<double>(p.numel()) * mp * mp; // sum of p^2
+  if (!(spp > 1e-12 * std::max(energy, 1e-30)) || !std::isfinite(spt)) {
     return {1.0, 0.0};
   }
-  return {(a11 * b0 - a01 * b1) / det, (-a01 * b0 + a00 * b1) / det};
+  const double scale = spt / spp;
+  return {scale, mt - scale * mp};
 }
 
 std::vector<at::Tensor> VideoDepthAnything::run_windows(bool final) {

@@ -2,6 +2,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "sbsconv/media/Probe.h"
+#include "sbsconv/media/StreamParams.h"
 
 namespace sbsconv {
 
@@ -32,6 +34,10 @@ struct WriterOptions {
   // Where frames arrive from: a CUDA device lets NVENC take them without a host round trip.
   std::string device = "cpu";
   int threads = 0; // encoder threads; 0 = the encoder's choice
+  // Pixel aspect ratio of the frames (anamorphic video); 0/1 = unknown, taken as square.
+  // When set it is given to the encoder and the container (MP4/MOV: a pasp box; MKV: the
+  // display size).
+  Rational sample_aspect{0, 1};
 
   // Streams carried over from the source file.
   std::string source; // "" = no source: video only
@@ -48,7 +54,9 @@ struct WriterOptions {
   std::optional<double> time_end;
 
   // Stereoscopic layout tag: "" (none), "sbs" (left eye left), "sbs-rl" (right eye left,
-  // cross-eyed), "tb" (left eye on top).
+  // cross-eyed), "tb" (left eye on top). MP4/MOV's st3d box cannot say "right eye first",
+  // so "sbs-rl" is written there with no stereo tag at all (and a warning) rather than one
+  // that makes players swap the eyes; MKV marks it as StereoMode right_left.
   std::string stereo;
   std::map<std::string, std::string> metadata; // extra global tags
 
@@ -59,6 +67,12 @@ struct WriterOptions {
   // Seconds added to the segments' timestamps when they were written (to keep every decode
   // timestamp positive, which NUT requires without shifting the stream); removed on copy.
   double segment_offset = 0.0;
+
+  // When given and set, copy_segments() and finish() stop between packets with
+  // Error(Cancelled, "assemble"); the output name is left untouched (nothing is renamed
+  // into place) and the temporary file is removed. Also aborts blocking reads of the source
+  // and the segments. Must outlive the writer.
+  const std::atomic<bool>* cancel = nullptr;
 };
 
 struct WriterResult {
@@ -69,6 +83,9 @@ struct WriterResult {
   // One line per carried stream: "audio #1 aac (eng): copied", "audio #1 vorbis: -> aac".
   std::vector<std::string> streams;
   std::vector<std::string> warnings;
+  // What the encoder that ran produced (Note [Stream parameters]); in copy mode, what the
+  // first segment holds.
+  StreamParams video_params;
 };
 
 // Encodes RGB frames and muxes them, with the source's audio and subtitles, into MP4/MOV
@@ -108,5 +125,26 @@ class MediaWriter {
 
 // The FFmpeg encoders `encoder` resolves to for `codec`, in the order they are tried.
 std::vector<std::string> encoder_candidates(const std::string& codec, const std::string& encoder);
+
+// Opens the encoder exactly as a MediaWriter with these options would (same candidates in
+// the same order, same settings, the global-header flag of options' container) and describes
+// what it produces, without writing anything: for checking, before a resumed run appends to
+// earlier segments, that this run's encoder makes the same stream. Cheap (milliseconds for
+// libx264). Throws Error(Option) for bad options and Error(Encode) when no encoder opens.
+// Threading: safe to call from any thread.
+StreamParams probe_encoder(const WriterOptions& options);
+
+// A segment file of a resumable run (NUT, written by MediaWriter in video-only mode).
+struct SegmentInfo {
+  StreamParams params; // encoder from the stream's "encoder" tag ("" if untagged)
+  int64_t packets = 0; // video packets
+  int64_t bytes = 0; // file size
+};
+
+// Reads a segment's codec parameters and counts its video packets (reading, not decoding).
+// A missing, truncated (see Note [Complete segments] in SegmentAssembler.cpp) or otherwise
+// damaged file throws Error(Input, "resume", reason, path). Threading: safe to call from any
+// thread.
+SegmentInfo inspect_segment(const std::string& path);
 
 } // namespace sbsconv

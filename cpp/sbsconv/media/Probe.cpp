@@ -90,7 +90,10 @@ StreamInfo describe(const AVStream* stream) {
     info.height = swap ? par->width : par->height;
     info.avg_frame_rate = to_rational(stream->avg_frame_rate);
     info.r_frame_rate = to_rational(stream->r_frame_rate);
-    info.sample_aspect_ratio = to_rational(par->sample_aspect_ratio);
+    // The container's value (Matroska's display size, MP4's pasp) wins over the bitstream's,
+    // as FFmpeg's own players decide.
+    const AVRational sar = stream->sample_aspect_ratio.num > 0 ? stream->sample_aspect_ratio : par->sample_aspect_ratio;
+    info.sample_aspect_ratio = to_rational(sar);
     const auto format = static_cast<AVPixelFormat>(par->format);
     info.pix_fmt = or_unknown(av_get_pix_fmt_name(format));
     if (const AVPixFmtDescriptor* desc = av_pix_fmt_desc_get(format)) {
@@ -132,6 +135,47 @@ MediaInfo probe(const std::string& path) {
   }
   info.video_stream = choose_video_stream(format.get(), -1, path);
   return info;
+}
+
+int64_t count_video_frames(
+    const std::string& path,
+    int stream_index,
+    std::optional<double> from,
+    std::optional<double> to,
+    const std::atomic<bool>* cancel) {
+  try {
+    UniqueInputFormatContext format = open_input(path, "count frames", cancel);
+    const int index = choose_video_stream(format.get(), stream_index, path);
+    for (unsigned i = 0; i < format->nb_streams; ++i) {
+      format->streams[i]->discard = static_cast<int>(i) == index ? AVDISCARD_DEFAULT : AVDISCARD_ALL;
+    }
+    const double tb = av_q2d(format->streams[index]->time_base);
+    UniqueAVPacket packet = make_packet();
+    int64_t count = 0;
+    while (true) {
+      const int status = av_read_frame(format.get(), packet.get());
+      if (status == AVERROR_EOF) {
+        return count;
+      }
+      if (status < 0) {
+        return -1;
+      }
+      PacketUnref unref(packet.get());
+      if (packet->stream_index != index) {
+        continue;
+      }
+      if (packet->pts != AV_NOPTS_VALUE) {
+        const double t = static_cast<double>(packet->pts) * tb;
+        const double half_tick = 0.5 * tb;
+        if ((from && t < *from - half_tick) || (to && t >= *to - half_tick)) {
+          continue;
+        }
+      }
+      ++count;
+    }
+  } catch (const Error&) {
+    return -1;
+  }
 }
 
 } // namespace sbsconv

@@ -1,6 +1,8 @@
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <optional>
 #include <map>
 #include <string>
 #include <vector>
@@ -69,5 +71,17 @@ struct MediaInfo {
 // sbsconv::Error (Input/InputNotFound) for files that cannot be used, and when the file has
 // no video stream at all.
 MediaInfo probe(const std::string& path);
+
+// Counts the frames of a video stream whose presentation time falls in [from, to) (absolute
+// seconds; nullopt = open) by reading packets without decoding them: the exact frame count
+// of a file whose container does not state it (Matroska, WebM, a variable frame rate). Reads
+// the whole file, so callers run it beside the work (the engine's progress estimate), not
+// before it. Returns -1 when `cancel` became true or the file could not be read to its end.
+int64_t count_video_frames(
+    const std::string& path,
+    int stream_index,
+    std::optional<double> from,
+    std::optional<double> to,
+    const std::atomic<bool>* cancel);
 
 } // namespace sbsconv

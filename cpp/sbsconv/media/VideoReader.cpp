@@ -2,7 +2,9 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 
 #include "sbsconv/common/FFmpeg.h"
@@ -17,6 +19,16 @@ namespace {
 constexpr const char* kStage = "decode";
 // A stream that produces nothing but errors is given up on after this many in a row.
 constexpr int kMaxConsecutiveErrors = 1000;
+// Note [Bounded inputs] (VideoReader.h).
+constexpr int64_t kMaxSourceSide = 32768;
+constexpr int64_t kMaxSourcePixels = int64_t{16384} * 16384;
+constexpr int64_t kMaxBatchBytes = int64_t{1} << 30;
+
+std::string seconds_text(double seconds) {
+  char buffer[64];
+  std::snprintf(buffer, sizeof(buffer), "%.3f s", seconds);
+  return buffer;
+}
 
 int quarter_turns_clockwise(double rotation) {
   // The display matrix angle is counter-clockwise; showing the picture upright means
@@ -78,6 +90,9 @@ struct VideoReader::Impl {
   int64_t packets_read = 0;
   int64_t frames_read = 0;
   int64_t corrupt_packets = 0;
+  int64_t damaged_frames = 0; // decoded with concealed errors (decode_error_flags / CORRUPT)
+  bool truncated = false;
+  double last_end = -std::numeric_limits<double>::infinity(); // end of the last frame, seconds
   int consecutive_errors = 0;
   int64_t last_pts = AV_NOPTS_VALUE;
   int64_t default_duration = 0;
@@ -94,6 +109,7 @@ struct VideoReader::Impl {
   void write_frame(at::Tensor& slot_hwc);
   void problem(const std::string& what, int code);
   void check_truncation();
+  double declared_end_seconds() const;
   [[noreturn]] void fail(ErrorKind kind, const std::string& what, int code = 0);
   static AVPixelFormat choose_hw_format(AVCodecContext* context, const AVPixelFormat* formats);
 };
@@ -193,6 +209,8 @@ void VideoReader::Impl::open() {
       "cannot configure the decoder",
       path);
   codec->pkt_timebase = stream->time_base;
+  // FFmpeg refuses pictures beyond this itself (mid-stream size changes included).
+  codec->max_pixels = kMaxSourcePixels;
   codec->thread_count = options.threads;
   codec->thread_type = FF_THREAD_FRAME | FF_THREAD_SLICE;
   codec->opaque = this;
@@ -213,6 +231,15 @@ void VideoReader::Impl::open() {
   }
   if (coded_width <= 0 || coded_height <= 0) {
     fail(ErrorKind::Input, "the video stream has no picture size");
+  }
+  // Note [Bounded inputs]: a declared picture larger than this would need gigabytes per
+  // frame before the first one is decoded; refuse it before allocating anything.
+  if (static_cast<int64_t>(coded_width) * coded_height > kMaxSourcePixels || coded_width > kMaxSourceSide ||
+      coded_height > kMaxSourceSide) {
+    fail(
+        ErrorKind::Input,
+        "the picture is " + std::to_string(coded_width) + "x" + std::to_string(coded_height) +
+            ", larger than sbsconv handles (at most 16384x16384 pixels)");
   }
   const double rotation = stream_display_rotation(stream);
   quarters = quarter_turns_clockwise(rotation);
@@ -256,6 +283,15 @@ void VideoReader::Impl::open() {
       : (format->duration != AV_NOPTS_VALUE ? static_cast<double>(format->duration) / AV_TIME_BASE
                                             : std::numeric_limits<double>::quiet_NaN());
   description.num_frames = stream->nb_frames > 0 ? stream->nb_frames : -1;
+  {
+    AVRational sar = av_guess_sample_aspect_ratio(format.get(), stream, nullptr);
+    if (sar.num > 0 && sar.den > 0 && sar.num != sar.den) {
+      av_reduce(&sar.num, &sar.den, sar.num, sar.den, 1 << 16);
+      // A quarter turn shows the pixels turned: their aspect ratio inverts.
+      description.sample_aspect = quarters % 2 == 1 ? Rational{sar.den, sar.num} : Rational{sar.num, sar.den};
+    }
+  }
+  description.declared_end = declared_end_seconds();
   default_duration = av_rescale_q(1, av_inv_q(rate), stream->time_base);
   if (default_duration <= 0) {
     default_duration = 1;
@@ -369,6 +405,12 @@ bool VideoReader::Impl::next_frame() {
     int status = avcodec_receive_frame(codec.get(), frame.get());
     if (status == 0) {
       consecutive_errors = 0;
+      if (frame->decode_error_flags != 0 || (frame->flags & AV_FRAME_FLAG_CORRUPT) != 0) {
+        ++damaged_frames;
+        if (options.strict) {
+          fail(ErrorKind::Decode, "a frame was decoded with errors (the data is damaged)");
+        }
+      }
       int64_t pts = frame->best_effort_timestamp;
       if (pts == AV_NOPTS_VALUE) {
         pts = last_pts == AV_NOPTS_VALUE ? 0 : last_pts + default_duration;
@@ -457,9 +499,49 @@ bool VideoReader::Impl::next_frame() {
   return false;
 }
 
+double VideoReader::Impl::declared_end_seconds() const {
+  // Where the container says the video ends, on the stream's clock: the stream's own
+  // duration, Matroska's per-track DURATION tag, or the file's duration when the video is its
+  // only stream (otherwise a longer audio track would make the video look cut short).
+  double length = std::numeric_limits<double>::quiet_NaN();
+  if (stream->duration != AV_NOPTS_VALUE && stream->duration > 0) {
+    length = static_cast<double>(stream->duration) * av_q2d(stream->time_base);
+  } else if (const AVDictionaryEntry* tag = av_dict_get(stream->metadata, "DURATION", nullptr, 0)) {
+    int h = 0;
+    int m = 0;
+    double sec = 0.0;
+    if (std::sscanf(tag->value, "%d:%d:%lf", &h, &m, &sec) == 3) {
+      length = h * 3600.0 + m * 60.0 + sec;
+    }
+  } else if (format->nb_streams == 1 && format->duration != AV_NOPTS_VALUE && format->duration > 0) {
+    length = static_cast<double>(format->duration) / AV_TIME_BASE;
+  }
+  if (!std::isfinite(length)) {
+    return length;
+  }
+  const double start = stream->start_time != AV_NOPTS_VALUE ? stream->start_time * av_q2d(stream->time_base)
+                                                             : description.start_time;
+  return start + length;
+}
+
 void VideoReader::Impl::check_truncation() {
   const bool whole_file = !options.start && !options.duration;
-  if (whole_file && !read_error && stream->nb_frames > 0 && packets_read < stream->nb_frames) {
+  // Frames stop well before the end the container declares (a file cut off mid-cluster
+  // demuxes to a clean end of file): more than half a second and three frames short.
+  const double frame_seconds = static_cast<double>(default_duration) * av_q2d(stream->time_base);
+  const double declared = description.declared_end;
+  const double window_limit = std::min(declared, window_end);
+  if (!read_error && frames_read > 0 && std::isfinite(window_limit) &&
+      last_end < window_limit - std::max(0.5, 3.0 * frame_seconds)) {
+    truncated = true;
+    const std::string what = "the file is truncated: the video should last until " + seconds_text(declared) +
+        " but its frames end at " + seconds_text(last_end);
+    if (options.strict) {
+      fail(ErrorKind::Decode, what);
+    }
+    warnings.push_back(what + "; decoded " + std::to_string(frames_read) + " frames");
+  } else if (whole_file && !read_error && stream->nb_frames > 0 && packets_read < stream->nb_frames) {
+    truncated = true;
     const std::string what = "the file is truncated: its index lists " +
         std::to_string(stream->nb_frames) + " video packets but only " +
         std::to_string(packets_read) + " could be read";
@@ -472,6 +554,10 @@ void VideoReader::Impl::check_truncation() {
     warnings.push_back(
         std::to_string(corrupt_packets) +
         " corrupt packets or frames were skipped while decoding");
+  }
+  if (damaged_frames > 0) {
+    warnings.push_back(
+        std::to_string(damaged_frames) + " frames were decoded with errors (damaged data, concealed by the decoder)");
   }
 }
 
@@ -546,6 +632,9 @@ const VideoStreamDescription& VideoReader::stream() const {
 FrameBatch VideoReader::read(int max_frames) {
   SBSCONV_CHECK(max_frames > 0, Option, kStage, "batch size must be > 0");
   Impl& d = *impl_;
+  // Note [Bounded inputs]: one call never allocates more than kMaxBatchBytes of frames.
+  const int64_t frame_bytes = static_cast<int64_t>(d.description.width) * d.description.height * 3;
+  max_frames = static_cast<int>(std::clamp<int64_t>(kMaxBatchBytes / std::max<int64_t>(frame_bytes, 1), 1, max_frames));
   FrameBatch batch;
   batch.time_base = d.description.time_base;
   const int64_t h = d.description.height;
@@ -567,6 +656,8 @@ FrameBatch VideoReader::read(int max_frames) {
     int64_t duration = frame_duration(d.frame.get());
     batch.pts.push_back(d.frame->pts);
     batch.durations.push_back(duration > 0 ? duration : d.default_duration);
+    d.last_end = std::max(
+        d.last_end, static_cast<double>(d.frame->pts + batch.durations.back()) * av_q2d(d.stream->time_base));
     ++n;
     ++d.frames_read;
   }
@@ -580,6 +671,14 @@ FrameBatch VideoReader::read(int max_frames) {
   }
   batch.frames = frames;
   return batch;
+}
+
+int64_t VideoReader::damaged_frames() const {
+  return impl_->damaged_frames + impl_->corrupt_packets;
+}
+
+bool VideoReader::truncated() const {
+  return impl_->truncated;
 }
 
 bool VideoReader::finished() const {

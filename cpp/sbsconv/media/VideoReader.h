@@ -50,6 +50,12 @@ struct VideoStreamDescription {
   double start_time = 0.0; // the file's start, in seconds; pts are on the stream's clock
   double duration = 0.0; // NaN when unknown
   int64_t num_frames = -1;
+  // The pixels' shape (anamorphic sources, e.g. 32:27 for widescreen NTSC DVDs), after
+  // rotation; 0/1 when square or unknown.
+  Rational sample_aspect{0, 1};
+  // Where the container says the video ends (absolute seconds on the stream's clock); NaN
+  // when it does not say.
+  double declared_end = 0.0;
 };
 
 // A batch of consecutive frames in presentation order.
@@ -62,6 +68,13 @@ struct FrameBatch {
     return static_cast<int64_t>(pts.size());
   }
 };
+
+// Note [Bounded inputs]
+// A file can declare any picture size; decoding it would allocate before the first frame.
+// The reader refuses pictures over 16384x16384 pixels (or a side over 32768) with an Input
+// error when it opens the stream (FFmpeg's max_pixels enforces the same bound on mid-stream
+// size changes), and one read() never allocates more than 1 GiB of frames (it returns fewer
+// frames instead). The engine bounds its batches the same way.
 
 // Decodes one video stream to RGB frames: every frame of the window once, in presentation
 // order, upright (display rotation applied), colour converted as FFmpeg converts it (see
@@ -87,6 +100,11 @@ class VideoReader {
   std::string hardware_decoder() const;
   // Why a requested hardware decoder is not used ("" when none was requested or it runs).
   std::string hardware_fallback_reason() const;
+
+  // Frames decoded with concealed errors plus corrupt packets skipped, so far.
+  int64_t damaged_frames() const;
+  // True once the end of the data was reached well before the end the container declares.
+  bool truncated() const;
 
   // Problems met so far that did not stop decoding (truncated file, corrupt packets); each is
   // returned once.

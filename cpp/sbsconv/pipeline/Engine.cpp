@@ -3,7 +3,11 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <cmath>
 #include <condition_variable>
 #include <cstdio>
@@ -15,10 +19,13 @@
 #include <thread>
 
 #include "sbsconv/common/Error.h"
+#include "sbsconv/common/Float64Guard.h"
 #include "sbsconv/common/Logging.h"
 #include "sbsconv/media/ImageFile.h"
 #include "sbsconv/pipeline/BoundedQueue.h"
+#include "sbsconv/pipeline/FrameSelector.h"
 #include "sbsconv/pipeline/Journal.h"
+#include "sbsconv/pipeline/RunLock.h"
 #include "sbsconv/pipeline/StateFile.h"
 #include "sbsconv/stereo/Disparity.h"
 #include "sbsconv/stereo/Stereo.h"
@@ -32,6 +39,12 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr size_t kQueueDepth = 2; // batches waiting between two stages
 constexpr double kDefaultFov = 60.0;
+// Note [Bounded inputs] (VideoReader.h): a batch's frames cost about this many bytes per
+// pixel across the stages at once: in the queues (RGB 3, RGB + depth 7, RGB + disparity 7,
+// packed eyes 6, two batches each) and in the stages' work (the warp's float intermediates
+// above all); and a batch may take at most this many.
+constexpr int64_t kBytesInFlightPerPixel = 120;
+constexpr int64_t kBatchByteBudget = int64_t{8} << 30;
 // Segments are written this many seconds late on the output clock, so that an encoder's
 // negative start decode timestamps (B-frame delay) stay positive in NUT; assembly takes it
 // back off.
@@ -73,6 +86,39 @@ std::string journal_folder_for(const std::string& output) {
   return (p.parent_path().empty() ? fs::path(name) : p.parent_path() / name).string();
 }
 
+// Note [Run lock] (RunLock.h): one lock per output, beside it, whatever the run's kind.
+std::string lock_path_for(const std::string& output) {
+  const fs::path p(output);
+  const std::string name = "." + p.filename().string() + ".sbsconv-lock";
+  return (p.parent_path().empty() ? fs::path(name) : p.parent_path() / name).string();
+}
+
+// Memory this process can still take (MemAvailable on Linux, the free pages elsewhere); 0 when
+// unknown.
+int64_t available_memory_bytes() {
+  if (FILE* f = std::fopen("/proc/meminfo", "r")) {
+    char line[256];
+    long long kib = -1;
+    while (std::fgets(line, sizeof(line), f) != nullptr) {
+      if (std::sscanf(line, "MemAvailable: %lld kB", &kib) == 1) {
+        break;
+      }
+    }
+    std::fclose(f);
+    if (kib > 0) {
+      return static_cast<int64_t>(kib) * 1024;
+    }
+  }
+#ifdef _SC_AVPHYS_PAGES
+  const long pages = sysconf(_SC_AVPHYS_PAGES);
+  const long page = sysconf(_SC_PAGESIZE);
+  if (pages > 0 && page > 0) {
+    return static_cast<int64_t>(pages) * page;
+  }
+#endif
+  return 0;
+}
+
 std::string numbered(const char* pattern, int64_t n) {
   char buffer[64];
   std::snprintf(buffer, sizeof(buffer), pattern, static_cast<long long>(n));
@@ -96,9 +142,11 @@ struct Engine::Impl {
 
   std::atomic<int64_t> frames_done{0};
   std::atomic<int64_t> frames_total{-1};
-  int64_t start_index = 0;
+  // Written by prepare() on the coordinator thread while progress() may read it.
+  std::atomic<int64_t> start_index{0};
   std::optional<int64_t> resume_pts;
   TensorMap restored; // stage states from the journal
+  std::unique_ptr<RunLock> run_lock; // held from prepare() to the end of run()
   std::unique_ptr<Journal> journal;
   std::vector<SegmentRecord> segments;
 
@@ -121,6 +169,19 @@ struct Engine::Impl {
   std::vector<int64_t> cuts; // guarded by mutex
   double fov_sum = 0.0;
   int64_t fov_count = 0;
+  bool warned_fov = false;
+  int64_t damaged_frames = 0; // guarded by mutex
+  bool truncated = false; // guarded by mutex
+  int64_t batches_sent = 0; // decode stage only
+  // Note [Progress on variable frame rates]: the exact frame count, counted beside the
+  // decoding (-1 until known).
+  std::thread frame_counter;
+  std::atomic<int64_t> counted_frames{-1};
+  // The parsed EngineOptions::fault.
+  std::string fault_stage;
+  int64_t fault_batch = -1;
+  bool fault_kill = false;
+  bool fault_float64 = false;
   std::unique_ptr<ComfortBudget> comfort;
 
   explicit Impl(EngineOptions options) : o(std::move(options)) {}
@@ -162,6 +223,39 @@ struct Engine::Impl {
     }
   }
 
+  // A test fault (EngineOptions::fault) at this stage's n-th batch.
+  void inject_fault(const char* stage, int64_t n) const {
+    if (fault_batch != n || fault_stage != stage) {
+      return;
+    }
+    if (fault_kill) {
+      std::fflush(nullptr);
+      std::raise(SIGKILL);
+    }
+    if (fault_float64) {
+      // What a careless statistic would do: proves the check mode sees the stages' work.
+      (void)at::ones({2}, at::TensorOptions().dtype(at::kDouble).device(o.model->device())).sum();
+      return;
+    }
+    throw Error(ErrorKind::Internal, stage, "a fault injected for testing (batch " + std::to_string(n) + ")");
+  }
+
+  // Note [No float64 on devices]: in check mode each stage thread observes its own operations.
+  struct StageGuard {
+    const char* stage;
+    std::optional<Float64Guard> guard;
+    StageGuard(const Impl& impl, const char* name) : stage(name) {
+      if (impl.o.check_float64) {
+        guard.emplace(/*cpu_counts_as_device=*/true);
+      }
+    }
+    void check() {
+      if (guard) {
+        guard->check(stage);
+      }
+    }
+  };
+
   struct Busy {
     std::atomic<int64_t>& counter;
     Clock::time_point t0 = Clock::now();
@@ -169,6 +263,136 @@ struct Engine::Impl {
       counter += std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count();
     }
   };
+
+  // The model's field-of-view estimates, made usable: NaN or infinite values become the
+  // running mean (or 60), values outside 1..179 degrees are clamped, each with one warning.
+  at::Tensor sane_fov(const at::Tensor& estimate) {
+    at::Tensor fov = estimate.to(at::kCPU, at::kFloat).contiguous().clone();
+    float* v = fov.data_ptr<float>();
+    bool bad_value = false;
+    bool clamped = false;
+    std::lock_guard<std::mutex> lock(mutex);
+    for (int64_t i = 0; i < fov.numel(); ++i) {
+      if (!std::isfinite(v[i])) {
+        v[i] = static_cast<float>(fov_count > 0 ? fov_sum / static_cast<double>(fov_count) : kDefaultFov);
+        bad_value = true;
+      } else if (v[i] < 1.0f || v[i] > 179.0f) {
+        v[i] = std::clamp(v[i], 1.0f, 179.0f);
+        clamped = true;
+      }
+      fov_sum += v[i];
+      fov_count += 1;
+    }
+    if ((bad_value || clamped) && !warned_fov) {
+      warned_fov = true;
+      const std::string message = bad_value
+          ? "the depth model's field-of-view estimate is not a number for some frames; the mean of the others (or 60 degrees) is used"
+          : "the depth model's field-of-view estimate is outside 1..179 degrees for some frames; it is clamped";
+      log(LogLevel::Warning, message);
+      warnings.push_back(message + " (give fov_degrees= to set it)");
+    }
+    return fov;
+  }
+
+  // The writer of this run's video: the output itself, or (resumable runs) the next segment.
+  WriterOptions output_writer_options(int width, int height, const std::string& device) const {
+    WriterOptions w = o.writer;
+    w.width = width;
+    w.height = height;
+    w.time_base = out_time_base;
+    w.frame_rate = out_frame_rate;
+    w.time_origin = origin;
+    w.time_end = end_time;
+    w.device = device;
+    w.cancel = &cancelled;
+    if (o.resume) {
+      // A segment: video only, in NUT (exact timestamps); the carried streams join at
+      // assembly.
+      w.path = journal->path_of(numbered("segment_%05lld.nut", static_cast<int64_t>(segments.size())));
+      w.container = "nut";
+      w.time_origin = origin - kSegmentOffset;
+      w.source.clear();
+      w.audio = "none";
+      w.subtitles = "none";
+      w.stereo.clear();
+      w.metadata.clear();
+    } else {
+      w.source = o.input;
+    }
+    return w;
+  }
+
+  // Journal::load's check of each finished segment: the file holds the packets the journal
+  // counted, with the stream parameters it recorded.
+  static bool verify_segment(const SegmentRecord& r, const std::string& path, std::string* why) {
+    const SegmentInfo info = inspect_segment(path);
+    if (info.packets != r.packets) {
+      *why = "it holds " + std::to_string(info.packets) + " packets, the journal says " + std::to_string(r.packets);
+      return false;
+    }
+    const std::optional<StreamParams> recorded = StreamParams::parse(r.stream_params);
+    StreamParams found = info.params;
+    if (recorded) {
+      found.encoder = recorded->encoder; // a NUT file may not name its encoder
+    }
+    if (!recorded || !(found == *recorded)) {
+      *why = "its stream (" + info.params.to_string() + ") is not the one the journal recorded (" + r.stream_params + ")";
+      return false;
+    }
+    return true;
+  }
+
+  // Note [Resumable runs]: segments are joined by stream copy, so they must all come from
+  // the same encoder with the same stream parameters. A continued run opens the encoder it
+  // would use (without writing) and converts again, with a warning, every finished segment
+  // whose recorded parameters differ (another GPU, a driver or FFmpeg update, other
+  // settings that the fingerprint does not see).
+  void check_segment_encoder() {
+    if (segments.empty()) {
+      return;
+    }
+    const VideoReader reader(o.input, o.reader);
+    const VideoStreamDescription& desc = reader.stream();
+    const auto [eye_h, eye_w] = eye_size(o.stereo, desc.height, desc.width);
+    const auto [height, width] = packed_size(o.stereo.layout, eye_h, eye_w);
+    out_time_base = desc.time_base;
+    out_frame_rate = desc.frame_rate;
+    const StreamParams now =
+        probe_encoder(output_writer_options(static_cast<int>(width), static_cast<int>(height), o.model->device().str()));
+    for (size_t i = 0; i < segments.size(); ++i) {
+      std::optional<StreamParams> then = StreamParams::parse(segments[i].stream_params);
+      if (then) {
+        then->encoder = now.encoder; // compared on what they make; the name is reported
+      }
+      if (then && *then == now) {
+        continue;
+      }
+      warn("resume: segments " + std::to_string(i) + " to " + std::to_string(segments.size() - 1) + " were encoded by " +
+           (segments[i].encoder.empty() ? std::string("another encoder") : segments[i].encoder) + " as " +
+           segments[i].stream_params + ", but this run's encoder makes " + now.to_string() +
+           "; converting them again rather than joining incompatible streams");
+      journal->truncate(i);
+      segments.resize(i);
+      return;
+    }
+  }
+
+  // A run killed while writing leaves its temporary output (".<name>.sbsconv-<pid>.part")
+  // behind; with the run lock held no other run can be writing one, so they all go.
+  void remove_stale_temporaries() const {
+    const fs::path out(o.writer.path);
+    const fs::path folder = out.parent_path().empty() ? fs::path(".") : out.parent_path();
+    const std::string prefix = "." + out.filename().string() + ".sbsconv-";
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(folder, ec)) {
+      const std::string name = entry.path().filename().string();
+      if (name.size() > prefix.size() + 5 && name.compare(0, prefix.size(), prefix) == 0 &&
+          name.compare(name.size() - 5, 5, ".part") == 0 && entry.is_regular_file(ec)) {
+        fs::remove(entry.path(), ec);
+        log(LogLevel::Info, "removed the temporary file of an interrupted run: " + name);
+      }
+    }
+  }
 
   void prepare();
   void run();
@@ -192,16 +416,33 @@ void Engine::Impl::prepare() {
       Option,
       "engine",
       "resume applies to conversions that keep the source timing (not fps= or preview)");
+  if (!o.fault.empty()) {
+    const size_t a = o.fault.find(':');
+    const size_t b = a == std::string::npos ? a : o.fault.find(':', a + 1);
+    SBSCONV_CHECK(a != std::string::npos, Option, "engine", "fault must be STAGE:N or STAGE:N:kill");
+    fault_stage = o.fault.substr(0, a);
+    fault_batch = std::stoll(o.fault.substr(a + 1, b == std::string::npos ? std::string::npos : b - a - 1));
+    fault_kill = b != std::string::npos && o.fault.substr(b + 1) == "kill";
+    fault_float64 = b != std::string::npos && o.fault.substr(b + 1) == "float64";
+  }
   comfort = std::make_unique<ComfortBudget>(o.comfort);
+  // Before anything is written: a second run on the same output fails here, at once.
+  run_lock = std::make_unique<RunLock>(lock_path_for(o.writer.path), o.writer.path);
+  remove_stale_temporaries();
   if (!o.resume) {
     return;
   }
   journal = std::make_unique<Journal>(journal_folder_for(o.writer.path), o.fingerprint);
   bool discarded = false;
-  segments = journal->load(&discarded);
+  std::vector<std::string> problems;
+  segments = journal->load(&discarded, &problems, verify_segment);
   if (discarded) {
     warn("an earlier interrupted conversion to this output used other settings; starting over");
   }
+  for (const std::string& p : problems) {
+    warn("resume: " + p);
+  }
+  check_segment_encoder();
   if (!segments.empty()) {
     const SegmentRecord& last = segments.back();
     start_index = last.first_frame + last.frames;
@@ -209,7 +450,7 @@ void Engine::Impl::prepare() {
     if (last.next_pts >= 0) {
       resume_pts = last.next_pts;
     }
-    log(LogLevel::Info, "resuming after " + std::to_string(start_index) + " frames (" +
+    log(LogLevel::Info, "resuming after " + std::to_string(start_index.load()) + " frames (" +
             std::to_string(segments.size()) + " segments done)");
   }
 }
@@ -218,6 +459,7 @@ void Engine::Impl::prepare() {
 
 void Engine::Impl::decode_stage() {
   guarded("decode", [&] {
+    StageGuard stage_guard(*this, "decode");
     const bool all_done = resume_pts == std::nullopt && !segments.empty();
     if (all_done) {
       // Every frame was converted by an earlier run: only assembly is left, which needs the
@@ -239,31 +481,71 @@ void Engine::Impl::decode_stage() {
     if (ro.duration) {
       end_time = origin + *ro.duration;
     }
+    // Note [Bounded inputs]: a batch of huge frames is made smaller rather than allocated,
+    // and a picture whose frames in flight would not fit in the machine's memory at all is
+    // refused before the first one is decoded.
+    const int64_t frame_bytes = static_cast<int64_t>(desc.width) * desc.height * kBytesInFlightPerPixel;
+    const int64_t available = available_memory_bytes();
+    int64_t affordable = kBatchByteBudget / std::max<int64_t>(frame_bytes, 1);
+    if (available > 0) {
+      affordable = std::min(affordable, available * 4 / 5 / std::max<int64_t>(frame_bytes, 1));
+    }
+    if (affordable < 1) {
+      throw Error(
+          ErrorKind::Input,
+          "decode",
+          "frames of " + std::to_string(desc.width) + "x" + std::to_string(desc.height) + " need about " +
+              std::to_string(frame_bytes >> 30) + " GiB each in flight, more than a batch may take (" +
+              std::to_string(kBatchByteBudget >> 30) + " GiB) or this machine has available (" +
+              std::to_string(available >> 30) + " GiB): the picture is larger than sbsconv handles",
+          o.input);
+    }
+    const int64_t batch_size = std::clamp<int64_t>(affordable, 1, o.batch_size);
+    if (batch_size < o.batch_size) {
+      warn("frames of " + std::to_string(desc.width) + "x" + std::to_string(desc.height) + " are converted " +
+           std::to_string(batch_size) + " at a time (batch_size " + std::to_string(o.batch_size) +
+           " would need more memory than a batch may take)");
+    }
     const double fps = static_cast<double>(desc.frame_rate.num) / desc.frame_rate.den;
     double span = std::isnan(desc.duration) ? -1.0 : desc.duration - ro.start.value_or(0.0);
     if (ro.duration) {
       span = span < 0 ? *ro.duration : std::min(span, *ro.duration);
     }
+    FrameSelector selector(FrameSelector::Options{
+        desc.time_base, desc.frame_rate, origin, end_time, o.fps, o.preview_every});
+    out_time_base = selector.time_base();
+    out_frame_rate = selector.frame_rate();
+    // Note [Progress on variable frame rates]: the container's count first (index, or the
+    // average rate times the span), then what the frames show once there are enough of them.
+    int64_t nominal = -1;
+    double out_rate = fps; // selected frames per second of source
     if (o.preview_every > 0) {
-      out_time_base = Rational{1, 1};
-      out_frame_rate = Rational{1, 1};
-      frames_total = span > 0 ? static_cast<int64_t>(std::floor(span / o.preview_every)) + 1 : -1;
+      out_rate = 1.0 / o.preview_every;
+      nominal = span > 0 ? static_cast<int64_t>(std::floor(span / o.preview_every)) + 1 : -1;
     } else if (o.fps) {
-      out_time_base = Rational{o.fps->den, o.fps->num};
-      out_frame_rate = *o.fps;
-      frames_total = span > 0 ? static_cast<int64_t>(std::llround(span * o.fps->num / o.fps->den)) : -1;
-    } else {
-      out_time_base = desc.time_base;
-      out_frame_rate = desc.frame_rate;
-      if (!ro.start && !ro.duration && desc.num_frames > 0) {
-        frames_total = desc.num_frames;
-      } else if (span > 0) {
-        frames_total = static_cast<int64_t>(std::llround(span * fps));
+      out_rate = static_cast<double>(o.fps->num) / o.fps->den;
+      nominal = span > 0 ? static_cast<int64_t>(std::llround(span * out_rate)) : -1;
+    } else if (!ro.start && !ro.duration && desc.num_frames > 0) {
+      nominal = desc.num_frames;
+    } else if (span > 0) {
+      nominal = static_cast<int64_t>(std::llround(span * fps));
+    }
+    // Only the source's own frames tell a variable rate; resampled and preview outputs have
+    // an exact count.
+    FrameCountEstimate estimate(o.fps || o.preview_every > 0 ? -1.0 : span, nominal, start_index);
+    frames_total = estimate.current();
+    if (!o.fps && o.preview_every <= 0 && (desc.num_frames <= 0 || ro.start || ro.duration)) {
+      // The container does not state the window's frame count: count the packets (no
+      // decoding) on a thread of its own while the conversion runs.
+      std::optional<double> from;
+      if (ro.start) {
+        from = origin;
       }
+      frame_counter = std::thread([this, path = o.input, index = desc.index, from, to = end_time] {
+        counted_frames = count_video_frames(path, index, from, to, &cancelled);
+      });
     }
     const double tb = static_cast<double>(desc.time_base.num) / desc.time_base.den;
-    const double out_tb = static_cast<double>(out_time_base.num) / out_time_base.den;
-    const int64_t origin_ticks = static_cast<int64_t>(std::llround(origin / out_tb));
 
     std::unique_ptr<SceneCutDetector> detector;
     if (o.detect_cuts && o.preview_every <= 0) {
@@ -284,15 +566,12 @@ void Engine::Impl::decode_stage() {
 
     std::deque<Item> pending; // selected frames not yet sent on
     int64_t next_index = start_index;
-    // fps / preview selection: the next output slot, and the frame held until the next
-    // frame's time is known.
-    int64_t slot = 0;
-    std::optional<Item> held;
+    std::vector<SelectedFrame> selected;
 
-    auto accept = [&](const at::Tensor& frame, int64_t pts_out, int64_t source_pts) {
-      Item item{frame, pts_out, source_pts, next_index++};
+    auto accept = [&](const SelectedFrame& f) {
+      Item item{f.frame, f.pts, f.source_pts, next_index++};
       if (detector) {
-        for (int64_t c : detector->push(frame.unsqueeze(0))) {
+        for (int64_t c : detector->push(f.frame.unsqueeze(0))) {
           shot_starts.insert(c);
         }
         const int64_t just = detector->decided() - 1;
@@ -312,7 +591,7 @@ void Engine::Impl::decode_stage() {
         bool seg_end = false;
         for (const Item& item : pending) {
           const bool ready = final || (item.index < decided && count + 1 < static_cast<int64_t>(pending.size()));
-          if (!ready || count == o.batch_size) {
+          if (!ready || count == batch_size) {
             break;
           }
           ++count;
@@ -321,7 +600,7 @@ void Engine::Impl::decode_stage() {
             break;
           }
         }
-        const bool full = count == o.batch_size || seg_end;
+        const bool full = count == batch_size || seg_end;
         if (count == 0 || (!full && !final)) {
           return true; // wait for more frames to fill the batch
         }
@@ -347,6 +626,8 @@ void Engine::Impl::decode_stage() {
           }
         }
         stage_frames[0] += count;
+        inject_fault("decode", batches_sent++);
+        stage_guard.check();
         if (!decoded.push(std::move(b))) {
           return false;
         }
@@ -358,41 +639,19 @@ void Engine::Impl::decode_stage() {
       FrameBatch fb;
       {
         Busy busy{stage_busy_us[0]};
-        fb = reader.read(static_cast<int>(o.batch_size));
+        fb = reader.read(static_cast<int>(batch_size));
+        selected.clear();
         for (int64_t k = 0; k < fb.size(); ++k) {
-          at::Tensor frame = fb.frames[k];
-          const int64_t src = fb.pts[k];
-          const double t = static_cast<double>(src) * tb;
-          if (o.preview_every > 0) {
-            // The first frame at or after each slot time, shown for one second.
-            if (t + 0.5 * tb >= origin + static_cast<double>(slot) * o.preview_every) {
-              accept(frame, origin_ticks + slot, src);
-              slot = static_cast<int64_t>(std::floor((t - origin) / o.preview_every + 1e-9)) + 1;
-            }
-          } else if (o.fps) {
-            // Each output slot shows the frame on screen at its time.
-            if (held) {
-              while (origin + static_cast<double>(slot) * out_tb < t - 0.5 * tb) {
-                accept(held->frame, origin_ticks + slot, held->source_pts);
-                ++slot;
-              }
-            }
-            held = Item{frame, 0, src, 0};
-          } else {
-            accept(frame, src, src);
-          }
+          selector.push(fb.frames[k], fb.pts[k], selected);
         }
-        if (fb.size() == 0 && held) {
-          // The last frame lasts its duration, up to the window's end.
-          double end = static_cast<double>(held->source_pts) * tb + 1.0 / (static_cast<double>(desc.frame_rate.num) / desc.frame_rate.den);
-          if (end_time) {
-            end = std::min(end, *end_time);
-          }
-          while (origin + static_cast<double>(slot) * out_tb < end - 0.5 * tb) {
-            accept(held->frame, origin_ticks + slot, held->source_pts);
-            ++slot;
-          }
-          held.reset();
+        if (fb.size() == 0) {
+          selector.finish(selected);
+        }
+        for (const SelectedFrame& f : selected) {
+          accept(f);
+          const int64_t estimated = estimate.observe(static_cast<double>(f.source_pts) * tb - origin);
+          const int64_t exact = counted_frames.load();
+          frames_total = exact >= 0 ? std::max(exact, next_index) : estimated;
         }
         if (fb.size() == 0 && detector) {
           for (int64_t c : detector->flush()) {
@@ -408,7 +667,12 @@ void Engine::Impl::decode_stage() {
       }
     }
     for (const std::string& w : reader.take_warnings()) {
-      warn(o.input + ": " + w);
+      warn(w);
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      damaged_frames = reader.damaged_frames();
+      truncated = reader.truncated();
     }
     if (!reader.hardware_fallback_reason().empty()) {
       std::lock_guard<std::mutex> lock(mutex);
@@ -430,6 +694,8 @@ void Engine::Impl::decode_stage() {
 
 void Engine::Impl::depth_stage() {
   guarded("depth", [&] {
+    StageGuard stage_guard(*this, "depth");
+    int64_t batch_number = 0;
     DepthModel& model = *o.model;
     const bool temporal = model.temporal();
     {
@@ -513,6 +779,8 @@ void Engine::Impl::depth_stage() {
         }
         b.frames = frames;
         waiting.push_back(std::move(b));
+        inject_fault("depth", batch_number++);
+        stage_guard.check();
       }
       if (!deliver()) {
         return;
@@ -534,6 +802,8 @@ void Engine::Impl::depth_stage() {
 
 void Engine::Impl::stabilise_stage() {
   guarded("stabilise", [&] {
+    StageGuard stage_guard(*this, "stabilise");
+    int64_t batch_number = 0;
     DepthStabilizer stabilizer(o.stabilizer);
     {
       TensorMap s = under_prefix(restored, "stabilizer.");
@@ -564,10 +834,7 @@ void Engine::Impl::stabilise_stage() {
           if (o.disparity.fov_degrees) {
             fov = at::full({1}, *o.disparity.fov_degrees, at::kFloat);
           } else if (b.fov.defined()) {
-            fov = b.fov.to(at::kFloat);
-            std::lock_guard<std::mutex> lock(mutex);
-            fov_sum += fov.sum().item<double>();
-            fov_count += fov.numel();
+            fov = sane_fov(b.fov);
           } else {
             fov = at::full({1}, kDefaultFov, at::kFloat);
           }
@@ -592,6 +859,8 @@ void Engine::Impl::stabilise_stage() {
           b.state.merge(with_prefix(comfort->state(), "comfort."));
         }
       }
+      inject_fault("stabilise", batch_number++);
+      stage_guard.check();
       stage_frames[2] += b.size();
       if (!stabilised.push(std::move(b))) {
         return;
@@ -607,6 +876,8 @@ void Engine::Impl::stabilise_stage() {
 
 void Engine::Impl::stereo_stage() {
   guarded("stereo", [&] {
+    StageGuard stage_guard(*this, "stereo");
+    int64_t batch_number = 0;
     while (auto batch = stabilised.pop()) {
       if (cancelled) {
         return;
@@ -619,6 +890,8 @@ void Engine::Impl::stereo_stage() {
         b.frames = at::Tensor();
         b.disparity = at::Tensor();
       }
+      inject_fault("stereo", batch_number++);
+      stage_guard.check();
       stage_frames[3] += b.size();
       if (!rendered.push(std::move(b))) {
         return;
@@ -634,34 +907,15 @@ void Engine::Impl::stereo_stage() {
 
 void Engine::Impl::encode_stage() {
   guarded("encode", [&] {
+    StageGuard stage_guard(*this, "encode");
+    int64_t batch_number = 0;
     std::unique_ptr<MediaWriter> writer;
     std::unique_ptr<MediaWriter> depth_writer;
     int64_t segment_first = start_index;
-    frames_done = start_index;
+    frames_done = start_index.load();
     auto writer_options = [&](const Batch& b) {
-      WriterOptions w = o.writer;
-      w.width = static_cast<int>(b.packed.size(3));
-      w.height = static_cast<int>(b.packed.size(2));
-      w.time_base = out_time_base;
-      w.frame_rate = out_frame_rate;
-      w.time_origin = origin;
-      w.time_end = end_time;
-      w.device = b.packed.device().str();
-      if (o.resume) {
-        // A segment: video only, in NUT (exact timestamps); the carried streams join at
-        // assembly.
-        w.path = journal->path_of(numbered("segment_%05lld.nut", static_cast<int64_t>(segments.size())));
-        w.container = "nut";
-        w.time_origin = origin - kSegmentOffset;
-        w.source.clear();
-        w.audio = "none";
-        w.subtitles = "none";
-        w.stereo.clear();
-        w.metadata.clear();
-      } else {
-        w.source = o.input;
-      }
-      return w;
+      return output_writer_options(
+          static_cast<int>(b.packed.size(3)), static_cast<int>(b.packed.size(2)), b.packed.device().str());
     };
     auto close_segment = [&](int64_t next_index, int64_t next_pts, const TensorMap& state) {
       WriterResult r = writer->finish();
@@ -677,8 +931,15 @@ void Engine::Impl::encode_stage() {
       record.frames = next_index - segment_first;
       record.next_pts = next_pts;
       record.file = fs::path(r.path).filename().string();
+      record.encoder = r.encoder;
+      record.stream_params = r.video_params.to_string();
+      // Counted from the file as written (and so checked once), as a later load counts it.
+      record.packets = inspect_segment(journal->path_of(record.file)).packets;
       record.state = numbered("segment_%05lld.state", record.index);
-      save_tensors(journal->path_of(record.state), state);
+      {
+        HostFloat64Scope host; // the states are CPU tensors, written as they are
+        save_tensors(journal->path_of(record.state), state);
+      }
       journal->append(record);
       segments.push_back(record);
       segment_first = next_index;
@@ -727,6 +988,8 @@ void Engine::Impl::encode_stage() {
           close_segment(next_index, b.next_source_pts, b.state);
         }
       }
+      inject_fault("encode", batch_number++);
+      stage_guard.check();
       stage_frames[4] += b.size();
       frames_done = next_index;
     }
@@ -770,11 +1033,19 @@ void Engine::Impl::assemble() {
     w.video_segments.push_back(journal->path_of(r.file));
   }
   w.segment_offset = kSegmentOffset;
+  w.cancel = &cancelled; // Ctrl-C during assembly stops it; nothing is renamed into place
+  if (result.encoder.empty() && !segments.empty()) {
+    // every segment was made by an earlier run
+    std::lock_guard<std::mutex> lock(mutex);
+    result.encoder = segments.front().encoder;
+  }
   if (w.encoder.empty() || w.encoder == "auto") {
     w.encoder = result.encoder.empty() ? "copy" : result.encoder;
   }
   MediaWriter writer(w);
+  inject_fault("assemble", 0);
   writer.copy_segments();
+  inject_fault("assemble", 1); // copied, not yet renamed into place
   WriterResult r = writer.finish();
   std::lock_guard<std::mutex> lock(mutex);
   result.output = r.path;
@@ -800,6 +1071,9 @@ void Engine::Impl::run() {
     for (auto& t : threads) {
       t.join();
     }
+    if (frame_counter.joinable()) {
+      frame_counter.join();
+    }
     if (!error && cancelled) {
       throw Error(ErrorKind::Cancelled, "engine", "the conversion was cancelled");
     }
@@ -809,6 +1083,9 @@ void Engine::Impl::run() {
     }
   } catch (...) {
     fail(std::current_exception());
+  }
+  if (run_lock) {
+    run_lock->release();
   }
   std::lock_guard<std::mutex> lock(mutex);
   phase = user_cancelled ? "cancelled" : (error ? "failed" : "done");
@@ -825,6 +1102,10 @@ Engine::~Engine() {
     impl_->cancelled = true;
     impl_->abort_queues();
     impl_->coordinator.join();
+  }
+  if (impl_->frame_counter.joinable()) {
+    impl_->cancelled = true;
+    impl_->frame_counter.join();
   }
 }
 
@@ -885,6 +1166,8 @@ EngineResult Engine::result() {
   if (d.fov_count > 0) {
     r.fov_degrees = d.fov_sum / static_cast<double>(d.fov_count);
   }
+  r.damaged_frames = d.damaged_frames;
+  r.truncated = d.truncated;
   return r;
 }
 

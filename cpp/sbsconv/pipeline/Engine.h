@@ -48,6 +48,14 @@ struct EngineOptions {
   bool resume = false; // see Note [Resumable runs]
   std::string fingerprint; // identifies input + options for resume
   int64_t segment_frames = 240;
+  // Debugging and tests. check_float64: every stage observes its own tensor operations and
+  // fails on a float64 tensor that would live on the model's device, the CPU included (Note
+  // [No float64 on devices]). fault: "STAGE:N" makes STAGE fail at its N-th batch (0-based),
+  // "STAGE:N:kill" kills the process there (SIGKILL), "STAGE:N:float64" makes a float64 tensor
+  // there (to prove check_float64 sees it), for the fault tests; STAGE is decode,
+  // depth, stabilise, stereo, encode or assemble (N counts segments copied).
+  bool check_float64 = false;
+  std::string fault;
 };
 
 struct StageStats {
@@ -80,6 +88,8 @@ struct EngineResult {
   std::vector<int64_t> cuts; // frames that started a new shot (found in this call)
   std::vector<SceneComfort> comfort;
   std::optional<double> fov_degrees; // the model's mean estimate, when it makes one
+  int64_t damaged_frames = 0; // decoded with errors, or corrupt packets skipped
+  bool truncated = false; // the input ended before the end its container declares
 };
 
 // Note [Engine]

@@ -66,7 +66,7 @@ at::Tensor disparity_from_metric(
       "stereo",
       "give one field of view, or one per frame");
   SBSCONV_CHECK(
-      (fov > 1.0).all().item<bool>() && (fov < 179.0).all().item<bool>(),
+      (fov >= 1.0).all().item<bool>() && (fov <= 179.0).all().item<bool>(),
       Option,
       "stereo",
       "the field of view must be within 1..179 degrees");

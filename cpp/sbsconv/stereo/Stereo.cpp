@@ -132,7 +132,21 @@ std::pair<int64_t, int64_t> packed_size(StereoLayout layout, int64_t eye_height,
   }
 }
 
-at::Tensor resize_frames(const at::Tensor& frames, int64_t width, int64_t height, bool keep_aspect) {
+std::pair<int64_t, int64_t> eye_size(const StereoOptions& o, int64_t height, int64_t width) {
+  const int64_t eye_w = o.eye_width > 0 ? even(o.eye_width)
+      : o.pixel_aspect == 1.0
+      ? width
+      : even(std::max<int64_t>(2, std::llround(static_cast<double>(width) * o.pixel_aspect)));
+  const int64_t eye_h = o.eye_height > 0 ? even(o.eye_height) : height;
+  return {eye_h, eye_w};
+}
+
+at::Tensor resize_frames(
+    const at::Tensor& frames,
+    int64_t width,
+    int64_t height,
+    bool keep_aspect,
+    double pixel_aspect) {
   const int64_t h = frames.size(2);
   const int64_t w = frames.size(3);
   if (w == width && h == height) {
@@ -141,8 +155,9 @@ at::Tensor resize_frames(const at::Tensor& frames, int64_t width, int64_t height
   int64_t fit_w = width;
   int64_t fit_h = height;
   if (keep_aspect) {
-    const double scale = std::min(static_cast<double>(width) / w, static_cast<double>(height) / h);
-    fit_w = std::min<int64_t>(width, std::max<int64_t>(1, std::llround(w * scale)));
+    const double shown_w = static_cast<double>(w) * pixel_aspect; // the displayed width
+    const double scale = std::min(static_cast<double>(width) / shown_w, static_cast<double>(height) / h);
+    fit_w = std::min<int64_t>(width, std::max<int64_t>(1, std::llround(shown_w * scale)));
     fit_h = std::min<int64_t>(height, std::max<int64_t>(1, std::llround(h * scale)));
   }
   at::Tensor x = frames.to(at::kFloat);
@@ -214,13 +229,17 @@ StereoFrames render_stereo(const at::Tensor& frames, const at::Tensor& disparity
   at::InferenceMode guard;
   SBSCONV_CHECK(
       o.eye_width >= 0 && o.eye_height >= 0, Option, "stereo", "the eye size must not be negative");
+  SBSCONV_CHECK(
+      std::isfinite(o.pixel_aspect) && o.pixel_aspect >= 0.05 && o.pixel_aspect <= 20,
+      Option,
+      "stereo",
+      "the pixel aspect ratio must be within 0.05..20");
   const int64_t n = frames.size(0);
   const int64_t h = frames.size(2);
   const int64_t w = frames.size(3);
   at::Tensor disparity = dilate_foreground(disparity_in.to(at::kFloat), o.edge_dilation);
 
-  const int64_t eye_w = o.eye_width > 0 ? even(o.eye_width) : w;
-  const int64_t eye_h = o.eye_height > 0 ? even(o.eye_height) : h;
+  const auto [eye_h, eye_w] = eye_size(o, h, w);
   const bool resized = eye_w != w || eye_h != h;
   const bool direct_sbs = !resized && frames.is_cpu() &&
       (o.layout == StereoLayout::FullSbs || o.layout == StereoLayout::CrossEyed);
@@ -265,8 +284,8 @@ StereoFrames render_stereo(const at::Tensor& frames, const at::Tensor& disparity
       break;
   }
   if (resized) {
-    out.left = resize_frames(out.left, eye_w, eye_h, o.keep_aspect);
-    out.right = resize_frames(out.right, eye_w, eye_h, o.keep_aspect);
+    out.left = resize_frames(out.left, eye_w, eye_h, o.keep_aspect, o.pixel_aspect);
+    out.right = resize_frames(out.right, eye_w, eye_h, o.keep_aspect, o.pixel_aspect);
   }
   if (!direct_sbs && o.layout != StereoLayout::Separate) {
     out.packed = pack_eyes(out.left, out.right, o.layout);

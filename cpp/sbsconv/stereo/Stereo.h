@@ -37,6 +37,11 @@ struct StereoOptions {
   int64_t eye_width = 0;
   int64_t eye_height = 0;
   bool keep_aspect = true;
+  // The source's sample aspect ratio (pixel width / pixel height; 32/27 for a widescreen
+  // NTSC DVD). Eyes are made of square pixels: without an eye size the eye is the source
+  // shown at its display aspect ratio (width * pixel_aspect x height), and keep_aspect fits
+  // the displayed picture, since headset players ignore a file's pixel aspect ratio.
+  double pixel_aspect = 1.0;
 };
 
 struct StereoFrames {
@@ -53,6 +58,9 @@ StereoFrames render_stereo(const at::Tensor& frames, const at::Tensor& disparity
 
 // The size of one packed frame for a layout and eye size, {height, width}.
 std::pair<int64_t, int64_t> packed_size(StereoLayout layout, int64_t eye_height, int64_t eye_width);
+// {height, width} of each eye for source frames of height x width under `o` (eye size,
+// pixel aspect ratio); packed_size() of it is the output frame's size.
+std::pair<int64_t, int64_t> eye_size(const StereoOptions& o, int64_t height, int64_t width);
 
 // Packs two eye images of equal size.
 at::Tensor pack_eyes(const at::Tensor& left, const at::Tensor& right, StereoLayout layout);
@@ -64,6 +72,11 @@ at::Tensor colorize_depth(const at::Tensor& depth);
 
 // Scales uint8 frames to width x height (area-weighted when shrinking), optionally keeping the
 // aspect ratio with black padding.
-at::Tensor resize_frames(const at::Tensor& frames, int64_t width, int64_t height, bool keep_aspect);
+at::Tensor resize_frames(
+    const at::Tensor& frames,
+    int64_t width,
+    int64_t height,
+    bool keep_aspect,
+    double pixel_aspect = 1.0);
 
 } // namespace sbsconv

@@ -5,6 +5,8 @@
 #include <algorithm>
 
 #include "sbsconv/common/Error.h"
+#include "sbsconv/common/Float64Guard.h"
+#include "sbsconv/temporal/Quantile.h"
 
 namespace sbsconv {
 
@@ -24,7 +26,7 @@ at::Tensor ComfortBudget::process(const at::Tensor& disparity, const std::vector
   // Statistics on at most ~64k samples per frame.
   const int64_t stride = std::max<int64_t>(1, magnitude.size(1) / 65536);
   at::Tensor sampled = magnitude.slice(1, 0, magnitude.size(1), stride);
-  at::Tensor p99 = at::quantile(sampled, 0.99, /*dim=*/1).cpu();
+  at::Tensor p99 = quantiles_last_dim(sampled, {0.99}).select(-1, 0).cpu();
   at::Tensor peak = magnitude.amax(1).cpu();
   std::vector<double> factors(n, 1.0);
   for (int64_t i = 0; i < n; ++i, ++frame_) {
@@ -73,6 +75,7 @@ double ComfortBudget::max_percent() const {
 }
 
 std::map<std::string, at::Tensor> ComfortBudget::state() const {
+  HostFloat64Scope host; // CPU tensors, made here on purpose
   std::vector<double> rows;
   for (const auto& s : scenes_) {
     rows.insert(rows.end(), {static_cast<double>(s.first_frame), static_cast<double>(s.frames), s.max_percent,
@@ -85,11 +88,17 @@ std::map<std::string, at::Tensor> ComfortBudget::state() const {
 }
 
 void ComfortBudget::load_state(const std::map<std::string, at::Tensor>& state) {
+  HostFloat64Scope host; // the state is on the CPU
   auto scenes = state.find("scenes");
   auto counters = state.find("counters");
   SBSCONV_CHECK(scenes != state.end() && counters != state.end(), Option, "comfort", "not a ComfortBudget state");
   scenes_.clear();
-  at::Tensor rows = scenes->second.to(at::kDouble).contiguous();
+  SBSCONV_CHECK(
+      scenes->second.dim() == 2 && scenes->second.size(1) == 6 && counters->second.numel() == 2,
+      Option,
+      "comfort",
+      "not a ComfortBudget state");
+  at::Tensor rows = scenes->second.to(at::kCPU, at::kDouble).contiguous();
   for (int64_t i = 0; i < rows.size(0); ++i) {
     scenes_.push_back(SceneComfort{
         static_cast<int64_t>(rows[i][0].item<double>()), static_cast<int64_t>(rows[i][1].item<double>()),

@@ -5,6 +5,8 @@
 #include <cmath>
 
 #include "sbsconv/common/Error.h"
+#include "sbsconv/common/Float64Guard.h"
+#include "sbsconv/temporal/Quantile.h"
 
 namespace sbsconv {
 
@@ -20,14 +22,17 @@ int64_t stride_for(int64_t h, int64_t w, int64_t pixels) {
 
 // Least-squares scale and shift mapping x onto y, refitted once without the residual
 // outliers (beyond 3 robust standard deviations). Returns {scale, shift}, or {1, 0} when x is
-// flat or the fit is degenerate.
-std::pair<double, double> fit_affine(const at::Tensor& x, const at::Tensor& y) {
+// flat or the fit is degenerate. float32 on the depth's device, centred sums (Note [No float64
+// on devices]); only the scalars come to the CPU.
+std::pair<double, double> fit_affine(const at::Tensor& x_in, const at::Tensor& y_in) {
+  const at::Tensor x = x_in.to(at::kFloat);
+  const at::Tensor y = y_in.to(at::kFloat);
   at::Tensor keep = at::ones_like(x, at::kBool);
   double scale = 1.0;
   double shift = 0.0;
   for (int pass = 0; pass < 2; ++pass) {
-    at::Tensor xs = x.masked_select(keep).to(at::kDouble);
-    at::Tensor ys = y.masked_select(keep).to(at::kDouble);
+    at::Tensor xs = x.masked_select(keep);
+    at::Tensor ys = y.masked_select(keep);
     if (xs.numel() < 16) {
       return {1.0, 0.0};
     }
@@ -43,7 +48,7 @@ std::pair<double, double> fit_affine(const at::Tensor& x, const at::Tensor& y) {
     if (!std::isfinite(scale) || scale <= 0) {
       return {1.0, 0.0};
     }
-    at::Tensor residual = (x.to(at::kDouble) * scale + shift - y.to(at::kDouble)).abs();
+    at::Tensor residual = (x * scale + shift - y).abs();
     const double mad = residual.median().item<double>();
     keep = residual <= 3.0 * 1.4826 * mad + kEps;
   }
@@ -122,7 +127,7 @@ at::Tensor DepthStabilizer::process(
         const auto [scale, shift] = fit_affine(sample(raw), previous_sample_);
         aligned = raw * scale + shift;
       }
-      at::Tensor ends = at::quantile(sample(aligned), at::tensor(q, aligned.options()));
+      at::Tensor ends = quantiles_last_dim(sample(aligned), q).cpu();
       const double low = ends[0].item<double>();
       const double high = ends[1].item<double>();
       if (fresh) {
@@ -163,6 +168,7 @@ at::Tensor DepthStabilizer::process(
 }
 
 std::map<std::string, at::Tensor> DepthStabilizer::state() const {
+  HostFloat64Scope host; // CPU tensors, made here on purpose
   std::map<std::string, at::Tensor> s;
   s["started"] = at::tensor({started_ ? 1.0 : 0.0}, at::kDouble);
   s["range"] = at::tensor({low_, high_}, at::kDouble);
@@ -179,6 +185,7 @@ std::map<std::string, at::Tensor> DepthStabilizer::state() const {
 }
 
 void DepthStabilizer::load_state(const std::map<std::string, at::Tensor>& s) {
+  HostFloat64Scope host; // the state is on the CPU
   reset();
   auto get = [&](const char* key) -> at::Tensor {
     auto it = s.find(key);

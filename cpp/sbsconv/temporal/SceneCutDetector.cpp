@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "sbsconv/common/Error.h"
+#include "sbsconv/common/Float64Guard.h"
 
 namespace sbsconv {
 
@@ -58,9 +59,10 @@ at::Tensor SceneCutDetector::histogram(const at::Tensor& frame) const {
       frame.unsqueeze(0).to(at::kFloat), {kThumbHeight, kThumbWidth}, false);
   at::Tensor q = thumb.mul(kLevels / 256.0).floor_().clamp_(0, kLevels - 1).to(at::kLong).cpu()[0];
   at::Tensor bins = q[0] * (kLevels * kLevels) + q[1] * kLevels + q[2];
-  at::Tensor counts = at::bincount(bins.flatten(), {}, kBins).to(at::kDouble);
+  // float32 throughout (Note [No float64 on devices]); the features live on the CPU.
+  at::Tensor counts = at::bincount(bins.flatten(), {}, kBins).to(at::kFloat);
   at::Tensor luma = (thumb.select(1, 0) * 0.299 + thumb.select(1, 1) * 0.587 + thumb.select(1, 2) * 0.114) / 255.0;
-  luma = at::avg_pool2d(luma.unsqueeze(1), {kLumaPool, kLumaPool}).flatten().to(at::kDouble).cpu();
+  luma = at::avg_pool2d(luma.unsqueeze(1), {kLumaPool, kLumaPool}).flatten().cpu();
   return at::cat({counts / static_cast<double>(kThumbWidth * kThumbHeight), luma});
 }
 
@@ -140,6 +142,7 @@ void SceneCutDetector::reset() {
 }
 
 std::map<std::string, at::Tensor> SceneCutDetector::state() const {
+  HostFloat64Scope host; // CPU tensors, made here on purpose
   std::map<std::string, at::Tensor> s;
   s["counters"] = at::tensor({seen_, last_cut_, window_first_, next_}, at::kLong);
   s["recent"] = at::tensor(std::vector<double>(recent_.begin(), recent_.end()), at::kDouble);
@@ -164,6 +167,7 @@ std::map<std::string, at::Tensor> SceneCutDetector::state_through(int64_t last) 
 }
 
 void SceneCutDetector::load_state(const std::map<std::string, at::Tensor>& s) {
+  HostFloat64Scope host; // the state is on the CPU
   reset();
   auto counters = s.find("counters");
   SBSCONV_CHECK(counters != s.end() && counters->second.numel() == 4, Option, "scene cuts", "not a SceneCutDetector state");
@@ -177,12 +181,12 @@ void SceneCutDetector::load_state(const std::map<std::string, at::Tensor>& s) {
     }
   }
   if (auto it = s.find("scores"); it != s.end()) {
-    at::Tensor sc = it->second.contiguous();
+    at::Tensor sc = it->second.to(at::kCPU, at::kDouble).contiguous();
     scores_.assign(sc.data_ptr<double>(), sc.data_ptr<double>() + sc.numel());
   }
   if (auto it = s.find("window"); it != s.end()) {
     for (int64_t i = 0; i < it->second.size(0); ++i) {
-      window_.push_back(it->second[i].clone());
+      window_.push_back(it->second[i].to(at::kFloat).clone());
     }
   }
 }

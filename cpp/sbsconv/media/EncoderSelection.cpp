@@ -1,0 +1,278 @@
+#include "sbsconv/media/EncoderSelection.h"
+
+#include <c10/core/Device.h>
+
+#include "sbsconv/common/Logging.h"
+#include "sbsconv/media/OutputContainer.h"
+
+namespace sbsconv {
+
+namespace {
+
+constexpr const char* kStage = "encode";
+
+// Tries one encoder; on success fills `opened` (context, formats, hardware frames) and
+// returns true; otherwise says why in *why.
+bool try_encoder(
+    const WriterOptions& o,
+    bool global_header,
+    const std::string& name,
+    OpenedEncoder& opened,
+    std::string* why) {
+  const AVCodec* codec = avcodec_find_encoder_by_name(name.c_str());
+  if (codec == nullptr) {
+    *why = "not in this FFmpeg build";
+    return false;
+  }
+  const bool nvenc = name.find("nvenc") != std::string::npos;
+  const bool videotoolbox = name.find("videotoolbox") != std::string::npos;
+  const bool x26x = name == "libx264" || name == "libx265";
+  const bool ten_bit = o.bit_depth == 10;
+  const bool cuda_input = nvenc && c10::Device(o.device).is_cuda();
+
+  UniqueAVCodecContext context(avcodec_alloc_context3(codec));
+  SBSCONV_CHECK(context != nullptr, Internal, kStage, "avcodec_alloc_context3 failed");
+  context->width = o.width + (o.width & 1);
+  context->height = o.height + (o.height & 1);
+  context->time_base = AVRational{o.time_base.num, o.time_base.den};
+  context->framerate = AVRational{o.frame_rate.num, o.frame_rate.den};
+  context->sample_aspect_ratio = encoded_sample_aspect(o);
+  context->color_primaries = AVCOL_PRI_BT709;
+  context->color_trc = AVCOL_TRC_BT709;
+  context->colorspace = AVCOL_SPC_BT709;
+  context->color_range = AVCOL_RANGE_MPEG;
+  context->chroma_sample_location = AVCHROMA_LOC_LEFT;
+  context->thread_count = o.threads;
+  if (global_header) {
+    context->flags |= AV_CODEC_FLAG_GLOBAL_HEADER;
+  }
+
+  AVPixelFormat sw_format = AV_PIX_FMT_NONE;
+  for (AVPixelFormat candidate : ten_bit
+           ? std::vector<AVPixelFormat>{AV_PIX_FMT_YUV420P10LE, AV_PIX_FMT_P010LE}
+           : std::vector<AVPixelFormat>{AV_PIX_FMT_YUV420P, AV_PIX_FMT_NV12}) {
+    if (encoder_supports_pixel_format(codec, candidate)) {
+      sw_format = candidate;
+      break;
+    }
+  }
+  if (sw_format == AV_PIX_FMT_NONE) {
+    *why = ten_bit ? "no 10-bit 4:2:0 input format" : "no 8-bit 4:2:0 input format";
+    return false;
+  }
+
+  UniqueAVBufferRef device_ref;
+  UniqueAVBufferRef frames_ref;
+  if (cuda_input) {
+    AVDictionary* raw = nullptr;
+    av_dict_set(&raw, "primary_ctx", "1", 0);
+    UniqueAVDictionary hw_options(raw);
+    const c10::Device dev(o.device);
+    const std::string index = std::to_string(dev.has_index() ? dev.index() : 0);
+    AVBufferRef* ref = nullptr;
+    int status = av_hwdevice_ctx_create(&ref, AV_HWDEVICE_TYPE_CUDA, index.c_str(), hw_options.get(), 0);
+    if (status < 0) {
+      *why = "cannot create a CUDA device: " + av_error_string(status);
+      return false;
+    }
+    device_ref.reset(ref);
+    frames_ref.reset(av_hwframe_ctx_alloc(device_ref.get()));
+    SBSCONV_CHECK(frames_ref != nullptr, Internal, kStage, "av_hwframe_ctx_alloc failed");
+    auto* frames_ctx = reinterpret_cast<AVHWFramesContext*>(frames_ref->data);
+    frames_ctx->format = AV_PIX_FMT_CUDA;
+    frames_ctx->sw_format = ten_bit ? AV_PIX_FMT_P010LE : AV_PIX_FMT_NV12;
+    frames_ctx->width = context->width;
+    frames_ctx->height = context->height;
+    frames_ctx->initial_pool_size = 8;
+    status = av_hwframe_ctx_init(frames_ref.get());
+    if (status < 0) {
+      *why = "cannot create CUDA frames: " + av_error_string(status);
+      return false;
+    }
+    context->pix_fmt = AV_PIX_FMT_CUDA;
+    context->hw_frames_ctx = av_buffer_ref(frames_ref.get());
+    sw_format = frames_ctx->sw_format;
+  } else {
+    context->pix_fmt = sw_format;
+  }
+
+  AVDictionary* raw_options = nullptr;
+  if (x26x) {
+    const int crf = o.crf.value_or(name == "libx264" ? 16 : 18);
+    av_dict_set(&raw_options, "crf", std::to_string(crf).c_str(), 0);
+    av_dict_set(&raw_options, "preset", o.preset.empty() ? "medium" : o.preset.c_str(), 0);
+    if (name == "libx265") {
+      av_dict_set(&raw_options, "x265-params", "log-level=error", 0);
+    }
+    if (name == "libx264") {
+      // Note [Reproducible encoding]: x264's macroblock-tree rate control makes the output
+      // depend on uninitialised memory (the same frames encode differently from run to run,
+      // seen with x264 core 164); without it sbsconv's output is the same for the same input
+      // and options, which resumed conversions rely on. The cost is a few percent of bit rate
+      // at equal quality, which the default CRF (16) more than covers.
+      av_dict_set(&raw_options, "x264-params", "mbtree=0", 0);
+    }
+  } else if (nvenc) {
+    av_dict_set(&raw_options, "preset", o.preset.empty() ? "p5" : o.preset.c_str(), 0);
+    av_dict_set(&raw_options, "rc", "vbr", 0);
+    av_dict_set(&raw_options, "cq", std::to_string(o.cq.value_or(21)).c_str(), 0);
+    context->bit_rate = 0;
+  } else if (videotoolbox) {
+    context->flags |= AV_CODEC_FLAG_QSCALE;
+    context->global_quality = o.quality.value_or(65) * FF_QP2LAMBDA;
+  } else {
+    // Encoders without a constant-quality mode (libopenh264): a generous bit rate.
+    context->bit_rate = static_cast<int64_t>(
+        0.15 * context->width * context->height * av_q2d(context->framerate));
+    if (!o.preset.empty()) {
+      av_dict_set(&raw_options, "preset", o.preset.c_str(), 0);
+    }
+  }
+  UniqueAVDictionary options(raw_options);
+  AVDictionary* pass = options.release();
+  clear_last_ffmpeg_message();
+  const int status = avcodec_open2(context.get(), codec, &pass);
+  options.reset(pass);
+  if (status < 0) {
+    *why = av_error_string(status);
+    const std::string last = take_last_ffmpeg_message();
+    if (!last.empty()) {
+      *why += " (" + last + ")";
+    }
+    return false;
+  }
+  for (const AVDictionaryEntry* e = nullptr;
+       (e = av_dict_get(options.get(), "", e, AV_DICT_IGNORE_SUFFIX)) != nullptr;) {
+    opened.warnings.push_back(name + " ignored the option " + e->key + "=" + e->value);
+  }
+  opened.context = std::move(context);
+  opened.name = name;
+  opened.sw_format = sw_format;
+  opened.device_frames = cuda_input;
+  opened.hw_device = std::move(device_ref);
+  opened.hw_frames = std::move(frames_ref);
+  return true;
+}
+
+} // namespace
+
+std::vector<std::string> encoder_candidates(const std::string& codec_in, const std::string& encoder_in) {
+  const std::string codec = lowercase(codec_in);
+  const std::string encoder = lowercase(encoder_in);
+  if (codec != "h264" && codec != "hevc" && codec != "h265") {
+    throw Error(ErrorKind::Option, "open output", "codec must be 'h264' or 'hevc', not '" + codec_in + "'");
+  }
+  const bool hevc = codec != "h264";
+  const std::string nvenc = hevc ? "hevc_nvenc" : "h264_nvenc";
+  const std::string vt = hevc ? "hevc_videotoolbox" : "h264_videotoolbox";
+  const std::vector<std::string> software =
+      hevc ? std::vector<std::string>{"libx265"} : std::vector<std::string>{"libx264", "libopenh264"};
+  if (encoder == "auto" || encoder.empty()) {
+    std::vector<std::string> all{nvenc, vt};
+    all.insert(all.end(), software.begin(), software.end());
+    return all;
+  }
+  if (encoder == "nvenc") {
+    return {nvenc};
+  }
+  if (encoder == "videotoolbox") {
+    return {vt};
+  }
+  if (encoder == "software") {
+    return software;
+  }
+  const AVCodec* found = avcodec_find_encoder_by_name(encoder.c_str());
+  if (found != nullptr && found->type != AVMEDIA_TYPE_VIDEO) {
+    throw Error(ErrorKind::Option, "open output", "'" + encoder_in + "' is not a video encoder");
+  }
+  if (found != nullptr && found->id != (hevc ? AV_CODEC_ID_HEVC : AV_CODEC_ID_H264)) {
+    throw Error(
+        ErrorKind::Option,
+        "open output",
+        "encoder '" + encoder_in + "' does not produce " + (hevc ? "HEVC" : "H.264"));
+  }
+  return {encoder};
+}
+
+void validate_frame_format(const WriterOptions& o) {
+  if (o.width <= 0 || o.height <= 0) {
+    throw Error(ErrorKind::Option, "open output", "frame size must be positive", o.path);
+  }
+  if (o.time_base.num <= 0 || o.time_base.den <= 0) {
+    throw Error(ErrorKind::Option, "open output", "time_base must be a positive fraction", o.path);
+  }
+  if (o.frame_rate.num <= 0 || o.frame_rate.den <= 0) {
+    throw Error(ErrorKind::Option, "open output", "frame_rate must be a positive fraction", o.path);
+  }
+}
+
+void validate_encoder_settings(const WriterOptions& o) {
+  if (o.bit_depth != 8 && o.bit_depth != 10) {
+    throw Error(ErrorKind::Option, "open output", "bit_depth must be 8 or 10", o.path);
+  }
+  if (o.bit_depth == 10 && lowercase(o.codec) == "h264") {
+    throw Error(ErrorKind::Option, "open output", "10-bit output needs codec='hevc'", o.path);
+  }
+  if (o.crf && (*o.crf < 0 || *o.crf > 51)) {
+    throw Error(ErrorKind::Option, "open output", "crf must be within 0..51", o.path);
+  }
+  if (o.cq && (*o.cq < 0 || *o.cq > 51)) {
+    throw Error(ErrorKind::Option, "open output", "cq must be within 0..51", o.path);
+  }
+  if (o.quality && (*o.quality < 1 || *o.quality > 100)) {
+    throw Error(ErrorKind::Option, "open output", "quality must be within 1..100", o.path);
+  }
+  if (o.sample_aspect.num != 0 && (o.sample_aspect.num < 0 || o.sample_aspect.den <= 0)) {
+    throw Error(
+        ErrorKind::Option,
+        "open output",
+        "sample_aspect must be a positive fraction (0/1: unknown, square pixels)",
+        o.path);
+  }
+}
+
+AVRational encoded_sample_aspect(const WriterOptions& o) {
+  if (o.sample_aspect.num <= 0 || o.sample_aspect.den <= 0) {
+    return AVRational{1, 1};
+  }
+  AVRational reduced{1, 1};
+  av_reduce(&reduced.num, &reduced.den, o.sample_aspect.num, o.sample_aspect.den, 65535);
+  return reduced;
+}
+
+OpenedEncoder open_video_encoder(const WriterOptions& o, bool global_header) {
+  const std::vector<std::string> candidates = encoder_candidates(o.codec, o.encoder);
+  OpenedEncoder opened;
+  for (const std::string& name : candidates) {
+    std::string why;
+    if (try_encoder(o, global_header, name, opened, &why)) {
+      if (!opened.skipped.empty()) {
+        log(LogLevel::Info,
+            "encoding with " + name + " (skipped " + std::to_string(opened.skipped.size()) + ")");
+      }
+      return opened;
+    }
+    opened.skipped.push_back(name + ": " + why);
+    log(LogLevel::Debug, "encoder " + name + " skipped: " + why);
+  }
+  std::string reasons;
+  for (const std::string& s : opened.skipped) {
+    reasons += (reasons.empty() ? "" : "; ") + s;
+  }
+  throw Error(
+      ErrorKind::Encode,
+      kStage,
+      "no " + o.codec + " encoder could be opened (" + reasons + ")",
+      o.path);
+}
+
+StreamParams probe_encoder(const WriterOptions& options) {
+  install_ffmpeg_log_handler();
+  const std::string container = resolve_container(options);
+  validate_frame_format(options);
+  validate_encoder_settings(options);
+  const OpenedEncoder opened = open_video_encoder(options, container_wants_global_header(container));
+  return stream_params_of(opened.context.get(), opened.name);
+}
+
+} // namespace sbsconv

@@ -1,0 +1,288 @@
+// The engine: the float64 guard (Note [No float64 on devices]), frame selection, the
+// frame-count estimate, the device-neutral quantiles, and whole runs with a stand-in model.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+#include <thread>
+
+#include <unistd.h>
+
+#include "sbsconv/common/Error.h"
+#include "sbsconv/common/Float64Guard.h"
+#include "sbsconv/depth/DepthModel.h"
+#include "sbsconv/pipeline/FrameSelector.h"
+#include "sbsconv/temporal/Quantile.h"
+
+using namespace sbsconv;
+
+TEST(Float64Guard, CatchesFloat64AndHonoursHostScopes) {
+  Float64Guard guard(/*cpu_counts_as_device=*/true);
+  at::Tensor f = at::ones({4});
+  (void)(f * 2); // float32: fine
+  EXPECT_TRUE(guard.take_violations().empty());
+  (void)f.to(at::kDouble);
+  const auto seen = guard.take_violations();
+  ASSERT_FALSE(seen.empty());
+  EXPECT_NE(std::find(seen.begin(), seen.end(), "aten::to"), seen.end()) << seen.front();
+  {
+    HostFloat64Scope host;
+    (void)at::tensor({1.0, 2.0}, at::kDouble).sum();
+  }
+  EXPECT_TRUE(guard.take_violations().empty());
+  (void)at::zeros({2}, at::kDouble);
+  EXPECT_THROW(guard.check("stabilise"), Error);
+  guard.check("stabilise"); // the violations were taken by the throw
+}
+
+TEST(Float64Guard, WithoutCpuCountingOnlyDeviceTensorsCount) {
+  Float64Guard guard(/*cpu_counts_as_device=*/false);
+  (void)at::ones({3}, at::kDouble).mul(2);
+  EXPECT_TRUE(guard.take_violations().empty());
+}
+
+TEST(Float64Guard, ObservesOnlyItsOwnThread) {
+  Float64Guard guard(/*cpu_counts_as_device=*/true);
+  std::thread other([] { (void)at::ones({3}, at::kDouble); });
+  other.join();
+  EXPECT_TRUE(guard.take_violations().empty());
+}
+
+TEST(Quantile, MatchesAtQuantileWithoutFloat64) {
+  at::manual_seed(3);
+  at::Tensor x = at::randn({5, 1001});
+  const std::vector<double> qs{0.0, 0.01, 0.5, 0.99, 1.0};
+  at::Tensor mine;
+  {
+    Float64Guard guard(/*cpu_counts_as_device=*/true);
+    mine = quantiles_last_dim(x, qs);
+    EXPECT_TRUE(guard.take_violations().empty());
+  }
+  at::Tensor reference = at::quantile(x, at::tensor(qs, at::kFloat), /*dim=*/1).permute({1, 0});
+  EXPECT_TRUE(at::allclose(mine, reference, 1e-5, 1e-6)) << (mine - reference).abs().max();
+}
+
+namespace {
+at::Tensor frame(int64_t value) {
+  return at::full({3, 2, 2}, value, at::kByte);
+}
+} // namespace
+
+TEST(FrameSelector, EveryFrameKeepsItsTimestamp) {
+  FrameSelector s({Rational{1, 90000}, Rational{30, 1}, 0.0, std::nullopt, std::nullopt, 0.0});
+  std::vector<SelectedFrame> out;
+  for (int64_t k = 0; k < 4; ++k) {
+    s.push(frame(k), 3000 * k + 7, out);
+  }
+  s.finish(out);
+  ASSERT_EQ(out.size(), 4u);
+  EXPECT_EQ(out[2].pts, 6007);
+  EXPECT_EQ(out[2].source_pts, 6007);
+  EXPECT_EQ(s.time_base().den, 90000);
+}
+
+TEST(FrameSelector, FpsResamplingRepeatsAndDropsByTime) {
+  // 10 fps source resampled to 25 fps: each source frame fills 2 or 3 slots; the last frame
+  // lasts its 0.1 s.
+  FrameSelector s({Rational{1, 1000}, Rational{10, 1}, 0.0, std::nullopt, Rational{25, 1}, 0.0});
+  std::vector<SelectedFrame> out;
+  for (int64_t k = 0; k < 10; ++k) {
+    s.push(frame(k), 100 * k, out);
+  }
+  s.finish(out);
+  ASSERT_EQ(out.size(), 25u);
+  for (size_t i = 0; i < out.size(); ++i) {
+    EXPECT_EQ(out[i].pts, static_cast<int64_t>(i));
+    // slot i at i/25 s shows the frame on screen then: floor(i * 0.04 / 0.1)
+    EXPECT_EQ(out[i].source_pts, 100 * static_cast<int64_t>(std::floor(i * 0.4 + 1e-9))) << i;
+  }
+}
+
+TEST(FrameSelector, PreviewTakesTheFirstFrameAtEachSlot) {
+  FrameSelector s({Rational{1, 1000}, Rational{10, 1}, 0.0, std::nullopt, std::nullopt, 1.5});
+  std::vector<SelectedFrame> out;
+  for (int64_t k = 0; k < 40; ++k) { // 4 s at 10 fps
+    s.push(frame(k), 100 * k, out);
+  }
+  s.finish(out);
+  ASSERT_EQ(out.size(), 3u); // 0, 1.5, 3.0 s
+  EXPECT_EQ(out[1].source_pts, 1500);
+  EXPECT_EQ(out[2].pts, 2);
+}
+
+TEST(FrameCountEstimate, LearnsAVariableRate) {
+  // The container says 30 fps over 40 s (1200 frames); the frames come at 18.75 fps.
+  FrameCountEstimate e(40.0, 1200);
+  EXPECT_EQ(e.current(), 1200);
+  int64_t last = 0;
+  for (int64_t k = 0; k < 200; ++k) {
+    last = e.observe(static_cast<double>(k) / 18.75);
+  }
+  EXPECT_NEAR(static_cast<double>(last), 750.0, 750.0 * 0.02);
+  // Unknown length: the nominal count, and never below what was seen.
+  FrameCountEstimate unknown(-1.0, -1);
+  EXPECT_EQ(unknown.current(), -1);
+  FrameCountEstimate small(-1.0, 3, /*before=*/10);
+  EXPECT_EQ(small.observe(0.0), 11);
+}
+
+// ---- the whole engine, with a stand-in depth model -------------------------------------------
+// The threads, queues, journal, segments and assembly are what is under test here (and under
+// the sanitizers: cmake --preset sanitize / tsan), not a network: depth is the frame's
+// brightness, which the real stages treat like any model's output.
+
+#include <filesystem>
+
+#include "sbsconv/pipeline/Engine.h"
+
+namespace {
+
+class BrightnessDepth : public DepthModel {
+ public:
+  const std::string& name() const override {
+    return name_;
+  }
+  DepthKind kind() const override {
+    return DepthKind::Relative;
+  }
+  at::Device device() const override {
+    return at::kCPU;
+  }
+  at::ScalarType dtype() const override {
+    return at::kFloat;
+  }
+  at::Tensor forward(const at::Tensor& pixel_values) override {
+    return pixel_values.mean(1, true);
+  }
+  DepthOutput infer(const at::Tensor& frames) override {
+    return DepthOutput{frames.to(at::kFloat).mean(1, true).div(255.0), std::nullopt};
+  }
+
+ private:
+  std::string name_ = "brightness";
+};
+
+std::string data_file(const char* name) {
+  const char* dir = std::getenv("SBSCONV_TEST_DATA_DIR");
+  return (std::filesystem::path(dir != nullptr ? dir : SBSCONV_TEST_DATA_DIR) / name).string();
+}
+
+EngineOptions engine_options(const std::filesystem::path& output, bool resume) {
+  EngineOptions o;
+  o.input = data_file("bt601_limited_range.mp4");
+  o.model = std::make_shared<BrightnessDepth>();
+  o.batch_size = 3;
+  o.writer.path = output.string();
+  o.writer.preset = "ultrafast";
+  o.resume = resume;
+  o.fingerprint = "engine-test";
+  o.segment_frames = 10;
+  o.check_float64 = true;
+  return o;
+}
+
+std::filesystem::path scratch_dir(const char* name) {
+  auto dir = std::filesystem::temp_directory_path() / ("sbsconv_engine_test_" + std::to_string(::getpid())) / name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+} // namespace
+
+TEST(Engine, ConvertsResumablyAcrossThreadsWithoutFloat64) {
+  const auto dir = scratch_dir("resumable");
+  Engine engine(engine_options(dir / "out.mp4", /*resume=*/true));
+  engine.start();
+  ASSERT_TRUE(engine.wait(300));
+  const EngineResult r = engine.result();
+  EXPECT_EQ(r.frames, 60);
+  EXPECT_EQ(r.width, 640); // full side by side of 320x240
+  EXPECT_TRUE(std::filesystem::exists(dir / "out.mp4"));
+  EXPECT_FALSE(std::filesystem::exists(dir / ".out.mp4.sbsconv-resume"));
+  EXPECT_FALSE(std::filesystem::exists(dir / ".out.mp4.sbsconv-lock"));
+}
+
+TEST(Engine, AFailingStageStopsEveryStageAndNamesItself) {
+  for (const char* stage : {"decode", "depth", "stabilise", "stereo", "encode"}) {
+    const auto dir = scratch_dir(stage);
+    EngineOptions o = engine_options(dir / "out.mp4", /*resume=*/false);
+    o.fault = std::string(stage) + ":2";
+    Engine engine(std::move(o));
+    engine.start();
+    ASSERT_TRUE(engine.wait(120)) << stage << " hangs";
+    try {
+      engine.result();
+      ADD_FAILURE() << stage << ": no error";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.stage(), stage);
+      EXPECT_EQ(e.kind(), ErrorKind::Internal);
+    }
+    EXPECT_TRUE(std::filesystem::is_empty(dir)) << stage << " left files behind";
+  }
+}
+
+TEST(Engine, CancelStopsPromptlyAndLeavesNothing) {
+  const auto dir = scratch_dir("cancel");
+  EngineOptions o = engine_options(dir / "out.mp4", /*resume=*/false);
+  o.input = data_file("Tokyo-Walk_rgb.mp4");
+  Engine engine(std::move(o));
+  engine.start();
+  while (engine.progress().frames_done < 3) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  engine.cancel();
+  ASSERT_TRUE(engine.wait(60));
+  EXPECT_THROW(engine.result(), Error);
+  EXPECT_EQ(engine.progress().phase, "cancelled");
+  EXPECT_TRUE(std::filesystem::is_empty(dir));
+}
+
+namespace {
+
+// Metric depth with a field-of-view estimate that goes wrong: NaN, then out of range.
+class BadFovDepth : public BrightnessDepth {
+ public:
+  DepthKind kind() const override {
+    return DepthKind::Metric;
+  }
+  DepthOutput infer(const at::Tensor& frames) override {
+    const int64_t n = frames.size(0);
+    at::Tensor fov = at::full({n}, 50.0f);
+    if (calls_++ == 1) {
+      fov[0] = std::numeric_limits<float>::quiet_NaN();
+      fov[n - 1] = 250.0f;
+    }
+    return DepthOutput{at::full({n, 1, frames.size(2), frames.size(3)}, 2.0f), fov};
+  }
+
+ private:
+  int calls_ = 0;
+};
+
+} // namespace
+
+TEST(Engine, AFieldOfViewEstimateThatIsNotANumberIsReplacedWithAWarning) {
+  const auto dir = scratch_dir("fov");
+  EngineOptions o = engine_options(dir / "out.mp4", /*resume=*/false);
+  o.model = std::make_shared<BadFovDepth>();
+  o.stabilizer.relative = false;
+  Engine engine(std::move(o));
+  engine.start();
+  ASSERT_TRUE(engine.wait(300));
+  const EngineResult r = engine.result();
+  EXPECT_EQ(r.frames, 60);
+  ASSERT_TRUE(r.fov_degrees.has_value());
+  EXPECT_TRUE(std::isfinite(*r.fov_degrees));
+  EXPECT_GT(*r.fov_degrees, 50.0); // 179 for the clamped frame lifts the mean
+  EXPECT_LT(*r.fov_degrees, 179.0);
+  const auto mentions = std::count_if(r.warnings.begin(), r.warnings.end(), [](const std::string& w) {
+    return w.find("field-of-view") != std::string::npos;
+  });
+  EXPECT_EQ(mentions, 1); // one warning, not one per frame
+}
