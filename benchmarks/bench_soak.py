@@ -2,8 +2,9 @@
 uses sbsconv for hours. Mixed clips (H.264, MPEG-4 Part 2, VP8 + Vorbis, 10-bit HEVC, two
 video streams with audio and subtitles), with cancels (Ctrl-C from a progress callback) and
 bad inputs (not a video, a truncated file, a missing file) interleaved. Reports the resident
-memory and the open file descriptors after a warm-up and at the end (goal: memory within 5 %,
-no descriptor growth), and how long each cancel took to stop the run.
+memory (settled: garbage collected, glibc's free lists trimmed) and the open file descriptors
+after a warm-up and at the end (goal: memory within 5 %, no descriptor growth), the memory's
+trend over the runs, and how long each cancel took to stop the run.
 
     uv run python benchmarks/bench_soak.py [--runs 300]
 """
@@ -11,6 +12,8 @@ no descriptor growth), and how long each cancel took to stop the run.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import os
 import statistics
 import sys
@@ -34,6 +37,18 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def settled_rss_mb() -> float:
+    """Resident memory with what is merely cached handed back: Python's garbage collected and
+    glibc's free lists trimmed, so that the figure shows what is still in use (a leak), not
+    what the allocator keeps for the next clip of another size."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+    return rss_mb()
+
+
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
@@ -53,7 +68,7 @@ def tiny_model(folder: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=300)
-    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=50)
     args = parser.parse_args()
     warnings.simplefilter("ignore", SbsconvWarning)
     work = Path(tempfile.mkdtemp(prefix="sbsconv-soak-"))
@@ -65,11 +80,14 @@ def main() -> None:
     truncated.write_bytes(raw[: len(raw) // 3])
     kinds = {"ok": 0, "cancelled": 0, "bad input": 0}
     cancel_latency: list[float] = []
+    trend: list[tuple[int, float]] = []
     start_rss = start_fds = None
     t0 = time.perf_counter()
     for i in range(args.runs):
         if i == args.warmup:
-            start_rss, start_fds = rss_mb(), open_fds()
+            start_rss, start_fds = settled_rss_mb(), open_fds()
+        if i >= args.warmup and i % 10 == 0:
+            trend.append((i, settled_rss_mb()))
         out = work / f"out_{i % 4}.mp4"
         kind = i % 10
         try:
@@ -104,15 +122,20 @@ def main() -> None:
         finally:
             if i % 50 == 49:
                 print(f"  {i + 1} runs, rss {rss_mb():.1f} MB, fds {open_fds()}", flush=True)
-    end_rss, end_fds = rss_mb(), open_fds()
+    end_rss, end_fds = settled_rss_mb(), open_fds()
+    trend.append((args.runs, end_rss))
+    xs = [x for x, _ in trend]
+    ys = [y for _, y in trend]
+    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in trend) / max(sum((x - mean_x) ** 2 for x in xs), 1e-9)
     seconds = time.perf_counter() - t0
     growth = 100.0 * (end_rss - start_rss) / start_rss
     print()
     print(f"| runs | ok / cancelled / bad input | rss after {args.warmup} runs | rss at the end | growth | "
-          "fds after warm-up | fds at the end | cancel latency median / max | wall |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "trend | fds after warm-up | fds at the end | cancel latency median / max | wall |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     print(f"| {args.runs} | {kinds['ok']} / {kinds['cancelled']} / {kinds['bad input']} | {start_rss:.1f} MB | "
-          f"{end_rss:.1f} MB | {growth:+.1f} % | {start_fds} | {end_fds} | "
+          f"{end_rss:.1f} MB | {growth:+.1f} % | {100 * slope:+.1f} MB per 100 runs | {start_fds} | {end_fds} | "
           f"{statistics.median(cancel_latency):.3f} s / {max(cancel_latency):.3f} s | {seconds:.0f} s |")
     ok = growth <= 5.0 and end_fds <= start_fds
     print("\nverdict:", "flat" if ok else "GROWTH", file=sys.stderr)

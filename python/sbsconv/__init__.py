@@ -3,6 +3,7 @@
     import sbsconv
     sbsconv.convert("in.mp4", "out_sbs.mp4")     # the whole conversion
     sbsconv.probe("in.mp4")                      # what a video holds
+    sbsconv.ConvertOptions(divergence=2.5)       # the options, checked, for convert() & co.
 
 Rooms: ``sbsconv.media`` (decode, encode), ``sbsconv.models`` (depth models),
 ``sbsconv.stereo`` (eye rendering, layouts), ``sbsconv.temporal`` (stability, scene cuts).
@@ -11,6 +12,7 @@ Rooms: ``sbsconv.media`` (decode, encode), ``sbsconv.models`` (depth models),
 from sbsconv import errors, media
 from sbsconv._native import _core
 from sbsconv.media import MediaInfo, StreamInfo, probe
+from sbsconv.options import ConvertOptions
 
 # Imported eagerly: a lazy first import of the submodule sbsconv.preview would rebind the
 # package attribute ``preview`` from the function to the module.
@@ -28,16 +30,22 @@ def convert(*args, **kwargs):
 
 
 def _attach_signature() -> None:
-    # help(sbsconv.convert) and notebooks' tooltips show the real options, cheaply.
+    # help(sbsconv.convert) and notebooks' tooltips show every option by name with its
+    # default (convert() takes them as **overrides), cheaply.
     import inspect
 
     from sbsconv import conversion
 
-    convert.__signature__ = inspect.signature(conversion.convert)
+    signature = inspect.signature(conversion.convert)
+    kept = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    options = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+               for f in ConvertOptions.fields()]
+    convert.__signature__ = signature.replace(parameters=kept + options)
     convert.__doc__ = conversion.convert.__doc__
 
 
 _attach_signature()
 
 
-__all__ = ["MediaInfo", "StreamInfo", "__version__", "compare", "convert", "errors", "media", "preview", "probe"]
+__all__ = ["ConvertOptions", "MediaInfo", "StreamInfo", "__version__", "compare", "convert", "errors", "media",
+           "preview", "probe"]

@@ -1,14 +1,16 @@
 """``sbsconv-bench``: every depth approach on a few seconds of a video, side by side.
 
     uv run sbsconv-bench --seconds 3 [--input FILE] [--start S] [--models a,b,...]
-                         [--device D] [--out DIR] [--no-normalize]
+                         [--device D] [--out DIR] [--no-normalize] [--layout L]
+                         [--precision P] [--batch-size N] [--divergence D] [--convergence C]
 
 Writes into one folder per run: the excerpt the approaches share (normalised to 1080p at
 24 fps unless --no-normalize), each approach's 3D clip and colour-mapped depth clip, a
 contact sheet (the same frames, the source then every approach's depth, side by side),
 results.json and results.md; prints the table. An approach that cannot run (checkpoint
 unavailable offline, not enough memory, no such device) is listed as skipped with its
-reason, and the run goes on.
+reason, and the run goes on. The conversion options (--device, --layout ...) are
+``sbsconv convert``'s, checked before any work.
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ from pathlib import Path
 import torch
 
 import sbsconv
-from sbsconv import errors, media, models, samples
+from sbsconv import cli, errors, media, models, samples
 from sbsconv._native import _core
 
 logger = logging.getLogger("sbsconv")
 
 STAGES = ("decode", "depth", "stabilise", "stereo", "encode")
+# the convert() options sbsconv-bench offers (flags generated from sbsconv.ConvertOptions)
+BENCH_OPTIONS = ["device", "layout", "precision", "batch_size", "divergence", "convergence"]
 SHEET_FRAMES = 3
 
 
@@ -97,14 +101,16 @@ def run(argv: list[str] | None = None) -> dict:
     parser.add_argument("--models", default=None,
                         help="comma-separated registry names, repo ids or paths (default: every model family"
                         " at its defaults: " + ", ".join(models.approaches()) + ")")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default: auto)")
     parser.add_argument("--out", type=Path, default=Path("sbsconv-bench"), help="folder for the runs")
     parser.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=True,
                         help="normalise the excerpt to 1080p at 24 fps first (default: on)")
-    parser.add_argument("--layout", default="full-sbs", help="the 3D layout of the clips (default: full-sbs)")
+    # the conversion options every approach shares, as `sbsconv convert` takes them
+    cli.add_option_arguments(parser, BENCH_OPTIONS)
     args = parser.parse_args(argv)
     if not args.seconds > 0:
         parser.error("--seconds must be > 0")
+    # every approach converts with these (checked before any work) plus its model
+    options = cli.options_from_args(args, BENCH_OPTIONS).replace(resume=False)
     source = args.input or samples.path()
     approaches = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else models.approaches()
     run_dir = args.out / time.strftime("%Y%m%d-%H%M%S")
@@ -118,8 +124,8 @@ def run(argv: list[str] | None = None) -> dict:
         row = {"approach": name, "status": "ok"}
         t0 = time.perf_counter()
         try:
-            result = sbsconv.convert(excerpt, run_dir / f"{label}_3d.mp4", model=name, device=args.device,
-                                     layout=args.layout, depth_video=run_dir / f"{label}_depth.mp4", resume=False)
+            result = sbsconv.convert(excerpt, run_dir / f"{label}_3d.mp4", options, model=name,
+                                     depth_video=run_dir / f"{label}_depth.mp4")
         except (errors.ModelError, errors.DeviceError) as exc:
             row.update(status="skipped", reason=str(exc))
         except (torch.OutOfMemoryError, MemoryError) as exc:

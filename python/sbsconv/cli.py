@@ -125,53 +125,62 @@ def _add_encoder_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--subtitles", default="copy", choices=["copy", "none"], help="carry subtitles over (default: copy)")
 
 
-def _parse_eye_size(text: str):
-    if "x" in text.lower():
-        w, _, h = text.lower().partition("x")
-        return (int(w), int(h))
-    return text
+def add_option_arguments(p: argparse.ArgumentParser, names: list[str] | None = None) -> None:
+    """One flag per :class:`~sbsconv.options.ConvertOptions` field (or per field in ``names``),
+    generated from the fields: the same name (dashes for underscores), default, help text and
+    choices, in argument groups by the fields' groups. Values are parsed here and checked
+    when the options are made (:func:`options_from_args`)."""
+    from sbsconv.options import Choice, ConvertOptions
 
-
-def _add_convert_options(p: argparse.ArgumentParser) -> None:
-    """Every keyword option of sbsconv.convert(), with the same name (dashes for underscores),
-    default and help text."""
-    import inspect
-
-    from sbsconv.conversion import OPTION_HELP, convert
-
-    special = {
-        "percentiles": {"type": float, "nargs": 2, "metavar": ("LOW", "HIGH")},
-        "eye_size": {"type": _parse_eye_size},
-        "fps": {"type": str},
-    }
-    numeric = {"batch_size": int, "input_size": int, "edge_dilation": int, "min_scene_length": int,
-               "crf": int, "cq": int, "quality": int, "bit_depth": int, "stream": int, "start": float,
-               "duration": float, "max_shift": float, "fov_degrees": float, "preview_every": float}
-    for name, param in inspect.signature(convert).parameters.items():
-        if param.kind is not inspect.Parameter.KEYWORD_ONLY or name in ("progress", "on_progress"):
+    fields = ConvertOptions.fields() if names is None else [ConvertOptions.field_named(n)
+                                                             for n in names]
+    groups: dict[str, Any] = {}
+    for f in fields:
+        if f.group not in groups:
+            groups[f.group] = p.add_argument_group(f"{'3D' if f.group == '3d' else f.group} options")
+        g = groups[f.group]
+        help_text = f.help.replace("%", "%%")
+        if f.kind is bool:
+            g.add_argument(f.flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
             continue
-        flag = "--" + name.replace("_", "-")
-        default = param.default
-        help_text = OPTION_HELP.get(name, "")
-        if isinstance(default, bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
-        elif name in special:
-            p.add_argument(flag, default=default, help=f"{help_text} (default: {default})", **special[name])
+        if f.default is not None or "default" not in f.help:  # else the help says what None does
+            shown = "none" if f.default is None else f.default
+            help_text += f" (default: {' '.join(map(str, shown)) if f.kind is tuple else shown})"
+        extra: dict[str, Any] = {}
+        if f.kind is tuple:  # percentiles: --percentiles 1 99
+            extra = {"type": float, "nargs": len(f.default), "metavar": ("LOW", "HIGH")}
         else:
-            kind = numeric.get(name) or (type(default) if default is not None else str)
-            p.add_argument(flag, type=kind, default=default, help=f"{help_text} (default: {default})")
+            extra = {"type": _parser_of(f)}
+            if isinstance(f.constraint, Choice):
+                extra["choices"] = f.constraint.values
+                if len(f.constraint.values) > 4:  # the help lists them
+                    extra["metavar"] = f.name.upper()
+        g.add_argument(f.flag, default=f.default, help=help_text, **extra)
+
+
+def _parser_of(f):
+    def parse(text: str) -> Any:
+        try:
+            return f.parse(text)
+        except errors.OptionError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = f.kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+def options_from_args(args: argparse.Namespace, names: list[str] | None = None):
+    """The :class:`~sbsconv.options.ConvertOptions` of parsed arguments (checked: OptionError)."""
+    from sbsconv.options import ConvertOptions
+
+    names = list(ConvertOptions.names()) if names is None else names
+    return ConvertOptions(**{n: getattr(args, n) for n in names if hasattr(args, n)})
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    import inspect
-
     from sbsconv.conversion import convert
 
-    names = [n for n, p in inspect.signature(convert).parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
-    options = {n: getattr(args, n) for n in names if hasattr(args, n)}
-    if isinstance(options.get("percentiles"), list):
-        options["percentiles"] = tuple(options["percentiles"])
-    result = convert(args.input, args.output, progress=not args.quiet, **options)
+    result = convert(args.input, args.output, options_from_args(args), progress=not args.quiet)
     print(f"wrote {result.output}: {result.frames} frames, {result.width}x{result.height} {result.layout}, "
           f"{result.fps:.1f} frames/s, encoder {result.encoder}"
           + (f", resumed at frame {result.resumed_from}" if result.resumed_from else ""))
@@ -215,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="video file")
     p.add_argument("output", help="output file (.mp4, .mov or .mkv)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    _add_convert_options(p)
+    add_option_arguments(p)
     p.set_defaults(run=_cmd_convert)
 
     p = sub.add_parser("models", help="list the depth models", description="List the registered depth models.")

@@ -1,14 +1,14 @@
 """Helpers for the Colab notebook (notebooks/sbsconv_colab.ipynb) and Jupyter.
 
-The options form is built from ``sbsconv.convert()``'s own signature, so the notebook offers
-exactly the API's options with the API's defaults and cannot drift from it. Every command
+The options form is generated from :class:`sbsconv.ConvertOptions`' fields, so the notebook
+offers exactly the API's options with the API's defaults, help and checks, and cannot drift
+from it. Every command
 that takes user input runs with an argument list, never through a shell string.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import inspect
 import os
 import re
 import subprocess
@@ -21,6 +21,7 @@ import torch
 import sbsconv
 from sbsconv._native import _core
 from sbsconv.errors import InputError, OptionError
+from sbsconv.options import Choice, ConvertOptions
 
 __all__ = [
     "IN_COLAB", "OptionsForm", "convert_options", "copy_to_drive", "environment_report", "fetch_checkpoint",
@@ -37,16 +38,12 @@ def _in_colab() -> bool:
 
 
 IN_COLAB = _in_colab()
-# Options the form leaves out: they are code, not settings.
-_NOT_IN_FORM = ("progress", "on_progress")
 
 
 def convert_options() -> dict[str, Any]:
-    """``sbsconv.convert()``'s keyword options and their defaults, in order."""
-    from sbsconv.conversion import convert
-
-    return {name: p.default for name, p in inspect.signature(convert).parameters.items()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in _NOT_IN_FORM}
+    """``sbsconv.convert()``'s options (:class:`~sbsconv.ConvertOptions`' fields) and their
+    defaults, in order."""
+    return {f.name: f.default for f in ConvertOptions.fields()}
 
 
 def environment_report(show: bool = True) -> dict[str, Any]:
@@ -76,17 +73,17 @@ def environment_report(show: bool = True) -> dict[str, Any]:
 
 
 class OptionsForm:
-    """An ipywidgets form with one field per ``convert()`` option (name, default and help
-    from the API). ``values()`` gives the options that differ from the defaults, ready for
-    ``sbsconv.convert(video, output, **form.values())``. Without ipywidgets (a plain
-    terminal, a headless run) the form is the dict of overrides given."""
+    """An ipywidgets form with one field per :class:`~sbsconv.ConvertOptions` field (name,
+    default, help as the tooltip, the choices as a drop-down), in the fields' order.
+    ``values()`` gives the options that differ from the defaults, checked, ready for
+    ``sbsconv.convert(video, output, **form.values())``; ``options()`` gives them as a
+    ``ConvertOptions``. Without ipywidgets (a plain terminal, a headless run) the form is
+    the overrides given."""
 
     def __init__(self, **overrides: Any) -> None:
-        self.defaults = convert_options()
-        unknown = sorted(set(overrides) - set(self.defaults))
-        if unknown:
-            raise OptionError(f"not convert() options: {', '.join(unknown)}")
-        self.overrides = dict(overrides)
+        self.fields = {f.name: f for f in ConvertOptions.fields()}
+        self.defaults = {name: f.default for name, f in self.fields.items()}
+        self.overrides = ConvertOptions.merged(None, overrides).non_defaults()  # checked
         self.widgets: dict[str, Any] = {}
         try:
             import ipywidgets  # noqa: F401
@@ -97,23 +94,21 @@ class OptionsForm:
     def _build(self) -> None:
         import ipywidgets as w
 
-        from sbsconv.conversion import OPTION_HELP
-
         style = {"description_width": "150px"}
-        for name, default in self.defaults.items():
-            value = self.overrides.get(name, default)
-            description = name
-            tooltip = OPTION_HELP.get(name, "")
-            if isinstance(default, bool):
-                widget = w.Checkbox(value=bool(value), description=description, tooltip=tooltip, style=style)
-            elif isinstance(default, int) and default is not None:
-                widget = w.IntText(value=value, description=description, tooltip=tooltip, style=style)
-            elif isinstance(default, float):
-                widget = w.FloatText(value=value, description=description, tooltip=tooltip, style=style)
+        for name, f in self.fields.items():
+            value = self.overrides.get(name, f.default)
+            common = {"description": name, "tooltip": f"{f.help} ({f.describe()})", "style": style}
+            if f.kind is bool:
+                widget = w.Checkbox(value=bool(value), **common)
+            elif isinstance(f.constraint, Choice) and not f.nullable:
+                widget = w.Dropdown(options=list(f.constraint.values), value=value, **common)
+            elif f.kind is int and f.default is not None:
+                widget = w.IntText(value=value, **common)
+            elif f.kind is float and f.default is not None:
+                widget = w.FloatText(value=value, **common)
             else:
-                text = "" if value is None else (", ".join(map(str, value)) if isinstance(value, tuple) else str(value))
-                widget = w.Text(value=text, description=description, tooltip=tooltip,
-                                placeholder="default" if default is None else str(default), style=style)
+                widget = w.Text(value=_text_of(value), placeholder="default" if f.default is None
+                                else _text_of(f.default), **common)
             self.widgets[name] = widget
 
     def display(self) -> None:
@@ -123,36 +118,37 @@ class OptionsForm:
         import ipywidgets as w
         from IPython.display import display
 
-        display(w.VBox(list(self.widgets.values())))
-
-    def values(self) -> dict[str, Any]:
-        if not self.widgets:
-            return dict(self.overrides)
-        out: dict[str, Any] = {}
+        groups = {}
         for name, widget in self.widgets.items():
-            default = self.defaults[name]
+            groups.setdefault(self.fields[name].group, []).append(widget)
+        tabs = w.Tab(children=[w.VBox(ws) for ws in groups.values()])
+        for i, group in enumerate(groups):
+            tabs.set_title(i, "3D" if group == "3d" else group)
+        display(tabs)
+
+    def options(self) -> ConvertOptions:
+        """The form's options, checked (OptionError names the bad one)."""
+        if not self.widgets:
+            return ConvertOptions(**self.overrides)
+        raw: dict[str, Any] = {}
+        for name, widget in self.widgets.items():
             value = widget.value
             if isinstance(value, str):
-                value = _parse_text(value, default)
-            if value != default:
-                out[name] = value
-        return out
+                value = self.fields[name].parse(value)
+            raw[name] = value
+        return ConvertOptions(**raw)
+
+    def values(self) -> dict[str, Any]:
+        """The options that differ from the defaults, checked and normalised."""
+        return self.options().non_defaults()
 
 
-def _parse_text(text: str, default: Any) -> Any:
-    text = text.strip()
-    if text == "":
-        return default
-    if isinstance(default, tuple):
-        try:
-            return tuple(float(v) for v in re.split(r"[,\s]+", text.strip("()[] ")) if v)
-        except ValueError:
-            raise OptionError(f"expected numbers separated by commas, got {text!r}") from None
-    try:
-        number = float(text)
-    except ValueError:
-        return text
-    return int(number) if number.is_integer() and "." not in text else number
+def _text_of(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, tuple):
+        return ", ".join(map(str, value))
+    return str(value)
 
 
 _DRIVE_ID = re.compile(r"(?:/d/|id=)([A-Za-z0-9_-]{20,})")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import html
-import inspect
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 from sbsconv import media, stereo, temporal
 from sbsconv._native import _core, flush_log
 from sbsconv.errors import OptionError
+from sbsconv.options import CALL_KEYWORDS, ConvertOptions
 
 __all__ = ["Preview", "compare", "preview"]
 
@@ -74,7 +74,7 @@ class Preview:
         data = base64.b64encode(self.png()).decode()
         titles = "".join(
             f"<tr><td>{html.escape(caption)}</td><td>{' | '.join(html.escape(p.title) for p in row)}</td></tr>"
-            for caption, row in zip(self.captions or [""] * len(self.rows), self.rows))
+            for caption, row in zip(self.captions or [""] * len(self.rows), self.rows, strict=False))
         return (f'<figure style="margin:0"><img src="data:image/png;base64,{data}" style="max-width:100%"/>'
                 f'<table style="font-size:smaller">{titles}</table></figure>')
 
@@ -104,15 +104,11 @@ def _frame_at(video: str, seconds: float) -> torch.Tensor:
     raise OptionError(f"{video} has no frame at {seconds:g} s")
 
 
-def _check_options(options: dict) -> dict:
-    from sbsconv.conversion import convert
-
-    known = {n for n, p in inspect.signature(convert).parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise OptionError(f"unknown option(s) {', '.join(unknown)}: previews take sbsconv.convert()'s options")
-    defaults = {n: p.default for n, p in inspect.signature(convert).parameters.items() if n in known}
-    return {**defaults, **options}
+def _check_options(options: ConvertOptions | None, overrides: dict) -> ConvertOptions:
+    """convert()'s options for a preview, checked; convert()'s progress keywords are taken
+    and ignored (a preview has no progress bar)."""
+    ConvertOptions.check_names(overrides, also=CALL_KEYWORDS)
+    return ConvertOptions.merged(options, {k: v for k, v in overrides.items() if k not in CALL_KEYWORDS})
 
 
 def _times(video: str, at) -> list[float]:
@@ -126,61 +122,65 @@ def _times(video: str, at) -> list[float]:
     return [float(v) for v in values]
 
 
-def _render(frame: torch.Tensor, o: dict):
+def _render(frame: torch.Tensor, o: ConvertOptions):
     """Depth, packed layout and anaglyph of one frame with convert() options `o`."""
-    model = _load(o["model"], o["checkpoint"], o["device"], o["precision"], o["input_size"], o["temporal_mode"])
-    model._core.set_field_of_view(None if o["fov_degrees"] is None else float(o["fov_degrees"]))
+    model = _load(o.model, o.checkpoint, o.device, o.precision, o.input_size, o.temporal_mode)
+    model._core.set_field_of_view(None if o.fov_degrees is None else float(o.fov_degrees))
     # A video model sees the frame as a sequence of its own (a still shot).
     estimate = model.estimate_clip(frame.to(model.device))
     depth = estimate.depth.float()
-    stabilizer = temporal.DepthStabilizer(kind=model.kind, percentiles=tuple(o["percentiles"]))
+    stabilizer = temporal.DepthStabilizer(kind=model.kind, percentiles=o.percentiles)
     stable = stabilizer.process(depth)
     if model.kind == "metric":
         inverse = stable.clamp_min(1e-3).reciprocal()
         shown = (inverse - inverse.amin()) / (inverse.amax() - inverse.amin()).clamp_min(1e-6)
-        fov = o["fov_degrees"] if o["fov_degrees"] is not None else estimate.fov_degrees
+        fov = o.fov_degrees if o.fov_degrees is not None else estimate.fov_degrees
     else:
         shown, fov = stable, None
     frames = frame.to(model.device)
     common = {
-        "depth": stable, "depth_kind": model.kind, "divergence": o["divergence"], "convergence": o["convergence"],
-        "max_shift": o["max_shift"], "ipd_mm": o["ipd_mm"], "fov_degrees": fov,
-        "screen_distance": o["screen_distance"], "edge_dilation": o["edge_dilation"],
-        "synthetic_view": o["synthetic_view"],
+        "depth": stable, "depth_kind": model.kind, "divergence": o.divergence, "convergence": o.convergence,
+        "max_shift": o.max_shift, "ipd_mm": o.ipd_mm, "fov_degrees": fov,
+        "screen_distance": o.screen_distance, "edge_dilation": o.edge_dilation,
+        "synthetic_view": o.synthetic_view,
     }
-    packed = stereo.render(frames, layout=o["layout"], eye_size=o["eye_size"], keep_aspect=o["keep_aspect"], **common)
+    packed = stereo.render(frames, layout=o.layout, eye_size=o.eye_size, keep_aspect=o.keep_aspect, **common)
     anaglyph = stereo.render(frames, layout="anaglyph", **common)
     return model, _core.colorize_depth(shown).cpu()[0], packed.cpu()[0], anaglyph.cpu()[0]
 
 
-def preview(video: str | os.PathLike[str], at=None, **options) -> Preview:
+def preview(video: str | os.PathLike[str], at=None, options: ConvertOptions | None = None,
+            **overrides) -> Preview:
     """For each time in ``at`` (seconds, one or a list; default the middle): the frame, its
     depth (colour-mapped, near is bright), the 3D frame in the chosen ``layout`` and a
-    red-cyan anaglyph. Takes :func:`sbsconv.convert`'s options (model, divergence, ...)."""
+    red-cyan anaglyph. Takes :func:`sbsconv.convert`'s options, as a
+    :class:`~sbsconv.ConvertOptions` and/or keywords (model, divergence, ...)."""
     video = os.fspath(video)
-    o = _check_options(options)
+    o = _check_options(options, overrides)
     rows, captions = [], []
     try:
         for t in _times(video, at):
             frame = _frame_at(video, t)
             model, depth, packed, anaglyph = _render(frame, o)
             rows.append([Panel(f"frame {t:g} s", frame[0].cpu()), Panel(f"depth ({model.name})", depth),
-                         Panel(o["layout"], packed), Panel("anaglyph", anaglyph)])
-            captions.append(f"{Path(video).name} at {t:g} s: divergence {o['divergence']}, "
-                            f"convergence {o['convergence']}")
+                         Panel(o.layout, packed), Panel("anaglyph", anaglyph)])
+            captions.append(f"{Path(video).name} at {t:g} s: divergence {o.divergence}, "
+                            f"convergence {o.convergence}")
     finally:
         flush_log()
     return Preview(rows, captions)
 
 
-def compare(video: str | os.PathLike[str], at=None, variants: list[dict] | None = None, **options) -> Preview:
+def compare(video: str | os.PathLike[str], at=None, variants: list[dict] | None = None,
+            options: ConvertOptions | None = None, **overrides) -> Preview:
     """Several models or settings side by side: for each time, the frame, then each
     variant's depth and anaglyph. Each variant is a dict of :func:`sbsconv.convert` options
-    applied over ``options``."""
+    applied over the common ones (``options`` and/or keywords)."""
     video = os.fspath(video)
     if not variants or not all(isinstance(v, dict) for v in variants):
         raise OptionError("variants must be a non-empty list of option dicts")
-    merged = [_check_options({**options, **v}) for v in variants]
+    base = _check_options(options, overrides)
+    merged = [_check_options(base, v) for v in variants]
     rows, captions = [], []
     try:
         for t in _times(video, at):

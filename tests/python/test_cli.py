@@ -46,6 +46,11 @@ def test_reencode_writes_the_output(tmp_path, capsys):
         (["reencode", "SAMPLE", "out.avi"], cli.EXIT_USAGE),
         (["reencode", "SAMPLE", "/nonexistent/dir/out.mp4"], cli.EXIT_OUTPUT),
         (["reencode", "SAMPLE", "OUT", "--crf", "99"], cli.EXIT_USAGE),
+        # convert's options are checked (sbsconv.ConvertOptions) before any work
+        (["convert", "SAMPLE", "OUT", "--divergence", "99"], cli.EXIT_USAGE),
+        (["convert", "SAMPLE", "OUT", "--bit-depth", "10"], cli.EXIT_USAGE),
+        (["convert", "SAMPLE", "OUT", "--eye-size", "huge"], cli.EXIT_USAGE),
+        (["convert", "SAMPLE", "out.avi"], cli.EXIT_USAGE),
     ],
 )
 def test_exit_codes(tmp_path, capsys, argv, code):
@@ -62,6 +67,17 @@ def test_usage_errors_exit_2():
     with pytest.raises(SystemExit) as info:
         cli.main(["reencode"])
     assert info.value.code == cli.EXIT_USAGE
+    with pytest.raises(SystemExit) as info:
+        cli.main(["convert", "in.mp4", "out.mp4", "--layout", "side-by-side"])
+    assert info.value.code == cli.EXIT_USAGE
+
+
+def test_convert_help_lists_every_option_by_group(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["convert", "--help"])
+    out = capsys.readouterr().out
+    assert "3D options:" in out and "encoding options:" in out and "--eye-size EYE_SIZE" in out
+    assert "--no-resume" in out and "--percentiles LOW HIGH" in out
 
 
 def test_console_script_help_lists_commands():

@@ -46,13 +46,16 @@ def test_notebook_commands_take_user_input_as_arguments():
 
 
 def test_form_fields_are_exactly_convert_options():
-    params = inspect.signature(sbsconv.convert).parameters
-    expected = {n: p.default for n, p in params.items()
-                if p.kind is inspect.Parameter.KEYWORD_ONLY and n not in ("progress", "on_progress")}
+    expected = {f.name: f.default for f in sbsconv.ConvertOptions.fields()}
     assert notebook.convert_options() == expected
     assert list(notebook.convert_options()) == list(expected)
+    # convert() takes exactly these as keywords (help() and tooltips show them)
+    params = inspect.signature(sbsconv.convert).parameters
+    assert {n: params[n].default for n in expected} == expected
     form = notebook.OptionsForm(divergence=3.0, layout="half-sbs")
-    assert set(form.widgets) == set(expected)
+    assert list(form.widgets) == list(expected)
+    for f in sbsconv.ConvertOptions.fields():
+        assert f.help in form.widgets[f.name].tooltip
     assert form.widgets["divergence"].value == 3.0
     assert form.widgets["layout"].value == "half-sbs"
     assert form.values() == {"divergence": 3.0, "layout": "half-sbs"}
@@ -60,14 +63,23 @@ def test_form_fields_are_exactly_convert_options():
     assert form.values()["crf"] == 20
     form.widgets["percentiles"].value = "2, 98"
     assert form.values()["percentiles"] == (2.0, 98.0)
+    assert form.options() == sbsconv.ConvertOptions(divergence=3.0, layout="half-sbs", crf=20,
+                                                    percentiles=(2, 98))
+    form.widgets["eye_size"].value = "1920x1080"
+    assert form.values()["eye_size"] == (1920, 1080)
     form.widgets["percentiles"].value = "2, deep"
     with pytest.raises(OptionError):
         form.values()
+    form.widgets["percentiles"].value = "98, 2"
+    with pytest.raises(OptionError, match="percentiles"):
+        form.values()
 
 
-def test_form_rejects_unknown_options():
-    with pytest.raises(OptionError, match="not convert"):
+def test_form_rejects_unknown_options_and_bad_values():
+    with pytest.raises(OptionError, match="unknown option 'strength'.*auto_strength"):
         notebook.OptionsForm(strength=2)
+    with pytest.raises(OptionError, match="divergence"):
+        notebook.OptionsForm(divergence=99)
 
 
 def test_fetch_video_sources(tmp_path):
@@ -184,6 +196,23 @@ def test_preview_rejects_bad_times(at, tiny_model):
 def test_preview_rejects_unknown_options(tiny_model):
     with pytest.raises(OptionError, match="unknown option"):
         sbsconv.preview(samples.path(), model=tiny_model, depth_strength=2)
+
+
+def test_previews_take_convert_options(tiny_model):
+    options = sbsconv.ConvertOptions(model=tiny_model, input_size=70, divergence=4.0, layout="half-tb")
+    by_object = sbsconv.preview(samples.path(), at=1.0, options=options).rows[0]
+    by_keywords = sbsconv.preview(samples.path(), at=1.0, model=tiny_model, input_size=70, divergence=4.0,
+                                  layout="half-tb").rows[0]
+    assert [p.title for p in by_object] == [p.title for p in by_keywords]
+    assert all(torch.equal(a.image, b.image) for a, b in zip(by_object, by_keywords, strict=True))
+    # keywords change the options given; every value is checked before any work
+    compared = sbsconv.compare(samples.path(), at=1.0, options=options, divergence=1.0,
+                               variants=[{"layout": "full-sbs"}, {"divergence": 2.0}])
+    assert len(compared.rows[0]) == 5
+    with pytest.raises(OptionError, match="divergence"):
+        sbsconv.preview(samples.path(), at=1.0, options=options, divergence=99)
+    with pytest.raises(OptionError, match="layout"):
+        sbsconv.compare(samples.path(), at=1.0, options=options, variants=[{"layout": "side"}])
 
 
 # --- sbsconv-bench --------------------------------------------------------------------------

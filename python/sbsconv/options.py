@@ -1,0 +1,650 @@
+"""``sbsconv.ConvertOptions``: every option of a conversion, typed, described and checked once.
+
+    options = sbsconv.ConvertOptions(layout="half-sbs", divergence=2.5)
+    sbsconv.convert("clip.mp4", "clip_3d.mp4", options)
+    sbsconv.convert("other.mp4", "other_3d.mp4", options, codec="hevc")   # options + changes
+
+Each field carries its help text, its group ("model", "3d", "stability", "layout",
+"encoding", "timing", "output", "advanced") and its constraint (:class:`Range`,
+:class:`Choice` or :class:`Check`). ``convert()``, the command line, the notebook form,
+previews and ``sbsconv-bench`` are all generated from :meth:`ConvertOptions.fields`, so they
+offer the same options with the same names, defaults and checks. A ``ConvertOptions`` is
+checked when it is made (and by :meth:`~ConvertOptions.replace`): everything that needs no
+file is refused there with an :class:`~sbsconv.errors.OptionError`; what needs the input
+(the eye size in pixels, the frame rate of segments) is worked out by
+:meth:`~ConvertOptions.engine_options` once the input has been probed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import inspect
+import math
+import numbers
+import os
+import re
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sbsconv import stereo
+from sbsconv.errors import OptionError
+
+__all__ = ["CONTAINERS", "GROUPS", "Check", "Choice", "ConvertOptions", "OptionField", "Range"]
+
+GROUPS = ("model", "3d", "stability", "layout", "encoding", "timing", "output", "advanced")
+CONTAINERS = (".mp4", ".m4v", ".mov", ".mkv")  # what convert() writes
+# the stereo tag written into the container for each layout (none for anaglyphs)
+STEREO_TAG = {"full-sbs": "sbs", "half-sbs": "sbs", "cross-eyed": "sbs-rl", "full-tb": "tb",
+              "half-tb": "tb"}
+# convert()'s keywords that are not options (how the call reports, not what it makes)
+CALL_KEYWORDS = ("progress", "on_progress")
+
+
+# ---- constraints -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Range:
+    """A finite number within ``low``..``high``; an open end excludes its bound."""
+
+    low: float
+    high: float
+    integer: bool = False
+    low_open: bool = False
+    high_open: bool = False
+
+    def describe(self) -> str:
+        if not (self.low_open or self.high_open):
+            text = f"{self.low:g}..{self.high:g}"
+        else:
+            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            text = f"{left}{self.low:g}, {self.high:g}{right}"
+        return ("an integer within " if self.integer else "") + text
+
+    def check(self, name: str, value: Any) -> int | float:
+        if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                or not math.isfinite(value)):
+            raise OptionError(f"{name} must be a number, got {value!r}")
+        if self.integer and int(value) != value:
+            raise OptionError(f"{name} must be an integer, got {value!r}")
+        if (value < self.low or value > self.high or (self.low_open and value == self.low)
+                or (self.high_open and value == self.high)):
+            bounds = self.describe().removeprefix("an integer within ")
+            raise OptionError(f"{name} must be within {bounds}, got {value!r}")
+        return int(value) if self.integer else float(value)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of ``values``."""
+
+    values: tuple
+
+    def describe(self) -> str:
+        return "one of " + ", ".join(map(str, self.values))
+
+    def check(self, name: str, value: Any) -> Any:
+        for choice in self.values:
+            # True is not 1, "8" is not 8; 8.0 becomes 8 (the engine wants an int)
+            if isinstance(value, bool) or isinstance(value, str) != isinstance(choice, str):
+                continue
+            try:
+                equal = bool(value == choice)
+            except (TypeError, ValueError):  # an array, say
+                equal = False
+            if equal:
+                return choice
+        choices = ", ".join(map(str, self.values))
+        raise OptionError(f"{name} must be one of {choices}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class Check:
+    """A custom rule: ``function(name, value)`` returns the value as stored (normalised) or
+    raises :class:`OptionError`; ``description`` says in words what it accepts."""
+
+    description: str
+    function: Callable[[str, Any], Any] = field(compare=False)
+
+    def describe(self) -> str:
+        return self.description
+
+    def check(self, name: str, value: Any) -> Any:
+        return self.function(name, value)
+
+
+Constraint = Range | Choice | Check
+
+
+def _flag(name: str, value: Any) -> bool:
+    # True/False (also 0/1 and numpy's bools), never a string, where "no" would mean yes
+    is_flag = isinstance(value, bool | numbers.Integral) or type(value).__name__ == "bool_"
+    if is_flag and value in (0, 1):
+        return bool(value)
+    raise OptionError(f"{name} must be True or False, got {value!r}")
+
+
+def _text(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise OptionError(f"{name} must be a string, got {value!r}")
+    return value
+
+
+def _device(name: str, value: Any) -> str:
+    if isinstance(value, torch.device):
+        return str(value)
+    return _text(name, value)
+
+
+def _path(name: str, value: Any) -> str:
+    if not isinstance(value, str | os.PathLike):
+        raise OptionError(f"{name} must be a path or a name, got {value!r}")
+    path = os.fspath(value)
+    if not isinstance(path, str) or not path:
+        raise OptionError(f"{name} must be a path or a name, got {value!r}")
+    return path
+
+
+def _video_path(name: str, value: Any) -> str:
+    path = _path(name, value)
+    if Path(path).suffix.lower() not in CONTAINERS:
+        raise OptionError(f"{name} must end in {', '.join(CONTAINERS)}: {path!r}")
+    return path
+
+
+def _eye_size(name: str, value: Any) -> int | str | tuple[int, int]:
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+\s*[xX]\s*\d+\s*", value):
+        # "1920x1080", as on the command line
+        value = tuple(int(v) for v in value.lower().split("x"))
+    if isinstance(value, list):
+        value = tuple(value)
+    # the form alone (a preset or a pair); the pixels follow from the source's size later
+    stereo.eye_size_for(value, 1080, 1920)
+    return value
+
+
+def _percentiles(name: str, value: Any) -> tuple[float, float]:
+    limits = Range(0, 100)
+    if not isinstance(value, tuple | list) or len(value) != 2 or not (
+            0 <= limits.check(f"{name}[0]", value[0]) < limits.check(f"{name}[1]", value[1])):
+        raise OptionError(
+            f"{name} must be an increasing (low, high) pair within 0..100, got {value!r}")
+    return (float(value[0]), float(value[1]))
+
+
+def _fps(name: str, value: Any) -> Fraction:
+    if isinstance(value, bool):
+        raise OptionError(f"{name} must be a positive number or fraction, got {value!r}")
+    try:
+        rate = Fraction(value)
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError):
+        raise OptionError(f"{name} must be a positive number or fraction, got {value!r}") from None
+    if not 0 < rate <= 1000:
+        raise OptionError(f"{name} must be within (0, 1000], got {value!r}")
+    # The engine keeps rates as 32-bit fractions: 30000/1001 stays exact, a fraction with a
+    # huge numerator or denominator becomes the nearest one that fits.
+    rate = rate.limit_denominator(100_000)
+    if rate <= 0:
+        raise OptionError(f"{name} must be within (0, 1000], got {value!r}")
+    return rate
+
+
+FLAG = Check("True or False", _flag)
+TEXT = Check("a string", _text)
+PATH = Check("a path or a name", _path)
+
+
+def _option(default: Any, help: str, group: str, constraint: Constraint) -> Any:
+    return field(default=default, metadata={"help": help, "group": group, "constraint": constraint})
+
+
+# ---- the options -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConvertOptions:
+    """Every option of :func:`sbsconv.convert`, checked when made (see the module docstring).
+
+    Values are stored normalised: paths as strings, ``fps`` as a :class:`~fractions.Fraction`
+    (at most 100000 in the denominator), ``percentiles`` as a pair of floats, ``eye_size``
+    "WIDTHxHEIGHT" as a ``(width, height)`` pair, integer options as ints, flags as bools.
+    """
+
+    # --- the depth model
+    model: str | os.PathLike[str] = _option(
+        "depth-anything-v2-small",
+        "depth model: a registry name (sbsconv models), a Hugging Face repo id or a local path",
+        "model", PATH)
+    checkpoint: str | os.PathLike[str] | None = _option(
+        None, "a local checkpoint file replacing the download of a registry model", "model", PATH)
+    device: str = _option(
+        "auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps", "model",
+        Check("a string such as auto, cpu, cuda, cuda:N or mps", _device))
+    precision: str = _option(
+        "auto", "auto (fp16 on GPUs, fp32 on the CPU), fp32, fp16 or bf16", "model",
+        Choice(("auto", "fp32", "fp16", "bf16")))
+    batch_size: int | None = _option(
+        None, "frames per depth batch (default: 8 on GPUs, 2 on the CPU; 1 for Depth Pro)",
+        "model", Range(1, 1024, integer=True))
+    input_size: int = _option(
+        518, "the depth model's input: frames are resized so their shorter side is this",
+        "model", Range(14, 4096, integer=True))
+    temporal_mode: str = _option(
+        "windowed",
+        "video models (Video-Depth-Anything): windowed (32-frame windows, most accurate) or "
+        "streaming (lower latency and memory)", "model", Choice(("windowed", "streaming")))
+    # --- the output picture
+    layout: str = _option(
+        "full-sbs",
+        "full-sbs, half-sbs, full-tb, half-tb, cross-eyed, anaglyph, anaglyph-color, anaglyph-gray",
+        "layout", Choice(tuple(name for name in stereo.LAYOUTS if name != "separate")))
+    eye_size: int | str | tuple[int, int] | None = _option(
+        None,
+        "output eye size: 720, 1080, 1440, 2160 (lines) or WIDTHxHEIGHT; default: the source's",
+        "layout", Check("a preset (720, 1080, 1440, 2160, 4k ...), WIDTHxHEIGHT or a "
+                        "(width, height) pair", _eye_size))
+    keep_aspect: bool = _option(
+        True, "pad with black instead of stretching when eye_size changes the aspect ratio",
+        "layout", FLAG)
+    # --- which frames
+    fps: Fraction | float | str | None = _option(
+        None, "resample to this frame rate (default: keep every source frame and its timestamp)",
+        "timing", Check("a frame rate within (0, 1000]: a number, or a fraction such as 30000/1001",
+                        _fps))
+    start: float | None = _option(
+        None, "start of the part to convert, in seconds from the beginning", "timing",
+        Range(0, 1e9))
+    duration: float | None = _option(
+        None, "length of the part to convert, in seconds", "timing",
+        Range(0, 1e9, low_open=True))
+    # --- the 3D effect
+    divergence: float = _option(
+        stereo.DEFAULT_DIVERGENCE,
+        "3D strength: the largest disparity, in percent of the eye width", "3d", Range(0, 20))
+    convergence: float = _option(
+        stereo.DEFAULT_CONVERGENCE,
+        "the depth on the screen plane: 0 = everything in front, 1 = everything behind", "3d",
+        Range(0, 1))
+    max_shift: float | None = _option(
+        None, "the largest disparity in pixels (replaces divergence)", "3d", Range(0, 10_000))
+    synthetic_view: str = _option(
+        "both",
+        "both (each eye half the shift), left or right (the other eye is the source frame)", "3d",
+        Choice(("both", "left", "right")))
+    ipd_mm: float = _option(
+        stereo.DEFAULT_IPD_MM, "interpupillary distance for metric depth models, in millimetres",
+        "3d", Range(1, 999))
+    fov_degrees: float | None = _option(
+        None, "horizontal field of view for metric depth (default: the model's estimate, else 60)",
+        "3d", Range(1, 179))
+    screen_distance: float = _option(
+        stereo.DEFAULT_SCREEN_DISTANCE, "distance of the screen plane for metric depth, in metres",
+        "3d", Range(0.001, 1e6, low_open=True))
+    edge_dilation: int = _option(
+        2, "grow nearer regions by this many pixels against halos at object edges", "3d",
+        Range(0, 32, integer=True))
+    # --- stability over time
+    percentiles: tuple[float, float] = _option(
+        (1.0, 99.0), "the robust depth range: low and high percentiles", "stability",
+        Check("an increasing (low, high) pair within 0..100", _percentiles))
+    range_decay: float = _option(
+        0.9, "how slowly the depth range follows the scene (EMA decay, 0..1)", "stability",
+        Range(0, 0.999))
+    align: bool = _option(
+        True, "fit each frame's depth scale and shift to the previous frame (less flicker)",
+        "stability", FLAG)
+    smoothing: float = _option(
+        0.0, "temporal smoothing of depth (EMA alpha, 0 = off), weaker where the picture moves",
+        "stability", Range(0, 0.99))
+    motion_threshold: float = _option(
+        0.08, "the picture change (0..1) at which temporal smoothing stops", "stability",
+        Range(0.001, 1))
+    scene_cuts: bool = _option(
+        True, "detect scene cuts and restart depth stabilisation at each", "stability", FLAG)
+    cut_sensitivity: float = _option(
+        0.5, "scene-cut sensitivity, 0..1 (higher finds more cuts)", "stability", Range(0, 1))
+    min_scene_length: int = _option(
+        8, "the shortest scene, in frames", "stability", Range(1, 1_000_000, integer=True))
+    comfort_limit: float = _option(
+        3.0, "the comfortable disparity in percent of the eye width (reported per scene)", "3d",
+        Range(0.1, 50))
+    auto_strength: bool = _option(
+        False, "scale the 3D strength down in scenes that exceed the comfort limit", "3d", FLAG)
+    # --- encoding
+    encoder: str = _option(
+        "auto",
+        "auto (NVENC, VideoToolbox, then libx264/libx265), nvenc, videotoolbox, software or an "
+        "FFmpeg name", "encoding", TEXT)
+    codec: str = _option("h264", "h264 or hevc", "encoding", Choice(("h264", "hevc")))
+    crf: int | None = _option(
+        None, "x264/x265 quality, 0-51, lower is better (default 16/18)", "encoding",
+        Range(0, 51, integer=True))
+    cq: int | None = _option(
+        None, "NVENC constant quality, 0-51 (default 21)", "encoding", Range(0, 51, integer=True))
+    quality: int | None = _option(
+        None, "VideoToolbox quality, 1-100 (default 65)", "encoding", Range(1, 100, integer=True))
+    preset: str | None = _option(
+        None, "encoder preset (default: medium for x264/x265, p5 for NVENC)", "encoding", TEXT)
+    bit_depth: int = _option(8, "8, or 10 with HEVC", "encoding", Choice((8, 10)))
+    audio: str = _option(
+        "copy", "copy (stream copy where the container allows, else AAC), aac or none",
+        "encoding", Choice(("copy", "aac", "none")))
+    subtitles: str = _option(
+        "copy", "copy (converted to the container's text format where needed) or none",
+        "encoding", Choice(("copy", "none")))
+    # --- the input
+    hwaccel: str = _option(
+        "auto", "hardware decoding: auto, none, cuda, videotoolbox ...", "advanced", TEXT)
+    stream: int | None = _option(
+        None, "the video stream to convert (default: the largest picture)", "advanced",
+        Range(0, 100_000, integer=True))
+    # --- what is written, and how
+    headset_suffix: bool = _option(
+        False, "name the output as headset players expect (_LR, _SBS, _TB)", "output", FLAG)
+    preview_every: float | None = _option(
+        None,
+        "preview mode: one frame every this many seconds, into a short clip and PNG images",
+        "output", Range(0.01, 1e6))
+    depth_video: str | os.PathLike[str] | None = _option(
+        None,
+        "also write the stabilised depth, colour-mapped (near is bright), as a video here",
+        "output", Check(f"a video path ending in {', '.join(CONTAINERS)}", _video_path))
+    resume: bool = _option(
+        True, "keep a journal beside the output so that an interrupted run can continue",
+        "output", FLAG)
+    segment_seconds: float = _option(
+        10.0, "how much video a resumable run finishes at a time", "output", Range(0.1, 1e6))
+
+    # ---- checking ------------------------------------------------------------------------------
+
+    def __post_init__(self) -> None:
+        for f in self.fields():
+            object.__setattr__(self, f.name, f.check(getattr(self, f.name)))
+        self._check_together()
+
+    def _check_together(self) -> None:
+        """The rules between options."""
+        if self.bit_depth == 10 and self.codec != "hevc":
+            raise OptionError("bit_depth=10 needs codec='hevc'")
+
+    def validate(self) -> ConvertOptions:
+        """Checks every option again (they were checked when made); returns ``self``."""
+        for f in self.fields():
+            f.check(getattr(self, f.name))
+        self._check_together()
+        return self
+
+    def replace(self, **changes: Any) -> ConvertOptions:
+        """A copy with ``changes`` (checked: an unknown name or a bad value raises OptionError)."""
+        self.check_names(changes)
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def merged(cls, options: ConvertOptions | None = None,
+               overrides: Mapping[str, Any] | None = None) -> ConvertOptions:
+        """``options`` (default: the defaults) with ``overrides`` applied, checked."""
+        overrides = dict(overrides or {})
+        if options is None:
+            cls.check_names(overrides)
+            return cls(**overrides)
+        if not isinstance(options, ConvertOptions):
+            raise OptionError("options must be a sbsconv.ConvertOptions or None, got "
+                              f"{type(options).__name__} (give single options as keywords)")
+        return options.replace(**overrides) if overrides else options
+
+    @classmethod
+    def check_names(cls, names: Iterable[str], *, also: Iterable[str] = ()) -> None:
+        """Raises OptionError naming each unknown option (with the closest known names)."""
+        known = cls.names() + tuple(also)
+        unknown = [name for name in names if name not in known]
+        if not unknown:
+            return
+        parts = []
+        for name in unknown:
+            close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.6)
+            hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+            parts.append(f"{name!r}{hint}")
+        raise OptionError(f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(parts)};"
+                          " sbsconv.ConvertOptions.names() lists them")
+
+    # ---- introspection -------------------------------------------------------------------------
+
+    @classmethod
+    def fields(cls) -> tuple[OptionField, ...]:
+        """Every option in order: name, type, default, help, group and constraint."""
+        return _fields_of(cls)
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in cls.fields())
+
+    @classmethod
+    def field_named(cls, name: str) -> OptionField:
+        cls.check_names([name])
+        return next(f for f in cls.fields() if f.name == name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every option and its value, in order."""
+        return {f.name: getattr(self, f.name) for f in self.fields()}
+
+    def non_defaults(self) -> dict[str, Any]:
+        """The options whose values differ from the defaults."""
+        return {f.name: getattr(self, f.name) for f in self.fields()
+                if getattr(self, f.name) != f.default}
+
+    def __repr__(self) -> str:
+        return f"ConvertOptions({', '.join(f'{k}={v!r}' for k, v in self.non_defaults().items())})"
+
+    # ---- what the engine receives --------------------------------------------------------------
+
+    def engine_options(self, input_path: str, output_path: str, model: Any, info: Any, *,
+                       images_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+        """The C++ engine's options (``_core.Engine``) for converting ``input_path`` into
+        ``output_path`` (final: with the headset suffix if wanted) with the loaded depth
+        ``model`` (:class:`sbsconv.models.DepthModel`) and the input's probe ``info``
+        (:class:`sbsconv.media.MediaInfo`). ``images_dir``: the preview images' folder.
+        ``SBSCONV_CHECK_FLOAT64`` and ``SBSCONV_TEST_FAULT`` in the environment set the
+        engine's float64 guard and its fault injection (debugging and the fault tests). The
+        fingerprint is not in it: see :meth:`fingerprint_options`."""
+        import sbsconv
+
+        # Anamorphic sources (non-square pixels): each eye is made of square pixels at the
+        # source's display aspect ratio (headset players ignore a file's pixel aspect ratio).
+        pixel_aspect = float(info.sample_aspect_ratio)
+        eye_w, eye_h = (0, 0)
+        if self.eye_size is not None:
+            eye_w, eye_h = stereo.eye_size_for(self.eye_size, info.height, info.display_width)
+        on_gpu = model.device.type != "cpu"
+        batch = int(self.batch_size or model._core.preferred_batch(on_gpu))
+        rate = self.fps
+        preview = self.preview_every is not None
+        resume = self.resume and not preview and rate is None
+        audio, subtitles = ("none", "none") if preview else (self.audio, self.subtitles)
+        source_fps = float(info.fps) if info.fps else 25.0
+        frame_rate = float(rate) if rate else source_fps
+        layout = self.layout
+        comment = f"3D ({layout}) by sbsconv {sbsconv.__version__}, depth: {model.name}"
+        options: dict[str, Any] = {
+            "input": input_path,
+            "start": None if self.start is None else float(self.start),
+            "duration": None if self.duration is None else float(self.duration),
+            "stream": -1 if self.stream is None else int(self.stream),
+            "hwaccel": self.hwaccel,
+            "device": str(model.device),
+            "batch_size": batch,
+            "model": model._core,
+            "detect_cuts": bool(self.scene_cuts),
+            "cut_sensitivity": float(self.cut_sensitivity),
+            "min_scene_length": int(self.min_scene_length),
+            "stabilizer": {
+                "relative": model.kind == "relative",
+                "low_percentile": float(self.percentiles[0]),
+                "high_percentile": float(self.percentiles[1]),
+                "range_decay": float(self.range_decay),
+                "align": bool(self.align),
+                "alpha": float(self.smoothing),
+                "motion_threshold": float(self.motion_threshold),
+            },
+            "comfort": {"limit_percent": float(self.comfort_limit),
+                        "auto_strength": bool(self.auto_strength)},
+            "disparity": {
+                "divergence": float(self.divergence),
+                "max_shift": None if self.max_shift is None else float(self.max_shift),
+                "convergence": float(self.convergence),
+                "ipd_metres": float(self.ipd_mm) / 1000.0,
+                "fov_degrees": None if self.fov_degrees is None else float(self.fov_degrees),
+                "screen_distance": float(self.screen_distance),
+            },
+            "stereo": {
+                "layout": layout, "synthetic_view": self.synthetic_view, "fill_holes": True,
+                "edge_dilation": int(self.edge_dilation), "eye_width": eye_w, "eye_height": eye_h,
+                "keep_aspect": bool(self.keep_aspect), "pixel_aspect": pixel_aspect,
+            },
+            "writer": {
+                "path": output_path, "codec": self.codec, "encoder": self.encoder,
+                "crf": self.crf, "cq": self.cq, "quality": self.quality,
+                "preset": self.preset or "", "bit_depth": int(self.bit_depth),
+                "audio": audio, "subtitles": subtitles, "stereo": STEREO_TAG.get(layout, ""),
+                "metadata": {"comment": comment},
+            },
+            "fps": rate,
+            "preview_every": float(self.preview_every) if preview else 0.0,
+            "resume": bool(resume),
+            "segment_frames": max(1, round(self.segment_seconds * frame_rate)),
+            # Debugging and the fault tests (Note [No float64 on devices], EngineOptions::fault).
+            "check_float64": os.environ.get("SBSCONV_CHECK_FLOAT64", "") not in ("", "0"),
+            "fault": os.environ.get("SBSCONV_TEST_FAULT", ""),
+        }
+        if self.depth_video is not None:
+            options["depth_video"] = self.depth_video
+            options["resume"] = False  # the depth video is written in one piece
+        if images_dir is not None:
+            options["image_dir"] = os.fspath(images_dir)
+        return options
+
+    def fingerprint_options(self, engine_options: Mapping[str, Any], model: Any) -> dict[str, Any]:
+        """What identifies a run's output for resuming: the engine's options without the model
+        object and the debugging switches (check_float64, fault), plus the model's identity."""
+        options = {k: v for k, v in engine_options.items()
+                   if k not in ("model", "check_float64", "fault", "fingerprint")}
+        options.update(model=model.name, checkpoint=str(model.source), input_size=self.input_size,
+                       precision=self.precision, dtype=model.dtype,
+                       temporal_mode=self.temporal_mode if model.temporal else None)
+        return options
+
+
+def _init_checking_names(init: Callable[..., None]) -> Callable[..., None]:
+    # An unknown name is an OptionError with the closest known names, not a TypeError.
+    @functools.wraps(init)
+    def __init__(self: ConvertOptions, **options: Any) -> None:
+        ConvertOptions.check_names(options)
+        init(self, **options)
+
+    __init__.__signature__ = inspect.signature(init)  # help() and tooltips: every option
+    return __init__
+
+
+ConvertOptions.__init__ = _init_checking_names(ConvertOptions.__init__)  # type: ignore[method-assign]
+
+
+# ---- field descriptions ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OptionField:
+    """One option of :class:`ConvertOptions`, as the command line, forms and UIs see it."""
+
+    name: str
+    type: Any  # the annotation, e.g. ``float | None``
+    default: Any
+    help: str
+    group: str
+    constraint: Constraint
+
+    @property
+    def nullable(self) -> bool:
+        """Whether None is a value (always meaning "the default behaviour")."""
+        return type(None) in _members(self.type)
+
+    @property
+    def kind(self) -> type:
+        """The Python type a value typed as text becomes before the check: bool, int, float,
+        tuple (a pair of numbers) or str (the check parses the rest: fps, eye_size, paths)."""
+        kinds = [t for t in _members(self.type) if t is not type(None)]
+        origin = [typing.get_origin(t) or t for t in kinds]
+        if origin == [tuple]:
+            return tuple
+        if len(kinds) == 1 and kinds[0] in (bool, int, float):
+            return kinds[0]
+        return str
+
+    @property
+    def flag(self) -> str:
+        """The command-line flag: ``--divergence``, ``--eye-size``."""
+        return "--" + self.name.replace("_", "-")
+
+    def describe(self) -> str:
+        """The constraint in words ("0..20", "one of h264, hevc", ...), "or None" if nullable."""
+        return self.constraint.describe() + (", or None" if self.nullable else "")
+
+    def check(self, value: Any) -> Any:
+        """The value as :class:`ConvertOptions` stores it, or OptionError."""
+        if value is None and self.nullable:
+            return None
+        return self.constraint.check(self.name, value)
+
+    def parse(self, text: str) -> Any:
+        """A value typed as text (command line, form, query string) as a Python value of
+        :attr:`kind`; blank means the default. Not checked: :meth:`check` does that."""
+        text = str(text).strip()
+        if text == "" or (self.nullable and text.lower() in ("none", "default")):
+            return self.default if text == "" else None
+        kind = self.kind
+        if kind is bool:
+            words = {"true": True, "yes": True, "on": True, "1": True,
+                     "false": False, "no": False, "off": False, "0": False}
+            if text.lower() not in words:
+                raise OptionError(f"{self.name} must be true or false, got {text!r}")
+            return words[text.lower()]
+        if kind is int:
+            try:
+                return int(text)
+            except ValueError:
+                raise OptionError(f"{self.name} must be an integer, got {text!r}") from None
+        if kind is float:
+            try:
+                return float(text)
+            except ValueError:
+                raise OptionError(f"{self.name} must be a number, got {text!r}") from None
+        if kind is tuple:
+            try:
+                return tuple(float(v) for v in re.split(r"[,\s]+", text.strip("()[] ")) if v)
+            except ValueError:
+                raise OptionError(
+                    f"{self.name}: expected numbers separated by commas, got {text!r}") from None
+        return text
+
+
+def _members(annotation: Any) -> tuple:
+    """The types of a union (``float | None``), or the one type."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
+@functools.cache
+def _fields_of(cls: type) -> tuple[OptionField, ...]:
+    hints = typing.get_type_hints(cls)
+    return tuple(OptionField(name=f.name, type=hints[f.name], default=f.default,
+                             help=f.metadata["help"], group=f.metadata["group"],
+                             constraint=f.metadata["constraint"])
+                 for f in dataclasses.fields(cls))
