@@ -15,13 +15,11 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-import torch
-
 import sbsconv
+import torch
+from helpers import data, ffprobe, psnr, run_python, to_hwc
 from sbsconv import conversion, media
 from sbsconv.errors import InputError, InternalError, OptionError, OutputError, SbsconvWarning
-
-from helpers import data, ffprobe, psnr, run_python, to_hwc
 
 FAST = {"input_size": 70, "progress": False, "preset": "ultrafast"}
 STAGES = ["decode", "depth", "stabilise", "stereo", "encode"]
@@ -376,3 +374,21 @@ def test_a_full_disk_fails_cleanly(tmp_path, tiny_model):
         assert leftovers(small, "full.mp4") == []
     finally:
         subprocess.run(["umount", str(small)], check=False)
+
+
+def test_a_playlist_in_disguise_cannot_make_sbsconv_read_other_files(tmp_path, tiny_model):
+    # Note [One file per input]: an HLS playlist named .mp4 would have FFmpeg open the files it
+    # lists (any file on the machine); a local input may open only itself.
+    folder = tmp_path / "hls"
+    folder.mkdir()
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=5:duration=2",
+                    "-c:v", "libx264", "-f", "hls", "-hls_time", "1", str(folder / "list.m3u8")], check=True)
+    disguised = tmp_path / "holiday.mp4"
+    disguised.write_bytes((folder / "list.m3u8").read_bytes().replace(b"list", str(folder / "list").encode()))
+    with pytest.raises(InputError):
+        sbsconv.probe(disguised)
+    with pytest.raises(InputError):
+        sbsconv.convert(disguised, tmp_path / "out.mp4", model=str(tiny_model), **FAST)
+    assert leftovers(tmp_path, "out.mp4") == []
+    # the segments themselves are ordinary videos
+    assert sbsconv.probe(folder / "list0.ts").width == 64

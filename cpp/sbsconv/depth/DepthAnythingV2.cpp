@@ -58,8 +58,13 @@ at::Tensor depth_anything_input(
 
 void check_head_layers(const std::vector<int64_t>& layers, int64_t depth) {
   SBSCONV_CHECK(layers.size() == 4, Model, "build model", "the DPT head reads exactly four layers");
-  for (int64_t layer : layers) {
-    SBSCONV_CHECK(layer >= 0 && layer < depth, Model, "build model", "a head layer index is outside the encoder's depth");
+  for (size_t i = 0; i < layers.size(); ++i) {
+    SBSCONV_CHECK(
+        layers[i] >= 0 && layers[i] < depth, Model, "build model", "a head layer index is outside the encoder's depth");
+    // The head reads four distinct layers, shallow to deep; a repeated or unsorted list is a
+    // damaged configuration (the reference would read other features than it names).
+    SBSCONV_CHECK(
+        i == 0 || layers[i] > layers[i - 1], Model, "build model", "the head's layers must be distinct and increasing");
   }
 }
 

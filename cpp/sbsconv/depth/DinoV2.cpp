@@ -9,18 +9,43 @@
 
 namespace sbsconv {
 
+void check_vit_config(const VitConfig& config) {
+  // Every size is at least 1: a checkpoint's configuration is data, and a zero or negative
+  // size would divide by zero or match any shape (WeightReader reads -1 as "any").
+  SBSCONV_CHECK(
+      config.embed_dim >= 1 && config.depth >= 1 && config.num_heads >= 1 && config.mlp_hidden >= 1 &&
+          config.patch_size >= 1,
+      Model,
+      "build model",
+      "the encoder's sizes (embed_dim, depth, num_heads, mlp_hidden, patch_size) must all be at least 1");
+  SBSCONV_CHECK(
+      config.depth <= kMaxVitDepth && config.embed_dim <= 16384 && config.patch_size <= 64,
+      Model,
+      "build model",
+      "the encoder's configuration is larger than any DINOv2 (depth <= 128, embed_dim <= 16384, patch <= 64)");
+  SBSCONV_CHECK(
+      config.embed_dim % config.num_heads == 0, Model, "build model", "embed_dim must be a multiple of num_heads");
+  SBSCONV_CHECK(
+      std::isfinite(config.layer_norm_eps) && config.layer_norm_eps > 0, Model, "build model", "layer_norm_eps must be > 0");
+}
+
 DinoV2Encoder::DinoV2Encoder(const VitConfig& config, WeightReader& w, const std::string& prefix)
     : config_(config) {
+  check_vit_config(config);
   const int64_t c = config.embed_dim;
   const int64_t p = config.patch_size;
-  SBSCONV_CHECK(
-      c % config.num_heads == 0, Model, "build model", "embed_dim must be a multiple of num_heads");
   patch_w_ = w.take(prefix + "patch_embed.proj.weight", {c, 3, p, p});
   patch_b_ = w.take(prefix + "patch_embed.proj.bias", {c});
   cls_token_ = w.take(prefix + "cls_token", {1, 1, c});
   // Kept in float32: the reference resizes the table in float32 and casts afterwards.
+  const bool has_pos_embed = w.has(prefix + "pos_embed"); // a missing key is listed by check()
   pos_embed_ = w.take_fp32(prefix + "pos_embed", {1, -1, c});
-  const int64_t positions = pos_embed_.size(1) - 1;
+  SBSCONV_CHECK(
+      !has_pos_embed || pos_embed_.size(1) >= 2,
+      Model,
+      "build model",
+      "pos_embed must hold the class token and at least one position");
+  const int64_t positions = has_pos_embed ? pos_embed_.size(1) - 1 : 1;
   pos_grid_ = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(positions))));
   SBSCONV_CHECK(
       pos_grid_ * pos_grid_ == positions,

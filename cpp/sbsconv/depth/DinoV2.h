@@ -34,6 +34,13 @@ struct VitConfig {
   double interpolate_offset = 0.1;
 };
 
+// The deepest encoder a checkpoint may describe (ViT-g has 40 blocks).
+constexpr int64_t kMaxVitDepth = 128;
+
+// Throws a Model error unless every size is usable (all at least 1, embed_dim a multiple of
+// num_heads, nothing beyond any real DINOv2).
+void check_vit_config(const VitConfig& config);
+
 // The DINOv2 vision transformer encoder as Depth-Anything uses it: patch embedding, class
 // token, interpolated position table, pre-norm blocks with layer scale, and the shared final
 // norm applied to the intermediate layers the head reads. Parameters are read with the

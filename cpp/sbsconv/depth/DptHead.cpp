@@ -3,6 +3,9 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <cmath>
+
+#include "sbsconv/common/Error.h"
 
 namespace sbsconv {
 
@@ -43,6 +46,19 @@ at::Tensor residual_unit(const DptHead::ResidualUnit& u, const at::Tensor& x) {
 
 DptHead::DptHead(const DptHeadConfig& config, WeightReader& w, const std::string& prefix)
     : config_(config) {
+  // A checkpoint's configuration is data: sizes below these would build convolutions with no
+  // channels (features / 2 is output_conv1's width) or match any shape in WeightReader.
+  SBSCONV_CHECK(
+      config.in_channels >= 1 && config.features >= 2 && config.head_hidden >= 1 && config.patch_size >= 1 &&
+          std::all_of(config.out_channels.begin(), config.out_channels.end(), [](int64_t v) { return v >= 1; }),
+      Model,
+      "build model",
+      "the DPT head's sizes must be at least 1 (features at least 2)");
+  SBSCONV_CHECK(
+      !config.metric || (std::isfinite(config.max_depth) && config.max_depth > 0),
+      Model,
+      "build model",
+      "max_depth must be a positive number of metres");
   const int64_t f = config.features;
   const auto& oc = config.out_channels;
   for (int i = 0; i < 4; ++i) {

@@ -116,7 +116,8 @@ void WeightReader::check() const {
       continue;
     }
     const bool ignored = std::any_of(
-        ignored_prefixes_.begin(), ignored_prefixes_.end(), [&](const std::string& prefix) {
+        // the binding captured by name: clang before 16 cannot capture structured bindings
+        ignored_prefixes_.begin(), ignored_prefixes_.end(), [&, &name = name](const std::string& prefix) {
           return name.rfind(prefix, 0) == 0;
         });
     if (!ignored) {

@@ -1,7 +1,10 @@
 #include "sbsconv/media/InputFile.h"
 
+#include <cstring>
 #include <filesystem>
 #include <system_error>
+
+#include "sbsconv/common/Logging.h"
 
 namespace sbsconv {
 
@@ -10,6 +13,24 @@ namespace {
 int interrupt_callback(void* opaque) {
   const auto* cancel = static_cast<const std::atomic<bool>*>(opaque);
   return cancel != nullptr && cancel->load(std::memory_order_relaxed) ? 1 : 0;
+}
+
+// Note [One file per input]
+// Some demuxers open other files named inside the input: an HLS or DASH playlist, a concat
+// script, a QuickTime reference movie. sbsconv opens untrusted local files (downloads, files
+// from others), and a 2 KB "video" that is really a playlist could make it read any file on
+// the machine into the output. A local input may therefore open only itself: every further
+// open is refused (the demuxer then fails, and the user gets an Input error).
+using IoOpen = int (*)(AVFormatContext*, AVIOContext**, const char*, int, AVDictionary**);
+IoOpen g_default_io_open = nullptr; // FFmpeg's own, the same for every context
+
+int open_only_the_input(AVFormatContext* s, AVIOContext** pb, const char* url, int flags, AVDictionary** options) {
+  if (s->url == nullptr || url == nullptr || std::strcmp(url, s->url) != 0) {
+    log(LogLevel::Warning, std::string("refused to open ") + (url != nullptr ? url : "(null)") +
+            " named inside " + (s->url != nullptr ? s->url : "the input") + " (Note [One file per input])");
+    return AVERROR(EPERM);
+  }
+  return g_default_io_open(s, pb, url, flags, options);
 }
 
 } // namespace
@@ -41,6 +62,11 @@ UniqueInputFormatContext open_input(
   SBSCONV_CHECK(raw != nullptr, Internal, stage, "avformat_alloc_context failed");
   raw->interrupt_callback.callback = interrupt_callback;
   raw->interrupt_callback.opaque = const_cast<std::atomic<bool>*>(cancel);
+  if (!is_url(path) && raw->io_open != nullptr) {
+    static const IoOpen default_open = raw->io_open;
+    g_default_io_open = default_open;
+    raw->io_open = &open_only_the_input;
+  }
 
   clear_last_ffmpeg_message();
   // On failure avformat_open_input frees the context itself.

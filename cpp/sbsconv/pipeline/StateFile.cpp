@@ -128,7 +128,8 @@ std::string serialize_tensors(const TensorMap& tensors) {
   std::string out(kMagic);
   put_u64(out, tensors.size());
   for (const auto& [name, tensor] : tensors) {
-    auto refuse = [&](const std::string& why) {
+    // the binding captured by name: clang before 16 cannot capture structured bindings
+    auto refuse = [&, &name = name](const std::string& why) {
       throw Error(ErrorKind::Internal, "resume", "cannot save the state tensor '" + name + "': " + why);
     };
     if (!tensor.defined()) {

@@ -70,6 +70,9 @@ for _size, _enc in _SIZES.items():
 # ---- configuration ---------------------------------------------------------------------------
 
 
+_MAX_DEPTH = 128  # the C++ encoder's bound (kMaxVitDepth); ViT-g has 40 blocks
+
+
 def config_from_original(weights: dict[str, torch.Tensor], *, metric: bool, max_depth: float,
                          head: str = "depth_head") -> dict:
     """The configuration of an original-layout checkpoint, read off its tensor shapes (``head``
@@ -84,12 +87,19 @@ def config_from_original(weights: dict[str, torch.Tensor], *, metric: bool, max_
         out_channels = [int(weights[f"{head}.projects.{i}.weight"].shape[0]) for i in range(4)]
         features = int(weights[f"{head}.scratch.layer1_rn.weight"].shape[0])
         head_hidden = int(weights[f"{head}.scratch.output_conv2.0.weight"].shape[0])
-    except (KeyError, ValueError) as exc:
+        patch_size = int(weights["pretrained.patch_embed.proj.weight"].shape[-1])
+    except (KeyError, ValueError, IndexError) as exc:
+        # a key that is not there, no block at all, or a tensor of another rank (0-d)
         family = "Depth-Anything-V2" if head == "depth_head" else "Video-Depth-Anything"
+        what = f"missing {exc}" if isinstance(exc, KeyError) else f"unexpected tensor shapes: {exc}"
         raise ModelError(
-            f"not a {family} checkpoint in the original layout (missing {exc})",
+            f"not a {family} checkpoint in the original layout ({what})",
             stage="load weights",
         ) from None
+    if depth > _MAX_DEPTH:
+        # block numbers come from key names: a damaged checkpoint must not ask for 100 000 blocks
+        raise ModelError(f"the checkpoint names encoder block {depth - 1}; DINOv2 encoders have at most "
+                         f"{_MAX_DEPTH} blocks", stage="load weights")
     layers = _LAYERS_BY_DEPTH.get(depth, [depth // 4 - 1, depth // 2 - 1, 3 * depth // 4 - 1, depth - 1])
     return {
         "encoder": {
@@ -99,7 +109,7 @@ def config_from_original(weights: dict[str, torch.Tensor], *, metric: bool, max_
             "num_heads": max(1, embed_dim // 64),
             "mlp_hidden": mlp_hidden,
             "swiglu": swiglu,
-            "patch_size": int(weights["pretrained.patch_embed.proj.weight"].shape[-1]),
+            "patch_size": patch_size,
             "layer_norm_eps": 1e-6,
             "pos_embed_resize": "scale_factor_with_offset",
         },
