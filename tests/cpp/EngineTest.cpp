@@ -16,6 +16,7 @@
 #include "sbsconv/common/Error.h"
 #include "sbsconv/common/Float64Guard.h"
 #include "sbsconv/depth/DepthModel.h"
+#include "sbsconv/pipeline/BatchAssembler.h"
 #include "sbsconv/pipeline/FrameSelector.h"
 #include "sbsconv/temporal/Quantile.h"
 
@@ -285,4 +286,53 @@ TEST(Engine, AFieldOfViewEstimateThatIsNotANumberIsReplacedWithAWarning) {
     return w.find("field-of-view") != std::string::npos;
   });
   EXPECT_EQ(mentions, 1); // one warning, not one per frame
+}
+
+TEST(BatchAssembler, BatchesNeverCrossASegmentEndAndWaitForTheNextTimestamp) {
+  BatchAssembler batches({/*batch_size=*/3, /*first_index=*/0, /*segment_frames=*/4}, nullptr);
+  std::vector<Batch> out;
+  for (int64_t k = 0; k < 10; ++k) {
+    batches.add(SelectedFrame{frame(k), 10 * k, 100 + 10 * k});
+    while (auto b = batches.next()) {
+      out.push_back(std::move(*b));
+    }
+    if (k == 3) {
+      // frame 3 ends a segment: its batch waits for frame 4's timestamp
+      EXPECT_EQ(out.size(), 1u);
+    }
+  }
+  batches.finish();
+  while (auto b = batches.next()) {
+    out.push_back(std::move(*b));
+  }
+  std::vector<int64_t> firsts;
+  std::vector<int64_t> sizes;
+  for (const Batch& b : out) {
+    firsts.push_back(b.first_index);
+    sizes.push_back(b.size());
+  }
+  EXPECT_EQ(firsts, (std::vector<int64_t>{0, 3, 4, 7, 8}));
+  EXPECT_EQ(sizes, (std::vector<int64_t>{3, 1, 3, 1, 2}));
+  EXPECT_TRUE(out[1].segment_end);
+  EXPECT_EQ(out[1].next_source_pts, 140);
+  EXPECT_TRUE(out[3].segment_end);
+  EXPECT_FALSE(out[4].segment_end);
+  EXPECT_TRUE(out[0].starts_shot[0]);
+  EXPECT_FALSE(out[2].starts_shot[0]);
+  EXPECT_EQ(out[2].frames.size(0), 3);
+  EXPECT_EQ(out[2].pts, (std::vector<int64_t>{40, 50, 60}));
+}
+
+TEST(BatchAssembler, AResumedRunStartsNoShotAndCountsOn) {
+  BatchAssembler batches({/*batch_size=*/2, /*first_index=*/12, /*segment_frames=*/0}, nullptr);
+  batches.add(SelectedFrame{frame(0), 0, 0});
+  batches.add(SelectedFrame{frame(1), 1, 1});
+  EXPECT_FALSE(batches.next().has_value()); // the last frame waits for its successor
+  batches.add(SelectedFrame{frame(2), 2, 2});
+  auto b = batches.next();
+  ASSERT_TRUE(b.has_value());
+  EXPECT_EQ(b->first_index, 12);
+  EXPECT_FALSE(b->starts_shot[0]);
+  EXPECT_EQ(batches.next_index(), 15);
+  EXPECT_TRUE(batches.cuts().empty());
 }

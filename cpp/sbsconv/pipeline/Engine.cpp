@@ -22,6 +22,8 @@
 #include "sbsconv/common/Float64Guard.h"
 #include "sbsconv/common/Logging.h"
 #include "sbsconv/media/ImageFile.h"
+#include "sbsconv/pipeline/Batch.h"
+#include "sbsconv/pipeline/BatchAssembler.h"
 #include "sbsconv/pipeline/BoundedQueue.h"
 #include "sbsconv/pipeline/FrameSelector.h"
 #include "sbsconv/pipeline/Journal.h"
@@ -49,36 +51,6 @@ constexpr int64_t kBatchByteBudget = int64_t{8} << 30;
 // negative start decode timestamps (B-frame delay) stay positive in NUT; assembly takes it
 // back off.
 constexpr double kSegmentOffset = 100.0;
-
-// One batch of frames on its way through the stages; each stage fills in its part and drops
-// what the later stages no longer need.
-struct Batch {
-  int64_t first_index = 0;
-  at::Tensor frames; // uint8 [N,3,H,W]
-  std::vector<int64_t> pts; // output timestamps (the writer's time base)
-  std::vector<int64_t> source_pts; // the frames' own timestamps (source stream ticks)
-  std::vector<bool> starts_shot;
-  at::Tensor depth;
-  at::Tensor fov; // [N] degrees, for models that estimate it
-  at::Tensor disparity;
-  at::Tensor packed;
-  at::Tensor depth_colors; // the stabilised depth, colour-mapped (when a depth video is asked for)
-  // A resumable run's segment ends with this batch: the next frame's source pts (-1 at the
-  // end) and every stage's state after this batch.
-  bool segment_end = false;
-  int64_t next_source_pts = -1;
-  TensorMap state;
-  int64_t size() const {
-    return static_cast<int64_t>(pts.size());
-  }
-};
-
-struct Item {
-  at::Tensor frame; // [3,H,W]
-  int64_t pts = 0;
-  int64_t source_pts = 0;
-  int64_t index = 0;
-};
 
 std::string journal_folder_for(const std::string& output) {
   const fs::path p(output);
@@ -555,80 +527,17 @@ void Engine::Impl::decode_stage() {
         detector->load_state(state);
       }
     }
-    std::set<int64_t> shot_starts;
-    if (start_index == 0) {
-      shot_starts.insert(0);
-    }
-    std::map<int64_t, TensorMap> detector_states; // segment end -> detector state
-    auto segment_end_at = [&](int64_t index) {
-      return o.resume && (index + 1) % o.segment_frames == 0;
-    };
-
-    std::deque<Item> pending; // selected frames not yet sent on
-    int64_t next_index = start_index;
+    BatchAssembler batches(
+        BatchAssembler::Options{batch_size, start_index.load(), o.resume ? o.segment_frames : 0}, std::move(detector));
     std::vector<SelectedFrame> selected;
 
-    auto accept = [&](const SelectedFrame& f) {
-      Item item{f.frame, f.pts, f.source_pts, next_index++};
-      if (detector) {
-        for (int64_t c : detector->push(f.frame.unsqueeze(0))) {
-          shot_starts.insert(c);
-        }
-        const int64_t just = detector->decided() - 1;
-        if (just >= 0 && segment_end_at(just)) {
-          detector_states[just] = detector->state_through(just);
-        }
-      }
-      pending.push_back(std::move(item));
-    };
-
-    // Sends on the frames that are decided (all of them at the end), in batches that do not
-    // cross a segment's end; the last pending frame waits for its successor's pts.
-    auto send = [&](bool final) -> bool {
-      const int64_t decided = detector ? detector->decided() : std::numeric_limits<int64_t>::max();
-      while (!pending.empty()) {
-        int64_t count = 0;
-        bool seg_end = false;
-        for (const Item& item : pending) {
-          const bool ready = final || (item.index < decided && count + 1 < static_cast<int64_t>(pending.size()));
-          if (!ready || count == batch_size) {
-            break;
-          }
-          ++count;
-          if (segment_end_at(item.index)) {
-            seg_end = true;
-            break;
-          }
-        }
-        const bool full = count == batch_size || seg_end;
-        if (count == 0 || (!full && !final)) {
-          return true; // wait for more frames to fill the batch
-        }
-        Batch b;
-        b.first_index = pending.front().index;
-        std::vector<at::Tensor> frames;
-        for (int64_t k = 0; k < count; ++k) {
-          Item& item = pending.front();
-          frames.push_back(item.frame);
-          b.pts.push_back(item.pts);
-          b.source_pts.push_back(item.source_pts);
-          b.starts_shot.push_back(shot_starts.count(item.index) != 0);
-          pending.pop_front();
-        }
-        b.frames = at::stack(frames);
-        const int64_t last = b.first_index + count - 1;
-        if (seg_end) {
-          b.segment_end = true;
-          b.next_source_pts = pending.empty() ? -1 : pending.front().source_pts;
-          if (auto it = detector_states.find(last); it != detector_states.end()) {
-            b.state = with_prefix(it->second, "cuts.");
-            detector_states.erase(it);
-          }
-        }
-        stage_frames[0] += count;
+    // Sends on every batch that is complete.
+    auto send = [&]() -> bool {
+      while (std::optional<Batch> b = batches.next()) {
+        stage_frames[0] += b->size();
         inject_fault("decode", batches_sent++);
         stage_guard.check();
-        if (!decoded.push(std::move(b))) {
+        if (!decoded.push(std::move(*b))) {
           return false;
         }
       }
@@ -648,18 +557,16 @@ void Engine::Impl::decode_stage() {
           selector.finish(selected);
         }
         for (const SelectedFrame& f : selected) {
-          accept(f);
+          batches.add(f);
           const int64_t estimated = estimate.observe(static_cast<double>(f.source_pts) * tb - origin);
           const int64_t exact = counted_frames.load();
-          frames_total = exact >= 0 ? std::max(exact, next_index) : estimated;
+          frames_total = exact >= 0 ? std::max(exact, batches.next_index()) : estimated;
         }
-        if (fb.size() == 0 && detector) {
-          for (int64_t c : detector->flush()) {
-            shot_starts.insert(c);
-          }
+        if (fb.size() == 0) {
+          batches.finish();
         }
       }
-      if (!send(fb.size() == 0)) {
+      if (!send()) {
         return;
       }
       if (fb.size() == 0) {
@@ -680,11 +587,7 @@ void Engine::Impl::decode_stage() {
     }
     {
       std::lock_guard<std::mutex> lock(mutex);
-      for (int64_t c : shot_starts) {
-        if (c > 0) {
-          cuts.push_back(c);
-        }
-      }
+      cuts = batches.cuts();
     }
     decoded.close();
   });

@@ -1,0 +1,35 @@
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "sbsconv/pipeline/StateFile.h"
+
+namespace sbsconv {
+
+// One batch of frames on its way through the engine's stages (Note [Engine]); each stage
+// fills in its part and drops what the later stages no longer need.
+struct Batch {
+  int64_t first_index = 0;
+  at::Tensor frames; // uint8 [N,3,H,W]
+  std::vector<int64_t> pts; // output timestamps (the writer's time base)
+  std::vector<int64_t> source_pts; // the frames' own timestamps (source stream ticks)
+  std::vector<bool> starts_shot;
+  at::Tensor depth;
+  at::Tensor fov; // [N] degrees, for models that estimate it
+  at::Tensor disparity;
+  at::Tensor packed;
+  at::Tensor depth_colors; // the stabilised depth, colour-mapped (when a depth video is asked for)
+  // A resumable run's segment ends with this batch: the next frame's source pts (-1 at the
+  // end) and every stage's state after this batch.
+  bool segment_end = false;
+  int64_t next_source_pts = -1;
+  TensorMap state;
+  int64_t size() const {
+    return static_cast<int64_t>(pts.size());
+  }
+};
+
+} // namespace sbsconv

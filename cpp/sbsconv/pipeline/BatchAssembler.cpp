@@ -1,0 +1,106 @@
+#include "sbsconv/pipeline/BatchAssembler.h"
+
+#include <ATen/ATen.h>
+
+#include <limits>
+
+#include "sbsconv/common/Error.h"
+
+namespace sbsconv {
+
+BatchAssembler::BatchAssembler(Options options, std::unique_ptr<SceneCutDetector> detector)
+    : o_(options), detector_(std::move(detector)), next_index_(options.first_index) {
+  SBSCONV_CHECK(o_.batch_size >= 1, Option, "decode", "batch_size must be >= 1");
+  SBSCONV_CHECK(o_.segment_frames >= 0 && o_.first_index >= 0, Option, "decode", "invalid batch bookkeeping");
+  if (o_.first_index == 0) {
+    shot_starts_.insert(0);
+  }
+}
+
+bool BatchAssembler::segment_end_at(int64_t index) const {
+  return o_.segment_frames > 0 && (index + 1) % o_.segment_frames == 0;
+}
+
+void BatchAssembler::add(const SelectedFrame& f) {
+  SBSCONV_CHECK(!finished_, Internal, "decode", "a frame was added after the last one");
+  pending_.push_back(Item{f.frame, f.pts, f.source_pts, next_index_++});
+  if (detector_) {
+    for (int64_t c : detector_->push(f.frame.unsqueeze(0))) {
+      shot_starts_.insert(c);
+    }
+    const int64_t just = detector_->decided() - 1;
+    if (just >= 0 && segment_end_at(just)) {
+      detector_states_[just] = detector_->state_through(just);
+    }
+  }
+}
+
+void BatchAssembler::finish() {
+  if (finished_) {
+    return;
+  }
+  finished_ = true;
+  if (detector_) {
+    for (int64_t c : detector_->flush()) {
+      shot_starts_.insert(c);
+    }
+  }
+}
+
+std::optional<Batch> BatchAssembler::next() {
+  const int64_t decided = detector_ ? detector_->decided() : std::numeric_limits<int64_t>::max();
+  int64_t count = 0;
+  bool seg_end = false;
+  for (const Item& item : pending_) {
+    // Before the end, a frame is ready once the detector has decided it and its successor
+    // (whose pts a segment's end records) has arrived.
+    const bool ready = finished_ || (item.index < decided && count + 1 < static_cast<int64_t>(pending_.size()));
+    if (!ready || count == o_.batch_size) {
+      break;
+    }
+    ++count;
+    if (segment_end_at(item.index)) {
+      seg_end = true;
+      break;
+    }
+  }
+  const bool full = count == o_.batch_size || seg_end;
+  if (count == 0 || (!full && !finished_)) {
+    return std::nullopt; // wait for more frames to fill the batch
+  }
+  Batch b;
+  b.first_index = pending_.front().index;
+  std::vector<at::Tensor> frames;
+  frames.reserve(static_cast<size_t>(count));
+  for (int64_t k = 0; k < count; ++k) {
+    Item& item = pending_.front();
+    frames.push_back(item.frame);
+    b.pts.push_back(item.pts);
+    b.source_pts.push_back(item.source_pts);
+    b.starts_shot.push_back(shot_starts_.count(item.index) != 0);
+    pending_.pop_front();
+  }
+  b.frames = at::stack(frames);
+  if (seg_end) {
+    const int64_t last = b.first_index + count - 1;
+    b.segment_end = true;
+    b.next_source_pts = pending_.empty() ? -1 : pending_.front().source_pts;
+    if (auto it = detector_states_.find(last); it != detector_states_.end()) {
+      b.state = with_prefix(it->second, "cuts.");
+      detector_states_.erase(it);
+    }
+  }
+  return b;
+}
+
+std::vector<int64_t> BatchAssembler::cuts() const {
+  std::vector<int64_t> out;
+  for (int64_t c : shot_starts_) {
+    if (c > 0) {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+} // namespace sbsconv
