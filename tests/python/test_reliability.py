@@ -19,7 +19,14 @@ import sbsconv
 import torch
 from helpers import data, ffprobe, psnr, run_python, to_hwc
 from sbsconv import conversion, media
-from sbsconv.errors import InputError, InternalError, OptionError, OutputError, SbsconvWarning
+from sbsconv.errors import (
+    CancelledError,
+    InputError,
+    InternalError,
+    OptionError,
+    OutputError,
+    SbsconvWarning,
+)
 
 FAST = {"input_size": 70, "progress": False, "preset": "ultrafast"}
 STAGES = ["decode", "depth", "stabilise", "stereo", "encode"]
@@ -243,6 +250,22 @@ def test_a_run_killed_in_any_stage_resumes_to_the_same_file(fault, resumed, clip
     assert result.frames == 76
     assert min_psnr(frames_of(out), reference) >= 45
     assert leftovers(tmp_path, "killed.mp4") == ["killed.mp4"]
+
+
+@pytest.mark.parametrize("point", ["assemble:0:cancel", "assemble:1:cancel"])
+def test_a_cancel_during_assembly_is_honoured(point, clip, tiny_model, reference, tmp_path, monkeypatch):
+    # Ctrl-C while the segments are joined (before the copy, and after it but before the
+    # rename): the run stops, nothing appears under the output name, the journal stays.
+    out = tmp_path / "assembling.mp4"
+    monkeypatch.setenv("SBSCONV_TEST_FAULT", point)
+    with pytest.raises(CancelledError):
+        sbsconv.convert(clip, out, model=str(tiny_model), segment_seconds=0.5, **FAST)
+    assert leftovers(tmp_path, "assembling.mp4") == []
+    assert (tmp_path / ".assembling.mp4.sbsconv-resume").is_dir()
+    monkeypatch.delenv("SBSCONV_TEST_FAULT")
+    result = sbsconv.convert(clip, out, model=str(tiny_model), segment_seconds=0.5, **FAST)
+    assert result.resumed_from == 76  # only the assembly was left
+    assert min_psnr(frames_of(out), reference) >= 45
 
 
 # ---- damaged resume files --------------------------------------------------------------------

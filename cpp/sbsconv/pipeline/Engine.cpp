@@ -154,6 +154,7 @@ struct Engine::Impl {
   int64_t fault_batch = -1;
   bool fault_kill = false;
   bool fault_float64 = false;
+  bool fault_cancel = false;
   std::unique_ptr<ComfortBudget> comfort;
 
   explicit Impl(EngineOptions options) : o(std::move(options)) {}
@@ -196,13 +197,20 @@ struct Engine::Impl {
   }
 
   // A test fault (EngineOptions::fault) at this stage's n-th batch.
-  void inject_fault(const char* stage, int64_t n) const {
+  void inject_fault(const char* stage, int64_t n) {
     if (fault_batch != n || fault_stage != stage) {
       return;
     }
     if (fault_kill) {
       std::fflush(nullptr);
       std::raise(SIGKILL);
+    }
+    if (fault_cancel) {
+      // Ctrl-C arriving exactly here
+      user_cancelled = true;
+      cancelled = true;
+      abort_queues();
+      return;
     }
     if (fault_float64) {
       // What a careless statistic would do: proves the check mode sees the stages' work.
@@ -396,6 +404,7 @@ void Engine::Impl::prepare() {
     fault_batch = std::stoll(o.fault.substr(a + 1, b == std::string::npos ? std::string::npos : b - a - 1));
     fault_kill = b != std::string::npos && o.fault.substr(b + 1) == "kill";
     fault_float64 = b != std::string::npos && o.fault.substr(b + 1) == "float64";
+    fault_cancel = b != std::string::npos && o.fault.substr(b + 1) == "cancel";
   }
   comfort = std::make_unique<ComfortBudget>(o.comfort);
   // Before anything is written: a second run on the same output fails here, at once.

@@ -52,7 +52,8 @@ struct EngineOptions {
   // fails on a float64 tensor that would live on the model's device, the CPU included (Note
   // [No float64 on devices]). fault: "STAGE:N" makes STAGE fail at its N-th batch (0-based),
   // "STAGE:N:kill" kills the process there (SIGKILL), "STAGE:N:float64" makes a float64 tensor
-  // there (to prove check_float64 sees it), for the fault tests; STAGE is decode,
+  // there (to prove check_float64 sees it), "STAGE:N:cancel" cancels the run there as
+  // Ctrl-C would, for the fault tests; STAGE is decode,
   // depth, stabilise, stereo, encode or assemble (N counts segments copied).
   bool check_float64 = false;
   std::string fault;
