@@ -234,17 +234,14 @@ KILLED = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize(("fault", "resumed"), [
-    ("decode:20:kill", True), ("depth:20:kill", True), ("stabilise:20:kill", True), ("stereo:20:kill", True),
-    ("encode:20:kill", True), ("assemble:0:kill", True), ("assemble:1:kill", True),
-])
-def test_a_run_killed_in_any_stage_resumes_to_the_same_file(fault, resumed, clip, tiny_model, reference, tmp_path):
+@pytest.mark.parametrize("fault", [f"{stage}:20:kill" for stage in STAGES] + ["assemble:0:kill", "assemble:1:kill"])
+def test_a_run_killed_in_any_stage_resumes_to_the_same_file(fault, clip, tiny_model, reference, tmp_path):
     out = tmp_path / "killed.mp4"
     proc = run_python(KILLED, str(clip), str(out), str(tiny_model), fault, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert not out.exists()
     result = sbsconv.convert(clip, out, model=str(tiny_model), segment_seconds=0.5, **FAST)
-    assert (result.resumed_from > 0) == resumed
+    assert result.resumed_from > 0  # finished segments were kept
     if fault.startswith("assemble"):
         assert result.resumed_from == 76  # only the assembly was left
     assert result.frames == 76

@@ -29,16 +29,38 @@ namespace {
 constexpr const char* kStage = "encode";
 constexpr const char* kMuxStage = "mux";
 
-fs::path temporary_path_for(const fs::path& final_path) {
-  fs::path dir = final_path.parent_path();
+// ".<output name>.sbsconv-": every temporary of that output starts so, then "<pid>.part".
+std::string temporary_prefix_for(const fs::path& final_path) {
   // Appended piece by piece: GCC 12 warns (-Wrestrict, a false positive) on "." + string.
   std::string name = ".";
   name += final_path.filename().string();
-  name += ".sbsconv-" + std::to_string(::getpid()) + ".part";
+  name += ".sbsconv-";
+  return name;
+}
+
+fs::path temporary_path_for(const fs::path& final_path) {
+  const fs::path dir = final_path.parent_path();
+  const std::string name = temporary_prefix_for(final_path) + std::to_string(::getpid()) + ".part";
   return dir.empty() ? fs::path(name) : dir / name;
 }
 
 } // namespace
+
+int remove_abandoned_temporaries(const std::string& output) {
+  const fs::path out(output);
+  const fs::path folder = out.parent_path().empty() ? fs::path(".") : out.parent_path();
+  const std::string prefix = temporary_prefix_for(out);
+  int removed = 0;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(folder, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.size() > prefix.size() + 5 && name.compare(0, prefix.size(), prefix) == 0 &&
+        name.compare(name.size() - 5, 5, ".part") == 0 && entry.is_regular_file(ec) && fs::remove(entry.path(), ec)) {
+      ++removed;
+    }
+  }
+  return removed;
+}
 
 struct MediaWriter::Impl {
   WriterOptions o;

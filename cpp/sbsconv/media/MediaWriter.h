@@ -123,6 +123,11 @@ class MediaWriter {
   std::unique_ptr<Impl> impl_;
 };
 
+// Removes the temporary files a writer of `output` left behind when its process died
+// (".<name>.sbsconv-<pid>.part" beside it); returns how many. Only for a caller that knows no
+// other writer of `output` is alive (the engine holds the run lock, Note [Run lock]).
+int remove_abandoned_temporaries(const std::string& output);
+
 // The FFmpeg encoders `encoder` resolves to for `codec`, in the order they are tried.
 std::vector<std::string> encoder_candidates(const std::string& codec, const std::string& encoder);
 

@@ -52,16 +52,12 @@ constexpr int64_t kBatchByteBudget = int64_t{8} << 30;
 // back off.
 constexpr double kSegmentOffset = 100.0;
 
-std::string journal_folder_for(const std::string& output) {
+// A hidden file or folder beside the output: ".<output name><suffix>". The resume folder
+// (Note [Resumable runs]) and the run lock (Note [Run lock]: one per output, whatever the
+// run's kind).
+std::string beside_output(const std::string& output, const char* suffix) {
   const fs::path p(output);
-  const std::string name = "." + p.filename().string() + ".sbsconv-resume";
-  return (p.parent_path().empty() ? fs::path(name) : p.parent_path() / name).string();
-}
-
-// Note [Run lock] (RunLock.h): one lock per output, beside it, whatever the run's kind.
-std::string lock_path_for(const std::string& output) {
-  const fs::path p(output);
-  const std::string name = "." + p.filename().string() + ".sbsconv-lock";
+  const std::string name = "." + p.filename().string() + suffix;
   return (p.parent_path().empty() ? fs::path(name) : p.parent_path() / name).string();
 }
 
@@ -152,9 +148,7 @@ struct Engine::Impl {
   // The parsed EngineOptions::fault.
   std::string fault_stage;
   int64_t fault_batch = -1;
-  bool fault_kill = false;
-  bool fault_float64 = false;
-  bool fault_cancel = false;
+  enum class FaultAction { Throw, Kill, Float64, Cancel } fault_action = FaultAction::Throw;
   std::unique_ptr<ComfortBudget> comfort;
 
   explicit Impl(EngineOptions options) : o(std::move(options)) {}
@@ -201,21 +195,21 @@ struct Engine::Impl {
     if (fault_batch != n || fault_stage != stage) {
       return;
     }
-    if (fault_kill) {
-      std::fflush(nullptr);
-      std::raise(SIGKILL);
-    }
-    if (fault_cancel) {
-      // Ctrl-C arriving exactly here
-      user_cancelled = true;
-      cancelled = true;
-      abort_queues();
-      return;
-    }
-    if (fault_float64) {
-      // What a careless statistic would do: proves the check mode sees the stages' work.
-      (void)at::ones({2}, at::TensorOptions().dtype(at::kDouble).device(o.model->device())).sum();
-      return;
+    switch (fault_action) {
+      case FaultAction::Kill:
+        std::fflush(nullptr);
+        std::raise(SIGKILL);
+        return;
+      case FaultAction::Cancel: // Ctrl-C arriving exactly here
+        user_cancelled = true;
+        cancelled = true;
+        abort_queues();
+        return;
+      case FaultAction::Float64: // what a careless statistic would do: the check mode must see it
+        (void)at::ones({2}, at::TensorOptions().dtype(at::kDouble).device(o.model->device())).sum();
+        return;
+      case FaultAction::Throw:
+        break;
     }
     throw Error(ErrorKind::Internal, stage, "a fault injected for testing (batch " + std::to_string(n) + ")");
   }
@@ -357,23 +351,6 @@ struct Engine::Impl {
     }
   }
 
-  // A run killed while writing leaves its temporary output (".<name>.sbsconv-<pid>.part")
-  // behind; with the run lock held no other run can be writing one, so they all go.
-  void remove_stale_temporaries() const {
-    const fs::path out(o.writer.path);
-    const fs::path folder = out.parent_path().empty() ? fs::path(".") : out.parent_path();
-    const std::string prefix = "." + out.filename().string() + ".sbsconv-";
-    std::error_code ec;
-    for (const auto& entry : fs::directory_iterator(folder, ec)) {
-      const std::string name = entry.path().filename().string();
-      if (name.size() > prefix.size() + 5 && name.compare(0, prefix.size(), prefix) == 0 &&
-          name.compare(name.size() - 5, 5, ".part") == 0 && entry.is_regular_file(ec)) {
-        fs::remove(entry.path(), ec);
-        log(LogLevel::Info, "removed the temporary file of an interrupted run: " + name);
-      }
-    }
-  }
-
   void prepare();
   void run();
   void decode_stage();
@@ -402,18 +379,29 @@ void Engine::Impl::prepare() {
     SBSCONV_CHECK(a != std::string::npos, Option, "engine", "fault must be STAGE:N or STAGE:N:kill");
     fault_stage = o.fault.substr(0, a);
     fault_batch = std::stoll(o.fault.substr(a + 1, b == std::string::npos ? std::string::npos : b - a - 1));
-    fault_kill = b != std::string::npos && o.fault.substr(b + 1) == "kill";
-    fault_float64 = b != std::string::npos && o.fault.substr(b + 1) == "float64";
-    fault_cancel = b != std::string::npos && o.fault.substr(b + 1) == "cancel";
+    const std::string action = b == std::string::npos ? "" : o.fault.substr(b + 1);
+    SBSCONV_CHECK(
+        action.empty() || action == "kill" || action == "float64" || action == "cancel",
+        Option,
+        "engine",
+        "fault must be STAGE:N[:kill|float64|cancel]");
+    fault_action = action == "kill" ? FaultAction::Kill
+        : action == "float64"       ? FaultAction::Float64
+        : action == "cancel"        ? FaultAction::Cancel
+                                    : FaultAction::Throw;
   }
   comfort = std::make_unique<ComfortBudget>(o.comfort);
   // Before anything is written: a second run on the same output fails here, at once.
-  run_lock = std::make_unique<RunLock>(lock_path_for(o.writer.path), o.writer.path);
-  remove_stale_temporaries();
+  run_lock = std::make_unique<RunLock>(beside_output(o.writer.path, ".sbsconv-lock"), o.writer.path);
+  // A run killed while writing left its temporary output behind; with the lock held no
+  // other run can be writing one.
+  if (const int n = remove_abandoned_temporaries(o.writer.path); n > 0) {
+    log(LogLevel::Info, "removed " + std::to_string(n) + " temporary file(s) of an interrupted run");
+  }
   if (!o.resume) {
     return;
   }
-  journal = std::make_unique<Journal>(journal_folder_for(o.writer.path), o.fingerprint);
+  journal = std::make_unique<Journal>(beside_output(o.writer.path, ".sbsconv-resume"), o.fingerprint);
   bool discarded = false;
   std::vector<std::string> problems;
   segments = journal->load(&discarded, &problems, verify_segment);
