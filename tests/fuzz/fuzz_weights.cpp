@@ -224,8 +224,14 @@ std::optional<DepthAnythingV2Config> config_from_original(const WeightMap& w, bo
     if (it == w.end() || it->second.dim() == 0) {
       return std::nullopt;
     }
+    // Python's shape[index]: an index past the rank is an IndexError, which it reports as a
+    // ModelError.
     const int64_t d = it->second.dim();
-    return it->second.size(index < 0 ? d + index : index);
+    const int64_t i = index < 0 ? d + index : index;
+    if (i < 0 || i >= d) {
+      return std::nullopt;
+    }
+    return it->second.size(i);
   };
   DepthAnythingV2Config config;
   const auto embed = dim("pretrained.cls_token", -1);
