@@ -199,6 +199,52 @@ std::optional<T> get_optional(const py::dict& d, const char* key) {
   return d[key].cast<T>();
 }
 
+// Note [Depth files]: a depth writer's options (the engine fills in size and timing).
+DepthWriterOptions depth_writer_options(const py::dict& d) {
+  DepthWriterOptions o;
+  o.path = d["path"].cast<std::string>();
+  o.format = parse_depth_format(d["format"].cast<std::string>());
+  o.relative = get_or<bool>(d, "relative", true);
+  o.max_depth = get_or<double>(d, "max_depth", 6.0);
+  o.half = get_or<bool>(d, "half", false);
+  o.width = get_or<int>(d, "width", 0);
+  o.height = get_or<int>(d, "height", 0);
+  if (d.contains("time_base")) {
+    o.time_base = to_rational(d["time_base"]);
+  }
+  if (d.contains("frame_rate")) {
+    o.frame_rate = to_rational(d["frame_rate"]);
+  }
+  o.time_origin = get_or<double>(d, "time_origin", 0.0);
+  o.source_start = get_or<double>(d, "source_start", 0.0);
+  o.fov_degrees = get_optional<double>(d, "fov_degrees");
+  o.sidecar_extra = get_or<std::string>(d, "sidecar_extra", "");
+  return o;
+}
+
+DepthSourceOptions depth_source_options(const py::dict& d) {
+  DepthSourceOptions o;
+  o.path = d["path"].cast<std::string>();
+  o.format = parse_depth_format(d["format"].cast<std::string>());
+  o.relative = get_or<bool>(d, "relative", true);
+  o.max_depth = get_or<double>(d, "max_depth", 0.0);
+  o.pattern = get_or<std::string>(d, "pattern", "depth_%06lld");
+  o.times = get_or<std::vector<double>>(d, "times", {});
+  o.low = get_or<std::vector<float>>(d, "low", {});
+  o.high = get_or<std::vector<float>>(d, "high", {});
+  o.fov = get_or<std::vector<float>>(d, "fov", {});
+  return o;
+}
+
+py::dict export_summary(const DepthExportSummary& s) {
+  py::dict d;
+  d["path"] = s.path;
+  d["sidecar"] = s.sidecar;
+  d["frames"] = s.frames;
+  d["warnings"] = s.warnings;
+  return d;
+}
+
 EngineOptions engine_options(const py::dict& d) {
   EngineOptions o;
   o.input = d["input"].cast<std::string>();
@@ -210,7 +256,18 @@ EngineOptions engine_options(const py::dict& d) {
   o.reader.device = get_or<std::string>(d, "device", "cpu");
   o.reader.strict = get_or<bool>(d, "strict", false);
   o.batch_size = get_or<int64_t>(d, "batch_size", 4);
-  o.model = d["model"].cast<std::shared_ptr<DepthModel>>();
+  if (d.contains("model") && !d["model"].is_none()) {
+    o.model = d["model"].cast<std::shared_ptr<DepthModel>>();
+  }
+  o.device = get_or<std::string>(d, "device", "cpu");
+  if (d.contains("depth_export") && !d["depth_export"].is_none()) {
+    o.depth_export = depth_writer_options(d["depth_export"].cast<py::dict>());
+  }
+  if (d.contains("depth_source") && !d["depth_source"].is_none()) {
+    o.depth_source = depth_source_options(d["depth_source"].cast<py::dict>());
+  }
+  o.render_stereo = get_or<bool>(d, "render_stereo", true);
+  o.infill_mask = get_or<std::string>(d, "infill_mask", "");
   o.detect_cuts = get_or<bool>(d, "detect_cuts", true);
   o.cuts.sensitivity = get_or<double>(d, "cut_sensitivity", 0.5);
   o.cuts.min_scene_length = get_or<int64_t>(d, "min_scene_length", 8);
@@ -741,8 +798,47 @@ PYBIND11_MODULE(_core, m) {
         d["fov_degrees"] = r.fov_degrees ? py::object(py::float_(*r.fov_degrees)) : py::object(py::none());
         d["damaged_frames"] = r.damaged_frames;
         d["truncated"] = r.truncated;
+        d["depth_export"] = r.depth_export ? py::object(export_summary(*r.depth_export)) : py::object(py::none());
         return d;
       });
+
+  // ---- depth files: see Note [Depth files] ----
+  m.def("pack_rgb_depth", [](const at::Tensor& depth, double max_depth) { return pack_rgb_depth(depth, max_depth); },
+        py::arg("depth"), py::arg("max_depth"), py::call_guard<py::gil_scoped_release>());
+  m.def("unpack_rgb_depth", &unpack_rgb_depth, py::arg("rgb"), py::arg("max_depth"),
+        py::call_guard<py::gil_scoped_release>());
+  py::class_<DepthReader>(m, "DepthReader")
+      .def(py::init([](const py::dict& spec) { return std::make_unique<DepthReader>(depth_source_options(spec)); }))
+      .def_property_readonly("width", &DepthReader::width)
+      .def_property_readonly("height", &DepthReader::height)
+      .def_property_readonly("frame_count", &DepthReader::frame_count)
+      .def_property_readonly("frame_rate", &DepthReader::frame_rate)
+      .def("read", [](DepthReader& r, int max_frames) {
+        DepthFrames f;
+        {
+          py::gil_scoped_release release;
+          f = r.read(max_frames);
+        }
+        return py::make_tuple(
+            f.depth.defined() ? py::cast(f.depth) : py::object(py::none()),
+            f.times,
+            f.fov.defined() ? py::cast(f.fov) : py::object(py::none()));
+      }, py::arg("max_frames"));
+  py::class_<DepthWriter>(m, "DepthWriter")
+      .def(py::init([](const py::dict& spec) { return std::make_unique<DepthWriter>(depth_writer_options(spec)); }))
+      .def("write", [](DepthWriter& w, const at::Tensor& depth, const std::vector<int64_t>& pts,
+                       const std::vector<double>& times, std::optional<at::Tensor> fov) {
+        py::gil_scoped_release release;
+        w.write(depth, pts, times, fov ? *fov : at::Tensor());
+      }, py::arg("depth"), py::arg("pts"), py::arg("times"), py::arg("fov") = py::none())
+      .def("finish", [](DepthWriter& w, const std::vector<int64_t>& cuts) {
+        DepthExportSummary s;
+        {
+          py::gil_scoped_release release;
+          s = w.finish(cuts);
+        }
+        return export_summary(s);
+      }, py::arg("cuts") = std::vector<int64_t>{});
 
   py::class_<VideoReader>(m, "VideoReader")
       .def(

@@ -12,7 +12,9 @@ Rooms: ``sbsconv.media`` (decode, encode), ``sbsconv.models`` (depth models),
 from sbsconv import errors, media
 from sbsconv._native import _core
 from sbsconv.media import MediaInfo, StreamInfo, probe
+from sbsconv.depthio import export_depth, read_depth
 from sbsconv.options import ConvertOptions
+from sbsconv.pointcloud import point_cloud
 
 # Imported eagerly: a lazy first import of the submodule sbsconv.preview would rebind the
 # package attribute ``preview`` from the function to the module.
@@ -47,5 +49,5 @@ def _attach_signature() -> None:
 _attach_signature()
 
 
-__all__ = ["ConvertOptions", "MediaInfo", "StreamInfo", "__version__", "compare", "convert", "errors", "media",
-           "preview", "probe"]
+__all__ = ["ConvertOptions", "MediaInfo", "StreamInfo", "__version__", "compare", "convert", "errors",
+           "export_depth", "media", "point_cloud", "preview", "probe", "read_depth"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from dataclasses import asdict
 from fractions import Fraction
@@ -191,6 +192,23 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_depth(args: argparse.Namespace) -> int:
+    from sbsconv.depthio import export_depth
+    from sbsconv.options import DEPTH_FORMATS
+
+    options = options_from_args(args)
+    if args.format is not None:
+        if args.format not in DEPTH_FORMATS:
+            raise errors.OptionError(f"--format must be one of {', '.join(DEPTH_FORMATS)}; got {args.format!r}")
+        options = options.replace(depth_format=args.format)
+    result = export_depth(args.input, args.output, options, progress=not args.quiet)
+    print(f"wrote {result.path}: {result.frames} frames of {'relative' if result.relative else 'metric'} depth "
+          f"({result.format}), {result.fps:.1f} frames/s" + (f", sidecar {result.sidecar}" if result.sidecar else ""))
+    if result.point_clouds:
+        print(f"  {len(result.point_clouds)} point clouds in {os.path.dirname(result.point_clouds[0])}")
+    return EXIT_OK
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from sbsconv import models
 
@@ -226,6 +244,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_option_arguments(p)
     p.set_defaults(run=_cmd_convert)
+
+    p = sub.add_parser(
+        "depth",
+        help="export a video's depth (or convert a depth file to another format)",
+        description="Write the depth of a video as gray16 (16-bit FFV1 video), rgb-packed (the metric-depth "
+        "toolboxes' RGB video), png16 or exr (one image per frame, in a folder), npy (one array) or colormap "
+        "(a preview video), with a JSON sidecar that says how to read it. Given a depth file (found by its "
+        "sidecar, or an RGB-packed video with --max-depth), converts it into another format without a model. "
+        "Re-render 3D from an export with: sbsconv convert VIDEO OUT --depth EXPORT.",
+    )
+    p.add_argument("input", help="video file, or a depth file to convert")
+    p.add_argument("output", help="depth file (.mkv, .npy) or folder (png16, exr)")
+    p.add_argument("--format", default=None, metavar="FORMAT",
+                   help="gray16, rgb-packed, png16, exr, npy or colormap (default: --depth-format, gray16)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_option_arguments(p)
+    p.set_defaults(run=_cmd_depth)
 
     p = sub.add_parser("models", help="list the depth models", description="List the registered depth models.")
     p.add_argument("--json", action="store_true", help="print everything as JSON")

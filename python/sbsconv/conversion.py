@@ -64,6 +64,9 @@ class ConversionResult:
     truncated: bool = False  # the input ended before the end its container declares
     images: tuple[str, ...] = field(default_factory=tuple)  # preview mode: the PNG files
     options: ConvertOptions | None = None  # the options of the run
+    depth_out: str | None = None  # the depth export (depth_out=), when written
+    depth_sidecar: str | None = None  # its sidecar
+    point_clouds: tuple[str, ...] = ()  # point_clouds_every: the PLY files
 
 
 def output_name(output: str | os.PathLike[str], layout: str) -> str:
@@ -180,6 +183,8 @@ def convert(
         raise OptionError(f"the output must end in {', '.join(_CONTAINERS)}: {output_path!r}")
     if os.path.abspath(output_path) == os.path.abspath(input_path):
         raise OptionError("the output would overwrite the input")
+    if options.point_clouds_every is not None and options.depth_out is None:
+        raise OptionError("point_clouds_every writes beside the depth export: give depth_out too")
     # The input must be a video before anything is loaded or written.
     info = sbsconv.probe(input_path)
     if not Path(output_path).parent.exists() and str(Path(output_path).parent) not in ("", "."):
@@ -187,12 +192,22 @@ def convert(
 
         raise OutputError(f"the output folder does not exist [{output_path}]", path=output_path, stage="open output")
 
-    depth_model = models.load(options.model, checkpoint=options.checkpoint, device=options.device,
-                              precision=options.precision, input_size=options.input_size,
-                              temporal_mode=options.temporal_mode)
-    if options.fov_degrees is not None:
-        # a model whose metric depth depends on the field of view (Depth Pro) uses the given one
-        depth_model._core.set_field_of_view(float(options.fov_degrees))
+    if options.depth is not None:
+        # Note [Depth products]: depth from an exported file, checked against this video first
+        from sbsconv import depthio
+
+        depth_model: Any = depthio.depth_source(options, info)
+    else:
+        depth_model = models.load(options.model, checkpoint=options.checkpoint, device=options.device,
+                                  precision=options.precision, input_size=options.input_size,
+                                  temporal_mode=options.temporal_mode)
+        if options.fov_degrees is not None:
+            # a model whose metric depth depends on the field of view (Depth Pro) uses the given one
+            depth_model._core.set_field_of_view(float(options.fov_degrees))
+    if options.depth_out is not None:
+        from sbsconv import depthio
+
+        depthio.check_point_cloud_scale(options, depth_model)
     images_dir = None
     if options.preview_every is not None:
         images_dir = Path(output_path).with_name(Path(output_path).stem + "_frames")
@@ -205,35 +220,21 @@ def convert(
     engine_options["fingerprint"] = _fingerprint(input_path, fingerprint_options)
 
     # ---- the run ---------------------------------------------------------------------------
-    engine = _core.Engine(engine_options)
-    bar = _Progress(progress, on_progress, Path(input_path).name)
     t0 = time.perf_counter()
-    engine.start()
-    try:
-        while not engine.wait(0.2):
-            flush_log()
-            bar.update(engine.progress())
-    except KeyboardInterrupt:
-        engine.cancel()
-        engine.wait(30.0)
-        flush_log()
-        bar.close()
-        raise
-    try:
-        raw = engine.result()
-    finally:
-        flush_log()
-    final = engine.progress()
-    bar.update(final, final=True)
-    bar.close()
+    raw = run_engine(engine_options, Path(input_path).name, progress, on_progress)
     seconds = time.perf_counter() - t0
     processed = raw["frames"] - raw["resumed_from"]
     stage_fps = {s["name"]: (s["frames"] / s["busy_seconds"] if s["busy_seconds"] > 0 else float("inf"))
                  for s in raw["stages"]}
-    for message in raw["warnings"]:
-        import warnings
+    warn_all(input_path, raw["warnings"])
+    exported = raw.get("depth_export")
+    clouds: list[str] = []
+    if exported and options.point_clouds_every is not None:
+        from sbsconv import pointcloud
 
-        warnings.warn(f"{input_path}: {message}", SbsconvWarning, stacklevel=2)
+        clouds = pointcloud.export_point_clouds(
+            exported["path"], every=options.point_clouds_every, video=input_path,
+            fov_degrees=options.fov_degrees, scale=options.point_cloud_scale)
     images = tuple(sorted(str(p) for p in images_dir.glob("frame_*.png"))) if images_dir else ()
     return ConversionResult(
         output=raw["output"] or output_path,
@@ -257,4 +258,42 @@ def convert(
         damaged_frames=raw["damaged_frames"],
         truncated=raw["truncated"],
         options=options,
+        depth_out=(exported["path"] if exported else engine_options.get("depth_video")
+                   if options.depth_out is not None else None),
+        depth_sidecar=exported["sidecar"] if exported else None,
+        point_clouds=tuple(clouds),
     )
+
+
+def run_engine(engine_options: dict, description: str, progress: bool,
+               on_progress: Callable[[dict], Any] | None) -> dict:
+    """Runs the C++ engine to the end with a progress bar; Ctrl-C cancels it (within about a
+    second, nothing left under the output names). Returns the engine's result."""
+    engine = _core.Engine(engine_options)
+    bar = _Progress(progress, on_progress, description)
+    engine.start()
+    try:
+        while not engine.wait(0.2):
+            flush_log()
+            bar.update(engine.progress())
+    except KeyboardInterrupt:
+        engine.cancel()
+        engine.wait(30.0)
+        flush_log()
+        bar.close()
+        raise
+    try:
+        raw = engine.result()
+    finally:
+        flush_log()
+    bar.update(engine.progress(), final=True)
+    bar.close()
+    return raw
+
+
+def warn_all(where: str, messages: Any) -> None:
+    """Each of a run's problems that did not stop it, as an SbsconvWarning."""
+    import warnings
+
+    for message in messages:
+        warnings.warn(f"{where}: {message}", SbsconvWarning, stacklevel=3)

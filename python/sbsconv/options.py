@@ -38,10 +38,12 @@ import torch
 from sbsconv import stereo
 from sbsconv.errors import OptionError
 
-__all__ = ["CONTAINERS", "GROUPS", "Check", "Choice", "ConvertOptions", "OptionField", "Range"]
+__all__ = ["CONTAINERS", "DEPTH_FORMATS", "GROUPS", "Check", "Choice", "ConvertOptions", "OptionField", "Range"]
 
 GROUPS = ("model", "3d", "stability", "layout", "encoding", "timing", "output", "advanced")
 CONTAINERS = (".mp4", ".m4v", ".mov", ".mkv")  # what convert() writes
+# Note [Depth files] (cpp/sbsconv/media/DepthFile.h): the depth products' formats
+DEPTH_FORMATS = ("gray16", "rgb-packed", "png16", "exr", "npy", "colormap")
 # the stereo tag written into the container for each layout (none for anaglyphs)
 STEREO_TAG = {"full-sbs": "sbs", "half-sbs": "sbs", "cross-eyed": "sbs-rl", "full-tb": "tb",
               "half-tb": "tb"}
@@ -158,6 +160,13 @@ def _video_path(name: str, value: Any) -> str:
     path = _path(name, value)
     if Path(path).suffix.lower() not in CONTAINERS:
         raise OptionError(f"{name} must end in {', '.join(CONTAINERS)}: {path!r}")
+    return path
+
+
+def _ending(name: str, value: Any, endings: tuple[str, ...]) -> str:
+    path = _path(name, value)
+    if Path(path).suffix.lower() not in endings:
+        raise OptionError(f"{name} must end in {', '.join(endings)}: {path!r}")
     return path
 
 
@@ -358,6 +367,36 @@ class ConvertOptions:
         None,
         "also write the stabilised depth, colour-mapped (near is bright), as a video here",
         "output", Check(f"a video path ending in {', '.join(CONTAINERS)}", _video_path))
+    depth_out: str | os.PathLike[str] | None = _option(
+        None,
+        "also write the depth here, in depth_format, with a JSON sidecar (a file; a folder for "
+        "png16 and exr)", "output", Check("a path", _path))
+    depth_format: str = _option(
+        "gray16",
+        "gray16 (16-bit FFV1 video), rgb-packed (the metric-depth toolboxes' RGB video), png16, "
+        "exr, npy (one array), colormap (a preview video)", "output", Choice(DEPTH_FORMATS))
+    max_depth: float | None = _option(
+        None,
+        "rgb-packed: metres at full scale (6 when writing); needed to read such a file that has "
+        "no sidecar", "output", Range(0.001, 1e6, low_open=True))
+    depth_precision: str = _option(
+        "float32", "exr and npy: float32 or float16", "output", Choice(("float32", "float16")))
+    point_clouds_every: int | None = _option(
+        None, "with depth_out: also write a PLY point cloud of every N-th frame", "output",
+        Range(1, 1e9, integer=True))
+    point_cloud_scale: float | None = _option(
+        None,
+        "point clouds from relative depth: metres at the nearest depth (relative depth has no "
+        "scale of its own)", "output", Range(0.0, 1e6, low_open=True))
+    infill_mask: str | os.PathLike[str] | None = _option(
+        None,
+        "also write a lossless .mkv, packed like the 3D video, marking each eye's disoccluded "
+        "pixels (for inpainting with a separate model)", "output",
+        Check("a path ending in .mkv", lambda name, value: _ending(name, value, (".mkv",))))
+    depth: str | os.PathLike[str] | None = _option(
+        None,
+        "take depth from this exported depth file (or its sidecar) instead of running a model: "
+        "re-rendering with other settings", "model", Check("a path", _path))
     resume: bool = _option(
         True, "keep a journal beside the output so that an interrupted run can continue",
         "output", FLAG)
@@ -375,6 +414,13 @@ class ConvertOptions:
         """The rules between options."""
         if self.bit_depth == 10 and self.codec != "hevc":
             raise OptionError("bit_depth=10 needs codec='hevc'")
+        if self.preview_every is not None and (self.depth_out is not None or self.infill_mask is not None):
+            raise OptionError("preview_every shows a few frames: it does not write depth_out or infill_mask")
+        if self.point_clouds_every is not None and self.depth_format == "colormap":
+            raise OptionError("point clouds need depth values: depth_format='colormap' is a picture")
+        if self.infill_mask is not None and self.layout.startswith("anaglyph"):
+            raise OptionError("an infill mask is packed like the 3D video: it needs a side-by-side "
+                              "or top-bottom layout, not an anaglyph")
 
     def validate(self) -> ConvertOptions:
         """Checks every option again (they were checked when made); returns ``self``."""
@@ -464,7 +510,10 @@ class ConvertOptions:
         if self.eye_size is not None:
             eye_w, eye_h = stereo.eye_size_for(self.eye_size, info.height, info.display_width)
         on_gpu = model.device.type != "cpu"
-        batch = int(self.batch_size or model._core.preferred_batch(on_gpu))
+        if model._core is not None:
+            batch = int(self.batch_size or model._core.preferred_batch(on_gpu))
+        else:  # depth read from a file (sbsconv.depthio.DepthFromFile): no model to ask
+            batch = int(self.batch_size or 8)
         rate = self.fps
         preview = self.preview_every is not None
         resume = self.resume and not preview and rate is None
@@ -527,6 +576,17 @@ class ConvertOptions:
         if self.depth_video is not None:
             options["depth_video"] = self.depth_video
             options["resume"] = False  # the depth video is written in one piece
+        if getattr(model, "spec", None) is not None:
+            # Note [Depth products]: depth from an exported file instead of a model
+            options["depth_source"] = model.spec
+        if self.depth_out is not None:
+            from sbsconv import depthio
+
+            options.update(depthio.export_engine_options(self, input_path, model))
+            options["resume"] = False  # depth products are written in one piece
+        if self.infill_mask is not None:
+            options["infill_mask"] = os.fspath(self.infill_mask)
+            options["resume"] = False
         if images_dir is not None:
             options["image_dir"] = os.fspath(images_dir)
         return options

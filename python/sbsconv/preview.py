@@ -2,6 +2,7 @@
 shown inline (``_repr_png_``/``_repr_html_``) to tune settings before a long conversion.
 
     sbsconv.preview("clip.mp4", at=[5, 30], divergence=2.5)
+    sbsconv.preview("clip.mp4", at=5, point_cloud=True, histogram=True)  # the depth in 3D
     sbsconv.compare("clip.mp4", at=10, variants=[{"model": "depth-anything-v2-small"},
                                                  {"model": "depth-anything-v2-base"}])
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from sbsconv import media, stereo, temporal
+from sbsconv import media, pointcloud, stereo, temporal
 from sbsconv._native import _core, flush_log
 from sbsconv.errors import OptionError
 from sbsconv.options import CALL_KEYWORDS, ConvertOptions
@@ -27,6 +29,9 @@ __all__ = ["Preview", "compare", "preview"]
 ROW_HEIGHT = 270  # pixels of each picture in the composed image
 GAP = 8
 BACKGROUND = 32
+
+DEFAULT_FOV_DEGREES = 60.0  # the point cloud's field of view when option and model give none
+POINT_CLOUD_SIDE = 640  # the point-cloud view's longer side at most (pixels subsampled to it)
 
 _MODELS: dict[tuple, object] = {}  # loaded models, reused by later previews in a session
 
@@ -122,8 +127,9 @@ def _times(video: str, at) -> list[float]:
     return [float(v) for v in values]
 
 
-def _render(frame: torch.Tensor, o: ConvertOptions):
-    """Depth, packed layout and anaglyph of one frame with convert() options `o`."""
+def _render(frame: torch.Tensor, o: ConvertOptions, keep: dict | None = None):
+    """Depth, packed layout and anaglyph of one frame with convert() options `o`; `keep`, if
+    given, also receives the depth itself, its kind and the field of view (see _depth_panels)."""
     model = _load(o.model, o.checkpoint, o.device, o.precision, o.input_size, o.temporal_mode)
     model._core.set_field_of_view(None if o.fov_degrees is None else float(o.fov_degrees))
     # A video model sees the frame as a sequence of its own (a still shot).
@@ -146,24 +152,72 @@ def _render(frame: torch.Tensor, o: ConvertOptions):
     }
     packed = stereo.render(frames, layout=o.layout, eye_size=o.eye_size, keep_aspect=o.keep_aspect, **common)
     anaglyph = stereo.render(frames, layout="anaglyph", **common)
+    if keep is not None:
+        # the field of view: the option, else the model's estimate, else 60 degrees
+        fov = o.fov_degrees
+        if fov is None and estimate.fov_degrees is not None:
+            fov = float(estimate.fov_degrees.reshape(-1)[0])
+        keep.update(depth=stable[0, 0].cpu(), kind=model.kind,
+                    fov=DEFAULT_FOV_DEGREES if fov is None else fov)
     return model, _core.colorize_depth(shown).cpu()[0], packed.cpu()[0], anaglyph.cpu()[0]
 
 
-def preview(video: str | os.PathLike[str], at=None, options: ConvertOptions | None = None,
-            **overrides) -> Preview:
+def _depth_panels(frame: torch.Tensor, kept: dict, point_cloud: bool,
+                  histogram: bool) -> list[Panel]:
+    """The optional panels showing the depth as a product: the point cloud seen from the side
+    and the distribution of the depth values (`kept`: what _render keeps)."""
+    depth, relative, fov = kept["depth"], kept["kind"] == "relative", float(kept["fov"])
+    panels = []
+    if point_cloud:
+        _, _, height, width = frame.shape
+        stride = max(1, math.ceil(max(height, width) / POINT_CLOUD_SIDE))
+        cloud = pointcloud.point_cloud(frame[0], depth, fov, relative=relative,
+                                       scale=1.0 if relative else None, stride=stride)
+        view = pointcloud.render_point_cloud(cloud, width=max(1, width // stride),
+                                             height=max(1, height // stride))
+        unit = "relative depth at scale=1.0: nearest 1 m" if relative else "metric depth"
+        panels.append(Panel(f"point cloud ({unit}, fov {fov:.3g}°)",
+                            torch.from_numpy(view).permute(2, 0, 1).contiguous()))
+    if histogram:
+        chart = pointcloud.depth_histogram(depth, relative=relative)
+        finite = depth[torch.isfinite(depth)]
+        if relative:
+            span = "relative inverse depth 0..1, near at the right"
+        elif finite.numel():
+            span = f"{float(finite.min()):.3g}..{float(finite.max()):.3g} m, near at the left"
+        else:
+            span = "no finite depth"
+        panels.append(Panel(f"depth histogram ({span})",
+                            torch.from_numpy(chart).permute(2, 0, 1).contiguous()))
+    return panels
+
+
+def preview(video: str | os.PathLike[str], at=None, options: ConvertOptions | None = None, *,
+            point_cloud: bool = False, histogram: bool = False, **overrides) -> Preview:
     """For each time in ``at`` (seconds, one or a list; default the middle): the frame, its
     depth (colour-mapped, near is bright), the 3D frame in the chosen ``layout`` and a
     red-cyan anaglyph. Takes :func:`sbsconv.convert`'s options, as a
-    :class:`~sbsconv.ConvertOptions` and/or keywords (model, divergence, ...)."""
+    :class:`~sbsconv.ConvertOptions` and/or keywords (model, divergence, ...).
+
+    ``point_cloud=True`` adds the frame as a point cloud seen from the side (metric depth as
+    is; relative depth at scale 1.0, the nearest points 1 m away; the field of view is the
+    ``fov_degrees`` option, else the model's estimate, else 60 degrees) and
+    ``histogram=True`` the distribution of the depth values (see
+    :mod:`sbsconv.pointcloud`)."""
     video = os.fspath(video)
+    for name, value in (("point_cloud", point_cloud), ("histogram", histogram)):
+        if not isinstance(value, bool):
+            raise OptionError(f"{name} must be True or False, got {value!r}")
     o = _check_options(options, overrides)
     rows, captions = [], []
     try:
         for t in _times(video, at):
             frame = _frame_at(video, t)
-            model, depth, packed, anaglyph = _render(frame, o)
+            kept: dict = {}
+            model, depth, packed, anaglyph = _render(frame, o, kept)
             rows.append([Panel(f"frame {t:g} s", frame[0].cpu()), Panel(f"depth ({model.name})", depth),
                          Panel(o.layout, packed), Panel("anaglyph", anaglyph)])
+            rows[-1] += _depth_panels(frame.cpu(), kept, point_cloud, histogram)
             captions.append(f"{Path(video).name} at {t:g} s: divergence {o.divergence}, "
                             f"convergence {o.convergence}")
     finally:

@@ -33,8 +33,10 @@ DEFAULTS = {
     "comfort_limit": 3.0, "auto_strength": False,
     "encoder": "auto", "codec": "h264", "crf": None, "cq": None, "quality": None, "preset": None,
     "bit_depth": 8, "audio": "copy", "subtitles": "copy", "hwaccel": "auto", "stream": None,
-    "headset_suffix": False, "preview_every": None, "depth_video": None, "resume": True,
-    "segment_seconds": 10.0,
+    "headset_suffix": False, "preview_every": None, "depth_video": None,
+    "depth_out": None, "depth_format": "gray16", "max_depth": None, "depth_precision": "float32",
+    "point_clouds_every": None, "point_cloud_scale": None, "infill_mask": None, "depth": None,
+    "resume": True, "segment_seconds": 10.0,
 }
 
 
@@ -111,6 +113,9 @@ CUSTOM = {
     "headset_suffix": (["on"], [True]),
     "depth_video": (["depth.avi", "depth", 3], [None, "depth.mkv", Path("d/depth.MP4")]),
     "resume": (["false"], [False]),
+    "depth_out": (["", 3], [None, "clip_depth.mkv", Path("frames")]),
+    "infill_mask": (["mask.mp4", "mask", 3], [None, "mask.mkv", Path("m/MASK.MKV")]),
+    "depth": (["", 3], [None, "clip_depth.mkv", Path("d/depth.json")]),
 }
 
 

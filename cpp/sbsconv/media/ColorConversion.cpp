@@ -44,11 +44,18 @@ SwsColorDetails read_details(SwsContext* context) {
 
 } // namespace
 
-at::Tensor empty_padded_hwc(int64_t n, int64_t h, int64_t w, const at::TensorOptions& options) {
-  const int64_t bytes = n * h * w * 3;
-  return at::empty({bytes + kSwscalePadding}, options.dtype(at::kByte))
-      .narrow(0, 0, bytes)
-      .view({n, h, w, 3});
+at::Tensor empty_padded_hwc(
+    int64_t n,
+    int64_t h,
+    int64_t w,
+    const at::TensorOptions& options,
+    int64_t channels,
+    at::ScalarType dtype) {
+  const int64_t item = static_cast<int64_t>(c10::elementSize(dtype));
+  const int64_t elements = n * h * w * channels;
+  return at::empty({elements + (kSwscalePadding + item - 1) / item}, options.dtype(dtype))
+      .narrow(0, 0, elements)
+      .view({n, h, w, channels});
 }
 
 YuvMatrix yuv_matrix_for(AVColorSpace space) {
@@ -89,7 +96,7 @@ void RgbConverter::convert(
         static_cast<AVPixelFormat>(frame->format),
         width,
         height,
-        AV_PIX_FMT_RGB24,
+        output_,
         flags,
         nullptr,
         nullptr,
@@ -99,7 +106,7 @@ void RgbConverter::convert(
           ErrorKind::Decode,
           "colour conversion",
           std::string("libswscale cannot convert ") +
-              av_get_pix_fmt_name(static_cast<AVPixelFormat>(frame->format)) + " to RGB");
+              av_get_pix_fmt_name(static_cast<AVPixelFormat>(frame->format)) + " to " + av_get_pix_fmt_name(output_));
     }
     // See Note [Matching FFmpeg's RGB]: the same details FFmpeg's scale filter sets.
     SwsColorDetails d = read_details(context_.get());

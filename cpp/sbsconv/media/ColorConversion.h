@@ -23,8 +23,15 @@ namespace sbsconv {
 // buffer extends that far beyond it.
 constexpr int64_t kSwscalePadding = 1024;
 
-// An uninitialised uint8 [n, h, w, 3] tensor whose storage has kSwscalePadding bytes to spare.
-at::Tensor empty_padded_hwc(int64_t n, int64_t h, int64_t w, const at::TensorOptions& options);
+// An uninitialised uint8 [n, h, w, 3] tensor whose storage has kSwscalePadding bytes to spare
+// (or, with `channels` and `dtype`, [n, h, w, channels] of that type).
+at::Tensor empty_padded_hwc(
+    int64_t n,
+    int64_t h,
+    int64_t w,
+    const at::TensorOptions& options,
+    int64_t channels = 3,
+    at::ScalarType dtype = at::kByte);
 
 // Luma/chroma coefficients of a colour matrix, chosen as libswscale chooses them.
 struct YuvMatrix {
@@ -33,10 +40,13 @@ struct YuvMatrix {
 };
 YuvMatrix yuv_matrix_for(AVColorSpace space);
 
-// Software frame (any pixel format FFmpeg decodes to) -> packed RGB24.
+// Software frame (any pixel format FFmpeg decodes to) -> packed RGB24 (or, when made with
+// AV_PIX_FMT_GRAY16, native-endian 16-bit grey: depth videos).
 // Not thread-safe; one owner. Re-creates its swscale context when the input changes.
 class RgbConverter {
  public:
+  explicit RgbConverter(AVPixelFormat output = AV_PIX_FMT_RGB24) : output_(output) {}
+
   // Writes `frame` as RGB24 into `dst` (rows `dst_stride` bytes apart) at width x height,
   // scaling (bicubic) only if the frame's size differs, as after a mid-stream size change.
   void convert(const AVFrame* frame, uint8_t* dst, int dst_stride, int width, int height);
@@ -50,6 +60,7 @@ class RgbConverter {
   int dst_height_ = 0;
   int colorspace_ = -1;
   int range_ = -1;
+  AVPixelFormat output_;
 };
 
 // A hardware frame in device memory (CUDA NV12/P010/P016 from NVDEC) -> RGB on the same

@@ -39,12 +39,17 @@ std::string temporary_prefix_for(const fs::path& final_path) {
 }
 
 fs::path temporary_path_for(const fs::path& final_path) {
-  const fs::path dir = final_path.parent_path();
-  const std::string name = temporary_prefix_for(final_path) + std::to_string(::getpid()) + ".part";
-  return dir.empty() ? fs::path(name) : dir / name;
+  return fs::path(temporary_path(final_path.string()));
 }
 
 } // namespace
+
+std::string temporary_path(const std::string& output) {
+  const fs::path final_path(output);
+  const fs::path dir = final_path.parent_path();
+  const std::string name = temporary_prefix_for(final_path) + std::to_string(::getpid()) + ".part";
+  return (dir.empty() ? fs::path(name) : dir / name).string();
+}
 
 int remove_abandoned_temporaries(const std::string& output) {
   const fs::path out(output);
@@ -55,8 +60,11 @@ int remove_abandoned_temporaries(const std::string& output) {
   for (const auto& entry : fs::directory_iterator(folder, ec)) {
     const std::string name = entry.path().filename().string();
     if (name.size() > prefix.size() + 5 && name.compare(0, prefix.size(), prefix) == 0 &&
-        name.compare(name.size() - 5, 5, ".part") == 0 && entry.is_regular_file(ec) && fs::remove(entry.path(), ec)) {
-      ++removed;
+        name.compare(name.size() - 5, 5, ".part") == 0) {
+      // a file, or the folder of an image-sequence export (DepthWriter)
+      if (entry.is_directory(ec) ? fs::remove_all(entry.path(), ec) > 0 : fs::remove(entry.path(), ec)) {
+        ++removed;
+      }
     }
   }
   return removed;

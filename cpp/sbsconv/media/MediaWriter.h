@@ -123,9 +123,13 @@ class MediaWriter {
   std::unique_ptr<Impl> impl_;
 };
 
-// Removes the temporary files a writer of `output` left behind when its process died
-// (".<name>.sbsconv-<pid>.part" beside it); returns how many. Only for a caller that knows no
-// other writer of `output` is alive (the engine holds the run lock, Note [Run lock]).
+// The temporary name every writer of `output` in this process writes under until it renames
+// the complete file (or folder) into place: ".<name>.sbsconv-<pid>.part" beside it.
+std::string temporary_path(const std::string& output);
+
+// Removes the temporary files (and image-sequence folders) a writer of `output` left behind
+// when its process died; returns how many. Only for a caller that knows no other writer of
+// `output` is alive (the engine holds the run lock, Note [Run lock]).
 int remove_abandoned_temporaries(const std::string& output);
 
 // The FFmpeg encoders `encoder` resolves to for `codec`, in the order they are tried.

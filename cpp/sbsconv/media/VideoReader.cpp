@@ -185,6 +185,14 @@ void VideoReader::Impl::open() {
     throw Error(ErrorKind::Option, "open", "duration must be a finite number of seconds > 0", path);
   }
 
+  if (options.gray16) {
+    // Depth videos: exact 16-bit values, decoded in software on the CPU.
+    if (!device.is_cpu()) {
+      throw Error(ErrorKind::Option, "open", "16-bit grey frames are decoded on the CPU", path);
+    }
+    options.hwaccel = "none";
+    converter = RgbConverter(AV_PIX_FMT_GRAY16);
+  }
   format = open_input(path, "open");
   const int index = choose_video_stream(format.get(), options.stream_index, path);
   stream = format->streams[index];
@@ -604,15 +612,17 @@ void VideoReader::Impl::write_frame(at::Tensor& slot_hwc) {
         std::to_string(out_width) + "x" + std::to_string(out_height));
   }
   const bool cpu_slot = slot_hwc.is_cpu();
+  const int row_bytes = out_width * static_cast<int>(slot_hwc.size(2) * slot_hwc.element_size());
   if (quarters == 0 && cpu_slot) {
-    converter.convert(source, slot_hwc.data_ptr<uint8_t>(), out_width * 3, out_width, out_height);
+    converter.convert(source, static_cast<uint8_t*>(slot_hwc.data_ptr()), row_bytes, out_width, out_height);
     return;
   }
   if (!rotation_staging.defined()) {
     // See Note [swscale over-reach].
-    rotation_staging = empty_padded_hwc(1, out_height, out_width, at::TensorOptions())[0];
+    rotation_staging = empty_padded_hwc(
+        1, out_height, out_width, at::TensorOptions(), slot_hwc.size(2), slot_hwc.scalar_type())[0];
   }
-  converter.convert(source, rotation_staging.data_ptr<uint8_t>(), out_width * 3, out_width, out_height);
+  converter.convert(source, static_cast<uint8_t*>(rotation_staging.data_ptr()), row_bytes, out_width, out_height);
   slot_hwc.copy_(turn_clockwise(rotation_staging, quarters));
 }
 
@@ -633,6 +643,8 @@ FrameBatch VideoReader::read(int max_frames) {
   SBSCONV_CHECK(max_frames > 0, Option, kStage, "batch size must be > 0");
   Impl& d = *impl_;
   // Note [Bounded inputs]: one call never allocates more than kMaxBatchBytes of frames.
+  const int64_t channels = d.options.gray16 ? 1 : 3;
+  const at::ScalarType dtype = d.options.gray16 ? at::kShort : at::kByte;
   const int64_t frame_bytes = static_cast<int64_t>(d.description.width) * d.description.height * 3;
   max_frames = static_cast<int>(std::clamp<int64_t>(kMaxBatchBytes / std::max<int64_t>(frame_bytes, 1), 1, max_frames));
   FrameBatch batch;
@@ -641,13 +653,13 @@ FrameBatch VideoReader::read(int max_frames) {
   const int64_t w = d.description.width;
   // Software frames are converted on the CPU; hardware frames on a CUDA target stay there.
   const bool device_native = d.device.is_cuda() && d.hw_format != AV_PIX_FMT_NONE;
-  auto options = at::TensorOptions().dtype(at::kByte);
+  auto options = at::TensorOptions().dtype(dtype);
   if (device_native) {
     options = options.device(d.device);
   } else if (d.device.is_cuda()) {
     options = options.pinned_memory(true);
   }
-  at::Tensor hwc = empty_padded_hwc(max_frames, h, w, options); // Note [swscale over-reach]
+  at::Tensor hwc = empty_padded_hwc(max_frames, h, w, options, channels, dtype); // Note [swscale over-reach]
   int64_t n = 0;
   while (n < max_frames && d.next_frame()) {
     FrameUnref unref(d.frame.get());

@@ -18,7 +18,10 @@ struct Batch {
   std::vector<int64_t> source_pts; // the frames' own timestamps (source stream ticks)
   std::vector<bool> starts_shot;
   at::Tensor depth;
+  bool depth_final = false; // read from a depth file: not stabilised again
   at::Tensor fov; // [N] degrees, for models that estimate it
+  at::Tensor export_depth; // the depth to export (EngineOptions::depth_export)
+  at::Tensor infill_mask; // uint8 [N,3,H',W'], packed like `packed`
   at::Tensor disparity;
   at::Tensor packed;
   at::Tensor depth_colors; // the stabilised depth, colour-mapped (when a depth video is asked for)

@@ -22,6 +22,7 @@
 #include "sbsconv/common/Float64Guard.h"
 #include "sbsconv/common/Logging.h"
 #include "sbsconv/media/ImageFile.h"
+#include "sbsconv/media/LosslessVideo.h"
 #include "sbsconv/pipeline/Batch.h"
 #include "sbsconv/pipeline/BatchAssembler.h"
 #include "sbsconv/pipeline/BoundedQueue.h"
@@ -132,6 +133,9 @@ struct Engine::Impl {
   Rational out_time_base;
   Rational out_frame_rate;
   double origin = 0.0; // the output's zero on the source clock (absolute seconds)
+  double source_tick = 0.0; // seconds per tick of the source stream's time base
+  double source_start = 0.0; // the source stream's start (seconds)
+  double source_fps = 25.0; // its nominal frame rate
   std::optional<double> end_time;
   std::vector<std::string> warnings; // guarded by mutex
   std::vector<int64_t> cuts; // guarded by mutex
@@ -152,6 +156,21 @@ struct Engine::Impl {
   std::unique_ptr<ComfortBudget> comfort;
 
   explicit Impl(EngineOptions options) : o(std::move(options)) {}
+
+  // The device the stages work on: the model's, or (depth read from a file) the one given.
+  at::Device run_device() const {
+    return o.model ? o.model->device() : at::Device(o.device);
+  }
+
+  // Seconds from the source's start of each frame of a batch (Note [Depth files]).
+  std::vector<double> source_times(const Batch& b) const {
+    std::vector<double> t;
+    t.reserve(b.source_pts.size());
+    for (const int64_t p : b.source_pts) {
+      t.push_back(static_cast<double>(p) * source_tick - source_start);
+    }
+    return t;
+  }
 
   void fail(std::exception_ptr e) {
     {
@@ -206,7 +225,7 @@ struct Engine::Impl {
         abort_queues();
         return;
       case FaultAction::Float64: // what a careless statistic would do: the check mode must see it
-        (void)at::ones({2}, at::TensorOptions().dtype(at::kDouble).device(o.model->device())).sum();
+        (void)at::ones({2}, at::TensorOptions().dtype(at::kDouble).device(run_device())).sum();
         return;
       case FaultAction::Throw:
         break;
@@ -332,7 +351,7 @@ struct Engine::Impl {
     out_time_base = desc.time_base;
     out_frame_rate = desc.frame_rate;
     const StreamParams now =
-        probe_encoder(output_writer_options(static_cast<int>(width), static_cast<int>(height), o.model->device().str()));
+        probe_encoder(output_writer_options(static_cast<int>(width), static_cast<int>(height), run_device().str()));
     for (size_t i = 0; i < segments.size(); ++i) {
       std::optional<StreamParams> then = StreamParams::parse(segments[i].stream_params);
       if (then) {
@@ -355,6 +374,7 @@ struct Engine::Impl {
   void run();
   void decode_stage();
   void depth_stage();
+  void depth_from_file(StageGuard& stage_guard);
   void stabilise_stage();
   void stereo_stage();
   void encode_stage();
@@ -364,7 +384,20 @@ struct Engine::Impl {
 // ---- set-up ------------------------------------------------------------------------------------
 
 void Engine::Impl::prepare() {
-  SBSCONV_CHECK(o.model != nullptr, Option, "engine", "no depth model");
+  SBSCONV_CHECK(o.model != nullptr || o.depth_source, Option, "engine", "no depth model and no depth file");
+  SBSCONV_CHECK(
+      o.render_stereo || o.depth_export || !o.depth_video.empty(),
+      Option,
+      "engine",
+      "a run without a 3D video must write the depth (depth_export or depth_video)");
+  SBSCONV_CHECK(
+      o.infill_mask.empty() || (o.render_stereo && o.stereo.layout != StereoLayout::Separate &&
+                                o.stereo.layout != StereoLayout::AnaglyphDubois &&
+                                o.stereo.layout != StereoLayout::AnaglyphColor &&
+                                o.stereo.layout != StereoLayout::AnaglyphGray),
+      Option,
+      "engine",
+      "an infill mask is packed like the 3D video: it needs a side-by-side or top-bottom layout");
   SBSCONV_CHECK(o.batch_size >= 1 && o.batch_size <= 1024, Option, "engine", "batch_size must be within 1..1024");
   SBSCONV_CHECK(o.segment_frames >= 1, Option, "engine", "segment_frames must be >= 1");
   SBSCONV_CHECK(o.preview_every >= 0, Option, "engine", "preview_every must be >= 0");
@@ -395,8 +428,14 @@ void Engine::Impl::prepare() {
   run_lock = std::make_unique<RunLock>(beside_output(o.writer.path, ".sbsconv-lock"), o.writer.path);
   // A run killed while writing left its temporary output behind; with the lock held no
   // other run can be writing one.
-  if (const int n = remove_abandoned_temporaries(o.writer.path); n > 0) {
-    log(LogLevel::Info, "removed " + std::to_string(n) + " temporary file(s) of an interrupted run");
+  int abandoned = remove_abandoned_temporaries(o.writer.path);
+  for (const std::string& extra : {o.depth_export ? o.depth_export->path : std::string(), o.infill_mask, o.depth_video}) {
+    if (!extra.empty() && extra != o.writer.path) {
+      abandoned += remove_abandoned_temporaries(extra);
+    }
+  }
+  if (abandoned > 0) {
+    log(LogLevel::Info, "removed " + std::to_string(abandoned) + " temporary file(s) of an interrupted run");
   }
   if (!o.resume) {
     return;
@@ -449,6 +488,11 @@ void Engine::Impl::decode_stage() {
     origin = desc.start_time + ro.start.value_or(0.0);
     if (ro.duration) {
       end_time = origin + *ro.duration;
+    }
+    source_tick = static_cast<double>(desc.time_base.num) / desc.time_base.den;
+    source_start = desc.start_time;
+    if (desc.frame_rate.num > 0 && desc.frame_rate.den > 0) {
+      source_fps = static_cast<double>(desc.frame_rate.num) / desc.frame_rate.den;
     }
     // Note [Bounded inputs]: a batch of huge frames is made smaller rather than allocated,
     // and a picture whose frames in flight would not fit in the machine's memory at all is
@@ -592,9 +636,62 @@ void Engine::Impl::decode_stage() {
 
 // ---- depth -------------------------------------------------------------------------------------
 
+// Note [Depth products]: depth read back from an export, matched to each frame by its time.
+void Engine::Impl::depth_from_file(StageGuard& stage_guard) {
+  int64_t batch_number = 0;
+  std::unique_ptr<DepthMatcher> matcher;
+  const at::Device device = run_device();
+  while (auto batch = decoded.pop()) {
+    if (cancelled) {
+      return;
+    }
+    Batch b = std::move(*batch);
+    {
+      Busy busy{stage_busy_us[1]};
+      if (!matcher) {
+        // opened once decoding has begun: the source's clock and frame rate are known then
+        auto reader = std::make_unique<DepthReader>(*o.depth_source);
+        reader->set_cancel_flag(&cancelled);
+        matcher = std::make_unique<DepthMatcher>(std::move(reader), 0.5 / source_fps);
+      }
+      at::Tensor fov;
+      at::Tensor depth;
+      try {
+        depth = matcher->depth_for(source_times(b), &fov);
+      } catch (const Error& e) {
+        throw Error(e.kind(), "read depth", e.reason(), e.file().empty() ? o.depth_source->path : e.file());
+      }
+      const int64_t h = b.frames.size(2);
+      const int64_t w = b.frames.size(3);
+      if (depth.size(2) != h || depth.size(3) != w) {
+        depth = at::upsample_bilinear2d(depth, {h, w}, /*align_corners=*/false);
+      }
+      b.frames = b.frames.to(device);
+      b.depth = depth.to(device);
+      b.depth_final = true;
+      if (fov.defined()) {
+        b.fov = fov;
+      }
+      inject_fault("depth", batch_number++);
+      stage_guard.check();
+    }
+    stage_frames[1] += b.size();
+    if (!depthed.push(std::move(b))) {
+      return;
+    }
+  }
+  if (!cancelled) {
+    depthed.close();
+  }
+}
+
 void Engine::Impl::depth_stage() {
   guarded("depth", [&] {
     StageGuard stage_guard(*this, "depth");
+    if (o.depth_source) {
+      depth_from_file(stage_guard);
+      return;
+    }
     int64_t batch_number = 0;
     DepthModel& model = *o.model;
     const bool temporal = model.temporal();
@@ -723,10 +820,17 @@ void Engine::Impl::stabilise_stage() {
       Batch b = std::move(*batch);
       {
         Busy busy{stage_busy_us[2]};
-        at::Tensor stable = stabilizer.process(b.depth, smoothing ? b.frames : at::Tensor(), b.starts_shot);
+        // Depth read from an export was stabilised when it was made (Note [Depth products]).
+        at::Tensor stable =
+            b.depth_final ? b.depth : stabilizer.process(b.depth, smoothing ? b.frames : at::Tensor(), b.starts_shot);
+        if (o.depth_export) {
+          b.export_depth = stable;
+        }
         const int64_t width = b.frames.size(3);
         at::Tensor disparity;
-        if (o.stabilizer.relative) {
+        if (!o.render_stereo) {
+          // depth products only: no disparity, no comfort budget
+        } else if (o.stabilizer.relative) {
           disparity = disparity_from_relative(
               stable, width, o.disparity.divergence, o.disparity.convergence, o.disparity.max_shift);
         } else {
@@ -741,7 +845,9 @@ void Engine::Impl::stabilise_stage() {
           disparity = disparity_from_metric(
               stable, width, o.disparity.ipd_metres, fov, o.disparity.screen_distance);
         }
-        b.disparity = comfort->process(disparity, b.starts_shot);
+        if (o.render_stereo) {
+          b.disparity = comfort->process(disparity, b.starts_shot);
+        }
         if (!o.depth_video.empty()) {
           // Metric depth is shown as inverse depth, near bright, like relative depth.
           at::Tensor shown = stable;
@@ -785,8 +891,13 @@ void Engine::Impl::stereo_stage() {
       Batch b = std::move(*batch);
       {
         Busy busy{stage_busy_us[3]};
-        StereoFrames r = render_stereo(b.frames, b.disparity, o.stereo);
-        b.packed = r.packed;
+        if (o.render_stereo) {
+          StereoFrames r = render_stereo(b.frames, b.disparity, o.stereo);
+          b.packed = r.packed;
+          if (!o.infill_mask.empty()) {
+            b.infill_mask = infill_mask(r, o.stereo);
+          }
+        }
         b.frames = at::Tensor();
         b.disparity = at::Tensor();
       }
@@ -810,7 +921,9 @@ void Engine::Impl::encode_stage() {
     StageGuard stage_guard(*this, "encode");
     int64_t batch_number = 0;
     std::unique_ptr<MediaWriter> writer;
-    std::unique_ptr<MediaWriter> depth_writer;
+    std::unique_ptr<MediaWriter> depth_writer; // the colour-mapped depth video
+    std::unique_ptr<DepthWriter> export_writer; // Note [Depth products]
+    std::unique_ptr<LosslessVideoWriter> mask_writer; // Note [Infill masks]
     int64_t segment_first = start_index;
     frames_done = start_index.load();
     auto writer_options = [&](const Batch& b) {
@@ -852,13 +965,45 @@ void Engine::Impl::encode_stage() {
       Batch b = std::move(*batch);
       {
         Busy busy{stage_busy_us[4]};
-        if (!writer) {
-          writer = std::make_unique<MediaWriter>(writer_options(b));
-          std::lock_guard<std::mutex> lock(mutex);
-          result.width = b.packed.size(3);
-          result.height = b.packed.size(2);
+        if (o.render_stereo) {
+          if (!writer) {
+            writer = std::make_unique<MediaWriter>(writer_options(b));
+            std::lock_guard<std::mutex> lock(mutex);
+            result.width = b.packed.size(3);
+            result.height = b.packed.size(2);
+          }
+          writer->write(b.packed, b.pts);
         }
-        writer->write(b.packed, b.pts);
+        if (b.export_depth.defined()) {
+          if (!export_writer) {
+            DepthWriterOptions dw = *o.depth_export;
+            dw.width = static_cast<int>(b.export_depth.size(3));
+            dw.height = static_cast<int>(b.export_depth.size(2));
+            dw.time_base = out_time_base;
+            dw.frame_rate = out_frame_rate;
+            dw.time_origin = origin;
+            dw.source_start = source_start;
+            dw.cancel = &cancelled;
+            export_writer = std::make_unique<DepthWriter>(dw);
+          }
+          export_writer->write(b.export_depth, b.pts, source_times(b), b.fov);
+        }
+        if (b.infill_mask.defined()) {
+          if (!mask_writer) {
+            LosslessVideoOptions mw;
+            mw.path = o.infill_mask;
+            mw.width = static_cast<int>(b.infill_mask.size(3));
+            mw.height = static_cast<int>(b.infill_mask.size(2));
+            mw.time_base = out_time_base;
+            mw.frame_rate = out_frame_rate;
+            mw.time_origin = origin;
+            mw.metadata["comment"] =
+                "sbsconv infill mask: black = visible; coloured = disoccluded, red/green = (n+1)/2 with n pointing to the background side";
+            mw.cancel = &cancelled;
+            mask_writer = std::make_unique<LosslessVideoWriter>(mw);
+          }
+          mask_writer->write(b.infill_mask, b.pts);
+        }
         if (b.depth_colors.defined()) {
           if (!depth_writer) {
             WriterOptions dw = o.writer;
@@ -899,6 +1044,20 @@ void Engine::Impl::encode_stage() {
     if (depth_writer) {
       depth_writer->finish();
     }
+    if (export_writer) {
+      std::vector<int64_t> shot_starts;
+      {
+        std::lock_guard<std::mutex> lock(mutex);
+        shot_starts = cuts;
+      }
+      DepthExportSummary summary = export_writer->finish(shot_starts);
+      std::lock_guard<std::mutex> lock(mutex);
+      warnings.insert(warnings.end(), summary.warnings.begin(), summary.warnings.end());
+      result.depth_export = summary;
+    }
+    if (mask_writer) {
+      mask_writer->finish();
+    }
     if (writer) {
       Busy busy{stage_busy_us[4]};
       if (o.resume) {
@@ -914,7 +1073,9 @@ void Engine::Impl::encode_stage() {
           warnings.push_back(w);
         }
       }
-    } else if (!o.resume || segments.empty()) {
+    } else if ((!o.resume || segments.empty()) && o.render_stereo) {
+      throw Error(ErrorKind::Input, "decode", "the window holds no frames", o.input);
+    } else if (!o.render_stereo && !export_writer && !depth_writer) {
       throw Error(ErrorKind::Input, "decode", "the window holds no frames", o.input);
     }
   });

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "sbsconv/depth/DepthModel.h"
+#include "sbsconv/media/DepthFile.h"
 #include "sbsconv/media/MediaWriter.h"
 #include "sbsconv/media/VideoReader.h"
 #include "sbsconv/stereo/Stereo.h"
@@ -45,6 +46,18 @@ struct EngineOptions {
   double preview_every = 0.0; // seconds: one frame every this often, shown 1 s each
   std::string image_dir; // also write every output frame as a PNG here
   std::string depth_video; // also write the stabilised depth, colour-mapped, as a video here
+  // Note [Depth products]. depth_export: also write the depth as it goes into the stereo
+  // stage (its path and format; the engine sets the size, timing and cancel flag).
+  // render_stereo false: write only the depth products (no 3D video; writer.path then names
+  // the file the run lock sits beside). depth_source: take each frame's depth from this file
+  // (matched by time) instead of running a model; it is used as stored (it was stabilised
+  // when exported). infill_mask: also write a lossless video, packed like the 3D video, that
+  // marks each synthesised eye's disoccluded pixels (Note [Infill masks]).
+  std::optional<DepthWriterOptions> depth_export;
+  bool render_stereo = true;
+  std::optional<DepthSourceOptions> depth_source;
+  std::string infill_mask;
+  std::string device = "cpu"; // where the work runs when no model does (depth_source)
   bool resume = false; // see Note [Resumable runs]
   std::string fingerprint; // identifies input + options for resume
   int64_t segment_frames = 240;
@@ -91,8 +104,18 @@ struct EngineResult {
   std::optional<double> fov_degrees; // the model's mean estimate, when it makes one
   int64_t damaged_frames = 0; // decoded with errors, or corrupt packets skipped
   bool truncated = false; // the input ended before the end its container declares
+  std::optional<DepthExportSummary> depth_export; // what depth_export wrote
 };
 
+// Note [Depth products]
+// Depth is a product as well as a step: the depth stage's output, after the stabiliser, is
+// what the stereo stage turns into disparity, so that is what an export holds (relative depth
+// normalised to [0,1], or metres) and what a later run reads back instead of running the
+// model (depth_source). Read back, it skips the stabiliser; scene cuts are found again from
+// the frames and the comfort budget runs as before, so a re-render with the same options
+// gives the same 3D video, within the format's quantisation, at the speed of the warp and
+// the encoder.
+//
 // Note [Engine]
 // One conversion runs as five stages, each on its own thread, joined by bounded queues of
 // frame batches: decode (with scene-cut detection and the frame selection of fps/preview

@@ -293,4 +293,26 @@ StereoFrames render_stereo(const at::Tensor& frames, const at::Tensor& disparity
   return out;
 }
 
+at::Tensor infill_mask(const StereoFrames& eyes, const StereoOptions& o) {
+  at::InferenceMode guard;
+  SBSCONV_CHECK(
+      o.layout != StereoLayout::Separate && o.layout != StereoLayout::AnaglyphDubois &&
+          o.layout != StereoLayout::AnaglyphColor && o.layout != StereoLayout::AnaglyphGray,
+      Option,
+      "stereo",
+      "an infill mask needs a side-by-side or top-bottom layout");
+  auto eye = [&](const at::Tensor& holes, const at::Tensor& image, int red) {
+    at::Tensor marked = holes.to(at::kByte).mul(255).expand({-1, 3, -1, -1}).contiguous();
+    if (marked.size(2) != image.size(2) || marked.size(3) != image.size(3)) {
+      // area-weighted when shrinking: any hole under a pixel leaves it above zero
+      marked = resize_frames(marked, image.size(3), image.size(2), o.keep_aspect, o.pixel_aspect);
+    }
+    at::Tensor hole = marked.narrow(1, 0, 1).gt(0);
+    at::Tensor colour = at::tensor({red, 128, 0}, at::TensorOptions().dtype(at::kByte).device(hole.device()))
+                            .view({1, 3, 1, 1});
+    return at::where(hole, colour, at::zeros_like(colour));
+  };
+  return pack_eyes(eye(eyes.left_holes, eyes.left, 0), eye(eyes.right_holes, eyes.right, 255), o.layout);
+}
+
 } // namespace sbsconv

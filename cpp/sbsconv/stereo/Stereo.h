@@ -62,6 +62,17 @@ std::pair<int64_t, int64_t> packed_size(StereoLayout layout, int64_t eye_height,
 // pixel aspect ratio); packed_size() of it is the output frame's size.
 std::pair<int64_t, int64_t> eye_size(const StereoOptions& o, int64_t height, int64_t width);
 
+// Note [Infill masks]
+// For users who inpaint disocclusions with a separate model (the metric-depth toolboxes'
+// infill step): a picture packed like the 3D frame, black where the eye shows the source and
+// coloured where its pixels were hidden in the source (render_stereo's holes, which the eye
+// fills from the background side). The colour says on which side the background lies, as a
+// direction (n + 1) / 2 in red and green: a left eye's holes have the background on their
+// left (n = (-1, 0): RGB 0,128,0), a right eye's on their right (n = (+1, 0): RGB 255,128,0),
+// whatever the convergence. Masks are scaled to the eye size conservatively: a packed pixel
+// that covers any hole is marked.
+at::Tensor infill_mask(const StereoFrames& eyes, const StereoOptions& options);
+
 // Packs two eye images of equal size.
 at::Tensor pack_eyes(const at::Tensor& left, const at::Tensor& right, StereoLayout layout);
 
