@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include "sbsconv/common/DurableFile.h"
@@ -313,6 +314,40 @@ NpyLayout read_npy_header(std::FILE* f, const std::string& path) {
   return layout;
 }
 
+// Note [Lossy packed depth]
+// Packed depth's blue channel is a sawtooth (the low byte wraps every 256 codes), which a lossy
+// codec cannot keep: its errors spread into red and green (through YUV, or the codec's own
+// colour transform), so a lossy file's high byte is noisy by several steps on steep depth.
+// Depth itself is piecewise smooth, so a decoded frame is denoised where the noise is: each
+// pixel takes the median of its 5x5 neighbourhood when that median lies within 16 high-byte
+// steps of it (noise), and keeps its own value otherwise (a depth edge, which a median would
+// move). Measured on synthetic scenes packed as the toolboxes pack them (6 m full scale, steep
+// floors, a nearer object): H.264 4:4:4 at CRF 16 goes from 28 % to 1.4 % of pixels off by
+// more than 1 % of max_depth, HEVC 4:4:4 from 12 % to 1 %; lossless files are left as they are.
+at::Tensor denoise_lossy_packed(const at::Tensor& depth, double max_depth) {
+  const double high_step = 256.0 * max_depth / kPackedFullScale;
+  at::Tensor out = depth.clone();
+  const int64_t h = depth.size(2);
+  const int64_t w = depth.size(3);
+  for (int64_t n = 0; n < depth.size(0); ++n) {
+    at::Tensor frame = depth.narrow(0, n, 1);
+    at::Tensor padded = at::replication_pad2d(frame, {2, 2, 2, 2});
+    at::Tensor windows = padded.unfold(2, 5, 1).unfold(3, 5, 1).reshape({1, 1, h, w, 25});
+    at::Tensor median = std::get<0>(windows.median(-1));
+    out.narrow(0, n, 1).copy_(at::where((median - frame).abs() < 16.0 * high_step, median, frame));
+  }
+  return out;
+}
+
+bool lossless_codec(const std::string& codec) {
+  for (const char* name : {"ffv1", "huffyuv", "ffvhuff", "utvideo", "rawvideo", "png", "apng", "qtrle", "magicyuv"}) {
+    if (codec == name) {
+      return true;
+    }
+  }
+  return false;
+}
+
 } // namespace
 
 // ---- formats and codes --------------------------------------------------------------------------
@@ -355,7 +390,8 @@ const char* depth_format_name(DepthFormat format) {
 at::Tensor pack_rgb_depth(const at::Tensor& depth, double max_depth, int64_t* clipped) {
   SBSCONV_CHECK(max_depth > 0 && std::isfinite(max_depth), Option, kWriteStage, "max_depth must be a positive number");
   SBSCONV_CHECK(depth.dim() == 4 && depth.size(1) == 1, Option, kWriteStage, "depth must be [N,1,H,W]");
-  at::Tensor d = at::nan_to_num(depth.to(at::kCPU, at::kFloat), 0.0, 0.0, 0.0);
+  // NaN and -inf as 0; +inf (a metric model's sky) as beyond max_depth: clipped to it, and counted
+  at::Tensor d = at::nan_to_num(depth.to(at::kCPU, at::kFloat), 0.0, 2.0 * max_depth + 1.0, 0.0);
   if (clipped != nullptr) {
     *clipped = d.gt(max_depth).sum().item<int64_t>();
   }
@@ -381,7 +417,7 @@ at::Tensor depth_to_codes(const at::Tensor& depth, const at::Tensor& low, const 
   const int64_t n = depth.size(0);
   at::Tensor lo = low.to(at::kCPU, at::kFloat).reshape({n, 1, 1, 1});
   at::Tensor span = (high.to(at::kCPU, at::kFloat).reshape({n, 1, 1, 1}) - lo).clamp_min(1e-12);
-  at::Tensor d = at::nan_to_num(depth.to(at::kCPU, at::kFloat), 0.0, 0.0, 0.0);
+  at::Tensor d = at::nan_to_num(depth.to(at::kCPU, at::kFloat), 0.0, std::numeric_limits<float>::max(), 0.0);
   return ((d - lo) / span).clamp(0.0, 1.0).mul(65535.0).round().to(at::kInt);
 }
 
@@ -616,9 +652,16 @@ void DepthWriter::write(
         low = at::zeros({n}, at::kFloat);
         high = at::ones({n}, at::kFloat);
       } else {
-        at::Tensor finite = at::nan_to_num(host, 0.0, 0.0, 0.0).flatten(1);
-        low = std::get<0>(finite.min(1));
-        high = at::maximum(std::get<0>(finite.max(1)), low + 1e-3f);
+        // the range of the finite values (infinite depth, a sky, is stored at the far end)
+        at::Tensor flat = host.flatten(1);
+        at::Tensor finite = at::isfinite(flat);
+        const float big = std::numeric_limits<float>::max();
+        low = at::where(finite, flat, big).amin(1);
+        high = at::where(finite, flat, -big).amax(1);
+        at::Tensor none = finite.any(1).logical_not();
+        low = at::where(none, at::zeros_like(low), low);
+        high = at::maximum(at::where(none, at::ones_like(high), high), low + 1e-3f).contiguous();
+        low = low.contiguous();
       }
       d.low.insert(d.low.end(), low.data_ptr<float>(), low.data_ptr<float>() + n);
       d.high.insert(d.high.end(), high.data_ptr<float>(), high.data_ptr<float>() + n);
@@ -741,6 +784,7 @@ struct DepthReader::Impl {
   double video_start = 0.0;
   double time_base = 0.0;
   int64_t next = 0; // frames handed out
+  bool lossy = false; // an rgb-packed video from a lossy codec (Note [Lossy packed depth])
   DepthFrames pending; // read while opening (the red/green check)
 
   ~Impl() {
@@ -777,6 +821,9 @@ struct DepthReader::Impl {
         out.depth = codes_to_depth(codes, range(o.low, first, n, 0.0f), range(o.high, first, n, 1.0f));
       } else {
         out.depth = unpack_rgb_depth(b.frames, o.relative ? 1.0 : o.max_depth);
+        if (lossy) {
+          out.depth = denoise_lossy_packed(out.depth, o.relative ? 1.0 : o.max_depth);
+        }
       }
       for (int64_t k = 0; k < n; ++k) {
         out.times.push_back(
@@ -867,22 +914,32 @@ DepthReader::DepthReader(DepthSourceOptions options) : impl_(std::make_unique<Im
       d.frames = listed > 0 ? static_cast<int64_t>(listed) : desc.num_frames;
       d.rate = static_cast<double>(desc.frame_rate.num) / std::max(desc.frame_rate.den, 1);
       d.video_start = desc.start_time;
+      d.lossy = d.o.format == DepthFormat::RgbPacked && !lossless_codec(desc.codec);
       d.time_base = static_cast<double>(desc.time_base.num) / desc.time_base.den;
       if (d.o.format == DepthFormat::RgbPacked) {
-        // A video that is not packed depth (any ordinary video) has red and green apart.
+        // A video that is not packed depth: an ordinary video has red and green apart; a grey
+        // one has blue with them too, where packed depth's blue is an unrelated low byte. Medians,
+        // so that a lossy file's ringing at depth edges does not count.
         FrameBatch first = d.video->read(1);
         DEPTH_CHECK(first.size() == 1, Input, kReadStage, "the depth video holds no frames", d.o.path);
-        const double apart = (first.frames.narrow(1, 0, 1).to(at::kFloat) - first.frames.narrow(1, 1, 1).to(at::kFloat))
-                                 .abs()
-                                 .mean()
-                                 .item<double>();
-        if (apart > 6.0) {
-          char text[200];
+        const at::Tensor c = first.frames.to(at::kFloat);
+        const double red_green = (c.select(1, 0) - c.select(1, 1)).abs().median().item<double>();
+        const double red_blue = (c.select(1, 0) - c.select(1, 2)).abs().median().item<double>();
+        const double spread = (c.select(1, 2) - c.select(1, 2).mean()).abs().mean().item<double>();
+        if (red_green > 4.0) {
+          char text[220];
           std::snprintf(
               text, sizeof(text),
-              "not an RGB-packed depth video: its red and green channels differ (by %.1f on average), where packed depth repeats its high byte in both",
-              apart);
+              "not an RGB-packed depth video: its red and green channels differ (median %.0f), where packed depth repeats its high byte in both",
+              red_green);
           throw Error(ErrorKind::Input, kReadStage, text, d.o.path);
+        }
+        if (red_blue <= 2.0 && spread > 4.0) {
+          throw Error(
+              ErrorKind::Input,
+              kReadStage,
+              "not an RGB-packed depth video: it is grey (red, green and blue agree), where packed depth's blue holds the low byte",
+              d.o.path);
         }
         d.video = std::make_unique<VideoReader>(d.o.path, ro); // from the start again
       }

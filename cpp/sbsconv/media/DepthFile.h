@@ -40,7 +40,8 @@ namespace sbsconv {
 // rgb-packed files without a sidecar given max_depth (files the toolboxes wrote; lossy
 // H.264/HEVC ones too: the two copies of the high byte are averaged, and the high byte whose
 // code lies nearest the averaged high byte's centre is taken with the blue low byte, which
-// keeps the error near one low-byte step where compression blurs the bytes).
+// keeps the error near one low-byte step where compression blurs the bytes; a lossy file's
+// frames are then denoised, Note [Lossy packed depth] in DepthFile.cpp).
 
 enum class DepthFormat { Gray16, RgbPacked, Png16, Exr, Npy };
 
