@@ -296,9 +296,19 @@ class DepthExportResult:
     point_clouds: tuple[str, ...] = ()
 
 
-def _is_depth_file(path: str) -> bool:
+def _is_depth_file(path: str, max_depth: float | None = None) -> bool:
+    """Whether an input is depth (to convert) rather than a video (to estimate depth for): it
+    has a sidecar, or is an array/folder, or (given max_depth) it reads as RGB-packed depth."""
     p = Path(path)
-    return sidecar_of(p) is not None or p.suffix.lower() in (".npy", ".json") or p.is_dir()
+    if sidecar_of(p) is not None or p.suffix.lower() in (".npy", ".json") or p.is_dir():
+        return True
+    if max_depth is None or not p.is_file():
+        return False
+    try:
+        open_depth(path, max_depth=max_depth)  # an ordinary video fails its red/green check
+    except InputError:
+        return False
+    return True
 
 
 def export_depth(
@@ -329,8 +339,8 @@ def export_depth(
     if os.path.abspath(input_path) == os.path.abspath(os.fspath(output)):
         raise OptionError("the depth output would overwrite the input")
     t0 = time.perf_counter()
-    if _is_depth_file(input_path) or (options.max_depth is not None and options.model == ConvertOptions.model
-                                      and _looks_like_depth_video(input_path)):
+    from_depth = _is_depth_file(input_path, options.max_depth)
+    if from_depth:
         result = _convert_depth_file(input_path, options, t0)
     else:
         result = _export_from_video(input_path, options, progress, on_progress, t0)
@@ -338,16 +348,10 @@ def export_depth(
         from sbsconv import pointcloud
 
         clouds = pointcloud.export_point_clouds(
-            result.path, every=options.point_clouds_every, video=None if _is_depth_file(input_path) else input_path,
+            result.path, every=options.point_clouds_every, video=None if from_depth else input_path,
             fov_degrees=options.fov_degrees, scale=options.point_cloud_scale, max_depth=options.max_depth)
         result = DepthExportResult(**{**result.__dict__, "point_clouds": tuple(clouds)})
     return result
-
-
-def _looks_like_depth_video(path: str) -> bool:
-    # An RGB-packed file from another tool has no sidecar: only max_depth= (given without a
-    # model choice) says that the input is depth rather than a video to estimate depth for.
-    return Path(path).suffix.lower() in (".mkv", ".mp4", ".mov", ".avi", ".webm")
 
 
 def _export_from_video(input_path: str, options: ConvertOptions, progress: bool,
