@@ -33,11 +33,12 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 COMMON = {"device": "cpu", "batch_size": 2, "preset": "medium", "crf": 16, "progress": False, "resume": False}
 
 MEMORY_WORKER = """
-import resource, sys
+import sys
 import sbsconv
 clip, out, fmt, model = sys.argv[1:5]
 sbsconv.export_depth(clip, out, format=fmt, model=model, input_size=140, progress=False)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+# VmHWM: this process's own peak (ru_maxrss would keep the forking parent's across exec)
+print(next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")) / 1024)
 """
 
 

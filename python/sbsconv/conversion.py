@@ -170,7 +170,6 @@ def convert(
     second (after the current depth batch) and leaves nothing under the output name. The
     result's ``options`` are the options the run used.
     """
-    from sbsconv import models
 
     # ---- options, all checked before any work --------------------------------------------
     ConvertOptions.check_names(overrides, also=CALL_KEYWORDS)
@@ -192,22 +191,9 @@ def convert(
 
         raise OutputError(f"the output folder does not exist [{output_path}]", path=output_path, stage="open output")
 
-    if options.depth is not None:
-        # Note [Depth products]: depth from an exported file, checked against this video first
-        from sbsconv import depthio
+    from sbsconv import depthio
 
-        depth_model: Any = depthio.depth_source(options, info)
-    else:
-        depth_model = models.load(options.model, checkpoint=options.checkpoint, device=options.device,
-                                  precision=options.precision, input_size=options.input_size,
-                                  temporal_mode=options.temporal_mode)
-        if options.fov_degrees is not None:
-            # a model whose metric depth depends on the field of view (Depth Pro) uses the given one
-            depth_model._core.set_field_of_view(float(options.fov_degrees))
-    if options.depth_out is not None:
-        from sbsconv import depthio
-
-        depthio.check_point_cloud_scale(options, depth_model)
+    depth_model = depthio.depth_model_for(options, info)  # the model, or an exported depth file
     images_dir = None
     if options.preview_every is not None:
         images_dir = Path(output_path).with_name(Path(output_path).stem + "_frames")

@@ -221,6 +221,26 @@ class DepthFromFile:
                              f"{start:.2f} s", path=self.source, stage="read depth")
 
 
+def depth_model_for(options: ConvertOptions, video: Any) -> Any:
+    """What gives a run its depth: the model (loaded, with the given field of view), or the
+    exported file of ``options.depth`` checked against the video (Note [Depth products]); and
+    the point clouds' scale checked before any work."""
+    from sbsconv import models
+
+    if options.depth is not None:
+        model: Any = depth_source(options, video)
+    else:
+        model = models.load(options.model, checkpoint=options.checkpoint, device=options.device,
+                            precision=options.precision, input_size=options.input_size,
+                            temporal_mode=options.temporal_mode)
+        if options.fov_degrees is not None:
+            # a model whose metric depth depends on the field of view (Depth Pro) uses the given one
+            model._core.set_field_of_view(float(options.fov_degrees))
+    if options.depth_out is not None:
+        check_point_cloud_scale(options, model)
+    return model
+
+
 def depth_source(options: ConvertOptions, video: Any) -> DepthFromFile:
     """The depth file of ``options.depth``, checked against the video."""
     path = os.fspath(options.depth)
@@ -356,18 +376,10 @@ def export_depth(
 
 def _export_from_video(input_path: str, options: ConvertOptions, progress: bool,
                        on_progress: Callable[[dict], Any] | None, t0: float) -> DepthExportResult:
-    from sbsconv import conversion, models
+    from sbsconv import conversion
 
     info = sbsconv.probe(input_path)
-    if options.depth is not None:
-        model: Any = depth_source(options, info)
-    else:
-        model = models.load(options.model, checkpoint=options.checkpoint, device=options.device,
-                            precision=options.precision, input_size=options.input_size,
-                            temporal_mode=options.temporal_mode)
-        if options.fov_degrees is not None:
-            model._core.set_field_of_view(float(options.fov_degrees))
-    check_point_cloud_scale(options, model)
+    model = depth_model_for(options, info)
     path = depth_output_path(options.depth_out, options.depth_format, input_path)
     engine_options = options.engine_options(input_path, path, model, info)
     engine_options["render_stereo"] = False

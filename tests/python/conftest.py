@@ -45,20 +45,29 @@ def testsrc(make_clip) -> Callable[..., Path]:
 
 
 
+def tiny_depth_anything(*, seed: int = 0, **config: object):
+    """A tiny random Depth-Anything-V2 (transformers); ``config``: more DepthAnythingConfig fields
+    (depth_estimation_type="metric", max_depth=20, ...). The caller adjusts and saves it
+    (``save_pretrained``: the transformers layout, config.json + safetensors)."""
+    import torch
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+
+    torch.manual_seed(seed)
+    backbone = Dinov2Config(hidden_size=64, num_hidden_layers=4, num_attention_heads=1, image_size=70,
+                            patch_size=14, out_indices=[1, 2, 3, 4], apply_layernorm=True,
+                            reshape_hidden_states=False)
+    return DepthAnythingForDepthEstimation(DepthAnythingConfig(
+        backbone_config=backbone, neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16, head_hidden_size=8,
+        reassemble_hidden_size=64, **config))
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A tiny random Depth-Anything-V2 in the transformers layout (config.json + safetensors),
     loaded by path wherever a test needs a depth model (conversions are then fast)."""
     import torch
-    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
 
-    torch.manual_seed(0)
-    backbone = Dinov2Config(hidden_size=64, num_hidden_layers=4, num_attention_heads=1, image_size=70,
-                            patch_size=14, out_indices=[1, 2, 3, 4], apply_layernorm=True,
-                            reshape_hidden_states=False)
-    config = DepthAnythingConfig(backbone_config=backbone, neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16,
-                                 head_hidden_size=8, reassemble_hidden_size=64)
-    model = DepthAnythingForDepthEstimation(config)
+    model = tiny_depth_anything()
     with torch.no_grad():
         model.head.conv3.bias.add_(0.5)
     folder = tmp_path_factory.mktemp("tiny_model")

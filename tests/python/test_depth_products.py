@@ -16,6 +16,7 @@ import torch
 import sbsconv
 from sbsconv import media
 from sbsconv.errors import InputError, OptionError, OutputError
+from conftest import tiny_depth_anything
 from helpers import data
 
 CLIP = "bt601_limited_range.mp4"  # 320x240, 2 s, 30 fps
@@ -25,15 +26,7 @@ CLIP = "bt601_limited_range.mp4"  # 320x240, 2 s, 30 fps
 def textured_model(tmp_path_factory) -> Path:
     """A tiny random relative Depth-Anything-V2 whose depth varies across the picture (the
     shared tiny model's is nearly flat, which would make every re-render look alike)."""
-    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
-
-    torch.manual_seed(0)
-    backbone = Dinov2Config(hidden_size=64, num_hidden_layers=4, num_attention_heads=1, image_size=70,
-                            patch_size=14, out_indices=[1, 2, 3, 4], apply_layernorm=True,
-                            reshape_hidden_states=False)
-    config = DepthAnythingConfig(backbone_config=backbone, neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16,
-                                 head_hidden_size=8, reassemble_hidden_size=64)
-    model = DepthAnythingForDepthEstimation(config)
+    model = tiny_depth_anything()
     with torch.no_grad():
         for p in model.head.parameters():
             p.mul_(30.0)
@@ -45,19 +38,9 @@ def textured_model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_metric(tmp_path_factory) -> Path:
-    """A tiny random metric Depth-Anything-V2 (transformers layout, max_depth 20 m)."""
-    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
-
-    torch.manual_seed(1)
-    backbone = Dinov2Config(hidden_size=64, num_hidden_layers=4, num_attention_heads=1, image_size=70,
-                            patch_size=14, out_indices=[1, 2, 3, 4], apply_layernorm=True,
-                            reshape_hidden_states=False)
-    config = DepthAnythingConfig(backbone_config=backbone, neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16,
-                                 head_hidden_size=8, reassemble_hidden_size=64, depth_estimation_type="metric",
-                                 max_depth=20)
-    model = DepthAnythingForDepthEstimation(config)
+    """A tiny random metric Depth-Anything-V2 (max_depth 20 m)."""
     folder = tmp_path_factory.mktemp("tiny_metric")
-    model.save_pretrained(folder)
+    tiny_depth_anything(seed=1, depth_estimation_type="metric", max_depth=20).save_pretrained(folder)
     return folder
 
 
@@ -418,11 +401,12 @@ def test_command_line_exports_and_rerenders(tmp_path, textured_model):
 
 
 MEMORY_WORKER = """
-import resource, sys
+import sys
 import sbsconv
 clip, out, model = sys.argv[1:4]
 sbsconv.export_depth(clip, out, format="npy", model=model, input_size=70, progress=False)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+# VmHWM: this process's own peak (ru_maxrss would keep the forking parent's across exec)
+print(next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")) / 1024)
 """
 
 
