@@ -21,6 +21,7 @@
 #include "sbsconv/pipeline/Engine.h"
 #include "sbsconv/stereo/Disparity.h"
 #include "sbsconv/stereo/Stereo.h"
+#include "sbsconv/stereo/Vr180.h"
 #include "sbsconv/stereo/Warp.h"
 #include "sbsconv/temporal/ComfortBudget.h"
 #include "sbsconv/temporal/DepthStabilizer.h"
@@ -89,6 +90,8 @@ py::dict stream_dict(const StreamInfo& s) {
   d["color_transfer"] = s.color_transfer;
   d["color_primaries"] = s.color_primaries;
   d["field_order"] = s.field_order;
+  d["stereo3d"] = s.stereo3d;
+  d["spherical"] = s.spherical;
   d["sample_rate"] = s.sample_rate;
   d["channels"] = s.channels;
   d["channel_layout"] = s.channel_layout;
@@ -298,6 +301,9 @@ EngineOptions engine_options(const py::dict& d) {
   o.stereo.eye_height = get_or<int64_t>(sr, "eye_height", 0);
   o.stereo.keep_aspect = get_or<bool>(sr, "keep_aspect", true);
   o.stereo.pixel_aspect = get_or<double>(sr, "pixel_aspect", 1.0);
+  o.stereo.vr180 = get_or<bool>(sr, "vr180", false);
+  o.stereo.vr180_canvas = get_or<int64_t>(sr, "vr180_canvas", 0);
+  o.stereo.vr180_fov = get_or<double>(sr, "vr180_fov", 60.0);
   const py::dict wr = d["writer"].cast<py::dict>();
   o.writer.path = wr["path"].cast<std::string>();
   o.writer.container = get_or<std::string>(wr, "container", "");
@@ -313,6 +319,17 @@ EngineOptions engine_options(const py::dict& d) {
   o.writer.stereo = get_or<std::string>(wr, "stereo", "");
   o.writer.threads = get_or<int>(wr, "threads", 0);
   o.writer.metadata = get_or<std::map<std::string, std::string>>(wr, "metadata", {});
+  if (wr.contains("apple") && !wr["apple"].is_none()) {
+    const py::dict ap = wr["apple"].cast<py::dict>();
+    AppleStereo apple;
+    apple.packing = get_or<std::string>(ap, "packing", "side");
+    apple.projection = get_or<std::string>(ap, "projection", "rect");
+    apple.baseline_um = get_or<uint32_t>(ap, "baseline_um", 63000);
+    apple.disparity_adjustment = get_or<int32_t>(ap, "disparity_adjustment", 0);
+    apple.hfov_degrees = get_optional<double>(ap, "hfov_degrees");
+    o.writer.apple = apple;
+  }
+  o.writer.vr180 = get_or<bool>(wr, "vr180", false);
   if (d.contains("fps") && !d["fps"].is_none()) {
     o.fps = to_rational(d["fps"]);
   }
@@ -801,6 +818,50 @@ PYBIND11_MODULE(_core, m) {
         d["depth_export"] = r.depth_export ? py::object(export_summary(*r.depth_export)) : py::object(py::none());
         return d;
       });
+
+  m.def("apple_stereo_boxes", [](const py::dict& d) {
+    AppleStereo a;
+    a.packing = get_or<std::string>(d, "packing", "side");
+    a.projection = get_or<std::string>(d, "projection", "rect");
+    a.baseline_um = get_or<uint32_t>(d, "baseline_um", 63000);
+    a.disparity_adjustment = get_or<int32_t>(d, "disparity_adjustment", 0);
+    a.hfov_degrees = get_optional<double>(d, "hfov_degrees");
+    return py::bytes(apple_stereo_boxes(a));
+  }, py::arg("apple"));
+  m.def("copy_with_sample_entry_boxes", [](const std::string& in, const std::string& out, const py::bytes& boxes) {
+    const std::string b = boxes;
+    py::gil_scoped_release release;
+    copy_with_sample_entry_boxes(in, out, b);
+  }, py::arg("input"), py::arg("output"), py::arg("boxes"));
+  m.def("edited_moov", [](const std::string& in, const py::bytes& boxes) {
+    return py::bytes(edited_moov(in, std::string(boxes)));
+  }, py::arg("input"), py::arg("boxes"));
+  m.def("vr180_default_canvas", &vr180_default_canvas, py::arg("height"), py::arg("width"), py::arg("hfov_degrees"));
+  m.def("read_stereo_boxes", [](const std::string& path) {
+    StereoBoxes s;
+    {
+      py::gil_scoped_release release;
+      s = read_stereo_boxes(path);
+    }
+    py::dict d;
+    auto opt = [](const auto& v) { return v ? py::cast(*v) : py::object(py::none()); };
+    d["found"] = s.found;
+    d["sample_entry"] = s.sample_entry;
+    d["mv_hevc"] = s.second_layer;
+    d["st3d"] = opt(s.st3d);
+    d["spherical"] = s.spherical;
+    d["equi_bounds"] = s.equi_left ? py::object(py::make_tuple(*s.equi_top, *s.equi_bottom, *s.equi_left, *s.equi_right))
+                                   : py::object(py::none());
+    d["vexu"] = s.vexu;
+    d["stri"] = opt(s.stri);
+    d["hero"] = opt(s.hero);
+    d["baseline_um"] = opt(s.baseline_um);
+    d["disparity_adjustment"] = opt(s.disparity_adjustment);
+    d["projection"] = s.projection;
+    d["packing"] = s.packing;
+    d["hfov_millidegrees"] = opt(s.hfov_millidegrees);
+    return d;
+  }, py::arg("path"));
 
   // ---- depth files: see Note [Depth files] ----
   m.def("pack_rgb_depth", [](const at::Tensor& depth, double max_depth) { return pack_rgb_depth(depth, max_depth); },

@@ -46,6 +46,22 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def _stereo_line(stereo: dict) -> str:
+    """The stereo signalling in one line: what a headset will see."""
+    parts = []
+    if stereo.get("layout"):
+        parts.append(f"{stereo['layout']} (st3d/StereoMode)")
+    if stereo.get("spherical"):
+        parts.append(stereo["spherical"])
+    if stereo.get("mv_hevc"):
+        parts.append("MV-HEVC second view (Apple spatial video)")
+    apple = stereo.get("apple")
+    if apple:
+        fields = [f"{k}={v}" for k, v in apple.items() if v is not None]
+        parts.append("Apple vexu/hfov: " + ", ".join(fields))
+    return "; ".join(parts) if parts else "none (plays as 2D unless the player is told the layout)"
+
+
 def _cmd_probe(args: argparse.Namespace) -> int:
     from sbsconv.media import probe
 
@@ -68,6 +84,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     sar, dar = info.sample_aspect_ratio, info.display_aspect_ratio
     print(f"  aspect: pixels {sar.numerator}:{sar.denominator}, display {dar.numerator}:{dar.denominator}"
           + (f" (shown as {info.display_width}x{info.height})" if sar != 1 else ""))
+    print("  3D: " + _stereo_line(info.stereo))
     for s in info.streams:
         extra = ""
         if s.type == "video":

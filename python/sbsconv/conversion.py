@@ -34,9 +34,9 @@ OPTION_HELP = {f.name: f.help for f in ConvertOptions.fields()}
 
 # The names headset players (DeoVR, Skybox, Pico's and Quest's own) recognise.
 HEADSET_SUFFIXES = {
-    "full-sbs": "_LR", "half-sbs": "_SBS", "full-tb": "_TB", "half-tb": "_TB",
+    "full-sbs": "_LR", "half-sbs": "_3dh", "full-tb": "_TB", "half-tb": "_3dv",
     "cross-eyed": "_RL", "anaglyph": "_anaglyph", "anaglyph-color": "_anaglyph",
-    "anaglyph-gray": "_anaglyph",
+    "anaglyph-gray": "_anaglyph", "apple-3d": "_LR", "vr180": "_180_LR", "vr180-tb": "_180_TB",
 }
 _CONTAINERS = CONTAINERS
 
@@ -160,7 +160,7 @@ def convert(
     colour-mapped, as a video (no resume then). ``resume``: the run keeps a journal beside
     the output and a later identical call continues after the last finished segment
     (``segment_seconds`` long). ``headset_suffix`` names the output the way headset players
-    expect (``_LR``, ``_SBS``, ``_TB``).
+    expect (``_LR``, ``_3dh``, ``_TB``, ``_3dv``, ``_180_LR``).
 
     ``progress`` shows a progress bar; ``on_progress`` receives a dict (frames_done,
     frames_total, fraction, fps, eta_seconds, phase) several times a second.
@@ -180,6 +180,9 @@ def convert(
         output_path = output_name(output_path, options.layout)
     if Path(output_path).suffix.lower() not in _CONTAINERS:
         raise OptionError(f"the output must end in {', '.join(_CONTAINERS)}: {output_path!r}")
+    if options.layout == "apple-3d" and Path(output_path).suffix.lower() == ".mkv":
+        raise OptionError("apple-3d is an MP4/MOV format (Vision Pro reads its boxes there): "
+                          f"name the output .mov or .mp4, not {output_path!r}")
     if os.path.abspath(output_path) == os.path.abspath(input_path):
         raise OptionError("the output would overwrite the input")
     if options.point_clouds_every is not None and options.depth_out is None:

@@ -76,6 +76,10 @@ class StreamInfo:
     channel_layout: str = ""
     sample_fmt: str = ""
     tags: dict[str, str] = field(default_factory=dict)
+    # stereo and spherical signalling as FFmpeg reads it (st3d/sv3d, Matroska's StereoMode and
+    # Projection): "side-by-side", "top-bottom" (+ " (right eye first)"); "equirectangular 180"
+    stereo3d: str = ""
+    spherical: str = ""
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,9 @@ class MediaInfo:
     # anamorphic DVD video; and the picture's displayed aspect ratio (width * sar / height).
     sample_aspect_ratio: Fraction = Fraction(1)
     display_aspect_ratio: Fraction = Fraction(1)
+    # How the file says it is 3D (see stereo_description()): the layout and projection FFmpeg
+    # reads, and in MP4/MOV Apple's boxes (vexu, hfov) and a second MV-HEVC layer.
+    stereo: dict = field(default_factory=dict)
 
     @property
     def display_width(self) -> int:
@@ -182,7 +189,28 @@ def probe(path: str | os.PathLike[str]) -> MediaInfo:
         tags=raw["tags"],
         sample_aspect_ratio=sar,
         display_aspect_ratio=dar,
+        stereo=stereo_description(raw["path"], video),
     )
+
+
+def stereo_description(path: str, video: StreamInfo) -> dict:
+    """How a file signals 3D, for checking it before copying it to a headset: ``layout``
+    (side-by-side / top-bottom, from st3d or Matroska's StereoMode), ``spherical`` (e.g.
+    "equirectangular 180" for VR180), ``apple`` (Vision Pro: eyes present, hero eye, baseline in
+    micrometres, disparity adjustment in 1/10000 of the width, projection and view packing
+    codes, horizontal field of view in degrees; None without a vexu box) and ``mv_hevc``
+    (Apple spatial video: a second HEVC layer)."""
+    boxes = _core.read_stereo_boxes(path)
+    apple = None
+    if boxes["vexu"] or boxes["hfov_millidegrees"] is not None:
+        apple = {"stri": boxes["stri"], "hero": {0: "none", 1: "left", 2: "right"}.get(boxes["hero"], boxes["hero"]),
+                 "baseline_um": boxes["baseline_um"], "disparity_adjustment": boxes["disparity_adjustment"],
+                 "projection": boxes["projection"] or None, "packing": boxes["packing"] or None,
+                 "hfov_degrees": None if boxes["hfov_millidegrees"] is None else boxes["hfov_millidegrees"] / 1000}
+    st3d = {1: "top-bottom", 2: "side-by-side", 4: "side-by-side (right eye first)", 0: "2d"}
+    layout = video.stereo3d or (st3d.get(boxes["st3d"], "") if boxes["st3d"] is not None else "")
+    return {"layout": layout, "spherical": video.spherical or boxes["spherical"], "apple": apple,
+            "mv_hevc": bool(boxes["mv_hevc"])}
 
 
 # ---- decoding ----------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from sbsconv import stereo
+from sbsconv._native import _core
 from sbsconv.errors import OptionError
 
 __all__ = ["CONTAINERS", "DEPTH_FORMATS", "GROUPS", "Check", "Choice", "ConvertOptions", "OptionField", "Range"]
@@ -46,7 +47,14 @@ CONTAINERS = (".mp4", ".m4v", ".mov", ".mkv")  # what convert() writes
 DEPTH_FORMATS = ("gray16", "rgb-packed", "png16", "exr", "npy", "colormap")
 # the stereo tag written into the container for each layout (none for anaglyphs)
 STEREO_TAG = {"full-sbs": "sbs", "half-sbs": "sbs", "cross-eyed": "sbs-rl", "full-tb": "tb",
-              "half-tb": "tb"}
+              "half-tb": "tb", "apple-3d": "sbs", "vr180": "sbs", "vr180-tb": "tb"}
+# Headset layouts (issue 15), on top of the engine's frame packings: apple-3d is full
+# side-by-side HEVC with Apple's stereo boxes; vr180 and vr180-tb re-project each eye onto a
+# 180-degree half-equirectangular canvas (Note [VR180 projection]) with Google's sv3d/st3d.
+HEADSET_LAYOUTS = {"apple-3d": "full-sbs", "vr180": "full-sbs", "vr180-tb": "full-tb"}
+# Apple's view packing (vexu/pack/pkin) of each frame-packed layout
+APPLE_PACKING = {"full-sbs": "side", "half-sbs": "side", "full-tb": "over", "half-tb": "over",
+                 "apple-3d": "side", "vr180": "side", "vr180-tb": "over"}
 # convert()'s keywords that are not options (how the call reports, not what it makes)
 CALL_KEYWORDS = ("progress", "on_progress")
 
@@ -254,8 +262,10 @@ class ConvertOptions:
     # --- the output picture
     layout: str = _option(
         "full-sbs",
-        "full-sbs, half-sbs, full-tb, half-tb, cross-eyed, anaglyph, anaglyph-color, anaglyph-gray",
-        "layout", Choice(tuple(name for name in stereo.LAYOUTS if name != "separate")))
+        "full-sbs, half-sbs, full-tb, half-tb, cross-eyed, anaglyph, anaglyph-color, anaglyph-gray; "
+        "apple-3d (Vision Pro: side-by-side HEVC with Apple's stereo boxes), vr180, vr180-tb "
+        "(180-degree half-equirectangular eyes with spherical metadata)",
+        "layout", Choice(tuple(name for name in stereo.LAYOUTS if name != "separate") + tuple(HEADSET_LAYOUTS)))
     eye_size: int | str | tuple[int, int] | None = _option(
         None,
         "output eye size: 720, 1080, 1440, 2160 (lines) or WIDTHxHEIGHT; default: the source's",
@@ -264,6 +274,9 @@ class ConvertOptions:
     keep_aspect: bool = _option(
         True, "pad with black instead of stretching when eye_size changes the aspect ratio",
         "layout", FLAG)
+    apple_metadata: bool = _option(
+        True, "MP4/MOV side-by-side and top-bottom: also write Apple's stereo boxes (vexu, hfov), so "
+        "the same file plays as 3D on Vision Pro as on Quest", "layout", FLAG)
     # --- which frames
     fps: Fraction | float | str | None = _option(
         None, "resample to this frame rate (default: keep every source frame and its timestamp)",
@@ -358,7 +371,7 @@ class ConvertOptions:
         Range(0, 100_000, integer=True))
     # --- what is written, and how
     headset_suffix: bool = _option(
-        False, "name the output as headset players expect (_LR, _SBS, _TB)", "output", FLAG)
+        False, "name the output as headset players expect (_LR, _3dh, _TB, _3dv, _180_LR, ...)", "output", FLAG)
     preview_every: float | None = _option(
         None,
         "preview mode: one frame every this many seconds, into a short clip and PNG images",
@@ -418,6 +431,8 @@ class ConvertOptions:
             raise OptionError("preview_every shows a few frames: it does not write depth_out or infill_mask")
         if self.point_clouds_every is not None and self.depth_format == "colormap":
             raise OptionError("point clouds need depth values: depth_format='colormap' is a picture")
+        if self.infill_mask is not None and self.layout.startswith("vr180"):
+            raise OptionError("infill masks are made for flat layouts, not VR180")
         if self.infill_mask is not None and self.layout.startswith("anaglyph"):
             raise OptionError("an infill mask is packed like the 3D video: it needs a side-by-side "
                               "or top-bottom layout, not an anaglyph")
@@ -507,7 +522,16 @@ class ConvertOptions:
         # source's display aspect ratio (headset players ignore a file's pixel aspect ratio).
         pixel_aspect = float(info.sample_aspect_ratio)
         eye_w, eye_h = (0, 0)
-        if self.eye_size is not None:
+        vr180 = self.layout.startswith("vr180")
+        canvas = 0
+        if vr180:
+            # one square canvas per eye: eye_size's height, else the size that keeps the source's
+            # centre resolution (Note [VR180 projection])
+            canvas = (stereo.eye_size_for(self.eye_size, info.height, info.display_width)[1]
+                      if self.eye_size is not None else
+                      int(_core.vr180_default_canvas(info.height, info.display_width,
+                                                     float(self.fov_degrees or stereo.DEFAULT_FOV_DEGREES))))
+        elif self.eye_size is not None:
             eye_w, eye_h = stereo.eye_size_for(self.eye_size, info.height, info.display_width)
         on_gpu = model.device.type != "cpu"
         if model._core is not None:
@@ -521,6 +545,8 @@ class ConvertOptions:
         source_fps = float(info.fps) if info.fps else 25.0
         frame_rate = float(rate) if rate else source_fps
         layout = self.layout
+        engine_layout = HEADSET_LAYOUTS.get(layout, layout)
+        codec = "hevc" if layout == "apple-3d" else self.codec  # Vision Pro's frame-packed 3D is HEVC
         comment = f"3D ({layout}) by sbsconv {sbsconv.__version__}, depth: {model.name}"
         options: dict[str, Any] = {
             "input": input_path,
@@ -554,16 +580,19 @@ class ConvertOptions:
                 "screen_distance": float(self.screen_distance),
             },
             "stereo": {
-                "layout": layout, "synthetic_view": self.synthetic_view, "fill_holes": True,
+                "layout": engine_layout, "synthetic_view": self.synthetic_view, "fill_holes": True,
+                "vr180": vr180, "vr180_canvas": canvas,
                 "edge_dilation": int(self.edge_dilation), "eye_width": eye_w, "eye_height": eye_h,
                 "keep_aspect": bool(self.keep_aspect), "pixel_aspect": pixel_aspect,
             },
             "writer": {
-                "path": output_path, "codec": self.codec, "encoder": self.encoder,
+                "path": output_path, "codec": codec, "encoder": self.encoder,
                 "crf": self.crf, "cq": self.cq, "quality": self.quality,
                 "preset": self.preset or "", "bit_depth": int(self.bit_depth),
                 "audio": audio, "subtitles": subtitles, "stereo": STEREO_TAG.get(layout, ""),
                 "metadata": {"comment": comment},
+                "vr180": vr180,
+                "apple": self._apple_boxes(output_path, eye_w or info.display_width, metric=model.kind != "relative"),
             },
             "fps": rate,
             "preview_every": float(self.preview_every) if preview else 0.0,
@@ -590,6 +619,34 @@ class ConvertOptions:
         if images_dir is not None:
             options["image_dir"] = os.fspath(images_dir)
         return options
+
+    def _apple_boxes(self, output_path: str, eye_width: int, *, metric: bool) -> dict | None:
+        """Apple's stereo boxes for this output (apple-3d always; other frame-packed layouts in
+        MP4/MOV when apple_metadata): the view packing, the projection, the baseline from ipd_mm
+        and the horizontal disparity adjustment: the far plane's disparity that the rendering
+        gave, in 1/10000 of the eye width (relative depth: divergence x convergence; metric depth:
+        the ipd over the screen's width at screen_distance; max_shift: in pixels over the width).
+        The field of view (hfov) is fov_degrees, else the model's estimate, set by the engine at
+        the end; VR180 canvases span 180 degrees."""
+        layout = self.layout
+        if layout not in APPLE_PACKING or Path(output_path).suffix.lower() not in (".mp4", ".m4v", ".mov"):
+            return None
+        if layout != "apple-3d" and not self.apple_metadata:
+            return None
+        if metric:
+            fov = math.radians(self.fov_degrees or stereo.DEFAULT_FOV_DEGREES)
+            far = self.ipd_mm / 1000.0 / (2.0 * math.tan(fov / 2.0) * self.screen_distance)
+        elif self.max_shift is not None:
+            far = self.max_shift * self.convergence / max(eye_width, 1)
+        else:
+            far = self.divergence / 100.0 * self.convergence
+        boxes = {"packing": APPLE_PACKING[layout], "projection": "hequ" if layout.startswith("vr180") else "rect",
+                 "baseline_um": round(self.ipd_mm * 1000), "disparity_adjustment": round(far * 10000)}
+        if layout.startswith("vr180"):
+            boxes["hfov_degrees"] = 180.0
+        elif self.fov_degrees is not None:
+            boxes["hfov_degrees"] = float(self.fov_degrees)
+        return boxes
 
     def fingerprint_options(self, engine_options: Mapping[str, Any], model: Any) -> dict[str, Any]:
         """What identifies a run's output for resuming: the engine's options without the model

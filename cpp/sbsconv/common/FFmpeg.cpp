@@ -399,4 +399,33 @@ bool attach_stereo3d(AVStream* stream, AVStereo3DType type) {
 #endif
 }
 
+bool attach_vr180_spherical(AVStream* stream) {
+  size_t size = 0;
+  AVSphericalMapping* map = av_spherical_alloc(&size);
+  if (map == nullptr) {
+    return false;
+  }
+  map->projection = AV_SPHERICAL_EQUIRECTANGULAR_TILE;
+  // 180 degrees of the 360: a quarter cropped on each side (0.32 fixed-point fractions)
+  map->bound_left = 0x40000000u;
+  map->bound_right = 0x40000000u;
+  map->bound_top = 0;
+  map->bound_bottom = 0;
+#if SBSCONV_FFMPEG_HAS_CODED_SIDE_DATA
+  if (av_packet_side_data_add(
+          &stream->codecpar->coded_side_data, &stream->codecpar->nb_coded_side_data, AV_PKT_DATA_SPHERICAL, map, size,
+          0) == nullptr) {
+    av_free(map);
+    return false;
+  }
+  return true;
+#else
+  if (av_stream_add_side_data(stream, AV_PKT_DATA_SPHERICAL, reinterpret_cast<uint8_t*>(map), size) < 0) {
+    av_free(map);
+    return false;
+  }
+  return true;
+#endif
+}
+
 } // namespace sbsconv

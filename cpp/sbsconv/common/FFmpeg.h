@@ -20,6 +20,7 @@ extern "C" {
 #include <libavutil/mathematics.h>
 #include <libavutil/opt.h>
 #include <libavutil/pixdesc.h>
+#include <libavutil/spherical.h>
 #include <libavutil/stereo3d.h>
 #include <libswresample/swresample.h>
 #include <libswscale/swscale.h>
@@ -203,6 +204,10 @@ bool encoder_supports_sample_rate(const AVCodec* codec, int rate);
 // Attaches stereoscopic 3D side data to an output stream before the header is written.
 // Returns false where this FFmpeg cannot carry it.
 bool attach_stereo3d(AVStream* stream, AVStereo3DType type);
+// Google's spherical metadata for VR180: equirectangular, the middle 180 degrees of longitude
+// (left and right bounds a quarter each). MP4/MOV write it as sv3d (at the unofficial
+// compliance level), Matroska as its Projection element.
+bool attach_vr180_spherical(AVStream* stream);
 
 } // namespace sbsconv
 

@@ -241,6 +241,13 @@ void MediaWriter::Impl::open() {
 }
 
 void MediaWriter::Impl::tag_stereo() {
+  if (o.vr180) {
+    if (attach_vr180_spherical(video)) {
+      stereo_side_data = true;
+    } else {
+      warnings.push_back("this FFmpeg cannot tag the video as VR180 in " + container);
+    }
+  }
   if (o.stereo.empty()) {
     return;
   }
@@ -368,6 +375,30 @@ WriterResult MediaWriter::finish() {
     }
     d.out.reset();
     d.check_cancel();
+    // Note [Editing ISO-BMFF files]: Apple's boxes, and in QuickTime files Google's (FFmpeg's
+    // muxer writes st3d/sv3d only in MP4 mode)
+    std::string boxes;
+    if (d.container == "mov") {
+      const int st3d = d.o.stereo == "sbs" ? 2 : d.o.stereo == "tb" ? 1 : 0;
+      boxes += google_stereo_boxes(st3d, d.o.vr180);
+    }
+    if (d.o.apple && is_isobmff(d.container)) {
+      boxes += apple_stereo_boxes(*d.o.apple);
+    }
+    if (!boxes.empty()) {
+      // a second temporary of the same output, then the first is dropped
+      const fs::path edited = fs::path(d.temp_path.string() + ".boxes.part");
+      try {
+        copy_with_sample_entry_boxes(d.temp_path.string(), edited.string(), boxes, d.o.cancel);
+      } catch (...) {
+        std::error_code ec;
+        fs::remove(edited, ec);
+        throw;
+      }
+      std::error_code ec;
+      fs::remove(d.temp_path, ec);
+      d.temp_path = edited;
+    }
     durable_rename(d.temp_path.string(), d.final_path.string(), kMuxStage);
     d.done = true;
   } catch (...) {
@@ -387,6 +418,12 @@ WriterResult MediaWriter::finish() {
   result.video_params = d.video_params;
   d.carried.reset();
   return result;
+}
+
+void MediaWriter::set_apple_field_of_view(double degrees) {
+  if (impl_->o.apple) {
+    impl_->o.apple->hfov_degrees = degrees;
+  }
 }
 
 void MediaWriter::abort() {

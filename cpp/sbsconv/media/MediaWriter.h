@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "sbsconv/media/IsoBmff.h"
 #include "sbsconv/media/Probe.h"
 #include "sbsconv/media/StreamParams.h"
 
@@ -59,6 +60,12 @@ struct WriterOptions {
   // that makes players swap the eyes; MKV marks it as StereoMode right_left.
   std::string stereo;
   std::map<std::string, std::string> metadata; // extra global tags
+  // Apple's stereo boxes (vexu, hfov) for the video's sample entry, MP4/MOV only (Note [Editing
+  // ISO-BMFF files]): added to the finished file before it is renamed into place.
+  std::optional<AppleStereo> apple;
+  // VR180 (Google's spherical metadata, sv3d): the video is half-equirectangular, 180 degrees
+  // wide and high; with `stereo` it is st3d + sv3d in MP4/MOV, the projection in MKV.
+  bool vr180 = false;
 
   // Copy mode (see Note [Resumable runs]): the video is not encoded here but copied, packet
   // for packet, from these files (segments encoded earlier, with output-timeline timestamps);
@@ -114,6 +121,10 @@ class MediaWriter {
 
   // Discards everything written so far; the output name is left untouched.
   void abort();
+
+  // The field of view written into Apple's hfov box, when it is known only at the end (a
+  // model's mean estimate). Before finish().
+  void set_apple_field_of_view(double degrees);
 
   const std::string& encoder_name() const;
   const std::vector<std::string>& skipped_encoders() const;

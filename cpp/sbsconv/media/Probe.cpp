@@ -29,6 +29,57 @@ std::map<std::string, std::string> read_tags(const AVDictionary* dict) {
   return tags;
 }
 
+// The stream's stereo-3D and spherical side data, as words (StreamInfo::stereo3d/spherical).
+const uint8_t* stream_side_data(const AVStream* stream, AVPacketSideDataType type, size_t* size) {
+#if SBSCONV_FFMPEG_HAS_CODED_SIDE_DATA
+  const AVPacketSideData* sd =
+      av_packet_side_data_get(stream->codecpar->coded_side_data, stream->codecpar->nb_coded_side_data, type);
+  if (sd == nullptr) {
+    return nullptr;
+  }
+  *size = sd->size;
+  return sd->data;
+#else
+  return av_stream_get_side_data(stream, type, size);
+#endif
+}
+
+void read_stereo_side_data(const AVStream* stream, StreamInfo& info) {
+  size_t size = 0;
+  if (const uint8_t* data = stream_side_data(stream, AV_PKT_DATA_STEREO3D, &size); data && size >= sizeof(int) * 2) {
+    const auto* stereo = reinterpret_cast<const AVStereo3D*>(data);
+    switch (stereo->type) {
+      case AV_STEREO3D_SIDEBYSIDE:
+        info.stereo3d = "side-by-side";
+        break;
+      case AV_STEREO3D_TOPBOTTOM:
+        info.stereo3d = "top-bottom";
+        break;
+      case AV_STEREO3D_2D:
+        info.stereo3d = "2d";
+        break;
+      default:
+        info.stereo3d = av_stereo3d_type_name(stereo->type);
+    }
+    if (stereo->flags & AV_STEREO3D_FLAG_INVERT) {
+      info.stereo3d += " (right eye first)";
+    }
+  }
+  size = 0;
+  if (const uint8_t* data = stream_side_data(stream, AV_PKT_DATA_SPHERICAL, &size);
+      data && size >= sizeof(AVSphericalMapping)) {
+    const auto* map = reinterpret_cast<const AVSphericalMapping*>(data);
+    if (map->projection == AV_SPHERICAL_EQUIRECTANGULAR || map->projection == AV_SPHERICAL_EQUIRECTANGULAR_TILE) {
+      const double span = 360.0 * (1.0 - (static_cast<double>(map->bound_left) + map->bound_right) / 4294967296.0);
+      info.spherical = "equirectangular " + std::to_string(static_cast<int>(std::lround(span)));
+    } else if (map->projection == AV_SPHERICAL_CUBEMAP) {
+      info.spherical = "cubemap";
+    } else {
+      info.spherical = av_spherical_projection_name(map->projection);
+    }
+  }
+}
+
 std::string field_order_name(AVFieldOrder order) {
   switch (order) {
     case AV_FIELD_PROGRESSIVE:
@@ -107,6 +158,7 @@ StreamInfo describe(const AVStream* stream) {
     info.color_transfer = or_unknown(av_color_transfer_name(par->color_trc));
     info.color_primaries = or_unknown(av_color_primaries_name(par->color_primaries));
     info.field_order = field_order_name(par->field_order);
+    read_stereo_side_data(stream, info);
   } else if (par->codec_type == AVMEDIA_TYPE_AUDIO) {
     info.sample_rate = par->sample_rate;
     info.channels = codecpar_channels(par);

@@ -47,6 +47,11 @@ struct StreamInfo {
   std::string color_transfer;
   std::string color_primaries;
   std::string field_order;
+  // Stereo and spherical signalling FFmpeg reads (MP4/MOV st3d and sv3d, Matroska StereoMode
+  // and Projection): "side-by-side", "top-bottom", with " (right eye first)" when inverted;
+  // "equirectangular" (with its longitude span, "equirectangular 180"), "cubemap".
+  std::string stereo3d;
+  std::string spherical;
   // audio
   int sample_rate = 0;
   int channels = 0;

@@ -32,6 +32,7 @@
 #include "sbsconv/pipeline/StateFile.h"
 #include "sbsconv/stereo/Disparity.h"
 #include "sbsconv/stereo/Stereo.h"
+#include "sbsconv/stereo/Vr180.h"
 
 namespace fs = std::filesystem;
 
@@ -160,6 +161,19 @@ struct Engine::Impl {
   // The device the stages work on: the model's, or (depth read from a file) the one given.
   at::Device run_device() const {
     return o.model ? o.model->device() : at::Device(o.device);
+  }
+
+  // The field of view Apple's hfov box states: given, else the model's mean estimate, else the
+  // 60 degrees the metric rendering assumes (the writer keeps a value given in its options).
+  double apple_fov() {
+    if (o.writer.apple && o.writer.apple->hfov_degrees) {
+      return *o.writer.apple->hfov_degrees;
+    }
+    if (o.disparity.fov_degrees) {
+      return *o.disparity.fov_degrees;
+    }
+    std::lock_guard<std::mutex> lock(mutex);
+    return fov_count > 0 ? fov_sum / static_cast<double>(fov_count) : kDefaultFov;
   }
 
   // Seconds from the source's start of each frame of a batch (Note [Depth files]).
@@ -398,6 +412,8 @@ void Engine::Impl::prepare() {
       Option,
       "engine",
       "an infill mask is packed like the 3D video: it needs a side-by-side or top-bottom layout");
+  SBSCONV_CHECK(
+      o.infill_mask.empty() || !o.stereo.vr180, Option, "engine", "infill masks are not made for VR180 layouts");
   SBSCONV_CHECK(o.batch_size >= 1 && o.batch_size <= 1024, Option, "engine", "batch_size must be within 1..1024");
   SBSCONV_CHECK(o.segment_frames >= 1, Option, "engine", "segment_frames must be >= 1");
   SBSCONV_CHECK(o.preview_every >= 0, Option, "engine", "preview_every must be >= 0");
@@ -884,6 +900,7 @@ void Engine::Impl::stereo_stage() {
   guarded("stereo", [&] {
     StageGuard stage_guard(*this, "stereo");
     int64_t batch_number = 0;
+    Vr180Projector projector; // keeps the VR180 grid between batches
     while (auto batch = stabilised.pop()) {
       if (cancelled) {
         return;
@@ -892,7 +909,17 @@ void Engine::Impl::stereo_stage() {
       {
         Busy busy{stage_busy_us[3]};
         if (o.render_stereo) {
-          StereoFrames r = render_stereo(b.frames, b.disparity, o.stereo);
+          StereoOptions so = o.stereo;
+          if (so.vr180) {
+            // the eyes' field of view: given, else the model's estimate for this batch, else 60
+            so.vr180_fov = o.disparity.fov_degrees ? *o.disparity.fov_degrees
+                : b.fov.defined() ? at::nan_to_num(b.fov.to(at::kCPU, at::kFloat), kDefaultFov, kDefaultFov, kDefaultFov)
+                                        .clamp(1.0, 179.0)
+                                        .mean()
+                                        .item<double>()
+                                                   : kDefaultFov;
+          }
+          StereoFrames r = render_stereo(b.frames, b.disparity, so, &projector);
           b.packed = r.packed;
           if (!o.infill_mask.empty()) {
             b.infill_mask = infill_mask(r, o.stereo);
@@ -1063,6 +1090,7 @@ void Engine::Impl::encode_stage() {
       if (o.resume) {
         close_segment(next_index, -1, TensorMap{});
       } else {
+        writer->set_apple_field_of_view(apple_fov());
         WriterResult r = writer->finish();
         std::lock_guard<std::mutex> lock(mutex);
         result.encoder = r.encoder;
@@ -1104,6 +1132,7 @@ void Engine::Impl::assemble() {
     w.encoder = result.encoder.empty() ? "copy" : result.encoder;
   }
   MediaWriter writer(w);
+  writer.set_apple_field_of_view(apple_fov());
   inject_fault("assemble", 0);
   writer.copy_segments();
   inject_fault("assemble", 1); // copied, not yet renamed into place

@@ -7,6 +7,7 @@
 
 #include "sbsconv/common/Error.h"
 #include "sbsconv/stereo/Disparity.h"
+#include "sbsconv/stereo/Vr180.h"
 #include "sbsconv/stereo/Warp.h"
 
 namespace sbsconv {
@@ -133,6 +134,9 @@ std::pair<int64_t, int64_t> packed_size(StereoLayout layout, int64_t eye_height,
 }
 
 std::pair<int64_t, int64_t> eye_size(const StereoOptions& o, int64_t height, int64_t width) {
+  if (o.vr180) {
+    return {o.vr180_canvas, o.vr180_canvas};
+  }
   const int64_t eye_w = o.eye_width > 0 ? even(o.eye_width)
       : o.pixel_aspect == 1.0
       ? width
@@ -225,7 +229,11 @@ at::Tensor pack_eyes(const at::Tensor& left, const at::Tensor& right, StereoLayo
   return {};
 }
 
-StereoFrames render_stereo(const at::Tensor& frames, const at::Tensor& disparity_in, const StereoOptions& o) {
+StereoFrames render_stereo(
+    const at::Tensor& frames,
+    const at::Tensor& disparity_in,
+    const StereoOptions& o,
+    Vr180Projector* projector) {
   at::InferenceMode guard;
   SBSCONV_CHECK(
       o.eye_width >= 0 && o.eye_height >= 0, Option, "stereo", "the eye size must not be negative");
@@ -239,9 +247,10 @@ StereoFrames render_stereo(const at::Tensor& frames, const at::Tensor& disparity
   const int64_t w = frames.size(3);
   at::Tensor disparity = dilate_foreground(disparity_in.to(at::kFloat), o.edge_dilation);
 
-  const auto [eye_h, eye_w] = eye_size(o, h, w);
+  // VR180: the eyes are rendered at the source's size and projected afterwards
+  const auto [eye_h, eye_w] = o.vr180 ? std::pair<int64_t, int64_t>{h, w} : eye_size(o, h, w);
   const bool resized = eye_w != w || eye_h != h;
-  const bool direct_sbs = !resized && frames.is_cpu() &&
+  const bool direct_sbs = !resized && !o.vr180 && frames.is_cpu() &&
       (o.layout == StereoLayout::FullSbs || o.layout == StereoLayout::CrossEyed);
 
   StereoFrames out;
@@ -286,6 +295,22 @@ StereoFrames render_stereo(const at::Tensor& frames, const at::Tensor& disparity
   if (resized) {
     out.left = resize_frames(out.left, eye_w, eye_h, o.keep_aspect, o.pixel_aspect);
     out.right = resize_frames(out.right, eye_w, eye_h, o.keep_aspect, o.pixel_aspect);
+  }
+  if (o.vr180) {
+    SBSCONV_CHECK(
+        o.layout == StereoLayout::FullSbs || o.layout == StereoLayout::FullTb, Option, "stereo",
+        "VR180 packs two full canvases: side by side or top-bottom");
+    SBSCONV_CHECK(o.vr180_canvas > 0, Option, "stereo", "the VR180 canvas size must be > 0");
+    Vr180Projector local;
+    Vr180Projector& p = projector != nullptr ? *projector : local;
+    auto square = [&](const at::Tensor& eye) {
+      // the projection assumes square pixels: anamorphic eyes are shown at their display width
+      return o.pixel_aspect == 1.0 ? eye
+                                   : resize_frames(eye, even(std::max<int64_t>(2, std::llround(static_cast<double>(w) * o.pixel_aspect))), h,
+                                                   false, 1.0);
+    };
+    out.left = p.project(square(out.left), o.vr180_fov, o.vr180_canvas);
+    out.right = p.project(square(out.right), o.vr180_fov, o.vr180_canvas);
   }
   if (!direct_sbs && o.layout != StereoLayout::Separate) {
     out.packed = pack_eyes(out.left, out.right, o.layout);

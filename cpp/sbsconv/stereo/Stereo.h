@@ -42,7 +42,16 @@ struct StereoOptions {
   // shown at its display aspect ratio (width * pixel_aspect x height), and keep_aspect fits
   // the displayed picture, since headset players ignore a file's pixel aspect ratio.
   double pixel_aspect = 1.0;
+  // VR180 (Note [VR180 projection]): each eye, rendered at the source's displayed size, is
+  // re-projected from its rectilinear view (vr180_fov degrees wide) onto a square 180-degree
+  // half-equirectangular canvas of vr180_canvas pixels a side (the eye size); the layout packs
+  // the two canvases (FullSbs or FullTb).
+  bool vr180 = false;
+  int64_t vr180_canvas = 0;
+  double vr180_fov = 60.0;
 };
+
+class Vr180Projector;
 
 struct StereoFrames {
   at::Tensor packed; // uint8 [N,3,H',W'] (undefined for Separate)
@@ -54,7 +63,12 @@ struct StereoFrames {
 
 // Renders both eyes of every frame (see Note [Occlusion-correct eye rendering]) from a
 // disparity map in pixels, and packs them. Everything runs on the frames' device.
-StereoFrames render_stereo(const at::Tensor& frames, const at::Tensor& disparity, const StereoOptions& options);
+// `projector` (VR180 only) keeps the projection grid between calls; a temporary one when null.
+StereoFrames render_stereo(
+    const at::Tensor& frames,
+    const at::Tensor& disparity,
+    const StereoOptions& options,
+    Vr180Projector* projector = nullptr);
 
 // The size of one packed frame for a layout and eye size, {height, width}.
 std::pair<int64_t, int64_t> packed_size(StereoLayout layout, int64_t eye_height, int64_t eye_width);
