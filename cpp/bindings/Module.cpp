@@ -577,8 +577,13 @@ PYBIND11_MODULE(_core, m) {
          int64_t edge_dilation,
          int64_t eye_width,
          int64_t eye_height,
-         bool keep_aspect) {
+         bool keep_aspect,
+         int64_t vr180_canvas,
+         double vr180_fov) {
         StereoOptions o;
+        o.vr180 = vr180_canvas > 0; // Note [VR180 projection]
+        o.vr180_canvas = vr180_canvas;
+        o.vr180_fov = vr180_fov;
         o.layout = parse_layout(layout);
         o.synthetic_view = parse_synthetic_view(synthetic_view);
         o.fill_holes = fill_holes;
@@ -607,7 +612,9 @@ PYBIND11_MODULE(_core, m) {
       py::arg("edge_dilation") = 0,
       py::arg("eye_width") = 0,
       py::arg("eye_height") = 0,
-      py::arg("keep_aspect") = true);
+      py::arg("keep_aspect") = true,
+      py::arg("vr180_canvas") = 0,
+      py::arg("vr180_fov") = 60.0);
   m.def(
       "render_eye",
       [](const at::Tensor& frames, const at::Tensor& disparity, double share, bool fill_holes, const std::string& impl) {

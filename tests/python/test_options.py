@@ -25,7 +25,7 @@ BY_NAME = {f.name: f for f in FIELDS}
 DEFAULTS = {
     "model": "depth-anything-v2-small", "checkpoint": None, "device": "auto", "precision": "auto",
     "batch_size": None, "input_size": 518, "temporal_mode": "windowed", "layout": "full-sbs",
-    "eye_size": None, "keep_aspect": True, "fps": None, "start": None, "duration": None,
+    "eye_size": None, "keep_aspect": True, "apple_metadata": True, "fps": None, "start": None, "duration": None,
     "divergence": 2.0, "convergence": 0.5, "max_shift": None, "synthetic_view": "both",
     "ipd_mm": 63.0, "fov_degrees": None, "screen_distance": 2.0, "edge_dilation": 2,
     "percentiles": (1.0, 99.0), "range_decay": 0.9, "align": True, "smoothing": 0.0,
@@ -111,6 +111,7 @@ CUSTOM = {
     "preset": ([3], [None, "slow"]),
     "hwaccel": ([1], ["none"]),
     "headset_suffix": (["on"], [True]),
+    "apple_metadata": (["yes", 2], [False, True]),
     "depth_video": (["depth.avi", "depth", 3], [None, "depth.mkv", Path("d/depth.MP4")]),
     "resume": (["false"], [False]),
     "depth_out": (["", 3], [None, "clip_depth.mkv", Path("frames")]),
