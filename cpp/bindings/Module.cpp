@@ -202,6 +202,17 @@ std::optional<T> get_optional(const py::dict& d, const char* key) {
   return d[key].cast<T>();
 }
 
+// Note [Editing ISO-BMFF files]: Apple's stereo description from its Python dict.
+AppleStereo apple_stereo(const py::dict& d) {
+  AppleStereo a;
+  a.packing = get_or<std::string>(d, "packing", "side");
+  a.projection = get_or<std::string>(d, "projection", "rect");
+  a.baseline_um = get_or<uint32_t>(d, "baseline_um", 63000);
+  a.disparity_adjustment = get_or<int32_t>(d, "disparity_adjustment", 0);
+  a.hfov_degrees = get_optional<double>(d, "hfov_degrees");
+  return a;
+}
+
 // Note [Depth files]: a depth writer's options (the engine fills in size and timing).
 DepthWriterOptions depth_writer_options(const py::dict& d) {
   DepthWriterOptions o;
@@ -320,14 +331,7 @@ EngineOptions engine_options(const py::dict& d) {
   o.writer.threads = get_or<int>(wr, "threads", 0);
   o.writer.metadata = get_or<std::map<std::string, std::string>>(wr, "metadata", {});
   if (wr.contains("apple") && !wr["apple"].is_none()) {
-    const py::dict ap = wr["apple"].cast<py::dict>();
-    AppleStereo apple;
-    apple.packing = get_or<std::string>(ap, "packing", "side");
-    apple.projection = get_or<std::string>(ap, "projection", "rect");
-    apple.baseline_um = get_or<uint32_t>(ap, "baseline_um", 63000);
-    apple.disparity_adjustment = get_or<int32_t>(ap, "disparity_adjustment", 0);
-    apple.hfov_degrees = get_optional<double>(ap, "hfov_degrees");
-    o.writer.apple = apple;
+    o.writer.apple = apple_stereo(wr["apple"].cast<py::dict>());
   }
   o.writer.vr180 = get_or<bool>(wr, "vr180", false);
   if (d.contains("fps") && !d["fps"].is_none()) {
@@ -826,15 +830,8 @@ PYBIND11_MODULE(_core, m) {
         return d;
       });
 
-  m.def("apple_stereo_boxes", [](const py::dict& d) {
-    AppleStereo a;
-    a.packing = get_or<std::string>(d, "packing", "side");
-    a.projection = get_or<std::string>(d, "projection", "rect");
-    a.baseline_um = get_or<uint32_t>(d, "baseline_um", 63000);
-    a.disparity_adjustment = get_or<int32_t>(d, "disparity_adjustment", 0);
-    a.hfov_degrees = get_optional<double>(d, "hfov_degrees");
-    return py::bytes(apple_stereo_boxes(a));
-  }, py::arg("apple"));
+  m.def("apple_stereo_boxes", [](const py::dict& d) { return py::bytes(apple_stereo_boxes(apple_stereo(d))); },
+        py::arg("apple"));
   m.def("copy_with_sample_entry_boxes", [](const std::string& in, const std::string& out, const py::bytes& boxes) {
     const std::string b = boxes;
     py::gil_scoped_release release;
