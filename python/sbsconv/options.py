@@ -51,7 +51,7 @@ STEREO_TAG = {"full-sbs": "sbs", "half-sbs": "sbs", "cross-eyed": "sbs-rl", "ful
 # Headset layouts (issue 15), on top of the engine's frame packings: apple-3d is full
 # side-by-side HEVC with Apple's stereo boxes; vr180 and vr180-tb re-project each eye onto a
 # 180-degree half-equirectangular canvas (Note [VR180 projection]) with Google's sv3d/st3d.
-HEADSET_LAYOUTS = {"apple-3d": "full-sbs", "vr180": "full-sbs", "vr180-tb": "full-tb"}
+HEADSET_LAYOUTS = stereo.HEADSET_LAYOUTS
 # Apple's view packing (vexu/pack/pkin) of each frame-packed layout
 APPLE_PACKING = {"full-sbs": "side", "half-sbs": "side", "full-tb": "over", "half-tb": "over",
                  "apple-3d": "side", "vr180": "side", "vr180-tb": "over"}

@@ -28,6 +28,9 @@ LAYOUTS = (
 # Output eye heights by name; widths follow the source's aspect ratio.
 EYE_SIZE_PRESETS = {"720": 720, "1080": 1080, "1440": 1440, "2160": 2160, "720p": 720,
                     "1080p": 1080, "1440p": 1440, "2160p": 2160, "4k": 2160}
+# Headset layouts on top of the frame packings (issue 15): apple-3d packs as full-sbs (its
+# difference is the file's boxes); vr180/vr180-tb re-project each eye onto a 180-degree canvas.
+HEADSET_LAYOUTS = {"apple-3d": "full-sbs", "vr180": "full-sbs", "vr180-tb": "full-tb"}
 DEFAULT_DIVERGENCE = 2.0  # percent of the eye width
 DEFAULT_CONVERGENCE = 0.5
 DEFAULT_IPD_MM = 63.0
@@ -144,7 +147,9 @@ def render(
     """Renders the two eyes of every frame and packs them in ``layout``.
 
     Returns the packed frames (uint8 ``[N,3,H',W']``), or ``(left, right)`` for
-    ``layout="separate"``, or a :class:`StereoResult` with ``full_result=True``. With
+    ``layout="separate"``, (the headset layouts ``apple-3d``, ``vr180`` and ``vr180-tb`` too:
+    VR180 eyes are square 180-degree canvases, ``eye_size``'s height a side, from a view
+    ``fov_degrees`` wide), or a :class:`StereoResult` with ``full_result=True``. With
     ``synthetic_view="right"`` the left eye is the input frame unchanged (and vice versa).
     ``infill="background"`` fills revealed regions from the background side;
     ``infill="mask"`` leaves them black and reports them in the result's masks, for an
@@ -155,8 +160,8 @@ def render(
         raise OptionError("frames must be a uint8 tensor [N, 3, H, W]")
     if (depth is None) == (disparity is None):
         raise OptionError("give exactly one of depth= and disparity=")
-    if layout not in LAYOUTS:
-        raise OptionError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
+    if layout not in LAYOUTS and layout not in HEADSET_LAYOUTS:
+        raise OptionError(f"layout must be one of {', '.join(LAYOUTS + tuple(HEADSET_LAYOUTS))}; got {layout!r}")
     if synthetic_view not in ("both", "left", "right"):
         raise OptionError(f"synthetic_view must be 'both', 'left' or 'right', not {synthetic_view!r}")
     if infill not in ("background", "mask"):
@@ -176,10 +181,16 @@ def render(
             depth, depth_kind=depth_kind, eye_width=w, divergence=divergence, convergence=convergence,
             max_shift=max_shift, ipd_mm=ipd_mm, fov_degrees=fov_degrees, screen_distance=screen_distance)
     eye_w, eye_h = eye_size_for(eye_size, h, w) if eye_size is not None else (0, 0)
+    canvas, fov = 0, DEFAULT_FOV_DEGREES
+    if layout.startswith("vr180"):
+        if fov_degrees is not None:
+            fov = float(fov_degrees.float().mean()) if isinstance(fov_degrees, torch.Tensor) else float(fov_degrees)
+        canvas = eye_h if eye_size is not None else _core.vr180_default_canvas(h, w, fov)
+        eye_w, eye_h = 0, 0
     out = _core.render_stereo(
-        frames, disparity.float(), layout=layout, synthetic_view=synthetic_view,
+        frames, disparity.float(), layout=HEADSET_LAYOUTS.get(layout, layout), synthetic_view=synthetic_view,
         fill_holes=infill == "background", edge_dilation=edge_dilation, eye_width=eye_w,
-        eye_height=eye_h, keep_aspect=keep_aspect)
+        eye_height=eye_h, keep_aspect=keep_aspect, vr180_canvas=canvas, vr180_fov=fov)
     result = StereoResult(out["packed"], out["left"], out["right"], out["left_holes"], out["right_holes"])
     if full_result:
         return result

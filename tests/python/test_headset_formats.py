@@ -245,3 +245,13 @@ def test_headset_names():
     assert output_name("a.mp4", "vr180") == "a_180_LR.mp4"
     assert output_name("a.mp4", "vr180-tb") == "a_180_TB.mp4"
     assert output_name("a_180_LR.mp4", "vr180") == "a_180_LR.mp4"
+
+
+@pytest.mark.parametrize(("layout", "shape"), [("apple-3d", (3, 256, 512)), ("vr180", (3, 256, 512)),
+                                               ("vr180-tb", (3, 512, 256))])
+def test_previews_show_the_headset_layouts(tiny_model, layout, shape):
+    p = sbsconv.preview(data(CLIP), at=[0.5], model=str(tiny_model), layout=layout, eye_size=(256, 256))
+    panel = next(panel for panel in p.rows[0] if panel.title == layout)
+    assert tuple(panel.image.shape) == shape
+    if layout.startswith("vr180"):  # a 60-degree view in a 180-degree canvas: black at the sides
+        assert panel.image[:, 128, :20].max() < 20
