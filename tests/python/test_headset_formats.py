@@ -255,3 +255,13 @@ def test_previews_show_the_headset_layouts(tiny_model, layout, shape):
     assert tuple(panel.image.shape) == shape
     if layout.startswith("vr180"):  # a 60-degree view in a 180-degree canvas: black at the sides
         assert panel.image[:, 128, :20].max() < 20
+
+
+def test_apple_3d_carries_audio_and_subtitles(tmp_path, tiny_model):
+    out = tmp_path / "nasa.mp4"
+    result = sbsconv.convert(data("nasa_13013.mp4"), out, model=str(tiny_model), layout="apple-3d", duration=1.0,
+                             progress=False)
+    info = sbsconv.probe(out)
+    assert [s.type for s in info.streams].count("audio") == 2 and info.has_subtitles
+    assert info.stereo["apple"]["packing"] == "side" and result.frames == info.num_frames == 30
+    _samples_fill(out)
