@@ -307,7 +307,9 @@ NpyLayout read_npy_header(std::FILE* f, const std::string& path) {
   long long n = 0, h = 0, w = 0;
   DEPTH_CHECK(std::sscanf(dict.c_str() + shape, "'shape': (%lld, %lld, %lld)", &n, &h, &w) == 3, Input, kReadStage,
                 "a depth .npy must be [frames, height, width]", path);
-  DEPTH_CHECK(n >= 0 && h > 0 && w > 0 && h <= 32768 && w <= 32768, Input, kReadStage, "the .npy shape is not a depth stack", path);
+  // bounded so that every size computed from them fits in 64 bits (a header can say anything)
+  DEPTH_CHECK(n >= 0 && n <= (int64_t{1} << 24) && h > 0 && w > 0 && h <= 32768 && w <= 32768, Input, kReadStage,
+              "the .npy shape is not a depth stack", path);
   layout.frames = n;
   layout.height = h;
   layout.width = w;
