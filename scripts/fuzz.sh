@@ -28,7 +28,7 @@ if ! [[ "$seconds" =~ ^[0-9]+$ ]] || [ "$seconds" -lt 1 ]; then
   echo "usage: scripts/fuzz.sh [seconds_per_harness]" >&2
   exit 2
 fi
-harnesses=(${SBSCONV_FUZZ_HARNESSES:-fuzz_media fuzz_state_file fuzz_journal fuzz_weights fuzz_isobmff})
+harnesses=(${SBSCONV_FUZZ_HARNESSES:-fuzz_media fuzz_state_file fuzz_journal fuzz_weights fuzz_isobmff fuzz_depth_file})
 
 . scripts/env.sh
 if ! command -v clang++ >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
