@@ -23,6 +23,14 @@ from sbsconv.preview import compare, preview  # noqa: E402  (after media, which 
 __version__ = _core.__version__
 
 
+def doctor(*args, **kwargs):
+    """What this machine will run (devices, encoders and decoders tried for real, the model
+    cache, convert()'s choices): see :func:`sbsconv.diagnostics.doctor`."""
+    from sbsconv.diagnostics import doctor as _doctor
+
+    return _doctor(*args, **kwargs)
+
+
 def convert(*args, **kwargs):
     """Converts a 2D video into a stereoscopic 3D video: see :func:`sbsconv.conversion.convert`
     (imported on first use: it loads the model registry)."""
@@ -49,5 +57,5 @@ def _attach_signature() -> None:
 _attach_signature()
 
 
-__all__ = ["ConvertOptions", "MediaInfo", "StreamInfo", "__version__", "compare", "convert", "errors",
+__all__ = ["ConvertOptions", "MediaInfo", "StreamInfo", "__version__", "compare", "convert", "doctor", "errors",
            "export_depth", "media", "point_cloud", "preview", "probe", "read_depth"]

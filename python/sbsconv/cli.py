@@ -226,6 +226,14 @@ def _cmd_depth(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from sbsconv.diagnostics import doctor
+
+    report = doctor(device=args.device, encoder=args.encoder, codec=args.codec, hub=not args.no_hub)
+    print(report)
+    return EXIT_OK if report.ok else EXIT_ERROR
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from sbsconv import models
 
@@ -278,6 +286,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_option_arguments(p)
     p.set_defaults(run=_cmd_depth)
+
+    p = sub.add_parser(
+        "doctor",
+        help="what this machine will run: devices, encoders and decoders tried for real, the model cache",
+        description="Check what this machine will actually run: devices (CUDA, MPS, CPU), versions, every "
+        "video encoder and hardware decoder tried on a few real frames, the default model's cache status, and "
+        "what convert() would pick. Exits with 1 when something asked for (--device, --encoder) cannot work.",
+    )
+    p.add_argument("--device", default="auto", help="the device you intend to use (auto, cpu, cuda, cuda:N, mps)")
+    p.add_argument("--encoder", default="auto", help="the encoder you intend to use (auto, nvenc, videotoolbox, "
+                   "software, or an FFmpeg encoder name)")
+    p.add_argument("--codec", default="h264", choices=("h264", "hevc"))
+    p.add_argument("--no-hub", action="store_true", help="do not contact the Hugging Face hub")
+    p.set_defaults(run=_cmd_doctor)
 
     p = sub.add_parser("models", help="list the depth models", description="List the registered depth models.")
     p.add_argument("--json", action="store_true", help="print everything as JSON")

@@ -348,4 +348,4 @@ def test_loading_through_an_offline_hugging_face_cache(hf_pair, tmp_path):
         expected = ref(pixel_values=x).predicted_depth.flatten()[:50]
     assert max_rel_err(torch.tensor(out["hf"]), expected) <= 1e-4
     assert "Depth-Anything-V2-Metric-VKITTI-Small/depth_anything_v2_metric_vkitti_vits.pth" in out["missing"]
-    assert "huggingface-cli download" in out["missing"] and "checkpoint=" in out["missing"]
+    assert "`hf download " in out["missing"] and "checkpoint=" in out["missing"]

@@ -363,6 +363,13 @@ std::map<std::string, std::string> ffmpeg_info() {
                            "libx265", "libopenh264", "aac"}) {
     info[std::string("encoder:") + name] = avcodec_find_encoder_by_name(name) != nullptr ? "1" : "0";
   }
+  // the hardware device types this FFmpeg was built with (cuda, videotoolbox, vaapi ...)
+  std::string hwaccels;
+  for (AVHWDeviceType t = av_hwdevice_iterate_types(AV_HWDEVICE_TYPE_NONE); t != AV_HWDEVICE_TYPE_NONE;
+       t = av_hwdevice_iterate_types(t)) {
+    hwaccels += (hwaccels.empty() ? "" : ",") + std::string(av_hwdevice_get_type_name(t));
+  }
+  info["hwaccels"] = hwaccels;
   return info;
 }
 

@@ -3,20 +3,50 @@ a progress bar) and reading weights without executing code."""
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 
 from sbsconv.errors import ModelError
+
+logger = logging.getLogger("sbsconv")
+REACH_TIMEOUT = 2.0  # seconds: a hub that does not answer a connection this fast is unreachable
+
+
+def offline() -> bool:
+    """HF_HUB_OFFLINE is set."""
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+
+
+@functools.cache
+def hub_reachable() -> bool:
+    """Whether the Hugging Face hub (HF_ENDPOINT) answers a connection within two seconds:
+    checked once per process, so that an offline machine is told at once, once, instead of
+    after huggingface_hub's retries."""
+    if offline():
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme != "http" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=REACH_TIMEOUT):
+            return True
+    except OSError as exc:
+        logger.warning("the Hugging Face hub (%s) cannot be reached (%s): using the local cache only", host, exc)
+        return False
 
 
 def _offline_hint(repo_id: str, filename: str) -> str:
     return (
         f"{repo_id}/{filename} is not in the Hugging Face cache and cannot be downloaded"
         " (offline, HF_HUB_OFFLINE=1, or the hub is unreachable). On a connected machine run"
-        f" `huggingface-cli download {repo_id} {filename}` (the cache is HF_HOME,"
-        " ~/.cache/huggingface by default), or pass checkpoint=PATH to a local copy of the file."
+        f" `hf download {repo_id} {filename}` (huggingface_hub's command line; the cache is"
+        " HF_HOME, ~/.cache/huggingface by default), or pass checkpoint=PATH to a local copy of"
+        " the file."
     )
 
 
@@ -30,7 +60,8 @@ def download(repo_id: str, filename: str) -> Path:
     )
 
     try:
-        return Path(hf_hub_download(repo_id=repo_id, filename=filename))
+        # unreachable: the cache only, at once (no retries)
+        return Path(hf_hub_download(repo_id=repo_id, filename=filename, local_files_only=not hub_reachable()))
     except LocalEntryNotFoundError:
         raise ModelError(_offline_hint(repo_id, filename), stage="download") from None
     except RepositoryNotFoundError:
@@ -48,7 +79,7 @@ def list_repo_files(repo_id: str) -> list[str]:
     from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
 
     try:
-        if os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("1", "true", "yes", "on"):
+        if hub_reachable():
             return remote_list(repo_id)
     except RepositoryNotFoundError:
         raise ModelError(f"Hugging Face has no repository {repo_id!r}", stage="download") from None
@@ -59,7 +90,7 @@ def list_repo_files(repo_id: str) -> list[str]:
     except (LocalEntryNotFoundError, OSError):
         raise ModelError(
             f"{repo_id} is not in the Hugging Face cache and the hub cannot be reached: download"
-            f" it on a connected machine (`huggingface-cli download {repo_id}`) or pass a local"
+            f" it on a connected machine (`hf download {repo_id}`) or pass a local"
             " path instead",
             stage="download",
         ) from None
