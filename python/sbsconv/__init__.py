@@ -31,6 +31,14 @@ def doctor(*args, **kwargs):
     return _doctor(*args, **kwargs)
 
 
+def convert_many(*args, **kwargs):
+    """Converts files, folders and globs into an output folder, each with convert()'s options,
+    and reports what happened to each: see :func:`sbsconv.batch.convert_many`."""
+    from sbsconv.batch import convert_many as _convert_many
+
+    return _convert_many(*args, **kwargs)
+
+
 def convert(*args, **kwargs):
     """Converts a 2D video into a stereoscopic 3D video: see :func:`sbsconv.conversion.convert`
     (imported on first use: it loads the model registry)."""
@@ -57,5 +65,5 @@ def _attach_signature() -> None:
 _attach_signature()
 
 
-__all__ = ["ConvertOptions", "MediaInfo", "StreamInfo", "__version__", "compare", "convert", "doctor", "errors",
+__all__ = ["ConvertOptions", "MediaInfo", "StreamInfo", "__version__", "compare", "convert", "convert_many", "doctor", "errors",
            "export_depth", "media", "point_cloud", "preview", "probe", "read_depth"]

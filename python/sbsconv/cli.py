@@ -198,6 +198,18 @@ def options_from_args(args: argparse.Namespace, names: list[str] | None = None):
 def _cmd_convert(args: argparse.Namespace) -> int:
     from sbsconv.conversion import convert
 
+    if args.output_dir is not None:  # many inputs: files, folders, globs
+        from sbsconv.batch import convert_many
+
+        summary = convert_many(args.paths, args.output_dir, options_from_args(args), recursive=args.recursive,
+                               pattern=args.pattern, skip_existing=not args.no_skip_existing,
+                               devices=args.devices.split(",") if args.devices and args.devices != "all"
+                               else args.devices, on_error=args.on_error, progress=not args.quiet)
+        print(summary)
+        return EXIT_OK if not summary.failed else EXIT_ERROR
+    if len(args.paths) != 2:
+        raise errors.OptionError("convert takes an input and an output, or inputs and --output-dir DIR")
+    args.input, args.output = args.paths
     result = convert(args.input, args.output, options_from_args(args), progress=not args.quiet)
     print(f"wrote {result.output}: {result.frames} frames, {result.width}x{result.height} {result.layout}, "
           f"{result.fps:.1f} frames/s, encoder {result.encoder}"
@@ -264,9 +276,17 @@ def build_parser() -> argparse.ArgumentParser:
         "encoding with the original audio). The output appears only when complete; an interrupted "
         "run continues where it stopped when started again with the same options.",
     )
-    p.add_argument("input", help="video file")
-    p.add_argument("output", help="output file (.mp4, .mov or .mkv)")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="INPUT OUTPUT (a video file and the output: .mp4, .mov or .mkv), or with --output-dir "
+                   "any number of video files, folders and globs")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    many = p.add_argument_group("many inputs (sbsconv.convert_many)")
+    many.add_argument("--output-dir", default=None, metavar="DIR", help="convert every input into this folder")
+    many.add_argument("--recursive", action="store_true", help="folders: their subfolders too (mirrored)")
+    many.add_argument("--pattern", default=None, help="folders: file names to take, e.g. '*.mkv' (default: videos)")
+    many.add_argument("--no-skip-existing", action="store_true", help="convert again what is already converted")
+    many.add_argument("--devices", default=None, help="one worker per device: cuda:0,cuda:1 or all")
+    many.add_argument("--on-error", default="continue", choices=("continue", "stop"))
     add_option_arguments(p)
     p.set_defaults(run=_cmd_convert)
 

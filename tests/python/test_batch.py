@@ -1,0 +1,78 @@
+"""Many videos on one machine (issue 17, first part): sbsconv.convert_many and
+`sbsconv convert ... --output-dir`: files, folders and globs; a broken file reported while the
+rest continue; finished outputs skipped; one worker process per device."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import sbsconv
+from sbsconv.batch import find_inputs
+from sbsconv.errors import OptionError
+
+
+@pytest.fixture()
+def folder(tmp_path, testsrc) -> Path:
+    src = tmp_path / "videos"
+    (src / "sub").mkdir(parents=True)
+    for name, target in (("a.mp4", src / "a.mp4"), ("b.mkv", src / "sub" / "b.mkv")):
+        clip = testsrc(f"batch_{name}", size="96x64", rate=10, seconds=0.5,
+                       extra=["-f", "matroska"] if name.endswith(".mkv") else [])
+        target.write_bytes(Path(clip).read_bytes())
+    (src / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(200))  # not a video
+    (src / "notes.txt").write_text("not a video, not taken")
+    return src
+
+
+def test_a_folder_converts_with_the_broken_file_reported(tmp_path, folder, tiny_model):
+    out = tmp_path / "out"
+    summary = sbsconv.convert_many(folder, out, recursive=True, model=str(tiny_model), progress=False)
+    assert [Path(f.input).name for f in summary.done] == ["a.mp4", "b.mkv"]
+    assert [Path(f.input).name for f in summary.failed] == ["broken.mp4"] and summary.failed[0].reason
+    assert (out / "a.mp4").is_file() and (out / "sub" / "b.mkv").is_file()  # the tree is mirrored
+    assert not (out / "broken.mp4").exists() and not [p for p in out.rglob(".*")]  # nothing half-written
+    assert sbsconv.probe(out / "a.mp4").width == 192
+    text = str(summary)
+    assert text.startswith("2 done, 0 skipped, 1 failed") and "broken.mp4" in text
+    # again: what is finished is skipped, the broken file fails again
+    again = sbsconv.convert_many(folder, out, recursive=True, model=str(tiny_model), progress=False)
+    assert len(again.skipped) == 2 and len(again.failed) == 1 and not again.done
+
+
+def test_on_error_stop_and_globs(tmp_path, folder, tiny_model):
+    out = tmp_path / "out"
+    summary = sbsconv.convert_many([folder / "broken.mp4", folder / "a.mp4"], out, on_error="stop",
+                                   model=str(tiny_model), progress=False)
+    assert [f.status for f in summary.files] == ["failed", "not started"]
+    globbed = find_inputs(str(folder / "*.mp4"))
+    assert [p.name for p, _ in globbed] == ["a.mp4", "broken.mp4"]
+    assert [p.name for p, _ in find_inputs(folder)] == ["a.mp4", "broken.mp4"]  # not recursive
+    assert [p.name for p, _ in find_inputs(folder, recursive=True, pattern="*.mkv")] == ["b.mkv"]
+    with pytest.raises(OptionError, match="no such file"):
+        find_inputs(folder / "missing.mp4")
+    with pytest.raises(OptionError, match="on_error"):
+        sbsconv.convert_many(folder, out, on_error="ignore")
+
+
+def test_headset_names_and_one_worker_per_device(tmp_path, folder, tiny_model):
+    out = tmp_path / "out"
+    summary = sbsconv.convert_many([folder / "a.mp4", folder / "sub" / "b.mkv"], out, devices=["cpu", "cpu"],
+                                   headset_suffix=True, layout="half-sbs", model=str(tiny_model), progress=False)
+    assert sorted(Path(f.output).name for f in summary.done) == ["a_3dh.mp4", "b_3dh.mkv"]
+    assert {f.device for f in summary.done} == {"cpu"}
+
+
+def test_command_line_many_inputs(tmp_path, folder, tiny_model):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "sbsconv.cli", "convert", str(folder / "a.mp4"),
+                           str(folder / "broken.mp4"), "--output-dir", str(out), "--model", str(tiny_model), "-q"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1  # a file failed
+    assert "1 done, 0 skipped, 1 failed" in proc.stdout and (out / "a.mp4").is_file()
+    proc = subprocess.run([sys.executable, "-m", "sbsconv.cli", "convert", str(folder / "a.mp4"), "-q"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "--output-dir" in proc.stderr
