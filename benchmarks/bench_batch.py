@@ -1,0 +1,72 @@
+"""Many videos on one machine (issue 17), measured in the same run.
+
+A folder of short clips converted by sbsconv.convert_many: in this process (one worker)
+against two worker processes (devices=["cpu", "cpu"]); and the scheduling overhead per file
+(the batch's wall time minus the files' own conversion times, per file). On a 2-core machine
+two CPU workers share the cores the one worker already uses: the figure says what the
+workers cost, not what GPUs would gain (each GPU worker would run at the single-worker rate).
+
+    uv run python benchmarks/bench_batch.py [--files 6] [--seconds 2] [--size 320x240]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import sbsconv
+
+
+def tiny_model(folder: Path) -> str:
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+
+    backbone = Dinov2Config(hidden_size=64, num_hidden_layers=4, num_attention_heads=1, image_size=70,
+                            patch_size=14, out_indices=[1, 2, 3, 4], apply_layernorm=True,
+                            reshape_hidden_states=False)
+    config = DepthAnythingConfig(backbone_config=backbone, neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16,
+                                 head_hidden_size=8, reassemble_hidden_size=64)
+    DepthAnythingForDepthEstimation(config).save_pretrained(folder)
+    return str(folder)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=6)
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--size", default="320x240")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        model = tiny_model(tmp / "model")
+        clips = tmp / "clips"
+        clips.mkdir()
+        for i in range(args.files):
+            subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i",
+                            f"testsrc2=size={args.size}:rate=25:duration={args.seconds}", "-vf", f"hue=h={i * 40}",
+                            "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+                            str(clips / f"clip{i}.mp4")], check=True)
+        common = {"model": model, "input_size": 140, "progress": False, "resume": False}
+        rows = []
+        for label, devices in (("one worker (this process)", None), ("two worker processes", ["cpu", "cpu"])):
+            t0 = time.perf_counter()
+            summary = sbsconv.convert_many(clips, tmp / f"out_{len(rows)}", devices=devices, **common)
+            wall = time.perf_counter() - t0
+            frames = sum(f.frames for f in summary.done)
+            overhead = (wall - sum(f.seconds for f in summary.done) / (len(devices) if devices else 1)) / args.files
+            rows.append((label, wall, frames / wall, overhead, len(summary.done)))
+    print(f"CPU, {torch.get_num_threads()} threads; {args.files} clips of {args.seconds:g} s at {args.size} "
+          "25 fps; tiny Depth-Anything-V2 (input 140), libx264")
+    print()
+    print("| run | wall s | frames/s | scheduling overhead per file, s | files done |")
+    print("|---|---|---|---|---|")
+    for label, wall, fps, overhead, done in rows:
+        print(f"| {label} | {wall:.1f} | {fps:.1f} | {overhead:.2f} | {done} |")
+
+
+if __name__ == "__main__":
+    main()
