@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,17 +22,8 @@ import torch
 
 import sbsconv
 
-
-def tiny_model(folder: Path) -> str:
-    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
-
-    backbone = Dinov2Config(hidden_size=64, num_hidden_layers=4, num_attention_heads=1, image_size=70,
-                            patch_size=14, out_indices=[1, 2, 3, 4], apply_layernorm=True,
-                            reshape_hidden_states=False)
-    config = DepthAnythingConfig(backbone_config=backbone, neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16,
-                                 head_hidden_size=8, reassemble_hidden_size=64)
-    DepthAnythingForDepthEstimation(config).save_pretrained(folder)
-    return str(folder)
+sys.path.insert(0, str(Path(__file__).parent))
+from measure import tiny_depth_anything  # noqa: E402
 
 
 def main() -> None:
@@ -42,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        model = tiny_model(tmp / "model")
+        model = tiny_depth_anything(tmp / "model")
         clips = tmp / "clips"
         clips.mkdir()
         for i in range(args.files):

@@ -28,6 +28,7 @@ import sbsconv
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_depth import make_checkpoint  # noqa: E402
+from measure import tiny_depth_anything  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 COMMON = {"device": "cpu", "batch_size": 2, "preset": "medium", "crf": 16, "progress": False, "resume": False}
@@ -51,18 +52,6 @@ def timed(call) -> tuple[object, float]:
 def size_of(path: str) -> int:
     p = Path(path)
     return sum(f.stat().st_size for f in p.rglob("*")) if p.is_dir() else p.stat().st_size
-
-
-def tiny_model(folder: Path) -> str:
-    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
-
-    backbone = Dinov2Config(hidden_size=64, num_hidden_layers=4, num_attention_heads=1, image_size=70,
-                            patch_size=14, out_indices=[1, 2, 3, 4], apply_layernorm=True,
-                            reshape_hidden_states=False)
-    config = DepthAnythingConfig(backbone_config=backbone, neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16,
-                                 head_hidden_size=8, reassemble_hidden_size=64)
-    DepthAnythingForDepthEstimation(config).save_pretrained(folder)
-    return str(folder)
 
 
 def main() -> None:
@@ -102,7 +91,7 @@ def main() -> None:
                                                                            progress=False))
             print(f"| {fmt} | {result.frames / t:.1f} | {size_of(result.path) / result.frames:,.0f} |")
         print()
-        model = tiny_model(tmp / "tiny")
+        model = tiny_depth_anything(tmp / "tiny")
         print("| export of a 320x240 30 fps clip (tiny model, input 140) | 10 s: peak RSS MB | 40 s: peak RSS MB |")
         print("|---|---|---|")
         clips = {}

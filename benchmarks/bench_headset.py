@@ -65,7 +65,7 @@ def main() -> None:
         copy = best(lambda: shutil.copyfile(src, Path(tmp) / "c.mp4"))
         size = os.path.getsize(src) / 2**20
     print()
-    print("| after muxing, a faststart MP4 of %.0f MiB | seconds | MiB/s | ratio |" % size)
+    print(f"| after muxing, a faststart MP4 of {size:.0f} MiB | seconds | MiB/s | ratio |")
     print("|---|---|---|---|")
     print(f"| shutil.copyfile | {copy:.3f} | {size / copy:.0f} | |")
     print(f"| add Apple's boxes (new moov, offsets moved, media copied) | {edit:.3f} | {size / edit:.0f} | "

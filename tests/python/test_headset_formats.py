@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import struct
 import subprocess
-from pathlib import Path
 
 import pytest
 import torch
@@ -42,7 +41,7 @@ def _samples_fill(path) -> None:
         trak = next(t for t in isobmff.tracks(boxes) if isobmff.track_id(t) == track)
         if isobmff.handler_type(trak) != "vide":
             continue
-        for offset, n in zip(offsets, sizes):
+        for offset, n in zip(offsets, sizes, strict=True):
             isobmff.nal_lengths(isobmff.read_sample(path, offset, n), size)
 
 
@@ -149,7 +148,8 @@ def test_box_insertion_keeps_every_sample_where_it_was(tmp_path, testsrc, fastst
              for t, offsets in isobmff.chunk_offsets(before).items()}
     assert isobmff.chunk_offsets(after) == moved  # audio's offsets too
     for track, offsets in isobmff.sample_offsets(after).items():  # the same bytes at the new places
-        for old, new, n in zip(isobmff.sample_offsets(before)[track], offsets, isobmff.sample_sizes(after)[track]):
+        for old, new, n in zip(isobmff.sample_offsets(before)[track], offsets, isobmff.sample_sizes(after)[track],
+                               strict=True):
             assert isobmff.read_sample(src, old, n) == isobmff.read_sample(out, new, n)
     assert torch.equal(_frames(src), _frames(out))
     probe = subprocess.run(["ffprobe", "-v", "error", "-show_streams", str(out)], capture_output=True, text=True)
