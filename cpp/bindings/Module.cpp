@@ -832,14 +832,15 @@ PYBIND11_MODULE(_core, m) {
 
   m.def("apple_stereo_boxes", [](const py::dict& d) { return py::bytes(apple_stereo_boxes(apple_stereo(d))); },
         py::arg("apple"));
-  m.def("copy_with_sample_entry_boxes", [](const std::string& in, const std::string& out, const py::bytes& boxes) {
+  m.def("copy_with_sample_entry_boxes", [](const std::string& in, const std::string& out, const py::bytes& boxes,
+                                           bool moov_first) {
     const std::string b = boxes;
     py::gil_scoped_release release;
-    copy_with_sample_entry_boxes(in, out, b);
-  }, py::arg("input"), py::arg("output"), py::arg("boxes"));
-  m.def("edited_moov", [](const std::string& in, const py::bytes& boxes) {
-    return py::bytes(edited_moov(in, std::string(boxes)));
-  }, py::arg("input"), py::arg("boxes"));
+    copy_with_sample_entry_boxes(in, out, b, nullptr, moov_first);
+  }, py::arg("input"), py::arg("output"), py::arg("boxes"), py::arg("moov_first") = false);
+  m.def("edited_moov", [](const std::string& in, const py::bytes& boxes, bool moov_first) {
+    return py::bytes(edited_moov(in, std::string(boxes), moov_first));
+  }, py::arg("input"), py::arg("boxes"), py::arg("moov_first") = false);
   m.def("vr180_default_canvas", &vr180_default_canvas, py::arg("height"), py::arg("width"), py::arg("hfov_degrees"));
   m.def("read_stereo_boxes", [](const std::string& path) {
     StereoBoxes s;

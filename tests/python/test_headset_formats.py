@@ -54,6 +54,8 @@ def test_apple_3d_is_side_by_side_hevc_with_apples_boxes(tmp_path, tiny_model):
                              ipd_mm=64.0, divergence=3.0, convergence=0.4, fov_degrees=70.0, progress=False)
     assert (result.width, result.height) == (640, 240) and result.encoder == "libx265"
     boxes, entry = _entry(out)
+    types = [b.type for b in boxes]
+    assert types.index("moov") < types.index("mdat")  # faststart, made by the box edit itself
     assert entry.type == "hvc1"
     assert entry.child_types()[-2:] == ["vexu", "hfov"]
     assert isobmff.apple(entry) == {"stri": 3, "hero": 1, "baseline_um": 64000,
@@ -132,20 +134,30 @@ APPLE = {"packing": "side", "projection": "rect", "baseline_um": 63000, "dispari
          "hfov_degrees": 55.5}
 
 
-@pytest.mark.parametrize("faststart", [True, False], ids=["moov-first", "moov-last"])
-def test_box_insertion_keeps_every_sample_where_it_was(tmp_path, testsrc, faststart):
+@pytest.mark.parametrize(("faststart", "moov_first"), [(True, False), (False, False), (False, True)],
+                         ids=["moov-first", "moov-last", "moov-last-moved-first"])
+def test_box_insertion_keeps_every_sample_where_it_was(tmp_path, testsrc, faststart, moov_first):
     src = testsrc(f"editor_{faststart}.mp4", size="160x120", rate=25, seconds=1.0, audio=True,
                   extra=["-movflags", "+faststart"] if faststart else [])
     out = tmp_path / "edited.mp4"
-    _core.copy_with_sample_entry_boxes(str(src), str(out), _core.apple_stereo_boxes(APPLE))
+    _core.copy_with_sample_entry_boxes(str(src), str(out), _core.apple_stereo_boxes(APPLE), moov_first=moov_first)
     before, after = isobmff.parse(src), isobmff.parse(out)
     isobmff.check_sizes(out)
+    types = [b.type for b in after]
+    assert (types.index("moov") < types.index("mdat")) == (faststart or moov_first)
+    assert types[0] == "ftyp" and sorted(types) == sorted(b.type for b in before)
     entry = isobmff.video_sample_entry(after)
     assert isobmff.apple(entry) == {"stri": 3, "hero": 1, "baseline_um": 63000, "disparity_adjustment": -120,
                                     "projection": "rect", "packing": "side", "hfov_millidegrees": 55500}
-    grown = os.path.getsize(out) - os.path.getsize(src)
-    moved = {t: [o + (grown if faststart else 0) for o in offsets]
-             for t, offsets in isobmff.chunk_offsets(before).items()}
+    # the chunks move with the mdat they lie in
+    shift = isobmff.find_one(after, "mdat").offset - isobmff.find_one(before, "mdat").offset
+    if faststart:  # the moov grew in front of the media data
+        assert shift == os.path.getsize(out) - os.path.getsize(src)
+    elif moov_first:  # the whole moov now stands in front of it
+        assert shift == isobmff.find_one(after, "moov").size
+    else:
+        assert shift == 0
+    moved = {t: [o + shift for o in offsets] for t, offsets in isobmff.chunk_offsets(before).items()}
     assert isobmff.chunk_offsets(after) == moved  # audio's offsets too
     for track, offsets in isobmff.sample_offsets(after).items():  # the same bytes at the new places
         for old, new, n in zip(isobmff.sample_offsets(before)[track], offsets, isobmff.sample_sizes(after)[track],

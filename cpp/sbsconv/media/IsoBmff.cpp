@@ -370,18 +370,43 @@ std::string apple_stereo_boxes(const AppleStereo& a) {
 
 namespace {
 
-// The edited moov (Note [Editing ISO-BMFF files]) and where the old one was.
+// The edited moov (Note [Editing ISO-BMFF files]), the order the top-level boxes are written
+// in (indices into layout.top) and where each lands.
 struct EditedMoov {
   Moov layout;
   std::string moov;
+  std::vector<size_t> order;
 };
 
-EditedMoov edit_moov(std::FILE* file, const std::string& in, const std::string& boxes) {
+// Where each top-level box starts in the output, written in `order` with the moov `moov_size`
+// bytes long.
+std::vector<uint64_t> new_offsets(const Moov& m, const std::vector<size_t>& order, uint64_t moov_size) {
+  std::vector<uint64_t> at(m.top.size());
+  uint64_t pos = 0;
+  for (size_t i : order) {
+    at[i] = pos;
+    pos += i == m.index ? moov_size : m.top[i].size;
+  }
+  return at;
+}
+
+// A file offset of the input as an offset of the output: inside the same top-level box.
+uint64_t relocate(const Moov& m, const std::vector<uint64_t>& at, uint64_t offset, const std::string& path) {
+  for (size_t i = 0; i < m.top.size(); ++i) {
+    const TopBox& b = m.top[i];
+    if (i != m.index && offset >= b.offset && offset - b.offset < b.size) {
+      return offset - b.offset + at[i];
+    }
+  }
+  damaged(path, "a chunk offset points outside the media data");
+}
+
+EditedMoov edit_moov(std::FILE* file, const std::string& in, const std::string& boxes, bool moov_first) {
   std::optional<Moov> found = read_moov(file, in);
   if (!found) {
     damaged(in, "it has no moov box");
   }
-  EditedMoov result{std::move(*found), {}};
+  EditedMoov result{std::move(*found), {}, {}};
   Moov& m = result.layout;
   Node* stbl = video_stbl(m.node);
   Node* stsd = stbl ? child(*stbl, "stsd") : nullptr;
@@ -401,10 +426,24 @@ EditedMoov edit_moov(std::FILE* file, const std::string& in, const std::string& 
   }
   stsd->prefix = join_stsd(entry);
 
-  // Chunk offsets into the media data after the old moov move by as much as the moov grows;
-  // 32-bit tables whose offsets would overflow become co64 (which grows the moov again).
-  const TopBox& old = m.top[m.index];
-  const uint64_t moov_end = old.offset + old.size;
+  // The output's box order: as in the input, or (moov_first) the moov right after the ftyp,
+  // where players find it before the media data.
+  for (size_t i = 0; i < m.top.size(); ++i) {
+    if (!moov_first || (i != m.index && m.top[i].type == "ftyp")) {
+      result.order.push_back(i);
+    }
+  }
+  if (moov_first) {
+    result.order.push_back(m.index);
+    for (size_t i = 0; i < m.top.size(); ++i) {
+      if (i != m.index && m.top[i].type != "ftyp") {
+        result.order.push_back(i);
+      }
+    }
+  }
+
+  // Every chunk offset moves with the box its chunk lies in; 32-bit tables whose offsets would
+  // overflow become co64, which grows the moov and so moves the boxes after it again.
   std::vector<Node*> tables = chunk_offset_boxes(m.node);
   std::vector<std::vector<uint64_t>> original;
   for (Node* t : tables) {
@@ -414,22 +453,18 @@ EditedMoov edit_moov(std::FILE* file, const std::string& in, const std::string& 
   for (size_t i = 0; i < tables.size(); ++i) {
     wide[i] = tables[i]->type == "co64";
   }
-  uint64_t delta = 0;
+  std::vector<uint64_t> at;
   for (int round = 0; round < 8; ++round) {
     for (size_t i = 0; i < tables.size(); ++i) {
       set_offsets(*tables[i], original[i], wide[i]); // sizes only depend on the widths
     }
-    delta = serialize(m.node).size() - old.size;
+    at = new_offsets(m, result.order, serialize(m.node).size());
     bool changed = false;
     for (size_t i = 0; i < tables.size(); ++i) {
-      if (wide[i]) {
-        continue;
-      }
-      for (uint64_t o : original[i]) {
-        if (o >= moov_end && o + delta > std::numeric_limits<uint32_t>::max()) {
+      for (size_t k = 0; k < original[i].size() && !wide[i]; ++k) {
+        if (relocate(m, at, original[i][k], in) > std::numeric_limits<uint32_t>::max()) {
           wide[i] = true;
           changed = true;
-          break;
         }
       }
     }
@@ -440,26 +475,25 @@ EditedMoov edit_moov(std::FILE* file, const std::string& in, const std::string& 
   for (size_t i = 0; i < tables.size(); ++i) {
     std::vector<uint64_t> moved = original[i];
     for (uint64_t& o : moved) {
-      if (o >= moov_end) {
-        o += delta;
-      }
+      o = relocate(m, at, o, in);
     }
     set_offsets(*tables[i], moved, wide[i]);
   }
   result.moov = serialize(m.node);
-  SBSCONV_CHECK(result.moov.size() - old.size == delta, Internal, kStage, "the moov's growth changed while editing");
+  SBSCONV_CHECK(
+      new_offsets(m, result.order, result.moov.size()) == at, Internal, kStage, "the moov's size changed while editing");
   return result;
 }
 
 } // namespace
 
-std::string edited_moov(const std::string& in, const std::string& boxes) {
+std::string edited_moov(const std::string& in, const std::string& boxes, bool moov_first) {
   File src;
   src.f = std::fopen(in.c_str(), "rb");
   if (src.f == nullptr) {
     throw Error(ErrorKind::Output, kStage, "cannot open the file to add its stereo boxes", in);
   }
-  return edit_moov(src.f, in, boxes).moov;
+  return edit_moov(src.f, in, boxes, moov_first).moov;
 }
 
 std::string google_stereo_boxes(int st3d_mode, bool vr180) {
@@ -480,13 +514,14 @@ void copy_with_sample_entry_boxes(
     const std::string& in,
     const std::string& out,
     const std::string& boxes,
-    const std::atomic<bool>* cancel) {
+    const std::atomic<bool>* cancel,
+    bool moov_first) {
   File src;
   src.f = std::fopen(in.c_str(), "rb");
   if (src.f == nullptr) {
     throw Error(ErrorKind::Output, kStage, "cannot open the file to add its stereo boxes", in);
   }
-  EditedMoov edited = edit_moov(src.f, in, boxes);
+  EditedMoov edited = edit_moov(src.f, in, boxes, moov_first);
   const Moov& m = edited.layout;
   const std::string& moov = edited.moov;
 
@@ -496,7 +531,7 @@ void copy_with_sample_entry_boxes(
     throw Error(ErrorKind::Output, kStage, "cannot create the file", out);
   }
   std::vector<char> buffer(kCopyChunk);
-  for (size_t i = 0; i < m.top.size(); ++i) {
+  for (size_t i : edited.order) {
     if (i == m.index) {
       if (std::fwrite(moov.data(), 1, moov.size(), dst.f) != moov.size()) {
         throw Error(ErrorKind::Output, kStage, "cannot write the file (disk full?)", out);

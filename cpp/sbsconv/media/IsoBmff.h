@@ -12,12 +12,13 @@ namespace sbsconv {
 // (vexu, hfov), so they are added after muxing: the finished file is copied box by box into a
 // new one whose moov has the new boxes appended to the video track's sample entry. The sizes
 // of the sample entry and of every box above it (stsd, stbl, minf, mdia, trak, moov) grow by
-// the inserted bytes; media data placed after the moov (faststart files) moves by as much as
-// the moov grew, so every chunk offset (stco, co64) of every track that points past the old
-// moov is moved too, and a 32-bit stco whose offsets would pass 4 GiB becomes a co64 (which
-// grows the moov again: repeated until nothing changes). Media data is streamed, never held
-// in memory; only the moov is (it is refused above 256 MiB). Boxes with 64-bit sizes are read;
-// written sizes are 32-bit where they fit.
+// the inserted bytes. Top-level boxes are written in the input's order, or with the moov moved
+// to the front (right after ftyp: what faststart does), so a writer that adds boxes lets this
+// copy be its faststart pass instead of copying the file twice. Every chunk offset (stco,
+// co64) of every track moves with the top-level box its chunk lies in, and a 32-bit stco whose
+// offsets would pass 4 GiB becomes a co64 (which grows the moov again: repeated until nothing
+// changes). Media data is streamed, never held in memory; only the moov is (it is refused above
+// 256 MiB). Boxes with 64-bit sizes are read; written sizes are 32-bit where they fit.
 
 // One box: `type` (four characters) around `payload`; a full box has version and flags first.
 std::string make_box(const std::string& type, const std::string& payload);
@@ -48,18 +49,20 @@ std::string google_stereo_boxes(int st3d_mode, bool vr180);
 
 // Copies the MP4/MOV file `in` to `out` with `boxes` (complete serialised boxes) appended to
 // the children of the first video track's sample entry, fixing sizes and chunk offsets (Note
-// above). `out` is written directly (the caller writes it under a temporary name). Throws
+// above); `moov_first` also moves the moov to the front. `out` is written directly (the caller
+// writes it under a temporary name). Throws
 // Error(Output) for a file it cannot edit (no moov, no video track, damaged boxes), naming
 // `in`; Error(Cancelled) when *cancel becomes true.
 void copy_with_sample_entry_boxes(
     const std::string& in,
     const std::string& out,
     const std::string& boxes,
-    const std::atomic<bool>* cancel = nullptr);
+    const std::atomic<bool>* cancel = nullptr,
+    bool moov_first = false);
 
 // The moov that copy_with_sample_entry_boxes writes for `in` (for checking the edit without
 // copying the media data).
-std::string edited_moov(const std::string& in, const std::string& boxes);
+std::string edited_moov(const std::string& in, const std::string& boxes, bool moov_first = false);
 
 // The stereo and spherical signalling of an MP4/MOV file's first video track, as the boxes
 // say it (for `sbsconv probe`). Everything is optional: a file without such boxes gives an

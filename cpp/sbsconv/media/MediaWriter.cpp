@@ -96,6 +96,20 @@ struct MediaWriter::Impl {
   void validate();
   void open();
   void tag_stereo();
+  // Note [Editing ISO-BMFF files]: the boxes added to the video's sample entry after muxing:
+  // Apple's (MP4/MOV), and in QuickTime files Google's, which FFmpeg's muxer writes only in MP4
+  // mode. Empty when nothing is added.
+  std::string sample_entry_boxes() const {
+    std::string boxes;
+    if (container == "mov") {
+      const int st3d = o.stereo == "sbs" ? 2 : o.stereo == "tb" ? 1 : 0;
+      boxes += google_stereo_boxes(st3d, o.vr180);
+    }
+    if (o.apple && is_isobmff(container)) {
+      boxes += apple_stereo_boxes(*o.apple);
+    }
+    return boxes;
+  }
   void write_header();
   // Every video packet goes through here: the carried streams are brought up to its time
   // first, so the muxer's interleaving buffer stays small.
@@ -272,7 +286,8 @@ void MediaWriter::Impl::tag_stereo() {
 
 void MediaWriter::Impl::write_header() {
   AVDictionary* raw = nullptr;
-  if (is_isobmff(container)) {
+  if (is_isobmff(container) && sample_entry_boxes().empty()) {
+    // (a file that gets boxes after muxing is put in faststart order by that edit)
     av_dict_set(&raw, "movflags", "+faststart", 0);
   }
   if (container == "nut") {
@@ -375,21 +390,12 @@ WriterResult MediaWriter::finish() {
     }
     d.out.reset();
     d.check_cancel();
-    // Note [Editing ISO-BMFF files]: Apple's boxes, and in QuickTime files Google's (FFmpeg's
-    // muxer writes st3d/sv3d only in MP4 mode)
-    std::string boxes;
-    if (d.container == "mov") {
-      const int st3d = d.o.stereo == "sbs" ? 2 : d.o.stereo == "tb" ? 1 : 0;
-      boxes += google_stereo_boxes(st3d, d.o.vr180);
-    }
-    if (d.o.apple && is_isobmff(d.container)) {
-      boxes += apple_stereo_boxes(*d.o.apple);
-    }
-    if (!boxes.empty()) {
-      // a second temporary of the same output, then the first is dropped
+    if (const std::string boxes = d.sample_entry_boxes(); !boxes.empty()) {
+      // a second temporary of the same output, written with the moov first (this copy is the
+      // faststart pass, which the muxer was told not to make), then the first is dropped
       const fs::path edited = fs::path(d.temp_path.string() + ".boxes.part");
       try {
-        copy_with_sample_entry_boxes(d.temp_path.string(), edited.string(), boxes, d.o.cancel);
+        copy_with_sample_entry_boxes(d.temp_path.string(), edited.string(), boxes, d.o.cancel, /*moov_first=*/true);
       } catch (...) {
         std::error_code ec;
         fs::remove(edited, ec);
