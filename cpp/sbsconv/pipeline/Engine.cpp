@@ -836,6 +836,11 @@ void Engine::Impl::stabilise_stage() {
       Batch b = std::move(*batch);
       {
         Busy busy{stage_busy_us[2]};
+        if (b.fov.defined() && !o.disparity.fov_degrees) {
+          // the model's estimates, made usable once for every later use (disparity, VR180,
+          // the depth export's sidecar, Apple's hfov)
+          b.fov = sane_fov(b.fov);
+        }
         // Depth read from an export was stabilised when it was made (Note [Depth products]).
         at::Tensor stable =
             b.depth_final ? b.depth : stabilizer.process(b.depth, smoothing ? b.frames : at::Tensor(), b.starts_shot);
@@ -854,7 +859,7 @@ void Engine::Impl::stabilise_stage() {
           if (o.disparity.fov_degrees) {
             fov = at::full({1}, *o.disparity.fov_degrees, at::kFloat);
           } else if (b.fov.defined()) {
-            fov = sane_fov(b.fov);
+            fov = b.fov;
           } else {
             fov = at::full({1}, kDefaultFov, at::kFloat);
           }
@@ -913,10 +918,7 @@ void Engine::Impl::stereo_stage() {
           if (so.vr180) {
             // the eyes' field of view: given, else the model's estimate for this batch, else 60
             so.vr180_fov = o.disparity.fov_degrees ? *o.disparity.fov_degrees
-                : b.fov.defined() ? at::nan_to_num(b.fov.to(at::kCPU, at::kFloat), kDefaultFov, kDefaultFov, kDefaultFov)
-                                        .clamp(1.0, 179.0)
-                                        .mean()
-                                        .item<double>()
+                : b.fov.defined()                  ? b.fov.mean().item<double>() // made sane by the stabilise stage
                                                    : kDefaultFov;
           }
           StereoFrames r = render_stereo(b.frames, b.disparity, so, &projector);
