@@ -190,6 +190,7 @@ struct TopBox {
   uint64_t offset = 0;
   uint64_t size = 0;
   uint64_t header = 8;
+  bool to_end = false; // size field 0: the box runs to the end of the file, so it stays last
 };
 
 struct File {
@@ -224,6 +225,7 @@ std::vector<TopBox> scan_top(std::FILE* f, uint64_t file_size, const std::string
       b.header = 16;
     } else if (b.size == 0) {
       b.size = file_size - at;
+      b.to_end = true;
     }
     if (b.size < b.header || b.size > file_size - at) {
       damaged(path, "a top-level box runs past the end of the file");
@@ -428,15 +430,17 @@ EditedMoov edit_moov(std::FILE* file, const std::string& in, const std::string& 
 
   // The output's box order: as in the input, or (moov_first) the moov right after the ftyp,
   // where players find it before the media data.
+  // (A box whose size field says "to the end of the file" stays where it is, last.)
+  auto leads = [&](size_t i) { return i != m.index && m.top[i].type == "ftyp" && !m.top[i].to_end; };
   for (size_t i = 0; i < m.top.size(); ++i) {
-    if (!moov_first || (i != m.index && m.top[i].type == "ftyp")) {
+    if (!moov_first || leads(i)) {
       result.order.push_back(i);
     }
   }
   if (moov_first) {
     result.order.push_back(m.index);
     for (size_t i = 0; i < m.top.size(); ++i) {
-      if (i != m.index && m.top[i].type != "ftyp") {
+      if (i != m.index && !leads(i)) {
         result.order.push_back(i);
       }
     }
