@@ -16,6 +16,7 @@
 #include "sbsconv/common/Logging.h"
 #include "sbsconv/media/ImageFile.h"
 #include "sbsconv/media/MediaWriter.h"
+#include "sbsconv/media/MvHevcEncoder.h"
 #include "sbsconv/media/Probe.h"
 #include "sbsconv/media/VideoReader.h"
 #include "sbsconv/pipeline/Engine.h"
@@ -334,6 +335,7 @@ EngineOptions engine_options(const py::dict& d) {
     o.writer.apple = apple_stereo(wr["apple"].cast<py::dict>());
   }
   o.writer.vr180 = get_or<bool>(wr, "vr180", false);
+  o.writer.spatial = get_or<bool>(wr, "spatial", false);
   if (d.contains("fps") && !d["fps"].is_none()) {
     o.fps = to_rational(d["fps"]);
   }
@@ -841,6 +843,19 @@ PYBIND11_MODULE(_core, m) {
   m.def("edited_moov", [](const std::string& in, const py::bytes& boxes, bool moov_first) {
     return py::bytes(edited_moov(in, std::string(boxes), moov_first));
   }, py::arg("input"), py::arg("boxes"), py::arg("moov_first") = false);
+  // Note [Spatial video through x265]: the x265 that layout 'spatial' would use, checked
+  // before a conversion starts: {"path", "version"}, or {"error": the full explanation}.
+  m.def("find_mvhevc_encoder", []() {
+    py::dict d;
+    std::string why;
+    if (const std::optional<MvHevcTool> tool = find_mvhevc_encoder(&why)) {
+      d["path"] = tool->path;
+      d["version"] = tool->version;
+    } else {
+      d["error"] = mvhevc_missing_message(why);
+    }
+    return d;
+  });
   m.def("vr180_default_canvas", &vr180_default_canvas, py::arg("height"), py::arg("width"), py::arg("hfov_degrees"));
   m.def("read_stereo_boxes", [](const std::string& path) {
     StereoBoxes s;

@@ -127,7 +127,7 @@ def output_for(path: Path, base: Path, output_dir: Path, options: ConvertOptions
 
     relative = path.relative_to(base) if path.is_relative_to(base) else Path(path.name)
     suffix = path.suffix.lower() if path.suffix.lower() in CONTAINERS else ".mp4"
-    if options.layout == "apple-3d" and suffix == ".mkv":
+    if options.layout in ("apple-3d", "spatial") and suffix == ".mkv":
         suffix = ".mov"  # Vision Pro reads its boxes in QuickTime files
     out = output_dir / relative.with_suffix(suffix)
     return Path(output_name(out, options.layout) if options.headset_suffix else out)

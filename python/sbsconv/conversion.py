@@ -69,6 +69,19 @@ class ConversionResult:
     point_clouds: tuple[str, ...] = ()  # point_clouds_every: the PLY files
 
 
+def check_spatial_encoder() -> str:
+    """The x265 that ``layout="spatial"`` encodes with (Note [Spatial video through x265]);
+    raises EncoderError saying what to install (and suggesting ``apple-3d``) when there is
+    none, before anything is loaded or written."""
+    from sbsconv import _core
+    from sbsconv.errors import EncoderError
+
+    found = _core.find_mvhevc_encoder()
+    if "error" in found:
+        raise EncoderError(found["error"])
+    return f"{found['path']} ({found['version']})"
+
+
 def output_name(output: str | os.PathLike[str], layout: str) -> str:
     """The output path with the headset suffix for ``layout`` (``clip.mp4`` ->
     ``clip_LR.mp4``), unless it already ends with it."""
@@ -180,9 +193,11 @@ def convert(
         output_path = output_name(output_path, options.layout)
     if Path(output_path).suffix.lower() not in _CONTAINERS:
         raise OptionError(f"the output must end in {', '.join(_CONTAINERS)}: {output_path!r}")
-    if options.layout == "apple-3d" and Path(output_path).suffix.lower() == ".mkv":
-        raise OptionError("apple-3d is an MP4/MOV format (Vision Pro reads its boxes there): "
+    if options.layout in ("apple-3d", "spatial") and Path(output_path).suffix.lower() == ".mkv":
+        raise OptionError(f"{options.layout} is an MP4/MOV format (Vision Pro reads its boxes there): "
                           f"name the output .mov or .mp4, not {output_path!r}")
+    if options.layout == "spatial":
+        check_spatial_encoder()
     if os.path.abspath(output_path) == os.path.abspath(input_path):
         raise OptionError("the output would overwrite the input")
     if options.point_clouds_every is not None and options.depth_out is None:

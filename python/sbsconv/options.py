@@ -52,9 +52,12 @@ STEREO_TAG = {"full-sbs": "sbs", "half-sbs": "sbs", "cross-eyed": "sbs-rl", "ful
 # side-by-side HEVC with Apple's stereo boxes; vr180 and vr180-tb re-project each eye onto a
 # 180-degree half-equirectangular canvas (Note [VR180 projection]) with Google's sv3d/st3d.
 HEADSET_LAYOUTS = stereo.HEADSET_LAYOUTS
-# Apple's view packing (vexu/pack/pkin) of each frame-packed layout
+# Apple's view packing (vexu/pack/pkin) of each frame-packed layout; spatial video has two
+# layers, not a packing ("": no pack box)
 APPLE_PACKING = {"full-sbs": "side", "half-sbs": "side", "full-tb": "over", "half-tb": "over",
-                 "apple-3d": "side", "vr180": "side", "vr180-tb": "over"}
+                 "apple-3d": "side", "spatial": "", "vr180": "side", "vr180-tb": "over"}
+# Layouts that exist only as MP4/MOV files with Apple's boxes
+APPLE_LAYOUTS = ("apple-3d", "spatial")
 # convert()'s keywords that are not options (how the call reports, not what it makes)
 CALL_KEYWORDS = ("progress", "on_progress")
 
@@ -263,7 +266,8 @@ class ConvertOptions:
     layout: str = _option(
         "full-sbs",
         "full-sbs, half-sbs, full-tb, half-tb, cross-eyed, anaglyph, anaglyph-color, anaglyph-gray; "
-        "apple-3d (Vision Pro: side-by-side HEVC with Apple's stereo boxes), vr180, vr180-tb "
+        "apple-3d (Vision Pro: side-by-side HEVC with Apple's stereo boxes), spatial (Apple "
+        "spatial video: two MV-HEVC views; needs an x265 with multiview support), vr180, vr180-tb "
         "(180-degree half-equirectangular eyes with spherical metadata)",
         "layout", Choice(tuple(name for name in stereo.LAYOUTS if name != "separate") + tuple(HEADSET_LAYOUTS)))
     eye_size: int | str | tuple[int, int] | None = _option(
@@ -427,6 +431,9 @@ class ConvertOptions:
         """The rules between options."""
         if self.bit_depth == 10 and self.codec != "hevc":
             raise OptionError("bit_depth=10 needs codec='hevc'")
+        if self.bit_depth == 10 and self.layout == "spatial":
+            raise OptionError("spatial video is encoded by x265's multiview mode, which is 8-bit only: "
+                              "use bit_depth=8, or layout='apple-3d' for 10-bit")
         if self.preview_every is not None and (self.depth_out is not None or self.infill_mask is not None):
             raise OptionError("preview_every shows a few frames: it does not write depth_out or infill_mask")
         if self.point_clouds_every is not None and self.depth_format == "colormap":
@@ -546,7 +553,7 @@ class ConvertOptions:
         frame_rate = float(rate) if rate else source_fps
         layout = self.layout
         engine_layout = HEADSET_LAYOUTS.get(layout, layout)
-        codec = "hevc" if layout == "apple-3d" else self.codec  # Vision Pro's frame-packed 3D is HEVC
+        codec = "hevc" if layout in APPLE_LAYOUTS else self.codec  # what Vision Pro plays is HEVC
         comment = f"3D ({layout}) by sbsconv {sbsconv.__version__}, depth: {model.name}"
         options: dict[str, Any] = {
             "input": input_path,
@@ -592,6 +599,8 @@ class ConvertOptions:
                 "audio": audio, "subtitles": subtitles, "stereo": STEREO_TAG.get(layout, ""),
                 "metadata": {"comment": comment},
                 "vr180": vr180,
+                # Note [Spatial video through x265]: the two halves as two MV-HEVC views
+                "spatial": layout == "spatial",
                 "apple": self._apple_boxes(output_path, eye_w or info.display_width, metric=model.kind != "relative"),
             },
             "fps": rate,
@@ -602,6 +611,8 @@ class ConvertOptions:
             "check_float64": os.environ.get("SBSCONV_CHECK_FLOAT64", "") not in ("", "0"),
             "fault": os.environ.get("SBSCONV_TEST_FAULT", ""),
         }
+        if layout == "spatial":
+            options["resume"] = False  # x265 makes one stream of the whole run
         if self.depth_video is not None:
             options["depth_video"] = self.depth_video
             options["resume"] = False  # the depth video is written in one piece
@@ -631,7 +642,7 @@ class ConvertOptions:
         layout = self.layout
         if layout not in APPLE_PACKING or Path(output_path).suffix.lower() not in (".mp4", ".m4v", ".mov"):
             return None
-        if layout != "apple-3d" and not self.apple_metadata:
+        if layout not in APPLE_LAYOUTS and not self.apple_metadata:
             return None
         if metric:
             fov = math.radians(self.fov_degrees or stereo.DEFAULT_FOV_DEGREES)
@@ -640,7 +651,8 @@ class ConvertOptions:
             far = self.max_shift * self.convergence / max(eye_width, 1)
         else:
             far = self.divergence / 100.0 * self.convergence
-        boxes = {"packing": APPLE_PACKING[layout], "projection": "hequ" if layout.startswith("vr180") else "rect",
+        projection = "hequ" if layout.startswith("vr180") else "" if layout == "spatial" else "rect"
+        boxes = {"packing": APPLE_PACKING[layout], "projection": projection,
                  "baseline_um": round(self.ipd_mm * 1000), "disparity_adjustment": round(far * 10000)}
         if layout.startswith("vr180"):
             boxes["hfov_degrees"] = 180.0

@@ -29,8 +29,9 @@ LAYOUTS = (
 EYE_SIZE_PRESETS = {"720": 720, "1080": 1080, "1440": 1440, "2160": 2160, "720p": 720,
                     "1080p": 1080, "1440p": 1440, "2160p": 2160, "4k": 2160}
 # Headset layouts on top of the frame packings (issue 15): apple-3d packs as full-sbs (its
-# difference is the file's boxes); vr180/vr180-tb re-project each eye onto a 180-degree canvas.
-HEADSET_LAYOUTS = {"apple-3d": "full-sbs", "vr180": "full-sbs", "vr180-tb": "full-tb"}
+# difference is the file's boxes); spatial renders full-sbs too and the writer encodes the two
+# halves as two MV-HEVC views; vr180/vr180-tb re-project each eye onto a 180-degree canvas.
+HEADSET_LAYOUTS = {"apple-3d": "full-sbs", "spatial": "full-sbs", "vr180": "full-sbs", "vr180-tb": "full-tb"}
 DEFAULT_DIVERGENCE = 2.0  # percent of the eye width
 DEFAULT_CONVERGENCE = 0.5
 DEFAULT_IPD_MM = 63.0

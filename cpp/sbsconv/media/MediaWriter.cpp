@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 
 #include "sbsconv/common/DurableFile.h"
@@ -10,6 +11,7 @@
 #include "sbsconv/media/CarriedStreams.h"
 #include "sbsconv/media/EncoderSelection.h"
 #include "sbsconv/media/InputFile.h"
+#include "sbsconv/media/MvHevcEncoder.h"
 #include "sbsconv/media/OutputContainer.h"
 #include "sbsconv/media/SegmentAssembler.h"
 #include "sbsconv/media/VideoEncoder.h"
@@ -78,6 +80,7 @@ struct MediaWriter::Impl {
   UniqueOutputFormatContext out;
   AVStream* video = nullptr;
   std::unique_ptr<VideoEncoder> encoder; // encoding mode
+  std::unique_ptr<MvHevcEncoder> spatial; // encoding mode, MV-HEVC (the header waits for it)
   std::unique_ptr<SegmentAssembler> assembler; // copy mode
   std::unique_ptr<CarriedStreams> carried; // when a source is given
   std::string encoder_name;
@@ -95,12 +98,16 @@ struct MediaWriter::Impl {
 
   void validate();
   void open();
+  void open_spatial();
   void tag_stereo();
   // Note [Editing ISO-BMFF files]: the boxes added to the video's sample entry after muxing:
   // Apple's (MP4/MOV), and in QuickTime files Google's, which FFmpeg's muxer writes only in MP4
   // mode. Empty when nothing is added.
   std::string sample_entry_boxes() const {
     std::string boxes;
+    if (spatial) {
+      boxes += spatial->lhvc(); // the second view's parameter sets, beside hvcC
+    }
     if (container == "mov") {
       const int st3d = o.stereo == "sbs" ? 2 : o.stereo == "tb" ? 1 : 0;
       boxes += google_stereo_boxes(st3d, o.vr180);
@@ -119,20 +126,21 @@ struct MediaWriter::Impl {
 
   // The video written (or copied) so far, in video_time_base().
   AVRational video_time_base() const {
-    return encoder ? encoder->time_base() : assembler->time_base();
+    return encoder ? encoder->time_base() : spatial ? spatial->time_base() : assembler->time_base();
   }
   int64_t video_last_pts() const {
-    return encoder ? encoder->last_pts() : assembler->last_pts();
+    return encoder ? encoder->last_pts() : spatial ? spatial->last_pts() : assembler->last_pts();
   }
   int64_t video_end() const {
-    return encoder ? encoder->end() : assembler->end();
+    return encoder ? encoder->end() : spatial ? spatial->end() : assembler->end();
   }
   int64_t frames() const {
-    return encoder ? encoder->frames() : assembler->frames();
+    return encoder ? encoder->frames() : spatial ? spatial->frames() : assembler->frames();
   }
 };
 
 void MediaWriter::Impl::discard() {
+  spatial.reset(); // stops x265, removes its files
   out.reset();
   carried.reset();
   if (!done && !temp_path.empty()) {
@@ -201,7 +209,9 @@ void MediaWriter::Impl::open() {
   video = avformat_new_stream(out.get(), nullptr);
   SBSCONV_CHECK(video != nullptr, Internal, kMuxStage, "avformat_new_stream failed");
   const AVRational sample_aspect = encoded_sample_aspect(o);
-  if (!o.video_segments.empty()) {
+  if (o.spatial) {
+    open_spatial();
+  } else if (!o.video_segments.empty()) {
     assembler = std::make_unique<SegmentAssembler>(o, video);
     encoder_name = o.encoder;
     AVRational& copied_aspect = video->codecpar->sample_aspect_ratio;
@@ -251,7 +261,39 @@ void MediaWriter::Impl::open() {
   for (const auto& [key, value] : o.metadata) {
     av_dict_set(&out->metadata, key.c_str(), value.c_str(), 0);
   }
-  write_header();
+  if (!spatial) {
+    write_header(); // (spatial video: when x265 has given the parameter sets, in finish())
+  }
+}
+
+void MediaWriter::Impl::open_spatial() {
+  if (!is_isobmff(container)) {
+    throw Error(ErrorKind::Option, "open output", "spatial video is written as MP4 or MOV", o.path);
+  }
+  if (!o.video_segments.empty()) {
+    throw Error(ErrorKind::Option, "open output", "spatial video cannot be assembled from segments", o.path);
+  }
+  std::string why;
+  std::optional<MvHevcTool> tool = find_mvhevc_encoder(&why);
+  if (!tool) {
+    throw Error(ErrorKind::Encode, "open output", mvhevc_missing_message(why), o.path);
+  }
+  spatial = std::make_unique<MvHevcEncoder>(o, *tool, temp_path.string());
+  encoder_name = spatial->name();
+  AVCodecParameters* par = video->codecpar;
+  par->codec_type = AVMEDIA_TYPE_VIDEO;
+  par->codec_id = AV_CODEC_ID_HEVC;
+  par->width = spatial->eye_width();
+  par->height = spatial->eye_height();
+  par->format = AV_PIX_FMT_YUV420P;
+  par->color_primaries = AVCOL_PRI_BT709;
+  par->color_trc = AVCOL_TRC_BT709;
+  par->color_space = AVCOL_SPC_BT709;
+  par->color_range = AVCOL_RANGE_MPEG;
+  par->sample_aspect_ratio = encoded_sample_aspect(o);
+  video->time_base = spatial->time_base();
+  video->avg_frame_rate = AVRational{o.frame_rate.num, o.frame_rate.den};
+  av_dict_set(&video->metadata, "encoder", encoder_name.c_str(), 0);
 }
 
 void MediaWriter::Impl::tag_stereo() {
@@ -336,6 +378,10 @@ MediaWriter::~MediaWriter() = default;
 void MediaWriter::write(const at::Tensor& frames, const std::vector<int64_t>& pts) {
   Impl& d = *impl_;
   SBSCONV_CHECK(!d.done && !d.aborted, Option, kStage, "the writer is already finished");
+  if (d.spatial) {
+    d.spatial->write(frames, pts); // muxed in finish(), when x265 has made the whole stream
+    return;
+  }
   SBSCONV_CHECK(d.encoder != nullptr, Option, kStage, "the writer was opened to copy segments");
   d.encoder->write(frames, pts, [&](AVPacket* packet, AVRational tb) { d.mux_video(packet, tb); });
   if (d.carried) {
@@ -368,6 +414,17 @@ WriterResult MediaWriter::finish() {
     }
     if (d.encoder) {
       d.encoder->flush([&](AVPacket* packet, AVRational tb) { d.mux_video(packet, tb); });
+    }
+    if (d.spatial) {
+      const std::string extradata = d.spatial->finish();
+      AVCodecParameters* par = d.video->codecpar;
+      par->extradata = static_cast<uint8_t*>(av_mallocz(extradata.size() + AV_INPUT_BUFFER_PADDING_SIZE));
+      SBSCONV_CHECK(par->extradata != nullptr, Internal, kMuxStage, "out of memory");
+      std::memcpy(par->extradata, extradata.data(), extradata.size());
+      par->extradata_size = static_cast<int>(extradata.size());
+      d.write_header();
+      d.video_params = stream_params_of(par, d.encoder_name);
+      d.spatial->emit([&](AVPacket* packet, AVRational tb) { d.mux_video(packet, tb); });
     }
     if (d.carried) {
       double end = d.video_end() * av_q2d(d.video_time_base());

@@ -66,6 +66,10 @@ struct WriterOptions {
   // VR180 (Google's spherical metadata, sv3d): the video is half-equirectangular, 180 degrees
   // wide and high; with `stereo` it is st3d + sv3d in MP4/MOV, the projection in MKV.
   bool vr180 = false;
+  // Apple spatial video (Note [Spatial video through x265] in MvHevcEncoder.h): the frames are
+  // full side by side (left eye left) and become two MV-HEVC layers, encoded by an external
+  // x265 with multiview support; MP4/MOV only, 8-bit; `codec`/`encoder` are not used.
+  bool spatial = false;
 
   // Copy mode (see Note [Resumable runs]): the video is not encoded here but copied, packet
   // for packet, from these files (segments encoded earlier, with output-timeline timestamps);
