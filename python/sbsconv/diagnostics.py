@@ -166,6 +166,10 @@ def doctor(*, device: str = "auto", encoder: str = "auto", codec: str = "h264",
         add(Check("encoder", name, status, "encodes" if reason is None else reason))
     if encoder != "auto" and not wanted & set(ENCODERS[codec]):
         add(Check("encoder", encoder, "fail", f"not an encoder for {codec}"))
+    # layout="spatial" (Note [Spatial video through x265]): an external x265 with multiview
+    mvhevc = _core.find_mvhevc_encoder()
+    add(Check("encoder", "x265 MV-HEVC (layout='spatial')", "ok" if "path" in mvhevc else "unavailable",
+              f"{mvhevc['path']} ({mvhevc['version']})" if "path" in mvhevc else mvhevc["error"]))
 
     # ---- decoders ---------------------------------------------------------------------------------
     clip = str(Path(__file__).parent / "samples" / "tokyo_walk_4s.mp4")

@@ -72,3 +72,17 @@ def test_an_unreachable_hub_is_found_once_and_quickly(tmp_path):
     assert "huggingface-cli" not in out.stdout
     assert out.stderr.count("cannot be reached") == 1  # said once, not per attempt
     assert seconds < 60  # no rounds of retries (huggingface_hub's took about 23 s per file)
+
+
+def test_doctor_names_the_mv_hevc_encoder_or_why_there_is_none(tmp_path, monkeypatch):
+    name = "x265 MV-HEVC (layout='spatial')"
+    monkeypatch.setenv("SBSCONV_X265", str(tmp_path / "missing-x265"))
+    check = {c.name: c for c in sbsconv.doctor(hub=False).checks}[name]
+    assert check.status == "unavailable" and "not an executable file" in check.detail and "apple-3d" in check.detail
+    tool = tmp_path / "x265"
+    tool.write_text("#!/bin/sh\necho 'x265 [info]: HEVC encoder version 4.1+test'\necho '--multiview-config'\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("SBSCONV_X265", str(tool))
+    report = sbsconv.doctor(hub=False)
+    check = {c.name: c for c in report.checks}[name]
+    assert check.status == "ok" and check.detail == f"{tool} (x265 [info]: HEVC encoder version 4.1+test)"
