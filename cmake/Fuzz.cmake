@@ -16,7 +16,7 @@ set(SBSCONV_SANITIZE "" CACHE STRING "Sanitizers for the core and the C++ tests:
 set_property(CACHE SBSCONV_SANITIZE PROPERTY STRINGS "" address thread)
 option(SBSCONV_FUZZ "Build the libFuzzer harnesses in tests/fuzz (clang)" OFF)
 
-set(SBSCONV_FUZZ_HARNESSES fuzz_media fuzz_state_file fuzz_journal fuzz_weights fuzz_isobmff fuzz_depth_file)
+set(SBSCONV_FUZZ_HARNESSES fuzz_media fuzz_state_file fuzz_journal fuzz_weights fuzz_isobmff fuzz_depth_file fuzz_hevc)
 set(_sbsconv_fuzz_dir "${CMAKE_CURRENT_SOURCE_DIR}/tests/fuzz")
 
 # ---- sanitizers on the core and the tests ---------------------------------------------------
@@ -85,7 +85,7 @@ if(SBSCONV_FUZZ)
   set(_fuzz_core_sources)
   foreach(_src IN LISTS _core_sources)
     if(_src MATCHES "cpp/sbsconv/common/[^/]+\\.cpp$"
-       OR _src MATCHES "cpp/sbsconv/media/(Probe|VideoReader|InputFile|ColorConversion|IsoBmff|DepthFile|LosslessVideo|MediaWriter|EncoderSelection|VideoEncoder|CarriedStreams|SegmentAssembler|StreamParams|OutputContainer)\\.cpp$"
+       OR _src MATCHES "cpp/sbsconv/media/(Probe|VideoReader|InputFile|ColorConversion|IsoBmff|HevcBitstream|MvHevcEncoder|DepthFile|LosslessVideo|MediaWriter|EncoderSelection|VideoEncoder|CarriedStreams|SegmentAssembler|StreamParams|OutputContainer)\\.cpp$"
        OR _src MATCHES "cpp/sbsconv/pipeline/(StateFile|Journal|RunLock)\\.cpp$"
        OR _src MATCHES "cpp/sbsconv/depth/(DepthAnythingV2|DinoV2|DptHead|Weights|DepthModel)\\.cpp$")
       list(APPEND _fuzz_core_sources "${_src}")

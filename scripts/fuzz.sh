@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Bounded libFuzzer run of every harness in tests/fuzz (see tests/fuzz/README.md):
 #
-#   scripts/fuzz.sh [seconds_per_harness]      (default 60: four harnesses, about 4 minutes)
+#   scripts/fuzz.sh [seconds_per_harness]      (default 60: seven harnesses, about 7 minutes)
 #
 # Configures and builds the "fuzz" CMake preset (build/fuzz, clang), then runs the harnesses one
 # after another, each for the given time, on a scratch copy of its committed corpus (the
@@ -28,7 +28,7 @@ if ! [[ "$seconds" =~ ^[0-9]+$ ]] || [ "$seconds" -lt 1 ]; then
   echo "usage: scripts/fuzz.sh [seconds_per_harness]" >&2
   exit 2
 fi
-harnesses=(${SBSCONV_FUZZ_HARNESSES:-fuzz_media fuzz_state_file fuzz_journal fuzz_weights fuzz_isobmff fuzz_depth_file})
+harnesses=(${SBSCONV_FUZZ_HARNESSES:-fuzz_media fuzz_state_file fuzz_journal fuzz_weights fuzz_isobmff fuzz_depth_file fuzz_hevc})
 
 . scripts/env.sh
 if ! command -v clang++ >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then

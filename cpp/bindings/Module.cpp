@@ -16,6 +16,7 @@
 #include "sbsconv/common/Logging.h"
 #include "sbsconv/media/ImageFile.h"
 #include "sbsconv/media/MediaWriter.h"
+#include "sbsconv/media/HevcBitstream.h"
 #include "sbsconv/media/MvHevcEncoder.h"
 #include "sbsconv/media/Probe.h"
 #include "sbsconv/media/VideoReader.h"
@@ -855,6 +856,17 @@ PYBIND11_MODULE(_core, m) {
       d["error"] = mvhevc_missing_message(why);
     }
     return d;
+  });
+  // Note [MV-HEVC bitstreams], for the tests: a raw HEVC stream's access units in decoding
+  // order, each (display_index, keyframe, layers), and the reorder delay.
+  m.def("_hevc_stream_order", [](const py::bytes& data) {
+    const std::string bytes = data;
+    const hevc::Stream s = hevc::parse_stream(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+    py::list units;
+    for (const hevc::AccessUnit& u : s.units) {
+      units.append(py::make_tuple(u.display_index, u.keyframe, u.layers));
+    }
+    return py::make_tuple(units, s.reorder_delay);
   });
   m.def("vr180_default_canvas", &vr180_default_canvas, py::arg("height"), py::arg("width"), py::arg("hfov_degrees"));
   m.def("read_stereo_boxes", [](const std::string& path) {

@@ -70,6 +70,27 @@ else
   echo "make_seeds.sh: $data not found; clip-derived seeds skipped" >&2
 fi
 
+# fuzz_hevc: raw HEVC byte streams as an encoder writes them: Apple's two-layer spatial video
+# taken out of its MP4 by the tests' box reader, a one-layer libx265 stream with B-frames, and
+# the first half of each.
+hevc=corpus/fuzz_hevc
+rm -rf "$hevc"
+mkdir -p "$hevc"
+if [ -d "$data" ]; then
+  python3 - "$data/apple_spatial_160x120.mp4" "$hevc/apple_spatial_mvhevc.hevc" <<'PY'
+import sys
+sys.path.insert(0, "../python")
+import isobmff
+open(sys.argv[2], "wb").write(isobmff.hevc_annexb(sys.argv[1]))
+PY
+fi
+ff -f lavfi -i "testsrc2=size=32x24:rate=25:duration=0.4" -c:v libx265 -preset ultrafast \
+  -x265-params log-level=none:bframes=3:keyint=5 "${meta[@]}" -f hevc "$hevc/x265_bframes.hevc"
+for f in "$hevc"/*.hevc; do
+  size=$(stat -c %s "$f")
+  head -c $((size / 2)) "$f" > "${f%.hevc}_half.hevc"
+done
+
 repo=$(cd ../.. && pwd)
 if [ ! -f "$repo/build/fuzz/CMakeCache.txt" ]; then
   (cd "$repo" && flock /tmp/sbsconv-build.lock cmake --preset fuzz >/dev/null)

@@ -373,6 +373,56 @@ def nal_length_size(entry: Box) -> int:
     raise AssertionError(f"{entry.path}: neither avcC nor hvcC")
 
 
+def config_arrays(payload: bytes, first: int) -> dict[int, list[bytes]]:
+    """The NAL unit arrays of an hvcC or lhvC payload by NAL unit type (``first``: the offset of
+    numOfArrays: 22 in hvcC, 5 in lhvC)."""
+    arrays: dict[int, list[bytes]] = {}
+    pos = first + 1
+    for _ in range(payload[first]):
+        kind = payload[pos] & 0x3F
+        count = struct.unpack(">H", payload[pos + 1:pos + 3])[0]
+        pos += 3
+        for _ in range(count):
+            n = struct.unpack(">H", payload[pos:pos + 2])[0]
+            arrays.setdefault(kind, []).append(payload[pos + 2:pos + 2 + n])
+            pos += 2 + n
+    return arrays
+
+
+def video_samples(path: str | os.PathLike) -> list[bytes]:
+    """The first video track's samples, in decoding order."""
+    boxes = parse(path)
+    trak = next(t for t in tracks(boxes) if handler_type(t) == "vide")
+    track = track_id(trak)
+    offsets, sizes = sample_offsets(boxes)[track], sample_sizes(boxes)[track]
+    return [read_sample(path, o, n) for o, n in zip(offsets, sizes, strict=True)]
+
+
+def hevc_annexb(path: str | os.PathLike) -> bytes:
+    """An HEVC track (one or two layers: hvcC, lhvC) as the raw byte stream an encoder writes:
+    the VPS, both layers' SPS, then both layers' PPS after 4-byte start codes, then every
+    sample's NAL units (4-byte lengths) after start codes."""
+    entry = video_sample_entry(parse(path))
+    base = config_arrays(entry.child("hvcC").raw, 22)
+    lhvc = entry.child("lhvC")
+    second = config_arrays(lhvc.raw, 5) if lhvc is not None else {}
+    out = bytearray()
+    for nal in base.get(32, []) + base.get(33, []) + second.get(33, []) + base.get(34, []) + second.get(34, []):
+        out += b"\0\0\0\1" + nal
+    for sample in video_samples(path):
+        for n, pos in _nal_positions(sample):
+            out += b"\0\0\0\1" + sample[pos:pos + n]
+    return bytes(out)
+
+
+def _nal_positions(sample: bytes) -> list[tuple[int, int]]:
+    positions, pos = [], 0
+    for n in nal_lengths(sample, 4):
+        positions.append((n, pos + 4))
+        pos += 4 + n
+    return positions
+
+
 def nal_lengths(sample: bytes, length_size: int = 4) -> list[int]:
     """Walks the length-prefixed NAL units of a sample; AssertionError unless they exactly
     fill it. Returns the NAL unit lengths (without their prefixes)."""

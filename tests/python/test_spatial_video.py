@@ -14,65 +14,18 @@ from __future__ import annotations
 import json
 import math
 import os
-import struct
 import subprocess
 import sys
-from pathlib import Path
-
-import numpy as np
-import pytest
 
 import isobmff
+import numpy as np
+import pytest
 import sbsconv
 from helpers import data, ffprobe, run
 from sbsconv._native import _core
 from sbsconv.errors import EncoderError, OptionError
 
 APPLE = "apple_spatial_160x120.mp4"  # 160x120 per eye, 10 pictures, B-frames
-
-
-# ---- Apple's stream, as an encoder would write it -----------------------------------------------
-
-
-def _arrays(payload: bytes, first: int) -> dict[int, list[bytes]]:
-    """The NAL arrays of an hvcC/lhvC payload, by NAL type (``first``: where numOfArrays is)."""
-    arrays: dict[int, list[bytes]] = {}
-    pos = first + 1
-    for _ in range(payload[first]):
-        kind = payload[pos] & 0x3F
-        count = struct.unpack(">H", payload[pos + 1:pos + 3])[0]
-        pos += 3
-        for _ in range(count):
-            n = struct.unpack(">H", payload[pos:pos + 2])[0]
-            arrays.setdefault(kind, []).append(payload[pos + 2:pos + 2 + n])
-            pos += 2 + n
-    return arrays
-
-
-def _video_samples(path) -> list[bytes]:
-    boxes = isobmff.parse(path)
-    trak = next(t for t in isobmff.tracks(boxes) if isobmff.handler_type(t) == "vide")
-    track = isobmff.track_id(trak)
-    offsets, sizes = isobmff.sample_offsets(boxes)[track], isobmff.sample_sizes(boxes)[track]
-    return [isobmff.read_sample(path, o, n) for o, n in zip(offsets, sizes, strict=True)]
-
-
-def apple_annexb(path) -> bytes:
-    """Apple's MV-HEVC stream as x265 writes one: both layers' VPS/SPS/PPS first, then every
-    access unit's NAL units after start codes."""
-    entry = isobmff.video_sample_entry(isobmff.parse(path))
-    base = _arrays(entry.child("hvcC").raw, 22)
-    second = _arrays(entry.child("lhvC").raw, 5)
-    out = bytearray()
-    for nal in base[32] + base[33] + second.get(33, []) + base[34] + second.get(34, []):
-        out += b"\0\0\0\1" + nal
-    for sample in _video_samples(path):
-        pos = 0
-        while pos < len(sample):
-            n = struct.unpack(">I", sample[pos:pos + 4])[0]
-            out += b"\0\0\0\1" + sample[pos + 4:pos + 4 + n]
-            pos += 4 + n
-    return bytes(out)
 
 
 FAKE_X265 = r'''
@@ -133,7 +86,7 @@ def fake_x265(tmp_path, monkeypatch):
     tool.write_text(f"#!{sys.executable}\n" + FAKE_X265)
     tool.chmod(0o755)
     stream = tmp_path / "apple.hevc"
-    stream.write_bytes(apple_annexb(data(APPLE)))
+    stream.write_bytes(isobmff.hevc_annexb(data(APPLE)))
     record = tmp_path / "x265-record.json"
     monkeypatch.setenv("SBSCONV_X265", str(tool))
     monkeypatch.setenv("FAKE_X265_STREAM", str(stream))
@@ -184,8 +137,8 @@ def test_spatial_video_is_two_layer_hevc_with_apples_boxes(tmp_path, tiny_model,
     apple_entry = isobmff.video_sample_entry(isobmff.parse(data(APPLE)))
     assert entry.type == "hvc1" and isobmff.visual_size(entry) == (160, 120)
     assert entry.child_types().index("hvcC") < entry.child_types().index("lhvC")
-    assert _arrays(entry.child("lhvC").raw, 5) == _arrays(apple_entry.child("lhvC").raw, 5)
-    ours, theirs = _arrays(entry.child("hvcC").raw, 22), _arrays(apple_entry.child("hvcC").raw, 22)
+    assert isobmff.config_arrays(entry.child("lhvC").raw, 5) == isobmff.config_arrays(apple_entry.child("lhvC").raw, 5)
+    ours, theirs = isobmff.config_arrays(entry.child("hvcC").raw, 22), isobmff.config_arrays(apple_entry.child("hvcC").raw, 22)
     assert all(ours[t] == theirs[t] for t in (32, 33, 34))
     assert entry.child("lhvC").raw[4] & 3 == 3  # 4-byte NAL lengths, as the samples have
     apple = isobmff.apple(entry)
@@ -195,7 +148,7 @@ def test_spatial_video_is_two_layer_hevc_with_apples_boxes(tmp_path, tiny_model,
     assert isobmff.apple(apple_entry)["packing"] is None  # (as in Apple's own file)
 
     # the samples are Apple's, byte for byte, and decode to the same pictures in the same order
-    assert _video_samples(out) == _video_samples(data(APPLE))
+    assert isobmff.video_samples(out) == isobmff.video_samples(data(APPLE))
     assert _framemd5(out) == _framemd5(data(APPLE))
     frames = ffprobe(out, "-select_streams", "v", "-show_frames", "-show_entries", "frame=pts_time")["frames"]
     assert [round(float(f["pts_time"]), 3) for f in frames] == [round(i * 0.04, 3) for i in range(10)]
@@ -291,3 +244,49 @@ def test_spatial_video_with_a_real_x265(tmp_path, tiny_model, ten_frames):
     entry = isobmff.video_sample_entry(isobmff.check_sizes(out))
     assert result.frames == 10 and entry.type == "hvc1" and entry.child("lhvC") is not None
     assert len(_framemd5(out)) == 10
+
+
+# ---- reading raw streams back (Note [MV-HEVC bitstreams]) --------------------------------------
+
+
+@pytest.mark.parametrize("params", [
+    "bframes=3:keyint=12:min-keyint=12:open-gop=1",  # CRA pictures, leading pictures
+    "bframes=4:b-pyramid=1:keyint=9:min-keyint=9:open-gop=0",  # IDR every 9 frames
+    "bframes=2:keyint=250:log2-max-poc-lsb=4",  # the POC's low bits wrap every 16 frames
+])
+def test_display_order_from_the_picture_order_count(tmp_path, params):
+    """The display order read from the stream's POC is the order FFmpeg gives the same packets
+    (libx265 through FFmpeg into Matroska, where every packet keeps its pts)."""
+    mkv = tmp_path / "x265.mkv"
+    run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=2",
+         "-c:v", "libx265", "-preset", "ultrafast", "-x265-params", f"log-level=none:{params}", str(mkv)])
+    packets = ffprobe(mkv, "-show_packets", "-show_entries", "packet=pts,flags")["packets"]
+    pts = [int(p["pts"]) for p in packets]
+    expected = [sorted(pts).index(t) for t in pts]
+    raw = run(["ffmpeg", "-v", "error", "-i", str(mkv), "-c", "copy", "-bsf:v", "hevc_mp4toannexb",
+               "-f", "hevc", "-"]).stdout
+    units, delay = _core._hevc_stream_order(raw)
+    assert [u[0] for u in units] == expected
+    assert [u[1] for u in units] == ["K" in p["flags"] for p in packets]
+    assert all(u[2] == 1 for u in units)
+    assert delay == max(0, max(i - d for i, d in enumerate(expected)))
+
+
+def test_apples_stream_reads_as_ten_two_layer_units():
+    units, delay = _core._hevc_stream_order(isobmff.hevc_annexb(data(APPLE)))
+    assert len(units) == 10 and all(u[2] == 2 for u in units)
+    assert [u[1] for u in units] == [True] + [False] * 9
+    assert delay > 0  # B-frames: shown before later pictures that are decoded first
+
+
+def test_streams_sbsconv_cannot_mux_are_refused():
+    stream = isobmff.hevc_annexb(data(APPLE))
+    with pytest.raises(EncoderError, match="start code"):
+        _core._hevc_stream_order(b"not a stream at all")
+    first_slice = stream.index(b"\0\0\0\1" + bytes([20 << 1, 1]))  # the IDR picture
+    with pytest.raises(EncoderError, match="PPS it never sent"):
+        _core._hevc_stream_order(stream[first_slice:])  # no parameter sets
+    three_layers = bytearray(stream)
+    three_layers[first_slice + 4] |= 1  # nuh_layer_id 32
+    with pytest.raises(EncoderError, match="more than two layers"):
+        _core._hevc_stream_order(bytes(three_layers))
