@@ -611,8 +611,6 @@ class ConvertOptions:
             "check_float64": os.environ.get("SBSCONV_CHECK_FLOAT64", "") not in ("", "0"),
             "fault": os.environ.get("SBSCONV_TEST_FAULT", ""),
         }
-        if layout == "spatial":
-            options["resume"] = False  # x265 makes one stream of the whole run
         if self.depth_video is not None:
             options["depth_video"] = self.depth_video
             options["resume"] = False  # the depth video is written in one piece

@@ -16,6 +16,7 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import isobmff
 import numpy as np
@@ -70,8 +71,14 @@ with open(record + ".yuv", "wb") as f:
     f.write(first)
 with open(record, "w") as f:
     json.dump({"args": args, "config": config, "frames": total // picture}, f)
+if os.environ.get("FAKE_X265_CALLS"):
+    with open(os.environ["FAKE_X265_CALLS"], "a") as f:
+        f.write(f"{total // picture}\n")
 stream = open(os.environ["FAKE_X265_STREAM"], "rb").read()
-copies = math.ceil(total // picture / int(os.environ["FAKE_X265_UNITS"]))
+units = int(os.environ["FAKE_X265_UNITS"])
+if total // picture == 1:  # a probe of the headers: Apple's first access unit alone
+    stream = stream[:stream.index(bytes([0, 0, 0, 1, 1 << 1, 1]))]  # up to the first TRAIL_R
+copies = math.ceil(total // picture / units)
 with open(opts["--output"], "wb") as f:
     f.write(stream * copies)
 '''
@@ -106,6 +113,12 @@ def _framemd5(path) -> list[str]:
     return [line.split(",")[-1].strip() for line in out.splitlines() if line and not line.startswith("#")]
 
 
+def _scratch_files(folder) -> list:
+    """Temporary files (the output's, x265's bitstream, configuration and log) left anywhere
+    below ``folder``, the resume journal's folder included."""
+    return [p for p in Path(folder).rglob("*") if p.name.endswith(".part")]
+
+
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
@@ -118,7 +131,7 @@ def test_spatial_video_is_two_layer_hevc_with_apples_boxes(tmp_path, tiny_model,
     out = tmp_path / "clip.mov"
     result = sbsconv.convert(ten_frames, out, model=str(tiny_model), layout="spatial", ipd_mm=64.0,
                              fov_degrees=70.0, crf=20, preset="fast", progress=False)
-    assert result.encoder == "x265 (MV-HEVC)" and result.frames == 10
+    assert result.encoder == "x265-mvhevc" and result.frames == 10
 
     # x265 was asked for two views of 160x120 from side-by-side pictures on its input
     call = json.loads(fake_x265.read_text())
@@ -154,7 +167,7 @@ def test_spatial_video_is_two_layer_hevc_with_apples_boxes(tmp_path, tiny_model,
     assert [round(float(f["pts_time"]), 3) for f in frames] == [round(i * 0.04, 3) for i in range(10)]
     streams = ffprobe(out, "-show_streams")["streams"]
     assert [s["codec_type"] for s in streams] == ["video", "audio"]
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+    assert not _scratch_files(tmp_path)
 
 
 def test_spatial_pictures_hold_the_left_eye_on_the_left(tmp_path, tiny_model, fake_x265, ten_frames):
@@ -203,14 +216,12 @@ def test_a_failing_x265_is_reported_and_leaves_nothing(tmp_path, tiny_model, fak
     out = tmp_path / "clip.mov"
     with pytest.raises(EncoderError, match=r"x265 stopped \(exit status 4\).*out of memory \(fake\)"):
         sbsconv.convert(ten_frames, out, model=str(tiny_model), layout="spatial", progress=False)
-    assert not out.exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".clip.mov")]
+    assert not out.exists() and not _scratch_files(tmp_path)
     monkeypatch.delenv("FAKE_X265_FAIL")
     monkeypatch.setenv("FAKE_X265_FAIL_AT_END", "cannot write the output (fake)")
     with pytest.raises(EncoderError, match=r"x265 failed \(exit status 3\).*cannot write the output \(fake\)"):
         sbsconv.convert(ten_frames, out, model=str(tiny_model), layout="spatial", progress=False)
-    assert not out.exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".clip.mov")]
+    assert not out.exists() and not _scratch_files(tmp_path)
 
 
 def test_a_stream_with_the_wrong_number_of_pictures_is_refused(tmp_path, tiny_model, fake_x265, testsrc):
@@ -218,7 +229,38 @@ def test_a_stream_with_the_wrong_number_of_pictures_is_refused(tmp_path, tiny_mo
     out = tmp_path / "clip.mp4"
     with pytest.raises(EncoderError, match="20 pictures of 15 frames"):
         sbsconv.convert(clip, out, model=str(tiny_model), layout="spatial", progress=False)
-    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+    assert not out.exists() and not _scratch_files(tmp_path)
+
+
+def test_an_interrupted_spatial_run_resumes_and_joins_its_segments(tmp_path, tiny_model, fake_x265, testsrc,
+                                                                   monkeypatch):
+    """Each segment of a resumable run is its own x265 stream (both views' parameter sets kept in
+    the segment); a continued run checks that x265 still makes the same headers, encodes only
+    what is missing, and the assembled MP4 splits the headers into hvcC and lhvC again."""
+    clip = testsrc("spatial_30.mp4", size="160x120", rate=25, seconds=1.2, audio=True)  # 30 frames
+    out = tmp_path / "clip.mp4"
+    kw = dict(model=str(tiny_model), layout="spatial", segment_seconds=0.4, batch_size=5, progress=False)
+    monkeypatch.setenv("SBSCONV_TEST_FAULT", "encode:4")  # after two segments of ten frames
+    with pytest.raises(sbsconv.errors.InternalError, match="injected"):
+        sbsconv.convert(clip, out, **kw)
+    assert not out.exists()
+    calls = []
+    real_record = fake_x265.with_name("calls.txt")
+    monkeypatch.delenv("SBSCONV_TEST_FAULT")
+    monkeypatch.setenv("FAKE_X265_CALLS", str(real_record))
+    result = sbsconv.convert(clip, out, **kw)
+    calls = real_record.read_text().split()
+    assert result.frames == 30 and result.resumed_from == 20
+    # one probe of x265's headers (one black frame), then the missing segment
+    assert calls == ["1", "10"]
+    entry = isobmff.video_sample_entry(isobmff.check_sizes(out))
+    apple_entry = isobmff.video_sample_entry(isobmff.parse(data(APPLE)))
+    assert isobmff.config_arrays(entry.child("lhvC").raw, 5) == isobmff.config_arrays(apple_entry.child("lhvC").raw, 5)
+    assert isobmff.config_arrays(entry.child("hvcC").raw, 22)[33] == isobmff.config_arrays(apple_entry.child("hvcC").raw, 22)[33]
+    assert isobmff.video_samples(out) == isobmff.video_samples(data(APPLE)) * 3
+    assert _framemd5(out) == _framemd5(data(APPLE)) * 3
+    assert [s["codec_type"] for s in ffprobe(out, "-show_streams")["streams"]] == ["video", "audio"]
+    assert not _scratch_files(tmp_path)
 
 
 def test_spatial_options_are_checked_first(tmp_path, tiny_model, ten_frames):

@@ -1,5 +1,7 @@
 #include "sbsconv/media/EncoderSelection.h"
 
+#include "sbsconv/media/MvHevcEncoder.h"
+
 #include <c10/core/Device.h>
 
 #include "sbsconv/common/Logging.h"
@@ -268,6 +270,10 @@ OpenedEncoder open_video_encoder(const WriterOptions& o, bool global_header) {
 
 StreamParams probe_encoder(const WriterOptions& options) {
   install_ffmpeg_log_handler();
+  if (options.spatial) {
+    validate_frame_format(options);
+    return probe_mvhevc_encoder(options); // an external x265: one frame, for its headers
+  }
   const std::string container = resolve_container(options);
   validate_frame_format(options);
   validate_encoder_settings(options);

@@ -316,7 +316,9 @@ std::vector<Nal> split_annexb(const uint8_t* data, size_t size) {
   return nals;
 }
 
-Stream parse_stream(const uint8_t* data, size_t size) {
+namespace {
+
+Stream parse(const uint8_t* data, size_t size, bool pictures_required) {
   const std::vector<Nal> nals = split_annexb(data, size);
   Stream stream;
   std::map<uint32_t, SpsInfo> sps;
@@ -328,7 +330,7 @@ Stream parse_stream(const uint8_t* data, size_t size) {
   AccessUnit current;
   std::vector<bool> layer_seen(2, false);
   const auto close_unit = [&]() {
-    if (!current.nals.empty()) {
+    if (!current.nals.empty() && (pictures_required || current.base_type >= 0)) {
       if (current.base_type < 0) {
         fail("has an access unit without a base-layer picture");
       }
@@ -431,6 +433,9 @@ Stream parse_stream(const uint8_t* data, size_t size) {
     current.nals.push_back(nal);
   }
   close_unit();
+  if (!pictures_required && stream.units.empty()) {
+    return stream;
+  }
   if (stream.units.empty()) {
     fail("holds no pictures");
   }
@@ -469,11 +474,12 @@ Stream parse_stream(const uint8_t* data, size_t size) {
   return stream;
 }
 
-std::string base_extradata(const Stream& stream) {
+// Parameter sets after 4-byte start codes, in VPS, SPS, PPS order, as decoders and hvcC
+// writers expect.
+std::string annexb_of(const std::vector<std::string>& sets) {
   std::string out;
-  // VPS, SPS, PPS order, as decoders and hvcC writers expect
   for (const int type : {kVps, kSps, kPps}) {
-    for (const std::string& ps : stream.base_parameter_sets) {
+    for (const std::string& ps : sets) {
       if (((static_cast<uint8_t>(ps[0]) >> 1) & 63) == type) {
         out.append("\0\0\0\1", 4);
         out += ps;
@@ -481,6 +487,24 @@ std::string base_extradata(const Stream& stream) {
     }
   }
   return out;
+}
+
+} // namespace
+
+Stream parse_stream(const uint8_t* data, size_t size) {
+  return parse(data, size, /*pictures_required=*/true);
+}
+
+Stream read_parameter_sets(const uint8_t* data, size_t size) {
+  return parse(data, size, /*pictures_required=*/false);
+}
+
+std::string base_extradata(const Stream& stream) {
+  return annexb_of(stream.base_parameter_sets);
+}
+
+std::string all_parameter_sets(const Stream& stream) {
+  return annexb_of(stream.base_parameter_sets) + annexb_of(stream.layer1_parameter_sets);
 }
 
 std::string lhvc_box(const Stream& stream) {

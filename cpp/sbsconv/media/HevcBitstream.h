@@ -64,9 +64,18 @@ struct Stream {
 // decoder would drop.
 Stream parse_stream(const uint8_t* data, size_t size);
 
+// Only the parameter sets of an Annex B byte string (units stays empty when it has no
+// pictures): how a spatial segment's extradata (all_parameter_sets) is read back to be split
+// into hvcC and lhvC. Throws as parse_stream.
+Stream read_parameter_sets(const uint8_t* data, size_t size);
+
 // The base layer's parameter sets as Annex B (each after a 4-byte start code): what FFmpeg's
 // MP4 muxer turns into hvcC.
 std::string base_extradata(const Stream& stream);
+
+// Both layers' parameter sets as Annex B, the base layer's first: the extradata of a spatial
+// segment (NUT keeps it whole; the final MP4/MOV splits it again).
+std::string all_parameter_sets(const Stream& stream);
 
 // The complete lhvC box for the second layer's parameter sets (LHEVCDecoderConfigurationRecord,
 // 4-byte NAL lengths, arrays complete). Empty for a one-layer stream.

@@ -40,6 +40,15 @@ std::string temporary_prefix_for(const fs::path& final_path) {
   return name;
 }
 
+void set_extradata(AVCodecParameters* par, const std::string& bytes) {
+  av_freep(&par->extradata);
+  par->extradata_size = 0;
+  par->extradata = static_cast<uint8_t*>(av_mallocz(bytes.size() + AV_INPUT_BUFFER_PADDING_SIZE));
+  SBSCONV_CHECK(par->extradata != nullptr, Internal, kMuxStage, "out of memory");
+  std::memcpy(par->extradata, bytes.data(), bytes.size());
+  par->extradata_size = static_cast<int>(bytes.size());
+}
+
 fs::path temporary_path_for(const fs::path& final_path) {
   return fs::path(temporary_path(final_path.string()));
 }
@@ -81,6 +90,7 @@ struct MediaWriter::Impl {
   AVStream* video = nullptr;
   std::unique_ptr<VideoEncoder> encoder; // encoding mode
   std::unique_ptr<MvHevcEncoder> spatial; // encoding mode, MV-HEVC (the header waits for it)
+  std::string lhvc; // spatial video in MP4/MOV: the second view's parameter sets, beside hvcC
   std::unique_ptr<SegmentAssembler> assembler; // copy mode
   std::unique_ptr<CarriedStreams> carried; // when a source is given
   std::string encoder_name;
@@ -105,9 +115,7 @@ struct MediaWriter::Impl {
   // mode. Empty when nothing is added.
   std::string sample_entry_boxes() const {
     std::string boxes;
-    if (spatial) {
-      boxes += spatial->lhvc(); // the second view's parameter sets, beside hvcC
-    }
+    boxes += lhvc;
     if (container == "mov") {
       const int st3d = o.stereo == "sbs" ? 2 : o.stereo == "tb" ? 1 : 0;
       boxes += google_stereo_boxes(st3d, o.vr180);
@@ -209,7 +217,7 @@ void MediaWriter::Impl::open() {
   video = avformat_new_stream(out.get(), nullptr);
   SBSCONV_CHECK(video != nullptr, Internal, kMuxStage, "avformat_new_stream failed");
   const AVRational sample_aspect = encoded_sample_aspect(o);
-  if (o.spatial) {
+  if (o.spatial && o.video_segments.empty()) {
     open_spatial();
   } else if (!o.video_segments.empty()) {
     assembler = std::make_unique<SegmentAssembler>(o, video);
@@ -221,6 +229,13 @@ void MediaWriter::Impl::open() {
       video->sample_aspect_ratio = copied_aspect; // anamorphic segments stay anamorphic
     }
     video_params = stream_params_of(video->codecpar, assembler->encoder_tag());
+    if (o.spatial && is_isobmff(container)) {
+      // spatial segments keep both views' parameter sets; MP4/MOV splits them (hvcC, lhvC)
+      AVCodecParameters* par = video->codecpar;
+      const SpatialHeaders headers = split_spatial_headers(par->extradata, static_cast<size_t>(par->extradata_size));
+      set_extradata(par, headers.extradata);
+      lhvc = headers.lhvc;
+    }
     if (!assembler->encoder_tag().empty()) {
       av_dict_set(&video->metadata, "encoder", assembler->encoder_tag().c_str(), 0);
     }
@@ -267,11 +282,8 @@ void MediaWriter::Impl::open() {
 }
 
 void MediaWriter::Impl::open_spatial() {
-  if (!is_isobmff(container)) {
+  if (!is_isobmff(container) && container != "nut") { // (NUT: the segments of a resumable run)
     throw Error(ErrorKind::Option, "open output", "spatial video is written as MP4 or MOV", o.path);
-  }
-  if (!o.video_segments.empty()) {
-    throw Error(ErrorKind::Option, "open output", "spatial video cannot be assembled from segments", o.path);
   }
   std::string why;
   std::optional<MvHevcTool> tool = find_mvhevc_encoder(&why);
@@ -416,12 +428,16 @@ WriterResult MediaWriter::finish() {
       d.encoder->flush([&](AVPacket* packet, AVRational tb) { d.mux_video(packet, tb); });
     }
     if (d.spatial) {
-      const std::string extradata = d.spatial->finish();
+      const std::string headers = d.spatial->finish();
       AVCodecParameters* par = d.video->codecpar;
-      par->extradata = static_cast<uint8_t*>(av_mallocz(extradata.size() + AV_INPUT_BUFFER_PADDING_SIZE));
-      SBSCONV_CHECK(par->extradata != nullptr, Internal, kMuxStage, "out of memory");
-      std::memcpy(par->extradata, extradata.data(), extradata.size());
-      par->extradata_size = static_cast<int>(extradata.size());
+      if (is_isobmff(d.container)) {
+        const SpatialHeaders split = split_spatial_headers(
+            reinterpret_cast<const uint8_t*>(headers.data()), headers.size());
+        set_extradata(par, split.extradata);
+        d.lhvc = split.lhvc;
+      } else {
+        set_extradata(par, headers); // a segment keeps both views' (split when assembled)
+      }
       d.write_header();
       d.video_params = stream_params_of(par, d.encoder_name);
       d.spatial->emit([&](AVPacket* packet, AVRational tb) { d.mux_video(packet, tb); });

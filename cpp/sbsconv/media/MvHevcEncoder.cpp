@@ -24,6 +24,7 @@
 
 #include "sbsconv/media/EncoderSelection.h"
 #include "sbsconv/media/HevcBitstream.h"
+#include "sbsconv/media/StreamParams.h"
 
 extern char** environ;
 
@@ -208,6 +209,67 @@ std::string mvhevc_missing_message(const std::string& why) {
       "Debian's and Ubuntu's x265 packages have none) and put it on PATH or name it in "
       "SBSCONV_X265; or use layout='apple-3d', side-by-side HEVC with Apple's stereo boxes, "
       "which Apple Vision Pro plays as 3D (visionOS 26 and later)";
+}
+
+SpatialHeaders split_spatial_headers(const uint8_t* data, size_t size) {
+  if (data == nullptr || size == 0) {
+    throw Error(ErrorKind::Encode, kStage, "a spatial video stream without parameter sets");
+  }
+  const hevc::Stream sets = hevc::read_parameter_sets(data, size);
+  if (sets.layer1_parameter_sets.empty()) {
+    throw Error(ErrorKind::Encode, kStage, "a spatial video stream without the second view's parameter sets");
+  }
+  return SpatialHeaders{hevc::base_extradata(sets), hevc::lhvc_box(sets)};
+}
+
+StreamParams probe_mvhevc_encoder(const WriterOptions& options) {
+  std::string why;
+  const std::optional<MvHevcTool> tool = find_mvhevc_encoder(&why);
+  if (!tool) {
+    throw Error(ErrorKind::Encode, "open output", mvhevc_missing_message(why), options.path);
+  }
+  std::string folder = (fs::temp_directory_path() / "sbsconv-x265-probe-XXXXXX").string();
+  if (::mkdtemp(folder.data()) == nullptr) {
+    throw Error(ErrorKind::Output, kStage, "cannot make a temporary folder to try x265", folder);
+  }
+  WriterOptions probe = options;
+  probe.cancel = nullptr;
+  probe.time_origin = 0.0;
+  std::string headers;
+  std::string name;
+  int width = 0;
+  int height = 0;
+  try {
+    MvHevcEncoder encoder(probe, *tool, (fs::path(folder) / "probe").string());
+    encoder.write(at::zeros({1, 3, options.height, options.width}, at::kByte), {0});
+    headers = encoder.finish();
+    name = encoder.name();
+    width = encoder.eye_width();
+    height = encoder.eye_height();
+  } catch (...) {
+    std::error_code ec;
+    fs::remove_all(folder, ec);
+    throw;
+  }
+  std::error_code ec;
+  fs::remove_all(folder, ec);
+  AVCodecParameters* par = avcodec_parameters_alloc();
+  SBSCONV_CHECK(par != nullptr, Internal, kStage, "out of memory");
+  par->codec_type = AVMEDIA_TYPE_VIDEO;
+  par->codec_id = AV_CODEC_ID_HEVC;
+  par->width = width;
+  par->height = height;
+  par->format = AV_PIX_FMT_YUV420P;
+  par->extradata = static_cast<uint8_t*>(av_mallocz(headers.size() + AV_INPUT_BUFFER_PADDING_SIZE));
+  if (par->extradata == nullptr) {
+    avcodec_parameters_free(&par);
+    throw Error(ErrorKind::Internal, kStage, "out of memory");
+  }
+  std::memcpy(par->extradata, headers.data(), headers.size());
+  par->extradata_size = static_cast<int>(headers.size());
+  const StreamParams params = stream_params_of(par, name);
+  avcodec_parameters_free(&par);
+  return params;
 }
 
 // ---- MvHevcEncoder --------------------------------------------------------------------------
@@ -458,9 +520,8 @@ std::string MvHevcEncoder::finish() {
   if (s.max_layers != 2 || s.layer1_parameter_sets.empty()) {
     throw Error(ErrorKind::Encode, kStage, "x265 made a stream without a second view", options_.path);
   }
-  lhvc_ = hevc::lhvc_box(s);
   mapped_ = std::move(mapped);
-  return hevc::base_extradata(s);
+  return hevc::all_parameter_sets(s);
 }
 
 void MvHevcEncoder::emit(const PacketSink& sink) {

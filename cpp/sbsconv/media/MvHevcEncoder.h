@@ -37,7 +37,11 @@ namespace sbsconv {
 //   timestamps are the same list delayed by the stream's reorder delay.
 // - The MP4/MOV header is written only then (the muxer needs the parameter sets first); the
 //   carried audio and subtitles are interleaved as the packets are muxed.
-// - A run cannot be resumed part-way: x265 makes one stream of the whole run.
+// - Resumable runs (Note [Resumable runs]): each segment is its own x265 stream in NUT, starting
+//   at an IDR picture, whose extradata keeps both views' parameter sets; the assembled MP4/MOV
+//   splits them into hvcC and lhvC again (split_spatial_headers). Before a continued run joins
+//   earlier segments, probe_mvhevc_encoder() has x265 encode one black frame with this run's
+//   settings: segments are joined only if x265 still makes exactly the same headers.
 // - x265's messages go to a log file; a failing x265 is reported with its last lines.
 
 // An x265 that can encode MV-HEVC.
@@ -51,6 +55,21 @@ std::optional<MvHevcTool> find_mvhevc_encoder(std::string* why);
 
 // The full error text for a missing MV-HEVC encoder: why, what to install, the alternative.
 std::string mvhevc_missing_message(const std::string& why);
+
+// The MP4/MOV form of a spatial stream's parameter sets (both layers', Annex B, as finish()
+// returns them and spatial segments keep them): the base layer's for the muxer's extradata
+// (FFmpeg makes hvcC of it) and the second layer's as a complete lhvC box. Throws
+// Error(Encode) when they do not hold a second layer.
+struct SpatialHeaders {
+  std::string extradata;
+  std::string lhvc;
+};
+SpatialHeaders split_spatial_headers(const uint8_t* data, size_t size);
+
+// probe_encoder() for spatial video: what x265 makes with these options, found by encoding one
+// black frame of their size (x265's parameter sets depend on the settings, not the pictures).
+// Throws as MvHevcEncoder and find_mvhevc_encoder.
+StreamParams probe_mvhevc_encoder(const WriterOptions& options);
 
 // Encodes side-by-side RGB frames as two-layer MV-HEVC with an external x265.
 //
@@ -71,15 +90,13 @@ class MvHevcEncoder {
   // frames: uint8 [N,3,H,W] RGB, left eye in the left half; pts as VideoEncoder::write.
   void write(const at::Tensor& frames, const std::vector<int64_t>& pts);
 
-  // Ends x265's input, waits for it to finish and reads its stream (Note above). Returns the
-  // extradata for the muxer (the base layer's parameter sets, Annex B); lhvc() is then known.
+  // Ends x265's input, waits for it to finish and reads its stream (Note above). Returns both
+  // layers' parameter sets (Annex B, the base layer's first): a segment's extradata, or split
+  // by split_spatial_headers() for MP4/MOV.
   std::string finish();
   // After finish(): every access unit as a packet, in decoding order.
   void emit(const PacketSink& sink);
 
-  const std::string& lhvc() const {
-    return lhvc_;
-  }
   int eye_width() const {
     return eye_width_;
   }
@@ -111,7 +128,7 @@ class MvHevcEncoder {
   std::string bitstream_path_;
   std::string config_path_;
   std::string log_path_;
-  std::string name_ = "x265 (MV-HEVC)";
+  std::string name_ = "x265-mvhevc"; // (one token: StreamParams::to_string)
   int eye_width_ = 0;
   int eye_height_ = 0;
   pid_t pid_ = -1;
@@ -123,7 +140,6 @@ class MvHevcEncoder {
   int64_t origin_ = 0;
   int64_t nominal_ = 1; // one frame's duration in time_base()
   int64_t end_ = 0;
-  std::string lhvc_;
   std::unique_ptr<Mapped> mapped_;
 };
 
