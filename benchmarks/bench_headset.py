@@ -4,8 +4,11 @@
    the rest of the stereo stage (rendering both eyes) on the same frames: what VR180 adds.
 2. Apple's boxes: adding them after muxing (a streamed copy of the file with a new moov)
    against copying the same file with shutil (the floor for any after-muxing edit).
+3. Spatial video: reading x265's raw two-layer stream back (Note [MV-HEVC bitstreams]: access
+   units, POC order, parameter sets) against FFmpeg's own raw-HEVC demuxer and parser reading
+   the same bytes (`ffmpeg -f hevc -i ... -c copy -f null -`), on Apple's spatial video repeated.
 
-    uv run python benchmarks/bench_headset.py [--clip PATH] [--frames 8] [--canvas 2880]
+    uv run python benchmarks/bench_headset.py [--clip PATH] [--frames 8] [--canvas 2880] [--repeat 3000]
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import sys
+
 import torch
 
 import sbsconv
@@ -25,6 +30,8 @@ from sbsconv import media
 from sbsconv._native import _core
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "python"))
+import isobmff  # noqa: E402  (the tests' box reader: Apple's stream out of its MP4)
 
 
 def best(call, repeat: int = 3) -> float:
@@ -42,6 +49,7 @@ def main() -> None:
     parser.add_argument("--clip", type=Path, default=DATA / "Tokyo-Walk_rgb.mp4")
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--canvas", type=int, default=2880)
+    parser.add_argument("--repeat", type=int, default=3000, help="copies of Apple's 10-picture stream")
     args = parser.parse_args()
     frames = torch.cat([b.data for b in media.read_frames(args.clip, batch_size=args.frames)])[: args.frames]
     n, _, h, w = frames.shape
@@ -70,6 +78,22 @@ def main() -> None:
     print(f"| shutil.copyfile | {copy:.3f} | {size / copy:.0f} | |")
     print(f"| add Apple's boxes (new moov, offsets moved, media copied) | {edit:.3f} | {size / edit:.0f} | "
           f"{edit / copy:.2f}x the copy |")
+
+    stream = isobmff.hevc_annexb(DATA / "apple_spatial_160x120.mp4") * args.repeat
+    units = len(_core._hevc_stream_order(stream)[0])
+    ours = best(lambda: _core._hevc_stream_order(stream))
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "spatial.hevc"
+        raw.write_bytes(stream)
+        ffmpeg = best(lambda: subprocess.run(["ffmpeg", "-v", "fatal", "-f", "hevc", "-i", str(raw), "-c", "copy",
+                                              "-f", "null", "-"], check=True))
+    mib = len(stream) / 2**20
+    print()
+    print(f"| a raw two-layer stream of {mib:.1f} MiB, {units} access units | seconds | access units/s | ratio |")
+    print("|---|---|---|---|")
+    print(f"| FFmpeg's hevc demuxer + parser (command line) | {ffmpeg:.3f} | {units / ffmpeg:.0f} | |")
+    print(f"| sbsconv's reading (units, POC order, parameter sets) | {ours:.3f} | {units / ours:.0f} | "
+          f"{ffmpeg / ours:.1f}x FFmpeg's rate |")
 
 
 if __name__ == "__main__":
