@@ -15,6 +15,8 @@ many conversions lives here and only here: the engine stays one process converti
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import fnmatch
 import glob
 import multiprocessing
@@ -44,6 +46,7 @@ class FileOutcome:
     seconds: float = 0.0
     frames: int = 0
     device: str = ""
+    resumed_from: int = 0  # the first frame this run converted (> 0: continued from a journal)
 
 
 @dataclass(frozen=True)
@@ -140,19 +143,20 @@ def _finished(output: Path) -> bool:
     return output.is_file() and not journal.exists()
 
 
-def _convert_one(job: tuple[str, str, ConvertOptions, bool]) -> FileOutcome:
+def _convert_one(job: tuple[str, str, ConvertOptions, bool],
+                 on_progress: Callable[[dict], Any] | None = None) -> FileOutcome:
     from sbsconv.conversion import convert
 
     source, target, options, progress = job
     t0 = time.perf_counter()
     try:
         Path(target).parent.mkdir(parents=True, exist_ok=True)
-        result = convert(source, target, options, progress=progress)
+        result = convert(source, target, options, progress=progress, on_progress=on_progress)
     except SbsconvError as exc:
         return FileOutcome(source, target, "failed", str(exc).split("\n")[0], time.perf_counter() - t0,
                            device=options.device)
     return FileOutcome(source, result.output, "done", "", time.perf_counter() - t0, result.frames,
-                       device=options.device)
+                       device=options.device, resumed_from=result.resumed_from)
 
 
 def _worker(device: str, jobs: Any, results: Any) -> None:
@@ -196,6 +200,9 @@ def convert_many(
     skip_existing: bool = True,
     devices: str | Iterable[str] | None = None,
     on_error: str = "continue",
+    backend: str = "local",
+    address: str | None = None,
+    retries: int = 3,
     progress: bool = True,
     on_progress: Callable[[dict], Any] | None = None,
     **overrides: Any,
@@ -207,11 +214,27 @@ def convert_many(
     (``skip_existing``), interrupted ones continue from their journals. ``devices``: one worker
     process per device (``"all"``: every CUDA device, or the CPU); None converts in this
     process. ``on_progress`` receives {"files_done", "files_total", "current"} after each file.
+
+    ``backend="ray"`` runs each file as a Ray task (the ``ray`` extra) on the cluster at
+    ``address`` ("auto", "ray://host:10001"; None starts a local one for this call): one GPU
+    per task where the cluster has GPUs, else one CPU. Inputs and outputs must be on paths
+    every worker sees (a shared filesystem). A task lost with its worker is run again (up to
+    ``retries`` times) and continues from the file's resume journal; ``on_progress`` also
+    receives {"running": {input: fraction}, "pids": {input: worker pid}} while tasks run; Ctrl-C (or a raising callback, or
+    ``on_error="stop"`` after a failure) cancels every task still queued or running.
     Returns a :class:`BatchSummary` (also what the command line prints)."""
     ConvertOptions.check_names(overrides, also=CALL_KEYWORDS)
     options = ConvertOptions.merged(options, overrides)
     if on_error not in ("continue", "stop"):
         raise OptionError(f"on_error must be 'continue' or 'stop', got {on_error!r}")
+    if backend not in ("local", "ray"):
+        raise OptionError(f"backend must be 'local' or 'ray', got {backend!r}")
+    if backend == "ray" and devices is not None:
+        raise OptionError("backend='ray' places each file on a GPU of the cluster itself: leave devices out")
+    if address is not None and backend != "ray":
+        raise OptionError("address names a Ray cluster: it needs backend='ray'")
+    if not isinstance(retries, int) or retries < 0:
+        raise OptionError(f"retries must be a whole number >= 0, got {retries!r}")
     if options.depth is not None or options.depth_out is not None or options.infill_mask is not None:
         raise OptionError("depth, depth_out and infill_mask name one file each: use convert() per file for them")
     out_dir = Path(output_dir)
@@ -248,7 +271,20 @@ def convert_many(
 
     stopped = False
     try:
-        if workers is None:
+        if backend == "ray":
+            def running(tasks: dict[int, tuple[float, int]]) -> None:
+                live = {i: t for i, t in tasks.items() if outcomes[i] is None}
+                fractions = {files[i][0].as_posix(): f for i, (f, _) in live.items()}
+                if bar is not None and fractions:
+                    bar.set_postfix_str(", ".join(f"{Path(k).name} {v:.0%}" for k, v in fractions.items()))
+                if on_progress is not None:
+                    on_progress({"files_done": sum(o is not None for o in outcomes), "files_total": len(files),
+                                 "running": fractions,
+                                 "pids": {files[i][0].as_posix(): pid for i, (_, pid) in live.items()}})
+
+            _run_on_ray(jobs, options, address=address, retries=retries, record=record,
+                        stop_on_failure=on_error == "stop", on_tasks=running)
+        elif workers is None:
             for i, source, target in jobs:
                 if stopped:
                     break
@@ -291,3 +327,105 @@ def convert_many(
                                                       "stopped after a failure (on_error='stop')")
                   for i, o in enumerate(outcomes))
     return BatchSummary(files=final, seconds=time.perf_counter() - t0)
+
+
+# ---- Ray: files as tasks on a cluster -----------------------------------------------------------
+
+
+def _ray_convert(index: int, source: str, target: str, options: ConvertOptions, reporter: Any) -> FileOutcome:
+    """One file as a Ray task. Ray gives the task its GPU (CUDA_VISIBLE_DEVICES), so the device
+    is cuda:0 inside it; progress goes to the caller's reporter actor twice a second at most.
+    A task lost with its worker is run again by Ray and continues from the file's journal."""
+    import warnings
+
+    import ray
+
+    from sbsconv.errors import SbsconvWarning
+
+    warnings.simplefilter("ignore", SbsconvWarning)  # reported in the file's result instead
+    device = options.device
+    if ray.get_gpu_ids():
+        device = "cuda:0"
+    where = f"{device} on {ray.util.get_node_ip_address()}"
+    last = [0.0]
+
+    def report(p: dict) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 0.5 or p.get("fraction", 0.0) >= 1.0:
+            last[0] = now
+            reporter.update.remote(index, float(p.get("fraction", 0.0)), os.getpid())
+
+    reporter.update.remote(index, 0.0, os.getpid())
+    outcome = _convert_one((source, target, options.replace(device=device), False), on_progress=report)
+    return dataclasses.replace(outcome, device=where)
+
+
+class _Reporter:
+    """The caller's view of the tasks' progress: each file's latest fraction and worker pid."""
+
+    def __init__(self) -> None:
+        self.files: dict[int, tuple[float, int]] = {}
+
+    def update(self, index: int, fraction: float, pid: int) -> None:
+        self.files[index] = (fraction, pid)
+
+    def snapshot(self) -> dict[int, tuple[float, int]]:
+        return dict(self.files)
+
+
+def _run_on_ray(jobs: list[tuple[int, str, str]], options: ConvertOptions, *, address: str | None,
+                retries: int, record: Callable[[int, FileOutcome], None],
+                stop_on_failure: bool, on_tasks: Callable[[dict[int, tuple[float, int]]], Any] | None) -> None:
+    """Runs ``jobs`` as Ray tasks (``address``: an existing cluster, "auto", or None for a local
+    one started here and stopped at the end) and records each outcome as it arrives. Ctrl-C, a
+    raising callback or ``on_error="stop"`` cancels every task still queued or running."""
+    if address is None:
+        # A local cluster runs its workers with this very interpreter: Ray's "uv run" hook
+        # (read when Ray is imported) would build them another environment, one without
+        # sbsconv's extension.
+        os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    try:
+        import ray
+    except ImportError as exc:
+        raise OptionError("backend='ray' needs Ray: pip install 'sbsconv[ray]' (or uv sync --extra ray)") from exc
+    started = False
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        started = True
+    try:
+        # one GPU per file where the cluster has GPUs (and the options allow one), else a CPU
+        gpus_per_task = 1 if ray.cluster_resources().get("GPU", 0) >= 1 and options.device != "cpu" else 0
+        reporter = ray.remote(_Reporter).options(num_cpus=0).remote()
+        task = ray.remote(_ray_convert).options(num_cpus=1, num_gpus=gpus_per_task, max_retries=retries)
+        refs = {task.remote(i, source, target, options, reporter): (i, source, target) for i, source, target in jobs}
+        try:
+            while refs:
+                ready, _ = ray.wait(list(refs), num_returns=1, timeout=0.5)
+                if on_tasks is not None:
+                    on_tasks(ray.get(reporter.snapshot.remote()))
+                for ref in ready:
+                    i, source, target = refs.pop(ref)
+                    try:
+                        outcome = ray.get(ref)
+                    except ray.exceptions.RayError as exc:  # the task failed outside convert()
+                        outcome = FileOutcome(source, target, "failed", str(exc).strip().splitlines()[-1][:300],
+                                              device="ray")
+                    record(i, outcome)
+                    if stop_on_failure and outcome.status == "failed":
+                        raise _Stop
+        except (KeyboardInterrupt, _Stop, Exception):
+            for ref in refs:
+                ray.cancel(ref, force=False)
+            for ref in refs:  # let each running conversion stop and clean up
+                with contextlib.suppress(Exception):  # (cancelled, or failed while stopping)
+                    ray.get(ref, timeout=30)
+            raise
+    except _Stop:
+        pass
+    finally:
+        if started:
+            ray.shutdown()
+
+
+class _Stop(Exception):
+    """on_error='stop' after a failure: stop scheduling."""

@@ -204,7 +204,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         summary = convert_many(args.paths, args.output_dir, options_from_args(args), recursive=args.recursive,
                                pattern=args.pattern, skip_existing=not args.no_skip_existing,
                                devices=args.devices.split(",") if args.devices and args.devices != "all"
-                               else args.devices, on_error=args.on_error, progress=not args.quiet)
+                               else args.devices, on_error=args.on_error, backend=args.backend,
+                               address=args.address, retries=args.retries, progress=not args.quiet)
         print(summary)
         return EXIT_OK if not summary.failed else EXIT_ERROR
     if len(args.paths) != 2:
@@ -287,6 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
     many.add_argument("--no-skip-existing", action="store_true", help="convert again what is already converted")
     many.add_argument("--devices", default=None, help="one worker per device: cuda:0,cuda:1 or all")
     many.add_argument("--on-error", default="continue", choices=("continue", "stop"))
+    many.add_argument("--backend", default="local", choices=("local", "ray"),
+                      help="local: this machine (--devices); ray: each file a Ray task (pip install 'sbsconv[ray]')")
+    many.add_argument("--address", default=None,
+                      help="--backend ray: the cluster (auto, ray://host:10001); default: a local one for this run")
+    many.add_argument("--retries", type=int, default=3,
+                      help="--backend ray: how often a file whose worker died is run again (from its journal)")
     add_option_arguments(p)
     p.set_defaults(run=_cmd_convert)
 
