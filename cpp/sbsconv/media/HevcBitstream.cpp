@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "sbsconv/common/Error.h"
+#include "sbsconv/media/NalBits.h"
 
 namespace sbsconv::hevc {
 
@@ -56,74 +57,39 @@ bool is_parameter_set(int type) {
 }
 
 // The RBSP of (the first `limit` bytes of) a NAL unit's payload: emulation prevention bytes
-// (00 00 03) removed, the 2-byte header skipped.
+// removed, the 2-byte header skipped.
 std::vector<uint8_t> rbsp(const Nal& nal, size_t limit = SIZE_MAX) {
-  std::vector<uint8_t> out;
   const size_t end = std::min(nal.size, limit);
-  out.reserve(end);
-  int zeros = 0;
-  for (size_t i = 2; i < end; ++i) {
-    const uint8_t b = nal.data[i];
-    if (zeros >= 2 && b == 3) {
-      zeros = 0;
-      continue;
-    }
-    zeros = b == 0 ? zeros + 1 : 0;
-    out.push_back(b);
-  }
-  return out;
+  return nal::unescape(nal.data + 2, end > 2 ? end - 2 : 0);
 }
 
+// A header reader that fails the stream (Error) where nal::BitReader runs out.
 class BitReader {
  public:
-  explicit BitReader(const std::vector<uint8_t>& bytes) : bytes_(bytes) {}
+  explicit BitReader(const std::vector<uint8_t>& bytes) : r_(bytes) {}
   uint32_t bits(int n) {
-    uint32_t v = 0;
-    for (int i = 0; i < n; ++i) {
-      if (pos_ >= bytes_.size() * 8) {
-        fail("has a header that ends too early");
-      }
-      v = (v << 1) | ((bytes_[pos_ / 8] >> (7 - pos_ % 8)) & 1u);
-      ++pos_;
-    }
-    return v;
+    return checked(r_.bits(n));
   }
   void skip(size_t n) {
-    pos_ += n;
-    if (pos_ > bytes_.size() * 8) {
-      fail("has a header that ends too early");
-    }
+    r_.skip(n);
+    checked(0);
   }
   uint32_t ue() {
-    int zeros = 0;
-    while (bits(1) == 0) {
-      if (++zeros > 31) {
-        fail("has an invalid Exp-Golomb code");
-      }
-    }
-    return zeros == 0 ? 0 : ((1u << zeros) - 1 + bits(zeros));
+    return checked(r_.exp_golomb());
+  }
+  nal::BitReader& raw() {
+    return r_;
   }
 
  private:
-  const std::vector<uint8_t>& bytes_;
-  size_t pos_ = 0;
+  uint32_t checked(uint32_t v) const {
+    if (!r_.ok()) {
+      fail("has a header that ends too early or an invalid Exp-Golomb code");
+    }
+    return v;
+  }
+  nal::BitReader r_;
 };
-
-void skip_profile_tier_level(BitReader& r, int max_sub_layers_minus1) {
-  r.skip(88); // general profile space .. general_inbld/reserved flag
-  r.skip(8); // general_level_idc
-  std::vector<std::pair<bool, bool>> present(max_sub_layers_minus1);
-  for (auto& [profile, level] : present) {
-    profile = r.bits(1) != 0;
-    level = r.bits(1) != 0;
-  }
-  if (max_sub_layers_minus1 > 0) {
-    r.skip(2 * (8 - max_sub_layers_minus1));
-  }
-  for (const auto& [profile, level] : present) {
-    r.skip((profile ? 88 : 0) + (level ? 8 : 0));
-  }
-}
 
 struct SpsInfo {
   int log2_max_poc_lsb = 4;
@@ -137,36 +103,11 @@ struct PpsInfo {
 
 // layer-0 SPS: the fields before the POC's length
 std::pair<uint32_t, SpsInfo> parse_sps(const Nal& nal) {
-  const std::vector<uint8_t> b = rbsp(nal);
-  BitReader r(b);
-  r.skip(4); // sps_video_parameter_set_id
-  const int max_sub_layers_minus1 = static_cast<int>(r.bits(3));
-  if (max_sub_layers_minus1 > 6) {
-    fail("has a base-layer SPS with more than 7 sub-layers");
-  }
-  r.skip(1);
-  skip_profile_tier_level(r, max_sub_layers_minus1);
-  const uint32_t id = r.ue();
-  SpsInfo info;
-  const uint32_t chroma = r.ue();
-  if (chroma == 3) {
-    info.separate_colour_planes = r.bits(1) != 0;
-  }
-  r.ue(); // width
-  r.ue(); // height
-  if (r.bits(1) != 0) { // conformance window
-    for (int i = 0; i < 4; ++i) {
-      r.ue();
-    }
-  }
-  r.ue(); // bit depths
-  r.ue();
-  const uint32_t log2_minus4 = r.ue();
-  if (id > 15 || log2_minus4 > 12) {
+  const std::optional<nal::HevcSpsHead> head = nal::read_hevc_sps_head(rbsp(nal));
+  if (!head) {
     fail("has an invalid base-layer SPS");
   }
-  info.log2_max_poc_lsb = static_cast<int>(log2_minus4) + 4;
-  return {id, info};
+  return {head->id, SpsInfo{head->log2_max_poc_lsb, head->separate_colour_planes}};
 }
 
 std::pair<uint32_t, PpsInfo> parse_pps(const Nal& nal) {
@@ -231,13 +172,14 @@ uint32_t parameter_set_id(const Nal& nal) {
   }
   // SPS: a second layer's may leave out its profile (F.7.3.2.2.1, MultiLayerExtSpsFlag)
   r.skip(4);
-  const int sub_layers_or_ext = static_cast<int>(r.bits(3));
+  const uint32_t sub_layers_or_ext = r.bits(3);
   if (!(nal.layer != 0 && sub_layers_or_ext == 7)) {
     if (sub_layers_or_ext > 6) {
       fail("has an invalid SPS");
     }
-    r.skip(1);
-    skip_profile_tier_level(r, sub_layers_or_ext);
+    r.skip(1 + 3);
+    r.skip(5); // general_profile_idc
+    nal::skip_hevc_profile_tier_level_rest(r.raw(), sub_layers_or_ext);
   }
   return r.ue();
 }

@@ -8,6 +8,7 @@
 
 #include "sbsconv/common/DurableFile.h"
 #include "sbsconv/common/FFmpeg.h"
+#include "sbsconv/media/NalBits.h"
 
 namespace sbsconv {
 
@@ -22,69 +23,8 @@ struct SequenceHeader {
   int bit_depth = 8;
 };
 
-// Reads bits of a NAL unit payload whose emulation-prevention bytes are already removed.
-class BitReader {
- public:
-  explicit BitReader(const std::vector<uint8_t>& bytes) : bytes_(bytes) {}
-
-  uint32_t bits(int n) {
-    uint32_t value = 0;
-    for (int i = 0; i < n; ++i) {
-      const size_t byte = position_ / 8;
-      if (byte >= bytes_.size()) {
-        ok_ = false;
-        return 0;
-      }
-      value = (value << 1) | ((bytes_[byte] >> (7 - position_ % 8)) & 1u);
-      ++position_;
-    }
-    return value;
-  }
-
-  void skip(size_t n) {
-    position_ += n;
-    if (position_ > bytes_.size() * 8) {
-      ok_ = false;
-    }
-  }
-
-  // Unsigned Exp-Golomb code, ue(v).
-  uint32_t exp_golomb() {
-    int zeros = 0;
-    while (ok_ && bits(1) == 0) {
-      if (++zeros > 31) {
-        ok_ = false;
-        return 0;
-      }
-    }
-    return ok_ ? ((1u << zeros) - 1u) + bits(zeros) : 0;
-  }
-
-  bool ok() const {
-    return ok_;
-  }
-
- private:
-  const std::vector<uint8_t>& bytes_;
-  size_t position_ = 0;
-  bool ok_ = true;
-};
-
-// The NAL unit's bytes after its header, with 00 00 03 turned back into 00 00.
-std::vector<uint8_t> unescape(const uint8_t* data, size_t size) {
-  std::vector<uint8_t> out;
-  out.reserve(size);
-  int zeros = 0;
-  for (size_t i = 0; i < size; ++i) {
-    if (zeros >= 2 && data[i] == 3) {
-      zeros = 0;
-      continue;
-    }
-    zeros = data[i] == 0 ? zeros + 1 : 0;
-    out.push_back(data[i]);
-  }
-  return out;
-}
+using nal::BitReader;
+using nal::unescape;
 
 // Every NAL unit of an extradata block, in Annex B form (start codes) or in the
 // avcC/hvcC form MP4 uses (a configuration record holding length-prefixed units).
@@ -183,42 +123,14 @@ std::optional<SequenceHeader> read_h264_sps(const std::vector<uint8_t>& rbsp) {
 
 // HEVC seq_parameter_set_rbsp, up to the bit depth.
 std::optional<SequenceHeader> read_hevc_sps(const std::vector<uint8_t>& rbsp) {
-  BitReader r(rbsp);
-  SequenceHeader h;
-  r.skip(4); // sps_video_parameter_set_id
-  const uint32_t sub_layers = r.bits(3); // sps_max_sub_layers_minus1
-  r.skip(1); // sps_temporal_id_nesting_flag
-  // profile_tier_level(1, sub_layers)
-  r.skip(3); // general_profile_space, general_tier_flag
-  h.profile = static_cast<int>(r.bits(5));
-  r.skip(32 + 48 + 8); // compatibility flags, constraint flags, general_level_idc
-  std::vector<std::pair<bool, bool>> present(sub_layers);
-  for (auto& [profile, level] : present) {
-    profile = r.bits(1) != 0;
-    level = r.bits(1) != 0;
-  }
-  if (sub_layers > 0) {
-    r.skip(2 * (8 - sub_layers)); // reserved_zero_2bits
-  }
-  for (const auto& [profile, level] : present) {
-    r.skip((profile ? 88 : 0) + (level ? 8 : 0));
-  }
-  r.exp_golomb(); // sps_seq_parameter_set_id
-  h.chroma_format = static_cast<int>(r.exp_golomb());
-  if (h.chroma_format == 3) {
-    r.skip(1); // separate_colour_plane_flag
-  }
-  r.exp_golomb(); // pic_width_in_luma_samples
-  r.exp_golomb(); // pic_height_in_luma_samples
-  if (r.bits(1) != 0) { // conformance_window_flag
-    for (int k = 0; k < 4; ++k) {
-      r.exp_golomb();
-    }
-  }
-  h.bit_depth = static_cast<int>(r.exp_golomb()) + 8;
-  if (!r.ok() || h.chroma_format > 3 || h.bit_depth > 16) {
+  const std::optional<nal::HevcSpsHead> head = nal::read_hevc_sps_head(rbsp);
+  if (!head) {
     return std::nullopt;
   }
+  SequenceHeader h;
+  h.profile = head->profile;
+  h.chroma_format = head->chroma_format;
+  h.bit_depth = head->bit_depth;
   return h;
 }
 
