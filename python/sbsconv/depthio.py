@@ -16,6 +16,7 @@ written, and drives exports and conversions between depth formats.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -410,7 +411,7 @@ def _convert_depth_file(input_path: str, options: ConvertOptions, t0: float) -> 
     colormap = options.depth_format == "colormap"
     frames = 0
     warnings_seen: list[str] = []
-    try:
+    with contextlib.ExitStack() as stack:  # closes (or on failure discards) the colour-map video
         while True:
             depth, times, fov = reader.read(8)
             if depth is None or not times:
@@ -420,9 +421,9 @@ def _convert_depth_file(input_path: str, options: ConvertOptions, t0: float) -> 
                 if colormap:
                     from sbsconv import media
 
-                    writer = media.VideoWriter(path, width=info.width, height=info.height, fps=fps,
-                                               codec=options.codec, crf=options.crf, preset=options.preset)
-                    writer.__enter__()
+                    writer = stack.enter_context(media.VideoWriter(
+                        path, width=info.width, height=info.height, fps=fps, codec=options.codec,
+                        crf=options.crf, preset=options.preset))
                 else:
                     extra = {"converted_from": os.path.abspath(input_path), "sbsconv_version": sbsconv.__version__}
                     for key in ("model", "checkpoint", "options", "source_video"):
@@ -448,14 +449,9 @@ def _convert_depth_file(input_path: str, options: ConvertOptions, t0: float) -> 
         if writer is None:
             raise InputError("the depth file holds no frames", path=input_path, stage="read depth")
         if colormap:
-            writer.__exit__(None, None, None)
             summary = {"path": path, "sidecar": None, "warnings": []}
         else:
             summary = writer.finish(list(side.get("scene_cuts", [])))
-    except BaseException:
-        if colormap and writer is not None:
-            writer.__exit__(*__import__("sys").exc_info())
-        raise
     warnings_seen.extend(summary["warnings"])
     from sbsconv.conversion import warn_all
 

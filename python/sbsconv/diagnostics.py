@@ -98,7 +98,7 @@ def _try_decoder(hwaccel: str, clip: str) -> str | None:
     from sbsconv.errors import SbsconvError
 
     try:
-        reader = _core.VideoReader(clip, -1, None, 0.2, 0, hwaccel, "cuda" if hwaccel == "cuda" else "cpu", False, 0, 0)
+        reader = _core.VideoReader(clip, duration=0.2, hwaccel=hwaccel, device="cuda" if hwaccel == "cuda" else "cpu")
         reader.read(2)
         return None if reader.hardware_decoder else (reader.hardware_fallback_reason or "decoded in software")
     except SbsconvError as exc:
