@@ -165,15 +165,28 @@ struct Engine::Impl {
 
   // The field of view Apple's hfov box states: given, else the model's mean estimate, else the
   // 60 degrees the metric rendering assumes (the writer keeps a value given in its options).
-  double apple_fov() {
-    if (o.writer.apple && o.writer.apple->hfov_degrees) {
-      return *o.writer.apple->hfov_degrees;
+  // The horizontal field of view, in one place for every use: the one given (fov_degrees),
+  // else the model's estimates (made sane by the stabilise stage), else 60 degrees. Per batch
+  // ([N], or [1] when one value holds for all), and for the whole run (the estimates' mean).
+  at::Tensor batch_fov(const Batch& b) const {
+    if (o.disparity.fov_degrees) {
+      return at::full({1}, *o.disparity.fov_degrees, at::kFloat);
     }
+    return b.fov.defined() ? b.fov : at::full({1}, kDefaultFov, at::kFloat);
+  }
+  double run_fov() {
     if (o.disparity.fov_degrees) {
       return *o.disparity.fov_degrees;
     }
     std::lock_guard<std::mutex> lock(mutex);
     return fov_count > 0 ? fov_sum / static_cast<double>(fov_count) : kDefaultFov;
+  }
+  // Apple's hfov box: a canvas's own (VR180: 180 degrees), else the run's.
+  double apple_fov() {
+    if (o.writer.apple && o.writer.apple->hfov_degrees) {
+      return *o.writer.apple->hfov_degrees;
+    }
+    return run_fov();
   }
 
   // Seconds from the source's start of each frame of a batch (Note [Depth files]).
@@ -855,16 +868,8 @@ void Engine::Impl::stabilise_stage() {
           disparity = disparity_from_relative(
               stable, width, o.disparity.divergence, o.disparity.convergence, o.disparity.max_shift);
         } else {
-          at::Tensor fov;
-          if (o.disparity.fov_degrees) {
-            fov = at::full({1}, *o.disparity.fov_degrees, at::kFloat);
-          } else if (b.fov.defined()) {
-            fov = b.fov;
-          } else {
-            fov = at::full({1}, kDefaultFov, at::kFloat);
-          }
           disparity = disparity_from_metric(
-              stable, width, o.disparity.ipd_metres, fov, o.disparity.screen_distance);
+              stable, width, o.disparity.ipd_metres, batch_fov(b), o.disparity.screen_distance);
         }
         if (o.render_stereo) {
           b.disparity = comfort->process(disparity, b.starts_shot);
@@ -916,10 +921,7 @@ void Engine::Impl::stereo_stage() {
         if (o.render_stereo) {
           StereoOptions so = o.stereo;
           if (so.vr180) {
-            // the eyes' field of view: given, else the model's estimate for this batch, else 60
-            so.vr180_fov = o.disparity.fov_degrees ? *o.disparity.fov_degrees
-                : b.fov.defined()                  ? b.fov.mean().item<double>() // made sane by the stabilise stage
-                                                   : kDefaultFov;
+            so.vr180_fov = batch_fov(b).mean().item<double>(); // the eyes' field of view
           }
           StereoFrames r = render_stereo(b.frames, b.disparity, so, &projector);
           b.packed = r.packed;
