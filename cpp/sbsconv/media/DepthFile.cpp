@@ -9,11 +9,13 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <sstream>
 
 #include "sbsconv/common/DurableFile.h"
 #include "sbsconv/common/Error.h"
 #include "sbsconv/common/FFmpeg.h"
+#include "sbsconv/media/ImageFile.h"
 #include "sbsconv/media/LosslessVideo.h"
 #include "sbsconv/media/MediaWriter.h"
 #include "sbsconv/media/VideoReader.h"
@@ -128,48 +130,29 @@ std::string read_whole_file(const std::string& path, const char* stage) {
 // One frame of a sequence encoded as a PNG (16-bit grey codes) or an EXR (float depth).
 std::string encode_image(DepthFormat format, const at::Tensor& frame, bool half, const std::string& path) {
   const AVCodecID id = format == DepthFormat::Png16 ? AV_CODEC_ID_PNG : AV_CODEC_ID_EXR;
-  const AVCodec* codec = avcodec_find_encoder(id);
-  SBSCONV_CHECK(
-      codec != nullptr,
-      Encode,
-      kWriteStage,
-      std::string("this FFmpeg has no ") + (id == AV_CODEC_ID_PNG ? "PNG" : "OpenEXR") + " encoder");
   const int height = static_cast<int>(frame.size(0));
   const int width = static_cast<int>(frame.size(1));
   AVPixelFormat pix = AV_PIX_FMT_GRAY16BE;
+  std::map<std::string, std::string> options;
   if (format == DepthFormat::Exr) {
+    const AVCodec* codec = avcodec_find_encoder(id);
+    SBSCONV_CHECK(codec != nullptr, Encode, kWriteStage, "this FFmpeg has no OpenEXR encoder");
     pix = encoder_supports_pixel_format(codec, AV_PIX_FMT_GRAYF32LE) ? AV_PIX_FMT_GRAYF32LE : AV_PIX_FMT_GBRPF32LE;
+    options = {{"format", half ? "half" : "float"}, {"compression", "zip16"}};
   }
-  UniqueAVCodecContext context(avcodec_alloc_context3(codec));
-  SBSCONV_CHECK(context != nullptr, Internal, kWriteStage, "avcodec_alloc_context3 failed");
-  context->width = width;
-  context->height = height;
-  context->pix_fmt = pix;
-  context->time_base = AVRational{1, 1};
-  AVDictionary* opts = nullptr;
-  if (format == DepthFormat::Exr) {
-    av_dict_set(&opts, "format", half ? "half" : "float", 0);
-    av_dict_set(&opts, "compression", "zip16", 0);
-  }
-  const int opened = avcodec_open2(context.get(), codec, &opts);
-  av_dict_free(&opts);
-  SBSCONV_CHECK_AV(opened, Encode, kWriteStage, "cannot open the image encoder", path);
-  UniqueAVFrame picture = make_frame();
-  picture->format = pix;
-  picture->width = width;
-  picture->height = height;
-  SBSCONV_CHECK_AV(av_frame_get_buffer(picture.get(), 0), Encode, kWriteStage, "frame allocation", path);
-  if (format == DepthFormat::Png16) {
-    const int32_t* codes = frame.data_ptr<int32_t>();
-    for (int y = 0; y < height; ++y) {
-      uint8_t* row = picture->data[0] + static_cast<ptrdiff_t>(y) * picture->linesize[0];
-      for (int x = 0; x < width; ++x) {
-        const uint32_t v = static_cast<uint32_t>(codes[static_cast<ptrdiff_t>(y) * width + x]);
-        row[2 * x] = static_cast<uint8_t>(v >> 8); // big-endian
-        row[2 * x + 1] = static_cast<uint8_t>(v & 0xFF);
+  const auto fill = [&](AVFrame* picture) {
+    if (format == DepthFormat::Png16) {
+      const int32_t* codes = frame.data_ptr<int32_t>();
+      for (int y = 0; y < height; ++y) {
+        uint8_t* row = picture->data[0] + static_cast<ptrdiff_t>(y) * picture->linesize[0];
+        for (int x = 0; x < width; ++x) {
+          const uint32_t v = static_cast<uint32_t>(codes[static_cast<ptrdiff_t>(y) * width + x]);
+          row[2 * x] = static_cast<uint8_t>(v >> 8); // big-endian
+          row[2 * x + 1] = static_cast<uint8_t>(v & 0xFF);
+        }
       }
+      return;
     }
-  } else {
     const float* values = frame.data_ptr<float>();
     const int planes = pix == AV_PIX_FMT_GRAYF32LE ? 1 : 3;
     for (int p = 0; p < planes; ++p) {
@@ -180,13 +163,8 @@ std::string encode_image(DepthFormat format, const at::Tensor& frame, bool half,
             sizeof(float) * width);
       }
     }
-  }
-  picture->pts = 0;
-  SBSCONV_CHECK_AV(avcodec_send_frame(context.get(), picture.get()), Encode, kWriteStage, "image encoding failed", path);
-  SBSCONV_CHECK_AV(avcodec_send_frame(context.get(), nullptr), Encode, kWriteStage, "image encoding failed", path);
-  UniqueAVPacket packet = make_packet();
-  SBSCONV_CHECK_AV(avcodec_receive_packet(context.get(), packet.get()), Encode, kWriteStage, "image encoding failed", path);
-  return std::string(reinterpret_cast<const char*>(packet->data), static_cast<size_t>(packet->size));
+  };
+  return encode_picture(id, pix, width, height, fill, options, kWriteStage, path);
 }
 
 // A PNG of 16-bit grey codes -> int32 [H,W]; an EXR -> float [H,W].
