@@ -344,6 +344,9 @@ EngineOptions engine_options(const py::dict& d) {
   o.image_dir = get_or<std::string>(d, "image_dir", "");
   o.depth_video = get_or<std::string>(d, "depth_video", "");
   o.resume = get_or<bool>(d, "resume", false);
+  o.output_start = get_optional<double>(d, "output_start"); // Note [Parts of one video]
+  o.part = get_or<bool>(d, "part", false);
+  o.timeline_start = get_or<double>(d, "timeline_start", 0.0);
   o.fingerprint = get_or<std::string>(d, "fingerprint", "");
   o.segment_frames = get_or<int64_t>(d, "segment_frames", 240);
   o.check_float64 = get_or<bool>(d, "check_float64", false);
@@ -868,6 +871,24 @@ PYBIND11_MODULE(_core, m) {
     }
     return py::make_tuple(units, s.reorder_delay);
   });
+  // Note [Parts of one video]: joins a split conversion's parts (engine options as for the
+  // runs, with the whole window) into the output; returns the writer's result.
+  m.def("keyframe_times", &keyframe_times, py::arg("path"), py::arg("stream") = -1);
+  m.def("assemble_parts", [](const py::dict& d, const std::vector<std::string>& parts, double fov_degrees) {
+    const EngineOptions o = engine_options(d);
+    WriterResult r;
+    {
+      py::gil_scoped_release release;
+      r = assemble_parts(o, parts, fov_degrees);
+    }
+    py::dict out;
+    out["path"] = r.path;
+    out["encoder"] = r.encoder;
+    out["frames"] = r.frames;
+    out["streams"] = r.streams;
+    out["warnings"] = r.warnings;
+    return out;
+  }, py::arg("options"), py::arg("parts"), py::arg("fov_degrees") = 60.0);
   m.def("vr180_default_canvas", &vr180_default_canvas, py::arg("height"), py::arg("width"), py::arg("hfov_degrees"));
   m.def("read_stereo_boxes", [](const std::string& path) {
     StereoBoxes s;

@@ -39,6 +39,14 @@ def convert_many(*args, **kwargs):
     return _convert_many(*args, **kwargs)
 
 
+def convert_split(*args, **kwargs):
+    """Converts one long video as parts side by side (several devices or a Ray cluster) and
+    joins them: see :func:`sbsconv.batch.convert_split`."""
+    from sbsconv.batch import convert_split as _convert_split
+
+    return _convert_split(*args, **kwargs)
+
+
 def convert(*args, **kwargs):
     """Converts a 2D video into a stereoscopic 3D video: see :func:`sbsconv.conversion.convert`
     (imported on first use: it loads the model registry)."""
@@ -65,5 +73,5 @@ def _attach_signature() -> None:
 _attach_signature()
 
 
-__all__ = ["ConvertOptions", "MediaInfo", "StreamInfo", "__version__", "compare", "convert", "convert_many", "doctor", "errors",
+__all__ = ["ConvertOptions", "MediaInfo", "StreamInfo", "__version__", "compare", "convert", "convert_many", "convert_split", "doctor", "errors",
            "export_depth", "media", "point_cloud", "preview", "probe", "read_depth"]

@@ -211,6 +211,16 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     if len(args.paths) != 2:
         raise errors.OptionError("convert takes an input and an output, or inputs and --output-dir DIR")
     args.input, args.output = args.paths
+    if args.split is not None:  # one video in parts, side by side (Note [Parts of one video])
+        from sbsconv.batch import convert_split
+
+        parts = args.split if args.split == "auto" else int(args.split)
+        result = convert_split(args.input, args.output, options_from_args(args), parts=parts,
+                               warm_up=args.warm_up, backend=args.backend, address=args.address,
+                               devices=args.devices.split(",") if args.devices and args.devices != "all"
+                               else args.devices, progress=not args.quiet)
+        print(f"{result.output}: {result.frames} frames in {len(result.parts)} parts, {result.seconds:.1f} s")
+        return EXIT_OK
     result = convert(args.input, args.output, options_from_args(args), progress=not args.quiet)
     print(f"wrote {result.output}: {result.frames} frames, {result.width}x{result.height} {result.layout}, "
           f"{result.fps:.1f} frames/s, encoder {result.encoder}"
@@ -292,6 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="local: this machine (--devices); ray: each file a Ray task (pip install 'sbsconv[ray]')")
     many.add_argument("--address", default=None,
                       help="--backend ray: the cluster (auto, ray://host:10001); default: a local one for this run")
+    many.add_argument("--split", default=None, metavar="N|auto",
+                      help="one video: convert it as N parts side by side (--devices or --backend ray) and join them")
+    many.add_argument("--warm-up", type=float, default=3.0,
+                      help="--split: seconds before each part that settle the temporal state (discarded)")
     many.add_argument("--retries", type=int, default=3,
                       help="--backend ray: how often a file whose worker died is run again (from its journal)")
     add_option_arguments(p)

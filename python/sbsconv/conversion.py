@@ -269,6 +269,28 @@ def convert(
     )
 
 
+def convert_part(input_path: str, part_path: str, options: ConvertOptions, *, start: float,
+                 duration: float | None, output_start: float, timeline_start: float,
+                 on_progress: Callable[[dict], Any] | None = None) -> dict:
+    """One part of a split conversion (Note [Parts of one video] in cpp/sbsconv/pipeline/Engine.h):
+    converts the window [start, start + duration) of ``input_path`` (seconds after the source's
+    start), where the frames before ``output_start`` only warm up the temporal state, into the
+    video-only NUT piece ``part_path`` on the timeline that starts at ``timeline_start``.
+    Returns the frames written, the model's mean field of view, the warnings and the engine
+    options (without the model) that assembling the parts needs."""
+    options = options.replace(start=start, duration=duration, resume=False)
+    info = sbsconv.probe(input_path)
+    from sbsconv import depthio
+
+    model = depthio.depth_model_for(options, info)
+    engine_options = options.engine_options(input_path, part_path, model, info)
+    engine_options.update(output_start=float(output_start), part=True, timeline_start=float(timeline_start),
+                          resume=False)
+    raw = run_engine(engine_options, Path(input_path).name, False, on_progress)
+    return {"frames": raw["frames"], "fov_degrees": raw.get("fov_degrees"), "warnings": list(raw["warnings"]),
+            "encoder": raw["encoder"], "engine_options": {k: v for k, v in engine_options.items() if k != "model"}}
+
+
 def run_engine(engine_options: dict, description: str, progress: bool,
                on_progress: Callable[[dict], Any] | None) -> dict:
     """Runs the C++ engine to the end with a progress bar; Ctrl-C cancels it (within about a

@@ -139,3 +139,25 @@ def test_the_command_line_joins_a_running_cluster(cluster, folder, tmp_path, tin
     assert proc.returncode == 1, proc.stderr  # the broken file
     assert "2 done, 0 skipped, 1 failed" in proc.stdout
     assert (tmp_path / "out" / "a.mp4").is_file() and (tmp_path / "out" / "b.mkv").is_file()
+
+
+def test_a_split_conversion_on_ray_equals_a_single_run(cluster, testsrc, tmp_path, tiny_model):
+    """Segment-parallel (Note [Parts of one video]): two parts as Ray tasks, joined; every frame
+    once with the single run's timestamps and pictures (40 dB at every frame)."""
+    import numpy as np
+
+    clip = testsrc("ray_split.mp4", size="160x120", seconds=4.0, audio=True, extra=["-g", "25"])
+    single = sbsconv.convert(clip, tmp_path / "single.mp4", model=str(tiny_model), **FAST)
+    result = sbsconv.convert_split(clip, tmp_path / "split.mp4", parts=2, backend="ray", model=str(tiny_model),
+                                   **FAST)
+    assert len(result.parts) == 2 and result.frames == single.frames == 100
+
+    def frames(path):
+        raw = run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]).stdout
+        return np.frombuffer(raw, np.uint8).reshape(-1, 120, 320, 3).astype(np.float64)
+
+    mse = ((frames(single.output) - frames(result.output)) ** 2).reshape(100, -1).mean(1)
+    assert (10 * np.log10(255.0**2 / np.maximum(mse, 1e-12))).min() >= 40
+    times = [ffprobe(p, "-select_streams", "v", "-show_frames", "-show_entries", "frame=pts_time")["frames"]
+             for p in (single.output, result.output)]
+    assert [f["pts_time"] for f in times[0]] == [f["pts_time"] for f in times[1]]

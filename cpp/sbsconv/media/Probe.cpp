@@ -1,5 +1,7 @@
 #include "sbsconv/media/Probe.h"
 
+#include <algorithm>
+
 #include <cmath>
 #include <limits>
 
@@ -228,6 +230,26 @@ int64_t count_video_frames(
   } catch (const Error&) {
     return -1;
   }
+}
+
+std::vector<double> keyframe_times(const std::string& path, int stream_index) {
+  UniqueInputFormatContext format = open_input(path, "probe", nullptr);
+  const int index = choose_video_stream(format.get(), stream_index, path);
+  for (unsigned i = 0; i < format->nb_streams; ++i) {
+    format->streams[i]->discard = static_cast<int>(i) == index ? AVDISCARD_DEFAULT : AVDISCARD_ALL;
+  }
+  const double tb = av_q2d(format->streams[index]->time_base);
+  UniqueAVPacket packet = make_packet();
+  std::vector<double> times;
+  while (av_read_frame(format.get(), packet.get()) >= 0) {
+    PacketUnref unref(packet.get());
+    if (packet->stream_index == index && (packet->flags & AV_PKT_FLAG_KEY) != 0 && packet->pts != AV_NOPTS_VALUE) {
+      times.push_back(static_cast<double>(packet->pts) * tb);
+    }
+  }
+  std::sort(times.begin(), times.end());
+  times.erase(std::unique(times.begin(), times.end()), times.end());
+  return times;
 }
 
 } // namespace sbsconv

@@ -89,4 +89,9 @@ int64_t count_video_frames(
     std::optional<double> to,
     const std::atomic<bool>* cancel);
 
+// The presentation times (absolute seconds, ascending) of a video stream's keyframes, read from
+// the packets without decoding: where a split conversion may cut (Note [Parts of one video]).
+// Throws as probe().
+std::vector<double> keyframe_times(const std::string& path, int stream_index);
+
 } // namespace sbsconv

@@ -336,6 +336,17 @@ struct Engine::Impl {
       w.subtitles = "none";
       w.stereo.clear();
       w.metadata.clear();
+    } else if (o.part) {
+      // Note [Parts of one video]: video only, on the whole video's timeline
+      w.container = "nut";
+      w.time_origin = source_start + o.timeline_start - kSegmentOffset;
+      w.time_end.reset();
+      w.source.clear();
+      w.audio = "none";
+      w.subtitles = "none";
+      w.stereo.clear();
+      w.metadata.clear();
+      w.apple.reset();
     } else {
       w.source = o.input;
     }
@@ -395,6 +406,35 @@ struct Engine::Impl {
       segments.resize(i);
       return;
     }
+  }
+
+  // Note [Parts of one video]: drops a batch's warm-up frames (those before output_start) and
+  // renumbers the rest; false when none is left.
+  int64_t warm_up_dropped = 0;
+  bool drop_warm_up(Batch& b) {
+    const double threshold = source_start + *o.output_start;
+    int64_t keep_from = 0;
+    while (keep_from < b.size() &&
+           static_cast<double>(b.source_pts[static_cast<size_t>(keep_from)]) * source_tick < threshold - 1e-6) {
+      ++keep_from;
+    }
+    b.first_index -= warm_up_dropped;
+    warm_up_dropped += keep_from;
+    if (keep_from == b.size()) {
+      return false;
+    }
+    if (keep_from > 0) {
+      const auto tail = [&](const at::Tensor& t) { return t.defined() && t.size(0) == b.size() ? t.narrow(0, keep_from, b.size() - keep_from) : t; };
+      b.frames = tail(b.frames);
+      b.disparity = tail(b.disparity);
+      b.fov = tail(b.fov);
+      b.export_depth = tail(b.export_depth);
+      b.depth_colors = tail(b.depth_colors);
+      b.pts.erase(b.pts.begin(), b.pts.begin() + keep_from);
+      b.source_pts.erase(b.source_pts.begin(), b.source_pts.begin() + keep_from);
+      b.starts_shot.erase(b.starts_shot.begin(), b.starts_shot.begin() + keep_from);
+    }
+    return true;
   }
 
   void prepare();
@@ -894,6 +934,9 @@ void Engine::Impl::stabilise_stage() {
       inject_fault("stabilise", batch_number++);
       stage_guard.check();
       stage_frames[2] += b.size();
+      if (o.output_start && !drop_warm_up(b)) {
+        continue; // the whole batch only warmed up the temporal state
+      }
       if (!stabilised.push(std::move(b))) {
         return;
       }
@@ -1263,6 +1306,33 @@ EngineResult Engine::result() {
   r.damaged_frames = d.damaged_frames;
   r.truncated = d.truncated;
   return r;
+}
+
+WriterResult assemble_parts(
+    const EngineOptions& options,
+    const std::vector<std::string>& parts,
+    double fov_degrees,
+    const std::atomic<bool>* cancel) {
+  if (parts.empty()) {
+    throw Error(ErrorKind::Option, "assemble", "no parts to join", options.writer.path);
+  }
+  const VideoReader reader(options.input, options.reader);
+  WriterOptions w = options.writer;
+  w.source = options.input;
+  w.time_origin = reader.stream().start_time + options.timeline_start;
+  if (options.reader.duration) {
+    w.time_end = reader.stream().start_time + options.reader.start.value_or(0.0) + *options.reader.duration;
+  }
+  w.video_segments = parts;
+  w.segment_offset = kSegmentOffset;
+  w.cancel = cancel;
+  if (w.encoder.empty() || w.encoder == "auto") {
+    w.encoder = "copy";
+  }
+  MediaWriter writer(w);
+  writer.set_apple_field_of_view(fov_degrees);
+  writer.copy_segments();
+  return writer.finish();
 }
 
 } // namespace sbsconv

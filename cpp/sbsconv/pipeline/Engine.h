@@ -58,6 +58,16 @@ struct EngineOptions {
   std::optional<DepthSourceOptions> depth_source;
   std::string infill_mask;
   std::string device = "cpu"; // where the work runs when no model does (depth_source)
+  // Note [Parts of one video]: this run converts one part of a video that several runs
+  // convert side by side (sbsconv's split conversions). reader.start is the part's start less
+  // a warm-up stretch; frames before output_start (seconds after the source's start) only warm
+  // up the temporal state (depth alignment and range, scene cuts, the comfort budget) and are
+  // not rendered or written. part: the output is one video-only NUT piece whose timestamps are
+  // on the whole video's timeline (zero at timeline_start, seconds after the source's start),
+  // shifted as resume segments are, for assemble_parts() to join by stream copy.
+  std::optional<double> output_start;
+  bool part = false;
+  double timeline_start = 0.0;
   bool resume = false; // see Note [Resumable runs]
   std::string fingerprint; // identifies input + options for resume
   int64_t segment_frames = 240;
@@ -147,5 +157,16 @@ class Engine {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// Note [Parts of one video]: joins the parts that runs with `part` set wrote (in order, each
+// covering the frames from its output_start to the next part's) into options.writer.path by
+// stream copy, with the source's audio and subtitles over options.reader's window, as a
+// resumed run's segments are joined. `fov_degrees`: for Apple's hfov box when the options'
+// writer has one without a value. Throws as MediaWriter (Error(Cancelled) when *cancel is set).
+WriterResult assemble_parts(
+    const EngineOptions& options,
+    const std::vector<std::string>& parts,
+    double fov_degrees,
+    const std::atomic<bool>* cancel = nullptr);
 
 } // namespace sbsconv
