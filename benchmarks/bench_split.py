@@ -71,7 +71,7 @@ def main() -> None:
                 if extra and name.startswith("Video"):
                     continue
                 t0 = time.perf_counter()
-                result = sbsconv.convert_split(clip, tmp / "split.mp4", parts=args.parts, model=model, **extra,
+                result = sbsconv.convert_split(clip, tmp / "split.mp4", split=args.parts, model=model, **extra,
                                                **common)
                 wall = time.perf_counter() - t0
                 p = psnr(reference, frames(tmp / "split.mp4", 2 * w, h))
@@ -79,7 +79,7 @@ def main() -> None:
                 near = np.concatenate([p[max(0, c - 3):c + 3] for c in cuts])
                 timing.append((name, label, single_s, wall, len(result.parts)))
                 seams.append((name, f"warm-up 3 s, {label}", p.min(), near.min(), np.median(p)))
-            result = sbsconv.convert_split(clip, tmp / "cold.mp4", parts=args.parts, model=model, warm_up=0, **common)
+            result = sbsconv.convert_split(clip, tmp / "cold.mp4", split=args.parts, model=model, warm_up=0, **common)
             p = psnr(reference, frames(tmp / "cold.mp4", 2 * w, h))
             cuts = np.cumsum(result.part_frames)[:-1]
             near = np.concatenate([p[max(0, c - 3):c + 3] for c in cuts])

@@ -494,19 +494,20 @@ def convert_split(
     output: str | os.PathLike[str],
     options: ConvertOptions | None = None,
     *,
-    parts: int | str = "auto",
+    split: int | str = "auto",
     warm_up: float = 3.0,
     backend: str = "local",
     devices: str | Iterable[str] | None = None,
     address: str | None = None,
     **overrides: Any,
 ) -> SplitResult:
-    """Converts one long video as ``parts`` pieces side by side (Note [Parts of one video]): the
+    """Converts one long video as ``split`` parts side by side (Note [Parts of one video]): the
     timeline is cut at keyframes into parts, each converted by its own worker (``devices``:
     one process per device; ``backend="ray"``: Ray tasks, see :func:`convert_many`) after
     ``warm_up`` seconds before its start that only settle the temporal state (depth range and
     alignment, scene cuts, the comfort budget), then the parts are joined by stream copy with
-    the source's audio and subtitles. ``parts="auto"``: one per worker, at least a minute each.
+    the source's audio and subtitles. ``split``: the number of parts, or "auto" (one per worker,
+    at least a minute each).
     The output has every frame once with the source's timing, and matches a single run's
     frames (the tests hold it to 40 dB at every frame, the seams included)."""
     from sbsconv import _core
@@ -524,8 +525,8 @@ def convert_split(
         raise OptionError("spatial video is one x265 stream: convert() it in one piece")
     if backend not in ("local", "ray"):
         raise OptionError(f"backend must be 'local' or 'ray', got {backend!r}")
-    if not (parts == "auto" or (isinstance(parts, int) and not isinstance(parts, bool) and parts >= 1)):
-        raise OptionError(f"parts must be 'auto' or a whole number >= 1, got {parts!r}")
+    if not (split == "auto" or (isinstance(split, int) and not isinstance(split, bool) and split >= 1)):
+        raise OptionError(f"split must be 'auto' or a whole number of parts >= 1, got {split!r}")
     if not (isinstance(warm_up, int | float) and 0 <= warm_up <= 600):
         raise OptionError(f"warm_up must be within 0..600 seconds, got {warm_up!r}")
     input_path = os.fspath(input)
@@ -541,8 +542,8 @@ def convert_split(
     t0 = time.perf_counter()
     start = float(options.start or 0.0)
     end = start + float(options.duration) if options.duration is not None else info.duration
-    count = parts
-    if parts == "auto":
+    count = split
+    if split == "auto":
         width = len(workers) if workers else (2 if backend == "ray" else 1)
         count = max(1, min(width, int(((end or start) - start) // 60)))
     keyframes = [t - info.start_time for t in _core.keyframe_times(input_path, -1 if options.stream is None

@@ -214,8 +214,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     if args.split is not None:  # one video in parts, side by side (Note [Parts of one video])
         from sbsconv.batch import convert_split
 
-        parts = args.split if args.split == "auto" else int(args.split)
-        result = convert_split(args.input, args.output, options_from_args(args), parts=parts,
+        split = args.split if args.split == "auto" else int(args.split)
+        result = convert_split(args.input, args.output, options_from_args(args), split=split,
                                warm_up=args.warm_up, backend=args.backend, address=args.address,
                                devices=args.devices.split(",") if args.devices and args.devices != "all"
                                else args.devices, progress=not args.quiet)

@@ -148,7 +148,7 @@ def test_a_split_conversion_on_ray_equals_a_single_run(cluster, testsrc, tmp_pat
 
     clip = testsrc("ray_split.mp4", size="160x120", seconds=4.0, audio=True, extra=["-g", "25"])
     single = sbsconv.convert(clip, tmp_path / "single.mp4", model=str(tiny_model), **FAST)
-    result = sbsconv.convert_split(clip, tmp_path / "split.mp4", parts=2, backend="ray", model=str(tiny_model),
+    result = sbsconv.convert_split(clip, tmp_path / "split.mp4", split=2, backend="ray", model=str(tiny_model),
                                    **FAST)
     assert len(result.parts) == 2 and result.frames == single.frames == 100
 

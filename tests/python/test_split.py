@@ -62,7 +62,7 @@ def check_equals_single(result, single) -> np.ndarray:
 
 def test_a_split_run_equals_a_single_run(long_clip, single, tiny_model, tmp_path):
     out = tmp_path / "split.mp4"
-    result = sbsconv.convert_split(long_clip, out, parts=3, model=str(tiny_model), **FAST)
+    result = sbsconv.convert_split(long_clip, out, split=3, model=str(tiny_model), **FAST)
     assert [round(s, 3) for s, _ in result.parts] == [0.0, 3.0, 5.0]  # keyframes nearest thirds
     assert result.part_frames == (75, 50, 75) and result.frames == 200
     psnr = check_equals_single(result, single)
@@ -72,7 +72,7 @@ def test_a_split_run_equals_a_single_run(long_clip, single, tiny_model, tmp_path
 
 
 def test_parts_on_two_worker_processes(long_clip, single, tiny_model, tmp_path):
-    result = sbsconv.convert_split(long_clip, tmp_path / "split.mp4", parts=2, devices=["cpu", "cpu"],
+    result = sbsconv.convert_split(long_clip, tmp_path / "split.mp4", split=2, devices=["cpu", "cpu"],
                                    model=str(tiny_model), **FAST)
     assert len(result.parts) == 2 and sum(result.part_frames) == 200
     check_equals_single(result, single)
@@ -81,7 +81,7 @@ def test_parts_on_two_worker_processes(long_clip, single, tiny_model, tmp_path):
 def test_a_window_is_split_on_the_whole_videos_timeline(long_clip, tiny_model, tmp_path):
     kw = dict(model=str(tiny_model), start=1.5, duration=5.0, **FAST)
     whole = sbsconv.convert(long_clip, tmp_path / "whole.mp4", **kw)
-    result = sbsconv.convert_split(long_clip, tmp_path / "split.mp4", parts=2, **kw)
+    result = sbsconv.convert_split(long_clip, tmp_path / "split.mp4", split=2, **kw)
     assert result.frames == whole.frames == 125
     assert _times(result.output) == _times(whole.output)
     psnr = _psnr_per_frame(_frames(whole.output), _frames(result.output))
@@ -101,16 +101,16 @@ def test_plan_parts_cuts_at_the_nearest_keyframes():
 
 
 def test_split_options_are_checked(long_clip, tmp_path):
-    with pytest.raises(OptionError, match="parts"):
-        sbsconv.convert_split(long_clip, tmp_path / "o.mp4", parts=0)
+    with pytest.raises(OptionError, match="split"):
+        sbsconv.convert_split(long_clip, tmp_path / "o.mp4", split=0)
     with pytest.raises(OptionError, match="depth"):
-        sbsconv.convert_split(long_clip, tmp_path / "o.mp4", parts=2, depth_out=tmp_path / "d.mkv")
+        sbsconv.convert_split(long_clip, tmp_path / "o.mp4", split=2, depth_out=tmp_path / "d.mkv")
     with pytest.raises(OptionError, match="spatial"):
-        sbsconv.convert_split(long_clip, tmp_path / "o.mp4", parts=2, layout="spatial")
+        sbsconv.convert_split(long_clip, tmp_path / "o.mp4", split=2, layout="spatial")
     with pytest.raises(OptionError, match="warm_up"):
-        sbsconv.convert_split(long_clip, tmp_path / "o.mp4", parts=2, warm_up=-1)
+        sbsconv.convert_split(long_clip, tmp_path / "o.mp4", split=2, warm_up=-1)
     with pytest.raises(OptionError, match="must end in"):
-        sbsconv.convert_split(long_clip, tmp_path / "o.avi", parts=2)
+        sbsconv.convert_split(long_clip, tmp_path / "o.avi", split=2)
 
 
 def test_the_command_line_splits_one_video(long_clip, tiny_model, tmp_path):
