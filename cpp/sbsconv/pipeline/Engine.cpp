@@ -475,6 +475,11 @@ void Engine::Impl::prepare() {
       Option,
       "engine",
       "resume applies to conversions that keep the source timing (not fps= or preview)");
+  SBSCONV_CHECK(
+      !((o.part || o.output_start) && (o.resume || o.fps || o.preview_every > 0)),
+      Option,
+      "engine",
+      "a part of a split conversion (Note [Parts of one video]) is not resumable and keeps the source timing");
   if (!o.fault.empty()) {
     const size_t a = o.fault.find(':');
     const size_t b = a == std::string::npos ? a : o.fault.find(':', a + 1);
