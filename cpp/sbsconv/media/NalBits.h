@@ -119,8 +119,8 @@ inline std::optional<HevcSpsHead> read_hevc_sps_head(const std::vector<uint8_t>&
   }
   skip_hevc_profile_tier_level_rest(r, sub_layers);
   h.id = r.exp_golomb();
-  h.chroma_format = static_cast<int>(r.exp_golomb());
-  if (h.chroma_format == 3) {
+  const uint32_t chroma = r.exp_golomb(); // (checked before it becomes an int: ue(v) is 32-bit)
+  if (chroma == 3) {
     h.separate_colour_planes = r.bits(1) != 0;
   }
   r.exp_golomb(); // pic_width_in_luma_samples
@@ -130,12 +130,14 @@ inline std::optional<HevcSpsHead> read_hevc_sps_head(const std::vector<uint8_t>&
       r.exp_golomb();
     }
   }
-  h.bit_depth = static_cast<int>(r.exp_golomb()) + 8;
+  const uint32_t depth_minus8 = r.exp_golomb();
   r.exp_golomb(); // bit_depth_chroma_minus8
   const uint32_t log2_minus4 = r.exp_golomb();
-  if (!r.ok() || h.id > 15 || h.chroma_format > 3 || h.bit_depth > 16 || log2_minus4 > 12) {
+  if (!r.ok() || h.id > 15 || chroma > 3 || depth_minus8 > 8 || log2_minus4 > 12) {
     return std::nullopt;
   }
+  h.chroma_format = static_cast<int>(chroma);
+  h.bit_depth = static_cast<int>(depth_minus8) + 8;
   h.log2_max_poc_lsb = static_cast<int>(log2_minus4) + 4;
   return h;
 }

@@ -109,13 +109,18 @@ std::optional<SequenceHeader> read_h264_sps(const std::vector<uint8_t>& rbsp) {
   r.skip(16); // constraint flags, level_idc
   r.exp_golomb(); // seq_parameter_set_id
   if (high_profile_h264(static_cast<uint32_t>(h.profile))) {
-    h.chroma_format = static_cast<int>(r.exp_golomb());
-    if (h.chroma_format == 3) {
+    const uint32_t chroma = r.exp_golomb(); // (checked before it becomes an int: ue(v) is 32-bit)
+    if (chroma == 3) {
       r.skip(1); // separate_colour_plane_flag
     }
-    h.bit_depth = static_cast<int>(r.exp_golomb()) + 8;
+    const uint32_t depth_minus8 = r.exp_golomb();
+    if (!r.ok() || chroma > 3 || depth_minus8 > 8) {
+      return std::nullopt;
+    }
+    h.chroma_format = static_cast<int>(chroma);
+    h.bit_depth = static_cast<int>(depth_minus8) + 8;
   }
-  if (!r.ok() || h.chroma_format > 3 || h.bit_depth > 16) {
+  if (!r.ok()) {
     return std::nullopt;
   }
   return h;
