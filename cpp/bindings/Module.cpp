@@ -204,6 +204,18 @@ std::optional<T> get_optional(const py::dict& d, const char* key) {
   return d[key].cast<T>();
 }
 
+// A finished writer's result (MediaWriter.finish(), assemble_parts) as Python sees it.
+py::dict writer_result_dict(const WriterResult& r) {
+  py::dict d;
+  d["path"] = r.path;
+  d["encoder"] = r.encoder;
+  d["skipped_encoders"] = r.skipped_encoders;
+  d["frames"] = r.frames;
+  d["streams"] = r.streams;
+  d["warnings"] = r.warnings;
+  return d;
+}
+
 // Note [Editing ISO-BMFF files]: Apple's stereo description from its Python dict.
 AppleStereo apple_stereo(const py::dict& d) {
   AppleStereo a;
@@ -881,13 +893,7 @@ PYBIND11_MODULE(_core, m) {
       py::gil_scoped_release release;
       r = assemble_parts(o, parts, fov_degrees);
     }
-    py::dict out;
-    out["path"] = r.path;
-    out["encoder"] = r.encoder;
-    out["frames"] = r.frames;
-    out["streams"] = r.streams;
-    out["warnings"] = r.warnings;
-    return out;
+    return writer_result_dict(r);
   }, py::arg("options"), py::arg("parts"), py::arg("fov_degrees") = 60.0);
   m.def("vr180_default_canvas", &vr180_default_canvas, py::arg("height"), py::arg("width"), py::arg("hfov_degrees"));
   m.def("read_stereo_boxes", [](const std::string& path) {
@@ -1091,14 +1097,7 @@ PYBIND11_MODULE(_core, m) {
           py::gil_scoped_release release;
           result = w.finish();
         }
-        py::dict d;
-        d["path"] = result.path;
-        d["encoder"] = result.encoder;
-        d["skipped_encoders"] = result.skipped_encoders;
-        d["frames"] = result.frames;
-        d["streams"] = result.streams;
-        d["warnings"] = result.warnings;
-        return d;
+        return writer_result_dict(result);
       })
       .def("abort", &MediaWriter::abort, py::call_guard<py::gil_scoped_release>())
       .def_property_readonly("encoder", &MediaWriter::encoder_name)

@@ -22,7 +22,7 @@ import glob
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,19 +160,59 @@ def _convert_one(job: tuple[str, str, ConvertOptions, bool],
                        device=options.device, resumed_from=result.resumed_from)
 
 
-def _worker(device: str, jobs: Any, results: Any) -> None:
-    """One device's worker process: converts whole files until the queue says stop."""
+def _worker(run: Callable[[Any, str], Any], device: str, jobs: Any, results: Any) -> None:
+    """One device's worker process: ``run(payload, device)`` for each job until the queue says
+    stop; each result (or the SbsconvError it raised) goes back with the job's index."""
     import warnings
 
     from sbsconv.errors import SbsconvWarning
 
-    warnings.simplefilter("ignore", SbsconvWarning)  # reported in the file's result instead
+    warnings.simplefilter("ignore", SbsconvWarning)  # reported in the caller's results instead
     while True:
         job = jobs.get()
         if job is None:
             return
-        index, source, target, options = job
-        results.put((index, _convert_one((source, target, options.replace(device=device), False))))
+        index, payload = job
+        try:
+            results.put((index, run(payload, device)))
+        except SbsconvError as exc:
+            results.put((index, exc))
+
+
+class _WorkerPool:
+    """One spawned worker process per device (CUDA and threads do not survive fork), each
+    running ``run(payload, device)`` for the jobs submitted; stopped (and joined) on exit."""
+
+    def __init__(self, devices: list[str], run: Callable[[Any, str], Any]) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.jobs, self.results = context.Queue(), context.Queue()
+        self.processes = [context.Process(target=_worker, args=(run, d, self.jobs, self.results), daemon=True)
+                          for d in devices]
+
+    def __enter__(self) -> _WorkerPool:
+        for p in self.processes:
+            p.start()
+        return self
+
+    def submit(self, index: int, payload: Any) -> None:
+        self.jobs.put((index, payload))
+
+    def result(self) -> tuple[int, Any]:
+        """The next finished job: (index, result or the SbsconvError it raised)."""
+        return self.results.get()
+
+    def __exit__(self, *exc: object) -> None:
+        for _ in self.processes:
+            self.jobs.put(None)
+        for p in self.processes:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.terminate()
+
+
+def _file_on(payload: tuple[str, str, ConvertOptions], device: str) -> FileOutcome:
+    source, target, options = payload
+    return _convert_one((source, target, options.replace(device=device), False))
 
 
 def _devices(devices: str | Iterable[str] | None) -> list[str] | None:
@@ -293,34 +333,22 @@ def convert_many(
                 record(i, outcome)
                 stopped = on_error == "stop" and outcome.status == "failed"
         else:
-            context = multiprocessing.get_context("spawn")  # CUDA and threads do not survive fork
-            queue, results = context.Queue(), context.Queue()
-            processes = [context.Process(target=_worker, args=(d, queue, results), daemon=True) for d in workers]
-            for p in processes:
-                p.start()
-            pending = list(jobs)
-            running = 0
-            try:
-                while pending and running < len(processes):  # one file per worker at a time
+            with _WorkerPool(workers, _file_on) as pool:
+                pending = list(jobs)
+                running = 0
+                while pending and running < len(workers):  # one file per worker at a time
                     i, source, target = pending.pop(0)
-                    queue.put((i, source, target, options))
+                    pool.submit(i, (source, target, options))
                     running += 1
                 while running:
-                    i, outcome = results.get()
+                    i, outcome = pool.result()
                     running -= 1
                     record(i, outcome)
                     stopped = stopped or (on_error == "stop" and outcome.status == "failed")
                     if pending and not stopped:
                         j, source, target = pending.pop(0)
-                        queue.put((j, source, target, options))
+                        pool.submit(j, (source, target, options))
                         running += 1
-            finally:
-                for _ in processes:
-                    queue.put(None)
-                for p in processes:
-                    p.join(timeout=30)
-                    if p.is_alive():
-                        p.terminate()
     finally:
         if bar is not None:
             bar.close()
@@ -374,12 +402,10 @@ class _Reporter:
         return dict(self.files)
 
 
-def _run_on_ray(jobs: list[tuple[int, str, str]], options: ConvertOptions, *, address: str | None,
-                retries: int, record: Callable[[int, FileOutcome], None],
-                stop_on_failure: bool, on_tasks: Callable[[dict[int, tuple[float, int]]], Any] | None) -> None:
-    """Runs ``jobs`` as Ray tasks (``address``: an existing cluster, "auto", or None for a local
-    one started here and stopped at the end) and records each outcome as it arrives. Ctrl-C, a
-    raising callback or ``on_error="stop"`` cancels every task still queued or running."""
+@contextlib.contextmanager
+def _ray_session(address: str | None) -> Iterator[Any]:
+    """Ray, connected: to the cluster at ``address`` ("auto", "ray://host:10001"), the one this
+    process already joined, or (None) a local cluster started here and stopped on exit."""
     if address is None:
         # A local cluster runs its workers with this very interpreter: Ray's "uv run" hook
         # (read when Ray is imported) would build them another environment, one without
@@ -389,15 +415,40 @@ def _run_on_ray(jobs: list[tuple[int, str, str]], options: ConvertOptions, *, ad
         import ray
     except ImportError as exc:
         raise OptionError("backend='ray' needs Ray: pip install 'sbsconv[ray]' (or uv sync --extra ray)") from exc
-    started = False
-    if not ray.is_initialized():
+    started = not ray.is_initialized()
+    if started:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-        started = True
     try:
-        # one GPU per file where the cluster has GPUs (and the options allow one), else a CPU
-        gpus_per_task = 1 if ray.cluster_resources().get("GPU", 0) >= 1 and options.device != "cpu" else 0
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _gpus_per_task(ray: Any, options: ConvertOptions) -> int:
+    """One GPU per task where the cluster has GPUs (and the options allow one), else none."""
+    return 1 if ray.cluster_resources().get("GPU", 0) >= 1 and options.device != "cpu" else 0
+
+
+def _cancel_all(ray: Any, refs: Iterable[Any]) -> None:
+    """Cancels tasks and lets each running conversion stop and clean up."""
+    refs = list(refs)
+    for ref in refs:
+        ray.cancel(ref, force=False)
+    for ref in refs:
+        with contextlib.suppress(Exception):  # (cancelled, or failed while stopping)
+            ray.get(ref, timeout=30)
+
+
+def _run_on_ray(jobs: list[tuple[int, str, str]], options: ConvertOptions, *, address: str | None,
+                retries: int, record: Callable[[int, FileOutcome], None],
+                stop_on_failure: bool, on_tasks: Callable[[dict[int, tuple[float, int]]], Any] | None) -> None:
+    """Runs ``jobs`` as Ray tasks and records each outcome as it arrives. Ctrl-C, a raising
+    callback or ``on_error="stop"`` cancels every task still queued or running."""
+    with _ray_session(address) as ray:
         reporter = ray.remote(_Reporter).options(num_cpus=0).remote()
-        task = ray.remote(_ray_convert).options(num_cpus=1, num_gpus=gpus_per_task, max_retries=retries)
+        task = ray.remote(_ray_convert).options(num_cpus=1, num_gpus=_gpus_per_task(ray, options),
+                                                max_retries=retries)
         refs = {task.remote(i, source, target, options, reporter): (i, source, target) for i, source, target in jobs}
         try:
             while refs:
@@ -413,23 +464,11 @@ def _run_on_ray(jobs: list[tuple[int, str, str]], options: ConvertOptions, *, ad
                                               device="ray")
                     record(i, outcome)
                     if stop_on_failure and outcome.status == "failed":
-                        raise _Stop
-        except (KeyboardInterrupt, _Stop, Exception):
-            for ref in refs:
-                ray.cancel(ref, force=False)
-            for ref in refs:  # let each running conversion stop and clean up
-                with contextlib.suppress(Exception):  # (cancelled, or failed while stopping)
-                    ray.get(ref, timeout=30)
+                        _cancel_all(ray, refs)  # on_error="stop": nothing more runs
+                        return
+        except BaseException:  # Ctrl-C, a raising callback
+            _cancel_all(ray, refs)
             raise
-    except _Stop:
-        pass
-    finally:
-        if started:
-            ray.shutdown()
-
-
-class _Stop(Exception):
-    """on_error='stop' after a failure: stop scheduling."""
 
 
 # ---- one long video in parts (Note [Parts of one video]) ---------------------------------------
@@ -441,6 +480,7 @@ class SplitResult:
     frames: int  # frames in the output (each part's, without its warm-up)
     parts: tuple[tuple[float, float | None], ...]  # each part's (start, end) in seconds after the source's start
     part_frames: tuple[int, ...]
+    warm_up_frames: tuple[int, ...]  # each part's frames converted only to settle the temporal state
     seconds: float
     encoder: str
     streams: tuple[str, ...]
@@ -464,29 +504,14 @@ def plan_parts(keyframes: list[float], start: float, end: float | None, parts: i
     return cuts
 
 
-def _part_job(job: tuple) -> dict:
+def _part_on(job: tuple, device: str | None = None) -> dict:
+    """One part of a split conversion (on ``device`` when given), in a worker or a Ray task."""
     from sbsconv.conversion import convert_part
 
     index, source, part_path, options, window = job
+    if device is not None:
+        options = options.replace(device=device)
     return {"index": index, **convert_part(source, part_path, options, **window)}
-
-
-def _part_worker(device: str, jobs: Any, results: Any) -> None:
-    """One device's worker process for a split conversion's parts."""
-    import warnings
-
-    from sbsconv.errors import SbsconvWarning
-
-    warnings.simplefilter("ignore", SbsconvWarning)  # the parts' warnings are gathered by the caller
-    while True:
-        job = jobs.get()
-        if job is None:
-            return
-        index, source, part_path, options, window = job
-        try:
-            results.put(_part_job((index, source, part_path, options.replace(device=device), window)))
-        except SbsconvError as exc:
-            results.put({"index": index, "error": exc})
 
 
 def convert_split(
@@ -511,14 +536,16 @@ def convert_split(
     The output has every frame once with the source's timing, and matches a single run's
     frames (the tests hold it to 40 dB at every frame, the seams included)."""
     from sbsconv import _core
-    from sbsconv.conversion import output_name, warn_all
+    from sbsconv.conversion import resolve_output, warn_all
 
     ConvertOptions.check_names(overrides, also=CALL_KEYWORDS)
     overrides.pop("progress", None)  # (parts run without bars; on_progress: parts run here in turn)
     on_progress = overrides.pop("on_progress", None)
     options = ConvertOptions.merged(options, overrides)
-    if options.depth is not None or options.depth_out is not None or options.infill_mask is not None:
-        raise OptionError("a split conversion writes the 3D video only: use convert() for depth products")
+    if (options.depth is not None or options.depth_out is not None or options.infill_mask is not None
+            or options.depth_video is not None):
+        raise OptionError("a split conversion writes the 3D video only: use convert() for depth products "
+                          "(depth, depth_out, depth_video, infill_mask)")
     if options.preview_every is not None or options.fps is not None:
         raise OptionError("a split conversion keeps the source's frames: preview_every and fps need convert()")
     if options.layout == "spatial":
@@ -530,11 +557,7 @@ def convert_split(
     if not (isinstance(warm_up, int | float) and 0 <= warm_up <= 600):
         raise OptionError(f"warm_up must be within 0..600 seconds, got {warm_up!r}")
     input_path = os.fspath(input)
-    output_path = os.fspath(output)
-    if options.headset_suffix:
-        output_path = output_name(output_path, options.layout)
-    if Path(output_path).suffix.lower() not in CONTAINERS:
-        raise OptionError(f"the output must end in {', '.join(CONTAINERS)}: {output_path!r}")
+    output_path = resolve_output(input_path, output, options)
     import sbsconv
 
     info = sbsconv.probe(input_path)
@@ -574,26 +597,14 @@ def convert_split(
                 results[k] = {"index": k, **convert_part(source, part_path, part_options, **window,
                                                          on_progress=report)}
         else:
-            context = multiprocessing.get_context("spawn")
-            queue, done = context.Queue(), context.Queue()
-            processes = [context.Process(target=_part_worker, args=(d, queue, done), daemon=True) for d in workers]
-            for p in processes:
-                p.start()
-            try:
+            with _WorkerPool(workers, _part_on) as pool:
                 for job in jobs:
-                    queue.put(job)
+                    pool.submit(job[0], job)
                 for _ in jobs:
-                    result = done.get()
-                    if "error" in result:
-                        raise result["error"]
-                    results[result["index"]] = result
-            finally:
-                for _ in processes:
-                    queue.put(None)
-                for p in processes:
-                    p.join(timeout=30)
-                    if p.is_alive():
-                        p.terminate()
+                    index, result = pool.result()
+                    if isinstance(result, SbsconvError):
+                        raise result
+                    results[index] = result
         finished = [r for r in results if r is not None]
         assemble = dict(finished[0]["engine_options"])
         assemble.update(start=options.start, duration=options.duration, timeline_start=start, part=False,
@@ -611,34 +622,24 @@ def convert_split(
     return SplitResult(output=joined["path"], frames=int(joined["frames"]),
                        parts=tuple((w["output_start"], cuts[k + 1] if k + 1 < len(cuts) else end)
                                    for k, w in enumerate(windows)),
-                       part_frames=tuple(int(r["frames"]) for r in finished), seconds=time.perf_counter() - t0,
+                       part_frames=tuple(int(r["frames"]) for r in finished),
+                       warm_up_frames=tuple(int(r["warm_up_frames"]) for r in finished),
+                       seconds=time.perf_counter() - t0,
                        encoder=finished[0]["encoder"], streams=tuple(joined["streams"]),
                        warnings=tuple(dict.fromkeys(warnings_seen)))
 
 
 def _parts_on_ray(jobs: list[tuple], results: list[dict | None], *, address: str | None) -> None:
-    if address is None:
-        os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")  # (see _run_on_ray)
-    try:
-        import ray
-    except ImportError as exc:
-        raise OptionError("backend='ray' needs Ray: pip install 'sbsconv[ray]' (or uv sync --extra ray)") from exc
-    started = False
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-        started = True
-    try:
-        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 and jobs[0][3].device != "cpu" else 0
-        task = ray.remote(_part_job).options(num_cpus=1, num_gpus=gpus, max_retries=3)
+    with _ray_session(address) as ray:
+        task = ray.remote(_part_on).options(num_cpus=1, num_gpus=_gpus_per_task(ray, jobs[0][3]), max_retries=3)
         refs = [task.remote(job) for job in jobs]
         try:
             for result in ray.get(refs):
                 results[result["index"]] = result
         except ray.exceptions.RayTaskError as exc:
-            for ref in refs:
-                ray.cancel(ref)
+            _cancel_all(ray, refs)
             cause = exc.as_instanceof_cause()
             raise cause if isinstance(cause, SbsconvError) else exc
-    finally:
-        if started:
-            ray.shutdown()
+        except BaseException:
+            _cancel_all(ray, refs)
+            raise

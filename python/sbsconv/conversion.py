@@ -69,6 +69,24 @@ class ConversionResult:
     point_clouds: tuple[str, ...] = ()  # point_clouds_every: the PLY files
 
 
+def resolve_output(input_path: str, output: str | os.PathLike[str], options: ConvertOptions) -> str:
+    """The path a conversion of ``input_path`` writes (convert(), convert_split()): ``output``
+    with the headset suffix when asked for, checked: a container sbsconv writes, MP4/MOV for
+    Apple's layouts, not the input itself. Raises OptionError."""
+    output_path = os.fspath(output)
+    if options.headset_suffix:
+        output_path = output_name(output_path, options.layout)
+    suffix = Path(output_path).suffix.lower()
+    if suffix not in _CONTAINERS:
+        raise OptionError(f"the output must end in {', '.join(_CONTAINERS)}: {output_path!r}")
+    if options.layout in ("apple-3d", "spatial") and suffix == ".mkv":
+        raise OptionError(f"{options.layout} is an MP4/MOV format (Vision Pro reads its boxes there): "
+                          f"name the output .mov or .mp4, not {output_path!r}")
+    if os.path.abspath(output_path) == os.path.abspath(input_path):
+        raise OptionError("the output would overwrite the input")
+    return output_path
+
+
 def check_spatial_encoder() -> str:
     """The x265 that ``layout="spatial"`` encodes with (Note [Spatial video through x265]);
     raises EncoderError saying what to install (and suggesting ``apple-3d``) when there is
@@ -188,18 +206,9 @@ def convert(
     ConvertOptions.check_names(overrides, also=CALL_KEYWORDS)
     options = ConvertOptions.merged(options, overrides)
     input_path = os.fspath(input)
-    output_path = os.fspath(output)
-    if options.headset_suffix:
-        output_path = output_name(output_path, options.layout)
-    if Path(output_path).suffix.lower() not in _CONTAINERS:
-        raise OptionError(f"the output must end in {', '.join(_CONTAINERS)}: {output_path!r}")
-    if options.layout in ("apple-3d", "spatial") and Path(output_path).suffix.lower() == ".mkv":
-        raise OptionError(f"{options.layout} is an MP4/MOV format (Vision Pro reads its boxes there): "
-                          f"name the output .mov or .mp4, not {output_path!r}")
+    output_path = resolve_output(input_path, output, options)
     if options.layout == "spatial":
         check_spatial_encoder()
-    if os.path.abspath(output_path) == os.path.abspath(input_path):
-        raise OptionError("the output would overwrite the input")
     if options.point_clouds_every is not None and options.depth_out is None:
         raise OptionError("point_clouds_every writes beside the depth export: give depth_out too")
     # The input must be a video before anything is loaded or written.
@@ -277,7 +286,8 @@ def convert_part(input_path: str, part_path: str, options: ConvertOptions, *, st
     start), where the frames before ``output_start`` only warm up the temporal state, into the
     video-only NUT piece ``part_path`` on the timeline that starts at ``timeline_start``.
     Returns the frames written, the model's mean field of view, the warnings and the engine
-    options (without the model) that assembling the parts needs."""
+    options (without the model) that assembling the parts needs, and how many frames went
+    through the depth model only to warm up (those before ``output_start``)."""
     options = options.replace(start=start, duration=duration, resume=False)
     info = sbsconv.probe(input_path)
     from sbsconv import depthio
@@ -287,8 +297,10 @@ def convert_part(input_path: str, part_path: str, options: ConvertOptions, *, st
     engine_options.update(output_start=float(output_start), part=True, timeline_start=float(timeline_start),
                           resume=False)
     raw = run_engine(engine_options, Path(input_path).name, False, on_progress)
-    return {"frames": raw["frames"], "fov_degrees": raw.get("fov_degrees"), "warnings": list(raw["warnings"]),
-            "encoder": raw["encoder"], "engine_options": {k: v for k, v in engine_options.items() if k != "model"}}
+    depth_frames = next((s["frames"] for s in raw["stages"] if s["name"] == "depth"), raw["frames"])
+    return {"frames": raw["frames"], "warm_up_frames": depth_frames - raw["frames"],
+            "fov_degrees": raw.get("fov_degrees"), "warnings": list(raw["warnings"]), "encoder": raw["encoder"],
+            "engine_options": {k: v for k, v in engine_options.items() if k != "model"}}
 
 
 def run_engine(engine_options: dict, description: str, progress: bool,

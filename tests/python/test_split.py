@@ -65,6 +65,9 @@ def test_a_split_run_equals_a_single_run(long_clip, single, tiny_model, tmp_path
     result = sbsconv.convert_split(long_clip, out, split=3, model=str(tiny_model), **FAST)
     assert [round(s, 3) for s, _ in result.parts] == [0.0, 3.0, 5.0]  # keyframes nearest thirds
     assert result.part_frames == (75, 50, 75) and result.frames == 200
+    # each part after the first ran the depth model over the 3 s (75 frames) before its cut, and
+    # wrote none of them
+    assert result.warm_up_frames == (0, 75, 75)
     psnr = check_equals_single(result, single)
     for seam in (75, 125):  # the frames on both sides of each cut
         assert min(psnr[seam - 2:seam + 2]) >= 40
@@ -105,6 +108,12 @@ def test_split_options_are_checked(long_clip, tmp_path):
         sbsconv.convert_split(long_clip, tmp_path / "o.mp4", split=0)
     with pytest.raises(OptionError, match="depth"):
         sbsconv.convert_split(long_clip, tmp_path / "o.mp4", split=2, depth_out=tmp_path / "d.mkv")
+    with pytest.raises(OptionError, match="depth_video"):
+        sbsconv.convert_split(long_clip, tmp_path / "o.mp4", split=2, depth_video=tmp_path / "d.mp4")
+    with pytest.raises(OptionError, match="MP4/MOV"):
+        sbsconv.convert_split(long_clip, tmp_path / "o.mkv", split=2, layout="apple-3d")
+    with pytest.raises(OptionError, match="overwrite the input"):
+        sbsconv.convert_split(long_clip, long_clip, split=2)
     with pytest.raises(OptionError, match="spatial"):
         sbsconv.convert_split(long_clip, tmp_path / "o.mp4", split=2, layout="spatial")
     with pytest.raises(OptionError, match="warm_up"):
