@@ -8,6 +8,7 @@
 #include <cmath>
 #include <limits>
 
+#include "sbsconv/common/DeviceSync.h"
 #include "sbsconv/common/Error.h"
 #include "sbsconv/common/Versions.h"
 #include "sbsconv/depth/DepthAnythingV2.h"
@@ -16,6 +17,7 @@
 #include "sbsconv/common/Logging.h"
 #include "sbsconv/media/ImageFile.h"
 #include "sbsconv/media/MediaWriter.h"
+#include "sbsconv/media/ColorConversion.h"
 #include "sbsconv/media/HevcBitstream.h"
 #include "sbsconv/media/MvHevcEncoder.h"
 #include "sbsconv/media/Probe.h"
@@ -362,6 +364,7 @@ EngineOptions engine_options(const py::dict& d) {
   o.fingerprint = get_or<std::string>(d, "fingerprint", "");
   o.segment_frames = get_or<int64_t>(d, "segment_frames", 240);
   o.check_float64 = get_or<bool>(d, "check_float64", false);
+  o.check_syncs = get_or<bool>(d, "check_syncs", false);
   o.fault = get_or<std::string>(d, "fault", "");
   return o;
 }
@@ -373,6 +376,8 @@ py::list stage_list(const std::vector<StageStats>& stages) {
     d["name"] = s.name;
     d["frames"] = s.frames;
     d["busy_seconds"] = s.busy_seconds;
+    d["batches"] = s.batches;
+    d["host_syncs"] = s.host_syncs;
     out.append(d);
   }
   return out;
@@ -761,7 +766,7 @@ PYBIND11_MODULE(_core, m) {
           py::arg("disparity"),
           py::arg("starts_shot"),
           py::call_guard<py::gil_scoped_release>())
-      .def("scenes", [](const ComfortBudget& c) {
+      .def("scenes", [](ComfortBudget& c) {
         py::list out;
         for (const SceneComfort& s : c.scenes()) {
           py::dict d;
@@ -874,6 +879,35 @@ PYBIND11_MODULE(_core, m) {
   });
   // Note [MV-HEVC bitstreams], for the tests: a raw HEVC stream's access units in decoding
   // order, each (display_index, keyframe, layers), and the reorder delay.
+  // Note [Device colour conversion], for its test on CPU tensors.
+  m.def(
+      "_semi_planar_to_rgb",
+      [](const at::Tensor& y, const at::Tensor& uv, bool wide, int colorspace, bool full_range) {
+        return semi_planar_to_rgb(
+            y, uv, wide, static_cast<AVColorSpace>(colorspace), full_range ? AVCOL_RANGE_JPEG : AVCOL_RANGE_MPEG);
+      },
+      py::arg("y"),
+      py::arg("uv"),
+      py::arg("wide"),
+      py::arg("colorspace"),
+      py::arg("full_range"));
+  // Note [Host synchronisation]: the counter's own test (check mode, the CPU as the device).
+  m.def("_count_host_syncs", [](const at::Tensor& x) {
+    py::dict d;
+    auto count = [&](auto&& body) {
+      HostSyncCounter counter(/*cpu_counts_as_device=*/true);
+      body();
+      return counter.count();
+    };
+    d["item"] = count([&] { (void)x.sum().item<double>(); });
+    d["masked_select"] = count([&] { (void)x.masked_select(x.gt(2)).sum(); });
+    d["host_scope"] = count([&] {
+      HostScope host;
+      (void)x.max().item<double>();
+    });
+    d["to_host"] = count([&] { (void)to_host(x.mul(2)); });
+    return d;
+  });
   m.def("_hevc_stream_order", [](const py::bytes& data) {
     const std::string bytes = data;
     const hevc::Stream s = hevc::parse_stream(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());

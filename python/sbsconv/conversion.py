@@ -67,6 +67,9 @@ class ConversionResult:
     depth_out: str | None = None  # the depth export (depth_out=), when written
     depth_sidecar: str | None = None  # its sidecar
     point_clouds: tuple[str, ...] = ()  # point_clouds_every: the PLY files
+    # per stage: name, frames, busy_seconds, batches, host_syncs (Note [Host synchronisation])
+    stages: tuple[dict, ...] = ()
+    batch_size: int = 0  # frames per batch (chosen from the device's free memory when not given)
 
 
 def resolve_output(input_path: str, output: str | os.PathLike[str], options: ConvertOptions) -> str:
@@ -275,6 +278,8 @@ def convert(
                    if options.depth_out is not None else None),
         depth_sidecar=exported["sidecar"] if exported else None,
         point_clouds=tuple(clouds),
+        stages=tuple(dict(s) for s in raw["stages"]),
+        batch_size=int(engine_options["batch_size"]),
     )
 
 

@@ -609,6 +609,8 @@ class ConvertOptions:
             "segment_frames": max(1, round(self.segment_seconds * frame_rate)),
             # Debugging and the fault tests (Note [No float64 on devices], EngineOptions::fault).
             "check_float64": os.environ.get("SBSCONV_CHECK_FLOAT64", "") not in ("", "0"),
+            # Note [Host synchronisation]: count every operation that would wait for the device
+            "check_syncs": os.environ.get("SBSCONV_CHECK_SYNCS", "") not in ("", "0"),
             "fault": os.environ.get("SBSCONV_TEST_FAULT", ""),
         }
         if self.depth_video is not None:
@@ -662,7 +664,7 @@ class ConvertOptions:
         """What identifies a run's output for resuming: the engine's options without the model
         object and the debugging switches (check_float64, fault), plus the model's identity."""
         options = {k: v for k, v in engine_options.items()
-                   if k not in ("model", "check_float64", "fault", "fingerprint")}
+                   if k not in ("model", "check_float64", "check_syncs", "fault", "fingerprint")}
         options.update(model=model.name, checkpoint=str(model.source), input_size=self.input_size,
                        precision=self.precision, dtype=model.dtype,
                        temporal_mode=self.temporal_mode if model.temporal else None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import subprocess
 from fractions import Fraction
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 import sbsconv
-from sbsconv import media
+from sbsconv import _core, media
 from sbsconv.errors import OptionError
 
 from helpers import (
@@ -255,15 +256,74 @@ def test_unavailable_hardware_decoder_falls_back_with_a_logged_reason(caplog):
         assert any("decoding in software" in r.getMessage() for r in caplog.records)
 
 
+# ---- NVDEC's frames converted on the device (Note [Device colour conversion]) -----------------
+
+# (clip, raw planar format FFmpeg decodes it to, matrix as AVColorSpace, full range)
+DEVICE_CONVERSION_CLIPS = [
+    ("Tokyo-Walk_rgb.mp4", "yuv420p", 2, False),  # untagged: BT.601, limited
+    ("bt601_limited_range.mp4", "yuv420p", 6, False),
+    ("bt709_full_range.mp4", "yuvj420p", 1, True),
+    ("h265_10bits.mp4", "yuv420p10le", 2, False),  # 10-bit: P010 from NVDEC
+]
+
+
+def semi_planar_frames(path, fmt: str, n: int):
+    """The decoded frames' own planes (FFmpeg's decoder, no conversion), laid out as NVDEC
+    hands them over: NV12, or P010 (10 bits in the high bits of 16-bit words)."""
+    info = sbsconv.probe(path).video
+    w, h = info.width, info.height
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-frames:v", str(n), "-f", "rawvideo",
+                          "-pix_fmt", fmt, "-"], capture_output=True, check=True).stdout
+    wide = fmt.endswith("10le")
+    dtype = np.int16 if wide else np.uint8
+    cw, ch = (w + 1) // 2, (h + 1) // 2
+    planes = np.frombuffer(raw, dtype=dtype).reshape(n, -1)
+    for i in range(n):
+        y = planes[i, : w * h].reshape(h, w)
+        u = planes[i, w * h: w * h + cw * ch].reshape(ch, cw)
+        v = planes[i, w * h + cw * ch: w * h + 2 * cw * ch].reshape(ch, cw)
+        uv = np.stack([u, v], axis=-1)
+        if wide:
+            y, uv = (y.astype(np.int32) << 6).astype(np.int16), (uv.astype(np.int32) << 6).astype(np.int16)
+        yield torch.from_numpy(y.copy()), torch.from_numpy(uv.copy()), wide
+
+
+@pytest.mark.parametrize("clip,fmt,space,full", DEVICE_CONVERSION_CLIPS)
+def test_device_conversion_matches_libswscale(clip, fmt, space, full):
+    # The GPU path's conversion is LibTorch code: run here on CPU tensors, it must give what
+    # the CPU path (libswscale) gives for the same decoded pictures.
+    path = data(clip)
+    reference = next(iter(media.read_frames(path, batch_size=3))).data
+    for i, (y, uv, wide) in enumerate(semi_planar_frames(path, fmt, 3)):
+        ours = _core._semi_planar_to_rgb(y, uv, wide=wide, colorspace=space, full_range=full)
+        assert ours.shape == (y.shape[0], y.shape[1], 3) and ours.dtype == torch.uint8
+        assert psnr(ours.numpy(), to_hwc(reference[i:i + 1])) >= 45, (clip, i)
+
+
+def test_device_conversion_of_ten_bits_interpolates_chroma_rows():
+    # A chroma step between two rows: 10-bit pictures get swscale's bicubic rows (values in
+    # between, with its slight overshoot), 8-bit ones repeat each chroma row (no values between).
+    y = torch.full((8, 4), 128, dtype=torch.uint8)
+    uv = torch.full((4, 2, 2), 128, dtype=torch.uint8)
+    uv[2:, :, 1] = 228  # Cr steps up from chroma row 2
+    narrow = _core._semi_planar_to_rgb(y, uv, wide=False, colorspace=1, full_range=True)
+    assert sorted(set(narrow[:, 0, 0].tolist())) == [128, 255]
+    wide = _core._semi_planar_to_rgb((y.to(torch.int32) << 8).to(torch.int16), (uv.to(torch.int32) << 8).to(torch.int16),
+                                     wide=True, colorspace=1, full_range=True)
+    reds = wide[:, 0, 0].tolist()
+    assert reds[0] == 128 and reds[-1] == 255 and any(128 < r < 255 for r in reds[2:6])
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
-def test_cuda_device_frames_match_cpu_frames():
-    path = data("Tokyo-Walk_rgb.mp4")
+@pytest.mark.parametrize("clip", ["Tokyo-Walk_rgb.mp4", "bt709_full_range.mp4", "h265_10bits.mp4"])
+def test_cuda_device_frames_match_cpu_frames(clip):
+    path = data(clip)
     cpu = next(iter(media.read_frames(path, batch_size=4))).data
     gpu = next(iter(media.read_frames(path, batch_size=4, device="cuda")))
     assert gpu.data.device.type == "cuda"
-    # NVDEC frames are converted on the GPU (nearest chroma, like FFmpeg's fast path).
-    assert psnr(to_hwc(gpu.data.cpu()), to_hwc(cpu)) >= 40
+    # NVDEC's frames converted on the GPU as libswscale converts them on the CPU
+    assert psnr(to_hwc(gpu.data.cpu()), to_hwc(cpu)) >= 45
 
 
 def test_frames_can_be_scaled_during_conversion():

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <cstring>
 
 namespace sbsconv {
@@ -144,6 +145,73 @@ void RgbConverter::convert(
   }
 }
 
+namespace {
+
+// swscale's bicubic kernel (its default parameter, C = 0.6, as a = -0.6).
+double cubic(double x) {
+  constexpr double a = -0.6;
+  x = std::abs(x);
+  if (x <= 1.0) {
+    return (a + 2.0) * x * x * x - (a + 3.0) * x * x + 1.0;
+  }
+  if (x < 2.0) {
+    return a * x * x * x - 5.0 * a * x * x + 8.0 * a * x - 4.0 * a;
+  }
+  return 0.0;
+}
+
+// Chroma rows [h2, ...] -> [2*h2, ...] by the cubic kernel, sited between luma rows: output
+// row 2m samples the chroma at m - 1/4, row 2m+1 at m + 1/4 (edges repeated).
+at::Tensor upsample_rows_cubic(const at::Tensor& c) {
+  const int64_t h2 = c.size(0);
+  at::Tensor padded = at::cat({c.narrow(0, 0, 1), c.narrow(0, 0, 1), c, c.narrow(0, h2 - 1, 1), c.narrow(0, h2 - 1, 1)});
+  auto row = [&](int64_t offset) { return padded.narrow(0, 2 + offset, h2); }; // chroma row m + offset
+  const at::Tensor even = row(-2) * cubic(1.75) + row(-1) * cubic(0.75) + row(0) * cubic(0.25) + row(1) * cubic(1.25);
+  const at::Tensor odd = row(-1) * cubic(1.25) + row(0) * cubic(0.25) + row(1) * cubic(0.75) + row(2) * cubic(1.75);
+  std::vector<int64_t> shape(c.sizes().begin(), c.sizes().end());
+  shape[0] = 2 * h2;
+  return at::stack({even, odd}, 1).reshape(shape);
+}
+
+} // namespace
+
+at::Tensor semi_planar_to_rgb(
+    const at::Tensor& y,
+    const at::Tensor& uv,
+    bool wide,
+    AVColorSpace space,
+    AVColorRange range) {
+  const int64_t h = y.size(0);
+  const int64_t w = y.size(1);
+  auto to_8bit_scale = [&](const at::Tensor& t) {
+    if (!wide) {
+      return t.to(at::kFloat);
+    }
+    // 16-bit containers (P010 keeps its 10 bits in the high bits): value / 256 is the
+    // sample on the 8-bit scale.
+    return at::bitwise_and(t.to(at::kInt), 0xFFFF).to(at::kFloat).div_(256.0);
+  };
+  at::Tensor yf = to_8bit_scale(y);
+  at::Tensor uvf = to_8bit_scale(uv); // [h2, w2, 2]
+  // See Note [Device colour conversion]: rows by the cubic kernel for 10/16-bit, repeated for
+  // 8-bit; columns repeated.
+  uvf = wide ? upsample_rows_cubic(uvf) : uvf.repeat_interleave(2, 0);
+  uvf = uvf.repeat_interleave(2, 1).narrow(0, 0, h).narrow(1, 0, w);
+  at::Tensor cb = uvf.select(2, 0) - 128.0;
+  at::Tensor cr = uvf.select(2, 1) - 128.0;
+  if (range != AVCOL_RANGE_JPEG) {
+    yf = (yf - 16.0) * (255.0 / 219.0);
+    cb = cb * (255.0 / 224.0);
+    cr = cr * (255.0 / 224.0);
+  }
+  const YuvMatrix m = yuv_matrix_for(space);
+  const double kg = 1.0 - m.kr - m.kb;
+  at::Tensor r = yf + cr * (2.0 * (1.0 - m.kr));
+  at::Tensor b = yf + cb * (2.0 * (1.0 - m.kb));
+  at::Tensor g = yf - cb * (2.0 * m.kb * (1.0 - m.kb) / kg) - cr * (2.0 * m.kr * (1.0 - m.kr) / kg);
+  return at::stack({r, g, b}, 2).round_().clamp_(0.0, 255.0).to(at::kByte);
+}
+
 bool device_yuv_to_rgb(const AVFrame* frame, at::Tensor& out) {
   if (frame->hw_frames_ctx == nullptr) {
     return false;
@@ -162,36 +230,7 @@ bool device_yuv_to_rgb(const AVFrame* frame, at::Tensor& out) {
   at::Tensor y = at::from_blob(frame->data[0], {h, w}, {frame->linesize[0] / element, 1}, options);
   at::Tensor uv = at::from_blob(
       frame->data[1], {(h + 1) / 2, (w + 1) / 2, 2}, {frame->linesize[1] / element, 2, 1}, options);
-
-  auto to_8bit_scale = [&](const at::Tensor& t) {
-    if (!wide) {
-      return t.to(at::kFloat);
-    }
-    // 16-bit containers (P010 keeps its 10 bits in the high bits): value / 256 is the
-    // sample on the 8-bit scale.
-    return at::bitwise_and(t.to(at::kInt), 0xFFFF).to(at::kFloat).div_(256.0);
-  };
-  at::Tensor yf = to_8bit_scale(y);
-  at::Tensor uvf = to_8bit_scale(uv)
-                       .repeat_interleave(2, 0)
-                       .repeat_interleave(2, 1)
-                       .narrow(0, 0, h)
-                       .narrow(1, 0, w);
-  at::Tensor cb = uvf.select(2, 0) - 128.0;
-  at::Tensor cr = uvf.select(2, 1) - 128.0;
-  if (frame->color_range == AVCOL_RANGE_JPEG) {
-    // full range: nothing to expand
-  } else {
-    yf = (yf - 16.0) * (255.0 / 219.0);
-    cb = cb * (255.0 / 224.0);
-    cr = cr * (255.0 / 224.0);
-  }
-  const YuvMatrix m = yuv_matrix_for(frame->colorspace);
-  const double kg = 1.0 - m.kr - m.kb;
-  at::Tensor r = yf + cr * (2.0 * (1.0 - m.kr));
-  at::Tensor b = yf + cb * (2.0 * (1.0 - m.kb));
-  at::Tensor g = yf - cb * (2.0 * m.kb * (1.0 - m.kb) / kg) - cr * (2.0 * m.kr * (1.0 - m.kr) / kg);
-  out.copy_(at::stack({r, g, b}, 2).round_().clamp_(0.0, 255.0).to(at::kByte));
+  out.copy_(semi_planar_to_rgb(y, uv, wide, frame->colorspace, frame->color_range));
   return true;
 }
 

@@ -63,6 +63,25 @@ class RgbConverter {
   AVPixelFormat output_;
 };
 
+// Note [Device colour conversion]
+// NVDEC's frames (NV12, P010) become RGB on the device the way the CPU path's libswscale makes
+// RGB of the same pictures decoded in software, so that a conversion looks the same whichever
+// decoder ran: the frame's matrix and range (as RgbConverter chooses them); for 8-bit 4:2:0,
+// each chroma sample covers its 2x2 pixels (swscale's unscaled 4:2:0 -> RGB converter, which
+// it uses for such frames); for 10/16-bit, chroma rows are interpolated with swscale's bicubic
+// kernel (its general path) and columns repeated (swscale interpolates chroma horizontally
+// only with SWS_FULL_CHR_H_INT, which FFmpeg does not set). Tensor operations, so the same code
+// is tested on the CPU against libswscale (tests/python/test_decode.py).
+//
+// y: [H,W] uint8 (or int16 holding 16-bit words for wide), uv: [(H+1)/2, (W+1)/2, 2] of the
+// same type; any device. Returns uint8 [H,W,3] RGB on that device.
+at::Tensor semi_planar_to_rgb(
+    const at::Tensor& y,
+    const at::Tensor& uv,
+    bool wide,
+    AVColorSpace space,
+    AVColorRange range);
+
 // A hardware frame in device memory (CUDA NV12/P010/P016 from NVDEC) -> RGB on the same
 // device, written into `out` ([H,W,3] uint8 view on that device), with tensor operations on
 // the current stream. Returns false when the frame's layout is not one this handles (the

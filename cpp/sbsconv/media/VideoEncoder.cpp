@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include "sbsconv/common/DeviceSync.h"
+
 #include <algorithm>
 #include <cmath>
 
@@ -44,42 +46,76 @@ void VideoEncoder::write(
       kStage,
       "one pts per frame is needed");
   at::Tensor frames = frames_in;
-  if (!encoder_.device_frames && !frames.is_cpu()) {
-    frames = frames.to(at::kCPU);
+  if (!encoder_.device_frames) {
+    frames = to_host(frames); // the batch's one transfer (Note [Host synchronisation])
+  }
+  if (encoder_.device_frames) {
+    write_device_frames(frames, pts, sink);
+    return;
   }
   AVCodecContext* enc = encoder_.context.get();
-  const int64_t nominal =
-      std::max<int64_t>(1, av_rescale_q(1, AVRational{o.frame_rate.den, o.frame_rate.num}, enc->time_base));
   for (int64_t i = 0; i < frames.size(0); ++i) {
-    int64_t t = pts[i] - origin_;
-    if (last_pts_ != AV_NOPTS_VALUE && t <= last_pts_) {
-      t = last_pts_ + 1;
-    }
-    last_pts_ = t;
-    end_ = std::max(end_, t + nominal);
+    const int64_t t = next_pts(pts[i]);
     AVFrame* f = frame_.get();
-    if (encoder_.device_frames) {
-      av_frame_unref(f);
-      SBSCONV_CHECK_AV(
-          av_hwframe_get_buffer(encoder_.hw_frames.get(), f, 0), Encode, kStage, "no CUDA frame", o.path);
-      if (!device_rgb_to_yuv(frames[i], f)) {
-        throw Error(ErrorKind::Encode, kStage, "cannot convert frames on the GPU", o.path);
-      }
-    } else {
-      if (f->data[0] == nullptr) {
-        f->format = enc->pix_fmt;
-        f->width = enc->width;
-        f->height = enc->height;
-        SBSCONV_CHECK_AV(av_frame_get_buffer(f, 0), Encode, kStage, "frame allocation", o.path);
-      }
-      SBSCONV_CHECK_AV(av_frame_make_writable(f), Encode, kStage, "frame allocation", o.path);
-      yuv_->convert(frames[i], f);
+    if (f->data[0] == nullptr) {
+      f->format = enc->pix_fmt;
+      f->width = enc->width;
+      f->height = enc->height;
+      SBSCONV_CHECK_AV(av_frame_get_buffer(f, 0), Encode, kStage, "frame allocation", o.path);
     }
+    SBSCONV_CHECK_AV(av_frame_make_writable(f), Encode, kStage, "frame allocation", o.path);
+    yuv_->convert(frames[i], f);
     f->pts = t;
-    f->color_primaries = AVCOL_PRI_BT709;
-    f->color_trc = AVCOL_TRC_BT709;
-    f->colorspace = AVCOL_SPC_BT709;
-    f->color_range = AVCOL_RANGE_MPEG;
+    tag(f);
+    encode(f, sink);
+    ++frames_;
+  }
+}
+
+int64_t VideoEncoder::next_pts(int64_t pts) {
+  const AVCodecContext* enc = encoder_.context.get();
+  const int64_t nominal = std::max<int64_t>(
+      1, av_rescale_q(1, AVRational{options_.frame_rate.den, options_.frame_rate.num}, enc->time_base));
+  int64_t t = pts - origin_;
+  if (last_pts_ != AV_NOPTS_VALUE && t <= last_pts_) {
+    t = last_pts_ + 1;
+  }
+  last_pts_ = t;
+  end_ = std::max(end_, t + nominal);
+  return t;
+}
+
+void VideoEncoder::tag(AVFrame* f) {
+  f->color_primaries = AVCOL_PRI_BT709;
+  f->color_trc = AVCOL_TRC_BT709;
+  f->colorspace = AVCOL_SPC_BT709;
+  f->color_range = AVCOL_RANGE_MPEG;
+}
+
+// Note [NVENC input on the device]: the batch is converted to NV12/P010 into hardware frames
+// by tensor operations on the encode stage's stream; NVENC reads those frames through
+// FFmpeg's CUDA context, which knows nothing of that stream. So the order is made explicit:
+// every frame of the batch is converted, one event recorded after the last conversion is
+// waited for (the host waits for these conversions alone, once per batch), and only then are
+// the frames handed to the encoder.
+void VideoEncoder::write_device_frames(const at::Tensor& frames, const std::vector<int64_t>& pts, const PacketSink& sink) {
+  const WriterOptions& o = options_;
+  std::vector<UniqueAVFrame> converted;
+  converted.reserve(static_cast<size_t>(frames.size(0)));
+  for (int64_t i = 0; i < frames.size(0); ++i) {
+    UniqueAVFrame f(av_frame_alloc());
+    SBSCONV_CHECK(f != nullptr, Internal, kStage, "av_frame_alloc failed");
+    SBSCONV_CHECK_AV(av_hwframe_get_buffer(encoder_.hw_frames.get(), f.get(), 0), Encode, kStage, "no CUDA frame", o.path);
+    if (!device_rgb_to_yuv(frames[i], f.get())) {
+      throw Error(ErrorKind::Encode, kStage, "cannot convert frames on the GPU", o.path);
+    }
+    converted.push_back(std::move(f));
+  }
+  wait_for_current_stream(frames.device());
+  for (size_t i = 0; i < converted.size(); ++i) {
+    AVFrame* f = converted[i].get();
+    f->pts = next_pts(pts[i]);
+    tag(f);
     encode(f, sink);
     ++frames_;
   }

@@ -58,6 +58,9 @@ class VideoEncoder {
 
  private:
   void encode(AVFrame* frame, const PacketSink& sink);
+  void write_device_frames(const at::Tensor& frames, const std::vector<int64_t>& pts, const PacketSink& sink);
+  int64_t next_pts(int64_t pts); // the frame's timestamp on the encoder's clock, kept rising
+  static void tag(AVFrame* frame);
 
   const WriterOptions& options_;
   OpenedEncoder encoder_;

@@ -2,7 +2,10 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <c10/core/Event.h>
+
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "sbsconv/pipeline/StateFile.h"
@@ -30,6 +33,12 @@ struct Batch {
   bool segment_end = false;
   int64_t next_source_pts = -1;
   TensorMap state;
+  // Recorded on the producing stage's stream after its last operation on the batch (Note
+  // [Streams and hand-overs]); null off CUDA.
+  std::shared_ptr<c10::Event> ready;
+  std::vector<at::Tensor*> tensors() {
+    return {&frames, &depth, &fov, &export_depth, &infill_mask, &disparity, &packed, &depth_colors};
+  }
   int64_t size() const {
     return static_cast<int64_t>(pts.size());
   }

@@ -8,6 +8,46 @@
 
 namespace sbsconv {
 
+namespace {
+
+// Note [Batches without copies]: the decoder writes a batch of frames into one buffer (fresh
+// for every read, channels-last). When a batch's frames are consecutive pictures of one such
+// buffer, the batch is a view of it; otherwise (a batch that straddles two reads, frames
+// dropped by fps or preview selection) they are copied into a buffer laid out the same way,
+// pinned when theirs was, so the host -> device copy stays asynchronous.
+at::Tensor join_frames(const std::vector<at::Tensor>& frames) {
+  const at::Tensor& first = frames.front();
+  const auto n = static_cast<int64_t>(frames.size());
+  if (n == 1) {
+    return first.unsqueeze(0);
+  }
+  const int64_t step = frames[1].storage_offset() - first.storage_offset();
+  bool consecutive = step > 0;
+  for (int64_t k = 1; consecutive && k < n; ++k) {
+    const at::Tensor& f = frames[static_cast<size_t>(k)];
+    consecutive = f.storage().is_alias_of(first.storage()) && f.sizes() == first.sizes() &&
+        f.strides() == first.strides() && f.storage_offset() == first.storage_offset() + k * step;
+  }
+  if (consecutive) {
+    std::vector<int64_t> sizes{n};
+    std::vector<int64_t> strides{step};
+    sizes.insert(sizes.end(), first.sizes().begin(), first.sizes().end());
+    strides.insert(strides.end(), first.strides().begin(), first.strides().end());
+    return first.as_strided(sizes, strides, first.storage_offset());
+  }
+  // [N,H,W,C] storage seen as [N,C,H,W], as the decoder makes it
+  at::Tensor out = at::empty(
+                       {n, first.size(1), first.size(2), first.size(0)},
+                       first.options().pinned_memory(first.is_cpu() && first.is_pinned()))
+                       .permute({0, 3, 1, 2});
+  for (int64_t k = 0; k < n; ++k) {
+    out[k].copy_(frames[static_cast<size_t>(k)]);
+  }
+  return out;
+}
+
+} // namespace
+
 BatchAssembler::BatchAssembler(Options options, std::unique_ptr<SceneCutDetector> detector)
     : o_(options), detector_(std::move(detector)), next_index_(options.first_index) {
   SBSCONV_CHECK(o_.batch_size >= 1, Option, "decode", "batch_size must be >= 1");
@@ -22,15 +62,34 @@ bool BatchAssembler::segment_end_at(int64_t index) const {
 }
 
 void BatchAssembler::add(const SelectedFrame& f) {
+  add_all({f});
+}
+
+void BatchAssembler::add_all(const std::vector<SelectedFrame>& frames) {
   SBSCONV_CHECK(!finished_, Internal, "decode", "a frame was added after the last one");
-  pending_.push_back(Item{f.frame, f.pts, f.source_pts, next_index_++});
+  if (frames.empty()) {
+    return;
+  }
+  at::Tensor features;
   if (detector_) {
-    for (int64_t c : detector_->push(f.frame.unsqueeze(0))) {
-      shot_starts_.insert(c);
+    std::vector<at::Tensor> pictures;
+    pictures.reserve(frames.size());
+    for (const SelectedFrame& f : frames) {
+      pictures.push_back(f.frame);
     }
-    const int64_t just = detector_->decided() - 1;
-    if (just >= 0 && segment_end_at(just)) {
-      detector_states_[just] = detector_->state_through(just);
+    features = detector_->features(pictures);
+  }
+  for (size_t k = 0; k < frames.size(); ++k) {
+    const SelectedFrame& f = frames[k];
+    pending_.push_back(Item{f.frame, f.pts, f.source_pts, next_index_++});
+    if (detector_) {
+      for (int64_t c : detector_->push_features(features[static_cast<int64_t>(k)])) {
+        shot_starts_.insert(c);
+      }
+      const int64_t just = detector_->decided() - 1;
+      if (just >= 0 && segment_end_at(just)) {
+        detector_states_[just] = detector_->state_through(just);
+      }
     }
   }
 }
@@ -80,7 +139,7 @@ std::optional<Batch> BatchAssembler::next() {
     b.starts_shot.push_back(shot_starts_.count(item.index) != 0);
     pending_.pop_front();
   }
-  b.frames = at::stack(frames);
+  b.frames = join_frames(frames);
   if (seg_end) {
     const int64_t last = b.first_index + count - 1;
     b.segment_end = true;

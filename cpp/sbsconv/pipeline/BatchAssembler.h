@@ -36,6 +36,9 @@ class BatchAssembler {
   BatchAssembler(Options options, std::unique_ptr<SceneCutDetector> detector);
 
   void add(const SelectedFrame& frame);
+  // Adds frames in order; the scene-cut features of all of them are computed at once (one
+  // device -> host transfer, Note [Host synchronisation]).
+  void add_all(const std::vector<SelectedFrame>& frames);
   // No more frames: the detector decides the rest, and next() hands out everything.
   void finish();
   // The next batch that is complete (full, ending a segment, or the last ones after

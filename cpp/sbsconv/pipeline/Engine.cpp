@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <csignal>
+#include <cstring>
 #include <cmath>
 #include <condition_variable>
 #include <cstdio>
@@ -18,6 +19,7 @@
 #include <set>
 #include <thread>
 
+#include "sbsconv/common/DeviceSync.h"
 #include "sbsconv/common/Error.h"
 #include "sbsconv/common/Float64Guard.h"
 #include "sbsconv/common/Logging.h"
@@ -124,6 +126,16 @@ struct Engine::Impl {
   const char* stage_names[kStages] = {"decode", "depth", "stabilise", "stereo", "encode"};
   std::atomic<int64_t> stage_frames[kStages] = {};
   std::atomic<int64_t> stage_busy_us[kStages] = {};
+  std::atomic<int64_t> stage_batches[kStages] = {};
+  std::atomic<int64_t> stage_syncs[kStages] = {};
+  int stage_index(const char* name) const {
+    for (int i = 0; i < kStages; ++i) {
+      if (std::strcmp(stage_names[i], name) == 0) {
+        return i;
+      }
+    }
+    return 0;
+  }
 
   BoundedQueue<Batch> decoded{kQueueDepth};
   BoundedQueue<Batch> depthed{kQueueDepth};
@@ -261,18 +273,51 @@ struct Engine::Impl {
   }
 
   // Note [No float64 on devices]: in check mode each stage thread observes its own operations.
+  // Note [Host synchronisation]: each stage counts the times it makes the host wait for the
+  // device (observed in check mode, the explicit transfers otherwise), per batch.
+  // Note [Streams and hand-overs]: each stage works on a stream of its own.
   struct StageGuard {
+    Impl& impl;
     const char* stage;
+    int index;
     std::optional<Float64Guard> guard;
-    StageGuard(const Impl& impl, const char* name) : stage(name) {
+    std::optional<HostSyncCounter> syncs;
+    StageStream stream;
+    int64_t transfers_before;
+    StageGuard(Impl& owner, const char* name)
+        : impl(owner),
+          stage(name),
+          index(owner.stage_index(name)),
+          stream(owner.run_device()),
+          transfers_before(explicit_host_transfers()) {
       if (impl.o.check_float64) {
         guard.emplace(/*cpu_counts_as_device=*/true);
       }
+      if (impl.o.check_syncs) {
+        syncs.emplace(/*cpu_counts_as_device=*/true);
+      }
     }
+    ~StageGuard() {
+      tally();
+    }
+    void tally() {
+      impl.stage_syncs[index] = syncs ? syncs->count() : explicit_host_transfers() - transfers_before;
+    }
+    // Once per batch, after the stage's work on it.
     void check() {
+      impl.stage_batches[index] += 1;
+      tally();
       if (guard) {
         guard->check(stage);
       }
+    }
+    // A batch arriving from the previous stage / leaving for the next one.
+    void received(Batch& b) {
+      stream.receive(b.ready, b.tensors());
+      b.ready.reset();
+    }
+    void send(Batch& b) {
+      b.ready = stream.mark();
     }
   };
 
@@ -283,6 +328,21 @@ struct Engine::Impl {
       counter += std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count();
     }
   };
+
+  // A stage's state at a segment's end, brought to the host in one transfer (Note [Host
+  // synchronisation]) for the encode stage to save.
+  static TensorMap host_state(TensorMap state) {
+    std::vector<at::Tensor> values;
+    for (auto& [key, value] : state) {
+      values.push_back(value);
+    }
+    std::vector<at::Tensor> host = to_host_all(values);
+    size_t i = 0;
+    for (auto& [key, value] : state) {
+      value = host[i++];
+    }
+    return state;
+  }
 
   // The model's field-of-view estimates, made usable: NaN or infinite values become the
   // running mean (or 60), values outside 1..179 degrees are clamped, each with one warning.
@@ -652,6 +712,7 @@ void Engine::Impl::decode_stage() {
         stage_frames[0] += b->size();
         inject_fault("decode", batches_sent++);
         stage_guard.check();
+        stage_guard.send(*b);
         if (!decoded.push(std::move(*b))) {
           return false;
         }
@@ -671,8 +732,8 @@ void Engine::Impl::decode_stage() {
         if (fb.size() == 0) {
           selector.finish(selected);
         }
+        batches.add_all(selected);
         for (const SelectedFrame& f : selected) {
-          batches.add(f);
           const int64_t estimated = estimate.observe(static_cast<double>(f.source_pts) * tb - origin);
           const int64_t exact = counted_frames.load();
           frames_total = exact >= 0 ? std::max(exact, batches.next_index()) : estimated;
@@ -720,6 +781,7 @@ void Engine::Impl::depth_from_file(StageGuard& stage_guard) {
       return;
     }
     Batch b = std::move(*batch);
+    stage_guard.received(b);
     {
       Busy busy{stage_busy_us[1]};
       if (!matcher) {
@@ -740,8 +802,8 @@ void Engine::Impl::depth_from_file(StageGuard& stage_guard) {
       if (depth.size(2) != h || depth.size(3) != w) {
         depth = at::upsample_bilinear2d(depth, {h, w}, /*align_corners=*/false);
       }
-      b.frames = b.frames.to(device);
-      b.depth = depth.to(device);
+      b.frames = b.frames.to(device, /*non_blocking=*/true);
+      b.depth = depth.to(device, /*non_blocking=*/true);
       b.depth_final = true;
       if (fov.defined()) {
         b.fov = fov;
@@ -750,6 +812,7 @@ void Engine::Impl::depth_from_file(StageGuard& stage_guard) {
       stage_guard.check();
     }
     stage_frames[1] += b.size();
+    stage_guard.send(b);
     if (!depthed.push(std::move(b))) {
       return;
     }
@@ -800,7 +863,7 @@ void Engine::Impl::depth_stage() {
         ready_count = rest;
         b.depth = mine;
         if (!ready_fov.empty()) {
-          at::Tensor fovs = at::cat(ready_fov).to(at::kCPU);
+          at::Tensor fovs = to_host(at::cat(ready_fov)); // the batch's one transfer
           if (fovs.size(0) >= b.size()) {
             b.fov = fovs.narrow(0, 0, b.size());
             const int64_t left = fovs.size(0) - b.size();
@@ -808,6 +871,7 @@ void Engine::Impl::depth_stage() {
           }
         }
         stage_frames[1] += b.size();
+        stage_guard.send(b);
         if (!depthed.push(std::move(b))) {
           return false;
         }
@@ -819,9 +883,11 @@ void Engine::Impl::depth_stage() {
         return;
       }
       Batch b = std::move(*batch);
+      stage_guard.received(b);
       {
         Busy busy{stage_busy_us[1]};
-        at::Tensor frames = b.frames.to(model.device());
+        // from pinned memory: the copy is queued, the host goes on
+        at::Tensor frames = b.frames.to(model.device(), /*non_blocking=*/true);
         if (!temporal) {
           take(model.infer(frames));
         } else {
@@ -846,7 +912,7 @@ void Engine::Impl::depth_stage() {
           // that continues from a segment gives what an uninterrupted one gives (Note
           // [Resumable runs]); a run that cannot be resumed keeps its windows whole.
           take(model.flush());
-          b.state.merge(with_prefix(model.state(), "model."));
+          b.state.merge(with_prefix(host_state(model.state()), "model."));
         }
         b.frames = frames;
         waiting.push_back(std::move(b));
@@ -892,6 +958,7 @@ void Engine::Impl::stabilise_stage() {
         return;
       }
       Batch b = std::move(*batch);
+      stage_guard.received(b);
       {
         Busy busy{stage_busy_us[2]};
         if (b.fov.defined() && !o.disparity.fov_degrees) {
@@ -932,8 +999,9 @@ void Engine::Impl::stabilise_stage() {
         }
         b.depth = at::Tensor();
         if (b.segment_end) {
-          b.state.merge(with_prefix(stabilizer.state(), "stabilizer."));
-          b.state.merge(with_prefix(comfort->state(), "comfort."));
+          TensorMap both = with_prefix(stabilizer.state(), "stabilizer.");
+          both.merge(with_prefix(comfort->state(), "comfort."));
+          b.state.merge(host_state(std::move(both))); // one transfer at a segment's end
         }
       }
       inject_fault("stabilise", batch_number++);
@@ -942,6 +1010,7 @@ void Engine::Impl::stabilise_stage() {
       if (o.output_start && !drop_warm_up(b)) {
         continue; // the whole batch only warmed up the temporal state
       }
+      stage_guard.send(b);
       if (!stabilised.push(std::move(b))) {
         return;
       }
@@ -964,11 +1033,13 @@ void Engine::Impl::stereo_stage() {
         return;
       }
       Batch b = std::move(*batch);
+      stage_guard.received(b);
       {
         Busy busy{stage_busy_us[3]};
         if (o.render_stereo) {
           StereoOptions so = o.stereo;
           if (so.vr180) {
+            HostScope host; // the field of view is on the host (sane_fov)
             so.vr180_fov = batch_fov(b).mean().item<double>(); // the eyes' field of view
           }
           StereoFrames r = render_stereo(b.frames, b.disparity, so, &projector);
@@ -983,6 +1054,7 @@ void Engine::Impl::stereo_stage() {
       inject_fault("stereo", batch_number++);
       stage_guard.check();
       stage_frames[3] += b.size();
+      stage_guard.send(b);
       if (!rendered.push(std::move(b))) {
         return;
       }
@@ -1042,6 +1114,7 @@ void Engine::Impl::encode_stage() {
         return;
       }
       Batch b = std::move(*batch);
+      stage_guard.received(b);
       {
         Busy busy{stage_busy_us[4]};
         if (o.render_stereo) {
@@ -1281,7 +1354,7 @@ EngineProgress Engine::progress() const {
   }
   p.elapsed = std::chrono::duration<double>(Clock::now() - d.started).count();
   for (int i = 0; i < Impl::kStages; ++i) {
-    p.stages.push_back(StageStats{d.stage_names[i], d.stage_frames[i], d.stage_busy_us[i] / 1e6});
+    p.stages.push_back(StageStats{d.stage_names[i], d.stage_frames[i], d.stage_busy_us[i] / 1e6, d.stage_batches[i], d.stage_syncs[i]});
   }
   return p;
 }
@@ -1300,7 +1373,7 @@ EngineResult Engine::result() {
   r.resumed_from = d.start_index;
   r.seconds = std::chrono::duration<double>(Clock::now() - d.started).count();
   for (int i = 0; i < Impl::kStages; ++i) {
-    r.stages.push_back(StageStats{d.stage_names[i], d.stage_frames[i], d.stage_busy_us[i] / 1e6});
+    r.stages.push_back(StageStats{d.stage_names[i], d.stage_frames[i], d.stage_busy_us[i] / 1e6, d.stage_batches[i], d.stage_syncs[i]});
   }
   r.warnings = d.warnings;
   r.cuts = d.cuts;

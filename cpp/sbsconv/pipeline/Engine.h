@@ -79,6 +79,9 @@ struct EngineOptions {
   // Ctrl-C would, for the fault tests; STAGE is decode,
   // depth, stabilise, stereo, encode or assemble (N counts segments copied).
   bool check_float64 = false;
+  // check_syncs: every stage counts each operation that would make the host wait for the
+  // model's device, the CPU counting as one (Note [Host synchronisation]).
+  bool check_syncs = false;
   std::string fault;
 };
 
@@ -86,6 +89,10 @@ struct StageStats {
   std::string name;
   int64_t frames = 0;
   double busy_seconds = 0.0; // time spent working (not waiting on its queues)
+  int64_t batches = 0;
+  // Times the stage made the host wait for the device (Note [Host synchronisation]): every
+  // synchronising operation with EngineOptions::check_syncs, else its explicit transfers.
+  int64_t host_syncs = 0;
 };
 
 struct EngineProgress {

@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "sbsconv/common/DeviceSync.h"
 #include "sbsconv/common/Error.h"
 
 namespace sbsconv {
@@ -59,17 +60,23 @@ at::Tensor disparity_from_metric(
       Option,
       "stereo",
       "the screen distance must be > 0 m");
-  at::Tensor fov = fov_degrees.to(depth_metres.device(), at::kFloat).flatten();
   SBSCONV_CHECK(
-      fov.numel() == 1 || fov.numel() == depth_metres.size(0),
+      fov_degrees.numel() == 1 || fov_degrees.numel() == depth_metres.size(0),
       Option,
       "stereo",
       "give one field of view, or one per frame");
-  SBSCONV_CHECK(
-      (fov >= 1.0).all().item<bool>() && (fov <= 179.0).all().item<bool>(),
-      Option,
-      "stereo",
-      "the field of view must be within 1..179 degrees");
+  {
+    // Checked on the host, where the engine keeps the field of view (Note [Host
+    // synchronisation]).
+    HostScope host;
+    const at::Tensor f = fov_degrees.is_cpu() ? fov_degrees : to_host(fov_degrees);
+    SBSCONV_CHECK(
+        (f >= 1.0).all().item<bool>() && (f <= 179.0).all().item<bool>(),
+        Option,
+        "stereo",
+        "the field of view must be within 1..179 degrees");
+  }
+  at::Tensor fov = to_device(fov_degrees.to(at::kFloat).flatten(), depth_metres.device());
   at::Tensor focal = (static_cast<double>(eye_width) / 2.0) / at::tan(fov * (M_PI / 360.0));
   focal = focal.view({-1, 1, 1, 1});
   at::Tensor inverse = depth_metres.to(at::kFloat).clamp_min(1e-3).reciprocal();

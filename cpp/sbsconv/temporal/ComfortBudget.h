@@ -2,6 +2,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "sbsconv/common/DeviceSync.h"
+
 #include <map>
 #include <string>
 #include <vector>
@@ -39,20 +41,24 @@ class ComfortBudget {
   // disparity to render (scaled when auto_strength is on).
   at::Tensor process(const at::Tensor& disparity, const std::vector<bool>& starts_shot);
 
-  const std::vector<SceneComfort>& scenes() const {
-    return scenes_;
-  }
-  int64_t frames_over_limit() const;
-  double max_percent() const;
+  // The figures of every frame processed so far. They are read back from the device a batch
+  // late (Note [Host synchronisation]); these calls first take what is still on its way.
+  const std::vector<SceneComfort>& scenes();
+  int64_t frames_over_limit();
+  double max_percent();
 
-  std::map<std::string, at::Tensor> state() const;
+  std::map<std::string, at::Tensor> state();
   void load_state(const std::map<std::string, at::Tensor>& state);
 
  private:
   ComfortOptions options_;
   std::vector<SceneComfort> scenes_;
   int64_t frame_ = 0;
-  double scale_ = 1.0;
+  double scale_ = 1.0; // the last frame's automatic strength, as read back
+  at::Tensor scale_now_; // the same on the device, ahead of the read-back; undefined: scale_
+  HostReadback pending_; // [n, 3]: each frame's p99 %, max %, strength
+  std::vector<bool> pending_starts_;
+  void settle();
 };
 
 } // namespace sbsconv

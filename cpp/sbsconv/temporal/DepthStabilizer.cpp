@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "sbsconv/common/DeviceSync.h"
 #include "sbsconv/common/Error.h"
 #include "sbsconv/common/Float64Guard.h"
 #include "sbsconv/temporal/Quantile.h"
@@ -21,38 +22,36 @@ int64_t stride_for(int64_t h, int64_t w, int64_t pixels) {
 }
 
 // Least-squares scale and shift mapping x onto y, refitted once without the residual
-// outliers (beyond 3 robust standard deviations). Returns {scale, shift}, or {1, 0} when x is
-// flat or the fit is degenerate. float32 on the depth's device, centred sums (Note [No float64
-// on devices]); only the scalars come to the CPU.
-std::pair<double, double> fit_affine(const at::Tensor& x_in, const at::Tensor& y_in) {
+// outliers (beyond 3 robust standard deviations). Returns [scale, shift] as a float32 tensor
+// on the depth's device, or [1, 0] when x is flat or the fit is degenerate. Everything stays
+// on the device: masks weight the sums instead of selecting (a selection's size would have to
+// come to the host), and the degenerate cases are chosen with where() (Note [Host
+// synchronisation]). Centred sums in float32 (Note [No float64 on devices]).
+at::Tensor fit_affine(const at::Tensor& x_in, const at::Tensor& y_in) {
   const at::Tensor x = x_in.to(at::kFloat);
   const at::Tensor y = y_in.to(at::kFloat);
-  at::Tensor keep = at::ones_like(x, at::kBool);
-  double scale = 1.0;
-  double shift = 0.0;
+  const at::Tensor identity = device_pair(1.0, 0.0, x.options());
+  at::Tensor keep = at::ones_like(x);
+  at::Tensor fit = identity;
+  at::Tensor valid = at::ones({}, x.options().dtype(at::kBool));
   for (int pass = 0; pass < 2; ++pass) {
-    at::Tensor xs = x.masked_select(keep);
-    at::Tensor ys = y.masked_select(keep);
-    if (xs.numel() < 16) {
-      return {1.0, 0.0};
+    const at::Tensor count = keep.sum();
+    const at::Tensor mx = (x * keep).sum() / count.clamp_min(1.0);
+    const at::Tensor my = (y * keep).sum() / count.clamp_min(1.0);
+    const at::Tensor dx = (x - mx) * keep;
+    const at::Tensor var = dx.pow(2).sum() / count.clamp_min(1.0);
+    const at::Tensor scale = (dx * (y - my)).sum() / count.clamp_min(1.0) / var.clamp_min(kEps * kEps);
+    const at::Tensor shift = my - scale * mx;
+    valid = valid.logical_and(count >= 16).logical_and(var > kEps * kEps).logical_and(at::isfinite(scale))
+                .logical_and(scale > 0);
+    fit = at::stack({scale, shift});
+    if (pass == 0) {
+      const at::Tensor residual = (x * scale + shift - y).abs();
+      const at::Tensor mad = residual.median();
+      keep = (residual <= mad * (3.0 * 1.4826) + kEps).to(at::kFloat);
     }
-    const double mx = xs.mean().item<double>();
-    const double my = ys.mean().item<double>();
-    at::Tensor dx = xs - mx;
-    const double var = dx.pow(2).mean().item<double>();
-    if (!(var > kEps * kEps)) {
-      return {1.0, 0.0};
-    }
-    scale = (dx * (ys - my)).mean().item<double>() / var;
-    shift = my - scale * mx;
-    if (!std::isfinite(scale) || scale <= 0) {
-      return {1.0, 0.0};
-    }
-    at::Tensor residual = (x * scale + shift - y).abs();
-    const double mad = residual.median().item<double>();
-    keep = residual <= 3.0 * 1.4826 * mad + kEps;
   }
-  return {scale, shift};
+  return at::where(valid, fit, identity);
 }
 
 } // namespace
@@ -72,6 +71,7 @@ DepthStabilizer::DepthStabilizer(StabilizerOptions options) : options_(options) 
 
 void DepthStabilizer::reset() {
   started_ = false;
+  range_ = at::Tensor();
   previous_sample_ = at::Tensor();
   previous_out_ = at::Tensor();
   previous_thumb_ = at::Tensor();
@@ -109,42 +109,36 @@ at::Tensor DepthStabilizer::process(
   const int64_t h = depth.size(2);
   const int64_t w = depth.size(3);
   // A restored state arrives on the CPU; keep it with the depth.
-  for (at::Tensor* t : {&previous_sample_, &previous_out_, &previous_thumb_}) {
+  for (at::Tensor* t : {&previous_sample_, &previous_out_, &previous_thumb_, &range_}) {
     if (t->defined() && t->device() != depth.device()) {
       *t = t->to(depth.device());
     }
   }
   const std::vector<double> q{options_.low_percentile / 100.0, options_.high_percentile / 100.0};
   at::Tensor out = at::empty({n, 1, h, w}, depth.options().dtype(at::kFloat));
+  const double k = options_.range_decay;
 
   for (int64_t i = 0; i < n; ++i) {
     at::Tensor raw = depth[i].unsqueeze(0).to(at::kFloat);
-    const bool fresh = !started_ || starts_shot[i];
+    const bool fresh = !started_ || starts_shot[i] || !range_.defined();
     at::Tensor value;
     if (options_.relative) {
       at::Tensor aligned = raw;
       if (!fresh && options_.align && previous_sample_.defined()) {
-        const auto [scale, shift] = fit_affine(sample(raw), previous_sample_);
-        aligned = raw * scale + shift;
+        const at::Tensor fit = fit_affine(sample(raw), previous_sample_);
+        aligned = raw * fit[0] + fit[1];
       }
-      at::Tensor ends = quantiles_last_dim(sample(aligned), q).cpu();
-      const double low = ends[0].item<double>();
-      const double high = ends[1].item<double>();
-      if (fresh) {
-        low_ = low;
-        high_ = high;
-      } else {
-        const double k = options_.range_decay;
-        low_ = k * low_ + (1 - k) * low;
-        high_ = k * high_ + (1 - k) * high;
-      }
-      at::Tensor normalised = (aligned - low_) / std::max(high_ - low_, kEps);
+      // The range ends stay on the device: [low, high], EMA-smoothed within a shot.
+      const at::Tensor ends = quantiles_last_dim(sample(aligned), q);
+      range_ = fresh ? ends : range_ * k + ends * (1 - k);
+      const at::Tensor low = range_[0];
+      const at::Tensor span = (range_[1] - low).clamp_min(kEps);
+      at::Tensor normalised = (aligned - low) / span;
       previous_sample_ = sample(normalised);
       if (options_.align) {
         // The next frame is fitted to this output, in whose units the range just used is
         // [0, 1]: keep the range in those units so the EMA compares like with like.
-        low_ = 0.0;
-        high_ = 1.0;
+        range_ = device_pair(0.0, 1.0, normalised.options());
       }
       value = normalised.clamp(0.0, 1.0);
     } else {
@@ -168,24 +162,29 @@ at::Tensor DepthStabilizer::process(
 }
 
 std::map<std::string, at::Tensor> DepthStabilizer::state() const {
-  HostFloat64Scope host; // CPU tensors, made here on purpose
+  // On the depth's device: the engine brings a stage's whole state to the host in one
+  // transfer (Note [Host synchronisation]).
   std::map<std::string, at::Tensor> s;
-  s["started"] = at::tensor({started_ ? 1.0 : 0.0}, at::kDouble);
-  s["range"] = at::tensor({low_, high_}, at::kDouble);
+  {
+    HostFloat64Scope host; // CPU tensors, made here on purpose
+    s["started"] = at::tensor({started_ ? 1.0 : 0.0}, at::kDouble);
+  }
+  s["range"] = range_.defined() ? range_ : at::tensor({0.0f, 1.0f});
   if (previous_sample_.defined()) {
-    s["previous_sample"] = previous_sample_.cpu();
+    s["previous_sample"] = previous_sample_;
   }
   if (previous_out_.defined()) {
-    s["previous_out"] = previous_out_.cpu();
+    s["previous_out"] = previous_out_;
   }
   if (previous_thumb_.defined()) {
-    s["previous_thumb"] = previous_thumb_.cpu();
+    s["previous_thumb"] = previous_thumb_;
   }
   return s;
 }
 
 void DepthStabilizer::load_state(const std::map<std::string, at::Tensor>& s) {
   HostFloat64Scope host; // the state is on the CPU
+  HostScope host_values;
   reset();
   auto get = [&](const char* key) -> at::Tensor {
     auto it = s.find(key);
@@ -199,8 +198,7 @@ void DepthStabilizer::load_state(const std::map<std::string, at::Tensor>& s) {
       "stabilise",
       "not a DepthStabilizer state");
   started_ = started.item<double>() != 0.0;
-  low_ = range[0].item<double>();
-  high_ = range[1].item<double>();
+  range_ = range.to(at::kCPU, at::kFloat).reshape({2}).clone();
   previous_sample_ = get("previous_sample");
   previous_out_ = get("previous_out");
   previous_thumb_ = get("previous_thumb");

@@ -61,8 +61,7 @@ class DepthStabilizer {
 
   StabilizerOptions options_;
   bool started_ = false;
-  double low_ = 0.0;
-  double high_ = 1.0;
+  at::Tensor range_; // [low, high] float32 on the depth's device; undefined before the first frame
   at::Tensor previous_sample_; // the previous frame's normalised depth on the sample grid
   at::Tensor previous_out_; // [1,1,H,W]
   at::Tensor previous_thumb_; // the previous frame, downscaled, for motion

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "sbsconv/common/DeviceSync.h"
 #include "sbsconv/common/Error.h"
 #include "sbsconv/common/Float64Guard.h"
 
@@ -27,9 +28,19 @@ constexpr size_t kBehind = 3; // frames before it that they are compared with (a
 // (0..1). The distance adds the histogram's moved mass (0..1) and twice the mean luma change:
 // the luma term catches cuts between shots of similar colours (two dark scenes).
 double distance(const at::Tensor& a, const at::Tensor& b) {
-  at::Tensor diff = (a - b).abs();
-  return 0.5 * diff.narrow(0, 0, kBins).sum().item<double>() +
-      kLumaWeight * diff.narrow(0, kBins, diff.size(0) - kBins).mean().item<double>();
+  // host rows (Note [Host synchronisation]): plain arithmetic, nothing dispatched
+  const float* x = a.const_data_ptr<float>();
+  const float* y = b.const_data_ptr<float>();
+  const int64_t n = a.numel();
+  double moved = 0.0;
+  for (int64_t i = 0; i < kBins; ++i) {
+    moved += std::abs(static_cast<double>(x[i]) - y[i]);
+  }
+  double luma = 0.0;
+  for (int64_t i = kBins; i < n; ++i) {
+    luma += std::abs(static_cast<double>(x[i]) - y[i]);
+  }
+  return 0.5 * moved + kLumaWeight * luma / static_cast<double>(std::max<int64_t>(n - kBins, 1));
 }
 
 double median(std::deque<double> values) {
@@ -54,16 +65,33 @@ double SceneCutDetector::threshold() const {
   return 0.35 - 0.3 * options_.sensitivity;
 }
 
-at::Tensor SceneCutDetector::histogram(const at::Tensor& frame) const {
-  at::Tensor thumb = at::_upsample_bilinear2d_aa(
-      frame.unsqueeze(0).to(at::kFloat), {kThumbHeight, kThumbWidth}, false);
-  at::Tensor q = thumb.mul(kLevels / 256.0).floor_().clamp_(0, kLevels - 1).to(at::kLong).cpu()[0];
-  at::Tensor bins = q[0] * (kLevels * kLevels) + q[1] * kLevels + q[2];
-  // float32 throughout (Note [No float64 on devices]); the features live on the CPU.
-  at::Tensor counts = at::bincount(bins.flatten(), {}, kBins).to(at::kFloat);
+at::Tensor SceneCutDetector::features(const std::vector<at::Tensor>& frames) const {
+  at::InferenceMode guard;
+  SBSCONV_CHECK(!frames.empty(), Internal, "scene cuts", "no frames to describe");
+  std::vector<at::Tensor> thumbs;
+  thumbs.reserve(frames.size());
+  for (const at::Tensor& frame : frames) {
+    SBSCONV_CHECK(
+        frame.dim() == 3 && frame.size(0) == 3 && frame.scalar_type() == at::kByte,
+        Option,
+        "scene cuts",
+        "frames must be uint8 RGB [3,H,W]");
+    thumbs.push_back(at::_upsample_bilinear2d_aa(frame.unsqueeze(0).to(at::kFloat), {kThumbHeight, kThumbWidth}, false));
+  }
+  const auto n = static_cast<int64_t>(frames.size());
+  at::Tensor thumb = at::cat(thumbs); // [N,3,h,w] on the frames' device
+  // The joint histogram of every frame at once: each frame's bins offset by its number, one
+  // scatter (no bincount, which reads its maximum back to the host on CUDA). float32
+  // throughout (Note [No float64 on devices]).
+  at::Tensor q = thumb.mul(kLevels / 256.0).floor_().clamp_(0, kLevels - 1).to(at::kLong);
+  at::Tensor bins = (q.select(1, 0) * (kLevels * kLevels) + q.select(1, 1) * kLevels + q.select(1, 2)).flatten(1);
+  bins = bins + at::arange(n, bins.options()).mul_(kBins).unsqueeze(1);
+  at::Tensor counts = at::zeros({n * kBins}, thumb.options());
+  counts.scatter_add_(0, bins.flatten(), at::ones({bins.numel()}, thumb.options()));
   at::Tensor luma = (thumb.select(1, 0) * 0.299 + thumb.select(1, 1) * 0.587 + thumb.select(1, 2) * 0.114) / 255.0;
-  luma = at::avg_pool2d(luma.unsqueeze(1), {kLumaPool, kLumaPool}).flatten().cpu();
-  return at::cat({counts / static_cast<double>(kThumbWidth * kThumbHeight), luma});
+  luma = at::avg_pool2d(luma.unsqueeze(1), {kLumaPool, kLumaPool}).flatten(1);
+  at::Tensor all = at::cat({counts.view({n, kBins}) / static_cast<double>(kThumbWidth * kThumbHeight), luma}, 1);
+  return to_host(all).contiguous(); // the batch's one transfer
 }
 
 std::vector<int64_t> SceneCutDetector::decide(bool final) {
@@ -105,26 +133,38 @@ std::vector<int64_t> SceneCutDetector::decide(bool final) {
 }
 
 std::vector<int64_t> SceneCutDetector::push(const at::Tensor& frames) {
-  at::InferenceMode guard;
   SBSCONV_CHECK(
       frames.dim() == 4 && frames.size(1) == 3 && frames.scalar_type() == at::kByte,
       Option,
       "scene cuts",
       "frames must be uint8 RGB [N,3,H,W]");
   std::vector<int64_t> cuts;
-  for (int64_t k = 0; k < frames.size(0); ++k) {
-    at::Tensor h = histogram(frames[k]);
-    scores_.push_back(window_.empty() ? 0.0 : distance(h, window_.back()));
-    if (window_.empty()) {
-      window_first_ = seen_;
-      next_ = seen_ + 1; // the first frame starts the first shot
-    }
-    window_.push_back(h);
-    ++seen_;
-    std::vector<int64_t> found = decide(false);
+  if (frames.size(0) == 0) {
+    return cuts;
+  }
+  at::Tensor rows = features(frames.unbind(0));
+  for (int64_t k = 0; k < rows.size(0); ++k) {
+    std::vector<int64_t> found = push_features(rows[k]);
     cuts.insert(cuts.end(), found.begin(), found.end());
   }
   return cuts;
+}
+
+std::vector<int64_t> SceneCutDetector::push_features(const at::Tensor& row) {
+  SBSCONV_CHECK(
+      row.dim() == 1 && row.is_cpu() && row.scalar_type() == at::kFloat && row.size(0) > kBins,
+      Internal,
+      "scene cuts",
+      "features must be one host float32 row");
+  at::Tensor h = row.contiguous();
+  scores_.push_back(window_.empty() ? 0.0 : distance(h, window_.back()));
+  if (window_.empty()) {
+    window_first_ = seen_;
+    next_ = seen_ + 1; // the first frame starts the first shot
+  }
+  window_.push_back(h);
+  ++seen_;
+  return decide(false);
 }
 
 std::vector<int64_t> SceneCutDetector::flush() {
@@ -168,6 +208,7 @@ std::map<std::string, at::Tensor> SceneCutDetector::state_through(int64_t last) 
 
 void SceneCutDetector::load_state(const std::map<std::string, at::Tensor>& s) {
   HostFloat64Scope host; // the state is on the CPU
+  HostScope host_values;
   reset();
   auto counters = s.find("counters");
   SBSCONV_CHECK(counters != s.end() && counters->second.numel() == 4, Option, "scene cuts", "not a SceneCutDetector state");
@@ -186,7 +227,7 @@ void SceneCutDetector::load_state(const std::map<std::string, at::Tensor>& s) {
   }
   if (auto it = s.find("window"); it != s.end()) {
     for (int64_t i = 0; i < it->second.size(0); ++i) {
-      window_.push_back(it->second[i].to(at::kFloat).clone());
+      window_.push_back(it->second[i].to(at::kCPU, at::kFloat).contiguous().clone());
     }
   }
 }

@@ -38,6 +38,11 @@ class SceneCutDetector {
   // Feeds uint8 RGB frames [N,3,H,W] (any device) in order. Returns the indices (counted from
   // the first frame ever pushed) of frames now known to start a new shot.
   std::vector<int64_t> push(const at::Tensor& frames);
+  // The features of each frame (any device), as one host float32 tensor [N, F] brought over
+  // in one transfer (Note [Host synchronisation]); push_features() takes its rows in order.
+  // push() is the two together.
+  at::Tensor features(const std::vector<at::Tensor>& frames) const;
+  std::vector<int64_t> push_features(const at::Tensor& row);
   // Decides the last frames (with what lookahead there is) and returns what is left.
   std::vector<int64_t> flush();
 
@@ -62,7 +67,6 @@ class SceneCutDetector {
   void load_state(const std::map<std::string, at::Tensor>& state);
 
  private:
-  at::Tensor histogram(const at::Tensor& frame) const;
   double threshold() const;
   std::vector<int64_t> decide(bool final);
 
