@@ -110,6 +110,8 @@ def main() -> None:
     parser.add_argument("--model", default="depth-anything-v2-small")
     parser.add_argument("--random-weights", action="store_true")
     parser.add_argument("--batch", type=int, default=None, help="default: chosen by sbsconv")
+    parser.add_argument("--layout", default="full-sbs")
+    parser.add_argument("--preset", default=None, help="the encoder's preset (default: sbsconv's)")
     parser.add_argument("--depth-rounds", type=int, default=20)
     parser.add_argument("--sync-seconds", type=float, default=2.0)
     parser.add_argument("--profile", type=Path, default=None, help="write a Chrome trace here")
@@ -125,13 +127,17 @@ def main() -> None:
     clip = scaled_input(args.input, args.height, args.seconds, work, args.device)
     prepare = time.perf_counter() - t0
 
-    e2e = end_to_end(model_path, clip, work / "e2e.mp4", args.device, args.batch)
+    extra = {"layout": args.layout}
+    if args.preset:
+        extra["preset"] = args.preset
+    e2e = end_to_end(model_path, clip, work / "e2e.mp4", args.device, args.batch, **extra)
     batch = e2e.batch_size
     depth = depth_only(model_path, clip, args.device, batch, args.depth_rounds)
     e2e_fps = e2e.frames / e2e.seconds
     os.environ["SBSCONV_CHECK_SYNCS"] = "1"
     try:
-        checked = end_to_end(model_path, clip, work / "syncs.mp4", args.device, batch, duration=args.sync_seconds)
+        checked = end_to_end(model_path, clip, work / "syncs.mp4", args.device, batch, duration=args.sync_seconds,
+                             **extra)
     finally:
         del os.environ["SBSCONV_CHECK_SYNCS"]
     syncs = {s["name"]: round(s["host_syncs"] / max(s["batches"], 1), 2) for s in checked.stages}
@@ -143,6 +149,8 @@ def main() -> None:
         "frames": e2e.frames,
         "batch_size": batch,
         "encoder": e2e.encoder,
+        "layout": args.layout,
+        "preset": args.preset or "default",
         "depth_only_fps": round(depth["fps"], 1),
         "end_to_end_fps": round(e2e_fps, 1),
         "ratio": round(e2e_fps / depth["fps"], 3),
@@ -159,15 +167,17 @@ def main() -> None:
         if args.device.startswith("cuda"):
             activities.append(ProfilerActivity.CUDA)
         with profile(activities=activities) as prof:
-            end_to_end(model_path, clip, work / "profiled.mp4", args.device, batch, duration=args.sync_seconds)
+            end_to_end(model_path, clip, work / "profiled.mp4", args.device, batch, duration=args.sync_seconds,
+                       **extra)
         prof.export_chrome_trace(str(args.profile))
         figures["trace"] = str(args.profile)
     print(json.dumps(figures, indent=2))
     print()
-    print("| device | output | batch | encoder | depth-only fps | end-to-end fps | ratio | host syncs per batch |")
+    print("| device | output | batch | encoder (preset) | depth-only fps | end-to-end fps | ratio | host syncs per batch |")
     print("|---|---|---|---|---|---|---|---|")
     sync_text = ", ".join(f"{k} {v}" for k, v in syncs.items())
-    print(f"| {figures['device_name']} | {figures['size']} | {batch} | {e2e.encoder} | {figures['depth_only_fps']} "
+    print(f"| {figures['device_name']} | {figures['size']} | {batch} | {e2e.encoder} ({figures['preset']}) "
+          f"| {figures['depth_only_fps']} "
           f"| {figures['end_to_end_fps']} | {figures['ratio']} | {sync_text} |")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))

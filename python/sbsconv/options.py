@@ -23,6 +23,7 @@ import functools
 import inspect
 import math
 import numbers
+import logging
 import os
 import re
 import types
@@ -350,7 +351,9 @@ class ConvertOptions:
         "auto",
         "auto (NVENC, VideoToolbox, then libx264/libx265), nvenc, videotoolbox, software or an "
         "FFmpeg name", "encoding", TEXT)
-    codec: str = _option("h264", "h264 or hevc", "encoding", Choice(("h264", "hevc")))
+    codec: str = _option(
+        "auto", "auto (H.264; HEVC for 10-bit, and where NVENC's H.264 cannot take the frame size), h264 or hevc",
+        "encoding", Choice(("auto", "h264", "hevc")))
     crf: int | None = _option(
         None, "x264/x265 quality, 0-51, lower is better (default 16/18)", "encoding",
         Range(0, 51, integer=True))
@@ -429,7 +432,7 @@ class ConvertOptions:
 
     def _check_together(self) -> None:
         """The rules between options."""
-        if self.bit_depth == 10 and self.codec != "hevc":
+        if self.bit_depth == 10 and self.codec == "h264":
             raise OptionError("bit_depth=10 needs codec='hevc'")
         if self.bit_depth == 10 and self.layout == "spatial":
             raise OptionError("spatial video is encoded by x265's multiview mode, which is 8-bit only: "
@@ -541,7 +544,11 @@ class ConvertOptions:
         elif self.eye_size is not None:
             eye_w, eye_h = stereo.eye_size_for(self.eye_size, info.height, info.display_width)
         on_gpu = model.device.type != "cpu"
-        if model._core is not None:
+        if model._core is not None and self.batch_size is None and model.device.type == "cuda":
+            # chosen from the device's free memory, and said (ConversionResult.batch_size too)
+            batch, reason = model.fitting_batch(info.height, info.display_width)
+            logging.getLogger("sbsconv").info(reason)
+        elif model._core is not None:
             batch = int(self.batch_size or model._core.preferred_batch(on_gpu))
         else:  # depth read from a file (sbsconv.depthio.DepthFromFile): no model to ask
             batch = int(self.batch_size or 8)

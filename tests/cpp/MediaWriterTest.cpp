@@ -15,6 +15,7 @@
 
 #include "sbsconv/common/Error.h"
 #include "sbsconv/common/FFmpeg.h"
+#include "sbsconv/media/EncoderSelection.h"
 #include "sbsconv/media/MediaWriter.h"
 #include "sbsconv/media/StreamParams.h"
 
@@ -145,6 +146,49 @@ const AVStereo3D* stereo_of(const AVStream* stream) {
 } // namespace
 
 // ---- StreamParams ------------------------------------------------------------------------------
+
+// Note [H.264 on NVENC]: decided from the options alone (no GPU needed).
+TEST(ResolveCodec, KnowsTheNvencH264SizeLimitInAdvance) {
+  auto options = [](int width, const std::string& codec, const std::string& encoder, const std::string& device) {
+    WriterOptions o;
+    o.width = width;
+    o.height = 1080;
+    o.codec = codec;
+    o.encoder = encoder;
+    o.device = device;
+    return o;
+  };
+  std::vector<std::string> notes;
+  // within the limit, or no NVENC in the way: H.264 as asked (auto: H.264)
+  EXPECT_EQ(resolve_codec(options(3840, "auto", "auto", "cuda"), &notes), "h264");
+  EXPECT_EQ(resolve_codec(options(7680, "auto", "auto", "cpu"), &notes), "h264");
+  EXPECT_EQ(resolve_codec(options(7680, "h264", "software", "cuda"), &notes), "h264");
+  EXPECT_EQ(resolve_codec(options(4096, "h264", "nvenc", "cuda"), &notes), "h264");
+  EXPECT_TRUE(notes.empty());
+  // too wide for NVENC's H.264: auto picks HEVC and says so
+  EXPECT_EQ(resolve_codec(options(7680, "auto", "auto", "cuda:1"), &notes), "hevc");
+  EXPECT_EQ(resolve_codec(options(4097, "auto", "nvenc", "cpu"), &notes), "hevc"); // 4098 once even
+  ASSERT_EQ(notes.size(), 2u);
+  EXPECT_NE(notes[0].find("7680x1080"), std::string::npos);
+  EXPECT_NE(notes[0].find("4096"), std::string::npos);
+  // an explicit H.264 that NVENC cannot take: a clear error naming the limit and the ways out
+  for (const std::string& encoder : {"auto", "nvenc", "h264_nvenc"}) {
+    try {
+      resolve_codec(options(7680, "h264", encoder, "cuda"), &notes);
+      FAIL() << "no error for " << encoder;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Option);
+      const std::string what = e.what();
+      for (const char* word : {"4096", "codec='hevc'", "half-sbs", "encoder='software'"}) {
+        EXPECT_NE(what.find(word), std::string::npos) << word << " missing from: " << what;
+      }
+    }
+  }
+  // 10-bit: HEVC
+  WriterOptions ten = options(1920, "auto", "auto", "cpu");
+  ten.bit_depth = 10;
+  EXPECT_EQ(resolve_codec(ten, &notes), "hevc");
+}
 
 TEST(StreamParams, RoundTripsThroughOneToken) {
   StreamParams p;

@@ -73,5 +73,56 @@ def test_without_the_check_mode_only_the_transfers_are_counted(clip, tiny_model,
     result = sbsconv.convert(clip, tmp_path / "out.mp4", model=str(tiny_model), resume=False, batch_size=4,
                              **FAST)
     stages = _stages(result)
+    assert result.batch_size == 4
     assert stages["encode"]["host_syncs"] == stages["encode"]["batches"]
     assert stages["stereo"]["host_syncs"] == 0
+
+
+# ---- on a CUDA device: the same bound, counted for real, and the streams' ordering ------------
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_conversion_synchronises_at_most_once_per_stage_and_batch(tiny_model, tmp_path, monkeypatch):
+    from helpers import data
+
+    monkeypatch.setenv("SBSCONV_CHECK_SYNCS", "1")
+    result = sbsconv.convert(data("Tokyo-Walk_rgb.mp4"), tmp_path / "cuda.mp4", model=str(tiny_model), device="cuda",
+                             resume=False, batch_size=4, duration=2.0, **FAST)
+    for name, s in _stages(result).items():
+        assert s["batches"] >= 7 and s["host_syncs"] <= s["batches"], (name, s)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_stages_on_their_own_streams_give_the_cpu_result(tiny_model, tmp_path):
+    # Each stage works on its own stream; a missing wait at a hand-over would let a stage read
+    # a batch before it is written, which shows as frames unlike the CPU run's.
+    from helpers import data, psnr, to_hwc
+    from sbsconv import media
+
+    clip = data("Tokyo-Walk_rgb.mp4")
+    common = dict(model=str(tiny_model), resume=False, batch_size=4, duration=2.0, crf=0, hwaccel="none",
+                  precision="fp32", **FAST)
+    cpu = sbsconv.convert(clip, tmp_path / "cpu.mp4", device="cpu", **common)
+    gpu = sbsconv.convert(clip, tmp_path / "gpu.mp4", device="cuda", encoder="software", **common)
+    assert gpu.frames == cpu.frames
+    a = torch.cat([b.data for b in media.read_frames(cpu.output)])
+    b = torch.cat([b.data for b in media.read_frames(gpu.output)])
+    worst = min(psnr(to_hwc(a[i:i + 1]), to_hwc(b[i:i + 1])) for i in range(len(a)))
+    assert worst >= 35
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_batch_size_is_chosen_from_free_memory(tiny_model, tmp_path, caplog):
+    from helpers import data
+    from sbsconv import models
+
+    model = models.load(str(tiny_model), device="cuda")
+    batch, reason = model.fitting_batch(720, 1280)
+    assert 1 <= batch <= 32 and "GiB free on cuda" in reason
+    assert model.fitting_batch(720, 1280, limit=3)[0] <= 3
+    with caplog.at_level("INFO", logger="sbsconv"):
+        result = sbsconv.convert(data("Tokyo-Walk_rgb.mp4"), tmp_path / "auto.mp4", model=str(tiny_model),
+                                 device="cuda", resume=False, duration=1.0, **FAST)
+    assert result.batch_size >= 1 and any("GiB free" in r.getMessage() for r in caplog.records)

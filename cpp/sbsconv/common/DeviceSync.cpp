@@ -191,11 +191,19 @@ void wait_for_current_stream(const at::Device& device) {
   done.synchronize();
 }
 
-at::Tensor device_pair(double a, double b, const at::TensorOptions& options) {
-  at::Tensor out = at::empty({2}, options);
-  out.select(0, 0).fill_(a);
-  out.select(0, 1).fill_(b);
+at::Tensor device_values(const std::vector<double>& values, const at::TensorOptions& options) {
+  if (options.device().is_cpu()) {
+    return at::tensor(values, options); // made in its own type, nothing to copy
+  }
+  at::Tensor out = at::empty({static_cast<int64_t>(values.size())}, options);
+  for (size_t i = 0; i < values.size(); ++i) {
+    out.select(0, static_cast<int64_t>(i)).fill_(values[i]);
+  }
   return out;
+}
+
+at::Tensor device_pair(double a, double b, const at::TensorOptions& options) {
+  return device_values({a, b}, options);
 }
 
 std::vector<at::Tensor> to_host_all(const std::vector<at::Tensor>& tensors) {

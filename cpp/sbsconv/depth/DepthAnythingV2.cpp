@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "sbsconv/common/DeviceSync.h"
 #include "sbsconv/common/Error.h"
 
 namespace sbsconv {
@@ -51,8 +52,10 @@ at::Tensor depth_anything_input(
   const auto f32 = at::TensorOptions().dtype(at::kFloat).device(device);
   at::Tensor x = frames.to(device).to(at::kFloat).div_(255.0);
   x = at::upsample_bicubic2d(x.contiguous(), {h, w}, /*align_corners=*/false);
-  x = x.sub_(at::tensor({0.485, 0.456, 0.406}, f32).view({1, 3, 1, 1}))
-          .div_(at::tensor({0.229, 0.224, 0.225}, f32).view({1, 3, 1, 1}));
+  // ImageNet's mean and deviation made on the device (a host tensor copied over would wait for
+  // the device: Note [Host synchronisation])
+  x = x.sub_(device_values({0.485, 0.456, 0.406}, f32).view({1, 3, 1, 1}))
+          .div_(device_values({0.229, 0.224, 0.225}, f32).view({1, 3, 1, 1}));
   return x.to(dtype);
 }
 

@@ -7,6 +7,7 @@
 #include <map>
 #include <tuple>
 
+#include "sbsconv/common/DeviceSync.h"
 #include "sbsconv/common/Error.h"
 
 namespace sbsconv {
@@ -284,11 +285,16 @@ std::pair<double, double> align_scale_shift(const at::Tensor& prediction, const 
   at::Tensor p = prediction.reshape({-1}).to(at::kFloat);
   at::Tensor t = target.reshape({-1}).to(at::kFloat);
   SBSCONV_CHECK(p.numel() == t.numel() && p.numel() > 0, Option, "depth", "alignment needs matching non-empty maps");
-  const double mp = p.mean().item<double>();
-  const double mt = t.mean().item<double>();
-  at::Tensor dp = p - mp;
-  const double spp = (dp * dp).sum().item<double>();
-  const double spt = (dp * (t - mt)).sum().item<double>();
+  // The four sums come over in one transfer (Note [Host synchronisation]).
+  const at::Tensor mp_t = p.mean();
+  const at::Tensor mt_t = t.mean();
+  const at::Tensor dp = p - mp_t;
+  const at::Tensor sums = to_host(at::stack({mp_t, mt_t, (dp * dp).sum(), (dp * (t - mt_t)).sum()})).contiguous();
+  const float* v = sums.const_data_ptr<float>();
+  const double mp = v[0];
+  const double mt = v[1];
+  const double spp = v[2];
+  const double spt = v[3];
   const double energy = spp + static_cast<double>(p.numel()) * mp * mp; // sum of p^2
   if (!(spp > 1e-12 * std::max(energy, 1e-30)) || !std::isfinite(spt)) {
     return {1.0, 0.0};

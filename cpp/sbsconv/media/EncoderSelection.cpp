@@ -1,5 +1,6 @@
 #include "sbsconv/media/EncoderSelection.h"
 
+#include "sbsconv/media/CudaDevice.h"
 #include "sbsconv/media/MvHevcEncoder.h"
 
 #include <c10/core/Device.h>
@@ -66,18 +67,14 @@ bool try_encoder(
   UniqueAVBufferRef device_ref;
   UniqueAVBufferRef frames_ref;
   if (cuda_input) {
-    AVDictionary* raw = nullptr;
-    av_dict_set(&raw, "primary_ctx", "1", 0);
-    UniqueAVDictionary hw_options(raw);
+    // Note [One CUDA context]: LibTorch's context, and the encode stage's stream.
     const c10::Device dev(o.device);
-    const std::string index = std::to_string(dev.has_index() ? dev.index() : 0);
-    AVBufferRef* ref = nullptr;
-    int status = av_hwdevice_ctx_create(&ref, AV_HWDEVICE_TYPE_CUDA, index.c_str(), hw_options.get(), 0);
-    if (status < 0) {
-      *why = "cannot create a CUDA device: " + av_error_string(status);
+    std::string failed;
+    if (!create_cuda_device(dev.has_index() ? dev.index() : 0, &device_ref, &failed)) {
+      *why = "cannot create a CUDA device: " + failed;
       return false;
     }
-    device_ref.reset(ref);
+    int status = 0;
     frames_ref.reset(av_hwframe_ctx_alloc(device_ref.get()));
     SBSCONV_CHECK(frames_ref != nullptr, Internal, kStage, "av_hwframe_ctx_alloc failed");
     auto* frames_ctx = reinterpret_cast<AVHWFramesContext*>(frames_ref->data);
@@ -162,7 +159,7 @@ std::vector<std::string> encoder_candidates(const std::string& codec_in, const s
   const std::string codec = lowercase(codec_in);
   const std::string encoder = lowercase(encoder_in);
   if (codec != "h264" && codec != "hevc" && codec != "h265") {
-    throw Error(ErrorKind::Option, "open output", "codec must be 'h264' or 'hevc', not '" + codec_in + "'");
+    throw Error(ErrorKind::Option, "open output", "codec must be 'auto', 'h264' or 'hevc', not '" + codec_in + "'");
   }
   const bool hevc = codec != "h264";
   const std::string nvenc = hevc ? "hevc_nvenc" : "h264_nvenc";
@@ -242,9 +239,48 @@ AVRational encoded_sample_aspect(const WriterOptions& o) {
   return reduced;
 }
 
-OpenedEncoder open_video_encoder(const WriterOptions& o, bool global_header) {
-  const std::vector<std::string> candidates = encoder_candidates(o.codec, o.encoder);
+std::string resolve_codec(const WriterOptions& o, std::vector<std::string>* notes) {
+  const std::string requested = lowercase(o.codec);
+  const bool automatic = requested == "auto" || requested.empty();
+  const std::string codec = automatic ? (o.bit_depth == 10 ? "hevc" : "h264") : requested;
+  if (codec != "h264") {
+    return codec;
+  }
+  // Note [H.264 on NVENC]: NVENC's H.264 takes frames up to 4096 pixels a side (its HEVC up
+  // to 8192); a full side-by-side 4K eye pair is 7680 wide. Known before anything is opened,
+  // so a GPU run neither fails late nor falls back to the CPU's encoder without a word.
+  const std::string encoder = lowercase(o.encoder);
+  const bool named_nvenc = encoder == "nvenc" || encoder == "h264_nvenc";
+  const bool gpu_auto = (encoder == "auto" || encoder.empty()) && c10::Device(o.device).is_cuda();
+  const int width = o.width + (o.width & 1);
+  const int height = o.height + (o.height & 1);
+  if (std::max(width, height) <= kNvencH264MaxSide || !(named_nvenc || gpu_auto)) {
+    return codec;
+  }
+  const std::string size = std::to_string(width) + "x" + std::to_string(height);
+  if (automatic && encoder != "h264_nvenc") {
+    if (notes != nullptr) {
+      notes->push_back(
+          "frames of " + size + " are larger than H.264 on NVENC takes (" + std::to_string(kNvencH264MaxSide) +
+          " pixels a side): encoding HEVC on NVENC instead (codec='h264', encoder='software' keeps H.264, on "
+          "the CPU)");
+    }
+    return "hevc";
+  }
+  throw Error(
+      ErrorKind::Option,
+      "open output",
+      "frames of " + size + " do not fit H.264 on NVENC, which takes up to " + std::to_string(kNvencH264MaxSide) +
+          " pixels a side: use codec='hevc' (NVENC's HEVC takes up to 8192), a smaller eye_size or a half-width "
+          "layout (half-sbs), or encoder='software' (libx264 on the CPU, slower)",
+      o.path);
+}
+
+OpenedEncoder open_video_encoder(const WriterOptions& o_in, bool global_header) {
   OpenedEncoder opened;
+  WriterOptions o = o_in;
+  o.codec = resolve_codec(o_in, &opened.warnings);
+  const std::vector<std::string> candidates = encoder_candidates(o.codec, o.encoder);
   for (const std::string& name : candidates) {
     std::string why;
     if (try_encoder(o, global_header, name, opened, &why)) {

@@ -34,6 +34,15 @@ void validate_frame_format(const WriterOptions& options);
 // Checks the encoder settings (bit depth, codec, crf/cq/quality, sample aspect ratio).
 void validate_encoder_settings(const WriterOptions& options);
 
+// The largest side H.264 on NVENC encodes (Note [H.264 on NVENC]).
+constexpr int kNvencH264MaxSide = 4096;
+
+// The codec a writer encodes: options.codec, with 'auto' (or empty) resolved to H.264 (HEVC
+// for 10-bit), and to HEVC when NVENC would encode frames too large for its H.264 (said in
+// *notes). An explicit 'h264' that NVENC would have to encode at such a size is an
+// Error(Option) naming the limit and the alternatives.
+std::string resolve_codec(const WriterOptions& options, std::vector<std::string>* notes);
+
 // Opens the first candidate encoder that accepts these options. `global_header`: the
 // container keeps codec headers out of band (AVFMT_GLOBALHEADER). Throws Error(Encode)
 // listing every candidate's reason when none opens.

@@ -19,7 +19,7 @@ namespace sbsconv {
 struct WriterOptions {
   std::string path; // the final output; written as a hidden temporary beside it, then renamed
   std::string container; // "mp4", "mov", "mkv"; "" = from the extension
-  std::string codec = "h264"; // "h264" or "hevc"
+  std::string codec = "h264"; // "auto", "h264" or "hevc" (see resolve_codec in EncoderSelection.h)
   // "auto" (NVENC, then VideoToolbox, then libx264/libx265, by actually opening them),
   // "nvenc", "videotoolbox", "software", or an FFmpeg encoder name ("libx264", ...).
   std::string encoder = "auto";

@@ -1,5 +1,7 @@
 #include "sbsconv/media/VideoReader.h"
 
+#include "sbsconv/media/CudaDevice.h"
+
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -364,31 +366,30 @@ void VideoReader::Impl::setup_hardware(const AVCodec* decoder) {
       break;
     }
   }
-  AVDictionary* raw_options = nullptr;
-  std::string device_name;
-  if (type == AV_HWDEVICE_TYPE_CUDA) {
-    // Share the primary context with LibTorch so decoded surfaces are usable as tensors.
-    av_dict_set(&raw_options, "primary_ctx", "1", 0);
-    device_name = std::to_string(device.is_cuda() && device.has_index() ? device.index() : 0);
-  }
-  UniqueAVDictionary hw_options(raw_options);
   AVBufferRef* device_ref = nullptr;
-  clear_last_ffmpeg_message();
-  const int status = av_hwdevice_ctx_create(
-      &device_ref,
-      type,
-      device_name.empty() ? nullptr : device_name.c_str(),
-      hw_options.get(),
-      0);
-  if (status < 0) {
-    std::string reason = "cannot create the " + wanted + " device: " + av_error_string(status);
-    const std::string last = take_last_ffmpeg_message();
-    if (!last.empty()) {
-      reason += " (" + last + ")";
+  if (type == AV_HWDEVICE_TYPE_CUDA) {
+    // Note [One CUDA context]: LibTorch's context, and the decode stage's stream.
+    UniqueAVBufferRef shared;
+    std::string why;
+    if (!create_cuda_device(device.is_cuda() && device.has_index() ? device.index() : 0, &shared, &why)) {
+      hw_format = AV_PIX_FMT_NONE;
+      give_up("cannot create the " + wanted + " device: " + why);
+      return;
     }
-    hw_format = AV_PIX_FMT_NONE;
-    give_up(reason);
-    return;
+    device_ref = shared.release();
+  } else {
+    clear_last_ffmpeg_message();
+    const int status = av_hwdevice_ctx_create(&device_ref, type, nullptr, nullptr, 0);
+    if (status < 0) {
+      std::string reason = "cannot create the " + wanted + " device: " + av_error_string(status);
+      const std::string last = take_last_ffmpeg_message();
+      if (!last.empty()) {
+        reason += " (" + last + ")";
+      }
+      hw_format = AV_PIX_FMT_NONE;
+      give_up(reason);
+      return;
+    }
   }
   hw_device.reset(device_ref);
   codec->hw_device_ctx = av_buffer_ref(hw_device.get());

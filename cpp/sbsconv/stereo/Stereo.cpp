@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "sbsconv/common/DeviceSync.h"
 #include "sbsconv/common/Error.h"
 #include "sbsconv/stereo/Disparity.h"
 #include "sbsconv/stereo/Vr180.h"
@@ -63,9 +64,9 @@ at::Tensor anaglyph(const at::Tensor& left, const at::Tensor& right, StereoLayou
   }
   // Dubois (2001) least-squares red-cyan projection, applied to linear RGB.
   const auto opts = l.options();
-  at::Tensor ml = at::tensor(
+  at::Tensor ml = device_values(
       {0.456, 0.500, 0.176, -0.040, -0.038, -0.016, -0.015, -0.021, -0.005}, opts).view({3, 3});
-  at::Tensor mr = at::tensor(
+  at::Tensor mr = device_values(
       {-0.043, -0.088, -0.002, 0.378, 0.734, -0.018, -0.072, -0.113, 1.226}, opts).view({3, 3});
   at::Tensor ll = srgb_to_linear(l / 255.0);
   at::Tensor rr = srgb_to_linear(r / 255.0);

@@ -43,6 +43,11 @@ class DepthEstimate:
     fov_degrees: torch.Tensor | None  # [N] for models that estimate the field of view
 
 
+# What the engine holds per pixel of each frame in flight (frames, depth, disparity, the packed
+# output, their queues): kBytesInFlightPerPixel in cpp/sbsconv/pipeline/Engine.cpp.
+ENGINE_BYTES_PER_PIXEL = 120
+
+
 class DepthModel:
     """A loaded depth model (the C++ implementation), ready for inference.
 
@@ -83,6 +88,35 @@ class DepthModel:
             return self._core.forward(pixel_values)
         finally:
             flush_log()
+
+    def fitting_batch(self, height: int, width: int, *, limit: int = 32, share: float = 0.5) -> tuple[int, str]:
+        """On a CUDA device: the batch size whose depth inference and frames in flight fit in
+        ``share`` of the device's free memory for frames of ``height`` x ``width``. The model's
+        cost per frame is measured, not guessed: it runs on one and on two blank frames of that
+        size and the difference in peak memory is one frame's share (the rest is fixed). The
+        engine's buffers add about ``ENGINE_BYTES_PER_PIXEL`` per pixel of each frame in flight.
+        Returns ``(batch, reason)``; a model that keeps state between calls (a video model) is
+        not probed and keeps its preferred batch."""
+        device = self.device
+        if device.type != "cuda" or self.temporal:
+            batch = int(self._core.preferred_batch(device.type != "cpu"))
+            return batch, f"batch_size {batch}: the model's preferred batch"
+        torch.cuda.synchronize(device)
+        peaks = []
+        for n in (1, 2):
+            torch.cuda.reset_peak_memory_stats(device)
+            base = torch.cuda.memory_allocated(device)
+            self.infer(torch.zeros(n, 3, height, width, dtype=torch.uint8, device=device))
+            torch.cuda.synchronize(device)
+            peaks.append(torch.cuda.max_memory_allocated(device) - base)
+        torch.cuda.empty_cache()
+        free, _ = torch.cuda.mem_get_info(device)
+        model_per_frame = max(peaks[1] - peaks[0], 1)
+        fixed = max(peaks[0] - model_per_frame, 0)
+        per_frame = model_per_frame + height * width * ENGINE_BYTES_PER_PIXEL
+        batch = int(max(1, min(limit, (free * share - fixed) // per_frame)))
+        return batch, (f"batch_size {batch}: {free / 2**30:.1f} GiB free on {device}, about "
+                       f"{per_frame / 2**20:.0f} MiB per {width}x{height} frame (half the free memory, at most {limit})")
 
     def estimate(self, frames: torch.Tensor) -> DepthEstimate:
         if not isinstance(frames, torch.Tensor) or frames.dtype != torch.uint8 or frames.dim() != 4:
