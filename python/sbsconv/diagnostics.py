@@ -113,6 +113,8 @@ def doctor(*, device: str = "auto", encoder: str = "auto", codec: str = "h264",
     from sbsconv import models
     from sbsconv.errors import OptionError
 
+    if codec == "auto":  # convert()'s default: H.264 (HEVC only where NVENC's H.264 cannot take the size)
+        codec = "h264"
     if codec not in ENCODERS:
         raise OptionError(f"codec must be h264 or hevc, got {codec!r}")
     if encoder not in ("auto", *ENCODER_FAMILIES) and not any(encoder in names for names in ENCODERS.values()):

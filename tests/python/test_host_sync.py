@@ -40,12 +40,14 @@ def _stages(result):
     {},  # the default path: alignment, scene cuts, the comfort statistics
     {"auto_strength": True, "smoothing": 0.3},
     {"model_kind": "metric"},
+    {"model_kind": "video"},
 ])
-def test_each_stage_synchronises_at_most_once_per_batch(settings, clip, tiny_model, tiny_depth_pro, tmp_path,
-                                                        monkeypatch):
+def test_each_stage_synchronises_at_most_once_per_batch(settings, clip, tiny_model, tiny_depth_pro, tiny_vda,
+                                                        tmp_path, monkeypatch):
     monkeypatch.setenv("SBSCONV_CHECK_SYNCS", "1")
     settings = dict(settings)
-    model = str(tiny_depth_pro) if settings.pop("model_kind", None) == "metric" else str(tiny_model)
+    kind = settings.pop("model_kind", None)
+    model = str({"metric": tiny_depth_pro, "video": tiny_vda}.get(kind, tiny_model))
     # one run in one piece (no resume segments, whose saved states add one transfer each)
     result = sbsconv.convert(clip, tmp_path / "out.mp4", model=model, resume=False, batch_size=4,
                              **settings, **FAST)
@@ -82,11 +84,13 @@ def test_without_the_check_mode_only_the_transfers_are_counted(clip, tiny_model,
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_cuda_conversion_synchronises_at_most_once_per_stage_and_batch(tiny_model, tmp_path, monkeypatch):
+@pytest.mark.parametrize("family", ["tiny_model", "tiny_vda"])
+def test_cuda_conversion_synchronises_at_most_once_per_stage_and_batch(family, request, tmp_path, monkeypatch):
     from helpers import data
 
     monkeypatch.setenv("SBSCONV_CHECK_SYNCS", "1")
-    result = sbsconv.convert(data("Tokyo-Walk_rgb.mp4"), tmp_path / "cuda.mp4", model=str(tiny_model), device="cuda",
+    model = str(request.getfixturevalue(family))
+    result = sbsconv.convert(data("Tokyo-Walk_rgb.mp4"), tmp_path / "cuda.mp4", model=model, device="cuda",
                              resume=False, batch_size=4, duration=2.0, **FAST)
     for name, s in _stages(result).items():
         assert s["batches"] >= 7 and s["host_syncs"] <= s["batches"], (name, s)
