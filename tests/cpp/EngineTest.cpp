@@ -288,6 +288,42 @@ TEST(Engine, AFieldOfViewEstimateThatIsNotANumberIsReplacedWithAWarning) {
   EXPECT_EQ(mentions, 1); // one warning, not one per frame
 }
 
+// Note [Batches without copies]
+TEST(BatchAssembler, ABatchOfOneReadIsAViewOfTheDecodersBuffer) {
+  // two reads of 4 frames, channels-last as the decoder makes them
+  auto read = [](int64_t first) {
+    at::Tensor hwc = at::arange(4 * 6 * 8 * 3, at::kInt).add(first).to(at::kByte).view({4, 6, 8, 3});
+    return hwc.permute({0, 3, 1, 2});
+  };
+  const at::Tensor a = read(0);
+  const at::Tensor b = read(7);
+  BatchAssembler batches({/*batch_size=*/4, /*first_index=*/0, /*segment_frames=*/0}, nullptr);
+  std::vector<SelectedFrame> all;
+  for (int64_t k = 0; k < 4; ++k) {
+    all.push_back(SelectedFrame{a[k], k, k});
+  }
+  batches.add_all(all);
+  all.clear();
+  for (int64_t k = 0; k < 2; ++k) {
+    all.push_back(SelectedFrame{b[k], 4 + k, 4 + k});
+  }
+  batches.add_all(all);
+  std::optional<Batch> first = batches.next();
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(first->frames.data_ptr(), a.data_ptr()); // the same memory, no copy
+  EXPECT_TRUE(at::equal(first->frames, a));
+  // frames 4, 5 and two more from a third read straddle two buffers: copied, same values,
+  // laid out channels-last like the decoder's
+  const at::Tensor c = read(21);
+  batches.add_all({SelectedFrame{c[0], 6, 6}, SelectedFrame{c[1], 7, 7}});
+  batches.finish();
+  std::optional<Batch> second = batches.next();
+  ASSERT_TRUE(second.has_value());
+  EXPECT_NE(second->frames.data_ptr(), b.data_ptr());
+  EXPECT_TRUE(at::equal(second->frames, at::cat({b.narrow(0, 0, 2), c.narrow(0, 0, 2)})));
+  EXPECT_TRUE(second->frames.permute({0, 2, 3, 1}).is_contiguous());
+}
+
 TEST(BatchAssembler, BatchesNeverCrossASegmentEndAndWaitForTheNextTimestamp) {
   BatchAssembler batches({/*batch_size=*/3, /*first_index=*/0, /*segment_frames=*/4}, nullptr);
   std::vector<Batch> out;

@@ -65,8 +65,8 @@ void ComfortBudget::settle() {
     return;
   }
   HostScope host; // host values from here on
-  const at::Tensor rows = pending_.take().to(at::kDouble).contiguous();
-  const double* v = rows.const_data_ptr<double>();
+  const at::Tensor rows = pending_.take().to(at::kFloat).contiguous(); // finished in C++ doubles
+  const float* v = rows.const_data_ptr<float>();
   for (int64_t i = 0; i < rows.size(0); ++i, ++frame_) {
     if (scenes_.empty() || pending_starts_[static_cast<size_t>(i)]) {
       scenes_.push_back(SceneComfort{frame_, 0, 0.0, 0.0, 0, 1.0});
