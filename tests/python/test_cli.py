@@ -48,7 +48,7 @@ def test_reencode_writes_the_output(tmp_path, capsys):
         (["reencode", "SAMPLE", "OUT", "--crf", "99"], cli.EXIT_USAGE),
         # convert's options are checked (sbsconv.ConvertOptions) before any work
         (["convert", "SAMPLE", "OUT", "--divergence", "99"], cli.EXIT_USAGE),
-        (["convert", "SAMPLE", "OUT", "--bit-depth", "10"], cli.EXIT_USAGE),
+        (["convert", "SAMPLE", "OUT", "--bit-depth", "10", "--codec", "h264"], cli.EXIT_USAGE),
         (["convert", "SAMPLE", "OUT", "--eye-size", "huge"], cli.EXIT_USAGE),
         (["convert", "SAMPLE", "out.avi"], cli.EXIT_USAGE),
     ],

@@ -112,7 +112,7 @@ def test_headset_suffix(tmp_path, tiny_model):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [({"layout": "side-by-side"}, "layout"), ({"divergence": 99}, "divergence"), ({"crf": 80}, "crf"),
-     ({"codec": "vp9"}, "codec"), ({"bit_depth": 10}, "hevc"), ({"fps": "fast"}, "fps"),
+     ({"codec": "vp9"}, "codec"), ({"bit_depth": 10, "codec": "h264"}, "hevc"), ({"fps": "fast"}, "fps"),
      ({"percentiles": (99, 1)}, "percentiles"), ({"eye_size": "huge"}, "eye_size"),
      ({"batch_size": 0}, "batch_size"), ({"duration": -1}, "duration")],
 )
