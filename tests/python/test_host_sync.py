@@ -4,6 +4,8 @@ mode every operation that would synchronise on a GPU (a scalar read, a data-depe
 device -> host copy) is counted, the CPU standing in for the device."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import sbsconv
 import pytest
 import torch
@@ -14,13 +16,9 @@ FAST = {"input_size": 70, "progress": False, "preset": "ultrafast"}
 
 
 @pytest.fixture(scope="module")
-def clip(make_clip):
-    """76 frames, 160x96, a cut at frame 38 (so every temporal stage resets once)."""
-    return make_clip("syncs.mp4", [
-        "-f", "lavfi", "-i", "testsrc2=size=160x96:rate=25:duration=1.5",
-        "-f", "lavfi", "-i", "mandelbrot=size=160x96:rate=25",
-        "-filter_complex", "[1:v]trim=duration=1.5,setpts=PTS-STARTPTS[b];[0:v][b]concat=n=2:v=1[v]",
-        "-map", "[v]", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"])
+def clip(cut_clip) -> Path:
+    """76 frames, 160x96, a cut at frame 38 (conftest's cut_clip)."""
+    return cut_clip
 
 
 @pytest.fixture(scope="module")

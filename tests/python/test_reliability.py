@@ -47,13 +47,9 @@ def leftovers(folder: Path, name: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def clip(make_clip) -> Path:
-    """76 frames (3 s at 25 fps), 160x96, a cut at frame 38: every stage has state to carry over."""
-    return make_clip("reliability.mp4", [
-        "-f", "lavfi", "-i", "testsrc2=size=160x96:rate=25:duration=1.5",
-        "-f", "lavfi", "-i", "mandelbrot=size=160x96:rate=25",
-        "-filter_complex", "[1:v]trim=duration=1.5,setpts=PTS-STARTPTS[b];[0:v][b]concat=n=2:v=1[v]",
-        "-map", "[v]", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"])
+def clip(cut_clip) -> Path:
+    """76 frames, 160x96, a cut at frame 38 (conftest's cut_clip)."""
+    return cut_clip
 
 
 @pytest.fixture(scope="module")
