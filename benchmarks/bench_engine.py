@@ -11,7 +11,7 @@
 Depth-Anything-V2-Small architecture with random weights (speed does not depend on them),
 input size 518, on the CPU.
 
-    uv run python benchmarks/bench_engine.py [--seconds 2] [--clip PATH]
+    uv run python benchmarks/bench_engine.py [--seconds 2] [--clip PATH] [--precision auto|fp32|int8|bf16]
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 PRESET, CRF, BATCH = "medium", 16, 2
 
 
-def depth_only(folder: str, clip: Path, seconds: float) -> tuple[int, float]:
-    model = models.load(folder, device="cpu")
+def depth_only(folder: str, clip: Path, seconds: float, precision: str = "auto") -> tuple[int, float]:
+    model = models.load(folder, device="cpu", precision=precision)
     frames = torch.cat([b.data for b in media.read_frames(clip, duration=seconds)])
     model.infer(frames[:BATCH])  # warm-up
     t0 = time.perf_counter()
@@ -47,11 +47,11 @@ def depth_only(folder: str, clip: Path, seconds: float) -> tuple[int, float]:
     return len(frames), time.perf_counter() - t0
 
 
-def engine(folder: str, clip: Path, seconds: float, out: Path) -> tuple[int, float]:
+def engine(folder: str, clip: Path, seconds: float, out: Path, precision: str = "auto") -> tuple[int, float, str]:
     t0 = time.perf_counter()
     result = sbsconv.convert(clip, out, model=folder, device="cpu", duration=seconds, batch_size=BATCH,
-                             preset=PRESET, crf=CRF, progress=False, resume=False)
-    return result.frames, time.perf_counter() - t0
+                             preset=PRESET, crf=CRF, progress=False, resume=False, precision=precision)
+    return result.frames, time.perf_counter() - t0, result.precision
 
 
 def sequential(folder: str, clip: Path, seconds: float, out: Path) -> tuple[int, float]:
@@ -103,16 +103,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clip", type=Path, default=DATA / "Tokyo-Walk_rgb.mp4")
     parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--precision", default="auto", help="sbsconv's (the sequential pipeline is fp32 eager)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = str(Path(tmp) / "model")
         make_checkpoint(folder)
-        n_depth, t_depth = depth_only(folder, args.clip, args.seconds)
-        n_engine, t_engine = engine(folder, args.clip, args.seconds, Path(tmp) / "engine.mp4")
+        n_depth, t_depth = depth_only(folder, args.clip, args.seconds, args.precision)
+        n_engine, t_engine, ran = engine(folder, args.clip, args.seconds, Path(tmp) / "engine.mp4", args.precision)
         n_seq, t_seq = sequential(folder, args.clip, args.seconds, Path(tmp) / "sequential.mp4")
     fps_depth, fps_engine, fps_seq = n_depth / t_depth, n_engine / t_engine, n_seq / t_seq
     print(f"CPU, {torch.get_num_threads()} threads; {args.clip.name}, {args.seconds:g} s ({n_engine} frames), "
-          f"Depth-Anything-V2-Small (random weights), input 518, batch {BATCH}, libx264 {PRESET} crf {CRF}")
+          f"Depth-Anything-V2-Small (random weights), input 518, batch {BATCH}, libx264 {PRESET} crf {CRF}; "
+          f"sbsconv at precision {args.precision} ({ran})")
     print("| measurement | frames/s | ratio |")
     print("|---|---|---|")
     print(f"| depth model only (sbsconv infer) | {fps_depth:.3f} | |")

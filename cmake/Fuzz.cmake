@@ -87,7 +87,7 @@ if(SBSCONV_FUZZ)
     if(_src MATCHES "cpp/sbsconv/common/[^/]+\\.cpp$"
        OR _src MATCHES "cpp/sbsconv/media/(Probe|VideoReader|InputFile|ColorConversion|CudaDevice|ImageFile|IsoBmff|HevcBitstream|MvHevcEncoder|DepthFile|LosslessVideo|MediaWriter|EncoderSelection|VideoEncoder|CarriedStreams|SegmentAssembler|StreamParams|OutputContainer)\\.cpp$"
        OR _src MATCHES "cpp/sbsconv/pipeline/(StateFile|Journal|RunLock)\\.cpp$"
-       OR _src MATCHES "cpp/sbsconv/depth/(DepthAnythingV2|DinoV2|DptHead|Weights|DepthModel)\\.cpp$")
+       OR _src MATCHES "cpp/sbsconv/depth/(DepthAnythingV2|DinoV2|Int8Linear|DptHead|Weights|DepthModel)\\.cpp$")
       list(APPEND _fuzz_core_sources "${_src}")
     endif()
   endforeach()

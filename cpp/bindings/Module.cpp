@@ -13,6 +13,7 @@
 #include "sbsconv/common/Versions.h"
 #include "sbsconv/depth/DepthAnythingV2.h"
 #include "sbsconv/depth/DepthPro.h"
+#include "sbsconv/depth/Int8Linear.h"
 #include "sbsconv/depth/VideoDepthAnything.h"
 #include "sbsconv/common/Logging.h"
 #include "sbsconv/media/ImageFile.h"
@@ -879,6 +880,16 @@ PYBIND11_MODULE(_core, m) {
   });
   // Note [MV-HEVC bitstreams], for the tests: a raw HEVC stream's access units in decoding
   // order, each (display_index, keyframe, layers), and the reorder delay.
+  // Note [int8 linear layers], for its test.
+  m.def(
+      "_int8_linear",
+      [](const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
+        at::InferenceMode guard;
+        return Int8Linear(weight, bias.value_or(at::Tensor()))(x);
+      },
+      py::arg("x"),
+      py::arg("weight"),
+      py::arg("bias") = py::none());
   // Note [Device colour conversion], for its test on CPU tensors.
   m.def(
       "_semi_planar_to_rgb",

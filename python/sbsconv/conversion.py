@@ -70,6 +70,7 @@ class ConversionResult:
     # per stage: name, frames, busy_seconds, batches, host_syncs (Note [Host synchronisation])
     stages: tuple[dict, ...] = ()
     batch_size: int = 0  # frames per batch (chosen from the device's free memory when not given)
+    precision: str = ""  # the model's precision as run ("auto" resolved on the CPU: int8 or fp32)
 
 
 def resolve_output(input_path: str, output: str | os.PathLike[str], options: ConvertOptions) -> str:
@@ -280,6 +281,7 @@ def convert(
         point_clouds=tuple(clouds),
         stages=tuple(dict(s) for s in raw["stages"]),
         batch_size=int(engine_options["batch_size"]),
+        precision=getattr(depth_model, "precision", ""),
     )
 
 

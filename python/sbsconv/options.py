@@ -251,8 +251,9 @@ class ConvertOptions:
         "auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps", "model",
         Check("a string such as auto, cpu, cuda, cuda:N or mps", _device))
     precision: str = _option(
-        "auto", "auto (fp16 on GPUs, fp32 on the CPU), fp32, fp16 or bf16", "model",
-        Choice(("auto", "fp32", "fp16", "bf16")))
+        "auto", "auto (fp16 on GPUs; on the CPU int8 where it has int8 dot products, else fp32), fp32, fp16, "
+        "bf16 or int8 (CPU)", "model",
+        Choice(("auto", "fp32", "fp16", "bf16", "int8")))
     batch_size: int | None = _option(
         None, "frames per depth batch (default: 8 on GPUs, 2 on the CPU; 1 for Depth Pro)",
         "model", Range(1, 1024, integer=True))

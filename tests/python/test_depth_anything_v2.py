@@ -55,11 +55,12 @@ def max_rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
 
 @pytest.fixture(scope="module", params=[False, True], ids=["relative", "metric"])
 def hf_pair(request, tmp_path_factory):
-    """A tiny transformers model and the same weights loaded by sbsconv from a folder."""
+    """A tiny transformers model and the same weights loaded by sbsconv from a folder (fp32:
+    precision auto on the CPU may be int8, whose budget is tests/python/test_cpu_precision.py's)."""
     ref = tiny_reference(metric=request.param)
     folder = tmp_path_factory.mktemp("hf")
     ref.save_pretrained(folder)
-    return ref, models.load(str(folder), device="cpu"), folder
+    return ref, models.load(str(folder), device="cpu", precision="fp32"), folder
 
 
 SHAPES = [(1, 70, 70), (3, 70, 70), (1, 126, 224), (3, 126, 224)]
@@ -80,7 +81,7 @@ def test_forward_matches_transformers(hf_pair, batch, height, width):
 def test_swiglu_encoder_as_in_the_giant_model(tmp_path):
     ref = tiny_reference(swiglu=True)
     ref.save_pretrained(tmp_path)
-    ours = models.load(str(tmp_path), device="cpu")
+    ours = models.load(str(tmp_path), device="cpu", precision="fp32")
     x = torch.randn(2, 3, 98, 168)
     with torch.no_grad():
         expected = ref(pixel_values=x).predicted_depth
@@ -110,7 +111,7 @@ def test_original_layout_differs_only_by_the_position_table_resize(hf_pair, tmp_
     metric = ref.config.depth_estimation_type == "metric"
     path = tmp_path / ("depth_anything_v2_metric_hypersim_tiny.pth" if metric else "depth_anything_v2_tiny.pth")
     torch.save(original, path)
-    ours = models.load(str(path), device="cpu")
+    ours = models.load(str(path), device="cpu", precision="fp32")
     assert ours.kind == ("metric" if metric else "relative")
 
     square = torch.randn(2, 3, 70, 70)  # the table's own grid: no resize, identical
@@ -167,7 +168,7 @@ def test_infer_matches_the_reference_pipeline_on_a_real_frame(hf_pair):
     from sbsconv import media
 
     ref, _, folder = hf_pair
-    ours = models.load(str(folder), device="cpu", input_size=98)
+    ours = models.load(str(folder), device="cpu", precision="fp32", input_size=98)
     frames = next(iter(media.read_frames(data("davis_rollercoaster.mp4"), batch_size=2))).data
     depth = ours.infer(frames)
     assert depth.shape == (2, 1, 540, 960) and depth.dtype == torch.float32

@@ -82,6 +82,9 @@ DepthAnythingV2::DepthAnythingV2(
                 "input_size must be at least the patch size");
   WeightReader reader(weights, options.device, options.dtype, name_);
   encoder_ = std::make_unique<DinoV2Encoder>(config.encoder, reader, "pretrained.");
+  if (options.int8) {
+    encoder_->quantize_linears(); // Note [int8 linear layers]
+  }
   DptHeadConfig head = config.head;
   head.in_channels = config.encoder.embed_dim;
   head.patch_size = config.encoder.patch_size;
@@ -121,7 +124,14 @@ DepthOutput DepthAnythingV2::infer(const at::Tensor& frames) {
 ModelOptions make_model_options(const std::string& device, const std::string& precision, int64_t input_size) {
   ModelOptions o;
   o.device = resolve_device(device);
-  o.dtype = resolve_precision(precision, o.device);
+  o.int8 = precision == "int8";
+  if (o.int8 && !o.device.is_cpu()) {
+    throw Error(
+        ErrorKind::Option,
+        "precision",
+        "precision='int8' runs on the CPU; on " + o.device.str() + " use 'auto' (fp16) or 'bf16'");
+  }
+  o.dtype = o.int8 ? at::kFloat : resolve_precision(precision, o.device);
   if (input_size < 14 || input_size > 4096) {
     throw Error(ErrorKind::Option, "build model", "input_size must be within 14..4096");
   }

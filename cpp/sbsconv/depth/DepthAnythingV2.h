@@ -19,6 +19,7 @@ struct DepthAnythingV2Config {
 struct ModelOptions {
   at::Device device{at::kCPU};
   at::ScalarType dtype = at::kFloat;
+  bool int8 = false; // Note [int8 linear layers]: the encoder's linear layers in int8 (CPU, dtype float32)
   int64_t input_size = 518; // the shorter side after resizing (lower bound), as the reference
 };
 

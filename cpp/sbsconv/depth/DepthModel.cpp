@@ -51,7 +51,7 @@ at::ScalarType resolve_precision(const std::string& precision, const at::Device&
   if (precision == "bf16" || precision == "bfloat16") {
     return at::kBFloat16;
   }
-  throw Error(ErrorKind::Option, "precision", "precision must be auto, fp32, fp16 or bf16, not '" + precision + "'");
+  throw Error(ErrorKind::Option, "precision", "precision must be auto, fp32, fp16, bf16 or int8 (CPU), not '" + precision + "'");
 }
 
 } // namespace sbsconv

@@ -81,6 +81,10 @@ DepthPro::DepthPro(std::string name, const DepthProConfig& config, const WeightM
   };
   patch_vit_ = std::make_unique<DinoV2Encoder>(config.patch_vit, w, "depth_pro.encoder.patch_encoder.model.");
   image_vit_ = std::make_unique<DinoV2Encoder>(config.image_vit, w, "depth_pro.encoder.image_encoder.model.");
+  if (options.int8) { // Note [int8 linear layers]
+    patch_vit_->quantize_linears();
+    image_vit_->quantize_linears();
+  }
   const int64_t hidden = config.patch_vit.embed_dim;
   const int64_t image_hidden = config.image_vit.embed_dim;
   const std::string up = "depth_pro.neck.feature_upsample.";
@@ -135,6 +139,9 @@ DepthPro::DepthPro(std::string name, const DepthProConfig& config, const WeightM
   head_.push_back(take("head.layers.4", {1, 32, 1, 1}, true));
   if (config.use_fov) {
     fov_vit_ = std::make_unique<DinoV2Encoder>(config.fov_vit, w, "fov_model.fov_encoder.model.");
+    if (options.int8) {
+      fov_vit_->quantize_linears();
+    }
     fov_neck_.weight = w.take("fov_model.fov_encoder.neck.weight", {f / 2, config.fov_vit.embed_dim});
     fov_neck_.bias = w.take("fov_model.fov_encoder.neck.bias", {f / 2});
     fov_conv_ = take("fov_model.conv", {f / 2, f, 3, 3}, true);

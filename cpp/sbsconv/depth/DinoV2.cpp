@@ -137,29 +137,52 @@ at::Tensor DinoV2Encoder::run_block(const Block& b, at::Tensor x) const {
 
   at::Tensor h = at::layer_norm(x, {c}, b.norm1_w, b.norm1_b, eps);
   // One GEMM for q, k and v (the transformers port runs three).
-  at::Tensor qkv = at::linear(h, b.qkv_w, b.qkv_b).view({n, t, 3, heads, head_dim}).permute({2, 0, 3, 1, 4});
+  auto linear = [](const at::Tensor& in, const at::Tensor& w, const at::Tensor& bias, const Int8Linear& q) {
+    return q.defined() ? q(in) : at::linear(in, w, bias);
+  };
+  at::Tensor qkv = linear(h, b.qkv_w, b.qkv_b, b.qkv_q).view({n, t, 3, heads, head_dim}).permute({2, 0, 3, 1, 4});
   at::Tensor attn = at::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]);
   attn = attn.transpose(1, 2).reshape({n, t, c});
-  attn = at::linear(attn, b.proj_w, b.proj_b);
+  attn = linear(attn, b.proj_w, b.proj_b, b.proj_q);
   if (b.ls1.defined()) {
     attn.mul_(b.ls1);
   }
   x.add_(attn);
 
   h = at::layer_norm(x, {c}, b.norm2_w, b.norm2_b, eps);
-  h = at::linear(h, b.fc1_w, b.fc1_b);
+  h = linear(h, b.fc1_w, b.fc1_b, b.fc1_q);
   if (config_.swiglu) {
     auto halves = h.chunk(2, -1);
     h = at::silu(halves[0]).mul_(halves[1]);
   } else {
     h = at::gelu(h); // exact (erf) GELU, as the reference
   }
-  h = at::linear(h, b.fc2_w, b.fc2_b);
+  h = linear(h, b.fc2_w, b.fc2_b, b.fc2_q);
   if (b.ls2.defined()) {
     h.mul_(b.ls2);
   }
   x.add_(h);
   return x;
+}
+
+void DinoV2Encoder::quantize_linears() {
+  for (Block& b : blocks_) {
+    if (b.qkv_q.defined()) {
+      continue;
+    }
+    SBSCONV_CHECK(
+        b.qkv_w.device().is_cpu() && b.qkv_w.scalar_type() == at::kFloat,
+        Option,
+        "precision",
+        "int8 layers are made from float32 weights on the CPU");
+    b.qkv_q = Int8Linear(b.qkv_w, b.qkv_b);
+    b.proj_q = Int8Linear(b.proj_w, b.proj_b);
+    b.fc1_q = Int8Linear(b.fc1_w, b.fc1_b);
+    b.fc2_q = Int8Linear(b.fc2_w, b.fc2_b);
+    for (at::Tensor* t : {&b.qkv_w, &b.qkv_b, &b.proj_w, &b.proj_b, &b.fc1_w, &b.fc1_b, &b.fc2_w, &b.fc2_b}) {
+      *t = at::Tensor();
+    }
+  }
 }
 
 at::Tensor DinoV2Encoder::embed(const at::Tensor& input) {

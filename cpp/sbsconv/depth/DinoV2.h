@@ -2,6 +2,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "sbsconv/depth/Int8Linear.h"
+
 #include <map>
 #include <string>
 #include <utility>
@@ -65,10 +67,15 @@ class DinoV2Encoder {
     return config_;
   }
 
+  // Note [int8 linear layers]: from now on every block's qkv, projection and MLP layers run
+  // as int8 GEMMs (their float weights are dropped). CPU, float32 weights only.
+  void quantize_linears();
+
  private:
   struct Block {
     at::Tensor norm1_w, norm1_b, qkv_w, qkv_b, proj_w, proj_b, ls1;
     at::Tensor norm2_w, norm2_b, fc1_w, fc1_b, fc2_w, fc2_b, ls2;
+    Int8Linear qkv_q, proj_q, fc1_q, fc2_q; // defined after quantize_linears()
   };
   at::Tensor position_table(int64_t grid_h, int64_t grid_w, at::ScalarType dtype);
   at::Tensor run_block(const Block& block, at::Tensor x) const;

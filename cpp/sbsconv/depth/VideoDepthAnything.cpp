@@ -173,6 +173,9 @@ VideoDepthAnything::VideoDepthAnything(
                 "window_batch must be within 1..64");
   WeightReader reader(weights, options.device, options.dtype, name_);
   encoder_ = std::make_unique<DinoV2Encoder>(config.encoder, reader, "pretrained.");
+  if (options.int8) {
+    encoder_->quantize_linears(); // Note [int8 linear layers]
+  }
   DptHeadConfig head = config.head;
   head.in_channels = config.encoder.embed_dim;
   head.patch_size = config.encoder.patch_size;

@@ -57,11 +57,13 @@ class DepthModel:
     ``kind`` is "relative" (inverse depth, larger is nearer) or "metric" (metres).
     """
 
-    def __init__(self, core: Any, spec: ModelSpec | None, source: str, input_size: int) -> None:
+    def __init__(self, core: Any, spec: ModelSpec | None, source: str, input_size: int,
+                 precision: str = "auto") -> None:
         self._core = core
         self.spec = spec
         self.source = source
         self.input_size = input_size
+        self.precision = precision  # as asked, "auto" resolved on the CPU (int8, fp32)
 
     @property
     def name(self) -> str:
@@ -201,8 +203,8 @@ def spec(name: str) -> ModelSpec:
 def _validate(device: str, precision: str, input_size: int) -> None:
     if not isinstance(input_size, int) or isinstance(input_size, bool) or not 14 <= input_size <= 4096:
         raise OptionError(f"input_size must be an integer within 14..4096, got {input_size!r}")
-    if precision not in ("auto", "fp32", "fp16", "bf16"):
-        raise OptionError(f"precision must be auto, fp32, fp16 or bf16, not {precision!r}")
+    if precision not in ("auto", "fp32", "fp16", "bf16", "int8"):
+        raise OptionError(f"precision must be auto, fp32, fp16, bf16 or int8 (CPU), not {precision!r}")
     if not isinstance(device, str | torch.device):
         raise OptionError(f"device must be a string such as 'auto', 'cpu' or 'cuda', not {device!r}")
 
@@ -246,7 +248,9 @@ def load(
     """Loads a depth model (see the module docstring for what ``model`` may be).
 
     ``device``: "auto" (cuda, then mps, then cpu), "cpu", "cuda", "cuda:N", "mps".
-    ``precision``: "auto" (fp16 on GPUs, fp32 on the CPU), "fp32", "fp16", "bf16".
+    ``precision``: "auto" (fp16 on GPUs; on the CPU int8 where it has int8 dot products, else
+    fp32: sbsconv.models.precision), "fp32", "fp16", "bf16", "int8" (CPU: the encoder's linear
+    layers as int8 GEMMs, Note [int8 linear layers]).
     ``input_size``: the shorter side the frames are resized to before the network.
     ``temporal_mode``: how a video model (Video-Depth-Anything) runs: "windowed" (the
     reference's overlapping 32-frame windows, most accurate) or "streaming" (one frame at a
@@ -257,6 +261,7 @@ def load(
         raise OptionError(f"temporal_mode must be 'windowed' or 'streaming', not {temporal_mode!r}")
     extra = {"temporal_mode": temporal_mode}
     device = str(device)
+    precision = _cpu_precision(device, precision)
     model_str = os.fspath(model)
     try:
         if model_str in specs():
@@ -264,7 +269,7 @@ def load(
             _announce(s)
             path = Path(checkpoint) if checkpoint is not None else _download_spec(s)
             core = families()[s.family].builder(s, path, device, precision, input_size, **extra)
-            return DepthModel(core, s, str(path), input_size)
+            return DepthModel(core, s, str(path), input_size, precision)
         if checkpoint is not None:
             raise OptionError(
                 f"checkpoint= replaces the download of a registry model; {model_str!r} is not one"
@@ -273,7 +278,7 @@ def load(
         if path.exists():
             family = _family_for_path(path)
             core = family.builder(None, path, device, precision, input_size, **extra)
-            return DepthModel(core, None, str(path), input_size)
+            return DepthModel(core, None, str(path), input_size, precision)
         if _REPO_ID.match(model_str) and not model_str.startswith((".", "/")):
             return _load_repo(model_str, device, precision, input_size, extra)
         raise ModelError(
@@ -281,6 +286,24 @@ def load(
             " not an existing path, not a Hugging Face repo id", stage="load model")
     finally:
         flush_log()
+
+
+def _on_cpu(device: str) -> bool:
+    if device == "auto":
+        mps = getattr(torch.backends, "mps", None)
+        return not torch.cuda.is_available() and not (mps is not None and mps.is_available())
+    return torch.device(device).type == "cpu"
+
+
+def _cpu_precision(device: str, precision: str) -> str:
+    """precision="auto" on the CPU: chosen for this processor, and said."""
+    if precision != "auto" or not _on_cpu(device):
+        return precision
+    from sbsconv.models.precision import auto_cpu_precision
+
+    chosen, why = auto_cpu_precision()
+    logger.info("precision auto on the CPU: %s", why)
+    return chosen
 
 
 def _download_spec(s: ModelSpec) -> Path:
@@ -313,7 +336,7 @@ def _load_repo(repo_id: str, device: str, precision: str, input_size: int, extra
             _announce(s)
             path = hub.download(repo_id, s.filename)
             core = families()[s.family].builder(s, path, device, precision, input_size, **extra)
-            return DepthModel(core, s, str(path), input_size)
+            return DepthModel(core, s, str(path), input_size, precision)
     if "config.json" in files:
         weight_files = [f for f in files if f.endswith(".safetensors")]
         if not weight_files:
@@ -324,13 +347,13 @@ def _load_repo(repo_id: str, device: str, precision: str, input_size: int, extra
         folder = config_path.parent
         family = _family_for_path(folder)
         core = family.builder(None, folder, device, precision, input_size, **extra)
-        return DepthModel(core, None, repo_id, input_size)
+        return DepthModel(core, None, repo_id, input_size, precision)
     checkpoints = [f for f in files if f.endswith((".pth", ".pt", ".safetensors"))]
     if len(checkpoints) == 1:
         path = hub.download(repo_id, checkpoints[0])
         family = _family_for_path(path)
         core = family.builder(None, path, device, precision, input_size, **extra)
-        return DepthModel(core, None, f"{repo_id}/{checkpoints[0]}", input_size)
+        return DepthModel(core, None, f"{repo_id}/{checkpoints[0]}", input_size, precision)
     raise ModelError(
         f"{repo_id} holds no single checkpoint sbsconv can load (files: {', '.join(files[:20])})",
         stage="load model")

@@ -1,0 +1,126 @@
+"""int8 depth inference on the CPU (Note [int8 linear layers]) and precision="auto"'s choice
+(sbsconv.models.precision): the quality budget against fp32 on tiny models of every family."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+import sbsconv
+from helpers import data, psnr, to_hwc
+from sbsconv import _core, media, models
+from sbsconv.errors import SbsconvError
+from sbsconv.models import precision
+
+FAST = {"progress": False, "preset": "ultrafast", "crf": 0, "resume": False}
+
+
+def normalised(depth: torch.Tensor) -> torch.Tensor:
+    """Each frame to [0, 1] by its own 1st and 99th percentiles (as the stabiliser ranges it)."""
+    x = depth.flatten(1).double()
+    lo, hi = x.quantile(0.01, 1, keepdim=True), x.quantile(0.99, 1, keepdim=True)
+    return ((x - lo) / (hi - lo).clamp_min(1e-12)).clamp(0, 1)
+
+
+def abs_rel(ours: torch.Tensor, reference: torch.Tensor) -> float:
+    """The relative depth error after each frame's own normalisation."""
+    a, r = normalised(ours), normalised(reference)
+    return float((a - r).abs().mean() / r.mean())
+
+
+def test_the_int8_layer_is_the_quantisation_the_note_describes():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 7, 48, generator=g)
+    x[0, 0, 5] = 40.0  # one token with an outlier keeps its own scale
+    w = torch.randn(24, 48, generator=g) * 0.1
+    b = torch.randn(24, generator=g)
+    ours = _core._int8_linear(x, w, b)
+    # the reference: per-channel weight scales, per-token activation scales, symmetric, round
+    # half away from zero, int32 accumulation
+    ws = w.abs().amax(1) / 127
+    wq = torch.round(w / ws[:, None]).clamp(-127, 127)
+    flat = x.reshape(-1, 48)
+    xs = flat.abs().amax(1) / 127
+    v = flat / xs[:, None]
+    xq = torch.where(v >= 0, torch.floor(v + 0.5), torch.ceil(v - 0.5))
+    expected = ((xq.double() @ wq.double().t()) * xs[:, None].double() * ws[None, :].double() + b.double())
+    torch.testing.assert_close(ours.reshape(-1, 24).double(), expected, rtol=1e-5, atol=1e-4)
+    assert ours.shape == (3, 7, 24)
+    exact = torch.nn.functional.linear(x, w, b)
+    assert float((ours - exact).abs().max() / exact.abs().max()) < 0.03
+    # without a bias, and a token of zeros (scale of nothing) stays zero
+    zero = _core._int8_linear(torch.zeros(2, 48), w)
+    assert torch.equal(zero, torch.zeros(2, 24))
+
+
+@pytest.mark.parametrize("flags,expected", [
+    ({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}, "int8"),  # AMD EPYC (Zen 4)
+    ({"avx2", "amx_int8", "amx_bf16", "avx512_vnni"}, "int8"),  # Xeon with AMX
+    ({"avx2", "avx_vnni"}, "int8"),  # client cores with AVX-VNNI
+    ({"avx2", "fma"}, "fp32"),  # no int8 dot products
+    (set(), "fp32"),  # not Linux, nothing known
+])
+def test_auto_picks_int8_only_where_the_cpu_has_int8_dot_products(flags, expected):
+    chosen, why = precision.auto_cpu_precision(frozenset(flags))
+    assert chosen == expected and why.startswith(expected)
+
+
+def test_auto_on_the_cpu_says_what_it_picked(tiny_model, caplog):
+    with caplog.at_level(logging.INFO, logger="sbsconv"):
+        model = models.load(str(tiny_model), device="cpu")
+    expected, _ = precision.auto_cpu_precision()
+    assert model.precision == expected
+    assert any(f"precision auto on the CPU: {expected}" in r.getMessage() for r in caplog.records)
+    assert models.load(str(tiny_model), device="cpu", precision="fp32").precision == "fp32"
+
+
+def test_int8_is_a_cpu_precision(tiny_model):
+    with pytest.raises(SbsconvError, match="int8|cuda|CUDA"):
+        models.load(str(tiny_model), device="cuda", precision="int8")
+    with pytest.raises(SbsconvError, match="precision"):
+        models.load(str(tiny_model), device="cpu", precision="int4")
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return next(iter(media.read_frames(data("Tokyo-Walk_rgb.mp4"), batch_size=3))).data
+
+
+def test_depth_anything_v2_int8_meets_the_quality_budget(tiny_model, frames):
+    f32 = models.load(str(tiny_model), device="cpu", precision="fp32", input_size=140)
+    i8 = models.load(str(tiny_model), device="cpu", precision="int8", input_size=140)
+    reference = f32.infer(frames)
+    assert float(normalised(reference).std()) > 0.1  # a depth map with structure, not a constant
+    assert abs_rel(i8.infer(frames), reference) <= 0.01
+
+
+def test_video_depth_anything_int8_meets_the_quality_budget(tiny_vda, frames):
+    def run(p):
+        m = models.load(tiny_vda, device="cpu", precision=p, input_size=70)
+        clip = frames.repeat(3, 1, 1, 1)  # a short sequence
+        out = [m.infer(clip).to(torch.float32)]
+        out.append(m.flush().depth)
+        return torch.cat([o for o in out if o.numel()])
+    assert abs_rel(run("int8"), run("fp32")) <= 0.01
+
+
+def test_depth_pro_int8_meets_the_quality_budget(tmp_path, frames):
+    from test_depth_pro import save, tiny_reference
+
+    save(tiny_reference(), tmp_path, 128)
+    f32 = models.load(tmp_path, device="cpu", precision="fp32").estimate(frames)
+    i8 = models.load(tmp_path, device="cpu", precision="int8").estimate(frames)
+    assert abs_rel(i8.depth, f32.depth) <= 0.01
+    torch.testing.assert_close(i8.fov_degrees, f32.fov_degrees, rtol=0.01, atol=0.5)
+
+
+def test_the_int8_eye_is_within_40_db_of_the_fp32_eye(tiny_model, tmp_path):
+    clip = data("Tokyo-Walk_rgb.mp4")
+    options = dict(model=str(tiny_model), device="cpu", input_size=140, duration=1.0, **FAST)
+    f32 = sbsconv.convert(clip, tmp_path / "fp32.mp4", precision="fp32", **options)
+    i8 = sbsconv.convert(clip, tmp_path / "int8.mp4", precision="int8", **options)
+    assert i8.precision == "int8" and f32.precision == "fp32"
+    a = torch.cat([b.data for b in media.read_frames(f32.output)])
+    b = torch.cat([b.data for b in media.read_frames(i8.output)])
+    assert min(psnr(to_hwc(a[i:i + 1]), to_hwc(b[i:i + 1])) for i in range(len(a))) >= 40
