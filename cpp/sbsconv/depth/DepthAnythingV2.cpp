@@ -124,6 +124,7 @@ DepthOutput DepthAnythingV2::infer(const at::Tensor& frames) {
 ModelOptions make_model_options(const std::string& device, const std::string& precision, int64_t input_size) {
   ModelOptions o;
   o.device = resolve_device(device);
+  // Note [int8 linear layers]: the encoder's linear layers in int8, the rest in float32.
   o.int8 = precision == "int8";
   if (o.int8 && !o.device.is_cpu()) {
     throw Error(

@@ -2,18 +2,62 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
 
 #include <algorithm>
 #include <cmath>
 
 #include "sbsconv/common/Error.h"
 
+// The two passes around the GEMM are plain loops: built once per instruction set (AVX-512,
+// AVX2, baseline) and chosen when the program starts (target_clones), so the same binary runs
+// everywhere and uses the widest vectors the CPU has. The file is compiled with finite-math
+// flags (CMakeLists.txt) so that the max reduction and the rounding vectorise.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__APPLE__)
+#define SBSCONV_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define SBSCONV_CLONES
+#endif
+
 namespace sbsconv {
+
+namespace {
+
+template <typename T>
+inline float as_float(T v) {
+  return static_cast<float>(v);
+}
+
+// One row: its largest magnitude, then each value / (peak / 127) rounded to the nearest integer.
+template <typename T>
+SBSCONV_CLONES float quantize_row(const T* a, int8_t* out, int64_t n) {
+  float peak = 0.0f;
+  for (int64_t k = 0; k < n; ++k) {
+    const float v = std::fabs(as_float(a[k]));
+    peak = v > peak ? v : peak;
+  }
+  const float scale = peak > 0.0f ? peak / 127.0f : 1.0f;
+  const float inv = 1.0f / scale;
+  for (int64_t k = 0; k < n; ++k) {
+    out[k] = static_cast<int8_t>(std::nearbyint(as_float(a[k]) * inv)); // |.| <= 127
+  }
+  return scale;
+}
+
+template <typename T>
+SBSCONV_CLONES void rescale_row(const int32_t* acc, float row_scale, const float* channel_scale, const float* bias,
+                                T* out, int64_t n) {
+  for (int64_t c = 0; c < n; ++c) {
+    out[c] = static_cast<T>(static_cast<float>(acc[c]) * (row_scale * channel_scale[c]) + bias[c]);
+  }
+}
+
+} // namespace
 
 Int8Linear::Int8Linear(const at::Tensor& weight, const at::Tensor& bias) {
   SBSCONV_CHECK(
       weight.dim() == 2 && weight.device().is_cpu(), Internal, "depth", "int8 layers take a CPU [out, in] weight");
-  const at::Tensor w = weight.to(at::kFloat).contiguous();
+  const at::Tensor w = weight.to(at::kFloat).contiguous(); // from float32 or bfloat16 weights
   const int64_t out = w.size(0);
   scale_ = w.abs().amax(1).clamp_min(1e-12).div(127.0); // [out]
   weight_t_ = (w / scale_.unsqueeze(1)).round().clamp(-127, 127).to(at::kChar).t().contiguous();
@@ -24,48 +68,34 @@ at::Tensor Int8Linear::operator()(const at::Tensor& x_in) const {
   const int64_t in = weight_t_.size(0);
   const int64_t out = weight_t_.size(1);
   SBSCONV_CHECK(x_in.size(-1) == in, Internal, "depth", "int8 layer input has the wrong width");
-  const at::Tensor x = x_in.to(at::kFloat).reshape({-1, in}).contiguous();
+  const bool bf16 = x_in.scalar_type() == at::kBFloat16;
+  const at::Tensor x = (bf16 ? x_in : x_in.to(at::kFloat)).reshape({-1, in}).contiguous();
   const int64_t rows = x.size(0);
   at::Tensor q = at::empty({rows, in}, at::kChar);
   at::Tensor row_scale = at::empty({rows}, at::kFloat);
   {
-    const float* src = x.const_data_ptr<float>();
     int8_t* dst = q.mutable_data_ptr<int8_t>();
     float* scales = row_scale.mutable_data_ptr<float>();
     at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
-        const float* a = src + r * in;
-        float peak = 0.0f;
-        for (int64_t k = 0; k < in; ++k) {
-          peak = std::max(peak, std::abs(a[k]));
-        }
-        const float s = peak > 0.0f ? peak / 127.0f : 1.0f;
-        const float inv = 1.0f / s;
-        int8_t* o = dst + r * in;
-        for (int64_t k = 0; k < in; ++k) {
-          // |a[k] * inv| <= 127 by construction; round half away from zero
-          const float v = a[k] * inv;
-          o[k] = static_cast<int8_t>(v >= 0.0f ? v + 0.5f : v - 0.5f);
-        }
-        scales[r] = s;
+        scales[r] = bf16 ? quantize_row(x.const_data_ptr<c10::BFloat16>() + r * in, dst + r * in, in)
+                         : quantize_row(x.const_data_ptr<float>() + r * in, dst + r * in, in);
       }
     });
   }
   const at::Tensor acc = at::_int_mm(q, weight_t_); // int32 [rows, out]
-  at::Tensor y = at::empty({rows, out}, at::kFloat);
+  at::Tensor y = at::empty({rows, out}, x.options());
   {
     const int32_t* a = acc.const_data_ptr<int32_t>();
     const float* rs = row_scale.const_data_ptr<float>();
     const float* cs = scale_.const_data_ptr<float>();
     const float* b = bias_.const_data_ptr<float>();
-    float* o = y.mutable_data_ptr<float>();
     at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
-        const float s = rs[r];
-        const int32_t* ar = a + r * out;
-        float* orow = o + r * out;
-        for (int64_t c = 0; c < out; ++c) {
-          orow[c] = static_cast<float>(ar[c]) * (s * cs[c]) + b[c];
+        if (bf16) {
+          rescale_row(a + r * out, rs[r], cs, b, y.mutable_data_ptr<c10::BFloat16>() + r * out, out);
+        } else {
+          rescale_row(a + r * out, rs[r], cs, b, y.mutable_data_ptr<float>() + r * out, out);
         }
       }
     });

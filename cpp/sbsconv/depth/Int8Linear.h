@@ -11,9 +11,11 @@ namespace sbsconv {
 // one scale per output channel (the largest |w| of the row maps to 127). Activations are
 // quantized as they arrive: symmetric, one scale per token (row), so that one token's large
 // values (DINOv2's few outlier tokens) cost only that token's precision. The int32 products are
-// scaled back by token scale x channel scale, and the bias added, in one pass. Attention, the
-// norms and the DPT head stay in float32. The quantize and rescale passes are written as plain
-// loops the compiler vectorises, split over LibTorch's intra-op threads.
+// scaled back by token scale x channel scale, and the bias added, in one pass. The quantize and
+// rescale passes are plain loops built for AVX-512, AVX2 and baseline x86 and chosen at start-up, split over LibTorch's
+// intra-op threads. The rest of the network (attention, norms, the DPT head) stays in float32:
+// in bfloat16 its convolutions would run about twice as fast on CPUs with bf16 instructions,
+// but the depth itself would carry bfloat16's 8-bit mantissa (see benchmarks/RESULTS.md).
 //
 // Not thread-safe to build; const calls may run concurrently.
 class Int8Linear {
@@ -25,7 +27,7 @@ class Int8Linear {
   bool defined() const {
     return weight_t_.defined();
   }
-  // float [..., in] -> float [..., out]
+  // [..., in] -> [..., out], float32 or bfloat16 (computed in int8, rescaled in float32)
   at::Tensor operator()(const at::Tensor& x) const;
 
  private:

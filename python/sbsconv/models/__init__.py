@@ -306,6 +306,7 @@ def _cpu_precision(device: str, precision: str) -> str:
     return chosen
 
 
+
 def _download_spec(s: ModelSpec) -> Path:
     """A registry model's checkpoint: its file, or else the transformers-layout copy in its
     alternative repository (a folder)."""
