@@ -2,7 +2,6 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <c10/util/BFloat16.h>
 
 #include <algorithm>
 #include <cmath>
@@ -23,32 +22,25 @@ namespace sbsconv {
 
 namespace {
 
-template <typename T>
-inline float as_float(T v) {
-  return static_cast<float>(v);
-}
-
 // One row: its largest magnitude, then each value / (peak / 127) rounded to the nearest integer.
-template <typename T>
-SBSCONV_CLONES float quantize_row(const T* a, int8_t* out, int64_t n) {
+SBSCONV_CLONES float quantize_row(const float* a, int8_t* out, int64_t n) {
   float peak = 0.0f;
   for (int64_t k = 0; k < n; ++k) {
-    const float v = std::fabs(as_float(a[k]));
+    const float v = std::fabs(a[k]);
     peak = v > peak ? v : peak;
   }
   const float scale = peak > 0.0f ? peak / 127.0f : 1.0f;
   const float inv = 1.0f / scale;
   for (int64_t k = 0; k < n; ++k) {
-    out[k] = static_cast<int8_t>(std::nearbyint(as_float(a[k]) * inv)); // |.| <= 127
+    out[k] = static_cast<int8_t>(std::nearbyint(a[k] * inv)); // |.| <= 127
   }
   return scale;
 }
 
-template <typename T>
 SBSCONV_CLONES void rescale_row(const int32_t* acc, float row_scale, const float* channel_scale, const float* bias,
-                                T* out, int64_t n) {
+                                float* out, int64_t n) {
   for (int64_t c = 0; c < n; ++c) {
-    out[c] = static_cast<T>(static_cast<float>(acc[c]) * (row_scale * channel_scale[c]) + bias[c]);
+    out[c] = static_cast<float>(acc[c]) * (row_scale * channel_scale[c]) + bias[c];
   }
 }
 
@@ -68,41 +60,37 @@ at::Tensor Int8Linear::operator()(const at::Tensor& x_in) const {
   const int64_t in = weight_t_.size(0);
   const int64_t out = weight_t_.size(1);
   SBSCONV_CHECK(x_in.size(-1) == in, Internal, "depth", "int8 layer input has the wrong width");
-  const bool bf16 = x_in.scalar_type() == at::kBFloat16;
-  const at::Tensor x = (bf16 ? x_in : x_in.to(at::kFloat)).reshape({-1, in}).contiguous();
+  const at::Tensor x = x_in.to(at::kFloat).reshape({-1, in}).contiguous();
   const int64_t rows = x.size(0);
   at::Tensor q = at::empty({rows, in}, at::kChar);
   at::Tensor row_scale = at::empty({rows}, at::kFloat);
   {
+    const float* src = x.const_data_ptr<float>();
     int8_t* dst = q.mutable_data_ptr<int8_t>();
     float* scales = row_scale.mutable_data_ptr<float>();
     at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
-        scales[r] = bf16 ? quantize_row(x.const_data_ptr<c10::BFloat16>() + r * in, dst + r * in, in)
-                         : quantize_row(x.const_data_ptr<float>() + r * in, dst + r * in, in);
+        scales[r] = quantize_row(src + r * in, dst + r * in, in);
       }
     });
   }
   const at::Tensor acc = at::_int_mm(q, weight_t_); // int32 [rows, out]
-  at::Tensor y = at::empty({rows, out}, x.options());
+  at::Tensor y = at::empty({rows, out}, at::kFloat);
   {
     const int32_t* a = acc.const_data_ptr<int32_t>();
     const float* rs = row_scale.const_data_ptr<float>();
     const float* cs = scale_.const_data_ptr<float>();
     const float* b = bias_.const_data_ptr<float>();
+    float* o = y.mutable_data_ptr<float>();
     at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
-        if (bf16) {
-          rescale_row(a + r * out, rs[r], cs, b, y.mutable_data_ptr<c10::BFloat16>() + r * out, out);
-        } else {
-          rescale_row(a + r * out, rs[r], cs, b, y.mutable_data_ptr<float>() + r * out, out);
-        }
+        rescale_row(a + r * out, rs[r], cs, b, o + r * out, out);
       }
     });
   }
   std::vector<int64_t> shape(x_in.sizes().begin(), x_in.sizes().end());
   shape.back() = out;
-  return y.view(shape);
+  return x_in.scalar_type() == at::kFloat ? y.view(shape) : y.view(shape).to(x_in.scalar_type());
 }
 
 } // namespace sbsconv

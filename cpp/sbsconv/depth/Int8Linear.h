@@ -27,7 +27,7 @@ class Int8Linear {
   bool defined() const {
     return weight_t_.defined();
   }
-  // [..., in] -> [..., out], float32 or bfloat16 (computed in int8, rescaled in float32)
+  // [..., in] -> [..., out] in the input's floating type (computed in int8, rescaled in float32)
   at::Tensor operator()(const at::Tensor& x) const;
 
  private:
