@@ -101,7 +101,7 @@ def test_cancelling_stops_every_task_and_leaves_nothing(cluster, testsrc, tmp_pa
     src.mkdir()
     for name in ("one.mp4", "two.mp4", "three.mp4"):
         # long enough that no file can finish before the first progress report on a loaded machine
-        shutil.copy(testsrc("ray_long.mp4", size="320x240", seconds=20.0), src / name)
+        shutil.copy(testsrc("ray_cancel_20s.mp4", size="320x240", seconds=20.0), src / name)
 
     class Stop(Exception):
         pass
