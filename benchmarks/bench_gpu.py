@@ -34,23 +34,9 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bench_depth import make_checkpoint  # noqa: E402  (DA-V2-Small's architecture, random weights)
 DEFAULT_INPUT = HERE.parent.parent / "shared" / "data" / "Tokyo-Walk_rgb.mp4"
-
-
-def make_checkpoint(folder: Path) -> None:
-    """Depth-Anything-V2-Small's architecture with random weights (transformers layout)."""
-    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
-
-    backbone = Dinov2Config(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, image_size=518,
-                            patch_size=14, out_indices=[3, 6, 9, 12], apply_layernorm=True,
-                            reshape_hidden_states=False)
-    config = DepthAnythingConfig(backbone_config=backbone, neck_hidden_sizes=[48, 96, 192, 384],
-                                 fusion_hidden_size=64, head_hidden_size=32, reassemble_hidden_size=384)
-    torch.manual_seed(0)
-    model = DepthAnythingForDepthEstimation(config)
-    with torch.no_grad():
-        model.head.conv3.bias.add_(0.5)  # keep the output positive, as a trained model's is
-    model.save_pretrained(folder)
 
 
 def scaled_input(source: Path, height: int, seconds: float, folder: Path, device: str) -> Path:
@@ -122,7 +108,7 @@ def main() -> None:
     model_path = args.model
     if args.random_weights:
         model_path = str(work / "da2_small_random")
-        make_checkpoint(Path(model_path))
+        make_checkpoint(model_path)
     t0 = time.perf_counter()
     clip = scaled_input(args.input, args.height, args.seconds, work, args.device)
     prepare = time.perf_counter() - t0

@@ -202,10 +202,6 @@ at::Tensor device_values(const std::vector<double>& values, const at::TensorOpti
   return out;
 }
 
-at::Tensor device_pair(double a, double b, const at::TensorOptions& options) {
-  return device_values({a, b}, options);
-}
-
 std::vector<at::Tensor> to_host_all(const std::vector<at::Tensor>& tensors) {
   // One transfer per element type on the device (a stage's state: float32 alone).
   std::vector<at::Tensor> out(tensors.size());

@@ -90,9 +90,8 @@ at::Tensor to_device(const at::Tensor& host, const at::Device& device);
 // CUDA): for consumers outside LibTorch, such as an encoder reading device memory.
 void wait_for_current_stream(const at::Device& device);
 
-// [a, b] made on the device by fill kernels: a tensor built on the host and copied over would
-// wait for the device when its memory is not pinned.
-at::Tensor device_pair(double a, double b, const at::TensorOptions& options);
+// Small constants made on the device by fill kernels: a tensor built on the host and copied
+// over would wait for the device when its memory is not pinned.
 at::Tensor device_values(const std::vector<double>& values, const at::TensorOptions& options);
 
 // Brings several tensors to the host in one transfer (same dtype; a saved state at a segment's

@@ -191,62 +191,70 @@ MediaInfo probe(const std::string& path) {
   return info;
 }
 
-int64_t count_video_frames(
+namespace {
+
+// Reads every packet of the chosen video stream (the others discarded, nothing decoded) and
+// hands each to `fn` with the stream's time base in seconds. True when the file was read to
+// its end, false when reading failed before it.
+template <typename F>
+bool scan_video_packets(
     const std::string& path,
     int stream_index,
-    std::optional<double> from,
-    std::optional<double> to,
-    const std::atomic<bool>* cancel) {
-  try {
-    UniqueInputFormatContext format = open_input(path, "count frames", cancel);
-    const int index = choose_video_stream(format.get(), stream_index, path);
-    for (unsigned i = 0; i < format->nb_streams; ++i) {
-      format->streams[i]->discard = static_cast<int>(i) == index ? AVDISCARD_DEFAULT : AVDISCARD_ALL;
-    }
-    const double tb = av_q2d(format->streams[index]->time_base);
-    UniqueAVPacket packet = make_packet();
-    int64_t count = 0;
-    while (true) {
-      const int status = av_read_frame(format.get(), packet.get());
-      if (status == AVERROR_EOF) {
-        return count;
-      }
-      if (status < 0) {
-        return -1;
-      }
-      PacketUnref unref(packet.get());
-      if (packet->stream_index != index) {
-        continue;
-      }
-      if (packet->pts != AV_NOPTS_VALUE) {
-        const double t = static_cast<double>(packet->pts) * tb;
-        const double half_tick = 0.5 * tb;
-        if ((from && t < *from - half_tick) || (to && t >= *to - half_tick)) {
-          continue;
-        }
-      }
-      ++count;
-    }
-  } catch (const Error&) {
-    return -1;
-  }
-}
-
-std::vector<double> keyframe_times(const std::string& path, int stream_index) {
-  UniqueInputFormatContext format = open_input(path, "probe", nullptr);
+    const char* stage,
+    const std::atomic<bool>* cancel,
+    F&& fn) {
+  UniqueInputFormatContext format = open_input(path, stage, cancel);
   const int index = choose_video_stream(format.get(), stream_index, path);
   for (unsigned i = 0; i < format->nb_streams; ++i) {
     format->streams[i]->discard = static_cast<int>(i) == index ? AVDISCARD_DEFAULT : AVDISCARD_ALL;
   }
   const double tb = av_q2d(format->streams[index]->time_base);
   UniqueAVPacket packet = make_packet();
-  std::vector<double> times;
-  while (av_read_frame(format.get(), packet.get()) >= 0) {
+  while (true) {
+    const int status = av_read_frame(format.get(), packet.get());
+    if (status < 0) {
+      return status == AVERROR_EOF;
+    }
     PacketUnref unref(packet.get());
-    if (packet->stream_index == index && (packet->flags & AV_PKT_FLAG_KEY) != 0 && packet->pts != AV_NOPTS_VALUE) {
-      times.push_back(static_cast<double>(packet->pts) * tb);
+    if (packet->stream_index == index) {
+      fn(*packet, tb);
     }
   }
+}
+
+} // namespace
+
+int64_t count_video_frames(
+    const std::string& path,
+    int stream_index,
+    std::optional<double> from,
+    std::optional<double> to,
+    const std::atomic<bool>* cancel) {
+  int64_t count = 0;
+  try {
+    const bool whole = scan_video_packets(path, stream_index, "count frames", cancel, [&](const AVPacket& p, double tb) {
+      if (p.pts != AV_NOPTS_VALUE) {
+        const double t = static_cast<double>(p.pts) * tb;
+        const double half_tick = 0.5 * tb;
+        if ((from && t < *from - half_tick) || (to && t >= *to - half_tick)) {
+          return;
+        }
+      }
+      ++count;
+    });
+    return whole ? count : -1;
+  } catch (const Error&) {
+    return -1;
+  }
+}
+
+std::vector<double> keyframe_times(const std::string& path, int stream_index) {
+  std::vector<double> times;
+  scan_video_packets(path, stream_index, "probe", nullptr, [&](const AVPacket& p, double tb) {
+    if ((p.flags & AV_PKT_FLAG_KEY) != 0 && p.pts != AV_NOPTS_VALUE) {
+      times.push_back(static_cast<double>(p.pts) * tb);
+    }
+  });
   std::sort(times.begin(), times.end());
   times.erase(std::unique(times.begin(), times.end()), times.end());
   return times;

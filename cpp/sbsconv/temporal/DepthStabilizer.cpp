@@ -30,7 +30,7 @@ int64_t stride_for(int64_t h, int64_t w, int64_t pixels) {
 at::Tensor fit_affine(const at::Tensor& x_in, const at::Tensor& y_in) {
   const at::Tensor x = x_in.to(at::kFloat);
   const at::Tensor y = y_in.to(at::kFloat);
-  const at::Tensor identity = device_pair(1.0, 0.0, x.options());
+  const at::Tensor identity = device_values({1.0, 0.0}, x.options());
   at::Tensor keep = at::ones_like(x);
   at::Tensor fit = identity;
   at::Tensor valid = at::ones({}, x.options().dtype(at::kBool));
@@ -138,7 +138,7 @@ at::Tensor DepthStabilizer::process(
       if (options_.align) {
         // The next frame is fitted to this output, in whose units the range just used is
         // [0, 1]: keep the range in those units so the EMA compares like with like.
-        range_ = device_pair(0.0, 1.0, normalised.options());
+        range_ = device_values({0.0, 1.0}, normalised.options());
       }
       value = normalised.clamp(0.0, 1.0);
     } else {
