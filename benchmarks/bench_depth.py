@@ -43,7 +43,8 @@ report(run, repeat)
 """
 
 
-def make_checkpoint(folder: str) -> None:
+def make_checkpoint(folder: str, seed: int | None = None) -> None:
+    """Depth-Anything-V2-Small's architecture with random weights (from `seed` when given)."""
     from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
 
     backbone = Dinov2Config(hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
@@ -51,6 +52,8 @@ def make_checkpoint(folder: str) -> None:
                             apply_layernorm=True, reshape_hidden_states=False)
     config = DepthAnythingConfig(backbone_config=backbone, neck_hidden_sizes=[48, 96, 192, 384],
                                  fusion_hidden_size=64, head_hidden_size=32, reassemble_hidden_size=384)
+    if seed is not None:
+        torch.manual_seed(seed)
     DepthAnythingForDepthEstimation(config).save_pretrained(folder)
 
 

@@ -37,8 +37,9 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 PRESET, CRF, BATCH = "medium", 16, 2
 
 
-def depth_only(folder: str, clip: Path, seconds: float, precision: str = "auto") -> tuple[int, float]:
-    model = models.load(folder, device="cpu", precision=precision)
+def depth_only(folder: str, clip: Path, seconds: float, precision: str = "auto",
+               input_size: int = 518) -> tuple[int, float]:
+    model = models.load(folder, device="cpu", precision=precision, input_size=input_size)
     frames = torch.cat([b.data for b in media.read_frames(clip, duration=seconds)])
     model.infer(frames[:BATCH])  # warm-up
     t0 = time.perf_counter()
@@ -47,14 +48,16 @@ def depth_only(folder: str, clip: Path, seconds: float, precision: str = "auto")
     return len(frames), time.perf_counter() - t0
 
 
-def engine(folder: str, clip: Path, seconds: float, out: Path, precision: str = "auto") -> tuple[int, float, str]:
+def engine(folder: str, clip: Path, seconds: float, out: Path, precision: str = "auto", input_size: int = 518,
+           preset: str | None = PRESET) -> tuple[int, float, object]:
     t0 = time.perf_counter()
     result = sbsconv.convert(clip, out, model=folder, device="cpu", duration=seconds, batch_size=BATCH,
-                             preset=PRESET, crf=CRF, progress=False, resume=False, precision=precision)
-    return result.frames, time.perf_counter() - t0, result.precision
+                             preset=preset, crf=CRF, progress=False, resume=False, precision=precision,
+                             input_size=input_size)
+    return result.frames, time.perf_counter() - t0, result
 
 
-def sequential(folder: str, clip: Path, seconds: float, out: Path) -> tuple[int, float]:
+def sequential(folder: str, clip: Path, seconds: float, out: Path, input_size: int = 518) -> tuple[int, float]:
     """The notebook way: one frame at a time through every step, each waiting for the last."""
     import cv2
     from transformers import DepthAnythingForDepthEstimation
@@ -70,7 +73,7 @@ def sequential(folder: str, clip: Path, seconds: float, out: Path) -> tuple[int,
                                 PRESET, "-crf", str(CRF), "-pix_fmt", "yuv420p", str(out)], stdin=subprocess.PIPE)
     mean = np.array([0.485, 0.456, 0.406])
     std = np.array([0.229, 0.224, 0.225])
-    nh, nw = sbsconv._core.lower_bound_size(h, w, 518)
+    nh, nw = sbsconv._core.lower_bound_size(h, w, input_size)
     ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
     frames = 0
     while True:
@@ -104,22 +107,34 @@ def main() -> None:
     parser.add_argument("--clip", type=Path, default=DATA / "Tokyo-Walk_rgb.mp4")
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--precision", default="auto", help="sbsconv's (the sequential pipeline is fp32 eager)")
+    parser.add_argument("--input-size", type=int, default=518)
+    parser.add_argument("--auto-preset", action="store_true",
+                        help="also convert with the preset left to sbsconv (Note [Encoder preset on the CPU])")
     args = parser.parse_args()
+    size = args.input_size
     with tempfile.TemporaryDirectory() as tmp:
         folder = str(Path(tmp) / "model")
-        make_checkpoint(folder)
-        n_depth, t_depth = depth_only(folder, args.clip, args.seconds, args.precision)
-        n_engine, t_engine, ran = engine(folder, args.clip, args.seconds, Path(tmp) / "engine.mp4", args.precision)
-        n_seq, t_seq = sequential(folder, args.clip, args.seconds, Path(tmp) / "sequential.mp4")
+        make_checkpoint(folder, seed=0)
+        n_depth, t_depth = depth_only(folder, args.clip, args.seconds, args.precision, size)
+        n_engine, t_engine, ran = engine(folder, args.clip, args.seconds, Path(tmp) / "engine.mp4", args.precision, size)
+        if args.auto_preset:
+            n_auto, t_auto, ran_auto = engine(folder, args.clip, args.seconds, Path(tmp) / "auto.mp4", args.precision,
+                                              size, preset=None)
+        n_seq, t_seq = sequential(folder, args.clip, args.seconds, Path(tmp) / "sequential.mp4", size)
     fps_depth, fps_engine, fps_seq = n_depth / t_depth, n_engine / t_engine, n_seq / t_seq
     print(f"CPU, {torch.get_num_threads()} threads; {args.clip.name}, {args.seconds:g} s ({n_engine} frames), "
-          f"Depth-Anything-V2-Small (random weights), input 518, batch {BATCH}, libx264 {PRESET} crf {CRF}; "
-          f"sbsconv at precision {args.precision} ({ran})")
+          f"Depth-Anything-V2-Small (random weights), input {size}, batch {BATCH}, libx264 {PRESET} crf {CRF}; "
+          f"sbsconv at precision {args.precision} ({ran.precision})")
     print("| measurement | frames/s | ratio |")
     print("|---|---|---|")
     print(f"| depth model only (sbsconv infer) | {fps_depth:.3f} | |")
     print(f"| sbsconv.convert end to end | {fps_engine:.3f} | {fps_engine / fps_depth:.2f} of depth-only |")
+    if args.auto_preset:
+        fps_auto = n_auto / t_auto
+        print(f"| sbsconv.convert, preset chosen by sbsconv ({ran_auto.encoder_preset}) | {fps_auto:.3f} | "
+              f"{fps_auto / fps_depth:.2f} of depth-only |")
     print(f"| sequential notebook pipeline | {fps_seq:.3f} | sbsconv {fps_engine / fps_seq:.2f}x faster |")
+    print("stage frames/s of busy time:", {k: round(v, 2) for k, v in ran.stage_fps.items()})
 
 
 if __name__ == "__main__":

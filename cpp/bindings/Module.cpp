@@ -832,6 +832,8 @@ PYBIND11_MODULE(_core, m) {
         d["stages"] = stage_list(r.stages);
         d["encoder"] = r.encoder;
         d["skipped_encoders"] = r.skipped_encoders;
+        d["encoder_preset"] = r.encoder_preset;
+        d["encoder_preset_reason"] = r.encoder_preset_reason;
         d["streams"] = r.streams;
         d["warnings"] = r.warnings;
         d["cuts"] = r.cuts;
@@ -890,6 +892,16 @@ PYBIND11_MODULE(_core, m) {
       py::arg("x"),
       py::arg("weight"),
       py::arg("bias") = py::none());
+  // Note [int8 attention], for its test: (output, whether the values ran in bfloat16).
+  m.def(
+      "_int8_attention",
+      [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+        at::InferenceMode guard;
+        return py::make_tuple(int8_attention(q, k, v), int8_attention_uses_bf16());
+      },
+      py::arg("q"),
+      py::arg("k"),
+      py::arg("v"));
   // Note [Device colour conversion], for its test on CPU tensors.
   m.def(
       "_semi_planar_to_rgb",

@@ -69,6 +69,9 @@ class ConversionResult:
     point_clouds: tuple[str, ...] = ()  # point_clouds_every: the PLY files
     # per stage: name, frames, busy_seconds, batches, host_syncs (Note [Host synchronisation])
     stages: tuple[dict, ...] = ()
+    # the encoder preset: the caller's, or the one the engine chose for libx264 on the CPU (Note
+    # [Encoder preset on the CPU]); "" for the encoder's default
+    encoder_preset: str = ""
     batch_size: int = 0  # frames per batch (chosen from the device's free memory when not given)
     precision: str = ""  # the model's precision as run ("auto" resolved on the CPU: int8 or fp32)
 
@@ -264,6 +267,7 @@ def convert(
         layout=options.layout,
         model=depth_model.name,
         encoder=raw["encoder"],
+        encoder_preset=raw["encoder_preset"] or (options.preset or ""),
         skipped_encoders=tuple(raw["skipped_encoders"]),
         streams=tuple(raw["streams"]),
         stage_fps=stage_fps,

@@ -141,7 +141,9 @@ at::Tensor DinoV2Encoder::run_block(const Block& b, at::Tensor x) const {
     return q.defined() ? q(in) : at::linear(in, w, bias);
   };
   at::Tensor qkv = linear(h, b.qkv_w, b.qkv_b, b.qkv_q).view({n, t, 3, heads, head_dim}).permute({2, 0, 3, 1, 4});
-  at::Tensor attn = at::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]);
+  // Note [int8 attention]: quantized blocks wherever the linear layers are int8.
+  at::Tensor attn = b.qkv_q.defined() ? int8_attention(qkv[0], qkv[1], qkv[2])
+                                      : at::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]);
   attn = attn.transpose(1, 2).reshape({n, t, c});
   attn = linear(attn, b.proj_w, b.proj_b, b.proj_q);
   if (b.ls1.defined()) {
@@ -165,12 +167,42 @@ at::Tensor DinoV2Encoder::run_block(const Block& b, at::Tensor x) const {
   return x;
 }
 
+namespace {
+
+// Note [int8 linear layers]: a LayerNorm's output varies from channel to channel as its learned
+// scale and shift do (trained ViTs have channels tens of times wider than the rest), and one
+// per-token int8 scale would spend its range on those few channels. Each channel c is divided
+// by s_c = sqrt(range_c / wmax_c) (range_c = |gamma_c| + |beta_c|, the channel's width up to a
+// common factor; wmax_c the largest weight reading it) in the LayerNorm and multiplied back into
+// the weights that read it, so that activations and weights share the spread (the balance
+// SmoothQuant chooses, estimated here from the weights alone). In exact arithmetic nothing
+// changes. Channels with nothing to balance keep s_c = 1.
+void balance_layer_norm(at::Tensor& gamma, at::Tensor& beta, at::Tensor& weight) {
+  const at::Tensor g = gamma.to(at::kFloat);
+  const at::Tensor bt = beta.defined() ? beta.to(at::kFloat) : at::zeros_like(g);
+  const at::Tensor w = weight.to(at::kFloat);
+  const at::Tensor range = g.abs() + bt.abs();
+  const at::Tensor wmax = w.abs().amax(0);
+  at::Tensor s = (range / wmax).sqrt();
+  s = at::where((range > 0) & (wmax > 0) & s.isfinite(), s, at::ones_like(s));
+  s = s / s.log().mean().exp(); // geometric mean 1: the layers' magnitudes stay where they were
+  gamma = (g / s).to(gamma.scalar_type());
+  if (beta.defined()) {
+    beta = (bt / s).to(beta.scalar_type());
+  }
+  weight = (w * s.unsqueeze(0)).to(weight.scalar_type());
+}
+
+} // namespace
+
 void DinoV2Encoder::quantize_linears() {
   for (Block& b : blocks_) {
     if (b.qkv_q.defined()) {
       continue;
     }
     SBSCONV_CHECK(b.qkv_w.device().is_cpu(), Option, "precision", "int8 layers run on the CPU");
+    balance_layer_norm(b.norm1_w, b.norm1_b, b.qkv_w);
+    balance_layer_norm(b.norm2_w, b.norm2_b, b.fc1_w);
     b.qkv_q = Int8Linear(b.qkv_w, b.qkv_b);
     b.proj_q = Int8Linear(b.proj_w, b.proj_b);
     b.fc1_q = Int8Linear(b.fc1_w, b.fc1_b);

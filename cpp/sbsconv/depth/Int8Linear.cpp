@@ -4,7 +4,9 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
+#include <cstring>
 
 #include "sbsconv/common/Error.h"
 
@@ -44,7 +46,157 @@ SBSCONV_CLONES void rescale_row(const int32_t* acc, float row_scale, const float
   }
 }
 
+// One row of scores: s[j] * (row_scale * key_scale[j]) into x, returning the largest.
+SBSCONV_CLONES float scale_scores(const int32_t* s, float row_scale, const float* key_scale, float* x, int64_t n) {
+  float peak = -FLT_MAX;
+  for (int64_t j = 0; j < n; ++j) {
+    const float v = static_cast<float>(s[j]) * (row_scale * key_scale[j]);
+    x[j] = v;
+    peak = v > peak ? v : peak;
+  }
+  return peak;
+}
+
+// 2^y for y <= 0: y = i + f with i = floor(y) >= -126 and f in [0, 1); 2^f by a polynomial
+// fitted for relative error (1.7e-7 at most), 2^i by writing i + 127 into the float's exponent.
+inline float exp2_nonpositive(float y) {
+  y = y < -126.0f ? -126.0f : y;
+  const float fl = std::floor(y);
+  const float f = y - fl;
+  const float p =
+      0.99999983f + f * (0.69315474f + f * (0.2401465f + f * (0.05583597f + f * (0.00898726f + f * 0.00187538f))));
+  const int32_t bits = (static_cast<int32_t>(fl) + 127) << 23;
+  float two_i;
+  std::memcpy(&two_i, &bits, sizeof two_i);
+  return p * two_i;
+}
+
+// out[j] <- 2^(x[j] - peak) (the scores are in log2 units), returning their sum; out as float.
+SBSCONV_CLONES float exp2_row(const float* x, float peak, float* out, int64_t n) {
+  float sum = 0.0f;
+  for (int64_t j = 0; j < n; ++j) {
+    const float e = exp2_nonpositive(x[j] - peak);
+    out[j] = e;
+    sum += e;
+  }
+  return sum;
+}
+
+// The same, written as bfloat16 (round to nearest even; the values are finite and positive).
+SBSCONV_CLONES float exp2_row_bf16(const float* x, float peak, uint16_t* out, int64_t n) {
+  float sum = 0.0f;
+  for (int64_t j = 0; j < n; ++j) {
+    const float e = exp2_nonpositive(x[j] - peak);
+    uint32_t bits;
+    std::memcpy(&bits, &e, sizeof bits);
+    out[j] = static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+    sum += e;
+  }
+  return sum;
+}
+
+bool cpu_has_bf16_dot() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool has = __builtin_cpu_supports("avx512bf16");
+  return has;
+#elif defined(__aarch64__) && defined(__APPLE__)
+  return false; // Apple's CPUs: bf16 matrix products only through AMX-like units LibTorch does not reach here
+#else
+  return false;
+#endif
+}
+
 } // namespace
+
+bool int8_attention_uses_bf16() {
+  return cpu_has_bf16_dot();
+}
+
+at::Tensor int8_attention(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in) {
+  SBSCONV_CHECK(
+      q_in.dim() == 4 && k_in.sizes() == q_in.sizes() && v_in.sizes() == q_in.sizes() && q_in.device().is_cpu(),
+      Internal,
+      "depth",
+      "int8 attention takes CPU q, k, v of one shape [n, heads, t, d]");
+  const int64_t n = q_in.size(0);
+  const int64_t heads = q_in.size(1);
+  const int64_t t = q_in.size(2);
+  const int64_t d = q_in.size(3);
+  const int64_t groups = n * heads;
+  const at::Tensor q = q_in.to(at::kFloat).reshape({groups, t, d}).contiguous();
+  at::Tensor k = k_in.to(at::kFloat).reshape({groups, t, d});
+  k = (k - k.mean(1, true)).contiguous();
+  const bool bf16 = cpu_has_bf16_dot();
+  const at::Tensor v = v_in.reshape({groups, t, d}).to(bf16 ? at::kBFloat16 : at::kFloat).contiguous();
+
+  // Per-token int8 rows; the q scales also carry 1/sqrt(d) and log2(e), so that the scores
+  // come out in log2 units.
+  at::Tensor qi = at::empty({groups, t, d}, at::kChar);
+  at::Tensor ki = at::empty({groups, t, d}, at::kChar);
+  at::Tensor qs = at::empty({groups * t}, at::kFloat);
+  at::Tensor ks = at::empty({groups * t}, at::kFloat);
+  const float score_scale = static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(d)));
+  {
+    const float* qp = q.const_data_ptr<float>();
+    const float* kp = k.const_data_ptr<float>();
+    int8_t* qo = qi.mutable_data_ptr<int8_t>();
+    int8_t* ko = ki.mutable_data_ptr<int8_t>();
+    float* qsp = qs.mutable_data_ptr<float>();
+    float* ksp = ks.mutable_data_ptr<float>();
+    at::parallel_for(0, groups * t, 64, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        qsp[r] = quantize_row(qp + r * d, qo + r * d, d) * score_scale;
+        ksp[r] = quantize_row(kp + r * d, ko + r * d, d);
+      }
+    });
+  }
+
+  // Blocks of 64 query rows: a block's int32 scores and its probabilities stay in a core's L2.
+  constexpr int64_t kBlock = 64;
+  const int64_t blocks = (t + kBlock - 1) / kBlock;
+  at::Tensor out = at::empty({groups, t, d}, at::kFloat);
+  at::parallel_for(0, groups * blocks, 1, [&](int64_t begin, int64_t end) {
+    // Buffers reused from block to block (fresh ones would be fresh pages, each faulted in).
+    std::vector<float> row(static_cast<size_t>(t));
+    std::vector<float> sums(static_cast<size_t>(kBlock));
+    at::Tensor scores = at::empty({kBlock, t}, at::kInt);
+    at::Tensor probs = at::empty({kBlock, t}, bf16 ? at::kBFloat16 : at::kFloat);
+    at::Tensor block = at::empty({kBlock, d}, bf16 ? at::kBFloat16 : at::kFloat);
+    at::Tensor block_f = bf16 ? at::empty({kBlock, d}, at::kFloat) : block;
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t g = item / blocks;
+      const int64_t r0 = (item % blocks) * kBlock;
+      const int64_t rows = std::min(kBlock, t - r0);
+      at::Tensor s_rows = scores.narrow(0, 0, rows);
+      at::_int_mm_out(s_rows, qi[g].narrow(0, r0, rows), ki[g].t()); // int32 [rows, t]
+      const int32_t* sp = scores.const_data_ptr<int32_t>();
+      const float* row_scale = qs.const_data_ptr<float>() + g * t + r0;
+      const float* key_scale = ks.const_data_ptr<float>() + g * t;
+      for (int64_t r = 0; r < rows; ++r) {
+        const float peak = scale_scores(sp + r * t, row_scale[r], key_scale, row.data(), t);
+        sums[static_cast<size_t>(r)] = bf16 ? exp2_row_bf16(row.data(),
+                                                            peak,
+                                                            reinterpret_cast<uint16_t*>(probs.mutable_data_ptr<at::BFloat16>()) + r * t,
+                                                            t)
+                                            : exp2_row(row.data(), peak, probs.mutable_data_ptr<float>() + r * t, t);
+      }
+      at::Tensor b_rows = block.narrow(0, 0, rows);
+      at::mm_out(b_rows, probs.narrow(0, 0, rows), v[g]);
+      if (bf16) {
+        block_f.narrow(0, 0, rows).copy_(b_rows);
+      }
+      const float* bp = block_f.const_data_ptr<float>();
+      float* op = out.mutable_data_ptr<float>() + (g * t + r0) * d;
+      for (int64_t r = 0; r < rows; ++r) {
+        const float inv = 1.0f / sums[static_cast<size_t>(r)];
+        for (int64_t c = 0; c < d; ++c) {
+          op[r * d + c] = bp[r * d + c] * inv;
+        }
+      }
+    }
+  });
+  return out.view({n, heads, t, d});
+}
 
 Int8Linear::Int8Linear(const at::Tensor& weight, const at::Tensor& bias) {
   SBSCONV_CHECK(

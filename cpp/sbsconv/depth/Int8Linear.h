@@ -36,4 +36,30 @@ class Int8Linear {
   at::Tensor bias_; // float [out]; zeros when the layer has none
 };
 
+// Note [int8 attention]
+// Under precision="int8" the transformer's attention (CPU) is computed in blocks of query rows,
+// each block one int8 GEMM for the scores, one pass for the softmax and one GEMM for the values:
+//   - scores: q and k quantized per token (symmetric, one scale per row) after the mean key is
+//     subtracted from every key (the same vector subtracted from each key shifts all of a query's
+//     scores by one constant, which the softmax ignores, and leaves the keys centred so that
+//     their int8 scales are small). The int32 products times q-scale x k-scale are exact up to
+//     that rounding, the 1/sqrt(d) and log2(e) folded into the q scale.
+//   - softmax: 2^(s - max) by a degree-5 polynomial on the fraction and the exponent written
+//     into the float's bits (relative error 2e-7), summed in the same pass; plain loops built per
+//     instruction set like the linear layers' passes. The normalisation is applied to the block's
+//     output rows (d values each) rather than to the probabilities (t values each).
+//   - values: the unnormalised probabilities (all in (0, 1]) times v in bfloat16 where the CPU
+//     has bf16 dot products (avx512_bf16, AMX), float32 elsewhere. Probabilities in int8 were
+//     measured at 4x the error of bfloat16 (benchmarks/RESULTS.md), so they are not used.
+// Each block runs on one thread (the blocks are split over LibTorch's intra-op threads) and its
+// scores stay in the cache: with t tokens a block of 256 rows holds 256 x t int32 scores.
+// Relative error against float32 attention: about 0.2-1.7 % on random inputs, most of it the
+// scores' int8 rounding (benchmarks/bench_cpu_precision.py measures the whole network).
+//
+// q, k, v: float [n, heads, t, d] (views allowed); returns float [n, heads, t, d].
+at::Tensor int8_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
+
+// Whether int8_attention multiplies the probabilities by v in bfloat16 on this CPU.
+bool int8_attention_uses_bf16();
+
 } // namespace sbsconv

@@ -99,7 +99,10 @@ bool try_encoder(
   if (x26x) {
     const int crf = o.crf.value_or(name == "libx264" ? 16 : 18);
     av_dict_set(&raw_options, "crf", std::to_string(crf).c_str(), 0);
-    av_dict_set(&raw_options, "preset", o.preset.empty() ? "medium" : o.preset.c_str(), 0);
+    const std::string preset = !o.preset.empty()                              ? o.preset
+                               : name == "libx264" && !o.x264_preset.empty() ? o.x264_preset
+                                                                             : "medium";
+    av_dict_set(&raw_options, "preset", preset.c_str(), 0);
     if (name == "libx265") {
       av_dict_set(&raw_options, "x265-params", "log-level=error", 0);
     }

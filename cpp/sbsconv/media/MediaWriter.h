@@ -27,6 +27,9 @@ struct WriterOptions {
   std::optional<int> cq; // NVENC constant quality (0-51)
   std::optional<int> quality; // VideoToolbox quality (1-100)
   std::string preset; // encoder preset; "" = sbsconv's default for that encoder
+  // libx264's preset when `preset` is "" (the engine's choice, Note [Encoder preset on the CPU]
+  // in pipeline/Engine.h); other encoders keep their default.
+  std::string x264_preset;
   int bit_depth = 8; // 8, or 10 with HEVC
   int width = 0; // of the frames given to write()
   int height = 0;

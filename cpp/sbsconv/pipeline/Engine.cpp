@@ -1,11 +1,13 @@
 #include "sbsconv/pipeline/Engine.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <csignal>
 #include <cstring>
@@ -14,12 +16,14 @@
 #include <cstdio>
 #include <deque>
 #include <filesystem>
+#include <fstream>
 #include <limits>
 #include <mutex>
 #include <set>
 #include <thread>
 
 #include "sbsconv/common/DeviceSync.h"
+#include "sbsconv/common/DurableFile.h"
 #include "sbsconv/common/Error.h"
 #include "sbsconv/common/Float64Guard.h"
 #include "sbsconv/common/Logging.h"
@@ -128,6 +132,103 @@ struct Engine::Impl {
   std::atomic<int64_t> stage_busy_us[kStages] = {};
   std::atomic<int64_t> stage_batches[kStages] = {};
   std::atomic<int64_t> stage_syncs[kStages] = {};
+  // Note [Sharing the cores]
+  // On the CPU every stage computes with LibTorch, and each stage thread would otherwise open
+  // an OpenMP team as wide as the machine: five teams on two cores, whose threads spin at
+  // their barriers while the others want the cores. The intra-op threads are shared out
+  // instead (set per stage thread; LibTorch's OpenMP count is a per-thread setting): the depth
+  // stage, where a CPU conversion spends its time, keeps the caller's count (all cores unless
+  // the caller set fewer); decoding's colour conversion, the stabiliser and the stereo warp get
+  // a quarter of it (one thread on up to seven cores), the encode stage one; FFmpeg's own
+  // decoder and encoder threads block rather than spin and are left to FFmpeg. Whether the
+  // encoder sets the pace is then a question of its preset (Note [Encoder preset on the CPU]).
+  // On a GPU the stages' tensor work is on the device and nothing is changed.
+  int caller_threads = 0; // the caller's intra-op threads, read when the run starts
+  std::array<int, kStages> stage_threads{};
+  void plan_cores() {
+    caller_threads = std::max(1, at::get_num_threads());
+    const bool cpu = run_device().is_cpu();
+    for (int i = 0; i < kStages; ++i) {
+      const bool depth = std::strcmp(stage_names[i], "depth") == 0;
+      const bool encode = std::strcmp(stage_names[i], "encode") == 0;
+      stage_threads[i] = !cpu || depth ? caller_threads : encode ? 1 : std::max(1, caller_threads / 4);
+    }
+  }
+  void share_cores(int index) const {
+    if (caller_threads == 0) {
+      return;
+    }
+    at::internal::lazy_init_num_threads(); // this thread's first use would reset it otherwise
+    if (at::get_num_threads() != stage_threads[index]) {
+      at::set_num_threads(stage_threads[index]);
+    }
+  }
+
+  // Note [Encoder preset on the CPU]
+  // On the CPU the encoder takes its cores from the model: at input 266 on two cores libx264's
+  // medium preset on a 2560x720 frame costs about 0.14 core-seconds, against 0.3-0.5 for the
+  // model. When the caller names no preset, the engine picks libx264's slowest preset whose
+  // estimated share of the CPU time stays within 15 %, from the model's own measured time per
+  // frame (the depth stage's first batches, times its threads) and libx264's cost per pixel
+  // by preset, measured once on a 2-core AMD EPYC (benchmarks/RESULTS.md: medium 75 ns a pixel
+  // of core time; fast 0.70, faster 0.53, veryfast 0.36, superfast 0.20 of that). Where the
+  // model is slow (input 518: 2+ core-seconds a frame) medium stays. Only libx264 (the CPU
+  // path's default, 8-bit H.264); a GPU run, another encoder, HEVC or 10-bit keep their
+  // default. Chosen once per conversion and kept in the resume folder, so that a resumed run
+  // encodes its segments as the first did; reported in EngineResult::encoder_preset and the log.
+  std::string x264_preset;
+  static constexpr const char* kPresetFile = "x264_preset";
+  void choose_x264_preset(int64_t width, int64_t height) {
+    if (!o.writer.preset.empty() || !run_device().is_cpu() || o.writer.spatial || o.writer.bit_depth != 8 ||
+        !(o.writer.codec == "h264" || o.writer.codec == "auto") ||
+        !(o.writer.encoder == "auto" || o.writer.encoder == "software" || o.writer.encoder == "libx264")) {
+      return;
+    }
+    if (!x264_preset.empty()) {
+      return; // a resumed run's, read from its folder
+    }
+    const int64_t depth_frames = stage_frames[stage_index("depth")].load();
+    const double depth_seconds = static_cast<double>(stage_busy_us[stage_index("depth")].load()) * 1e-6;
+    if (depth_frames <= 0 || depth_seconds <= 0.0) {
+      return;
+    }
+    const double model_core_s = depth_seconds / static_cast<double>(depth_frames) * stage_threads[stage_index("depth")];
+    const double medium_core_s = 75e-9 * static_cast<double>(width * height);
+    struct Preset {
+      const char* name;
+      double cost;
+    };
+    static constexpr Preset kPresets[] = {
+        {"medium", 1.0}, {"fast", 0.70}, {"faster", 0.53}, {"veryfast", 0.36}, {"superfast", 0.20}};
+    const Preset* chosen = &kPresets[4];
+    for (const Preset& p : kPresets) {
+      const double enc = medium_core_s * p.cost;
+      if (enc <= 0.15 * (enc + model_core_s)) {
+        chosen = &p;
+        break;
+      }
+    }
+    x264_preset = chosen->name;
+    char why[256];
+    std::snprintf(why,
+                  sizeof why,
+                  "libx264 preset %s: the model takes %.2f core-seconds a frame, libx264 medium about %.2f at %lldx%lld",
+                  chosen->name,
+                  model_core_s,
+                  medium_core_s,
+                  static_cast<long long>(width),
+                  static_cast<long long>(height));
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      result.encoder_preset = x264_preset;
+      result.encoder_preset_reason = why;
+    }
+    log(LogLevel::Info, why);
+    if (journal) {
+      write_file_durably(journal->path_of(kPresetFile), x264_preset, "encode");
+    }
+  }
+
   int stage_index(const char* name) const {
     for (int i = 0; i < kStages; ++i) {
       if (std::strcmp(stage_names[i], name) == 0) {
@@ -290,6 +391,7 @@ struct Engine::Impl {
           index(owner.stage_index(name)),
           stream(owner.run_device()),
           transfers_before(explicit_host_transfers()) {
+      impl.share_cores(index);
       if (impl.o.check_float64) {
         guard.emplace(/*cpu_counts_as_device=*/true);
       }
@@ -385,6 +487,7 @@ struct Engine::Impl {
     w.time_end = end_time;
     w.device = device;
     w.cancel = &cancelled;
+    w.x264_preset = x264_preset;
     if (o.resume) {
       // A segment: video only, in NUT (exact timestamps); the carried streams join at
       // assembly.
@@ -583,6 +686,17 @@ void Engine::Impl::prepare() {
   }
   for (const std::string& p : problems) {
     warn("resume: " + p);
+  }
+  if (!segments.empty()) { // Note [Encoder preset on the CPU]: the first run's choice
+    std::ifstream in(journal->path_of(kPresetFile));
+    std::string preset;
+    if (in >> preset && (preset == "medium" || preset == "fast" || preset == "faster" || preset == "veryfast" ||
+                         preset == "superfast")) {
+      x264_preset = preset;
+      std::lock_guard<std::mutex> lock(mutex);
+      result.encoder_preset = preset;
+      result.encoder_preset_reason = "libx264 preset " + preset + ": as the interrupted run chose";
+    }
   }
   check_segment_encoder();
   if (!segments.empty()) {
@@ -1119,6 +1233,9 @@ void Engine::Impl::encode_stage() {
         Busy busy{stage_busy_us[4]};
         if (o.render_stereo) {
           if (!writer) {
+            if (segments.empty() && x264_preset.empty()) {
+              choose_x264_preset(b.packed.size(3), b.packed.size(2));
+            }
             writer = std::make_unique<MediaWriter>(writer_options(b));
             std::lock_guard<std::mutex> lock(mutex);
             result.width = b.packed.size(3);
@@ -1273,6 +1390,7 @@ void Engine::Impl::assemble() {
 void Engine::Impl::run() {
   try {
     prepare();
+    plan_cores();
     {
       std::lock_guard<std::mutex> lock(mutex);
       phase = "converting";
@@ -1285,6 +1403,10 @@ void Engine::Impl::run() {
     threads.emplace_back([this] { encode_stage(); });
     for (auto& t : threads) {
       t.join();
+    }
+    // at::set_num_threads also sets the count later threads start with: the caller's again.
+    if (caller_threads > 0) {
+      at::set_num_threads(caller_threads);
     }
     if (frame_counter.joinable()) {
       frame_counter.join();

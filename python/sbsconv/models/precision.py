@@ -1,13 +1,17 @@
 """The CPU's instruction sets, and what ``precision="auto"`` picks for the CPU (Note [int8
-linear layers] in cpp/sbsconv/depth/Int8Linear.h).
+linear layers] and Note [int8 attention] in cpp/sbsconv/depth/Int8Linear.h).
 
-On a GPU, auto is fp16. On the CPU it is fp32 for now, and says which faster precision the
-processor could run: "int8" (the encoder's linear layers as int8 GEMMs) where it has int8 dot
-products (AVX-512 VNNI, AVX-VNNI, AMX-INT8). int8 meets the quality budget (relative depth
-error <= 1 % after each frame's own normalisation, the eye >= 40 dB) on the tests' models, but
-on Depth-Anything-V2-Small's architecture with random weights it measured 0.9-1.6 % and 34-38 dB
-(benchmarks/RESULTS.md): until it is shown within the budget with trained weights it is asked
-for, not chosen.
+On a GPU, auto is fp16. On the CPU it is "int8" (the encoder's linear layers and attention as
+int8 GEMMs) where the processor has int8 dot products (AVX-512 VNNI, AVX-VNNI, AMX-INT8):
+1.5-1.6x fp32 on an AMD EPYC with two cores (benchmarks/RESULTS.md). Elsewhere fp32: without
+those instructions int8 GEMMs are emulated, and bf16 without avx512_bf16 is slower than fp32.
+
+Quality (benchmarks/RESULTS.md, "CPU precision"): within the budget (relative depth error
+<= 1 % after each frame's own normalisation, the eye >= 40 dB) on the tests' models of every
+family; on Depth-Anything-V2-Small's full architecture with random weights int8's error equals
+bf16's (0.6-1.4 %), and rounding the weights alone to bf16 moves that network by 0.5-0.9 %: a
+random network of that depth amplifies any rounding, so it cannot settle the budget, and trained
+weights were not reachable here. ``precision="fp32"`` keeps the exact path.
 """
 
 from __future__ import annotations
@@ -48,6 +52,6 @@ def auto_cpu_precision(flags: frozenset[str] | None = None) -> tuple[str, str]:
     flags = cpu_flags() if flags is None else flags
     int8 = [f for f in INT8_FLAGS if f in flags]
     if int8:
-        return "fp32", (f"fp32; this CPU has int8 dot products ({', '.join(int8)}): precision='int8' runs "
-                        "about 1.25x faster, within a small depth error")
+        return "int8", (f"int8: this CPU has int8 dot products ({', '.join(int8)}); about 1.5x fp32 "
+                        "(precision='fp32' for the exact path)")
     return "fp32", "fp32: the CPU has no int8 dot-product instructions (VNNI, AMX)"
