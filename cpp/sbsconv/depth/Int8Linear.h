@@ -12,10 +12,12 @@ namespace sbsconv {
 // quantized as they arrive: symmetric, one scale per token (row), so that one token's large
 // values (DINOv2's few outlier tokens) cost only that token's precision. The int32 products are
 // scaled back by token scale x channel scale, and the bias added, in one pass. The quantize and
-// rescale passes are plain loops built for AVX-512, AVX2 and baseline x86 and chosen at start-up, split over LibTorch's
-// intra-op threads. The rest of the network (attention, norms, the DPT head) stays in float32:
-// in bfloat16 its convolutions would run about twice as fast on CPUs with bf16 instructions,
-// but the depth itself would carry bfloat16's 8-bit mantissa (see benchmarks/RESULTS.md).
+// rescale passes are plain loops built for AVX-512, AVX2 and baseline x86 and chosen at start-up,
+// split over LibTorch's intra-op threads. Before quantization each LayerNorm's wide channels
+// are balanced into the weights that read them (DinoV2.cpp, balance_layer_norm). Attention is
+// int8 too (Note [int8 attention]); the norms and the DPT head stay in float32: in bfloat16 the
+// head's convolutions would run about twice as fast on CPUs with bf16 instructions, but the
+// depth itself would carry bfloat16's 8-bit mantissa (see benchmarks/RESULTS.md).
 //
 // Not thread-safe to build; const calls may run concurrently.
 class Int8Linear {
