@@ -379,6 +379,7 @@ py::list stage_list(const std::vector<StageStats>& stages) {
     d["busy_seconds"] = s.busy_seconds;
     d["batches"] = s.batches;
     d["host_syncs"] = s.host_syncs;
+    d["threads"] = s.threads;
     out.append(d);
   }
   return out;

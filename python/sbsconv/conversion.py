@@ -267,7 +267,8 @@ def convert(
         layout=options.layout,
         model=depth_model.name,
         encoder=raw["encoder"],
-        encoder_preset=raw["encoder_preset"] or (options.preset or ""),
+        # the engine's choice applies to libx264 only (another encoder may have opened instead)
+        encoder_preset=(raw["encoder_preset"] if raw["encoder"] == "libx264" else "") or (options.preset or ""),
         skipped_encoders=tuple(raw["skipped_encoders"]),
         streams=tuple(raw["streams"]),
         stage_fps=stage_fps,

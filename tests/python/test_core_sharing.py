@@ -41,10 +41,17 @@ def test_a_preset_the_caller_names_is_kept(tiny_model, tmp_path):
     assert x264_subme(result.output) == SUBME["slow"]
 
 
-def test_the_callers_thread_count_survives_a_conversion(tiny_model, tmp_path):
+def test_the_stages_share_the_cores_and_the_callers_thread_count_survives(tiny_model, tmp_path):
     before = torch.get_num_threads()
-    sbsconv.convert(data("Tokyo-Walk_rgb.mp4"), tmp_path / "out.mp4", model=str(tiny_model), precision="fp32",
-                    preset="ultrafast", **OPTIONS)
+    torch.set_num_threads(4)  # as if the machine had four cores
+    try:
+        result = sbsconv.convert(data("Tokyo-Walk_rgb.mp4"), tmp_path / "out.mp4", model=str(tiny_model),
+                                 precision="fp32", preset="ultrafast", **OPTIONS)
+        threads = {s["name"]: s["threads"] for s in result.stages}
+        assert threads == {"decode": 1, "depth": 4, "stabilise": 1, "stereo": 1, "encode": 1}
+        assert torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(before)
     assert torch.get_num_threads() == before
     seen = []
     worker = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))  # a thread started later

@@ -95,19 +95,15 @@ SBSCONV_CLONES float exp2_row_bf16(const float* x, float peak, uint16_t* out, in
   return sum;
 }
 
-bool cpu_has_bf16_dot() {
+} // namespace
+
+bool int8_attention_uses_bf16() {
 #if defined(__x86_64__) && defined(__GNUC__)
   static const bool has = __builtin_cpu_supports("avx512bf16");
   return has;
 #else
   return false; // other CPUs: the values in float32 (bf16 there not measured)
 #endif
-}
-
-} // namespace
-
-bool int8_attention_uses_bf16() {
-  return cpu_has_bf16_dot();
 }
 
 at::Tensor int8_attention(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in) {
@@ -124,7 +120,7 @@ at::Tensor int8_attention(const at::Tensor& q_in, const at::Tensor& k_in, const 
   const at::Tensor q = q_in.to(at::kFloat).reshape({groups, t, d}).contiguous();
   at::Tensor k = k_in.to(at::kFloat).reshape({groups, t, d});
   k = (k - k.mean(1, true)).contiguous();
-  const bool bf16 = cpu_has_bf16_dot();
+  const bool bf16 = int8_attention_uses_bf16();
   const at::Tensor v = v_in.reshape({groups, t, d}).to(bf16 ? at::kBFloat16 : at::kFloat).contiguous();
 
   // Per-token int8 rows; the q scales also carry 1/sqrt(d) and log2(e), so that the scores
@@ -160,7 +156,6 @@ at::Tensor int8_attention(const at::Tensor& q_in, const at::Tensor& k_in, const 
     at::Tensor scores = at::empty({kBlock, t}, at::kInt);
     at::Tensor probs = at::empty({kBlock, t}, bf16 ? at::kBFloat16 : at::kFloat);
     at::Tensor block = at::empty({kBlock, d}, bf16 ? at::kBFloat16 : at::kFloat);
-    at::Tensor block_f = bf16 ? at::empty({kBlock, d}, at::kFloat) : block;
     for (int64_t item = begin; item < end; ++item) {
       const int64_t g = item / blocks;
       const int64_t r0 = (item % blocks) * kBlock;
@@ -180,15 +175,19 @@ at::Tensor int8_attention(const at::Tensor& q_in, const at::Tensor& k_in, const 
       }
       at::Tensor b_rows = block.narrow(0, 0, rows);
       at::mm_out(b_rows, probs.narrow(0, 0, rows), v[g]);
-      if (bf16) {
-        block_f.narrow(0, 0, rows).copy_(b_rows);
-      }
-      const float* bp = block_f.const_data_ptr<float>();
       float* op = out.mutable_data_ptr<float>() + (g * t + r0) * d;
       for (int64_t r = 0; r < rows; ++r) {
         const float inv = 1.0f / sums[static_cast<size_t>(r)];
-        for (int64_t c = 0; c < d; ++c) {
-          op[r * d + c] = bp[r * d + c] * inv;
+        if (bf16) {
+          const at::BFloat16* bp = block.const_data_ptr<at::BFloat16>() + r * d;
+          for (int64_t c = 0; c < d; ++c) {
+            op[r * d + c] = static_cast<float>(bp[c]) * inv;
+          }
+        } else {
+          const float* bp = block.const_data_ptr<float>() + r * d;
+          for (int64_t c = 0; c < d; ++c) {
+            op[r * d + c] = bp[c] * inv;
+          }
         }
       }
     }

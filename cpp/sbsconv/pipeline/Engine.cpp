@@ -17,6 +17,7 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <limits>
 #include <mutex>
 #include <set>
@@ -144,7 +145,8 @@ struct Engine::Impl {
   // encoder sets the pace is then a question of its preset (Note [Encoder preset on the CPU]).
   // On a GPU the stages' tensor work is on the device and nothing is changed.
   int caller_threads = 0; // the caller's intra-op threads, read when the run starts
-  std::array<int, kStages> stage_threads{};
+  std::array<int, kStages> stage_threads{}; // planned
+  std::atomic<int> stage_threads_seen[kStages] = {}; // as each stage thread found them
   void plan_cores() {
     caller_threads = std::max(1, at::get_num_threads());
     const bool cpu = run_device().is_cpu();
@@ -154,7 +156,7 @@ struct Engine::Impl {
       stage_threads[i] = !cpu || depth ? caller_threads : encode ? 1 : std::max(1, caller_threads / 4);
     }
   }
-  void share_cores(int index) const {
+  void share_cores(int index) {
     if (caller_threads == 0) {
       return;
     }
@@ -162,6 +164,7 @@ struct Engine::Impl {
     if (at::get_num_threads() != stage_threads[index]) {
       at::set_num_threads(stage_threads[index]);
     }
+    stage_threads_seen[index] = at::get_num_threads();
   }
 
   // Note [Encoder preset on the CPU]
@@ -178,14 +181,22 @@ struct Engine::Impl {
   // encodes its segments as the first did; reported in EngineResult::encoder_preset and the log.
   std::string x264_preset;
   static constexpr const char* kPresetFile = "x264_preset";
+  struct X264Preset {
+    const char* name;
+    double cost; // core time per frame, relative to medium
+  };
+  static constexpr X264Preset kX264Presets[] = {
+      {"medium", 1.0}, {"fast", 0.70}, {"faster", 0.53}, {"veryfast", 0.36}, {"superfast", 0.20}};
+  static bool known_x264_preset(const std::string& name) {
+    return std::any_of(std::begin(kX264Presets), std::end(kX264Presets), [&](const X264Preset& p) {
+      return name == p.name;
+    });
+  }
   void choose_x264_preset(int64_t width, int64_t height) {
     if (!o.writer.preset.empty() || !run_device().is_cpu() || o.writer.spatial || o.writer.bit_depth != 8 ||
         !(o.writer.codec == "h264" || o.writer.codec == "auto") ||
         !(o.writer.encoder == "auto" || o.writer.encoder == "software" || o.writer.encoder == "libx264")) {
       return;
-    }
-    if (!x264_preset.empty()) {
-      return; // a resumed run's, read from its folder
     }
     const int64_t depth_frames = stage_frames[stage_index("depth")].load();
     const double depth_seconds = static_cast<double>(stage_busy_us[stage_index("depth")].load()) * 1e-6;
@@ -194,14 +205,8 @@ struct Engine::Impl {
     }
     const double model_core_s = depth_seconds / static_cast<double>(depth_frames) * stage_threads[stage_index("depth")];
     const double medium_core_s = 75e-9 * static_cast<double>(width * height);
-    struct Preset {
-      const char* name;
-      double cost;
-    };
-    static constexpr Preset kPresets[] = {
-        {"medium", 1.0}, {"fast", 0.70}, {"faster", 0.53}, {"veryfast", 0.36}, {"superfast", 0.20}};
-    const Preset* chosen = &kPresets[4];
-    for (const Preset& p : kPresets) {
+    const X264Preset* chosen = &kX264Presets[std::size(kX264Presets) - 1];
+    for (const X264Preset& p : kX264Presets) {
       const double enc = medium_core_s * p.cost;
       if (enc <= 0.15 * (enc + model_core_s)) {
         chosen = &p;
@@ -690,8 +695,7 @@ void Engine::Impl::prepare() {
   if (!segments.empty()) { // Note [Encoder preset on the CPU]: the first run's choice
     std::ifstream in(journal->path_of(kPresetFile));
     std::string preset;
-    if (in >> preset && (preset == "medium" || preset == "fast" || preset == "faster" || preset == "veryfast" ||
-                         preset == "superfast")) {
+    if (in >> preset && known_x264_preset(preset)) {
       x264_preset = preset;
       std::lock_guard<std::mutex> lock(mutex);
       result.encoder_preset = preset;
@@ -1476,7 +1480,7 @@ EngineProgress Engine::progress() const {
   }
   p.elapsed = std::chrono::duration<double>(Clock::now() - d.started).count();
   for (int i = 0; i < Impl::kStages; ++i) {
-    p.stages.push_back(StageStats{d.stage_names[i], d.stage_frames[i], d.stage_busy_us[i] / 1e6, d.stage_batches[i], d.stage_syncs[i]});
+    p.stages.push_back(StageStats{d.stage_names[i], d.stage_frames[i], d.stage_busy_us[i] / 1e6, d.stage_batches[i], d.stage_syncs[i], d.stage_threads_seen[i]});
   }
   return p;
 }
@@ -1495,7 +1499,7 @@ EngineResult Engine::result() {
   r.resumed_from = d.start_index;
   r.seconds = std::chrono::duration<double>(Clock::now() - d.started).count();
   for (int i = 0; i < Impl::kStages; ++i) {
-    r.stages.push_back(StageStats{d.stage_names[i], d.stage_frames[i], d.stage_busy_us[i] / 1e6, d.stage_batches[i], d.stage_syncs[i]});
+    r.stages.push_back(StageStats{d.stage_names[i], d.stage_frames[i], d.stage_busy_us[i] / 1e6, d.stage_batches[i], d.stage_syncs[i], d.stage_threads_seen[i]});
   }
   r.warnings = d.warnings;
   r.cuts = d.cuts;

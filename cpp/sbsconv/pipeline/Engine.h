@@ -93,6 +93,8 @@ struct StageStats {
   // Times the stage made the host wait for the device (Note [Host synchronisation]): every
   // synchronising operation with EngineOptions::check_syncs, else its explicit transfers.
   int64_t host_syncs = 0;
+  // LibTorch intra-op threads the stage's thread computed with (Note [Sharing the cores]).
+  int threads = 0;
 };
 
 struct EngineProgress {
