@@ -11,6 +11,7 @@
 #include "sbsconv/common/DeviceSync.h"
 #include "sbsconv/common/Error.h"
 #include "sbsconv/common/Versions.h"
+#include "sbsconv/depth/DepthAnything3.h"
 #include "sbsconv/depth/DepthAnythingV2.h"
 #include "sbsconv/depth/DepthPro.h"
 #include "sbsconv/depth/Int8Linear.h"
@@ -174,6 +175,12 @@ VitConfig vit_config(const py::dict& d) {
   c.patch_size = get_or<int64_t>(d, "patch_size", 14);
   c.layer_norm_eps = get_or<double>(d, "layer_norm_eps", 1e-6);
   c.layer_scale = get_or<bool>(d, "layer_scale", true);
+  c.alt_start = get_or<int64_t>(d, "alt_start", -1);
+  c.qknorm_start = get_or<int64_t>(d, "qknorm_start", -1);
+  c.rope_start = get_or<int64_t>(d, "rope_start", -1);
+  c.rope_frequency = get_or<double>(d, "rope_frequency", 100.0);
+  c.cat_token = get_or<bool>(d, "cat_token", false);
+  c.final_norm_eps = get_or<double>(d, "final_norm_eps", -1.0);
   const std::string resize = get_or<std::string>(d, "pos_embed_resize", "scale_factor_with_offset");
   if (resize == "scale_factor_with_offset") {
     c.pos_embed_resize = PosEmbedResize::ScaleFactorWithOffset;
@@ -183,6 +190,14 @@ VitConfig vit_config(const py::dict& d) {
     throw Error(ErrorKind::Model, "build model", "unknown pos_embed_resize '" + resize + "'");
   }
   return c;
+}
+
+py::dict depth_output_dict(const DepthOutput& out) {
+  py::dict result;
+  result["depth"] = out.depth.defined() ? py::cast(out.depth) : py::none();
+  result["fov_degrees"] = out.fov_degrees ? py::cast(*out.fov_degrees) : py::none();
+  result["camera_to_world"] = out.camera_to_world ? py::cast(*out.camera_to_world) : py::none();
+  return result;
 }
 
 DptHeadConfig head_config(const py::dict& d) {
@@ -446,10 +461,7 @@ PYBIND11_MODULE(_core, m) {
               py::gil_scoped_release release;
               out = d.infer(frames);
             }
-            py::dict result;
-            result["depth"] = out.depth;
-            result["fov_degrees"] = out.fov_degrees ? py::cast(*out.fov_degrees) : py::none();
-            return result;
+            return depth_output_dict(out);
           },
           py::arg("frames"))
       .def("reset", &DepthModel::reset)
@@ -461,10 +473,7 @@ PYBIND11_MODULE(_core, m) {
               py::gil_scoped_release release;
               out = d.flush();
             }
-            py::dict result;
-            result["depth"] = out.depth.defined() ? py::cast(out.depth) : py::none();
-            result["fov_degrees"] = out.fov_degrees ? py::cast(*out.fov_degrees) : py::none();
-            return result;
+            return depth_output_dict(out);
           })
       .def("set_field_of_view", &DepthModel::set_field_of_view, py::arg("degrees"))
       .def("state", &DepthModel::state)
@@ -587,6 +596,80 @@ PYBIND11_MODULE(_core, m) {
       py::arg("device") = "auto",
       py::arg("precision") = "auto",
       py::arg("input_size") = 518);
+  m.def(
+      "create_depth_anything_3",
+      [](const std::string& name,
+         const py::dict& config,
+         const py::dict& weights,
+         const std::string& device,
+         const std::string& precision,
+         int64_t input_size,
+         int64_t window,
+         int64_t overlap,
+         const std::string& reference) -> std::shared_ptr<DepthModel> {
+        DepthAnything3Config c;
+        c.encoder = vit_config(config["encoder"].cast<py::dict>());
+        c.layers = config["layers"].cast<std::vector<int64_t>>();
+        c.features = config["features"].cast<int64_t>();
+        auto oc = config["out_channels"].cast<std::vector<int64_t>>();
+        if (oc.size() != 4) {
+          throw Error(ErrorKind::Model, "build model", "out_channels must have four entries");
+        }
+        std::copy(oc.begin(), oc.end(), c.out_channels.begin());
+        c.any_view = config["any_view"].cast<bool>();
+        c.metric = get_or<bool>(config, "metric", false);
+        DepthAnything3Options video;
+        video.window = window;
+        video.overlap = overlap;
+        if (reference == "first") {
+          video.reference = ReferenceView::First;
+        } else if (reference == "middle") {
+          video.reference = ReferenceView::Middle;
+        } else if (reference == "saddle_balanced") {
+          video.reference = ReferenceView::SaddleBalanced;
+        } else {
+          throw Error(ErrorKind::Option, "build model", "reference view must be first, middle or saddle_balanced, not '" + reference + "'");
+        }
+        WeightMap map = to_weights(weights);
+        py::gil_scoped_release release;
+        ModelOptions options = make_model_options(device, precision, input_size);
+        return std::make_shared<DepthAnything3>(name, c, map, options, video);
+      },
+      py::arg("name"),
+      py::arg("config"),
+      py::arg("weights"),
+      py::arg("device") = "auto",
+      py::arg("precision") = "auto",
+      py::arg("input_size") = 504,
+      py::arg("window") = 8,
+      py::arg("overlap") = 2,
+      py::arg("reference") = "saddle_balanced");
+  m.def(
+      "depth_anything_3_predict",
+      [](DepthModel& model, const at::Tensor& pixel_values, int64_t batch) {
+        auto* da3 = dynamic_cast<DepthAnything3*>(&model);
+        if (da3 == nullptr) {
+          throw Error(ErrorKind::Option, "depth", "not a Depth Anything 3 model");
+        }
+        DepthAnything3Output out;
+        {
+          py::gil_scoped_release release;
+          out = da3->predict(pixel_values, batch);
+        }
+        py::dict result;
+        auto put = [&](const char* key, const at::Tensor& t) { result[key] = t.defined() ? py::cast(t) : py::none(); };
+        put("depth", out.depth);
+        put("confidence", out.confidence);
+        put("sky", out.sky);
+        put("world_to_camera", out.world_to_camera);
+        put("intrinsics", out.intrinsics);
+        return result;
+      },
+      py::arg("model"),
+      py::arg("pixel_values"),
+      py::arg("batch") = 1);
+  m.def("upper_bound_size", &upper_bound_size, py::arg("height"), py::arg("width"), py::arg("input_size"),
+        py::arg("multiple") = 14);
   m.def(
       "lower_bound_size",
       &lower_bound_size,
@@ -1005,10 +1088,11 @@ PYBIND11_MODULE(_core, m) {
   py::class_<DepthWriter>(m, "DepthWriter")
       .def(py::init([](const py::dict& spec) { return std::make_unique<DepthWriter>(depth_writer_options(spec)); }))
       .def("write", [](DepthWriter& w, const at::Tensor& depth, const std::vector<int64_t>& pts,
-                       const std::vector<double>& times, std::optional<at::Tensor> fov) {
+                       const std::vector<double>& times, std::optional<at::Tensor> fov,
+                       std::optional<at::Tensor> camera) {
         py::gil_scoped_release release;
-        w.write(depth, pts, times, fov ? *fov : at::Tensor());
-      }, py::arg("depth"), py::arg("pts"), py::arg("times"), py::arg("fov") = py::none())
+        w.write(depth, pts, times, fov ? *fov : at::Tensor(), camera ? *camera : at::Tensor());
+      }, py::arg("depth"), py::arg("pts"), py::arg("times"), py::arg("fov") = py::none(), py::arg("camera") = py::none())
       .def("finish", [](DepthWriter& w, const std::vector<int64_t>& cuts) {
         DepthExportSummary s;
         {

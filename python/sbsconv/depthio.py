@@ -273,7 +273,7 @@ def depth_output_path(depth_out: str | os.PathLike[str], depth_format: str, inpu
 
 def check_point_cloud_scale(options: ConvertOptions, model: Any) -> None:
     """Point clouds of relative depth need a stated scale: refused before any work."""
-    if options.point_clouds_every is not None and model.kind == "relative" and options.point_cloud_scale is None:
+    if options.point_clouds_every is not None and model.kind != "metric" and options.point_cloud_scale is None:
         raise OptionError("point clouds from relative depth need a stated scale: give point_cloud_scale= "
                           "(metres at the nearest depth)")
 
@@ -288,7 +288,7 @@ def export_engine_options(options: ConvertOptions, input_path: str, model: Any) 
         raise OutputError("the depth output's folder does not exist", path=path, stage="write depth")
     if options.depth_format == "colormap":
         return {"depth_video": path}
-    relative = model.kind == "relative"
+    relative = model.kind != "metric"
     extra = {"model": model.name, "checkpoint": str(model.source),
              "sbsconv_version": sbsconv.__version__, "source_video": os.path.abspath(input_path),
              "options": {k: (str(v) if isinstance(v, Fraction | os.PathLike) else v)
@@ -396,7 +396,7 @@ def _export_from_video(input_path: str, options: ConvertOptions, progress: bool,
         sidecar=exported["sidecar"] if exported else None,
         format=options.depth_format, frames=raw["frames"], seconds=seconds,
         fps=raw["frames"] / seconds if seconds > 0 else 0.0, model=model.name,
-        relative=model.kind == "relative", cuts=tuple(raw["cuts"]), warnings=tuple(raw["warnings"]))
+        relative=model.kind != "metric", cuts=tuple(raw["cuts"]), warnings=tuple(raw["warnings"]))
 
 
 def _convert_depth_file(input_path: str, options: ConvertOptions, t0: float) -> DepthExportResult:

@@ -257,8 +257,9 @@ class ConvertOptions:
     batch_size: int | None = _option(
         None, "frames per depth batch (default: 8 on GPUs, 2 on the CPU; 1 for Depth Pro)",
         "model", Range(1, 1024, integer=True))
-    input_size: int = _option(
-        518, "the depth model's input: frames are resized so their shorter side is this",
+    input_size: int | None = _option(
+        None, "the depth model's input size (default: the model's own: frames are resized so their shorter "
+        "side is 518 for Depth-Anything-V2 and Video-Depth-Anything, their longer side 504 for Depth Anything 3)",
         "model", Range(14, 4096, integer=True))
     temporal_mode: str = _option(
         "windowed",
@@ -576,7 +577,7 @@ class ConvertOptions:
             "cut_sensitivity": float(self.cut_sensitivity),
             "min_scene_length": int(self.min_scene_length),
             "stabilizer": {
-                "relative": model.kind == "relative",
+                "relative": model.kind != "metric",
                 "low_percentile": float(self.percentiles[0]),
                 "high_percentile": float(self.percentiles[1]),
                 "range_decay": float(self.range_decay),
@@ -609,7 +610,7 @@ class ConvertOptions:
                 "vr180": vr180,
                 # Note [Spatial video through x265]: the two halves as two MV-HEVC views
                 "spatial": layout == "spatial",
-                "apple": self._apple_boxes(output_path, eye_w or info.display_width, metric=model.kind != "relative"),
+                "apple": self._apple_boxes(output_path, eye_w or info.display_width, metric=model.kind == "metric"),
             },
             "fps": rate,
             "preview_every": float(self.preview_every) if preview else 0.0,
@@ -673,7 +674,8 @@ class ConvertOptions:
         object and the debugging switches (check_float64, fault), plus the model's identity."""
         options = {k: v for k, v in engine_options.items()
                    if k not in ("model", "check_float64", "check_syncs", "fault", "fingerprint")}
-        options.update(model=model.name, checkpoint=str(model.source), input_size=self.input_size,
+        options.update(model=model.name, checkpoint=str(model.source),
+                       input_size=getattr(model, "input_size", self.input_size),
                        precision=self.precision, dtype=model.dtype,
                        temporal_mode=self.temporal_mode if model.temporal else None)
         return options

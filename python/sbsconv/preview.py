@@ -134,10 +134,11 @@ def _render(frame: torch.Tensor, o: ConvertOptions, keep: dict | None = None):
     model._core.set_field_of_view(None if o.fov_degrees is None else float(o.fov_degrees))
     # A video model sees the frame as a sequence of its own (a still shot).
     estimate = model.estimate_clip(frame.to(model.device))
-    depth = estimate.depth.float()
-    stabilizer = temporal.DepthStabilizer(kind=model.kind, percentiles=o.percentiles)
+    depth = model.pipeline_depth(estimate.depth.float())  # Depth Anything 3's depth: its inverse
+    kind = "metric" if model.kind == "metric" else "relative"
+    stabilizer = temporal.DepthStabilizer(kind=kind, percentiles=o.percentiles)
     stable = stabilizer.process(depth)
-    if model.kind == "metric":
+    if kind == "metric":
         inverse = stable.clamp_min(1e-3).reciprocal()
         shown = (inverse - inverse.amin()) / (inverse.amax() - inverse.amin()).clamp_min(1e-6)
         fov = o.fov_degrees if o.fov_degrees is not None else estimate.fov_degrees
@@ -145,7 +146,7 @@ def _render(frame: torch.Tensor, o: ConvertOptions, keep: dict | None = None):
         shown, fov = stable, None
     frames = frame.to(model.device)
     common = {
-        "depth": stable, "depth_kind": model.kind, "divergence": o.divergence, "convergence": o.convergence,
+        "depth": stable, "depth_kind": kind, "divergence": o.divergence, "convergence": o.convergence,
         "max_shift": o.max_shift, "ipd_mm": o.ipd_mm, "fov_degrees": fov,
         "screen_distance": o.screen_distance, "edge_dilation": o.edge_dilation,
         "synthetic_view": o.synthetic_view,
@@ -157,7 +158,7 @@ def _render(frame: torch.Tensor, o: ConvertOptions, keep: dict | None = None):
         fov = o.fov_degrees
         if fov is None and estimate.fov_degrees is not None:
             fov = float(estimate.fov_degrees.reshape(-1)[0])
-        keep.update(depth=stable[0, 0].cpu(), kind=model.kind,
+        keep.update(depth=stable[0, 0].cpu(), kind=kind,
                     fov=DEFAULT_FOV_DEGREES if fov is None else fov)
     return model, _core.colorize_depth(shown).cpu()[0], packed.cpu()[0], anaglyph.cpu()[0]
 

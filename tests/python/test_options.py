@@ -21,10 +21,11 @@ FIELDS = ConvertOptions.fields()
 BY_NAME = {f.name: f for f in FIELDS}
 
 # convert()'s keyword options and defaults before ConvertOptions existed, written out by hand:
-# the defaults must not move.
+# the defaults must not move. (input_size became None, "the model's own": still 518 for the
+# default model, see test_depth_anything_3.py::test_input_size_defaults_to_the_family_s.)
 DEFAULTS = {
     "model": "depth-anything-v2-small", "checkpoint": None, "device": "auto", "precision": "auto",
-    "batch_size": None, "input_size": 518, "temporal_mode": "windowed", "layout": "full-sbs",
+    "batch_size": None, "input_size": None, "temporal_mode": "windowed", "layout": "full-sbs",
     "eye_size": None, "keep_aspect": True, "apple_metadata": True, "fps": None, "start": None, "duration": None,
     "divergence": 2.0, "convergence": 0.5, "max_shift": None, "synthetic_view": "both",
     "ipd_mm": 63.0, "fov_degrees": None, "screen_distance": 2.0, "edge_dilation": 2,

@@ -7,7 +7,23 @@
 namespace sbsconv {
 
 const char* depth_kind_name(DepthKind kind) {
-  return kind == DepthKind::Metric ? "metric" : "relative";
+  switch (kind) {
+    case DepthKind::Metric:
+      return "metric";
+    case DepthKind::RelativeDepth:
+      return "relative-depth";
+    default:
+      return "relative";
+  }
+}
+
+at::Tensor pipeline_depth(DepthKind kind, const at::Tensor& depth) {
+  if (kind != DepthKind::RelativeDepth) {
+    return depth;
+  }
+  // Clamped well below any depth the models give (they predict exp(x) > 0), so that a zero
+  // never becomes an infinity.
+  return depth.clamp_min(1e-6).reciprocal();
 }
 
 at::Device resolve_device(const std::string& device) {

@@ -13,9 +13,14 @@ namespace sbsconv {
 enum class DepthKind {
   Relative, // affine-invariant inverse depth (disparity-like): larger is nearer
   Metric, // metres from the camera
+  RelativeDepth, // depth up to an unknown scale: larger is farther (Depth Anything 3)
 };
 
 const char* depth_kind_name(DepthKind kind);
+
+// What the pipeline works with: relative depth becomes inverse depth (1 / depth, so larger is
+// nearer, as Relative); the other kinds are returned as they are.
+at::Tensor pipeline_depth(DepthKind kind, const at::Tensor& depth);
 
 struct DepthOutput {
   // float [K,1,H,W] at frame size, for the next K frames in the order they were given
@@ -24,6 +29,9 @@ struct DepthOutput {
   at::Tensor depth;
   // Horizontal field of view in degrees, one per frame, for models that estimate it.
   std::optional<at::Tensor> fov_degrees;
+  // Camera-to-world poses [K,3,4] (OpenCV axes: x right, y down, z forward), the sequence's
+  // first frame at the origin, for models that estimate the camera's motion.
+  std::optional<at::Tensor> camera_to_world;
 };
 
 // Note [DepthModel contract]

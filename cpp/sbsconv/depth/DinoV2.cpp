@@ -27,6 +27,18 @@ void check_vit_config(const VitConfig& config) {
       config.embed_dim % config.num_heads == 0, Model, "build model", "embed_dim must be a multiple of num_heads");
   SBSCONV_CHECK(
       std::isfinite(config.layer_norm_eps) && config.layer_norm_eps > 0, Model, "build model", "layer_norm_eps must be > 0");
+  for (int64_t start : {config.alt_start, config.qknorm_start, config.rope_start}) {
+    SBSCONV_CHECK(
+        start == -1 || (start >= 0 && start < config.depth),
+        Model,
+        "build model",
+        "alt_start, qknorm_start and rope_start must be -1 (off) or a block of the encoder");
+  }
+  SBSCONV_CHECK(
+      config.rope_start == -1 || ((config.embed_dim / config.num_heads) % 4 == 0 && config.rope_frequency > 0),
+      Model,
+      "build model",
+      "the 2D rotary embedding needs a head size that is a multiple of 4 and a positive frequency");
 }
 
 DinoV2Encoder::DinoV2Encoder(const VitConfig& config, WeightReader& w, const std::string& prefix)
@@ -53,6 +65,10 @@ DinoV2Encoder::DinoV2Encoder(const VitConfig& config, WeightReader& w, const std
       "build model",
       "pos_embed must hold a square grid of positions plus the class token");
   w.ignore(prefix + "mask_token"); // training only
+  if (config.alt_start >= 0) {
+    camera_token_ = w.take(prefix + "camera_token", {1, 2, c});
+  }
+  const int64_t head_dim = c / config.num_heads;
   norm_w_ = w.take(prefix + "norm.weight", {c});
   norm_b_ = w.take(prefix + "norm.bias", {c});
   const int64_t hidden = config.mlp_hidden;
@@ -82,6 +98,13 @@ DinoV2Encoder::DinoV2Encoder(const VitConfig& config, WeightReader& w, const std
       block.ls1 = w.take(b + "ls1.gamma", {c});
       block.ls2 = w.take(b + "ls2.gamma", {c});
     }
+    if (config.qknorm_start >= 0 && i >= config.qknorm_start) {
+      block.q_norm_w = w.take(b + "attn.q_norm.weight", {head_dim});
+      block.q_norm_b = w.take(b + "attn.q_norm.bias", {head_dim});
+      block.k_norm_w = w.take(b + "attn.k_norm.weight", {head_dim});
+      block.k_norm_b = w.take(b + "attn.k_norm.bias", {head_dim});
+    }
+    block.rope = config.rope_start >= 0 && i >= config.rope_start;
     blocks_.push_back(std::move(block));
   }
 }
@@ -127,7 +150,39 @@ at::Tensor DinoV2Encoder::position_table(int64_t grid_h, int64_t grid_w, at::Sca
   return table;
 }
 
-at::Tensor DinoV2Encoder::run_block(const Block& b, at::Tensor x) const {
+namespace {
+
+// One half of a head (F channels) rotated by its position's angles: x cos + rotate(x) sin,
+// rotate(x) = [-x2, x1] for the halves x1, x2 of x.
+at::Tensor rope_1d(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  auto halves = x.chunk(2, -1);
+  return x * cos + at::cat({-halves[1], halves[0]}, -1) * sin;
+}
+
+// The epsilon of the per-head QK LayerNorm (PyTorch's default: the reference builds it
+// without one).
+constexpr double kQkNormEps = 1e-5;
+
+} // namespace
+
+DinoV2Encoder::Rope DinoV2Encoder::rope_tables(const at::Tensor& rows, const at::Tensor& cols, at::ScalarType dtype)
+    const {
+  // Each half of a head (F = head_dim / 2 channels) turns at F/2 frequencies
+  // base^(-2j/F), each used for two channels (the angles repeated).
+  const int64_t half = config_.embed_dim / config_.num_heads / 2;
+  const auto f32 = rows.options().dtype(at::kFloat);
+  at::Tensor exponents = at::arange(0, half, 2, f32).div_(static_cast<double>(half));
+  at::Tensor inv_freq = at::pow(config_.rope_frequency, exponents).reciprocal_();
+  auto angles = [&](const at::Tensor& pos) {
+    at::Tensor a = pos.to(at::kFloat).unsqueeze(1) * inv_freq.unsqueeze(0);
+    return at::cat({a, a}, 1);
+  };
+  at::Tensor ay = angles(rows);
+  at::Tensor ax = angles(cols);
+  return {ay.cos().to(dtype), ay.sin().to(dtype), ax.cos().to(dtype), ax.sin().to(dtype)};
+}
+
+at::Tensor DinoV2Encoder::run_block(const Block& b, at::Tensor x, const Rope* rope) const {
   const int64_t n = x.size(0);
   const int64_t t = x.size(1);
   const int64_t c = config_.embed_dim;
@@ -141,9 +196,22 @@ at::Tensor DinoV2Encoder::run_block(const Block& b, at::Tensor x) const {
     return q.defined() ? q(in) : at::linear(in, w, bias);
   };
   at::Tensor qkv = linear(h, b.qkv_w, b.qkv_b, b.qkv_q).view({n, t, 3, heads, head_dim}).permute({2, 0, 3, 1, 4});
+  at::Tensor q = qkv[0];
+  at::Tensor k = qkv[1];
+  if (b.q_norm_w.defined()) {
+    q = at::layer_norm(q, {head_dim}, b.q_norm_w, b.q_norm_b, kQkNormEps);
+    k = at::layer_norm(k, {head_dim}, b.k_norm_w, b.k_norm_b, kQkNormEps);
+  }
+  if (b.rope && rope != nullptr) {
+    auto rotate = [&](const at::Tensor& v) {
+      auto halves = v.chunk(2, -1); // vertical, horizontal
+      return at::cat({rope_1d(halves[0], rope->cos_y, rope->sin_y), rope_1d(halves[1], rope->cos_x, rope->sin_x)}, -1);
+    };
+    q = rotate(q);
+    k = rotate(k);
+  }
   // Note [int8 attention]: quantized blocks wherever the linear layers are int8.
-  at::Tensor attn = b.qkv_q.defined() ? int8_attention(qkv[0], qkv[1], qkv[2])
-                                      : at::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]);
+  at::Tensor attn = b.qkv_q.defined() ? int8_attention(q, k, qkv[2]) : at::scaled_dot_product_attention(q, k, qkv[2]);
   attn = attn.transpose(1, 2).reshape({n, t, c});
   attn = linear(attn, b.proj_w, b.proj_b, b.proj_q);
   if (b.ls1.defined()) {
@@ -246,7 +314,7 @@ at::Tensor DinoV2Encoder::forward_features(
   if (hooked != nullptr) {
     *hooked = std::move(captured);
   }
-  return at::layer_norm(x, {c}, norm_w_, norm_b_, config_.layer_norm_eps);
+  return at::layer_norm(x, {c}, norm_w_, norm_b_, final_eps());
 }
 
 std::vector<at::Tensor> DinoV2Encoder::intermediate_layers(
@@ -263,9 +331,136 @@ std::vector<at::Tensor> DinoV2Encoder::intermediate_layers(
   for (int64_t i = 0; i <= last; ++i) {
     x = run_block(blocks_[i], x);
     if (std::find(layers.begin(), layers.end(), i) != layers.end()) {
-      at::Tensor normed = at::layer_norm(x, {c}, norm_w_, norm_b_, config_.layer_norm_eps);
+      at::Tensor normed = at::layer_norm(x, {c}, norm_w_, norm_b_, final_eps());
       out.push_back(normed.narrow(1, 1, gh * gw));
     }
+  }
+  return out;
+}
+
+} // namespace sbsconv
+
+namespace sbsconv {
+
+namespace {
+
+// The reference view of each item ([B] long, on the tokens' device): cls is [B,S,C], the
+// class tokens entering the block before alternation starts.
+at::Tensor select_reference(const at::Tensor& cls, ReferenceView reference) {
+  const int64_t batch = cls.size(0);
+  const int64_t views = cls.size(1);
+  const auto longs = cls.options().dtype(at::kLong);
+  if (reference == ReferenceView::First) {
+    return at::zeros({batch}, longs);
+  }
+  if (reference == ReferenceView::Middle) {
+    return at::full({batch}, views / 2, longs);
+  }
+  // The most typical view: each of three measures (mean cosine similarity to the other views,
+  // token norm, spread of the unit token) is scaled to [0,1] over the views, and the view
+  // nearest the middle of all three wins.
+  const at::Tensor f = cls.to(at::kFloat);
+  const at::Tensor unit = f / f.norm(2, -1, true);
+  const at::Tensor sim = at::matmul(unit, unit.transpose(1, 2)) - at::eye(views, unit.options()).unsqueeze(0);
+  const at::Tensor similarity = sim.sum(-1) / static_cast<double>(views - 1);
+  auto unit_range = [](const at::Tensor& m) {
+    const at::Tensor lo = std::get<0>(m.min(1, true));
+    const at::Tensor hi = std::get<0>(m.max(1, true));
+    return (m - lo) / (hi - lo + 1e-8);
+  };
+  const at::Tensor score = (unit_range(similarity) - 0.5).abs() + (unit_range(f.norm(2, -1)) - 0.5).abs() +
+      (unit_range(unit.var(-1)) - 0.5).abs();
+  return score.argmin(1);
+}
+
+} // namespace
+
+MultiViewFeatures DinoV2Encoder::multi_view_layers(
+    const at::Tensor& input,
+    int64_t views,
+    const std::vector<int64_t>& layers,
+    ReferenceView reference) {
+  SBSCONV_CHECK(
+      views >= 1 && input.dim() == 4 && input.size(0) % views == 0,
+      Option,
+      "depth",
+      "the encoder input must hold whole groups of views");
+  at::Tensor x = embed(input);
+  const int64_t p = config_.patch_size;
+  const int64_t gh = input.size(2) / p;
+  const int64_t gw = input.size(3) / p;
+  const int64_t bs = x.size(0);
+  const int64_t batch = bs / views;
+  const int64_t t = x.size(1);
+  const int64_t c = config_.embed_dim;
+  const auto longs = x.options().dtype(at::kLong);
+
+  // Positions (row, column) for the rotary embedding: patches count from 1, the class/camera
+  // token sits at 0. Across views every patch is at (1, 1): global attention sees no position
+  // differences between patches, only the token apart.
+  Rope local_rope;
+  Rope global_rope;
+  const bool rope = config_.rope_start >= 0;
+  if (rope) {
+    const at::Tensor zero = at::zeros({1}, longs);
+    const at::Tensor rows = at::cat({zero, at::arange(gh, longs).repeat_interleave(gw) + 1});
+    const at::Tensor cols = at::cat({zero, at::arange(gw, longs).repeat({gh}) + 1});
+    local_rope = rope_tables(rows, cols, x.scalar_type());
+    const at::Tensor flat = at::cat({zero, at::ones({gh * gw}, longs)}).repeat({views});
+    global_rope = rope_tables(flat, flat, x.scalar_type());
+  }
+
+  const bool alternating = config_.alt_start >= 0;
+  at::Tensor restore; // [B*S] flat indices back to the caller's view order, when reordered
+  at::Tensor local_x;
+  MultiViewFeatures out;
+  const int64_t last = layers.empty() ? -1 : *std::max_element(layers.begin(), layers.end());
+  for (int64_t i = 0; i <= last; ++i) {
+    if (alternating && i == config_.alt_start - 1 && views >= 3) {
+      // The reference view goes first (the rest keep their order); outputs are put back.
+      const at::Tensor ref = select_reference(x.view({batch, views, t, c}).select(2, 0), reference).unsqueeze(1);
+      const at::Tensor pos = at::arange(views, longs).unsqueeze(0).expand({batch, views});
+      at::Tensor order = at::where((pos > 0) & (pos <= ref), pos - 1, pos);
+      order.select(1, 0).copy_(ref.squeeze(1));
+      at::Tensor back = at::where(pos < ref, pos + 1, pos).scatter(1, ref, at::zeros_like(ref));
+      const at::Tensor base = (at::arange(batch, longs) * views).unsqueeze(1);
+      x = x.index_select(0, (order + base).flatten());
+      restore = (back + base).flatten();
+    }
+    if (alternating && i == config_.alt_start) {
+      at::Tensor first = x.view({batch, views, t, c}).select(2, 0); // [B,S,C] view into x
+      first.narrow(1, 0, 1).copy_(camera_token_.narrow(1, 0, 1).expand({batch, 1, c}));
+      if (views > 1) {
+        first.narrow(1, 1, views - 1).copy_(camera_token_.narrow(1, 1, 1).expand({batch, views - 1, c}));
+      }
+    }
+    const bool global = alternating && i >= config_.alt_start && i % 2 == 1;
+    if (global) {
+      x = run_block(blocks_[i], x.view({batch, views * t, c}), rope ? &global_rope : nullptr).view({bs, t, c});
+    } else {
+      x = run_block(blocks_[i], x, rope ? &local_rope : nullptr);
+      if (config_.cat_token) {
+        local_x = x.clone(); // the next (global) block updates x in place
+      }
+    }
+    if (std::find(layers.begin(), layers.end(), i) == layers.end()) {
+      continue;
+    }
+    at::Tensor normed = at::layer_norm(x, {c}, norm_w_, norm_b_, final_eps());
+    at::Tensor token = x.select(1, 0);
+    if (config_.cat_token) {
+      token = at::cat({local_x.select(1, 0), token}, -1);
+      normed = at::cat({local_x, normed}, -1);
+    } else {
+      token = token.clone();
+    }
+    normed = normed.narrow(1, 1, t - 1);
+    if (restore.defined()) {
+      normed = normed.index_select(0, restore);
+      token = token.index_select(0, restore);
+    }
+    out.tokens.push_back(normed.contiguous());
+    out.camera_tokens.push_back(token);
   }
   return out;
 }

@@ -34,6 +34,29 @@ struct VitConfig {
   bool layer_scale = true;
   PosEmbedResize pos_embed_resize = PosEmbedResize::ScaleFactorWithOffset;
   double interpolate_offset = 0.1;
+  // Depth Anything 3's additions (Note [Depth Anything 3 backbone]); all off, the encoder is
+  // the plain DINOv2 of Depth-Anything-V2.
+  int64_t alt_start = -1; // from this block on, odd blocks attend across all views at once
+  int64_t qknorm_start = -1; // from this block on, q and k are LayerNormed per head
+  int64_t rope_start = -1; // from this block on, q and k carry a 2D rotary position embedding
+  double rope_frequency = 100.0;
+  bool cat_token = false; // outputs are [last per-view tokens, normed tokens] (2C wide)
+  double final_norm_eps = -1.0; // the final norm's epsilon; < 0: layer_norm_eps
+};
+
+// How Depth Anything 3 picks the view whose camera token is the reference (the others are
+// posed relative to it), when three or more views are given.
+enum class ReferenceView {
+  First,
+  Middle,
+  SaddleBalanced, // the view whose class token is most typical by similarity, norm and spread
+};
+
+// Depth Anything 3's backbone output: for each layer asked, the tokens without the class token
+// ([B*S, N, C'], C' = 2C with cat_token) and the class/camera token ([B*S, C'], not normed).
+struct MultiViewFeatures {
+  std::vector<at::Tensor> tokens;
+  std::vector<at::Tensor> camera_tokens;
 };
 
 // The deepest encoder a checkpoint may describe (ViT-g has 40 blocks).
@@ -63,6 +86,15 @@ class DinoV2Encoder {
   // blocks (before the final norm, with the class token), in the order asked.
   at::Tensor forward_features(const at::Tensor& x, const std::vector<int64_t>& hooks, std::vector<at::Tensor>* hooked);
 
+  // Note [Depth Anything 3 backbone]: x is [B*S,3,h,w], `views` (S) consecutive images per
+  // item. Blocks before alt_start (and even blocks from it on) attend within each view, odd
+  // blocks from alt_start on across the S views together.
+  MultiViewFeatures multi_view_layers(
+      const at::Tensor& x,
+      int64_t views,
+      const std::vector<int64_t>& layers,
+      ReferenceView reference);
+
   const VitConfig& config() const {
     return config_;
   }
@@ -76,14 +108,26 @@ class DinoV2Encoder {
     at::Tensor norm1_w, norm1_b, qkv_w, qkv_b, proj_w, proj_b, ls1;
     at::Tensor norm2_w, norm2_b, fc1_w, fc1_b, fc2_w, fc2_b, ls2;
     Int8Linear qkv_q, proj_q, fc1_q, fc2_q; // defined after quantize_linears()
+    at::Tensor q_norm_w, q_norm_b, k_norm_w, k_norm_b; // QK-norm (Depth Anything 3)
+    bool rope = false;
   };
+  // Rotary tables per token: cos and sin for the vertical and the horizontal half of each head.
+  struct Rope {
+    at::Tensor cos_y, sin_y, cos_x, sin_x; // [T, head_dim / 2]
+  };
+  Rope rope_tables(const at::Tensor& rows, const at::Tensor& cols, at::ScalarType dtype) const;
   at::Tensor position_table(int64_t grid_h, int64_t grid_w, at::ScalarType dtype);
-  at::Tensor run_block(const Block& block, at::Tensor x) const;
+  at::Tensor run_block(const Block& block, at::Tensor x, const Rope* rope = nullptr) const;
   // Patch embedding, class token and position table: the tokens entering block 0.
   at::Tensor embed(const at::Tensor& input);
 
+  double final_eps() const {
+    return config_.final_norm_eps > 0 ? config_.final_norm_eps : config_.layer_norm_eps;
+  }
+
   VitConfig config_;
   at::Tensor patch_w_, patch_b_, cls_token_, pos_embed_, norm_w_, norm_b_;
+  at::Tensor camera_token_; // [1,2,C]: the reference view's and the others' (alt_start >= 0)
   std::vector<Block> blocks_;
   int64_t pos_grid_ = 0;
   std::map<std::pair<int64_t, int64_t>, at::Tensor> pos_cache_;

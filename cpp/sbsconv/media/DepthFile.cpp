@@ -418,6 +418,7 @@ struct DepthWriter::Impl {
   std::FILE* npy = nullptr;
   std::vector<double> times;
   std::vector<float> low, high, fov;
+  std::vector<float> camera; // 12 per frame (3x4 row-major), when the model estimates poses
   int64_t clipped = 0;
   int64_t pixels = 0;
   int64_t count = 0;
@@ -514,6 +515,9 @@ struct DepthWriter::Impl {
     } else {
       s += R"(  "fov_degrees": null,)" "\n";
     }
+    if (!camera.empty()) {
+      s += R"J(  "camera_source": "estimated by the model: frames.intrinsics [fx, fy, cx, cy] in pixels of this file, frames.camera_to_world 3x4 row-major (OpenCV axes: x right, y down, z forward), each shot's first frame at the origin, translations in the model's depth units",)J" "\n";
+    }
     s += R"(  "scene_cuts": )" + json_array(cuts, 17) + ",\n";
     if (!o.sidecar_extra.empty()) {
       s += "  " + o.sidecar_extra + ",\n";
@@ -526,6 +530,22 @@ struct DepthWriter::Impl {
     }
     if (!fov.empty() && !o.fov_degrees) {
       s += ",\n" R"(    "fov": )" + json_array(fov, 9);
+    }
+    if (!camera.empty() && camera.size() == 12 * times.size()) {
+      // Per frame: the pinhole camera at this file's size (from the field of view: given,
+      // else the model's estimate, square pixels, centred) and its pose.
+      s += ",\n" R"(    "intrinsics": [)";
+      for (size_t i = 0; i < times.size(); ++i) {
+        const double degrees = o.fov_degrees ? *o.fov_degrees : (fov.size() == times.size() ? fov[i] : 60.0);
+        const double f = static_cast<double>(o.width) / 2.0 / std::tan(degrees * 3.14159265358979323846 / 360.0);
+        s += (i > 0 ? "," : "") +
+            json_array(std::vector<double>{f, f, static_cast<double>(o.width) / 2.0, static_cast<double>(o.height) / 2.0}, 9);
+      }
+      s += "],\n" R"(    "camera_to_world": [)";
+      for (size_t i = 0; i < times.size(); ++i) {
+        s += (i > 0 ? "," : "") + json_array(std::vector<float>(camera.begin() + 12 * i, camera.begin() + 12 * (i + 1)), 9);
+      }
+      s += "]";
     }
     s += "\n  }\n}\n";
     return s;
@@ -609,7 +629,8 @@ void DepthWriter::write(
     const at::Tensor& depth,
     const std::vector<int64_t>& pts,
     const std::vector<double>& times,
-    const at::Tensor& fov) {
+    const at::Tensor& fov,
+    const at::Tensor& camera) {
   Impl& d = *impl_;
   SBSCONV_CHECK(
       depth.dim() == 4 && depth.size(1) == 1 && depth.size(2) == d.o.height && depth.size(3) == d.o.width &&
@@ -625,6 +646,10 @@ void DepthWriter::write(
     if (fov.defined() && fov.numel() == n) {
       at::Tensor f = fov.to(at::kCPU, at::kFloat).contiguous();
       d.fov.insert(d.fov.end(), f.data_ptr<float>(), f.data_ptr<float>() + n);
+    }
+    if (camera.defined() && camera.dim() == 3 && camera.size(0) == n && camera.size(1) == 3 && camera.size(2) == 4) {
+      at::Tensor c = camera.to(at::kCPU, at::kFloat).contiguous();
+      d.camera.insert(d.camera.end(), c.data_ptr<float>(), c.data_ptr<float>() + n * 12);
     }
     at::Tensor low, high;
     if (d.linear16()) {

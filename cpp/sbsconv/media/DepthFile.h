@@ -100,12 +100,13 @@ class DepthWriter {
   // the source clock (the video formats' timestamps); times: the seconds from the source's
   // start of the source frame each depth belongs to (the sidecar's, for matching; equal to
   // the pts unless frames were resampled); fov: [N] degrees (the model's estimates) or
-  // undefined.
+  // undefined; camera: [N,3,4] camera-to-world poses (the model's estimates) or undefined.
   void write(
       const at::Tensor& depth,
       const std::vector<int64_t>& pts,
       const std::vector<double>& times,
-      const at::Tensor& fov = {});
+      const at::Tensor& fov = {},
+      const at::Tensor& camera = {});
   // cuts: output frame numbers that start a new shot.
   DepthExportSummary finish(const std::vector<int64_t>& cuts);
 

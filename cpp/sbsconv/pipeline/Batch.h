@@ -23,6 +23,7 @@ struct Batch {
   at::Tensor depth;
   bool depth_final = false; // read from a depth file: not stabilised again
   at::Tensor fov; // [N] degrees, for models that estimate it
+  at::Tensor camera; // [N,3,4] camera-to-world poses, for models that estimate them
   at::Tensor export_depth; // the depth to export (EngineOptions::depth_export)
   at::Tensor infill_mask; // uint8 [N,3,H',W'], packed like `packed`
   at::Tensor disparity;
@@ -37,7 +38,7 @@ struct Batch {
   // [Streams and hand-overs]); null off CUDA.
   std::shared_ptr<c10::Event> ready;
   std::vector<at::Tensor*> tensors() {
-    return {&frames, &depth, &fov, &export_depth, &infill_mask, &disparity, &packed, &depth_colors};
+    return {&frames, &depth, &fov, &camera, &export_depth, &infill_mask, &disparity, &packed, &depth_colors};
   }
   int64_t size() const {
     return static_cast<int64_t>(pts.size());

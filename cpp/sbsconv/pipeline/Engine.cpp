@@ -959,16 +959,32 @@ void Engine::Impl::depth_stage() {
     std::deque<Batch> waiting; // batches whose depth is not all out yet
     std::vector<at::Tensor> ready; // depth frames out of the model, in order
     std::vector<at::Tensor> ready_fov;
+    std::vector<at::Tensor> ready_camera;
     int64_t ready_count = 0;
     auto take = [&](DepthOutput out) {
       if (!out.depth.defined() || out.depth.size(0) == 0) {
         return;
       }
       ready_count += out.depth.size(0);
-      ready.push_back(out.depth);
+      // Depth Anything 3's relative depth becomes inverse depth here, once, for every later
+      // stage (stabiliser, stereo, exports), as the other relative models give it.
+      ready.push_back(pipeline_depth(model.kind(), out.depth));
       if (out.fov_degrees) {
         ready_fov.push_back(*out.fov_degrees);
       }
+      if (out.camera_to_world) {
+        ready_camera.push_back(*out.camera_to_world);
+      }
+    };
+    // The first `count` rows of what is queued in `parts` (moved to the host), the rest kept.
+    auto split_front = [&](std::vector<at::Tensor>& parts, int64_t count) {
+      at::Tensor all = to_host(at::cat(parts));
+      if (all.size(0) < count) {
+        return at::Tensor();
+      }
+      const int64_t left = all.size(0) - count;
+      parts = left > 0 ? std::vector<at::Tensor>{all.narrow(0, count, left)} : std::vector<at::Tensor>{};
+      return all.narrow(0, 0, count);
     };
     auto deliver = [&]() -> bool {
       while (!waiting.empty() && ready_count >= waiting.front().size()) {
@@ -981,12 +997,10 @@ void Engine::Impl::depth_stage() {
         ready_count = rest;
         b.depth = mine;
         if (!ready_fov.empty()) {
-          at::Tensor fovs = to_host(at::cat(ready_fov)); // the batch's one transfer
-          if (fovs.size(0) >= b.size()) {
-            b.fov = fovs.narrow(0, 0, b.size());
-            const int64_t left = fovs.size(0) - b.size();
-            ready_fov = left > 0 ? std::vector<at::Tensor>{fovs.narrow(0, b.size(), left)} : std::vector<at::Tensor>{};
-          }
+          b.fov = split_front(ready_fov, b.size()); // the batch's one transfer
+        }
+        if (!ready_camera.empty()) {
+          b.camera = split_front(ready_camera, b.size());
         }
         stage_frames[1] += b.size();
         stage_guard.send(b);
@@ -1259,7 +1273,7 @@ void Engine::Impl::encode_stage() {
             dw.cancel = &cancelled;
             export_writer = std::make_unique<DepthWriter>(dw);
           }
-          export_writer->write(b.export_depth, b.pts, source_times(b), b.fov);
+          export_writer->write(b.export_depth, b.pts, source_times(b), b.fov, b.camera);
         }
         if (b.infill_mask.defined()) {
           if (!mask_writer) {

@@ -29,6 +29,7 @@ from sbsconv.models.registry import ModelSpec, families, specs
 from sbsconv.models import depth_anything_v2  # noqa: E402,F401  (registration)
 from sbsconv.models import video_depth_anything  # noqa: E402,F401  (registration)
 from sbsconv.models import depth_pro  # noqa: E402,F401  (registration)
+from sbsconv.models import depth_anything_3  # noqa: E402,F401  (registration)
 
 logger = logging.getLogger("sbsconv")
 
@@ -41,6 +42,9 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 class DepthEstimate:
     depth: torch.Tensor  # float [N,1,H,W]
     fov_degrees: torch.Tensor | None  # [N] for models that estimate the field of view
+    # [N,3,4] camera-to-world poses (OpenCV axes, the sequence's first frame at the origin) for
+    # models that estimate the camera's motion (Depth Anything 3 any-view)
+    camera_to_world: torch.Tensor | None = None
 
 
 # What the engine holds per pixel of each frame in flight (frames, depth, disparity, the packed
@@ -54,7 +58,8 @@ class DepthModel:
     ``forward(pixel_values)`` runs the network on normalised input (as the reference
     network does); ``infer(frames)`` takes uint8 RGB frames ``[N,3,H,W]`` and returns depth
     ``[N,1,H,W]`` at frame size with the reference pre/post-processing on the device.
-    ``kind`` is "relative" (inverse depth, larger is nearer) or "metric" (metres).
+    ``kind`` is "relative" (inverse depth, larger is nearer), "relative-depth" (depth up to a
+    scale, larger is farther: Depth Anything 3; the engine inverts it) or "metric" (metres).
     """
 
     def __init__(self, core: Any, spec: ModelSpec | None, source: str, input_size: int,
@@ -127,7 +132,19 @@ class DepthModel:
             out = self._core.infer(frames)
         finally:
             flush_log()
-        return DepthEstimate(depth=out["depth"], fov_degrees=out["fov_degrees"])
+        return DepthEstimate(depth=out["depth"], fov_degrees=out["fov_degrees"],
+                             camera_to_world=out["camera_to_world"])
+
+    @property
+    def relative(self) -> bool:
+        """Whether the depth has no unit (relative or relative-depth): the pipeline then works
+        with normalised inverse depth (:meth:`pipeline_depth`)."""
+        return self.kind != "metric"
+
+    def pipeline_depth(self, depth: torch.Tensor) -> torch.Tensor:
+        """The model's depth as the pipeline takes it: inverse depth for "relative-depth",
+        as it is otherwise."""
+        return depth.clamp_min(1e-6).reciprocal() if self.kind == "relative-depth" else depth
 
     def infer(self, frames: torch.Tensor) -> torch.Tensor:
         return self.estimate(frames).depth
@@ -147,7 +164,7 @@ class DepthModel:
         depth = out["depth"]
         if depth is None:
             depth = torch.empty(0, 1, 0, 0)
-        return DepthEstimate(depth=depth, fov_degrees=out["fov_degrees"])
+        return DepthEstimate(depth=depth, fov_degrees=out["fov_degrees"], camera_to_world=out["camera_to_world"])
 
     def reset(self) -> None:
         """Starts a new sequence (a temporal model forgets the frames before)."""
@@ -171,7 +188,14 @@ class DepthModel:
         finally:
             self.reset()
         parts = [d for d in (first.depth, rest.depth) if d.numel()]
-        return DepthEstimate(depth=torch.cat(parts) if parts else first.depth, fov_degrees=first.fov_degrees)
+
+        def joined(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+            both = [t for t in (a, b) if t is not None and t.numel()]
+            return torch.cat(both) if both else None
+
+        return DepthEstimate(depth=torch.cat(parts) if parts else first.depth,
+                             fov_degrees=joined(first.fov_degrees, rest.fov_degrees),
+                             camera_to_world=joined(first.camera_to_world, rest.camera_to_world))
 
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
         return self.infer(frames)
@@ -200,8 +224,10 @@ def spec(name: str) -> ModelSpec:
             " (or pass a Hugging Face repo id or a local path)", stage="load model") from None
 
 
-def _validate(device: str, precision: str, input_size: int) -> None:
-    if not isinstance(input_size, int) or isinstance(input_size, bool) or not 14 <= input_size <= 4096:
+def _validate(device: str, precision: str, input_size: int | None) -> None:
+    if input_size is None:
+        pass
+    elif not isinstance(input_size, int) or isinstance(input_size, bool) or not 14 <= input_size <= 4096:
         raise OptionError(f"input_size must be an integer within 14..4096, got {input_size!r}")
     if precision not in ("auto", "fp32", "fp16", "bf16", "int8"):
         raise OptionError(f"precision must be auto, fp32, fp16, bf16 or int8 (CPU), not {precision!r}")
@@ -242,7 +268,7 @@ def load(
     checkpoint: str | os.PathLike[str] | None = None,
     device: str = "auto",
     precision: str = "auto",
-    input_size: int = 518,
+    input_size: int | None = None,
     temporal_mode: str = "windowed",
 ) -> DepthModel:
     """Loads a depth model (see the module docstring for what ``model`` may be).
@@ -251,7 +277,9 @@ def load(
     ``precision``: "auto" (fp16 on GPUs; on the CPU int8 where it has int8 dot products, else
     fp32: sbsconv.models.precision), "fp32", "fp16", "bf16", "int8" (CPU: the encoder's linear
     layers as int8 GEMMs, Note [int8 linear layers]).
-    ``input_size``: the shorter side the frames are resized to before the network.
+    ``input_size``: the side the frames are resized to before the network; None: the family's
+    default (518 for the shorter side of Depth-Anything-V2 and Video-Depth-Anything, 504 for
+    the longer side of Depth Anything 3, as their references).
     ``temporal_mode``: how a video model (Video-Depth-Anything) runs: "windowed" (the
     reference's overlapping 32-frame windows, most accurate) or "streaming" (one frame at a
     time against cached attention, lower latency and memory); image models ignore it.
@@ -268,6 +296,7 @@ def load(
             s = specs()[model_str]
             _announce(s)
             path = Path(checkpoint) if checkpoint is not None else _download_spec(s)
+            input_size = input_size or families()[s.family].input_size
             core = families()[s.family].builder(s, path, device, precision, input_size, **extra)
             return DepthModel(core, s, str(path), input_size, precision)
         if checkpoint is not None:
@@ -277,6 +306,7 @@ def load(
         path = Path(model_str).expanduser()
         if path.exists():
             family = _family_for_path(path)
+            input_size = input_size or family.input_size
             core = family.builder(None, path, device, precision, input_size, **extra)
             return DepthModel(core, None, str(path), input_size, precision)
         if _REPO_ID.match(model_str) and not model_str.startswith((".", "/")):
@@ -328,7 +358,7 @@ def _download_spec(s: ModelSpec) -> Path:
         return paths[0].parent
 
 
-def _load_repo(repo_id: str, device: str, precision: str, input_size: int, extra: dict) -> DepthModel:
+def _load_repo(repo_id: str, device: str, precision: str, input_size: int | None, extra: dict) -> DepthModel:
     """A Hugging Face repository: the transformers layout, or a single original checkpoint."""
     files = hub.list_repo_files(repo_id)
     # A registry entry for the same repository knows its file and family.
@@ -336,6 +366,7 @@ def _load_repo(repo_id: str, device: str, precision: str, input_size: int, extra
         if s.repo_id == repo_id and s.filename in files:
             _announce(s)
             path = hub.download(repo_id, s.filename)
+            input_size = input_size or families()[s.family].input_size
             core = families()[s.family].builder(s, path, device, precision, input_size, **extra)
             return DepthModel(core, s, str(path), input_size, precision)
     if "config.json" in files:
@@ -347,12 +378,14 @@ def _load_repo(repo_id: str, device: str, precision: str, input_size: int, extra
             hub.download(repo_id, f)
         folder = config_path.parent
         family = _family_for_path(folder)
+        input_size = input_size or family.input_size
         core = family.builder(None, folder, device, precision, input_size, **extra)
         return DepthModel(core, None, repo_id, input_size, precision)
     checkpoints = [f for f in files if f.endswith((".pth", ".pt", ".safetensors"))]
     if len(checkpoints) == 1:
         path = hub.download(repo_id, checkpoints[0])
         family = _family_for_path(path)
+        input_size = input_size or family.input_size
         core = family.builder(None, path, device, precision, input_size, **extra)
         return DepthModel(core, None, f"{repo_id}/{checkpoints[0]}", input_size, precision)
     raise ModelError(

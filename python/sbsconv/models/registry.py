@@ -47,6 +47,8 @@ class Family:
     handles: Callable[[Path], bool]
     claims: Callable[[set[str]], bool] | None = None
     default: str | None = None  # the registry name that stands for the family (sbsconv-bench)
+    # input_size when the caller gives none: the side the family's reference resizes to
+    input_size: int = 518
 
 
 _SPECS: dict[str, ModelSpec] = {}
