@@ -24,6 +24,7 @@ T=tests/python
   "$T/test_depth_anything_v2.py::test_cuda_infer_agrees_with_cpu" \
   "$T/test_depth_pro.py::test_cuda_fp16_agrees_with_cpu" \
   "$T/test_video_depth_anything.py::test_cuda_windowed_agrees_with_cpu" \
+  "$T/test_depth_anything_3.py::test_cuda_windows_agree_with_the_cpu" \
   "$T/test_encode.py::test_nvenc_takes_cuda_frames" \
   "$T/test_host_sync.py" 2>&1 | tee "$out/tests.txt" | tail -40
 "${py[@]}" benchmarks/bench_gpu.py --device cuda --random-weights --height 1080 --seconds 13 \

@@ -2,7 +2,10 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
+
 #include "sbsconv/common/Error.h"
+#include "sbsconv/depth/DepthAnything3.h"
 #include "sbsconv/depth/DepthAnythingV2.h"
 #include "sbsconv/depth/Weights.h"
 
@@ -18,6 +21,29 @@ TEST(DepthAnythingV2, InputSizeFollowsTheReferenceRule) {
   EXPECT_GE(h, 518);
   EXPECT_EQ(h % 14, 0);
   EXPECT_EQ(w % 14, 0);
+}
+
+TEST(DepthAnything3, InputSizeIsTheReferenceUpperBound) {
+  using Size = std::pair<int64_t, int64_t>;
+  // the longer side to 504, then each side to its nearest multiple of 14
+  EXPECT_EQ(upper_bound_size(720, 1280, 504, 14), Size(280, 504));
+  EXPECT_EQ(upper_bound_size(1280, 720, 504, 14), Size(504, 280));
+  EXPECT_EQ(upper_bound_size(480, 640, 504, 14), Size(378, 504));
+  EXPECT_EQ(upper_bound_size(504, 504, 504, 14), Size(504, 504));
+  // a sliver never collapses below one patch
+  EXPECT_EQ(upper_bound_size(2, 4000, 504, 14), Size(14, 504));
+}
+
+TEST(DepthAnything3, RelativeDepthEntersThePipelineInverted) {
+  const at::Tensor depth = at::tensor({0.5f, 2.0f, 0.0f});
+  const at::Tensor inverse = pipeline_depth(DepthKind::RelativeDepth, depth);
+  EXPECT_FLOAT_EQ(inverse[0].item<float>(), 2.0f);
+  EXPECT_FLOAT_EQ(inverse[1].item<float>(), 0.5f);
+  EXPECT_TRUE(std::isfinite(inverse[2].item<float>())); // a zero depth is not an infinity
+  EXPECT_TRUE(pipeline_depth(DepthKind::Relative, depth).equal(depth));
+  EXPECT_TRUE(pipeline_depth(DepthKind::Metric, depth).equal(depth));
+  EXPECT_STREQ(depth_kind_name(DepthKind::RelativeDepth), "relative-depth");
+  EXPECT_NEAR(focal_from_fov(90.0, 1000), 500.0, 1e-9);
 }
 
 TEST(WeightReader, ReportsEveryProblemAtOnce) {

@@ -336,3 +336,38 @@ def test_convert_inverts_relative_depth_and_exports_the_camera_path(tmp_path, sm
     for i in range(n):
         inverse = torch.corrcoef(torch.stack([exported[i], depth[i].reciprocal()]))[0, 1]
         assert inverse > 0.9, (i, float(inverse))
+    # A conversion reports the model's field of view (the mean of its per-frame estimates).
+    converted = sbsconv.convert(clip, tmp_path / "sbs.mp4", model=str(small), device="cpu", duration=0.5,
+                                progress=False, preset="ultrafast")
+    assert converted.fov_degrees == pytest.approx(float(np.mean(frames["fov"])), rel=1e-3)
+
+
+# ---- devices ------------------------------------------------------------------------------------------
+
+HAS_CUDA = torch.cuda.is_available()
+HAS_MPS = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+def test_cuda_windows_agree_with_the_cpu(small):
+    frames = clip_frames(14)
+    cpu = video_model(small).estimate_clip(frames)
+    gpu = models.DepthModel(da3.build(None, small, "cuda", "fp32", 140, window=8, overlap=2), None, "", 140)
+    out = gpu.estimate_clip(frames.cuda())
+    # cuDNN's convolutions run in TF32 on Ampere and later (LibTorch's default)
+    torch.testing.assert_close(out.depth.cpu(), cpu.depth, rtol=5e-3, atol=5e-3)
+    torch.testing.assert_close(out.camera_to_world.cpu(), cpu.camera_to_world, rtol=5e-3, atol=5e-3)
+    half = models.DepthModel(da3.build(None, small, "cuda", "fp16", 140, window=8, overlap=2), None, "", 140)
+    depth = half.estimate_clip(frames.cuda()).depth
+    assert torch.isfinite(depth).all() and (depth > 0).all()
+
+
+@pytest.mark.skipif(not HAS_MPS, reason="needs Apple's MPS")
+def test_mps_agrees_with_the_cpu(small, mono):
+    frames = clip_frames(10)
+    cpu = video_model(small).estimate_clip(frames)
+    mps = models.DepthModel(da3.build(None, small, "mps", "fp32", 140, window=8, overlap=2), None, "", 140)
+    torch.testing.assert_close(mps.estimate_clip(frames.to("mps")).depth.cpu(), cpu.depth, rtol=1e-3, atol=1e-3)
+    m_cpu = models.load(str(mono), device="cpu", precision="fp32")
+    m_mps = models.load(str(mono), device="mps", precision="fp32")
+    torch.testing.assert_close(m_mps.infer(frames[:2].to("mps")).cpu(), m_cpu.infer(frames[:2]), rtol=1e-3, atol=1e-3)

@@ -49,6 +49,14 @@ struct DepthAnything3Output {
   at::Tensor intrinsics; // [N,3,3] any-view, in pixels of the network input
 };
 
+// Note [Depth Anything 3 metric scale]
+// DA3METRIC predicts depth for a camera of focal length 300 pixels at its input size: metres =
+// focal x output / 300, the focal length in pixels of the network's input (horizontal field of
+// view given by the user, else 60 degrees, said in a warning). The sky (sky map >= 0.3, as for
+// Mono-Large) is put at the 99th percentile of the image's other depths; the reference takes
+// that percentile over its whole batch of images (from a random sample above 100000 pixels),
+// sbsconv per image, so that a frame's depth does not depend on its batch.
+//
 // Note [Depth Anything 3 video windows]
 // The any-view models see `window` frames at a time. A sequence's first window takes that
 // many frames; each later one re-reads the last `overlap` frames of the previous window

@@ -86,9 +86,20 @@ class DinoV2Encoder {
   // blocks (before the final norm, with the class token), in the order asked.
   at::Tensor forward_features(const at::Tensor& x, const std::vector<int64_t>& hooks, std::vector<at::Tensor>* hooked);
 
-  // Note [Depth Anything 3 backbone]: x is [B*S,3,h,w], `views` (S) consecutive images per
-  // item. Blocks before alt_start (and even blocks from it on) attend within each view, odd
-  // blocks from alt_start on across the S views together.
+  // Note [Depth Anything 3 backbone]
+  // x is [B*S,3,h,w]: B items of S views each, consecutive. The DINOv2 blocks run as usual
+  // until alt_start; from there odd blocks attend across the S views of an item at once (one
+  // sequence of S*(1+N) tokens), even blocks within each view. At alt_start the class token of
+  // every view is replaced by a learnt camera token: one for the reference view, another for
+  // all others. With three or more views the reference view is chosen first (the block before
+  // alt_start: by the class tokens, ReferenceView) and moved to the front, the others keeping
+  // their order; the outputs are put back in the caller's order. From qknorm_start q and k are
+  // LayerNormed per head; from rope_start they carry a 2D rotary embedding: the first half of
+  // each head turns with the token's row, the second with its column (patches counted from 1,
+  // the camera token at 0); across views every patch sits at (1, 1), so that global attention
+  // sees no position differences between patches, only the camera token apart. Each output is
+  // [tokens of the last per-view block, final-normed tokens] (cat_token), its camera token
+  // unnormed. Exchanging two views other than the reference exchanges their outputs.
   MultiViewFeatures multi_view_layers(
       const at::Tensor& x,
       int64_t views,
