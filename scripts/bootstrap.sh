@@ -17,6 +17,10 @@ as_root() {
 packages=(build-essential pkg-config ccache ffmpeg
           libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
           libgtest-dev python3-venv python3-dev)
+# A headless browser and its WebDriver for the web app's tests (no browser download): Debian's
+# packages. Where they cannot be had (Ubuntu ships chromium as a snap) the browser tests skip
+# and say why; nothing else needs them.
+browser_packages=(chromium chromium-driver fonts-liberation)
 
 if command -v dpkg-query >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
   missing=()
@@ -28,6 +32,13 @@ if command -v dpkg-query >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; 
     log "installing ${missing[*]}"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  if ! command -v chromedriver >/dev/null 2>&1; then
+    log "installing ${browser_packages[*]} (the web app's browser tests)"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq || true
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      "${browser_packages[@]}" >/dev/null 2>&1 \
+      || log "could not install ${browser_packages[*]}: the web app's browser tests will skip"
   fi
 elif [ "$(uname)" = "Darwin" ] && command -v brew >/dev/null 2>&1; then
   for p in ffmpeg pkg-config googletest ccache; do

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 . scripts/env.sh
-uv sync --locked
+uv sync --locked --extra ui
 sample=$(uv run --no-sync python -c 'import sbsconv.samples as s; print(s.path())')
 cd "$OLDPWD"
 uv run --project "$(dirname "$0")/.." --no-sync sbsconv probe "$sample"

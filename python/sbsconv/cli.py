@@ -363,7 +363,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=None, help="length to process, in seconds")
     _add_encoder_options(p)
     p.set_defaults(run=_cmd_reencode)
+
+    p = sub.add_parser(
+        "ui",
+        help="the web app: convert videos from a browser",
+        description="Serve the sbsconv web app (Gradio; the sbsconv[ui] extra): upload or name videos, "
+        "preview the depth and the 3D frame, convert with progress and cancel, download the result. "
+        "Binds to 127.0.0.1 unless --host says otherwise.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=None, help="port (default: the first free one from 7860)")
+    p.add_argument("--share", action="store_true", help="also open a public Gradio share link")
+    p.add_argument("--allow-path", action="append", default=[], metavar="DIR",
+                   help="a folder whose videos may be named by path in the page (repeatable)")
+    p.add_argument("--max-upload-mb", type=float, default=2048, help="largest upload, in MB (default 2048)")
+    p.add_argument("--work-dir", default=None, help="where uploads and outputs are kept (default: a temporary folder)")
+    p.set_defaults(run=_cmd_ui)
     return parser
+
+
+def _cmd_ui(args: argparse.Namespace) -> int:
+    from sbsconv import ui
+
+    if args.port is not None and not 1 <= args.port <= 65535:
+        raise errors.OptionError(f"--port must be within 1..65535, got {args.port}")
+    if not args.max_upload_mb > 0:
+        raise errors.OptionError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    for folder in args.allow_path:
+        if not os.path.isdir(folder):
+            raise errors.OptionError(f"--allow-path {folder}: not a folder")
+    return ui.serve(args.host, args.port, args.share, args.allow_path, args.max_upload_mb, args.work_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from typing import Any
 
 import sbsconv
 from sbsconv._native import _core, flush_log
-from sbsconv.errors import OptionError, SbsconvWarning
+from sbsconv.errors import CancelledError, OptionError, SbsconvWarning
 from sbsconv.options import CALL_KEYWORDS, CONTAINERS, ConvertOptions
 
 logger = logging.getLogger("sbsconv")
@@ -172,6 +173,7 @@ def convert(
     *,
     progress: bool = True,
     on_progress: Callable[[dict], Any] | None = None,
+    cancel: threading.Event | None = None,
     **overrides: Any,
 ) -> ConversionResult:
     """Converts a 2D video into a stereoscopic 3D video.
@@ -201,7 +203,9 @@ def convert(
     expect (``_LR``, ``_3dh``, ``_TB``, ``_3dv``, ``_180_LR``).
 
     ``progress`` shows a progress bar; ``on_progress`` receives a dict (frames_done,
-    frames_total, fraction, fps, eta_seconds, phase) several times a second.
+    frames_total, fraction, fps, eta_seconds, phase) several times a second. ``cancel``: a
+    ``threading.Event`` that, once set (from another thread: a web page's Cancel), stops the
+    run as Ctrl-C does and raises :class:`~sbsconv.errors.CancelledError`.
 
     Every option is checked before any work; problems, unknown option names included, raise
     :class:`~sbsconv.errors.OptionError` (a ValueError). Ctrl-C stops the run within about a
@@ -241,7 +245,7 @@ def convert(
 
     # ---- the run ---------------------------------------------------------------------------
     t0 = time.perf_counter()
-    raw = run_engine(engine_options, Path(input_path).name, progress, on_progress)
+    raw = run_engine(engine_options, Path(input_path).name, progress, on_progress, cancel)
     seconds = time.perf_counter() - t0
     processed = raw["frames"] - raw["resumed_from"]
     stage_fps = {s["name"]: (s["frames"] / s["busy_seconds"] if s["busy_seconds"] > 0 else float("inf"))
@@ -316,15 +320,22 @@ def convert_part(input_path: str, part_path: str, options: ConvertOptions, *, st
 
 
 def run_engine(engine_options: dict, description: str, progress: bool,
-               on_progress: Callable[[dict], Any] | None) -> dict:
-    """Runs the C++ engine to the end with a progress bar; Ctrl-C cancels it (within about a
-    second, nothing left under the output names). Returns the engine's result."""
+               on_progress: Callable[[dict], Any] | None, cancel: threading.Event | None = None) -> dict:
+    """Runs the C++ engine to the end with a progress bar; Ctrl-C or ``cancel`` (an Event set
+    from another thread) stops it within about a second, nothing left under the output names
+    (CancelledError for ``cancel``). Returns the engine's result."""
     engine = _core.Engine(engine_options)
     bar = _Progress(progress, on_progress, description)
     engine.start()
     try:
         while not engine.wait(0.2):
             flush_log()
+            if cancel is not None and cancel.is_set():
+                engine.cancel()
+                engine.wait(30.0)
+                flush_log()
+                bar.close()
+                raise CancelledError("cancelled: the conversion stopped and left nothing under the output name")
             bar.update(engine.progress())
     except KeyboardInterrupt:
         engine.cancel()

@@ -60,7 +60,7 @@ APPLE_PACKING = {"full-sbs": "side", "half-sbs": "side", "full-tb": "over", "hal
 # Layouts that exist only as MP4/MOV files with Apple's boxes
 APPLE_LAYOUTS = ("apple-3d", "spatial")
 # convert()'s keywords that are not options (how the call reports, not what it makes)
-CALL_KEYWORDS = ("progress", "on_progress")
+CALL_KEYWORDS = ("progress", "on_progress", "cancel")
 
 
 # ---- constraints -------------------------------------------------------------------------------

@@ -50,6 +50,14 @@ def _offline_hint(repo_id: str, filename: str) -> str:
     )
 
 
+def cached_path(repo_id: str, filename: str) -> Path | None:
+    """The cached copy of ``repo_id/filename``, or None (no network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id=repo_id, filename=filename)
+    return Path(found) if isinstance(found, str) else None
+
+
 def download(repo_id: str, filename: str) -> Path:
     """The local path of ``repo_id/filename``, from the cache or downloaded into it."""
     from huggingface_hub import hf_hub_download
