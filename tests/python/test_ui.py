@@ -126,6 +126,33 @@ def test_convert_stops_when_cancelled_and_leaves_nothing(tmp_path, tiny_model, t
     assert not out.exists()
 
 
+def test_a_cancelled_conversion_resumes_from_the_page(tmp_path, tiny_model, testsrc):
+    source = testsrc("ui_resume.mp4", size="320x240", rate=30, seconds=8.0)
+    app = ui.App(ui.Inputs(tmp_path / "work"))
+    values = {f.name: ui.component_spec(f)["value"] for f in ConvertOptions.fields()}
+    values.update(model=str(tiny_model), device="cpu", segment_seconds="1", preset="ultrafast")
+    settings = [values[name] for name in app.names]
+    statuses = []
+    for job, status, video, downloads, figures in app.convert([str(source)], "", "", *settings):
+        statuses.append(status)
+        if "frames/s" in status and _frames_in(status) >= 90:
+            assert app.cancel(job).startswith("<div")
+    assert "Cancelled" in statuses[-1] and video is None
+    assert not list((tmp_path / "work" / "outputs").glob("*/ui_resume_3d.mp4"))
+    # the same input and settings again: it continues where it stopped
+    *_, (job, status, video, downloads, figures) = app.convert([str(source)], "", "", *settings)
+    assert "Done" in status, status
+    assert "resumed from frame" in figures and Path(video).is_file()
+    assert app.cancel(job).endswith("Nothing is converting.</div>")
+
+
+def _frames_in(status: str) -> int:
+    import re
+
+    m = re.search(r"(\d+)(?: / \d+)? frames", status)
+    return int(m.group(1)) if m else 0
+
+
 LAUNCH = """
 import sys, urllib.request
 from sbsconv import ui
