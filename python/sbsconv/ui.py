@@ -213,6 +213,26 @@ class Inputs:
             raise errors.OptionError("give a video: upload one, or name a path or a URL")
         return out
 
+    # The options naming files a run writes besides its output.
+    WRITTEN = ("depth_out", "depth_video", "infill_mask")
+
+    def written_beside(self, options: ConvertOptions, folder: Path) -> ConvertOptions:
+        """``options`` with the extra files it writes (depth export, depth video, infill mask)
+        placed in ``folder``: a page names them by file name only, never a place on the server."""
+        changes = {}
+        for name in self.WRITTEN:
+            value = getattr(options, name)
+            if value is None:
+                continue
+            given = Path(str(value))
+            if given.is_absolute() or given.name != str(value) or given.name in ("", ".", ".."):
+                raise errors.OptionError(f"{name}: give a file name ({given.name or 'depth.mkv'}); the app writes "
+                                         "it beside the 3D video, for download")
+            changes[name] = str(folder / given.name)
+        if options.depth is not None:  # a depth file to re-render from: read like a named video
+            changes["depth"] = str(self.local(str(options.depth)))
+        return options.replace(**changes) if changes else options
+
     def output_for(self, video: Path, options: ConvertOptions) -> Path:
         """A name fixed by the input and the settings: the same request resumes."""
         key = hashlib.sha256((str(video) + repr(sorted(options.non_defaults().items()))).encode()).hexdigest()[:10]
@@ -331,18 +351,20 @@ class App:
 
         job, cancel = self.jobs.start()
         results: list[Any] = []
+        written: list[str] = []  # depth exports, depth videos, masks
         try:
             videos = self.inputs.gather(files, local, url)
             options = options_from(self.values(settings))
             for index, video in enumerate(videos):
                 output = self.inputs.output_for(video, options)
                 output.parent.mkdir(parents=True, exist_ok=True)
+                run_options = self.inputs.written_beside(options, output.parent)
                 latest: dict[str, Any] = {}
                 box: dict[str, Any] = {}
 
-                def work(video=video, output=output, latest=latest, box=box) -> None:
+                def work(video=video, output=output, latest=latest, box=box, run_options=run_options) -> None:
                     try:
-                        box["result"] = sbsconv.convert(video, output, options=options, progress=False,
+                        box["result"] = sbsconv.convert(video, output, options=run_options, progress=False,
                                                         on_progress=latest.update, cancel=cancel)
                     except BaseException as exc:  # handed to the page
                         box["error"] = exc
@@ -355,8 +377,10 @@ class App:
                 if "error" in box:
                     raise box["error"]
                 results.append(box["result"])
-            downloads = [r.output for r in results]
-            downloads += [p for r in results for p in (r.depth_out, r.depth_sidecar) if p]
+                extras = [box["result"].depth_out, box["result"].depth_sidecar,
+                          run_options.depth_video, run_options.infill_mask]
+                written.extend(str(p) for p in extras if p and Path(p).is_file())
+            downloads = [r.output for r in results] + written
             done = (f"<div class='sbs-done'>Done: {len(results)} file{'s' if len(results) > 1 else ''} "
                     f"in 3D</div>")
             yield job, done, results[-1].output, downloads, figures_markdown(results)

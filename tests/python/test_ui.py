@@ -146,6 +146,23 @@ def test_a_cancelled_conversion_resumes_from_the_page(tmp_path, tiny_model, test
     assert app.cancel(job).endswith("Nothing is converting.</div>")
 
 
+def test_depth_exports_are_written_beside_the_result_and_offered(tmp_path, tiny_model):
+    app = ui.App(ui.Inputs(tmp_path / "work"))
+    values = {f.name: ui.component_spec(f)["value"] for f in ConvertOptions.fields()}
+    values.update(model=str(tiny_model), device="cpu", duration="0.5", depth_out="clip_depth.mkv",
+                  preset="ultrafast")
+    *_, (job, status, video, downloads, figures) = app.convert([str(data(CLIP))], "", "",
+                                                               *[values[n] for n in app.names])
+    assert "Done" in status, status
+    names = sorted(Path(p).name for p in downloads)
+    assert names == sorted([Path(video).name, "clip_depth.mkv", "clip_depth.mkv.json"])
+    assert all(Path(p).parent == Path(video).parent for p in downloads)
+    # a place on the server is refused, with the setting named
+    values["depth_out"] = str(tmp_path / "elsewhere.mkv")
+    *_, (job, status, *_rest) = app.convert([str(data(CLIP))], "", "", *[values[n] for n in app.names])
+    assert "depth_out" in status and "sbs-error" in status and not (tmp_path / "elsewhere.mkv").exists()
+
+
 def _frames_in(status: str) -> int:
     import re
 
