@@ -164,10 +164,15 @@ class Inputs:
         (self.work / "outputs").mkdir(parents=True, exist_ok=True)
         self.allowed = [Path(p).expanduser().resolve() for p in allow_paths]
         self.max_bytes = int(max_upload_mb * 2**20)
+        self._uploads: dict[tuple, Path] = {}
 
     def upload(self, path: str) -> Path:
         p = Path(path)
-        size = p.stat().st_size
+        stat = p.stat()
+        key = (str(p), stat.st_size, stat.st_mtime_ns)
+        if key in self._uploads and self._uploads[key].exists():
+            return self._uploads[key]  # a preview per setting change must not hash it again
+        size = stat.st_size
         if size > self.max_bytes:
             raise errors.InputError(f"{p.name} is {size / 2**20:.0f} MB; uploads are limited to "
                                     f"{self.max_bytes / 2**20:.0f} MB (sbsconv ui --max-upload-mb)")
@@ -179,6 +184,7 @@ class Inputs:
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(p, target)
+        self._uploads[key] = target
         return target
 
     def local(self, text: str) -> Path:
@@ -474,8 +480,14 @@ def build(work_dir: str | os.PathLike[str] | None = None, allow_paths: Iterable[
                              concurrency_limit=1)
         files.upload(app.preview, [*sources, at, *settings], preview_outputs, concurrency_id="preview",
                      concurrency_limit=1)
+        def refresh(files_, local_, url_, at_, *values: Any):
+            # a setting changed: a new preview if there is a video, else nothing to say
+            if not files_ and not (local_ or "").strip() and not (url_ or "").strip():
+                return [gr.update() for _ in preview_outputs]
+            return app.preview(files_, local_, url_, at_, *values)
+
         for name in PREVIEW_SETTINGS:
-            components[name].change(app.preview, [*sources, at, *settings], preview_outputs,
+            components[name].change(refresh, [*sources, at, *settings], preview_outputs,
                                     concurrency_id="preview", concurrency_limit=1, trigger_mode="always_last")
 
         def fill(name: str | None, *current: Any):

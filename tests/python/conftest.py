@@ -151,3 +151,12 @@ def tiny_vda(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("tiny_vda") / "tiny_video_depth_anything.pth"
     torch.save(tiny_vda_state_dict(), path)
     return path
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Each phase's report on the test item (item.rep_call ...): fixtures such as the web
+    app's browser see a failure and keep a screenshot."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, "rep_" + report.when, report)

@@ -256,18 +256,12 @@ def browser(tmp_path, request):
     driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
     driver.set_page_load_timeout(60)
     yield driver
-    if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+    report = getattr(request.node, "rep_call", None)  # set by conftest's pytest_runtest_makereport
+    if report is not None and report.failed:
         shot = tmp_path / "failure.png"
         driver.save_screenshot(str(shot))
         print(f"screenshot of the page at the failure: {shot}")
     driver.quit()
-
-
-@pytest.hookimpl(tryfirst=True, hookwrapper=True)
-def pytest_runtest_makereport(item, call):  # lets the browser fixture see a failure
-    outcome = yield
-    rep = outcome.get_result()
-    setattr(item, "rep_" + rep.when, rep)
 
 
 def _wait(driver, condition, timeout: float, what: str):
@@ -302,6 +296,7 @@ def _status(driver) -> str:
 
 def test_upload_preview_convert_and_download(server, browser, tmp_path):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
 
     _open(browser, server, data(CLIP))
     image = _wait(browser, lambda d: [e for e in d.find_elements(By.CSS_SELECTOR, "#sbs-preview-3d img")
@@ -309,6 +304,13 @@ def test_upload_preview_convert_and_download(server, browser, tmp_path):
     assert image
     for panel in ("frame", "depth", "anaglyph"):
         assert browser.find_elements(By.CSS_SELECTOR, f"#sbs-preview-{panel} img")
+    # a setting that changes the 3D frame refreshes the preview
+    before = image[0].get_attribute("src")
+    strength = browser.find_element(By.CSS_SELECTOR, "#sbs-opt-divergence input")
+    strength.send_keys(Keys.CONTROL, "a")
+    strength.send_keys("6", Keys.TAB)
+    _wait(browser, lambda d: [e for e in d.find_elements(By.CSS_SELECTOR, "#sbs-preview-3d img")
+                              if e.get_attribute("src") not in (before, None, "")], 120, "the refreshed preview")
     browser.find_element(By.CSS_SELECTOR, "#sbs-convert").click()
     _wait(browser, lambda d: "Done" in _status(d) or "error" in _status(d).lower(), 300, "the conversion")
     assert "Done" in _status(browser), _status(browser)
