@@ -21,7 +21,6 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -29,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "python"))
 import da3_weights  # noqa: E402  (the tests' published-layout writer)
-from bench_video_depth import DATA, flicker, frames_of, small_checkpoints  # noqa: E402
+from bench_video_depth import DATA, flicker, frames_of, run, small_checkpoints  # noqa: E402
 
 import sbsconv.models as models  # noqa: E402
 from sbsconv.models.depth_anything_v2 import original_keys_from_transformers  # noqa: E402
@@ -58,13 +57,8 @@ def dav2_checkpoint(folder: Path, size: str) -> Path:
 
 
 def timed(model, frames: torch.Tensor, chunk: int) -> tuple[torch.Tensor, float]:
-    model.reset()
-    t0 = time.perf_counter()
-    parts = [model.estimate(frames[i:i + chunk]).depth for i in range(0, len(frames), chunk)]
-    if model.temporal:
-        parts.append(model.flush().depth)
-    seconds = time.perf_counter() - t0
-    depth = torch.cat([p for p in parts if p.numel()])
+    """bench_video_depth's run, the depth as the pipeline takes it (DA3's inverted)."""
+    depth, seconds = run(model, frames, chunk)
     return model.pipeline_depth(depth), seconds
 
 

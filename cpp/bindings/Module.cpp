@@ -5,6 +5,7 @@
 
 #include <pybind11/stl.h>
 
+#include <array>
 #include <cmath>
 #include <limits>
 
@@ -200,14 +201,18 @@ py::dict depth_output_dict(const DepthOutput& out) {
   return result;
 }
 
-DptHeadConfig head_config(const py::dict& d) {
-  DptHeadConfig c;
-  c.features = d["features"].cast<int64_t>();
+std::array<int64_t, 4> out_channels_of(const py::dict& d) {
   auto oc = d["out_channels"].cast<std::vector<int64_t>>();
   if (oc.size() != 4) {
     throw Error(ErrorKind::Model, "build model", "out_channels must have four entries");
   }
-  std::copy(oc.begin(), oc.end(), c.out_channels.begin());
+  return {oc[0], oc[1], oc[2], oc[3]};
+}
+
+DptHeadConfig head_config(const py::dict& d) {
+  DptHeadConfig c;
+  c.features = d["features"].cast<int64_t>();
+  c.out_channels = out_channels_of(d);
   c.head_hidden = get_or<int64_t>(d, "head_hidden", 32);
   c.metric = get_or<bool>(d, "metric", false);
   c.max_depth = get_or<double>(d, "max_depth", 1.0);
@@ -611,11 +616,7 @@ PYBIND11_MODULE(_core, m) {
         c.encoder = vit_config(config["encoder"].cast<py::dict>());
         c.layers = config["layers"].cast<std::vector<int64_t>>();
         c.features = config["features"].cast<int64_t>();
-        auto oc = config["out_channels"].cast<std::vector<int64_t>>();
-        if (oc.size() != 4) {
-          throw Error(ErrorKind::Model, "build model", "out_channels must have four entries");
-        }
-        std::copy(oc.begin(), oc.end(), c.out_channels.begin());
+        c.out_channels = out_channels_of(config);
         c.any_view = config["any_view"].cast<bool>();
         c.metric = get_or<bool>(config, "metric", false);
         DepthAnything3Options video;

@@ -173,18 +173,6 @@ class DepthAnything3::Head {
     return x + uv_embedding(x.size(2), x.size(3), aspect, x.size(1), x.options()).to(x.scalar_type());
   }
 
-  static at::Tensor fuse(const DptHead::Fusion& f, const at::Tensor& x, const at::Tensor* skip, at::IntArrayRef size) {
-    at::Tensor out = x;
-    if (skip != nullptr) {
-      out = out + residual_unit(f.unit1, *skip);
-    }
-    out = residual_unit(f.unit2, out);
-    const std::vector<int64_t> target =
-        size.empty() ? std::vector<int64_t>{out.size(2) * 2, out.size(3) * 2} : size.vec();
-    out = at::upsample_bilinear2d(out, target, /*align_corners=*/true);
-    return conv(f.out, out);
-  }
-
   std::pair<at::Tensor, at::Tensor> run(const std::vector<at::Tensor>& tokens, int64_t gh, int64_t gw) const {
     const double aspect = static_cast<double>(gw) / static_cast<double>(gh);
     std::array<at::Tensor, 4> layers;
@@ -207,10 +195,10 @@ class DepthAnything3::Head {
       }
       layers[i] = conv(layer_rn_[i], x.contiguous(kChannelsLast), 1, 1);
     }
-    at::Tensor path = fuse(refine_[3], layers[3], nullptr, layers[2].sizes().slice(2));
-    path = fuse(refine_[2], path, &layers[2], layers[1].sizes().slice(2));
-    path = fuse(refine_[1], path, &layers[1], layers[0].sizes().slice(2));
-    path = fuse(refine_[0], path, &layers[0], {});
+    at::Tensor path = fuse_block(refine_[3], layers[3], nullptr, layers[2].sizes().slice(2));
+    path = fuse_block(refine_[2], path, &layers[2], layers[1].sizes().slice(2));
+    path = fuse_block(refine_[1], path, &layers[1], layers[0].sizes().slice(2));
+    path = fuse_block(refine_[0], path, &layers[0], {});
     at::Tensor out = conv(output1_, path, 1, 1);
     out = at::upsample_bilinear2d(out, {gh * patch_, gw * patch_}, /*align_corners=*/true);
     if (dual_) {

@@ -94,11 +94,7 @@ DptHead::DptHead(const DptHeadConfig& config, WeightReader& w, const std::string
   }
 }
 
-at::Tensor DptHead::fuse(
-    const Fusion& f,
-    const at::Tensor& x,
-    const at::Tensor* skip,
-    at::IntArrayRef size) const {
+at::Tensor fuse_block(const DptHead::Fusion& f, const at::Tensor& x, const at::Tensor* skip, at::IntArrayRef size) {
   at::Tensor out = x;
   if (skip != nullptr) {
     out = out + residual_unit(f.unit1, *skip);
@@ -139,11 +135,11 @@ at::Tensor DptHead::forward(
     }
     layers[i] = conv(layer_rn_[i], x.contiguous(kChannelsLast), 1, 1);
   }
-  at::Tensor path4 = fuse(refine_[3], layers[3], nullptr, layers[2].sizes().slice(2));
+  at::Tensor path4 = fuse_block(refine_[3], layers[3], nullptr, layers[2].sizes().slice(2));
   if (hooks != nullptr) {
     path4 = hooks->apply(2, path4).contiguous(kChannelsLast);
   }
-  at::Tensor path3 = fuse(refine_[2], path4, &layers[2], layers[1].sizes().slice(2));
+  at::Tensor path3 = fuse_block(refine_[2], path4, &layers[2], layers[1].sizes().slice(2));
   if (hooks != nullptr) {
     path3 = hooks->apply(3, path3).contiguous(kChannelsLast);
   }
@@ -153,9 +149,9 @@ at::Tensor DptHead::forward(
   for (int64_t begin = 0; begin < n; begin += step) {
     const int64_t count = std::min(step, n - begin);
     at::Tensor l1 = layers[1].narrow(0, begin, count);
-    at::Tensor path2 = fuse(refine_[1], path3.narrow(0, begin, count), &l1, layers[0].sizes().slice(2));
+    at::Tensor path2 = fuse_block(refine_[1], path3.narrow(0, begin, count), &l1, layers[0].sizes().slice(2));
     at::Tensor l0 = layers[0].narrow(0, begin, count);
-    at::Tensor path1 = fuse(refine_[0], path2, &l0, {});
+    at::Tensor path1 = fuse_block(refine_[0], path2, &l0, {});
     outs.push_back(output(path1, gh, gw));
   }
   return outs.size() == 1 ? outs[0] : at::cat(outs);

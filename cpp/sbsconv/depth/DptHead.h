@@ -67,7 +67,6 @@ class DptHead {
   };
 
  private:
-  at::Tensor fuse(const Fusion& f, const at::Tensor& x, const at::Tensor* skip, at::IntArrayRef size) const;
   at::Tensor output(const at::Tensor& path1, int64_t gh, int64_t gw) const;
 
   DptHeadConfig config_;
@@ -81,6 +80,9 @@ class DptHead {
 // Shared building blocks (also used by the temporal head).
 at::Tensor conv(const DptHead::Conv& c, const at::Tensor& x, int64_t stride = 1, int64_t padding = 0);
 at::Tensor residual_unit(const DptHead::ResidualUnit& u, const at::Tensor& x);
+// One fusion block: `x` (plus a residual unit of `skip`, when given) through a residual unit,
+// upsampled (bilinear, corners aligned) to `size` (empty: twice its size), then out_conv.
+at::Tensor fuse_block(const DptHead::Fusion& f, const at::Tensor& x, const at::Tensor* skip, at::IntArrayRef size);
 DptHead::Conv take_conv(
     WeightReader& w,
     const std::string& name,
