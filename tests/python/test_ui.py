@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import sbsconv
+import sbsconv.models
 from helpers import data, ffprobe
 from sbsconv import ui
 from sbsconv.errors import CancelledError, InputError, OptionError
@@ -73,6 +74,29 @@ def test_headset_presets_fill_in_valid_settings():
     assert ui.options_from(ui.apply_preset("Apple Vision Pro", defaults)).layout == "apple-3d"
     with pytest.raises(OptionError, match="unknown preset"):
         ui.apply_preset("Virtual Boy", defaults)
+
+
+CHOICES = """
+import json
+from sbsconv import ui
+print(json.dumps(dict((name, label) for label, name in ui.model_choices())))
+"""
+
+
+def test_the_model_menu_names_licences_and_what_is_cached(tmp_path, tiny_model):
+    from test_depth_anything_v2 import write_cache_entry
+
+    home = tmp_path / "hf_home"
+    write_cache_entry(home / "hub", "depth-anything/Depth-Anything-V2-Small",
+                      {"depth_anything_v2_vits.pth": next(Path(tiny_model).glob("*.safetensors"))})
+    env = dict(os.environ, HF_HOME=str(home), HF_HUB_OFFLINE="1")
+    done = subprocess.run([sys.executable, "-c", CHOICES], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    labels = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(labels) == set(sbsconv.models.available())
+    assert labels["depth-anything-v2-small"] == "depth-anything-v2-small (Apache-2.0, cached)"
+    assert labels["depth-anything-v2-large"] == "depth-anything-v2-large (CC-BY-NC-4.0, non-commercial)"
+    assert labels["depth-anything-3-small"] == "depth-anything-3-small (Apache-2.0)"
 
 
 def test_inputs_keep_uploads_by_content_and_guard_paths(tmp_path):
