@@ -381,6 +381,7 @@ TEST(Assembly, CancelledBeforeCopyLeavesNothing) {
   const fs::path a = scratch("cancel_a.nut");
   write_segment(a, 0, 6);
   const fs::path out = scratch("cancelled.mp4");
+  fs::remove(out); // a process of an earlier run with the same pid may have left it (the end of this test)
   std::atomic<bool> cancel{false};
   WriterOptions o = assembly_options(out, {a});
   o.cancel = &cancel;
