@@ -390,6 +390,9 @@ class App:
             done = (f"<div class='sbs-done'>Done: {len(results)} file{'s' if len(results) > 1 else ''} "
                     f"in 3D</div>")
             yield job, done, results[-1].output, downloads, figures_markdown(results)
+        except GeneratorExit:
+            cancel.set()  # the page went away (tab closed): its conversion stops too
+            raise
         except errors.CancelledError:
             yield job, "<div class='sbs-error'><b>Cancelled</b>: nothing was written under the output name; " \
                        "convert again with the same settings to resume</div>", None, None, figures_markdown(results)

@@ -245,6 +245,13 @@ def test_flush_and_resume_continue_the_sequence(small):
     torch.testing.assert_close(torch.cat([e.depth for e in rest_b]), depth_a)
     torch.testing.assert_close(torch.cat([e.camera_to_world for e in rest_b if e.depth.numel()]),
                                torch.cat([e.camera_to_world for e in rest_a if e.depth.numel()]))
+    # saved by a model sharing more frames between windows (another device): the last ones carry on
+    wide = video_model(small, window=8, overlap=3)
+    wide.estimate(frames[:11])
+    wide.flush()
+    narrow = video_model(small, window=8, overlap=2)
+    narrow.load_state(wide.state())
+    assert sum(e.depth.shape[0] for e in (narrow.estimate(frames[11:]), narrow.flush())) == 9
     # reset: a new sequence, as a fresh model starts one
     a.reset()
     fresh = video_model(small, window=8, overlap=2)

@@ -187,6 +187,25 @@ def test_depth_exports_are_written_beside_the_result_and_offered(tmp_path, tiny_
     assert "depth_out" in status and "sbs-error" in status and not (tmp_path / "elsewhere.mkv").exists()
 
 
+def test_a_closed_page_stops_its_conversion(tmp_path, tiny_model, testsrc):
+    source = testsrc("ui_closed.mp4", size="320x240", rate=30, seconds=20.0)
+    app = ui.App(ui.Inputs(tmp_path / "work"))
+    values = {f.name: ui.component_spec(f)["value"] for f in ConvertOptions.fields()}
+    values.update(model=str(tiny_model), device="cpu", resume=False)
+    updates = app.convert([str(source)], "", "", *[values[n] for n in app.names])
+    for job, status, *_ in updates:
+        if "frames/s" in status:
+            break
+    before = {t for t in threading.enumerate() if t.name == "sbsconv-ui-convert"}
+    assert before
+    updates.close()  # what Gradio does when the page goes away
+    for t in before:
+        t.join(30)
+        assert not t.is_alive()
+    assert not list((tmp_path / "work" / "outputs").glob("*/ui_closed_3d.mp4"))
+    assert not app.jobs.cancel(job)  # nothing left registered
+
+
 def _frames_in(status: str) -> int:
     import re
 

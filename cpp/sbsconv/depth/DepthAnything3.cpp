@@ -562,18 +562,20 @@ void DepthAnything3::load_state(const std::map<std::string, at::Tensor>& state) 
     SBSCONV_CHECK(
         input.dim() == 4 && input.size(1) == 3 && input.size(2) == h && input.size(3) == w && depth.defined() &&
             pose.defined() && depth.sizes() == at::IntArrayRef({k, 1, h, w}) &&
-            pose.sizes() == at::IntArrayRef({k, 4, 4}) && k >= 1 && k <= video_.overlap,
+            pose.sizes() == at::IntArrayRef({k, 4, 4}) && k >= 1,
         Input,
         "resume",
         "the saved Depth Anything 3 state does not match this model and input size");
-    carry_input_ = input.to(options_.dtype);
-    carry_depth_ = depth.to(at::kFloat);
-    carry_pose_ = pose.to(at::kFloat);
+    // Saved with another window (another device): the last `overlap` frames carry on.
+    const int64_t keep = std::min(k, video_.overlap);
+    carry_input_ = input.narrow(0, k - keep, keep).to(options_.dtype);
+    carry_depth_ = depth.narrow(0, k - keep, keep).to(at::kFloat);
+    carry_pose_ = pose.narrow(0, k - keep, keep).to(at::kFloat);
   }
   const at::Tensor pending = get("pending");
   if (pending.defined()) {
     SBSCONV_CHECK(
-        pending.dim() == 4 && pending.size(2) == h && pending.size(3) == w && pending.size(0) < video_.window,
+        pending.dim() == 4 && pending.size(1) == 3 && pending.size(2) == h && pending.size(3) == w,
         Input,
         "resume",
         "the saved Depth Anything 3 state does not match this model and input size");
