@@ -460,3 +460,13 @@ def second_browser(browser):
     driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
     yield driver
     driver.quit()
+
+
+def test_the_command_line_checks_its_options(tmp_path, capsys):
+    from sbsconv import cli
+
+    assert cli.main(["ui", "--port", "70000"]) == 2
+    assert "--port must be within 1..65535" in capsys.readouterr().err
+    assert cli.main(["ui", "--allow-path", str(tmp_path / "missing")]) == 2
+    assert "not a folder" in capsys.readouterr().err
+    assert cli.main(["ui", "--max-upload-mb", "0"]) == 2
