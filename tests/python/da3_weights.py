@@ -34,10 +34,13 @@ TINY = {
 
 
 def state_dict(preset: str, *, embed_dim: int, depth: int, out_layers: list[int], alt_start: int, features: int,
-               out_channels: list[int], seed: int = 0, sky_from_depth: float | None = None) -> dict[str, torch.Tensor]:
+               out_channels: list[int], seed: int = 0, sky_from_depth: float | None = None,
+               swiglu: bool = False, gs_head: bool = False) -> dict[str, torch.Tensor]:
     """The reference module's state dict (``model.*``) with random weights. ``sky_from_depth``
     (monocular models): the sky branch copies the depth branch, its logit offset by this value,
-    so that sky >= 0.3 exactly where log(depth) >= 0.3 - offset (the farthest pixels are sky)."""
+    so that sky >= 0.3 exactly where log(depth) >= 0.3 - offset (the farthest pixels are sky).
+    ``swiglu`` and ``gs_head``: the giant model's feed-forward (w12, w3) and its
+    Gaussian-splatting head (a few of its keys)."""
     g = torch.Generator().manual_seed(seed)
     any_view = alt_start >= 0
     c = embed_dim
@@ -81,8 +84,13 @@ def state_dict(preset: str, *, embed_dim: int, depth: int, out_layers: list[int]
         linear(p + "attn.proj", c, c)
         sd[p + "ls1.gamma"] = 0.5 + 0.5 * torch.rand(c, generator=g)
         norm(p + "norm2", c)
-        linear(p + "mlp.fc1", 4 * c, c)
-        linear(p + "mlp.fc2", c, 4 * c)
+        if swiglu:
+            hidden = (int(4 * c * 2 / 3) + 7) // 8 * 8
+            linear(p + "mlp.w12", 2 * hidden, c)
+            linear(p + "mlp.w3", c, hidden)
+        else:
+            linear(p + "mlp.fc1", 4 * c, c)
+            linear(p + "mlp.fc2", c, 4 * c)
         sd[p + "ls2.gamma"] = 0.5 + 0.5 * torch.rand(c, generator=g)
     norm(b + "norm", c)
 
@@ -124,6 +132,9 @@ def state_dict(preset: str, *, embed_dim: int, depth: int, out_layers: list[int]
         linear(d + "fc_qvec", 4, dim_in)
         linear(d + "fc_fov.0", 2, dim_in)
         sd["model.cam_dec.fc_fov.0.bias"] = torch.full((2,), 1.0)  # a plausible field of view (radians)
+        if gs_head:  # the giant's Gaussian-splatting branch (novel views, not depth)
+            conv(h.replace("head.", "gs_head.") + "projects.0", oc[0], dim_in, 1)
+            linear("model.gs_adapter.proj", 8, 8)
         # the camera encoder (conditioning on known cameras; unused for video)
         norm("model.cam_enc.token_norm", c)
         norm("model.cam_enc.trunk_norm", c)

@@ -162,6 +162,22 @@ def test_video_depth_anything_int8_meets_the_quality_budget(tiny_vda, frames):
     assert abs_rel(ours, reference) <= 0.01
 
 
+@pytest.mark.parametrize("preset", ["da3mono-large", "da3-small"])
+def test_depth_anything_3_int8_meets_the_quality_budget(tmp_path, frames, preset):
+    import da3_weights
+
+    folder = da3_weights.write(tmp_path / preset, preset)
+
+    def run(p):
+        m = models.load(str(folder), device="cpu", precision=p, input_size=140)
+        # inverse depth, as the pipeline takes it; a short clip: two any-view windows
+        return m.pipeline_depth(m.estimate_clip(frames.repeat(3, 1, 1, 1)).depth)
+    reference, ours = run("fp32"), run("int8")
+    assert float(normalised(reference).std()) > 0.1
+    assert not torch.equal(ours, reference)  # the int8 layers did run (QK-norm, RoPE, cross-view attention)
+    assert abs_rel(ours, reference) <= 0.01
+
+
 def test_depth_pro_int8_meets_the_quality_budget(tmp_path, frames):
     from test_depth_pro import save, tiny_reference
 

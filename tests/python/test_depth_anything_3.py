@@ -275,6 +275,18 @@ def test_frames_must_be_uint8_rgb(small):
 # ---- checkpoints -------------------------------------------------------------------------------------
 
 
+def test_the_giant_layout_loads(tmp_path):
+    """DA3-GIANT's layout (non-commercial; supported because it is cheap): a SwiGLU feed-forward
+    and a Gaussian-splatting head beside the depth head, which sbsconv leaves unused."""
+    folder = da3_weights.write(tmp_path / "DA3-GIANT", "da3-small", swiglu=True, gs_head=True)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(dict(config, model_name="da3-giant")))
+    model = video_model(folder)
+    out = da3.predict(model, normalised(clip_frames(3)), batch=1)
+    assert out["depth"].shape == (3, 1, H, W) and torch.isfinite(out["world_to_camera"]).all()
+    assert models.spec("depth-anything-3-giant").repo_id == "depth-anything/DA3-GIANT"
+
+
 def test_damaged_checkpoints_are_model_errors(tmp_path, small):
     from safetensors.torch import load_file, save_file
 

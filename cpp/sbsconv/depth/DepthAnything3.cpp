@@ -300,8 +300,11 @@ DepthAnything3::DepthAnything3(
   if (config.any_view) {
     camera_ = std::make_unique<CameraDecoder>(width, reader, "model.cam_dec.");
   }
-  // The camera encoder conditions the backbone on known cameras, which video frames do not have.
+  // The camera encoder conditions the backbone on known cameras, which video frames do not have;
+  // the giant model's Gaussian-splatting head and adapter render novel views, not depth.
   reader.ignore_prefix("model.cam_enc.");
+  reader.ignore_prefix("model.gs_head.");
+  reader.ignore_prefix("model.gs_adapter.");
   reader.check();
 }
 
