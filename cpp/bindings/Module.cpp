@@ -669,6 +669,18 @@ PYBIND11_MODULE(_core, m) {
       py::arg("model"),
       py::arg("pixel_values"),
       py::arg("batch") = 1);
+  m.def(
+      "depth_anything_3_preprocess",
+      [](DepthModel& model, const at::Tensor& frames) {
+        auto* da3 = dynamic_cast<DepthAnything3*>(&model);
+        if (da3 == nullptr) {
+          throw Error(ErrorKind::Option, "depth", "not a Depth Anything 3 model");
+        }
+        py::gil_scoped_release release;
+        return da3->preprocess(frames);
+      },
+      py::arg("model"),
+      py::arg("frames"));
   m.def("upper_bound_size", &upper_bound_size, py::arg("height"), py::arg("width"), py::arg("input_size"),
         py::arg("multiple") = 14);
   m.def(

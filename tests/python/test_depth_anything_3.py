@@ -100,6 +100,45 @@ def test_upper_bound_size_is_the_reference_s():
     assert _core.upper_bound_size(10, 20, 504) == (252, 504)
 
 
+def opencv_reference(image: np.ndarray, size: int = 504) -> np.ndarray:
+    """The reference's upper_bound_resize on a uint8 HxWx3 picture, with OpenCV as it uses it."""
+    import cv2
+
+    h, w = image.shape[:2]
+    if max(h, w) != size:
+        scale = size / max(h, w)
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA)
+
+    def nearest(x):
+        down = x // 14 * 14
+        return down + 14 if abs(down + 14 - x) <= abs(x - down) else down
+
+    h, w = image.shape[:2]
+    th, tw = max(14, nearest(h)), max(14, nearest(w))
+    if (th, tw) != (h, w):
+        enlarge = tw > w or th > h
+        image = cv2.resize(image, (tw, th), interpolation=cv2.INTER_CUBIC if enlarge else cv2.INTER_AREA)
+    return image
+
+
+@pytest.mark.parametrize("clip", ["Tokyo-Walk_rgb.mp4", "bt601_limited_range.mp4", "testsrc2_odd_height_and_width_444.mp4"])
+def test_preprocessing_is_the_reference_s_opencv_resizes(small, clip):
+    from sbsconv import media
+    from sbsconv._native import _core
+
+    frames = next(iter(media.read_frames(data(clip), batch_size=2))).data
+    model = models.load(str(small), device="cpu", precision="fp32")
+    ours = _core.depth_anything_3_preprocess(model._core, frames)
+    grey = (ours * STD + MEAN) * 255  # back to grey levels
+    expected = torch.from_numpy(np.stack([opencv_reference(f.permute(1, 2, 0).contiguous().numpy())
+                                          for f in frames])).permute(0, 3, 1, 2).float()
+    assert grey.shape == expected.shape
+    diff = (grey - expected).abs()
+    # OpenCV's fixed-point arithmetic may round a grey level the other way, nothing more
+    assert float(diff.max()) <= 1.01 and float(diff.mean()) < 0.05, (float(diff.max()), float(diff.mean()))
+
+
 # ---- the monocular models ------------------------------------------------------------------------
 
 

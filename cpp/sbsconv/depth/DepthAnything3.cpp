@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <tuple>
+#include <vector>
 
 #include "sbsconv/common/DeviceSync.h"
 #include "sbsconv/common/Error.h"
@@ -76,6 +77,53 @@ at::Tensor invert_rigid(const at::Tensor& m) {
   return out;
 }
 
+// OpenCV's INTER_AREA shrinking axis `dim` of x (float, any device) to `out` samples: each
+// output is the mean of the input over its footprint [i s, (i+1) s), s = in / out >= 1, partial
+// pixels weighted by their overlap. A footprint touches at most ceil(s) + 1 inputs: the output
+// is that many gathered rows (or columns), each times its weights.
+at::Tensor area_resize_axis(const at::Tensor& x, int64_t dim, int64_t out) {
+  const int64_t in = x.size(dim);
+  if (in == out) {
+    return x;
+  }
+  const double step = static_cast<double>(in) / static_cast<double>(out);
+  const auto taps = static_cast<int64_t>(std::ceil(step)) + 1;
+  std::vector<int64_t> index(static_cast<size_t>(taps * out));
+  std::vector<float> weight(static_cast<size_t>(taps * out));
+  for (int64_t i = 0; i < out; ++i) {
+    const double a = static_cast<double>(i) * step;
+    const double b = std::min(static_cast<double>(i + 1) * step, static_cast<double>(in));
+    const auto first = static_cast<int64_t>(std::floor(a));
+    for (int64_t j = 0; j < taps; ++j) {
+      const int64_t p = first + j;
+      const double overlap = std::min(b, static_cast<double>(p + 1)) - std::max(a, static_cast<double>(p));
+      index[static_cast<size_t>(j * out + i)] = std::min(p, in - 1);
+      weight[static_cast<size_t>(j * out + i)] = static_cast<float>(std::max(0.0, overlap) / step);
+    }
+  }
+  const at::Tensor idx = at::tensor(index, at::kLong).to(x.device()).view({taps, out});
+  std::vector<int64_t> shape(static_cast<size_t>(x.dim()), 1);
+  shape[static_cast<size_t>(dim)] = out;
+  const at::Tensor w = at::tensor(weight).to(x.device(), x.scalar_type()).view({taps, out});
+  at::Tensor y = x.index_select(dim, idx[0]) * w[0].view(shape);
+  for (int64_t j = 1; j < taps; ++j) {
+    y.add_(x.index_select(dim, idx[j]) * w[j].view(shape));
+  }
+  return y;
+}
+
+// One of the reference's resizes of a uint8 image (x: float grey levels): OpenCV's INTER_CUBIC
+// when enlarging, INTER_AREA when shrinking, rounded back to whole grey levels as OpenCV's
+// uint8 output is.
+at::Tensor reference_resize(const at::Tensor& x, int64_t h, int64_t w, bool enlarge) {
+  if (x.size(2) == h && x.size(3) == w) {
+    return x;
+  }
+  at::Tensor y = enlarge ? at::upsample_bicubic2d(x, {h, w}, /*align_corners=*/false)
+                         : area_resize_axis(area_resize_axis(x, 2, h), 3, w);
+  return y.round_().clamp_(0.0, 255.0);
+}
+
 int64_t nearest_multiple(int64_t x, int64_t p) {
   const int64_t down = (x / p) * p;
   const int64_t up = down + p;
@@ -84,10 +132,24 @@ int64_t nearest_multiple(int64_t x, int64_t p) {
 
 } // namespace
 
-std::pair<int64_t, int64_t> upper_bound_size(int64_t height, int64_t width, int64_t input_size, int64_t multiple) {
+namespace {
+
+// The reference's first resize: the longer side to input_size, the other in proportion
+// (rounded half to even, as Python's round).
+std::pair<int64_t, int64_t> longer_side_size(int64_t height, int64_t width, int64_t input_size) {
+  if (std::max(height, width) == input_size) {
+    return {height, width};
+  }
   const double scale = static_cast<double>(input_size) / static_cast<double>(std::max(height, width));
-  const auto h = std::max<int64_t>(1, static_cast<int64_t>(std::nearbyint(static_cast<double>(height) * scale)));
-  const auto w = std::max<int64_t>(1, static_cast<int64_t>(std::nearbyint(static_cast<double>(width) * scale)));
+  return {
+      std::max<int64_t>(1, static_cast<int64_t>(std::nearbyint(static_cast<double>(height) * scale))),
+      std::max<int64_t>(1, static_cast<int64_t>(std::nearbyint(static_cast<double>(width) * scale)))};
+}
+
+} // namespace
+
+std::pair<int64_t, int64_t> upper_bound_size(int64_t height, int64_t width, int64_t input_size, int64_t multiple) {
+  const auto [h, w] = longer_side_size(height, width, input_size);
   return {nearest_multiple(h, multiple), nearest_multiple(w, multiple)};
 }
 
@@ -332,15 +394,17 @@ at::Tensor DepthAnything3::preprocess(const at::Tensor& frames) const {
       Option,
       "depth",
       "frames must be uint8 RGB [N,3,H,W]");
-  const auto [h, w] = upper_bound_size(frames.size(2), frames.size(3), options_.input_size, config_.encoder.patch_size);
+  // The reference's two resizes of the uint8 picture: the longer side to input_size, then each
+  // side to its nearest multiple of the patch.
+  const int64_t height = frames.size(2);
+  const int64_t width = frames.size(3);
+  const auto [sh, sw] = longer_side_size(height, width, options_.input_size);
+  const auto [h, w] = upper_bound_size(height, width, options_.input_size, config_.encoder.patch_size);
   const auto f32 = at::TensorOptions().dtype(at::kFloat).device(options_.device);
-  at::Tensor x = frames.to(options_.device).to(at::kFloat).div_(255.0).contiguous();
-  if (h <= frames.size(2) && w <= frames.size(3)) {
-    x = at::_upsample_bilinear2d_aa(x, {h, w}, /*align_corners=*/false); // area-like when shrinking
-  } else {
-    x = at::upsample_bicubic2d(x, {h, w}, /*align_corners=*/false).clamp_(0.0, 1.0);
-  }
-  x = x.sub_(device_values({0.485, 0.456, 0.406}, f32).view({1, 3, 1, 1}))
+  at::Tensor x = frames.to(options_.device).to(at::kFloat).contiguous();
+  x = reference_resize(x, sh, sw, options_.input_size > std::max(height, width));
+  x = reference_resize(x, h, w, h > sh || w > sw);
+  x = x.div_(255.0).sub_(device_values({0.485, 0.456, 0.406}, f32).view({1, 3, 1, 1}))
           .div_(device_values({0.229, 0.224, 0.225}, f32).view({1, 3, 1, 1}));
   return x.to(options_.dtype);
 }

@@ -110,9 +110,10 @@ class DepthAnything3 : public DepthModel {
   void load_state(const std::map<std::string, at::Tensor>& state) override;
   void set_field_of_view(std::optional<double> degrees) override;
 
-  // Frames (uint8 [N,3,H,W]) -> the normalised network input: the longer side to
-  // input_size, each side then to its nearest multiple of 14 (the reference's
-  // upper_bound_resize), area-averaged when shrinking, bicubic when enlarging.
+  // Frames (uint8 [N,3,H,W]) -> the normalised network input as the reference's
+  // upper_bound_resize makes it: the longer side to input_size, then each side to its nearest
+  // multiple of 14; each step OpenCV's INTER_AREA when shrinking, INTER_CUBIC when enlarging,
+  // rounded to whole grey levels in between (the reference resizes uint8 pictures).
   at::Tensor preprocess(const at::Tensor& frames) const;
 
  private:
