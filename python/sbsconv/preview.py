@@ -34,6 +34,7 @@ DEFAULT_FOV_DEGREES = 60.0  # the point cloud's field of view when option and mo
 POINT_CLOUD_SIDE = 640  # the point-cloud view's longer side at most (pixels subsampled to it)
 
 _MODELS: dict[tuple, object] = {}  # loaded models, reused by later previews in a session
+_KEEP_MODELS = 2  # the models kept loaded (compare() against one other)
 
 
 @dataclass
@@ -98,8 +99,12 @@ def _load(model, checkpoint, device, precision, input_size, temporal_mode):
 
     key = (str(model), str(checkpoint), device, precision, input_size, temporal_mode)
     if key not in _MODELS:
-        _MODELS[key] = models.load(model, checkpoint=checkpoint, device=device, precision=precision,
-                                   input_size=input_size, temporal_mode=temporal_mode)
+        loaded = models.load(model, checkpoint=checkpoint, device=device, precision=precision,
+                             input_size=input_size, temporal_mode=temporal_mode)
+        while len(_MODELS) >= _KEEP_MODELS:  # a long session (the web app) does not pile models up
+            _MODELS.pop(next(iter(_MODELS)))
+        _MODELS[key] = loaded
+    _MODELS[key] = _MODELS.pop(key)  # the most recently used last
     return _MODELS[key]
 
 

@@ -30,7 +30,6 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -182,19 +181,23 @@ class Inputs:
                 digest.update(block)
         target = self.work / "inputs" / digest.hexdigest()[:16] / p.name
         if not target.exists():
+            # copied under a temporary name, then renamed: another tab never sees half a file
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(p, target)
+            partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
+            shutil.copyfile(p, partial)
+            os.replace(partial, target)
         self._uploads[key] = target
         return target
 
-    def local(self, text: str) -> Path:
+    def local(self, text: str, kind: str = "video") -> Path:
+        """A file (or a checkpoint folder, for models) on this machine, under an allowed folder."""
         p = Path(text.strip()).expanduser().resolve()
         if not self.allowed:
             raise errors.OptionError("paths on this machine are off: start sbsconv ui with --allow-path DIR")
         if not any(p == a or a in p.parents for a in self.allowed):
             raise errors.OptionError(f"{text.strip()} is outside the allowed folders "
                                      f"({', '.join(map(str, self.allowed))})")
-        if not p.is_file():
+        if not (p.is_file() or (kind in ("model", "checkpoint") and p.is_dir())):
             raise errors.InputNotFoundError(f"no such file: {text.strip()}", path=str(p))
         return p
 
@@ -205,7 +208,15 @@ class Inputs:
         # only web addresses: a path typed here must not get round the allowed folders
         if not text.startswith(("http://", "https://")):
             raise errors.OptionError(f"not a web address (http:// or https://): {text}")
-        return notebook.fetch_video(text, self.work / "inputs" / "downloads")
+        # one folder per address: two videos with the same title stay apart
+        folder = self.work / "inputs" / "downloads" / hashlib.sha256(text.encode()).hexdigest()[:16]
+        video = notebook.fetch_video(text, folder)
+        if video.stat().st_size > self.max_bytes:
+            size = video.stat().st_size
+            video.unlink(missing_ok=True)
+            raise errors.InputError(f"{text} is {size / 2**20:.0f} MB; videos are limited to "
+                                    f"{self.max_bytes / 2**20:.0f} MB (sbsconv ui --max-upload-mb)")
+        return video
 
     def gather(self, files: list | None, local: str, url: str) -> list[Path]:
         out: list[Path] = []
@@ -222,9 +233,31 @@ class Inputs:
     # The options naming files a run writes besides its output.
     WRITTEN = ("depth_out", "depth_video", "infill_mask")
 
+    def confined(self, options: ConvertOptions) -> ConvertOptions:
+        """``options`` with what they read on the server checked: the model a registry name
+        or a checkpoint under the allowed folders, as the checkpoint and a depth file to
+        re-render from (a page must not read, or fill the cache with, whatever it names)."""
+        from sbsconv import models
+
+        changes: dict[str, Any] = {}
+        model = str(options.model)
+        if model not in models.available():
+            try:
+                changes["model"] = str(self.local(model, kind="model"))
+            except errors.SbsconvError as exc:
+                raise errors.OptionError(f"model: a registry name ({', '.join(models.approaches())} ...) or a "
+                                         f"checkpoint under the allowed folders; {exc}") from None
+        for name in ("checkpoint", "depth"):
+            value = getattr(options, name)
+            if value is not None:
+                changes[name] = str(self.local(str(value), kind=name))
+        return options.replace(**changes) if changes else options
+
     def written_beside(self, options: ConvertOptions, folder: Path) -> ConvertOptions:
-        """``options`` with the extra files it writes (depth export, depth video, infill mask)
-        placed in ``folder``: a page names them by file name only, never a place on the server."""
+        """``options`` confined (what they read) with the extra files it writes (depth export,
+        depth video, infill mask) placed in ``folder``: a page names them by file name only,
+        never a place on the server."""
+        options = self.confined(options)
         changes = {}
         for name in self.WRITTEN:
             value = getattr(options, name)
@@ -235,8 +268,6 @@ class Inputs:
                 raise errors.OptionError(f"{name}: give a file name ({given.name or 'depth.mkv'}); the app writes "
                                          "it beside the 3D video, for download")
             changes[name] = str(folder / given.name)
-        if options.depth is not None:  # a depth file to re-render from: read like a named video
-            changes["depth"] = str(self.local(str(options.depth)))
         return options.replace(**changes) if changes else options
 
     def output_for(self, video: Path, options: ConvertOptions) -> Path:
@@ -337,7 +368,7 @@ class App:
 
         try:
             video = self.inputs.gather(files, local, url)[0]
-            options = options_from(self.values(settings))
+            options = self.inputs.confined(options_from(self.values(settings)))
             when = None
             if at is not None and str(at).strip():
                 try:
@@ -358,7 +389,10 @@ class App:
         job, cancel = self.jobs.start()
         results: list[Any] = []
         written: list[str] = []  # depth exports, depth videos, masks
+        thread: threading.Thread | None = None
         try:
+            # the page holds the job at once: Cancel works from the first moment
+            yield job, "<div class='sbs-status'>starting</div>", None, None, None
             videos = self.inputs.gather(files, local, url)
             options = options_from(self.values(settings))
             for index, video in enumerate(videos):
@@ -392,6 +426,8 @@ class App:
             yield job, done, results[-1].output, downloads, figures_markdown(results)
         except GeneratorExit:
             cancel.set()  # the page went away (tab closed): its conversion stops too
+            if thread is not None:
+                thread.join(60)  # stopped before the next queued conversion starts
             raise
         except errors.CancelledError:
             yield job, "<div class='sbs-error'><b>Cancelled</b>: nothing was written under the output name; " \
@@ -414,6 +450,15 @@ CSS = """
 """
 
 
+def default_work_dir() -> Path:
+    """The user's own folder for the app's uploads and outputs (private: mode 0700), kept
+    across restarts so that an interrupted conversion resumes."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sbsconv" / "ui"
+    base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(base, 0o700)
+    return base
+
+
 def build(work_dir: str | os.PathLike[str] | None = None, allow_paths: Iterable[str | os.PathLike[str]] = (),
           max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB):
     """The Gradio app (gr.Blocks), not yet launched."""
@@ -421,7 +466,7 @@ def build(work_dir: str | os.PathLike[str] | None = None, allow_paths: Iterable[
         import gradio as gr
     except ImportError:
         raise errors.OptionError("sbsconv ui needs Gradio: install the extra, pip install 'sbsconv[ui]'") from None
-    work = Path(work_dir) if work_dir is not None else Path(tempfile.gettempdir()) / "sbsconv-ui"
+    work = Path(work_dir) if work_dir is not None else default_work_dir()
     app = App(Inputs(work, allow_paths, max_upload_mb))
     components: dict[str, Any] = {}
     with gr.Blocks(title="sbsconv") as blocks:

@@ -301,10 +301,14 @@ def test_flush_and_resume_continue_the_sequence(small):
         other.load_state(state)
 
 
-def test_frames_must_be_uint8_rgb(small):
+def test_frames_must_be_uint8_rgb(small, mono):
     model = video_model(small)
     with pytest.raises(OptionError, match="uint8"):
         model.estimate(torch.zeros(2, 3, H, W))
+    with pytest.raises(OptionError, match="at least one"):
+        models.load(str(mono), device="cpu").infer(torch.zeros(1, 3, 0, W, dtype=torch.uint8))
+    with pytest.raises(Exception, match="does not match"):
+        model.load_state({"frame_size": torch.tensor([H, W]), "carry_input": torch.zeros(3)})
     with pytest.raises(OptionError, match="window"):
         da3.build(None, small, "cpu", "fp32", 140, window=4, overlap=4)
     with pytest.raises(OptionError, match="reference_view"):

@@ -122,6 +122,13 @@ def test_inputs_keep_uploads_by_content_and_guard_paths(tmp_path):
         inputs.gather([], "", "")
     with pytest.raises(OptionError, match="not a web address"):
         inputs.url(str(outside))  # a path in the URL box does not get round the allowed folders
+    # what settings read on the server: the model a registry name or under the allowed folders
+    assert inputs.confined(ConvertOptions(model="depth-anything-3-small")).model == "depth-anything-3-small"
+    with pytest.raises(OptionError, match="model: a registry name"):
+        inputs.confined(ConvertOptions(model=str(outside)))
+    with pytest.raises(OptionError, match="outside the allowed folders"):
+        inputs.confined(ConvertOptions(checkpoint=str(outside)))
+    assert inputs.confined(ConvertOptions(model=str(inside))).model == str(inside.resolve())
     assert not ui.Inputs(tmp_path / "w2").allowed
     with pytest.raises(OptionError, match="--allow-path"):
         ui.Inputs(tmp_path / "w2").local(str(inside))
@@ -152,7 +159,7 @@ def test_convert_stops_when_cancelled_and_leaves_nothing(tmp_path, tiny_model, t
 
 def test_a_cancelled_conversion_resumes_from_the_page(tmp_path, tiny_model, testsrc):
     source = testsrc("ui_resume.mp4", size="320x240", rate=30, seconds=8.0)
-    app = ui.App(ui.Inputs(tmp_path / "work"))
+    app = ui.App(ui.Inputs(tmp_path / "work", [Path(tiny_model).parent]))
     values = {f.name: ui.component_spec(f)["value"] for f in ConvertOptions.fields()}
     values.update(model=str(tiny_model), device="cpu", segment_seconds="1", preset="ultrafast")
     settings = [values[name] for name in app.names]
@@ -171,7 +178,7 @@ def test_a_cancelled_conversion_resumes_from_the_page(tmp_path, tiny_model, test
 
 
 def test_depth_exports_are_written_beside_the_result_and_offered(tmp_path, tiny_model):
-    app = ui.App(ui.Inputs(tmp_path / "work"))
+    app = ui.App(ui.Inputs(tmp_path / "work", [Path(tiny_model).parent]))
     values = {f.name: ui.component_spec(f)["value"] for f in ConvertOptions.fields()}
     values.update(model=str(tiny_model), device="cpu", duration="0.5", depth_out="clip_depth.mkv",
                   preset="ultrafast")
@@ -189,7 +196,7 @@ def test_depth_exports_are_written_beside_the_result_and_offered(tmp_path, tiny_
 
 def test_a_closed_page_stops_its_conversion(tmp_path, tiny_model, testsrc):
     source = testsrc("ui_closed.mp4", size="320x240", rate=30, seconds=20.0)
-    app = ui.App(ui.Inputs(tmp_path / "work"))
+    app = ui.App(ui.Inputs(tmp_path / "work", [Path(tiny_model).parent]))
     values = {f.name: ui.component_spec(f)["value"] for f in ConvertOptions.fields()}
     values.update(model=str(tiny_model), device="cpu", resume=False)
     updates = app.convert([str(source)], "", "", *[values[n] for n in app.names])
@@ -256,7 +263,8 @@ def server(tmp_path_factory, tiny_model):
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     log = open(work / "server.log", "w")  # noqa: SIM115 (closed at teardown)
     proc = subprocess.Popen([sys.executable, "-m", "sbsconv.cli", "ui", "--port", str(port), "--work-dir", str(work),
-                             "--allow-path", str(data(CLIP).parent), "--max-upload-mb", "64"],
+                             "--allow-path", str(data(CLIP).parent), "--allow-path", str(Path(tiny_model).parent),
+                             "--max-upload-mb", "64"],
                             stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 120

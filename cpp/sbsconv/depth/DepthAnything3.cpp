@@ -390,10 +390,11 @@ void DepthAnything3::set_field_of_view(std::optional<double> degrees) {
 
 at::Tensor DepthAnything3::preprocess(const at::Tensor& frames) const {
   SBSCONV_CHECK(
-      frames.dim() == 4 && frames.size(1) == 3 && frames.scalar_type() == at::kByte,
+      frames.dim() == 4 && frames.size(0) >= 1 && frames.size(1) == 3 && frames.size(2) >= 1 &&
+          frames.size(3) >= 1 && frames.scalar_type() == at::kByte,
       Option,
       "depth",
-      "frames must be uint8 RGB [N,3,H,W]");
+      "frames must be uint8 RGB [N,3,H,W] with at least one frame of at least one pixel");
   // The reference's two resizes of the uint8 picture: the longer side to input_size, then each
   // side to its nearest multiple of the patch.
   const int64_t height = frames.size(2);
@@ -625,6 +626,7 @@ void DepthAnything3::load_state(const std::map<std::string, at::Tensor>& state) 
   const at::Tensor depth = get("carry_depth");
   const at::Tensor pose = get("carry_pose");
   if (input.defined()) {
+    SBSCONV_CHECK(input.dim() == 4, Input, "resume", "the saved Depth Anything 3 state does not match this model and input size");
     const int64_t k = input.size(0);
     SBSCONV_CHECK(
         input.dim() == 4 && input.size(1) == 3 && input.size(2) == h && input.size(3) == w && depth.defined() &&

@@ -202,7 +202,9 @@ at::Tensor DinoV2Encoder::run_block(const Block& b, at::Tensor x, const Rope* ro
     q = at::layer_norm(q, {head_dim}, b.q_norm_w, b.q_norm_b, kQkNormEps);
     k = at::layer_norm(k, {head_dim}, b.k_norm_w, b.k_norm_b, kQkNormEps);
   }
-  if (b.rope && rope != nullptr) {
+  // a block trained with rotary positions never runs without them (multi_view_layers gives them)
+  SBSCONV_CHECK(!b.rope || rope != nullptr, Internal, "depth", "a rotary block ran without its position tables");
+  if (b.rope) {
     auto rotate = [&](const at::Tensor& v) {
       auto halves = v.chunk(2, -1); // vertical, horizontal
       return at::cat({rope_1d(halves[0], rope->cos_y, rope->sin_y), rope_1d(halves[1], rope->cos_x, rope->sin_x)}, -1);
