@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "python"))
 import da3_weights  # noqa: E402  (the tests' published-layout writer)
-from bench_video_depth import DATA, flicker, frames_of, run, small_checkpoints  # noqa: E402
+from bench_video_depth import DATA, flicker, frames_of, run, small_checkpoints, static_clip  # noqa: E402
 
 import sbsconv.models as models  # noqa: E402
 from sbsconv.models.depth_anything_v2 import original_keys_from_transformers  # noqa: E402
@@ -88,9 +88,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     moving = frames_of(DATA / "Tokyo-Walk_rgb.mp4", args.frames)
-    g = torch.Generator().manual_seed(0)
-    still = moving[:1].float().expand(args.static, -1, -1, -1)
-    static = (still + torch.randn(still.shape, generator=g) * 3).round().clamp(0, 255).byte()
+    static = static_clip(moving, args.static)
     rows: list[tuple[str, dict]] = []
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)

@@ -95,6 +95,13 @@ def run(model, frames: torch.Tensor, chunk: int = 2) -> tuple[torch.Tensor, floa
     return torch.cat([p for p in parts if p.numel()]), seconds
 
 
+def static_clip(moving: torch.Tensor, count: int) -> torch.Tensor:
+    """A static camera: the first frame `count` times with independent sensor noise (sigma 3)."""
+    g = torch.Generator().manual_seed(0)
+    still = moving[:1].float().expand(count, -1, -1, -1)
+    return (still + torch.randn(still.shape, generator=g) * 3).round().clamp(0, 255).byte()
+
+
 def flicker(depth: torch.Tensor) -> float:
     d = depth.flatten(1)
     lo, hi = d.amin(1, keepdim=True), d.amax(1, keepdim=True)
@@ -111,9 +118,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     moving = frames_of(DATA / "Tokyo-Walk_rgb.mp4", args.frames)
-    g = torch.Generator().manual_seed(0)
-    still = moving[:1].float().expand(args.static, -1, -1, -1)
-    static = (still + torch.randn(still.shape, generator=g) * 3).round().clamp(0, 255).byte()
+    static = static_clip(moving, args.static)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         dav2, vda = small_checkpoints(Path(tmp))

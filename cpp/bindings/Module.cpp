@@ -480,6 +480,10 @@ PYBIND11_MODULE(_core, m) {
             }
             return depth_output_dict(out);
           })
+      .def(
+          "pipeline_depth",
+          [](const DepthModel& d, const at::Tensor& depth) { return pipeline_depth(d.kind(), depth); },
+          py::arg("depth"))
       .def("set_field_of_view", &DepthModel::set_field_of_view, py::arg("degrees"))
       .def("state", &DepthModel::state)
       .def("load_state", &DepthModel::load_state, py::arg("state"));

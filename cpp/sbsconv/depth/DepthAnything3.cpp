@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <tuple>
 #include <vector>
 
@@ -180,24 +181,7 @@ class DepthAnything3::Head {
       norm_w_ = w.take(prefix + "norm.weight", {in_channels});
       norm_b_ = w.take(prefix + "norm.bias", {in_channels});
     }
-    for (int i = 0; i < 4; ++i) {
-      projects_[i] = take_conv(w, prefix + "projects." + std::to_string(i), oc[i], in_channels, 1);
-      layer_rn_[i] = take_conv(w, prefix + "scratch.layer" + std::to_string(i + 1) + "_rn", f, oc[i], 3, false);
-    }
-    resize_[0] = take_conv(w, prefix + "resize_layers.0", oc[0], oc[0], 4, true, true);
-    resize_[1] = take_conv(w, prefix + "resize_layers.1", oc[1], oc[1], 2, true, true);
-    resize_[3] = take_conv(w, prefix + "resize_layers.3", oc[3], oc[3], 3);
-    for (int i = 0; i < 4; ++i) {
-      const std::string r = prefix + "scratch.refinenet" + std::to_string(i + 1) + ".";
-      DptHead::Fusion& fusion = refine_[i];
-      if (i < 3) {
-        fusion.unit1.conv1 = take_conv(w, r + "resConfUnit1.conv1", f, f, 3);
-        fusion.unit1.conv2 = take_conv(w, r + "resConfUnit1.conv2", f, f, 3);
-      }
-      fusion.unit2.conv1 = take_conv(w, r + "resConfUnit2.conv1", f, f, 3);
-      fusion.unit2.conv2 = take_conv(w, r + "resConfUnit2.conv2", f, f, 3);
-      fusion.out = take_conv(w, r + "out_conv", f, f, 1);
-    }
+    trunk_ = take_dpt_trunk(w, prefix, in_channels, f, oc);
     output1_ = take_conv(w, prefix + "scratch.output_conv1", f / 2, f, 3);
     output2a_ = take_conv(w, prefix + "scratch.output_conv2.0", 32, f / 2, 3);
     output2b_ = take_conv(w, prefix + "scratch.output_conv2.2", dual_ ? 2 : 1, 32, 1);
@@ -231,8 +215,17 @@ class DepthAnything3::Head {
   }
 
  private:
+  // The UV embedding depends only on the map's shape: made once per shape (the full-resolution
+  // one is the head's largest table), not per call.
   at::Tensor with_uv(const at::Tensor& x, double aspect) const {
-    return x + uv_embedding(x.size(2), x.size(3), aspect, x.size(1), x.options()).to(x.scalar_type());
+    const std::vector<int64_t> key{
+        x.size(1), x.size(2), x.size(3), static_cast<int64_t>(x.scalar_type()), std::llround(aspect * 1e9)};
+    auto it = uv_cache_.find(key);
+    if (it == uv_cache_.end()) {
+      at::Tensor e = uv_embedding(x.size(2), x.size(3), aspect, x.size(1), x.options()).to(x.scalar_type());
+      it = uv_cache_.emplace(key, e.contiguous(at::MemoryFormat::ChannelsLast)).first;
+    }
+    return x + it->second;
   }
 
   std::pair<at::Tensor, at::Tensor> run(const std::vector<at::Tensor>& tokens, int64_t gh, int64_t gw) const {
@@ -244,23 +237,23 @@ class DepthAnything3::Head {
         t = at::layer_norm(t, {t.size(2)}, norm_w_, norm_b_, kHeadNormEps);
       }
       at::Tensor x = t.transpose(1, 2).reshape({t.size(0), t.size(2), gh, gw}).contiguous(kChannelsLast);
-      x = conv(projects_[i], x);
+      x = conv(trunk_.projects[i], x);
       if (dual_) {
         x = with_uv(x, aspect);
       }
       if (i == 0) {
-        x = at::conv_transpose2d(x, resize_[0].weight, resize_[0].bias, {4, 4});
+        x = at::conv_transpose2d(x, trunk_.resize[0].weight, trunk_.resize[0].bias, {4, 4});
       } else if (i == 1) {
-        x = at::conv_transpose2d(x, resize_[1].weight, resize_[1].bias, {2, 2});
+        x = at::conv_transpose2d(x, trunk_.resize[1].weight, trunk_.resize[1].bias, {2, 2});
       } else if (i == 3) {
-        x = conv(resize_[3], x, 2, 1);
+        x = conv(trunk_.resize[3], x, 2, 1);
       }
-      layers[i] = conv(layer_rn_[i], x.contiguous(kChannelsLast), 1, 1);
+      layers[i] = conv(trunk_.layer_rn[i], x.contiguous(kChannelsLast), 1, 1);
     }
-    at::Tensor path = fuse_block(refine_[3], layers[3], nullptr, layers[2].sizes().slice(2));
-    path = fuse_block(refine_[2], path, &layers[2], layers[1].sizes().slice(2));
-    path = fuse_block(refine_[1], path, &layers[1], layers[0].sizes().slice(2));
-    path = fuse_block(refine_[0], path, &layers[0], {});
+    at::Tensor path = fuse_block(trunk_.refine[3], layers[3], nullptr, layers[2].sizes().slice(2));
+    path = fuse_block(trunk_.refine[2], path, &layers[2], layers[1].sizes().slice(2));
+    path = fuse_block(trunk_.refine[1], path, &layers[1], layers[0].sizes().slice(2));
+    path = fuse_block(trunk_.refine[0], path, &layers[0], {});
     at::Tensor out = conv(output1_, path, 1, 1);
     out = at::upsample_bilinear2d(out, {gh * patch_, gw * patch_}, /*align_corners=*/true);
     if (dual_) {
@@ -279,9 +272,9 @@ class DepthAnything3::Head {
   bool dual_;
   int64_t patch_;
   at::Tensor norm_w_, norm_b_;
-  std::array<DptHead::Conv, 4> projects_, resize_, layer_rn_;
-  std::array<DptHead::Fusion, 4> refine_;
+  DptTrunk trunk_;
   DptHead::Conv output1_, output2a_, output2b_, sky2a_, sky2b_;
+  mutable std::map<std::vector<int64_t>, at::Tensor> uv_cache_; // one owner (the model)
 };
 
 // ---- camera decoder -----------------------------------------------------------------------------

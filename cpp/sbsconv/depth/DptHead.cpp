@@ -44,6 +44,38 @@ at::Tensor residual_unit(const DptHead::ResidualUnit& u, const at::Tensor& x) {
   return out.add_(x);
 }
 
+DptTrunk take_dpt_trunk(
+    WeightReader& w,
+    const std::string& prefix,
+    int64_t in_channels,
+    int64_t features,
+    const std::array<int64_t, 4>& oc) {
+  const int64_t f = features;
+  DptTrunk t;
+  for (int i = 0; i < 4; ++i) {
+    t.projects[i] = take_conv(w, prefix + "projects." + std::to_string(i), oc[i], in_channels, 1);
+    t.layer_rn[i] = take_conv(
+        w, prefix + "scratch.layer" + std::to_string(i + 1) + "_rn", f, oc[i], 3, /*bias=*/false);
+  }
+  t.resize[0] = take_conv(w, prefix + "resize_layers.0", oc[0], oc[0], 4, true, /*transposed=*/true);
+  t.resize[1] = take_conv(w, prefix + "resize_layers.1", oc[1], oc[1], 2, true, /*transposed=*/true);
+  t.resize[3] = take_conv(w, prefix + "resize_layers.3", oc[3], oc[3], 3);
+  for (int i = 0; i < 4; ++i) {
+    const std::string r = prefix + "scratch.refinenet" + std::to_string(i + 1) + ".";
+    DptHead::Fusion& fusion = t.refine[i];
+    if (i == 3) {
+      w.ignore_prefix(r + "resConfUnit1.");
+    } else {
+      fusion.unit1.conv1 = take_conv(w, r + "resConfUnit1.conv1", f, f, 3);
+      fusion.unit1.conv2 = take_conv(w, r + "resConfUnit1.conv2", f, f, 3);
+    }
+    fusion.unit2.conv1 = take_conv(w, r + "resConfUnit2.conv1", f, f, 3);
+    fusion.unit2.conv2 = take_conv(w, r + "resConfUnit2.conv2", f, f, 3);
+    fusion.out = take_conv(w, r + "out_conv", f, f, 1);
+  }
+  return t;
+}
+
 DptHead::DptHead(const DptHeadConfig& config, WeightReader& w, const std::string& prefix)
     : config_(config) {
   // A checkpoint's configuration is data: sizes below these would build convolutions with no
@@ -60,29 +92,7 @@ DptHead::DptHead(const DptHeadConfig& config, WeightReader& w, const std::string
       "build model",
       "max_depth must be a positive number of metres");
   const int64_t f = config.features;
-  const auto& oc = config.out_channels;
-  for (int i = 0; i < 4; ++i) {
-    projects_[i] = take_conv(w, prefix + "projects." + std::to_string(i), oc[i], config.in_channels, 1);
-    layer_rn_[i] = take_conv(
-        w, prefix + "scratch.layer" + std::to_string(i + 1) + "_rn", f, oc[i], 3, /*bias=*/false);
-  }
-  resize_[0] = take_conv(w, prefix + "resize_layers.0", oc[0], oc[0], 4, true, /*transposed=*/true);
-  resize_[1] = take_conv(w, prefix + "resize_layers.1", oc[1], oc[1], 2, true, /*transposed=*/true);
-  resize_[3] = take_conv(w, prefix + "resize_layers.3", oc[3], oc[3], 3);
-  for (int i = 0; i < 4; ++i) {
-    const std::string r = prefix + "scratch.refinenet" + std::to_string(i + 1) + ".";
-    Fusion& fusion = refine_[i];
-    if (i == 3) {
-      // refinenet4 has one input: its first residual unit is in the checkpoint but unused.
-      w.ignore_prefix(r + "resConfUnit1.");
-    } else {
-      fusion.unit1.conv1 = take_conv(w, r + "resConfUnit1.conv1", f, f, 3);
-      fusion.unit1.conv2 = take_conv(w, r + "resConfUnit1.conv2", f, f, 3);
-    }
-    fusion.unit2.conv1 = take_conv(w, r + "resConfUnit2.conv1", f, f, 3);
-    fusion.unit2.conv2 = take_conv(w, r + "resConfUnit2.conv2", f, f, 3);
-    fusion.out = take_conv(w, r + "out_conv", f, f, 1);
-  }
+  trunk_ = take_dpt_trunk(w, prefix, config.in_channels, f, config.out_channels);
   output1_ = take_conv(w, prefix + "scratch.output_conv1", f / 2, f, 3);
   output2a_ = take_conv(w, prefix + "scratch.output_conv2.0", config.head_hidden, f / 2, 3);
   output2b_ = take_conv(w, prefix + "scratch.output_conv2.2", 1, config.head_hidden, 1);
@@ -116,16 +126,16 @@ at::Tensor DptHead::forward(
   for (int i = 0; i < 4; ++i) {
     const at::Tensor& t = tokens[i];
     at::Tensor x = t.transpose(1, 2).reshape({t.size(0), t.size(2), gh, gw}).contiguous(kChannelsLast);
-    x = conv(projects_[i], x);
+    x = conv(trunk_.projects[i], x);
     switch (i) {
       case 0:
-        x = at::conv_transpose2d(x, resize_[0].weight, resize_[0].bias, {4, 4});
+        x = at::conv_transpose2d(x, trunk_.resize[0].weight, trunk_.resize[0].bias, {4, 4});
         break;
       case 1:
-        x = at::conv_transpose2d(x, resize_[1].weight, resize_[1].bias, {2, 2});
+        x = at::conv_transpose2d(x, trunk_.resize[1].weight, trunk_.resize[1].bias, {2, 2});
         break;
       case 3:
-        x = conv(resize_[3], x, 2, 1);
+        x = conv(trunk_.resize[3], x, 2, 1);
         break;
       default:
         break;
@@ -133,13 +143,13 @@ at::Tensor DptHead::forward(
     if (hooks != nullptr && i >= 2) {
       x = hooks->apply(i - 2, x);
     }
-    layers[i] = conv(layer_rn_[i], x.contiguous(kChannelsLast), 1, 1);
+    layers[i] = conv(trunk_.layer_rn[i], x.contiguous(kChannelsLast), 1, 1);
   }
-  at::Tensor path4 = fuse_block(refine_[3], layers[3], nullptr, layers[2].sizes().slice(2));
+  at::Tensor path4 = fuse_block(trunk_.refine[3], layers[3], nullptr, layers[2].sizes().slice(2));
   if (hooks != nullptr) {
     path4 = hooks->apply(2, path4).contiguous(kChannelsLast);
   }
-  at::Tensor path3 = fuse_block(refine_[2], path4, &layers[2], layers[1].sizes().slice(2));
+  at::Tensor path3 = fuse_block(trunk_.refine[2], path4, &layers[2], layers[1].sizes().slice(2));
   if (hooks != nullptr) {
     path3 = hooks->apply(3, path3).contiguous(kChannelsLast);
   }
@@ -149,9 +159,9 @@ at::Tensor DptHead::forward(
   for (int64_t begin = 0; begin < n; begin += step) {
     const int64_t count = std::min(step, n - begin);
     at::Tensor l1 = layers[1].narrow(0, begin, count);
-    at::Tensor path2 = fuse_block(refine_[1], path3.narrow(0, begin, count), &l1, layers[0].sizes().slice(2));
+    at::Tensor path2 = fuse_block(trunk_.refine[1], path3.narrow(0, begin, count), &l1, layers[0].sizes().slice(2));
     at::Tensor l0 = layers[0].narrow(0, begin, count);
-    at::Tensor path1 = fuse_block(refine_[0], path2, &l0, {});
+    at::Tensor path1 = fuse_block(trunk_.refine[0], path2, &l0, {});
     outs.push_back(output(path1, gh, gw));
   }
   return outs.size() == 1 ? outs[0] : at::cat(outs);

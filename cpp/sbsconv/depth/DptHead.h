@@ -65,21 +65,35 @@ class DptHead {
     ResidualUnit unit1, unit2;
     Conv out;
   };
+  // projects, resize_layers, scratch.layerN_rn, scratch.refinenetN (take_dpt_trunk)
+  struct Trunk {
+    std::array<Conv, 4> projects;
+    std::array<Conv, 4> resize; // [2] unused (identity)
+    std::array<Conv, 4> layer_rn;
+    std::array<Fusion, 4> refine; // refinenet1..4 at [0..3]
+  };
 
  private:
   at::Tensor output(const at::Tensor& path1, int64_t gh, int64_t gw) const;
 
   DptHeadConfig config_;
-  std::array<Conv, 4> projects_;
-  std::array<Conv, 4> resize_; // [2] unused (identity)
-  std::array<Conv, 4> layer_rn_;
-  std::array<Fusion, 4> refine_; // refinenet1..4 at [0..3]
+  Trunk trunk_;
   Conv output1_, output2a_, output2b_;
 };
 
 // Shared building blocks (also used by the temporal head).
 at::Tensor conv(const DptHead::Conv& c, const at::Tensor& x, int64_t stride = 1, int64_t padding = 0);
 at::Tensor residual_unit(const DptHead::ResidualUnit& u, const at::Tensor& x);
+// The layers every DPT head shares, read under `prefix`; refinenet4's first residual unit,
+// which it never uses (one input), is ignored where a checkpoint has it.
+using DptTrunk = DptHead::Trunk;
+DptTrunk take_dpt_trunk(
+    WeightReader& w,
+    const std::string& prefix,
+    int64_t in_channels,
+    int64_t features,
+    const std::array<int64_t, 4>& out_channels);
+
 // One fusion block: `x` (plus a residual unit of `skip`, when given) through a residual unit,
 // upsampled (bilinear, corners aligned) to `size` (empty: twice its size), then out_conv.
 at::Tensor fuse_block(const DptHead::Fusion& f, const at::Tensor& x, const at::Tensor* skip, at::IntArrayRef size);

@@ -143,8 +143,8 @@ class DepthModel:
 
     def pipeline_depth(self, depth: torch.Tensor) -> torch.Tensor:
         """The model's depth as the pipeline takes it: inverse depth for "relative-depth",
-        as it is otherwise."""
-        return depth.clamp_min(1e-6).reciprocal() if self.kind == "relative-depth" else depth
+        as it is otherwise (the engine's own conversion)."""
+        return self._core.pipeline_depth(depth)
 
     def infer(self, frames: torch.Tensor) -> torch.Tensor:
         return self.estimate(frames).depth
