@@ -307,6 +307,7 @@ EngineOptions engine_options(const py::dict& d) {
   o.reader.device = get_or<std::string>(d, "device", "cpu");
   o.reader.strict = get_or<bool>(d, "strict", false);
   o.batch_size = get_or<int64_t>(d, "batch_size", 4);
+  o.batch_size_auto = get_or<bool>(d, "batch_size_auto", false);
   if (d.contains("model") && !d["model"].is_none()) {
     o.model = d["model"].cast<std::shared_ptr<DepthModel>>();
   }
@@ -927,6 +928,7 @@ PYBIND11_MODULE(_core, m) {
         d["output"] = r.output;
         d["frames"] = r.frames;
         d["resumed_from"] = r.resumed_from;
+        d["batch_size"] = r.batch_size;
         d["seconds"] = r.seconds;
         d["width"] = r.width;
         d["height"] = r.height;
@@ -1044,6 +1046,17 @@ PYBIND11_MODULE(_core, m) {
   // Note [Parts of one video]: joins a split conversion's parts (engine options as for the
   // runs, with the whole window) into the output; returns the writer's result.
   m.def("keyframe_times", &keyframe_times, py::arg("path"), py::arg("stream") = -1);
+  // Note [Encoder preset on the CPU]: the rule the engine applies, for split conversions to
+  // choose one preset for all their parts before they start
+  m.def(
+      "choose_x264_preset",
+      [](double model_core_seconds, int64_t width, int64_t height) {
+        const X264PresetChoice c = choose_x264_preset(model_core_seconds, width, height);
+        return py::make_tuple(c.preset, c.reason);
+      },
+      py::arg("model_core_seconds"),
+      py::arg("width"),
+      py::arg("height"));
   m.def("assemble_parts", [](const py::dict& d, const std::vector<std::string>& parts, double fov_degrees) {
     const EngineOptions o = engine_options(d);
     WriterResult r;

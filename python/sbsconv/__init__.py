@@ -12,7 +12,8 @@ Rooms: ``sbsconv.media`` (decode, encode), ``sbsconv.models`` (depth models),
 from sbsconv import errors, media
 from sbsconv._native import _core
 from sbsconv.media import MediaInfo, StreamInfo, probe
-from sbsconv.depthio import export_depth, read_depth
+from sbsconv.depthio import read_depth
+from sbsconv.exporting import export_depth
 from sbsconv.options import ConvertOptions
 from sbsconv.pointcloud import point_cloud
 

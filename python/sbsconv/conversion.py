@@ -9,8 +9,6 @@ makes long runs resumable.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import threading
@@ -20,10 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import sbsconv
-from sbsconv._native import _core, flush_log
-from sbsconv.errors import CancelledError, OptionError, SbsconvWarning
-from sbsconv.options import CALL_KEYWORDS, CONTAINERS, ConvertOptions
+from sbsconv import plan as planning
+from sbsconv._native import _core
+from sbsconv.engine import run_engine, warn_all
+from sbsconv.errors import EncoderError, OptionError
+from sbsconv.options import CALL_KEYWORDS, ConvertOptions
+from sbsconv.plan import HEADSET_SUFFIXES, output_name, resolve_output
 
 logger = logging.getLogger("sbsconv")
 
@@ -32,15 +32,6 @@ __all__ = ["ConversionResult", "ConvertOptions", "HEADSET_SUFFIXES", "OPTION_HEL
 
 # One line per option, derived from ConvertOptions' fields (where the help text lives).
 OPTION_HELP = {f.name: f.help for f in ConvertOptions.fields()}
-
-# The names headset players (DeoVR, Skybox, Pico's and Quest's own) recognise.
-HEADSET_SUFFIXES = {
-    "full-sbs": "_LR", "half-sbs": "_3dh", "full-tb": "_TB", "half-tb": "_3dv",
-    "cross-eyed": "_RL", "anaglyph": "_anaglyph", "anaglyph-color": "_anaglyph",
-    "anaglyph-gray": "_anaglyph", "apple-3d": "_LR", "vr180": "_180_LR", "vr180-tb": "_180_TB",
-}
-_CONTAINERS = CONTAINERS
-
 
 @dataclass(frozen=True)
 class ConversionResult:
@@ -77,93 +68,14 @@ class ConversionResult:
     precision: str = ""  # the model's precision as run ("auto" resolved on the CPU: int8 or fp32)
 
 
-def resolve_output(input_path: str, output: str | os.PathLike[str], options: ConvertOptions) -> str:
-    """The path a conversion of ``input_path`` writes (convert(), convert_split()): ``output``
-    with the headset suffix when asked for, checked: a container sbsconv writes, MP4/MOV for
-    Apple's layouts, not the input itself. Raises OptionError."""
-    output_path = os.fspath(output)
-    if options.headset_suffix:
-        output_path = output_name(output_path, options.layout)
-    suffix = Path(output_path).suffix.lower()
-    if suffix not in _CONTAINERS:
-        raise OptionError(f"the output must end in {', '.join(_CONTAINERS)}: {output_path!r}")
-    if options.layout in ("apple-3d", "spatial") and suffix == ".mkv":
-        raise OptionError(f"{options.layout} is an MP4/MOV format (Vision Pro reads its boxes there): "
-                          f"name the output .mov or .mp4, not {output_path!r}")
-    if os.path.abspath(output_path) == os.path.abspath(input_path):
-        raise OptionError("the output would overwrite the input")
-    return output_path
-
-
 def check_spatial_encoder() -> str:
     """The x265 that ``layout="spatial"`` encodes with (Note [Spatial video through x265]);
     raises EncoderError saying what to install (and suggesting ``apple-3d``) when there is
     none, before anything is loaded or written."""
-    from sbsconv import _core
-    from sbsconv.errors import EncoderError
-
     found = _core.find_mvhevc_encoder()
     if "error" in found:
         raise EncoderError(found["error"])
     return f"{found['path']} ({found['version']})"
-
-
-def output_name(output: str | os.PathLike[str], layout: str) -> str:
-    """The output path with the headset suffix for ``layout`` (``clip.mp4`` ->
-    ``clip_LR.mp4``), unless it already ends with it."""
-    path = Path(output)
-    suffix = HEADSET_SUFFIXES.get(layout, "")
-    if not suffix or path.stem.endswith(suffix):
-        return str(path)
-    return str(path.with_name(path.stem + suffix + path.suffix))
-
-
-def _fingerprint(input_path: str, options: dict) -> str:
-    stat = os.stat(input_path)
-    payload = {"input": os.path.abspath(input_path), "size": stat.st_size, "mtime": stat.st_mtime_ns,
-               "version": sbsconv.__version__, **options}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
-
-
-class _Progress:
-    """A progress bar (tqdm: in notebooks the widget, in terminals the text bar) with fps and
-    ETA, plus the caller's callback. Values only grow."""
-
-    def __init__(self, show: bool, callback: Callable[[dict], Any] | None, description: str) -> None:
-        self.callback = callback
-        self.bar = None
-        self.last = 0
-        if show:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=None, unit="frame", desc=description, dynamic_ncols=True, leave=True)
-
-    def update(self, info: dict, *, final: bool = False) -> None:
-        done = max(self.last, int(info["frames_done"]))
-        total = info.get("frames_total")
-        if final:
-            total = done
-        if total is not None:
-            total = max(total, done)
-        fraction = None if not total else min(1.0, done / total)
-        elapsed = float(info.get("elapsed", 0.0))
-        processed = done - int(info.get("resumed_from", 0))
-        rate = processed / elapsed if elapsed > 0 else 0.0
-        eta = (total - done) / rate if (total and rate > 0) else None
-        if self.bar is not None:
-            if total is not None and self.bar.total != total:
-                self.bar.total = total
-            self.bar.n = done
-            self.bar.set_postfix_str(info.get("phase", ""), refresh=False)
-            self.bar.refresh()
-        self.last = done
-        if self.callback is not None:
-            self.callback({"frames_done": done, "frames_total": total, "fraction": fraction, "fps": rate,
-                           "eta_seconds": eta, "phase": info.get("phase"), "elapsed": elapsed})
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def convert(
@@ -222,30 +134,20 @@ def convert(
         check_spatial_encoder()
     if options.point_clouds_every is not None and options.depth_out is None:
         raise OptionError("point_clouds_every writes beside the depth export: give depth_out too")
-    # The input must be a video before anything is loaded or written.
-    info = sbsconv.probe(input_path)
-    if not Path(output_path).parent.exists() and str(Path(output_path).parent) not in ("", "."):
-        from sbsconv.errors import OutputError
-
-        raise OutputError(f"the output folder does not exist [{output_path}]", path=output_path, stage="open output")
-
-    from sbsconv import depthio
-
-    depth_model = depthio.depth_model_for(options, info)  # the model, or an exported depth file
     images_dir = None
     if options.preview_every is not None:
         images_dir = Path(output_path).with_name(Path(output_path).stem + "_frames")
+    # the input probed (it must be a video before anything is loaded or written), the depth
+    # source, every automatic choice: Note [Conversion plan]
+    plan = planning.build_plan(input_path, output_path, options, images_dir=images_dir)
+    if images_dir is not None:
         images_dir.mkdir(parents=True, exist_ok=True)
         for old in images_dir.glob("frame_*.png"):
             old.unlink()
-    engine_options = options.engine_options(input_path, output_path, depth_model, info,
-                                            images_dir=images_dir)
-    fingerprint_options = options.fingerprint_options(engine_options, depth_model)
-    engine_options["fingerprint"] = _fingerprint(input_path, fingerprint_options)
 
     # ---- the run ---------------------------------------------------------------------------
     t0 = time.perf_counter()
-    raw = run_engine(engine_options, Path(input_path).name, progress, on_progress, cancel)
+    raw = run_engine(plan.engine, Path(input_path).name, progress, on_progress, cancel)
     seconds = time.perf_counter() - t0
     processed = raw["frames"] - raw["resumed_from"]
     stage_fps = {s["name"]: (s["frames"] / s["busy_seconds"] if s["busy_seconds"] > 0 else float("inf"))
@@ -269,7 +171,7 @@ def convert(
         width=raw["width"],
         height=raw["height"],
         layout=options.layout,
-        model=depth_model.name,
+        model=plan.depth_name,
         encoder=raw["encoder"],
         # the engine's choice applies to libx264 only (another encoder may have opened instead)
         encoder_preset=(raw["encoder_preset"] if raw["encoder"] == "libx264" else "") or (options.preset or ""),
@@ -284,77 +186,35 @@ def convert(
         damaged_frames=raw["damaged_frames"],
         truncated=raw["truncated"],
         options=options,
-        depth_out=(exported["path"] if exported else engine_options.get("depth_video")
+        depth_out=(exported["path"] if exported else plan.engine.get("depth_video")
                    if options.depth_out is not None else None),
         depth_sidecar=exported["sidecar"] if exported else None,
         point_clouds=tuple(clouds),
         stages=tuple(dict(s) for s in raw["stages"]),
-        batch_size=int(engine_options["batch_size"]),
-        precision=getattr(depth_model, "precision", ""),
+        batch_size=int(raw.get("batch_size") or plan.batch_size),
+        precision=plan.precision,
     )
 
 
 def convert_part(input_path: str, part_path: str, options: ConvertOptions, *, start: float,
                  duration: float | None, output_start: float, timeline_start: float,
+                 final_output: str | None = None,
                  on_progress: Callable[[dict], Any] | None = None) -> dict:
     """One part of a split conversion (Note [Parts of one video] in cpp/sbsconv/pipeline/Engine.h):
     converts the window [start, start + duration) of ``input_path`` (seconds after the source's
     start), where the frames before ``output_start`` only warm up the temporal state, into the
-    video-only NUT piece ``part_path`` on the timeline that starts at ``timeline_start``.
+    video-only NUT piece ``part_path`` on the timeline that starts at ``timeline_start``;
+    ``final_output`` is the file the parts are joined into (its container decides the stereo
+    boxes that assembling adds).
     Returns the frames written, the model's mean field of view, the warnings and the engine
     options (without the model) that assembling the parts needs, and how many frames went
     through the depth model only to warm up (those before ``output_start``)."""
-    options = options.replace(start=start, duration=duration, resume=False)
-    info = sbsconv.probe(input_path)
-    from sbsconv import depthio
-
-    model = depthio.depth_model_for(options, info)
-    engine_options = options.engine_options(input_path, part_path, model, info)
-    engine_options.update(output_start=float(output_start), part=True, timeline_start=float(timeline_start),
-                          resume=False)
+    window = planning.PartWindow(start=start, duration=duration, output_start=output_start,
+                                 timeline_start=timeline_start, final_output=final_output or part_path)
+    plan = planning.build_plan(input_path, part_path, options, purpose="part", part=window)
+    engine_options = plan.engine
     raw = run_engine(engine_options, Path(input_path).name, False, on_progress)
     depth_frames = next((s["frames"] for s in raw["stages"] if s["name"] == "depth"), raw["frames"])
     return {"frames": raw["frames"], "warm_up_frames": depth_frames - raw["frames"],
             "fov_degrees": raw.get("fov_degrees"), "warnings": list(raw["warnings"]), "encoder": raw["encoder"],
             "engine_options": {k: v for k, v in engine_options.items() if k != "model"}}
-
-
-def run_engine(engine_options: dict, description: str, progress: bool,
-               on_progress: Callable[[dict], Any] | None, cancel: threading.Event | None = None) -> dict:
-    """Runs the C++ engine to the end with a progress bar; Ctrl-C or ``cancel`` (an Event set
-    from another thread) stops it within about a second, nothing left under the output names
-    (CancelledError for ``cancel``). Returns the engine's result."""
-    engine = _core.Engine(engine_options)
-    bar = _Progress(progress, on_progress, description)
-    engine.start()
-    try:
-        while not engine.wait(0.2):
-            flush_log()
-            if cancel is not None and cancel.is_set():
-                engine.cancel()
-                engine.wait(30.0)
-                flush_log()
-                bar.close()
-                raise CancelledError("cancelled: the conversion stopped and left nothing under the output name")
-            bar.update(engine.progress())
-    except KeyboardInterrupt:
-        engine.cancel()
-        engine.wait(30.0)
-        flush_log()
-        bar.close()
-        raise
-    try:
-        raw = engine.result()
-    finally:
-        flush_log()
-    bar.update(engine.progress(), final=True)
-    bar.close()
-    return raw
-
-
-def warn_all(where: str, messages: Any) -> None:
-    """Each of a run's problems that did not stop it, as an SbsconvWarning."""
-    import warnings
-
-    for message in messages:
-        warnings.warn(f"{where}: {message}", SbsconvWarning, stacklevel=3)

@@ -11,17 +11,15 @@ The formats, the value mappings and the sidecar are described in Note [Depth fil
 (cpp/sbsconv/media/DepthFile.h); the engine's side in Note [Depth products]
 (cpp/sbsconv/pipeline/Engine.h). The writers and readers are C++ (``media/``); this module
 finds sidecars, checks a depth file against the video it is used with before anything is
-written, and drives exports and conversions between depth formats.
+written. Exports and conversions between depth formats: ``sbsconv.exporting``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -32,10 +30,10 @@ import torch
 import sbsconv
 from sbsconv._native import _core
 from sbsconv.errors import InputError, OptionError
-from sbsconv.options import CALL_KEYWORDS, DEPTH_FORMATS, ConvertOptions
+from sbsconv.options import DEPTH_FORMATS, ConvertOptions
 
-__all__ = ["DepthBatch", "DepthExportResult", "DepthFromFile", "DepthInfo", "export_depth",
-           "open_depth", "read_depth", "sidecar_of"]
+__all__ = ["DepthBatch", "DepthFromFile", "DepthInfo", "check_point_cloud_scale", "depth_output_path",
+           "depth_source", "export_engine_options", "open_depth", "read_depth", "sidecar_of"]
 
 SEQUENCES = ("png16", "exr")
 EXTENSIONS = {"gray16": ".mkv", "rgb-packed": ".mkv", "npy": ".npy", "colormap": ".mp4"}
@@ -70,6 +68,10 @@ class DepthBatch:
     depth: torch.Tensor  # float32 [N,1,H,W]: metres, or relative inverse depth in [0, 1]
     times: tuple[float, ...]  # seconds from the source video's start
     fov: torch.Tensor | None  # [N] degrees, when the file records the model's estimates
+    # True: ``depth`` is relative inverse depth (no unit, 1 = nearest), as the default models
+    # give; point clouds from it need a stated scale (point_cloud(..., relative=True, scale=)).
+    # False: metres.
+    relative: bool = True
 
 
 def sidecar_of(path: str | os.PathLike[str]) -> Path | None:
@@ -175,25 +177,24 @@ def read_depth(path: str | os.PathLike[str], *, max_depth: float | None = None,
     """The frames of a depth file in order, ``batch_size`` at a time (memory stays flat)."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise OptionError(f"batch_size must be a positive integer, got {batch_size!r}")
-    spec, _ = open_depth(path, max_depth=max_depth)
+    spec, info = open_depth(path, max_depth=max_depth)
     reader = _core.DepthReader(spec)
     while True:
         depth, times, fov = reader.read(batch_size)
         if depth is None or not times:
             return
-        yield DepthBatch(depth=depth, times=tuple(times), fov=fov)
+        yield DepthBatch(depth=depth, times=tuple(times), fov=fov, relative=info.relative)
 
 
 class DepthFromFile:
-    """Stands where a depth model stands when depth comes from a file (Note [Depth
-    products]): the engine reads it instead of running a model."""
+    """A run's depth when it comes from an exported file (Note [Depth products]): the engine
+    reads it instead of running a model. One of the two kinds of
+    :data:`sbsconv.plan.DepthSource`; ``reader_spec`` is the C++ reader's description."""
 
     temporal = False
-    _core = None
-    dtype = "float32"
 
     def __init__(self, path: str, spec: dict, info: DepthInfo, device: str) -> None:
-        self.spec = spec
+        self.reader_spec = spec
         self.info = info
         self.source = path
         self.name = f"depth file {Path(path).name}"
@@ -220,26 +221,6 @@ class DepthFromFile:
         if info.start > start + 1.5 * frame:
             raise InputError(f"the depth file starts at {info.start:.2f} s, after the video's "
                              f"{start:.2f} s", path=self.source, stage="read depth")
-
-
-def depth_model_for(options: ConvertOptions, video: Any) -> Any:
-    """What gives a run its depth: the model (loaded, with the given field of view), or the
-    exported file of ``options.depth`` checked against the video (Note [Depth products]); and
-    the point clouds' scale checked before any work."""
-    from sbsconv import models
-
-    if options.depth is not None:
-        model: Any = depth_source(options, video)
-    else:
-        model = models.load(options.model, checkpoint=options.checkpoint, device=options.device,
-                            precision=options.precision, input_size=options.input_size,
-                            temporal_mode=options.temporal_mode)
-        if options.fov_degrees is not None:
-            # a model whose metric depth depends on the field of view (Depth Pro) uses the given one
-            model._core.set_field_of_view(float(options.fov_degrees))
-    if options.depth_out is not None:
-        check_point_cloud_scale(options, model)
-    return model
 
 
 def depth_source(options: ConvertOptions, video: Any) -> DepthFromFile:
@@ -300,174 +281,3 @@ def export_engine_options(options: ConvertOptions, input_path: str, model: Any) 
     if options.fov_degrees is not None:
         spec["fov_degrees"] = float(options.fov_degrees)
     return {"depth_export": spec}
-
-
-@dataclass(frozen=True)
-class DepthExportResult:
-    path: str  # the depth file, or the folder of a sequence
-    sidecar: str | None  # None for the colour-mapped preview
-    format: str
-    frames: int
-    seconds: float
-    fps: float  # frames per second of this call
-    model: str
-    relative: bool
-    cuts: tuple[int, ...]
-    warnings: tuple[str, ...]
-    point_clouds: tuple[str, ...] = ()
-
-
-def _is_depth_file(path: str, max_depth: float | None = None) -> bool:
-    """Whether an input is depth (to convert) rather than a video (to estimate depth for): it
-    has a sidecar, or is an array/folder, or (given max_depth) it reads as RGB-packed depth."""
-    p = Path(path)
-    if sidecar_of(p) is not None or p.suffix.lower() in (".npy", ".json") or p.is_dir():
-        return True
-    if max_depth is None or not p.is_file():
-        return False
-    try:
-        open_depth(path, max_depth=max_depth)  # an ordinary video fails its red/green check
-    except InputError:
-        return False
-    return True
-
-
-def export_depth(
-    input: str | os.PathLike[str],
-    output: str | os.PathLike[str],
-    options: ConvertOptions | None = None,
-    *,
-    format: str | None = None,
-    progress: bool = True,
-    on_progress: Callable[[dict], Any] | None = None,
-    **overrides: Any,
-) -> DepthExportResult:
-    """Writes the depth of a video (``format``: gray16, rgb-packed, png16, exr, npy or colormap;
-    default ``depth_format``) with its JSON sidecar, without a 3D video. The depth is what
-    :func:`sbsconv.convert` would render from with the same options (the model, then the
-    stabiliser), so ``convert(..., depth=<this export>)`` re-renders without the model.
-
-    ``input`` may also be a depth file (found by its sidecar; an RGB-packed video without one
-    given ``max_depth=``): it is then converted into ``format`` without a model.
-    ``point_clouds_every=N`` also writes a PLY point cloud of every N-th frame into
-    ``<output>_pointclouds/``. Options as for :func:`sbsconv.convert`.
-    """
-    ConvertOptions.check_names(overrides, also=CALL_KEYWORDS)
-    options = ConvertOptions.merged(options, overrides)
-    options = options.replace(depth_out=os.fspath(output),
-                              depth_format=format if format is not None else options.depth_format)
-    input_path = os.fspath(input)
-    if os.path.abspath(input_path) == os.path.abspath(os.fspath(output)):
-        raise OptionError("the depth output would overwrite the input")
-    t0 = time.perf_counter()
-    from_depth = _is_depth_file(input_path, options.max_depth)
-    if from_depth:
-        result = _convert_depth_file(input_path, options, t0)
-    else:
-        result = _export_from_video(input_path, options, progress, on_progress, t0)
-    if options.point_clouds_every is not None:
-        from sbsconv import pointcloud
-
-        clouds = pointcloud.export_point_clouds(
-            result.path, every=options.point_clouds_every, video=None if from_depth else input_path,
-            fov_degrees=options.fov_degrees, scale=options.point_cloud_scale, max_depth=options.max_depth)
-        result = DepthExportResult(**{**result.__dict__, "point_clouds": tuple(clouds)})
-    return result
-
-
-def _export_from_video(input_path: str, options: ConvertOptions, progress: bool,
-                       on_progress: Callable[[dict], Any] | None, t0: float) -> DepthExportResult:
-    from sbsconv import conversion
-
-    info = sbsconv.probe(input_path)
-    model = depth_model_for(options, info)
-    path = depth_output_path(options.depth_out, options.depth_format, input_path)
-    engine_options = options.engine_options(input_path, path, model, info)
-    engine_options["render_stereo"] = False
-    engine_options["resume"] = False
-    engine_options["writer"]["path"] = path  # the run lock sits beside the depth
-    engine_options["fingerprint"] = ""
-    raw = conversion.run_engine(engine_options, Path(input_path).name, progress, on_progress)
-    conversion.warn_all(input_path, raw["warnings"])
-    seconds = time.perf_counter() - t0
-    exported = raw.get("depth_export")
-    return DepthExportResult(
-        path=exported["path"] if exported else path,
-        sidecar=exported["sidecar"] if exported else None,
-        format=options.depth_format, frames=raw["frames"], seconds=seconds,
-        fps=raw["frames"] / seconds if seconds > 0 else 0.0, model=model.name,
-        relative=model.kind != "metric", cuts=tuple(raw["cuts"]), warnings=tuple(raw["warnings"]))
-
-
-def _convert_depth_file(input_path: str, options: ConvertOptions, t0: float) -> DepthExportResult:
-    """Depth file -> depth file in another format, no model (the values as read)."""
-    spec, info = open_depth(input_path, max_depth=options.max_depth)
-    path = depth_output_path(options.depth_out, options.depth_format, input_path)
-    side = info.sidecar or {}
-    fps = Fraction(side.get("fps") or Fraction(info.fps).limit_denominator(1001) or 25)
-    time_base = Fraction(1, 1000000) if not side.get("time_base") else Fraction(side["time_base"])
-    reader = _core.DepthReader(spec)
-    writer = None
-    colormap = options.depth_format == "colormap"
-    frames = 0
-    warnings_seen: list[str] = []
-    with contextlib.ExitStack() as stack:  # closes (or on failure discards) the colour-map video
-        while True:
-            depth, times, fov = reader.read(8)
-            if depth is None or not times:
-                break
-            pts = [round(t / time_base) for t in times]
-            if writer is None:
-                if colormap:
-                    from sbsconv import media
-
-                    writer = stack.enter_context(media.VideoWriter(
-                        path, width=info.width, height=info.height, fps=fps, codec=options.codec,
-                        crf=options.crf, preset=options.preset))
-                else:
-                    extra = {"converted_from": os.path.abspath(input_path), "sbsconv_version": sbsconv.__version__}
-                    for key in ("model", "checkpoint", "options", "source_video"):
-                        if key in side:
-                            extra[key] = side[key]
-                    members = ",\n  ".join(f"{json.dumps(k)}: {json.dumps(v, default=str)}" for k, v in extra.items())
-                    writer = _core.DepthWriter({
-                        "path": path, "format": options.depth_format, "relative": info.relative,
-                        "max_depth": float(options.max_depth or DEFAULT_MAX_DEPTH),
-                        "half": options.depth_precision == "float16", "width": info.width,
-                        "height": info.height, "time_base": time_base, "frame_rate": fps,
-                        "time_origin": float(side.get("source_start", 0.0)),
-                        "source_start": float(side.get("source_start", 0.0)),
-                        "fov_degrees": side.get("fov_degrees") if side.get("fov_source") == "given" else None,
-                        "sidecar_extra": members})
-            if colormap:
-                shown = depth if info.relative else _inverse_normalised(depth)
-                writer.write(_core.colorize_depth(shown), list(times))
-            else:
-                writer.write(depth, [p + round(float(side.get("source_start", 0.0)) / time_base) for p in pts],
-                             list(times), fov)
-            frames += len(times)
-        if writer is None:
-            raise InputError("the depth file holds no frames", path=input_path, stage="read depth")
-        if colormap:
-            summary = {"path": path, "sidecar": None, "warnings": []}
-        else:
-            summary = writer.finish(list(side.get("scene_cuts", [])))
-    warnings_seen.extend(summary["warnings"])
-    from sbsconv.conversion import warn_all
-
-    warn_all(input_path, warnings_seen)
-    seconds = time.perf_counter() - t0
-    return DepthExportResult(path=summary["path"], sidecar=summary["sidecar"], format=options.depth_format,
-                             frames=frames, seconds=seconds, fps=frames / seconds if seconds > 0 else 0.0,
-                             model=str(side.get("model", "depth file")), relative=info.relative,
-                             cuts=tuple(side.get("scene_cuts", [])), warnings=tuple(warnings_seen))
-
-
-def _inverse_normalised(depth: torch.Tensor) -> torch.Tensor:
-    # metres shown as the engine shows them: inverse depth, near bright, per frame
-    inv = depth.clamp_min(1e-3).reciprocal()
-    lo = inv.amin(dim=(1, 2, 3), keepdim=True)
-    hi = inv.amax(dim=(1, 2, 3), keepdim=True)
-    return (inv - lo) / (hi - lo).clamp_min(1e-6)
-
-

@@ -11,8 +11,8 @@ previews and ``sbsconv-bench`` are all generated from :meth:`ConvertOptions.fiel
 offer the same options with the same names, defaults and checks. A ``ConvertOptions`` is
 checked when it is made (and by :meth:`~ConvertOptions.replace`): everything that needs no
 file is refused there with an :class:`~sbsconv.errors.OptionError`; what needs the input
-(the eye size in pixels, the frame rate of segments) is worked out by
-:meth:`~ConvertOptions.engine_options` once the input has been probed.
+(the eye size in pixels, the frame rate of segments) is worked out by the run's plan
+(:func:`sbsconv.plan.build_plan`, Note [Conversion plan]) once the input has been probed.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import functools
 import inspect
 import math
 import numbers
-import logging
 import os
 import re
 import types
@@ -37,7 +36,6 @@ from typing import Any
 import torch
 
 from sbsconv import stereo
-from sbsconv._native import _core
 from sbsconv.errors import OptionError
 
 __all__ = ["CONTAINERS", "DEPTH_FORMATS", "GROUPS", "Check", "Choice", "ConvertOptions", "OptionField", "Range"]
@@ -516,169 +514,6 @@ class ConvertOptions:
 
     def __repr__(self) -> str:
         return f"ConvertOptions({', '.join(f'{k}={v!r}' for k, v in self.non_defaults().items())})"
-
-    # ---- what the engine receives --------------------------------------------------------------
-
-    def engine_options(self, input_path: str, output_path: str, model: Any, info: Any, *,
-                       images_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-        """The C++ engine's options (``_core.Engine``) for converting ``input_path`` into
-        ``output_path`` (final: with the headset suffix if wanted) with the loaded depth
-        ``model`` (:class:`sbsconv.models.DepthModel`) and the input's probe ``info``
-        (:class:`sbsconv.media.MediaInfo`). ``images_dir``: the preview images' folder.
-        ``SBSCONV_CHECK_FLOAT64`` and ``SBSCONV_TEST_FAULT`` in the environment set the
-        engine's float64 guard and its fault injection (debugging and the fault tests). The
-        fingerprint is not in it: see :meth:`fingerprint_options`."""
-        import sbsconv
-
-        # Anamorphic sources (non-square pixels): each eye is made of square pixels at the
-        # source's display aspect ratio (headset players ignore a file's pixel aspect ratio).
-        pixel_aspect = float(info.sample_aspect_ratio)
-        eye_w, eye_h = (0, 0)
-        vr180 = self.layout.startswith("vr180")
-        canvas = 0
-        if vr180:
-            # one square canvas per eye: eye_size's height, else the size that keeps the source's
-            # centre resolution (Note [VR180 projection])
-            canvas = (stereo.eye_size_for(self.eye_size, info.height, info.display_width)[1]
-                      if self.eye_size is not None else
-                      int(_core.vr180_default_canvas(info.height, info.display_width,
-                                                     float(self.fov_degrees or stereo.DEFAULT_FOV_DEGREES))))
-        elif self.eye_size is not None:
-            eye_w, eye_h = stereo.eye_size_for(self.eye_size, info.height, info.display_width)
-        on_gpu = model.device.type != "cpu"
-        if model._core is not None and self.batch_size is None and model.device.type == "cuda":
-            # chosen from the device's free memory, and said (ConversionResult.batch_size too)
-            batch, reason = model.fitting_batch(info.height, info.display_width)
-            logging.getLogger("sbsconv").info(reason)
-        elif model._core is not None:
-            batch = int(self.batch_size or model._core.preferred_batch(on_gpu))
-        else:  # depth read from a file (sbsconv.depthio.DepthFromFile): no model to ask
-            batch = int(self.batch_size or 8)
-        rate = self.fps
-        preview = self.preview_every is not None
-        resume = self.resume and not preview and rate is None
-        audio, subtitles = ("none", "none") if preview else (self.audio, self.subtitles)
-        source_fps = float(info.fps) if info.fps else 25.0
-        frame_rate = float(rate) if rate else source_fps
-        layout = self.layout
-        engine_layout = HEADSET_LAYOUTS.get(layout, layout)
-        codec = "hevc" if layout in APPLE_LAYOUTS else self.codec  # what Vision Pro plays is HEVC
-        comment = f"3D ({layout}) by sbsconv {sbsconv.__version__}, depth: {model.name}"
-        options: dict[str, Any] = {
-            "input": input_path,
-            "start": None if self.start is None else float(self.start),
-            "duration": None if self.duration is None else float(self.duration),
-            "stream": -1 if self.stream is None else int(self.stream),
-            "hwaccel": self.hwaccel,
-            "device": str(model.device),
-            "batch_size": batch,
-            "model": model._core,
-            "detect_cuts": bool(self.scene_cuts),
-            "cut_sensitivity": float(self.cut_sensitivity),
-            "min_scene_length": int(self.min_scene_length),
-            "stabilizer": {
-                "relative": model.kind != "metric",
-                "low_percentile": float(self.percentiles[0]),
-                "high_percentile": float(self.percentiles[1]),
-                "range_decay": float(self.range_decay),
-                "align": bool(self.align),
-                "alpha": float(self.smoothing),
-                "motion_threshold": float(self.motion_threshold),
-            },
-            "comfort": {"limit_percent": float(self.comfort_limit),
-                        "auto_strength": bool(self.auto_strength)},
-            "disparity": {
-                "divergence": float(self.divergence),
-                "max_shift": None if self.max_shift is None else float(self.max_shift),
-                "convergence": float(self.convergence),
-                "ipd_metres": float(self.ipd_mm) / 1000.0,
-                "fov_degrees": None if self.fov_degrees is None else float(self.fov_degrees),
-                "screen_distance": float(self.screen_distance),
-            },
-            "stereo": {
-                "layout": engine_layout, "synthetic_view": self.synthetic_view, "fill_holes": True,
-                "vr180": vr180, "vr180_canvas": canvas,
-                "edge_dilation": int(self.edge_dilation), "eye_width": eye_w, "eye_height": eye_h,
-                "keep_aspect": bool(self.keep_aspect), "pixel_aspect": pixel_aspect,
-            },
-            "writer": {
-                "path": output_path, "codec": codec, "encoder": self.encoder,
-                "crf": self.crf, "cq": self.cq, "quality": self.quality,
-                "preset": self.preset or "", "bit_depth": int(self.bit_depth),
-                "audio": audio, "subtitles": subtitles, "stereo": STEREO_TAG.get(layout, ""),
-                "metadata": {"comment": comment},
-                "vr180": vr180,
-                # Note [Spatial video through x265]: the two halves as two MV-HEVC views
-                "spatial": layout == "spatial",
-                "apple": self._apple_boxes(output_path, eye_w or info.display_width, metric=model.kind == "metric"),
-            },
-            "fps": rate,
-            "preview_every": float(self.preview_every) if preview else 0.0,
-            "resume": bool(resume),
-            "segment_frames": max(1, round(self.segment_seconds * frame_rate)),
-            # Debugging and the fault tests (Note [No float64 on devices], EngineOptions::fault).
-            "check_float64": os.environ.get("SBSCONV_CHECK_FLOAT64", "") not in ("", "0"),
-            # Note [Host synchronisation]: count every operation that would wait for the device
-            "check_syncs": os.environ.get("SBSCONV_CHECK_SYNCS", "") not in ("", "0"),
-            "fault": os.environ.get("SBSCONV_TEST_FAULT", ""),
-        }
-        if self.depth_video is not None:
-            options["depth_video"] = self.depth_video
-            options["resume"] = False  # the depth video is written in one piece
-        if getattr(model, "spec", None) is not None:
-            # Note [Depth products]: depth from an exported file instead of a model
-            options["depth_source"] = model.spec
-        if self.depth_out is not None:
-            from sbsconv import depthio
-
-            options.update(depthio.export_engine_options(self, input_path, model))
-            options["resume"] = False  # depth products are written in one piece
-        if self.infill_mask is not None:
-            options["infill_mask"] = os.fspath(self.infill_mask)
-            options["resume"] = False
-        if images_dir is not None:
-            options["image_dir"] = os.fspath(images_dir)
-        return options
-
-    def _apple_boxes(self, output_path: str, eye_width: int, *, metric: bool) -> dict | None:
-        """Apple's stereo boxes for this output (apple-3d always; other frame-packed layouts in
-        MP4/MOV when apple_metadata): the view packing, the projection, the baseline from ipd_mm
-        and the horizontal disparity adjustment: the far plane's disparity that the rendering
-        gave, in 1/10000 of the eye width (relative depth: divergence x convergence; metric depth:
-        the ipd over the screen's width at screen_distance; max_shift: in pixels over the width).
-        The field of view (hfov) is fov_degrees, else the model's estimate, set by the engine at
-        the end; VR180 canvases span 180 degrees."""
-        layout = self.layout
-        if layout not in APPLE_PACKING or Path(output_path).suffix.lower() not in (".mp4", ".m4v", ".mov"):
-            return None
-        if layout not in APPLE_LAYOUTS and not self.apple_metadata:
-            return None
-        if metric:
-            fov = math.radians(self.fov_degrees or stereo.DEFAULT_FOV_DEGREES)
-            far = self.ipd_mm / 1000.0 / (2.0 * math.tan(fov / 2.0) * self.screen_distance)
-        elif self.max_shift is not None:
-            far = self.max_shift * self.convergence / max(eye_width, 1)
-        else:
-            far = self.divergence / 100.0 * self.convergence
-        projection = "hequ" if layout.startswith("vr180") else "" if layout == "spatial" else "rect"
-        boxes = {"packing": APPLE_PACKING[layout], "projection": projection,
-                 "baseline_um": round(self.ipd_mm * 1000), "disparity_adjustment": round(far * 10000)}
-        if layout.startswith("vr180"):
-            boxes["hfov_degrees"] = 180.0
-        elif self.fov_degrees is not None:
-            boxes["hfov_degrees"] = float(self.fov_degrees)
-        return boxes
-
-    def fingerprint_options(self, engine_options: Mapping[str, Any], model: Any) -> dict[str, Any]:
-        """What identifies a run's output for resuming: the engine's options without the model
-        object and the debugging switches (check_float64, fault), plus the model's identity."""
-        options = {k: v for k, v in engine_options.items()
-                   if k not in ("model", "check_float64", "check_syncs", "fault", "fingerprint")}
-        options.update(model=model.name, checkpoint=str(model.source),
-                       input_size=getattr(model, "input_size", self.input_size),
-                       precision=self.precision, dtype=model.dtype,
-                       temporal_mode=self.temporal_mode if model.temporal else None)
-        return options
 
 
 def _init_checking_names(init: Callable[..., None]) -> Callable[..., None]:

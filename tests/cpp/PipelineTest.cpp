@@ -265,6 +265,42 @@ TEST(Journal, RoundTripsEveryField) {
   EXPECT_EQ(format_journal(*parsed.fingerprint, parsed.records), text);
 }
 
+// Note [Automatic choices in the journal]: a choice recorded before the first segment survives
+// a reload under the same fingerprint (and the run's unlisted-file cleanup), round-trips through
+// the text, is dropped with a journal of other settings, and survives truncate().
+TEST(Journal, AutomaticChoicesSurviveAReloadUnderTheSameFingerprint) {
+  TempFolder dir;
+  const std::string folder = dir / "resume";
+  {
+    Journal j(folder, "fp");
+    j.load();
+    EXPECT_EQ(j.choice("x264_preset"), std::nullopt);
+    j.record_choice("x264_preset", "veryfast");
+    j.record_choice("batch_size", "6");
+    j.append(make_segment(j, 0, 0, 30));
+  }
+  {
+    Journal j(folder, "fp");
+    ASSERT_EQ(j.load().size(), 1u);
+    EXPECT_EQ(j.choice("x264_preset"), "veryfast");
+    EXPECT_EQ(j.choice("batch_size"), "6");
+    j.truncate(0);
+    EXPECT_EQ(j.choice("x264_preset"), "veryfast");
+  }
+  const std::string text = read_bytes(folder + "/journal.txt");
+  const ParsedJournal parsed = parse_journal(text);
+  EXPECT_TRUE(parsed.problem.empty()) << parsed.problem;
+  EXPECT_EQ(parsed.choices.at("x264_preset"), "veryfast");
+  EXPECT_EQ(format_journal(*parsed.fingerprint, parsed.records, parsed.choices), text);
+  {
+    Journal other(folder, "other settings");
+    bool discarded = false;
+    other.load(&discarded);
+    EXPECT_TRUE(discarded);
+    EXPECT_EQ(other.choice("x264_preset"), std::nullopt);
+  }
+}
+
 TEST(Journal, AppendRefusesARecordThatDoesNotContinue) {
   TempFolder dir;
   Journal j(dir / "resume", "fp");

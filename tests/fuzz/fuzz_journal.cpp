@@ -50,9 +50,10 @@ void check(const ParsedJournal& parsed) {
     return;
   }
   // What was accepted is written back exactly.
-  const std::string text = format_journal(*parsed.fingerprint, parsed.records);
+  const std::string text = format_journal(*parsed.fingerprint, parsed.records, parsed.choices);
   const ParsedJournal again = parse_journal(text);
-  if (again.fingerprint != parsed.fingerprint || again.records != parsed.records || !again.problem.empty()) {
+  if (again.fingerprint != parsed.fingerprint || again.records != parsed.records || again.choices != parsed.choices ||
+      !again.problem.empty()) {
     finding(kHarness, "parse_journal(format_journal(...)) does not give the journal back (" +
                           std::to_string(parsed.records.size()) + " segments, then " +
                           std::to_string(again.records.size()) + "; problem: '" + again.problem + "')");

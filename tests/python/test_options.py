@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 import sbsconv
+import sbsconv.engine
 from helpers import data, ffprobe
 from sbsconv import cli, conversion
 from sbsconv.errors import OptionError
@@ -335,7 +336,7 @@ def engine_calls(monkeypatch):
         calls.append(dict(options))
         raise _Stop
 
-    monkeypatch.setattr(conversion, "_core", SimpleNamespace(Engine=engine))
+    monkeypatch.setattr(sbsconv.engine, "_core", SimpleNamespace(Engine=engine))
     monkeypatch.delenv("SBSCONV_CHECK_FLOAT64", raising=False)
     monkeypatch.delenv("SBSCONV_TEST_FAULT", raising=False)
     return calls

@@ -5,6 +5,10 @@
 
 #include <c10/core/Device.h>
 
+#include <algorithm>
+#include <cstdio>
+#include <iterator>
+
 #include "sbsconv/common/Logging.h"
 #include "sbsconv/media/OutputContainer.h"
 
@@ -245,6 +249,24 @@ AVRational encoded_sample_aspect(const WriterOptions& o) {
 std::string resolve_codec(const WriterOptions& o, std::vector<std::string>* notes) {
   const std::string requested = lowercase(o.codec);
   const bool automatic = requested == "auto" || requested.empty();
+  const int width = o.width + (o.width & 1);
+  const int height = o.height + (o.height & 1);
+  const std::string size = std::to_string(width) + "x" + std::to_string(height);
+  // Note [H.264 level limits]: H.264's highest level that headsets' hardware decoders play
+  // (5.2: Quest, Pico, Vision Pro, phones) takes frames up to 4096 pixels a side and 8.9
+  // megapixels (4096x2176); a VR180 pair from HD (5760x2880) or a full side-by-side 4K pair
+  // (7680x2160) would be level 6 H.264, which they refuse. "auto" is HEVC there, for every
+  // encoder (HEVC level 6.1 takes 8192x4320), and says why.
+  const bool beyond_h264 = std::max(width, height) > kH264Level52MaxSide ||
+      static_cast<int64_t>(width) * height > kH264Level52MaxPixels;
+  if (automatic && o.bit_depth != 10 && beyond_h264) {
+    if (notes != nullptr) {
+      notes->push_back(
+          "frames of " + size + " are beyond H.264 level 5.2 (4096 pixels a side, 8.9 megapixels), which headsets' "
+          "decoders do not play: encoding HEVC (give codec='h264' to keep H.264 anyway)");
+    }
+    return "hevc";
+  }
   const std::string codec = automatic ? (o.bit_depth == 10 ? "hevc" : "h264") : requested;
   if (codec != "h264") {
     return codec;
@@ -255,12 +277,9 @@ std::string resolve_codec(const WriterOptions& o, std::vector<std::string>* note
   const std::string encoder = lowercase(o.encoder);
   const bool named_nvenc = encoder == "nvenc" || encoder == "h264_nvenc";
   const bool gpu_auto = (encoder == "auto" || encoder.empty()) && c10::Device(o.device).is_cuda();
-  const int width = o.width + (o.width & 1);
-  const int height = o.height + (o.height & 1);
   if (std::max(width, height) <= kNvencH264MaxSide || !(named_nvenc || gpu_auto)) {
     return codec;
   }
-  const std::string size = std::to_string(width) + "x" + std::to_string(height);
   if (automatic && encoder != "h264_nvenc") {
     if (notes != nullptr) {
       notes->push_back(
@@ -305,6 +324,49 @@ OpenedEncoder open_video_encoder(const WriterOptions& o_in, bool global_header) 
       kStage,
       "no " + o.codec + " encoder could be opened (" + reasons + ")",
       o.path);
+}
+
+namespace {
+
+struct X264Preset {
+  const char* name;
+  double cost; // core time per frame, relative to medium
+};
+// Measured once on a 2-core AMD EPYC (benchmarks/RESULTS.md): medium 75 ns of core time a pixel.
+constexpr X264Preset kX264Presets[] = {
+    {"medium", 1.0}, {"fast", 0.70}, {"faster", 0.53}, {"veryfast", 0.36}, {"superfast", 0.20}};
+constexpr double kX264MediumSecondsPerPixel = 75e-9;
+constexpr double kEncoderShare = 0.15;
+
+} // namespace
+
+X264PresetChoice choose_x264_preset(double model_core_seconds, int64_t width, int64_t height) {
+  const double medium_core_s = kX264MediumSecondsPerPixel * static_cast<double>(width * height);
+  const X264Preset* chosen = &kX264Presets[std::size(kX264Presets) - 1];
+  for (const X264Preset& p : kX264Presets) {
+    const double enc = medium_core_s * p.cost;
+    if (enc <= kEncoderShare * (enc + std::max(model_core_seconds, 0.0))) {
+      chosen = &p;
+      break;
+    }
+  }
+  char why[256];
+  std::snprintf(
+      why,
+      sizeof why,
+      "libx264 preset %s: the model takes %.2f core-seconds a frame, libx264 medium about %.2f at %lldx%lld",
+      chosen->name,
+      model_core_seconds,
+      medium_core_s,
+      static_cast<long long>(width),
+      static_cast<long long>(height));
+  return X264PresetChoice{chosen->name, why};
+}
+
+bool is_x264_preset_choice(const std::string& name) {
+  return std::any_of(std::begin(kX264Presets), std::end(kX264Presets), [&](const X264Preset& p) {
+    return name == p.name;
+  });
 }
 
 StreamParams probe_encoder(const WriterOptions& options) {

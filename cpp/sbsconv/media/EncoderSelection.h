@@ -36,6 +36,9 @@ void validate_encoder_settings(const WriterOptions& options);
 
 // The largest side H.264 on NVENC encodes (Note [H.264 on NVENC]).
 constexpr int kNvencH264MaxSide = 4096;
+// Note [H.264 level limits] (EncoderSelection.cpp): what H.264 level 5.2 takes.
+constexpr int kH264Level52MaxSide = 4096;
+constexpr int64_t kH264Level52MaxPixels = 4096LL * 2176;
 
 // The codec a writer encodes: options.codec, with 'auto' (or empty) resolved to H.264 (HEVC
 // for 10-bit), and to HEVC when NVENC would encode frames too large for its H.264 (said in

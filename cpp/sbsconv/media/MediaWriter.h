@@ -161,6 +161,18 @@ std::vector<std::string> encoder_candidates(const std::string& codec, const std:
 // Threading: safe to call from any thread.
 StreamParams probe_encoder(const WriterOptions& options);
 
+// Note [Encoder preset on the CPU] (pipeline/Engine.cpp): libx264's slowest preset whose share
+// of the CPU time stays within 15 % next to a model that takes `model_core_seconds` of core time
+// a frame, for frames of width x height; with the reason, in words, for the log and the result.
+// Pure; safe from any thread.
+struct X264PresetChoice {
+  std::string preset;
+  std::string reason;
+};
+X264PresetChoice choose_x264_preset(double model_core_seconds, int64_t width, int64_t height);
+// Whether `name` is one of the presets choose_x264_preset() may choose.
+bool is_x264_preset_choice(const std::string& name);
+
 // A segment file of a resumable run (NUT, written by MediaWriter in video-only mode).
 struct SegmentInfo {
   StreamParams params; // encoder from the stream's "encoder" tag ("" if untagged)

@@ -177,20 +177,22 @@ struct Engine::Impl {
   // of core time; fast 0.70, faster 0.53, veryfast 0.36, superfast 0.20 of that). Where the
   // model is slow (input 518: 2+ core-seconds a frame) medium stays. Only libx264 (the CPU
   // path's default, 8-bit H.264); a GPU run, another encoder, HEVC or 10-bit keep their
-  // default. Chosen once per conversion and kept in the resume folder, so that a resumed run
-  // encodes its segments as the first did; reported in EngineResult::encoder_preset and the log.
+  // default. Chosen once per conversion and recorded in the resume journal (Note [Automatic
+  // choices in the journal]), so that a resumed run encodes its segments as the first did;
+  // reported in EngineResult::encoder_preset and the log. The table and the rule are
+  // choose_x264_preset() (media/MediaWriter.h), which split conversions also use to choose one
+  // preset for all their parts before the parts start.
   std::string x264_preset;
-  static constexpr const char* kPresetFile = "x264_preset";
-  struct X264Preset {
-    const char* name;
-    double cost; // core time per frame, relative to medium
-  };
-  static constexpr X264Preset kX264Presets[] = {
-      {"medium", 1.0}, {"fast", 0.70}, {"faster", 0.53}, {"veryfast", 0.36}, {"superfast", 0.20}};
-  static bool known_x264_preset(const std::string& name) {
-    return std::any_of(std::begin(kX264Presets), std::end(kX264Presets), [&](const X264Preset& p) {
-      return name == p.name;
-    });
+  static constexpr const char* kPresetChoice = "x264_preset";
+  static constexpr const char* kBatchChoice = "batch_size";
+  static bool parse_batch_size(const std::string& text, int64_t* batch) {
+    char* end = nullptr;
+    const long long value = std::strtoll(text.c_str(), &end, 10);
+    if (text.empty() || end == nullptr || *end != '\0' || value < 1 || value > 1024) {
+      return false;
+    }
+    *batch = value;
+    return true;
   }
   void choose_x264_preset(int64_t width, int64_t height) {
     if (!o.writer.preset.empty() || !run_device().is_cpu() || o.writer.spatial || o.writer.bit_depth != 8 ||
@@ -204,25 +206,9 @@ struct Engine::Impl {
       return;
     }
     const double model_core_s = depth_seconds / static_cast<double>(depth_frames) * stage_threads[stage_index("depth")];
-    const double medium_core_s = 75e-9 * static_cast<double>(width * height);
-    const X264Preset* chosen = &kX264Presets[std::size(kX264Presets) - 1];
-    for (const X264Preset& p : kX264Presets) {
-      const double enc = medium_core_s * p.cost;
-      if (enc <= 0.15 * (enc + model_core_s)) {
-        chosen = &p;
-        break;
-      }
-    }
-    x264_preset = chosen->name;
-    char why[256];
-    std::snprintf(why,
-                  sizeof why,
-                  "libx264 preset %s: the model takes %.2f core-seconds a frame, libx264 medium about %.2f at %lldx%lld",
-                  chosen->name,
-                  model_core_s,
-                  medium_core_s,
-                  static_cast<long long>(width),
-                  static_cast<long long>(height));
+    const X264PresetChoice chosen = sbsconv::choose_x264_preset(model_core_s, width, height);
+    x264_preset = chosen.preset;
+    const std::string& why = chosen.reason;
     {
       std::lock_guard<std::mutex> lock(mutex);
       result.encoder_preset = x264_preset;
@@ -230,7 +216,7 @@ struct Engine::Impl {
     }
     log(LogLevel::Info, why);
     if (journal) {
-      write_file_durably(journal->path_of(kPresetFile), x264_preset, "encode");
+      journal->record_choice(kPresetChoice, x264_preset);
     }
   }
 
@@ -692,14 +678,25 @@ void Engine::Impl::prepare() {
   for (const std::string& p : problems) {
     warn("resume: " + p);
   }
-  if (!segments.empty()) { // Note [Encoder preset on the CPU]: the first run's choice
-    std::ifstream in(journal->path_of(kPresetFile));
-    std::string preset;
-    if (in >> preset && known_x264_preset(preset)) {
-      x264_preset = preset;
-      std::lock_guard<std::mutex> lock(mutex);
-      result.encoder_preset = preset;
-      result.encoder_preset_reason = "libx264 preset " + preset + ": as the interrupted run chose";
+  // Note [Automatic choices in the journal]: what the interrupted run chose for itself
+  if (const auto preset = journal->choice(kPresetChoice); preset && is_x264_preset_choice(*preset) && o.writer.preset.empty()) {
+    x264_preset = *preset;
+    std::lock_guard<std::mutex> lock(mutex);
+    result.encoder_preset = x264_preset;
+    result.encoder_preset_reason = "libx264 preset " + x264_preset + ": as the interrupted run chose";
+  }
+  if (o.batch_size_auto) {
+    const auto recorded = journal->choice(kBatchChoice);
+    int64_t batch = 0;
+    if (recorded && parse_batch_size(*recorded, &batch)) {
+      if (batch != o.batch_size) {
+        log(LogLevel::Info,
+            "batch_size " + std::to_string(batch) + ": as the interrupted run chose (this run would take " +
+                std::to_string(o.batch_size) + ")");
+      }
+      o.batch_size = batch;
+    } else {
+      journal->record_choice(kBatchChoice, std::to_string(o.batch_size));
     }
   }
   check_segment_encoder();
@@ -1511,6 +1508,7 @@ EngineResult Engine::result() {
   EngineResult r = d.result;
   r.frames = d.frames_done;
   r.resumed_from = d.start_index;
+  r.batch_size = d.o.batch_size;
   r.seconds = std::chrono::duration<double>(Clock::now() - d.started).count();
   for (int i = 0; i < Impl::kStages; ++i) {
     r.stages.push_back(StageStats{d.stage_names[i], d.stage_frames[i], d.stage_busy_us[i] / 1e6, d.stage_batches[i], d.stage_syncs[i], d.stage_threads_seen[i]});

@@ -32,6 +32,9 @@ struct EngineOptions {
   std::string input;
   ReaderOptions reader; // window, stream, hardware decoding, device
   int64_t batch_size = 4;
+  // batch_size was chosen for the caller (not given): a resumed run takes the first run's
+  // (Note [Automatic choices in the journal] in pipeline/Journal.h)
+  bool batch_size_auto = false;
   std::shared_ptr<DepthModel> model;
   bool detect_cuts = true;
   SceneCutOptions cuts;
@@ -110,6 +113,7 @@ struct EngineResult {
   std::string output;
   int64_t frames = 0; // frames in the output
   int64_t resumed_from = 0; // the first frame this call processed
+  int64_t batch_size = 0; // frames per depth batch as run (a resumed run's: the first run's)
   double seconds = 0.0;
   int64_t width = 0; // of the output frames
   int64_t height = 0;

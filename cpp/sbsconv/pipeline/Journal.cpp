@@ -250,9 +250,15 @@ std::string continuing(size_t kept) {
 
 // ---- text --------------------------------------------------------------------------------------
 
-std::string format_journal(const std::string& fingerprint, const std::vector<SegmentRecord>& records) {
+std::string format_journal(
+    const std::string& fingerprint,
+    const std::vector<SegmentRecord>& records,
+    const std::map<std::string, std::string>& choices) {
   std::string text = std::string(kHeaderPrefix) + std::to_string(kVersion) + "\n";
   text += checked_line("fingerprint " + encode_token(fingerprint));
+  for (const auto& [key, value] : choices) {
+    text += checked_line("choice " + encode_token(key) + " " + encode_token(value));
+  }
   for (const auto& r : records) {
     text += checked_line(
         "segment " + std::to_string(r.index) + " " + std::to_string(r.first_frame) + " " + std::to_string(r.frames) +
@@ -317,6 +323,16 @@ ParsedJournal parse_journal(std::string_view text) {
     if (!fields) {
       stop(why);
       return out;
+    }
+    if (!fields->empty() && (*fields)[0] == "choice") {
+      const auto key = fields->size() == 3 ? decode_token((*fields)[1]) : std::nullopt;
+      const auto value = fields->size() == 3 ? decode_token((*fields)[2]) : std::nullopt;
+      if (!key || !value || key->empty() || !out.records.empty()) {
+        stop("malformed choice");
+        return out;
+      }
+      out.choices[*key] = *value;
+      continue;
     }
     auto record = parse_record(*fields);
     if (!record) {
@@ -394,6 +410,7 @@ std::vector<SegmentRecord> Journal::load(
     }
   };
   records_.clear();
+  choices_.clear();
   std::error_code ec;
   fs::create_directories(folder_, ec);
   if (ec || !fs::is_directory(folder_, ec)) {
@@ -428,6 +445,7 @@ std::vector<SegmentRecord> Journal::load(
         }
       } else {
         records_ = std::move(parsed.records);
+        choices_ = std::move(parsed.choices);
         if (!parsed.problem.empty()) {
           warn("the resume journal is damaged (" + parsed.problem + "); " + continuing(records_.size()));
         }
@@ -562,7 +580,20 @@ void Journal::truncate(size_t keep) {
 }
 
 void Journal::write() const {
-  write_file_durably(path_of(kFile), format_journal(fingerprint_, records_), "resume");
+  write_file_durably(path_of(kFile), format_journal(fingerprint_, records_, choices_), "resume");
+}
+
+std::optional<std::string> Journal::choice(const std::string& key) const {
+  const auto it = choices_.find(key);
+  return it == choices_.end() ? std::nullopt : std::optional<std::string>(it->second);
+}
+
+void Journal::record_choice(const std::string& key, const std::string& value) {
+  if (key.empty()) {
+    throw Error(ErrorKind::Internal, "resume", "a journal choice needs a key");
+  }
+  choices_[key] = value;
+  write();
 }
 
 void Journal::remove() {

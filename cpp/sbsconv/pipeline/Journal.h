@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -29,6 +30,7 @@ namespace sbsconv {
 // A resumed run trusts only what it can check. The journal (format 2, text) is
 //   sbsconv-journal 2
 //   fingerprint <fingerprint> <checksum>
+//   choice <key> <value> <checksum>                                  (zero or more)
 //   segment <index> <first_frame> <frames> <next_pts> <file> <state> <encoder> <stream_params>
 //           <packets> <bytes> <state_checksum> <checksum>            (one line per segment)
 // where every string field is percent-encoded (bytes outside '!'..'~', and '%', as %XX; the
@@ -42,6 +44,15 @@ namespace sbsconv {
 // A journal that is empty, foreign, damaged or from another format never stops a run: it
 // continues from what checks out, or from the start. Only a journal whose intact fingerprint
 // differs counts as "discarded" (the run's settings changed).
+//
+// Note [Automatic choices in the journal]
+// What a run chose for itself because the caller left it to "auto" and that shapes the encoded
+// stream (the libx264 preset measured from the model's speed, Note [Encoder preset on the CPU];
+// the batch size chosen from a device's free memory) is recorded as a `choice` line the moment
+// it is made, and a resumed run takes it from there instead of choosing again: a first run and
+// its continuation always encode alike, whatever the machine's load or free memory. Choices
+// belong to the fingerprint they were made under (a discarded journal's are dropped) and
+// survive truncate(); the fingerprint leaves such options out (they are "auto" in it).
 struct SegmentRecord {
   int64_t index = 0;
   int64_t first_frame = 0;
@@ -65,6 +76,8 @@ struct ParsedJournal {
   std::optional<std::string> fingerprint;
   // The segments whose lines check out and continue each other, up to the first that does not.
   std::vector<SegmentRecord> records;
+  // The automatic choices recorded (Note [Automatic choices in the journal]), by key.
+  std::map<std::string, std::string> choices;
   // Why reading stopped before the end of the text ("line 4: checksum mismatch"); empty when
   // every line checked out.
   std::string problem;
@@ -73,8 +86,11 @@ struct ParsedJournal {
 // Reads a journal's text (Note [Journal integrity]). Pure: touches no file, never throws for
 // any input (fuzzing entry point).
 ParsedJournal parse_journal(std::string_view text);
-// The text of a journal with these segments; parse_journal() reads it back exactly.
-std::string format_journal(const std::string& fingerprint, const std::vector<SegmentRecord>& records);
+// The text of a journal with these segments and choices; parse_journal() reads it back exactly.
+std::string format_journal(
+    const std::string& fingerprint,
+    const std::vector<SegmentRecord>& records,
+    const std::map<std::string, std::string>& choices = {});
 
 // Checks a segment file beyond its size (the engine counts its packets with FFmpeg; the journal
 // includes no FFmpeg header). Returns false, with the reason in *why, for a segment that cannot
@@ -124,6 +140,11 @@ class Journal {
   // Deletes the folder and everything in it, and releases the lock.
   void remove();
 
+  // Note [Automatic choices in the journal]: what an earlier run with this fingerprint chose
+  // for `key` (after load()), and recording this run's choice (the journal is rewritten).
+  std::optional<std::string> choice(const std::string& key) const;
+  void record_choice(const std::string& key, const std::string& value);
+
   const std::vector<SegmentRecord>& records() const {
     return records_;
   }
@@ -139,6 +160,7 @@ class Journal {
   std::string folder_;
   std::string fingerprint_;
   std::vector<SegmentRecord> records_;
+  std::map<std::string, std::string> choices_;
   std::unique_ptr<RunLock> lock_;
 };
 

@@ -1,0 +1,109 @@
+"""The one door into the C++ engine (Note [Engine] in cpp/sbsconv/pipeline/Engine.h): runs it
+to the end with a progress bar, turns Ctrl-C or a cancel event into a prompt stop, and reports
+the run's problems that did not stop it as warnings. Every entry point that converts
+(``convert``, ``export_depth``, the parts of ``convert_split``) goes through :func:`run_engine`
+with the engine options of a :class:`~sbsconv.plan.ConversionPlan`."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+import warnings
+from typing import Any
+
+from sbsconv._native import _core, flush_log
+from sbsconv.errors import CancelledError, SbsconvWarning
+
+__all__ = ["run_engine", "warn_all"]
+
+
+class _Progress:
+    """A progress bar (tqdm: in notebooks the widget, in terminals the text bar) with fps and
+    ETA, plus the caller's callback. Values only grow."""
+
+    def __init__(self, show: bool, callback: Callable[[dict], Any] | None, description: str) -> None:
+        self.callback = callback
+        self.bar = None
+        self.last = 0
+        if show:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=None, unit="frame", desc=description, dynamic_ncols=True, leave=True)
+
+    def update(self, info: dict, *, final: bool = False) -> None:
+        done = max(self.last, int(info["frames_done"]))
+        total = info.get("frames_total")
+        if final:
+            total = done
+        if total is not None:
+            total = max(total, done)
+        fraction = None if not total else min(1.0, done / total)
+        elapsed = float(info.get("elapsed", 0.0))
+        processed = done - int(info.get("resumed_from", 0))
+        rate = processed / elapsed if elapsed > 0 else 0.0
+        eta = (total - done) / rate if (total and rate > 0) else None
+        if self.bar is not None:
+            if total is not None and self.bar.total != total:
+                self.bar.total = total
+            self.bar.n = done
+            self.bar.set_postfix_str(info.get("phase", ""), refresh=False)
+            self.bar.refresh()
+        self.last = done
+        if self.callback is not None:
+            self.callback({"frames_done": done, "frames_total": total, "fraction": fraction, "fps": rate,
+                           "eta_seconds": eta, "phase": info.get("phase"), "elapsed": elapsed})
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run_engine(engine_options: dict, description: str, progress: bool,
+               on_progress: Callable[[dict], Any] | None, cancel: threading.Event | None = None) -> dict:
+    """Runs the C++ engine to the end with a progress bar; Ctrl-C or ``cancel`` (an Event set
+    from another thread) stops it within about a second, nothing left under the output names
+    (CancelledError for ``cancel``). Returns the engine's result."""
+    engine = _core.Engine(engine_options)
+    bar = _Progress(progress, on_progress, description)
+    engine.start()
+    cancelled = False
+    try:
+        while not engine.wait(0.2):
+            flush_log()
+            if cancel is not None and cancel.is_set():
+                cancelled = True
+                break
+            bar.update(engine.progress())
+    except BaseException:
+        # Ctrl-C, or anything raised by the progress bar or the caller's on_progress: the engine
+        # stops before the exception leaves (nothing keeps running, nothing half-written stays)
+        _stop(engine, bar)
+        raise
+    if cancelled:
+        _stop(engine, bar)
+        raise CancelledError("cancelled: the conversion stopped and left nothing under the output name")
+    try:
+        raw = engine.result()
+    except BaseException:
+        flush_log()
+        bar.close()
+        raise
+    flush_log()
+    try:
+        bar.update(engine.progress(), final=True)
+    finally:
+        bar.close()
+    return raw
+
+
+def _stop(engine: Any, bar: _Progress) -> None:
+    engine.cancel()
+    engine.wait(30.0)
+    flush_log()
+    bar.close()
+
+
+def warn_all(where: str, messages: Any) -> None:
+    """Each of a run's problems that did not stop it, as an SbsconvWarning."""
+    for message in messages:
+        warnings.warn(f"{where}: {message}", SbsconvWarning, stacklevel=3)
