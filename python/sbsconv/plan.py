@@ -425,3 +425,66 @@ def _fingerprint(engine: dict[str, Any], depth: DepthSource, options: ConvertOpt
     stat = os.stat(input_path)
     payload.update(size=stat.st_size, mtime=stat.st_mtime_ns, version=sbsconv.__version__)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# ---- split conversions -------------------------------------------------------------------------
+
+
+def output_size(options: ConvertOptions, source: MediaInfo) -> tuple[int, int]:
+    """The (width, height) of the frames a conversion of ``source`` encodes (the packed eyes)."""
+    layout = HEADSET_LAYOUTS.get(options.layout, options.layout)
+    if options.layout.startswith("vr180"):
+        side = (stereo.eye_size_for(options.eye_size, source.height, source.display_width)[1]
+                if options.eye_size is not None else
+                int(_core.vr180_default_canvas(source.height, source.display_width,
+                                               float(options.fov_degrees or stereo.DEFAULT_FOV_DEGREES))))
+        eye_w, eye_h = side, side
+    elif options.eye_size is not None:
+        eye_w, eye_h = stereo.eye_size_for(options.eye_size, source.height, source.display_width)
+    else:
+        eye_w, eye_h = source.display_width, source.height
+    height, width = _core.packed_size(layout, int(eye_h), int(eye_w))
+    return int(width), int(height)
+
+
+def _libx264_on_the_cpu(options: ConvertOptions, depth: DepthSource, width: int, height: int) -> bool:
+    """Whether a run would encode with libx264 on the CPU and let the engine choose its preset
+    (Note [Encoder preset on the CPU]): no preset given, the CPU, 8-bit H.264 ("auto" stays
+    H.264 within level 5.2, Note [H.264 level limits]), a software or automatic encoder."""
+    beyond_h264 = max(width, height) > 4096 or width * height > 4096 * 2176
+    codec_h264 = options.codec == "h264" or (options.codec == "auto" and not beyond_h264)
+    return (options.preset is None and depth.device.type == "cpu" and options.bit_depth == 8
+            and options.layout not in APPLE_LAYOUTS and codec_h264
+            and options.encoder in ("auto", "software", "libx264"))
+
+
+def settle_split_options(input_path: str, options: ConvertOptions) -> tuple[ConvertOptions, str]:
+    """The options every part of a split conversion runs with, with what the engine would
+    choose for itself per part decided once, before the parts start (the parts are joined with
+    the first part's stream headers, so they must encode alike): the libx264 preset, from the
+    model's speed on one frame of this video measured here (the engine's own rule,
+    ``_core.choose_x264_preset``). Returns the options and the reason ("" when nothing was
+    left to choose)."""
+    import time
+
+    import torch
+
+    source = sbsconv.probe(input_path)
+    if options.preset is not None or options.depth is not None:
+        return options, ""
+    depth = depth_source_for(options.replace(depth_out=None, point_clouds_every=None), source)
+    width, height = output_size(options, source)
+    if not isinstance(depth, DepthModel) or not _libx264_on_the_cpu(options, depth, width, height):
+        return options, ""
+    frame = torch.zeros(1, 3, source.height, source.display_width, dtype=torch.uint8)
+    for batch in sbsconv.media.read_frames(input_path, start=float(options.start or 0.0), duration=5.0,
+                                           batch_size=1):
+        frame = batch.data
+        break
+    depth.estimate_clip(frame)  # the first call pays for start-up (int8 packing, allocation)
+    t0 = time.perf_counter()
+    depth.estimate_clip(frame)
+    core_seconds = (time.perf_counter() - t0) * max(1, torch.get_num_threads())
+    preset, reason = _core.choose_x264_preset(core_seconds, width, height)
+    logger.info("split conversion: %s (one preset for every part)", reason)
+    return options.replace(preset=preset), reason

@@ -132,24 +132,59 @@ def _times(video: str, at) -> list[float]:
     return [float(v) for v in values]
 
 
-def _render(frame: torch.Tensor, o: ConvertOptions, keep: dict | None = None):
-    """Depth, packed layout and anaglyph of one frame with convert() options `o`; `keep`, if
-    given, also receives the depth itself, its kind and the field of view (see _depth_panels)."""
-    model = _load(o.model, o.checkpoint, o.device, o.precision, o.input_size, o.temporal_mode)
-    model._core.set_field_of_view(None if o.fov_degrees is None else float(o.fov_degrees))
-    # A video model sees the frame as a sequence of its own (a still shot).
-    estimate = model.estimate_clip(frame.to(model.device))
-    depth = model.pipeline_depth(estimate.depth.float())  # Depth Anything 3's depth: its inverse
-    kind = "metric" if model.kind == "metric" else "relative"
-    stabilizer = temporal.DepthStabilizer(kind=kind, percentiles=o.percentiles)
-    stable = stabilizer.process(depth)
+def _depth_from_file(o: ConvertOptions, video: str, seconds: float, frame: torch.Tensor):
+    """The depth of the frame at ``seconds`` in the exported depth file of ``o.depth`` (the
+    nearest stored frame), as convert(depth=...) takes it: used as stored (it was stabilised
+    when exported), at the frame's size. Returns (name, depth [1,1,H,W], kind, fov)."""
+    from sbsconv import depthio
+
+    source = depthio.depth_source(o, media.probe(video))
+    best, best_gap, fov = None, math.inf, None
+    for batch in depthio.read_depth(source.source, max_depth=o.max_depth):
+        for i, t in enumerate(batch.times):
+            gap = abs(t - seconds)
+            if gap < best_gap:
+                best, best_gap = batch.depth[i:i + 1], gap
+                fov = None if batch.fov is None else float(batch.fov.reshape(-1)[i])
+        if batch.times[-1] >= seconds:
+            break
+    if best is None:
+        raise OptionError(f"{source.source} holds no depth for {seconds:g} s")
+    _, _, height, width = frame.shape
+    if best.shape[-2:] != (height, width):
+        best = torch.nn.functional.interpolate(best, size=(height, width), mode="bilinear", align_corners=False)
+    return source.name, best.float(), source.kind, fov
+
+
+def _render(frame: torch.Tensor, o: ConvertOptions, keep: dict | None = None, *, video: str = "",
+            seconds: float = 0.0):
+    """Depth, packed layout and anaglyph of one frame with convert() options `o` (the depth:
+    the model's, or with ``o.depth`` the exported file's at ``seconds`` of ``video``); `keep`,
+    if given, also receives the depth itself, its kind and the field of view (see
+    _depth_panels). Returns the depth's name, then the three pictures."""
+    if o.depth is not None:
+        name, stable, file_kind, estimated = _depth_from_file(o, video, seconds, frame)
+        kind = "metric" if file_kind == "metric" else "relative"
+        device = torch.device("cpu") if o.device in ("auto", "") else torch.device(o.device)
+        stable = stable.to(device)
+        estimate_fov = None if estimated is None else torch.tensor([estimated])
+    else:
+        model = _load(o.model, o.checkpoint, o.device, o.precision, o.input_size, o.temporal_mode)
+        model._core.set_field_of_view(None if o.fov_degrees is None else float(o.fov_degrees))
+        # A video model sees the frame as a sequence of its own (a still shot).
+        estimate = model.estimate_clip(frame.to(model.device))
+        depth = model.pipeline_depth(estimate.depth.float())  # Depth Anything 3's depth: its inverse
+        kind = "metric" if model.kind == "metric" else "relative"
+        stabilizer = temporal.DepthStabilizer(kind=kind, percentiles=o.percentiles)
+        stable = stabilizer.process(depth)
+        name, device, estimate_fov = model.name, model.device, estimate.fov_degrees
     if kind == "metric":
         inverse = stable.clamp_min(1e-3).reciprocal()
         shown = (inverse - inverse.amin()) / (inverse.amax() - inverse.amin()).clamp_min(1e-6)
-        fov = o.fov_degrees if o.fov_degrees is not None else estimate.fov_degrees
+        fov = o.fov_degrees if o.fov_degrees is not None else estimate_fov
     else:
         shown, fov = stable, None
-    frames = frame.to(model.device)
+    frames = frame.to(device)
     common = {
         "depth": stable, "depth_kind": kind, "divergence": o.divergence, "convergence": o.convergence,
         "max_shift": o.max_shift, "ipd_mm": o.ipd_mm, "fov_degrees": fov,
@@ -161,11 +196,11 @@ def _render(frame: torch.Tensor, o: ConvertOptions, keep: dict | None = None):
     if keep is not None:
         # the field of view: the option, else the model's estimate, else 60 degrees
         fov = o.fov_degrees
-        if fov is None and estimate.fov_degrees is not None:
-            fov = float(estimate.fov_degrees.reshape(-1)[0])
+        if fov is None and estimate_fov is not None:
+            fov = float(estimate_fov.reshape(-1)[0])
         keep.update(depth=stable[0, 0].cpu(), kind=kind,
                     fov=DEFAULT_FOV_DEGREES if fov is None else fov)
-    return model, _core.colorize_depth(shown).cpu()[0], packed.cpu()[0], anaglyph.cpu()[0]
+    return name, _core.colorize_depth(shown).cpu()[0], packed.cpu()[0], anaglyph.cpu()[0]
 
 
 def _depth_panels(frame: torch.Tensor, kept: dict, point_cloud: bool,
@@ -220,8 +255,8 @@ def preview(video: str | os.PathLike[str], at=None, options: ConvertOptions | No
         for t in _times(video, at):
             frame = _frame_at(video, t)
             kept: dict = {}
-            model, depth, packed, anaglyph = _render(frame, o, kept)
-            rows.append([Panel(f"frame {t:g} s", frame[0].cpu()), Panel(f"depth ({model.name})", depth),
+            name, depth, packed, anaglyph = _render(frame, o, kept, video=video, seconds=t)
+            rows.append([Panel(f"frame {t:g} s", frame[0].cpu()), Panel(f"depth ({name})", depth),
                          Panel(o.layout, packed), Panel("anaglyph", anaglyph)])
             rows[-1] += _depth_panels(frame.cpu(), kept, point_cloud, histogram)
             captions.append(f"{Path(video).name} at {t:g} s: divergence {o.divergence}, "
@@ -247,7 +282,7 @@ def compare(video: str | os.PathLike[str], at=None, variants: list[dict] | None 
             frame = _frame_at(video, t)
             row = [Panel(f"frame {t:g} s", frame[0].cpu())]
             for i, (variant, o) in enumerate(zip(variants, merged, strict=True)):
-                model, depth, _, anaglyph = _render(frame, o)
+                _, depth, _, anaglyph = _render(frame, o, video=video, seconds=t)
                 label = ", ".join(f"{k}={v}" for k, v in variant.items()) or f"variant {i + 1}"
                 row += [Panel(f"{label}: depth", depth), Panel(f"{label}: anaglyph", anaglyph)]
             rows.append(row)

@@ -190,14 +190,15 @@ class Inputs:
         return target
 
     def local(self, text: str, kind: str = "video") -> Path:
-        """A file (or a checkpoint folder, for models) on this machine, under an allowed folder."""
+        """A file (or a folder: a checkpoint, a depth sequence) on this machine, under an allowed folder."""
         p = Path(text.strip()).expanduser().resolve()
         if not self.allowed:
             raise errors.OptionError("paths on this machine are off: start sbsconv ui with --allow-path DIR")
         if not any(p == a or a in p.parents for a in self.allowed):
             raise errors.OptionError(f"{text.strip()} is outside the allowed folders "
                                      f"({', '.join(map(str, self.allowed))})")
-        if not (p.is_file() or (kind in ("model", "checkpoint") and p.is_dir())):
+        # folders: a transformers-layout checkpoint, a png16/exr depth sequence
+        if not (p.is_file() or (kind in ("model", "checkpoint", "depth") and p.is_dir())):
             raise errors.InputNotFoundError(f"no such file: {text.strip()}", path=str(p))
         return p
 
