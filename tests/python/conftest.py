@@ -160,3 +160,57 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     setattr(item, "rep_" + report.when, report)
+
+
+# ---- the way users reach things ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def hub_cache(tmp_path_factory) -> Path:
+    """A Hugging Face hub cache laid out as `hf download` leaves it (blobs, snapshots, refs), with
+    random weights in the published file layouts (tests/python/hubcache.py) of the default model
+    and of each family's default approach (what the README, the notebook, the web app and
+    sbsconv-bench reach without naming a model)."""
+    import hubcache
+    import sbsconv
+    from sbsconv import models
+
+    names = sorted({sbsconv.ConvertOptions().model, *models.approaches()})
+    return hubcache.hub_cache_fixture(tmp_path_factory, names)
+
+
+@pytest.fixture(scope="session")
+def hub_cache_all(tmp_path_factory) -> Path:
+    """As `hub_cache`, with every registry model."""
+    import hubcache
+
+    return hubcache.hub_cache_fixture(tmp_path_factory)
+
+
+@pytest.fixture
+def offline_hub(hub_cache, monkeypatch) -> Path:
+    """This process reads models from `hub_cache`, offline (HF_HUB_OFFLINE=1), as a user whose
+    cache holds them does; subprocesses get the same with `hubcache.hub_env(hub_cache)`."""
+    import hubcache
+
+    hubcache.use_hub_cache(monkeypatch, hub_cache)
+    return hub_cache
+
+
+@pytest.fixture(scope="session")
+def sample_clip(make_clip) -> Path:
+    """The bundled sample clip (sbsconv.samples: 1280x720, 15 fps), its first second: what the
+    README's and the notebook's `clip.mp4` stand for in the tests."""
+    from sbsconv import samples
+
+    return make_clip("sample_1s.mp4", ["-i", str(samples.path()), "-t", "1", "-an", "-c:v", "libx264",
+                                       "-preset", "ultrafast", "-pix_fmt", "yuv420p"])
+
+
+@pytest.fixture(scope="session")
+def sample_clip_short(make_clip) -> Path:
+    """The sample clip's first 0.4 s (6 frames at 1280x720)."""
+    from sbsconv import samples
+
+    return make_clip("sample_6frames.mp4", ["-i", str(samples.path()), "-t", "0.4", "-an", "-c:v", "libx264",
+                                            "-preset", "ultrafast", "-pix_fmt", "yuv420p"])
