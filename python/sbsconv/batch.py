@@ -15,23 +15,30 @@ many conversions lives here and only here: the engine stays one process converti
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import fnmatch
 import glob
+import logging
 import multiprocessing
+import multiprocessing.connection
 import os
+import signal
 import time
+import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sbsconv.errors import OptionError, SbsconvError
+from sbsconv.errors import InternalError, OptionError, OutputError, SbsconvError
 from sbsconv.options import CALL_KEYWORDS, CONTAINERS, ConvertOptions
 
 __all__ = ["BatchSummary", "FileOutcome", "SplitResult", "convert_many", "convert_split", "find_inputs", "output_for",
            "plan_parts"]
+
+logger = logging.getLogger("sbsconv")
 
 # what a folder's files are taken as when no pattern is given
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".m2ts", ".mts", ".mpg", ".mpeg",
@@ -48,6 +55,8 @@ class FileOutcome:
     frames: int = 0
     device: str = ""
     resumed_from: int = 0  # the first frame this run converted (> 0: continued from a journal)
+    # a failure's full report (the traceback, where there was one); also logged at debug level
+    details: str = dataclasses.field(default="", repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -144,70 +153,218 @@ def _finished(output: Path) -> bool:
     return output.is_file() and not journal.exists()
 
 
+def _failure_text(exc: BaseException) -> str:
+    """A failure in one line: an sbsconv error's own first line, anything else's type and
+    message (an unexpected exception is a bug, and says what it was)."""
+    if isinstance(exc, SbsconvError):
+        return str(exc).split("\n")[0]
+    message = str(exc).split("\n")[0]
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
 def _convert_one(job: tuple[str, str, ConvertOptions, bool],
                  on_progress: Callable[[dict], Any] | None = None) -> FileOutcome:
+    """One file of a batch: its outcome, whatever happened (every exception is reported as the
+    file's failure, with its traceback in ``details``; only Ctrl-C goes through)."""
     from sbsconv.conversion import convert
 
     source, target, options, progress = job
     t0 = time.perf_counter()
     try:
-        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(target).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot make the output folder {folder}: {exc.strerror or exc}",
+                              stage="open", path=str(folder)) from exc
         result = convert(source, target, options, progress=progress, on_progress=on_progress)
-    except SbsconvError as exc:
-        return FileOutcome(source, target, "failed", str(exc).split("\n")[0], time.perf_counter() - t0,
-                           device=options.device)
+    except Exception as exc:  # noqa: BLE001 (one file's failure must not stop or hang the batch)
+        details = traceback.format_exc()
+        logger.debug("%s failed:\n%s", source, details)
+        return FileOutcome(source, target, "failed", _failure_text(exc), time.perf_counter() - t0,
+                           device=options.device, details=details)
     return FileOutcome(source, result.output, "done", "", time.perf_counter() - t0, result.frames,
                        device=options.device, resumed_from=result.resumed_from)
 
 
 def _worker(run: Callable[[Any, str], Any], device: str, jobs: Any, results: Any) -> None:
-    """One device's worker process: ``run(payload, device)`` for each job until the queue says
-    stop; each result (or the SbsconvError it raised) goes back with the job's index."""
+    """One device's worker process: ``run(payload, device)`` for each job received until the
+    pipe says stop (None) or closes; each result goes back as ``(index, result, None)``, each
+    exception as ``(index, exception, traceback)``: an SbsconvError as itself, anything else as
+    an InternalError naming it (so that it always crosses the pipe)."""
     import warnings
 
     from sbsconv.errors import SbsconvWarning
 
     warnings.simplefilter("ignore", SbsconvWarning)  # reported in the caller's results instead
     while True:
-        job = jobs.get()
+        try:
+            job = jobs.recv()
+        except (EOFError, OSError):  # the caller went away
+            return
         if job is None:
             return
         index, payload = job
         try:
-            results.put((index, run(payload, device)))
-        except SbsconvError as exc:
-            results.put((index, exc))
+            reply = (index, run(payload, device), None)
+        except Exception as exc:  # noqa: BLE001 (reported to the caller, who decides)
+            details = traceback.format_exc()
+            logger.debug("worker on %s: job %s failed:\n%s", device, index, details)
+            if not isinstance(exc, SbsconvError):
+                exc = InternalError(f"{_failure_text(exc)} (in the worker process on {device})",
+                                    stage="worker")
+            reply = (index, exc, details)
+        try:
+            results.send(reply)
+        except (BrokenPipeError, EOFError):  # the caller went away
+            return
+        except Exception as exc:  # noqa: BLE001 (cannot cross the pipe: pickled before it is sent)
+            error = InternalError(f"the result of job {index} could not be sent back: "
+                                  f"{_failure_text(exc)}", stage="worker")
+            results.send((index, error, traceback.format_exc()))
+
+
+def _exit_text(code: int | None) -> str:
+    """How a process ended, in words: its exit code, or the signal that killed it."""
+    if code is None:
+        return "it stopped answering"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"killed by {name}, exit code {code}"
+    return f"exit code {code}"
+
+
+@dataclass
+class _Slot:
+    """One worker process of the pool, its pipes, and the job it is working on."""
+
+    device: str
+    process: Any = None
+    jobs: Any = None  # the caller's end of the job pipe (send)
+    results: Any = None  # the caller's end of the result pipe (recv)
+    job: int | None = None  # the index of the job in flight
+    dead: bool = False
 
 
 class _WorkerPool:
     """One spawned worker process per device (CUDA and threads do not survive fork), each
-    running ``run(payload, device)`` for the jobs submitted; stopped (and joined) on exit."""
+    running ``run(payload, device)`` for the jobs submitted, one job at a time; stopped (and
+    joined) on exit. Each worker has its own pipes, so the caller always knows which job a
+    worker holds: a worker that dies (killed, crashed, ``os._exit``) fails that job with its
+    exit code instead of leaving :meth:`result` waiting, and is started again when a job
+    needs it."""
+
+    POLL_SECONDS = 1.0
 
     def __init__(self, devices: list[str], run: Callable[[Any, str], Any]) -> None:
-        context = multiprocessing.get_context("spawn")
-        self.jobs, self.results = context.Queue(), context.Queue()
-        self.processes = [context.Process(target=_worker, args=(run, d, self.jobs, self.results), daemon=True)
-                          for d in devices]
+        self.context = multiprocessing.get_context("spawn")
+        self.run = run
+        self.slots = [_Slot(d) for d in devices]
+        self.pending: collections.deque[tuple[int, Any]] = collections.deque()
+        self.done: collections.deque[tuple[int, Any]] = collections.deque()
+
+    def _start(self, slot: _Slot) -> None:
+        jobs_out, jobs_in = self.context.Pipe(duplex=False)  # (receiving end, sending end)
+        results_out, results_in = self.context.Pipe(duplex=False)
+        slot.process = self.context.Process(target=_worker, daemon=True,
+                                            args=(self.run, slot.device, jobs_out, results_in))
+        slot.process.start()
+        jobs_out.close()  # the worker's ends: closed here, so that its death shows as EOF
+        results_in.close()
+        slot.jobs, slot.results, slot.job, slot.dead = jobs_in, results_out, None, False
 
     def __enter__(self) -> _WorkerPool:
-        for p in self.processes:
-            p.start()
+        for slot in self.slots:
+            self._start(slot)
         return self
 
     def submit(self, index: int, payload: Any) -> None:
-        self.jobs.put((index, payload))
+        """Queues a job; it goes to the first idle worker."""
+        self.pending.append((index, payload))
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        for slot in self.slots:
+            if not self.pending:
+                return
+            if slot.job is not None:
+                continue
+            if slot.dead or not slot.process.is_alive():  # a job needs it: a fresh process
+                self._close(slot)
+                self._start(slot)
+            index, payload = self.pending.popleft()
+            slot.job = index
+            with contextlib.suppress(OSError, EOFError):  # it died since: failed on the next look
+                slot.jobs.send((index, payload))
+
+    def _died(self, slot: _Slot) -> tuple[int, Any]:
+        """A worker that died with a job: the job's failure, naming how the process ended."""
+        slot.process.join(timeout=5)
+        if slot.process.is_alive():  # its pipe broke but it runs on: not to be trusted with more
+            slot.process.kill()
+        index, slot.job, slot.dead = slot.job, None, True
+        how = _exit_text(slot.process.exitcode)
+        error = InternalError(f"the worker process on {slot.device} died ({how}) before finishing "
+                              "its job", stage="worker")
+        logger.debug("worker on %s died: %s", slot.device, error)
+        return index, error
 
     def result(self) -> tuple[int, Any]:
-        """The next finished job: (index, result or the SbsconvError it raised)."""
-        return self.results.get()
+        """The next finished job: (index, result or the exception it raised: an SbsconvError,
+        or an InternalError for anything else and for a worker that died on it). Never waits
+        on a dead worker; raises InternalError when no job is in flight."""
+        while True:
+            if self.done:
+                return self.done.popleft()
+            busy = [slot for slot in self.slots if slot.job is not None]
+            if not busy:
+                raise InternalError("the worker pool was asked for a result with no job in flight",
+                                    stage="worker")
+            waiting = [slot.results for slot in busy] + [slot.process.sentinel for slot in busy]
+            ready = multiprocessing.connection.wait(waiting, timeout=self.POLL_SECONDS)
+            for slot in busy:
+                if slot.results in ready or slot.results.poll():
+                    try:
+                        index, value, details = slot.results.recv()
+                    except (EOFError, OSError):  # closed: the process ended
+                        self.done.append(self._died(slot))
+                        continue
+                    except Exception as exc:  # noqa: BLE001 (a reply that cannot be read back)
+                        reason = _failure_text(exc)
+                        index, details = slot.job, traceback.format_exc()
+                        value = InternalError(f"the reply of the worker on {slot.device} could not "
+                                              f"be read: {reason}", stage="worker")
+                    if details is not None and isinstance(value, BaseException):
+                        value.details = details  # the worker's traceback, for whoever reports it
+                    slot.job = None
+                    self.done.append((index, value))
+                elif slot.process.sentinel in ready or not slot.process.is_alive():
+                    self.done.append(self._died(slot))
+            self._dispatch()
 
-    def __exit__(self, *exc: object) -> None:
-        for _ in self.processes:
-            self.jobs.put(None)
-        for p in self.processes:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.terminate()
+    def _close(self, slot: _Slot) -> None:
+        for end in (slot.jobs, slot.results):
+            with contextlib.suppress(OSError):
+                end.close()
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        # normally: each worker is told to stop and finishes its job; after an error (a part
+        # failed, Ctrl-C) the workers still converting are stopped at once
+        for slot in self.slots:
+            if exc_type is None:
+                with contextlib.suppress(OSError):
+                    slot.jobs.send(None)
+            elif slot.process.is_alive():
+                slot.process.terminate()
+        for slot in self.slots:
+            slot.process.join(timeout=30 if exc_type is None else 10)
+            if slot.process.is_alive():
+                slot.process.kill()
+                slot.process.join(timeout=5)
+            self._close(slot)
 
 
 def _file_on(payload: tuple[str, str, ConvertOptions], device: str) -> FileOutcome:
@@ -279,7 +436,14 @@ def convert_many(
     if options.depth is not None or options.depth_out is not None or options.infill_mask is not None:
         raise OptionError("depth, depth_out and infill_mask name one file each: use convert() per file for them")
     out_dir = Path(output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"the output folder {out_dir} is a file: name a folder (or a new name) "
+                          "for the outputs", stage="open", path=str(out_dir))
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot make the output folder {out_dir}: {exc.strerror or exc}",
+                          stage="open", path=str(out_dir)) from exc
     workers = _devices(devices)
     files = find_inputs(inputs, recursive=recursive, pattern=pattern)
     t0 = time.perf_counter()
@@ -343,6 +507,11 @@ def convert_many(
                 while running:
                     i, outcome = pool.result()
                     running -= 1
+                    if isinstance(outcome, BaseException):  # its worker died (or failed outside it)
+                        source = str(files[i][0])
+                        target = str(output_for(*files[i], out_dir, options))
+                        outcome = FileOutcome(source, target, "failed", _failure_text(outcome),
+                                              details=getattr(outcome, "details", "") or "")
                     record(i, outcome)
                     stopped = stopped or (on_error == "stop" and outcome.status == "failed")
                     if pending and not stopped:
@@ -524,6 +693,7 @@ def convert_split(
     backend: str = "local",
     devices: str | Iterable[str] | None = None,
     address: str | None = None,
+    retries: int = 3,
     **overrides: Any,
 ) -> SplitResult:
     """Converts one long video as ``split`` parts side by side (Note [Parts of one video]): the
@@ -532,7 +702,9 @@ def convert_split(
     ``warm_up`` seconds before its start that only settle the temporal state (depth range and
     alignment, scene cuts, the comfort budget), then the parts are joined by stream copy with
     the source's audio and subtitles. ``split``: the number of parts, or "auto" (one per worker,
-    at least a minute each).
+    at least a minute each). ``retries``: how often Ray runs a part again whose worker was lost.
+    A part that fails fails the conversion with an SbsconvError (a worker process that dies:
+    an InternalError naming its exit code); nothing is left under the output name.
     The output has every frame once with the source's timing, and matches a single run's
     frames (the tests hold it to 40 dB at every frame, the seams included)."""
     from sbsconv import _core
@@ -552,6 +724,13 @@ def convert_split(
         raise OptionError("spatial video is one x265 stream: convert() it in one piece")
     if backend not in ("local", "ray"):
         raise OptionError(f"backend must be 'local' or 'ray', got {backend!r}")
+    if backend == "ray" and devices is not None:
+        raise OptionError("backend='ray' places each part on a GPU of the cluster itself: "
+                          "leave devices out")
+    if address is not None and backend != "ray":
+        raise OptionError("address names a Ray cluster: it needs backend='ray'")
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise OptionError(f"retries must be a whole number >= 0, got {retries!r}")
     if not (split == "auto" or (isinstance(split, int) and not isinstance(split, bool) and split >= 1)):
         raise OptionError(f"split must be 'auto' or a whole number of parts >= 1, got {split!r}")
     if not (isinstance(warm_up, int | float) and 0 <= warm_up <= 600):
@@ -577,14 +756,28 @@ def convert_split(
         stop = cuts[k + 1] if k + 1 < len(cuts) else end
         begin = max(start, cut - warm_up) if k > 0 else start
         windows.append({"start": begin, "duration": None if stop is None else stop - begin,
-                        "output_start": cut, "timeline_start": start})
+                        "output_start": cut, "timeline_start": start, "final_output": output_path})
+    # What the engine would choose per run (the libx264 preset on the CPU) is chosen once, here,
+    # for every part: the parts are joined with the first part's stream headers (Note
+    # [Conversion plan] in sbsconv/plan.py).
+    part_devices = workers if workers else [options.device]
+    if all(d == "cpu" or (d == "auto" and backend == "local") for d in part_devices):
+        from sbsconv import plan as planning
+
+        settled, _ = planning.settle_split_options(
+            input_path, options if workers is None else options.replace(device=part_devices[0]))
+        options = options.replace(preset=settled.preset)
     folder = Path(output_path).with_name("." + Path(output_path).name + ".sbsconv-parts")
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot make the parts folder {folder}: {exc.strerror or exc}",
+                          stage="open", path=str(folder)) from exc
     jobs = [(k, input_path, str(folder / f"part_{k:03d}.nut"), options, w) for k, w in enumerate(windows)]
     results: list[dict | None] = [None] * len(jobs)
     try:
         if backend == "ray":
-            _parts_on_ray(jobs, results, address=address)
+            _parts_on_ray(jobs, results, address=address, retries=retries)
         elif workers is None:
             from sbsconv.conversion import convert_part
 
@@ -594,15 +787,24 @@ def convert_split(
                         on_progress({"part": k, "parts": len(jobs),
                                      "fraction": (k + float(p.get("fraction", 0.0))) / len(jobs)})
 
-                results[k] = {"index": k, **convert_part(source, part_path, part_options, **window,
-                                                         on_progress=report)}
+                try:
+                    results[k] = {"index": k, **convert_part(source, part_path, part_options,
+                                                             **window, on_progress=report)}
+                except SbsconvError:
+                    raise
+                except Exception as exc:  # a bug: said as one, with the part
+                    raise InternalError(f"part {k + 1} of {len(jobs)} failed: {_failure_text(exc)}",
+                                        stage="split") from exc
         else:
             with _WorkerPool(workers, _part_on) as pool:
                 for job in jobs:
                     pool.submit(job[0], job)
                 for _ in jobs:
                     index, result = pool.result()
-                    if isinstance(result, SbsconvError):
+                    if isinstance(result, InternalError):  # a bug or a dead worker: which part
+                        raise InternalError(f"part {index + 1} of {len(jobs)} failed: {result}",
+                                            stage=result.stage) from result
+                    if isinstance(result, BaseException):
                         raise result
                     results[index] = result
         finished = [r for r in results if r is not None]
@@ -629,17 +831,24 @@ def convert_split(
                        warnings=tuple(dict.fromkeys(warnings_seen)))
 
 
-def _parts_on_ray(jobs: list[tuple], results: list[dict | None], *, address: str | None) -> None:
+def _parts_on_ray(jobs: list[tuple], results: list[dict | None], *, address: str | None,
+                  retries: int = 3) -> None:
     with _ray_session(address) as ray:
-        task = ray.remote(_part_on).options(num_cpus=1, num_gpus=_gpus_per_task(ray, jobs[0][3]), max_retries=3)
+        task = ray.remote(_part_on).options(num_cpus=1, num_gpus=_gpus_per_task(ray, jobs[0][3]),
+                                            max_retries=retries)
         refs = [task.remote(job) for job in jobs]
         try:
             for result in ray.get(refs):
                 results[result["index"]] = result
-        except ray.exceptions.RayTaskError as exc:
+        except ray.exceptions.RayError as exc:  # a part raised, or its worker was lost for good
             _cancel_all(ray, refs)
-            cause = exc.as_instanceof_cause()
-            raise cause if isinstance(cause, SbsconvError) else exc
+            if isinstance(exc, ray.exceptions.RayTaskError):
+                cause = exc.as_instanceof_cause()
+                if isinstance(cause, SbsconvError):
+                    raise cause from None
+            lines = str(exc).strip().splitlines()
+            last = (lines[-1] if lines else type(exc).__name__)[:300]
+            raise InternalError(f"a part failed on Ray: {last}", stage="split") from exc
         except BaseException:
             _cancel_all(ray, refs)
             raise

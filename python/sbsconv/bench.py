@@ -9,8 +9,9 @@ Writes into one folder per run: the excerpt the approaches share (normalised to 
 contact sheet (the same frames, the source then every approach's depth, side by side),
 results.json and results.md; prints the table. An approach that cannot run (checkpoint
 unavailable offline, not enough memory, no such device) is listed as skipped with its
-reason, and the run goes on. The conversion options (--device, --layout ...) are
-``sbsconv convert``'s, checked before any work.
+reason, one that fails in any other way (a bug included) as failed with its reason (the
+traceback goes to the log at debug level), and the run goes on. The conversion options
+(--device, --layout ...) are ``sbsconv convert``'s, checked before any work.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import math
 import re
 import sys
 import time
+import traceback
 from fractions import Fraction
 from pathlib import Path
 
@@ -104,6 +106,9 @@ def run(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=Path("sbsconv-bench"), help="folder for the runs")
     parser.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=True,
                         help="normalise the excerpt to 1080p at 24 fps first (default: on)")
+    parser.add_argument("--debug", action="store_true",
+                        help="print the full traceback of an internal error (it is always "
+                        "written to a log file)")
     # the conversion options every approach shares, as `sbsconv convert` takes them
     cli.add_option_arguments(parser, BENCH_OPTIONS)
     args = parser.parse_args(argv)
@@ -132,6 +137,11 @@ def run(argv: list[str] | None = None) -> dict:
             row.update(status="skipped", reason=f"not enough memory: {exc}")
         except errors.SbsconvError as exc:
             row.update(status="failed", reason=str(exc))
+        except Exception as exc:  # noqa: BLE001 (a bug in one approach: reported, the others go on)
+            logger.debug("%s failed:\n%s", name, traceback.format_exc())
+            message = str(exc).strip().split("\n")[0]
+            row.update(status="failed", reason=f"{type(exc).__name__}: {message}" if message
+                       else type(exc).__name__)
         else:
             row.update(frames=result.frames, seconds=round(time.perf_counter() - t0, 3), fps=round(result.fps, 3),
                        model=result.model, encoder=result.encoder,
@@ -141,7 +151,12 @@ def run(argv: list[str] | None = None) -> dict:
         if row["status"] != "ok":
             logger.warning("%s %s: %s", name, row["status"], row["reason"])
         rows.append(row)
-    sheet = contact_sheet(excerpt, depth_clips, run_dir / "contact_sheet.png")
+    try:
+        sheet = contact_sheet(excerpt, depth_clips, run_dir / "contact_sheet.png")
+    except Exception as exc:  # noqa: BLE001 (the results are written without it)
+        logger.debug("the contact sheet failed:\n%s", traceback.format_exc())
+        logger.warning("no contact sheet: %s: %s", type(exc).__name__, exc)
+        sheet = None
     results = {
         "input": str(source), "start": args.start, "seconds": args.seconds, "normalized": args.normalize,
         "excerpt": {"width": info.width, "height": info.height, "fps": str(info.fps), "frames": info.num_frames},
@@ -186,14 +201,23 @@ def markdown(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``sbsconv-bench``: exit codes 0 ok, 1 an sbsconv error, 2 bad arguments, 70 internal
+    error (one line on stderr, the full report in a log file: ``sbsconv.cli.log_dir()``),
+    130 interrupted."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
         run(argv)
+    except errors.InternalError as exc:
+        return cli.report_internal_error("sbsconv-bench", exc, debug=debug, argv=argv)
     except errors.SbsconvError as exc:
         print(f"sbsconv-bench: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        return 130
+        print("sbsconv-bench: interrupted", file=sys.stderr)
+        return cli.EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 (a bug: one line and a report, never a raw traceback)
+        return cli.report_internal_error("sbsconv-bench", exc, debug=debug, argv=argv)
     return 0
 
 

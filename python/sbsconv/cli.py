@@ -1,7 +1,9 @@
 """The ``sbsconv`` command line.
 
-Exit codes: 0 success; 2 bad usage or options; 3 unusable input; 4 encoding or output
-failure; 5 model failure; 1 any other sbsconv error; 130 interrupted (Ctrl-C).
+Exit codes: 0 success; 1 any other sbsconv error (also: a file of a batch failed, or
+``doctor`` found that something asked for cannot work); 2 bad usage or options; 3 unusable
+input; 4 encoding or output failure; 5 model failure; 70 internal error (a bug: one line on
+stderr, the full report in a log file, ``--debug`` prints it); 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -10,9 +12,14 @@ import argparse
 import json
 import logging
 import os
+import platform
 import sys
+import tempfile
+import time
+import traceback
 from dataclasses import asdict
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 from sbsconv import errors
@@ -23,10 +30,68 @@ EXIT_USAGE = 2
 EXIT_INPUT = 3
 EXIT_OUTPUT = 4
 EXIT_MODEL = 5
+EXIT_INTERNAL = 70  # EX_SOFTWARE (sysexits.h): a bug in sbsconv
 EXIT_INTERRUPTED = 130
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 ok; 1 other errors (also: a file of a batch failed, doctor found that "
+    "something asked for cannot work); 2 bad usage or options; 3 unusable input; 4 encoding or "
+    "output failure; 5 model failure; 70 internal error (a bug: the full report goes to a log "
+    "file under ~/.cache/sbsconv/logs, --debug prints it); 130 interrupted."
+)
+
+
+def log_dir() -> Path:
+    """Where the reports of internal errors go: $XDG_CACHE_HOME/sbsconv/logs (else
+    ~/.cache/sbsconv/logs)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sbsconv" / "logs"
+
+
+def _write_report(prog: str, details: str, argv: list[str] | None) -> Path | None:
+    """The full report of an internal error, in a new file under :func:`log_dir` (or the
+    system's temporary folder when that cannot be written); None when neither can."""
+    try:
+        from sbsconv import __version__ as version
+    except Exception:  # noqa: BLE001 (the report must not fail on a broken import)
+        version = "unknown"
+    header = (f"{prog} {version}, Python {platform.python_version()}, {platform.platform()}\n"
+              f"command: {' '.join([prog, *(sys.argv[1:] if argv is None else argv)])}\n"
+              f"time: {time.strftime('%Y-%m-%d %H:%M:%S')}\n\n")
+    name = f"{prog}-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    for folder in (log_dir(), Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / name
+            path.write_text(header + details)
+            return path
+        except OSError:
+            continue
+    return None
+
+
+def report_internal_error(prog: str, exc: BaseException, *, debug: bool = False,
+                          argv: list[str] | None = None) -> int:
+    """An unexpected exception (a bug) at a command line's top: ONE line on stderr naming it and
+    where its full report was written (the traceback is also printed with ``debug``).
+    Returns :data:`EXIT_INTERNAL`."""
+    details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    path = _write_report(prog, details, argv)
+    if debug:
+        print(details, file=sys.stderr, end="")
+    lines = str(exc).strip().splitlines()
+    message = lines[0] if lines else ""
+    if not isinstance(exc, errors.SbsconvError):
+        message = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    where = f"the full report is in {path}" if path else "the report could not be written"
+    hint = "" if debug else "; --debug prints it here"
+    print(f"{prog}: internal error (a bug, please report it): {message} ({where}{hint})",
+          file=sys.stderr)
+    return EXIT_INTERNAL
 
 
 def _exit_code(exc: errors.SbsconvError) -> int:
+    if isinstance(exc, errors.InternalError):
+        return EXIT_INTERNAL
     if isinstance(exc, errors.OptionError):
         return EXIT_USAGE
     if isinstance(exc, errors.InputError):
@@ -195,30 +260,99 @@ def options_from_args(args: argparse.Namespace, names: list[str] | None = None):
     return ConvertOptions(**{n: getattr(args, n) for n in names if hasattr(args, n)})
 
 
+def _split_arg(text: str) -> int | str:
+    """--split: "auto" or a whole number of parts >= 1 (else OptionError)."""
+    value = text.strip().lower()
+    if value == "auto":
+        return "auto"
+    try:
+        parts = int(value)
+    except ValueError:
+        parts = 0
+    if parts < 1:
+        raise errors.OptionError("--split must be a positive integer (the number of parts) or "
+                                 f"auto, got {text!r}")
+    return parts
+
+
+def _devices_arg(text: str | None) -> str | list[str] | None:
+    """--devices: "all", or device names separated by commas (else OptionError)."""
+    if text is None:
+        return None
+    if text.strip() == "all":
+        return "all"
+    names = [d.strip() for d in text.split(",") if d.strip()]
+    if not names:
+        raise errors.OptionError("--devices must name devices (cuda:0,cuda:1) or be all, "
+                                 f"got {text!r}")
+    return names
+
+
+def _check_convert_flags(args: argparse.Namespace) -> None:
+    """Every flag of ``convert`` takes effect or is refused: the flags of many inputs, of a
+    split conversion and of Ray each need their mode (OptionError, before any work)."""
+    backend = args.backend or "local"
+    given = {"--recursive": args.recursive, "--pattern": args.pattern is not None,
+             "--no-skip-existing": args.no_skip_existing, "--on-error": args.on_error is not None}
+    if backend != "ray":
+        for flag, value in (("--address", args.address), ("--retries", args.retries)):
+            if value is not None:
+                raise errors.OptionError(f"{flag} applies to --backend ray only")
+    if args.output_dir is not None:
+        if args.split is not None:
+            raise errors.OptionError("--split converts one file in parts (INPUT OUTPUT --split N); "
+                                     "--output-dir converts many files, each whole: use one or the "
+                                     "other")
+        if args.warm_up is not None:
+            raise errors.OptionError("--warm-up applies to --split only")
+        return
+    for flag, value in given.items():
+        if value:
+            raise errors.OptionError(f"{flag} applies to many inputs (--output-dir DIR) only")
+    if args.split is None:
+        if args.devices is not None:
+            raise errors.OptionError("--devices runs one worker per device: it needs --output-dir "
+                                     "(many files) or --split (one file in parts); one file on one "
+                                     "device: --device")
+        if backend == "ray":
+            raise errors.OptionError("--backend ray needs --output-dir (many files) or --split "
+                                     "(one file in parts)")
+        if args.warm_up is not None:
+            raise errors.OptionError("--warm-up applies to --split only")
+
+
 def _cmd_convert(args: argparse.Namespace) -> int:
     from sbsconv.conversion import convert
 
+    split = _split_arg(args.split) if args.split is not None else None
+    devices = _devices_arg(args.devices)
+    _check_convert_flags(args)
+    backend = args.backend or "local"
+    retries = 3 if args.retries is None else args.retries
     if args.output_dir is not None:  # many inputs: files, folders, globs
         from sbsconv.batch import convert_many
 
-        summary = convert_many(args.paths, args.output_dir, options_from_args(args), recursive=args.recursive,
-                               pattern=args.pattern, skip_existing=not args.no_skip_existing,
-                               devices=args.devices.split(",") if args.devices and args.devices != "all"
-                               else args.devices, on_error=args.on_error, backend=args.backend,
-                               address=args.address, retries=args.retries, progress=not args.quiet)
+        summary = convert_many(args.paths, args.output_dir, options_from_args(args),
+                               recursive=args.recursive, pattern=args.pattern,
+                               skip_existing=not args.no_skip_existing, devices=devices,
+                               on_error=args.on_error or "continue", backend=backend,
+                               address=args.address, retries=retries, progress=not args.quiet)
         print(summary)
+        if args.debug:  # each failure's full report (also in the log at debug level, -vv)
+            for failed in summary.failed:
+                if failed.details:
+                    print(f"{failed.input}:\n{failed.details}", file=sys.stderr)
         return EXIT_OK if not summary.failed else EXIT_ERROR
     if len(args.paths) != 2:
         raise errors.OptionError("convert takes an input and an output, or inputs and --output-dir DIR")
     args.input, args.output = args.paths
-    if args.split is not None:  # one video in parts, side by side (Note [Parts of one video])
+    if split is not None:  # one video in parts, side by side (Note [Parts of one video])
         from sbsconv.batch import convert_split
 
-        split = args.split if args.split == "auto" else int(args.split)
+        warm_up = 3.0 if args.warm_up is None else args.warm_up
         result = convert_split(args.input, args.output, options_from_args(args), split=split,
-                               warm_up=args.warm_up, backend=args.backend, address=args.address,
-                               devices=args.devices.split(",") if args.devices and args.devices != "all"
-                               else args.devices, progress=not args.quiet)
+                               warm_up=warm_up, backend=backend, address=args.address,
+                               devices=devices, retries=retries, progress=not args.quiet)
         print(f"{result.output}: {result.frames} frames in {len(result.parts)} parts, {result.seconds:.1f} s")
         return EXIT_OK
     result = convert(args.input, args.output, options_from_args(args), progress=not args.quiet)
@@ -233,7 +367,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_depth(args: argparse.Namespace) -> int:
-    from sbsconv.depthio import export_depth
+    from sbsconv.exporting import export_depth
     from sbsconv.options import DEPTH_FORMATS
 
     options = options_from_args(args)
@@ -274,10 +408,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sbsconv",
         description="2D-to-3D video conversion for VR headsets.",
-        epilog="Exit codes: 0 ok, 2 bad options, 3 unusable input, 4 encoding/output failure, "
-        "5 model failure, 1 other errors, 130 interrupted.",
+        epilog=EXIT_CODES_HELP,
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for FFmpeg's)")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log output (-vv for FFmpeg's); also prints an internal error's "
+                        "traceback")
+    parser.add_argument("--debug", action="store_true", default=False,
+                        help="print the full traceback of an internal error (it is always written "
+                        "to a log file)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
@@ -296,18 +434,26 @@ def build_parser() -> argparse.ArgumentParser:
     many.add_argument("--recursive", action="store_true", help="folders: their subfolders too (mirrored)")
     many.add_argument("--pattern", default=None, help="folders: file names to take, e.g. '*.mkv' (default: videos)")
     many.add_argument("--no-skip-existing", action="store_true", help="convert again what is already converted")
-    many.add_argument("--devices", default=None, help="one worker per device: cuda:0,cuda:1 or all")
-    many.add_argument("--on-error", default="continue", choices=("continue", "stop"))
-    many.add_argument("--backend", default="local", choices=("local", "ray"),
-                      help="local: this machine (--devices); ray: each file a Ray task (pip install 'sbsconv[ray]')")
+    many.add_argument("--devices", default=None,
+                      help="--output-dir or --split: one worker process per device, cuda:0,cuda:1 "
+                      "or all (default: convert in this process)")
+    many.add_argument("--on-error", default=None, choices=("continue", "stop"),
+                      help="--output-dir: continue (default) after a failed file, or stop (start "
+                      "nothing more)")
+    many.add_argument("--backend", default=None, choices=("local", "ray"),
+                      help="--output-dir or --split: local (default): this machine (--devices); "
+                      "ray: each file or part a Ray task (pip install 'sbsconv[ray]')")
     many.add_argument("--address", default=None,
                       help="--backend ray: the cluster (auto, ray://host:10001); default: a local one for this run")
     many.add_argument("--split", default=None, metavar="N|auto",
-                      help="one video: convert it as N parts side by side (--devices or --backend ray) and join them")
-    many.add_argument("--warm-up", type=float, default=3.0,
-                      help="--split: seconds before each part that settle the temporal state (discarded)")
-    many.add_argument("--retries", type=int, default=3,
-                      help="--backend ray: how often a file whose worker died is run again (from its journal)")
+                      help="one video: convert it as N parts side by side (--devices or --backend "
+                      "ray) and join them; auto: one part per worker, each at least a minute")
+    many.add_argument("--warm-up", type=float, default=None,
+                      help="--split: seconds before each part that settle the temporal state "
+                      "(discarded; default 3)")
+    many.add_argument("--retries", type=int, default=None,
+                      help="--backend ray: how often a file or part whose worker died is run again "
+                      "(a file from its journal; default 3)")
     add_option_arguments(p)
     p.set_defaults(run=_cmd_convert)
 
@@ -377,8 +523,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-path", action="append", default=[], metavar="DIR",
                    help="a folder whose videos may be named by path in the page (repeatable)")
     p.add_argument("--max-upload-mb", type=float, default=2048, help="largest upload, in MB (default 2048)")
-    p.add_argument("--work-dir", default=None, help="where uploads and outputs are kept (default: a temporary folder)")
+    p.add_argument("--work-dir", default=None,
+                   help="where uploads and outputs are kept (default: $XDG_CACHE_HOME/sbsconv/ui, "
+                   "else ~/.cache/sbsconv/ui: private to you, kept across restarts so that an "
+                   "interrupted conversion resumes)")
     p.set_defaults(run=_cmd_ui)
+    for command in sub.choices.values():  # --debug after the command too (convert ... --debug)
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="print the full traceback of an internal error")
+        command.epilog = command.epilog or EXIT_CODES_HELP
     return parser
 
 
@@ -400,14 +553,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    debug = bool(args.debug or args.verbose)
+    # the one error boundary: sbsconv's errors are messages with their exit codes; anything else
+    # is a bug, said in one line with where its report is
     try:
         return args.run(args)
+    except errors.InternalError as exc:
+        return report_internal_error("sbsconv", exc, debug=debug, argv=argv)
     except errors.SbsconvError as exc:
+        if args.debug:  # (an error with a message: its traceback only when asked for)
+            traceback.print_exc(file=sys.stderr)
         print(f"sbsconv: error: {exc}", file=sys.stderr)
         return _exit_code(exc)
     except KeyboardInterrupt:
         print("sbsconv: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 (a bug: one line and a report, never a raw traceback)
+        return report_internal_error("sbsconv", exc, debug=debug, argv=argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -206,7 +206,13 @@ def doctor(*, device: str = "auto", encoder: str = "auto", codec: str = "h264",
     # ---- what convert() would pick ------------------------------------------------------------------
     picked = ("cuda" if cuda else "mps" if mps else "cpu") if device == "auto" else device
     report.choices["device"] = picked + (" (auto: cuda, then mps, then cpu)" if device == "auto" else " (asked)")
-    report.choices["precision"] = ("fp16 (auto on a GPU)" if picked != "cpu" else "fp32 (auto on the CPU)")
+    if picked.split(":")[0] == "cpu":  # what the loader picks (sbsconv.models._cpu_precision)
+        from sbsconv.models.precision import auto_cpu_precision
+
+        precision, why = auto_cpu_precision()
+        report.choices["precision"] = f"{precision} (auto on the CPU: {why.split(': ', 1)[-1]})"
+    else:
+        report.choices["precision"] = "fp16 (auto on a GPU)"
     report.choices["encoder"] = (f"{chosen} (the first of {', '.join(ENCODERS[codec])} that encodes)"
                                  if chosen else "none: no encoder for this codec works here")
     report.choices["decoder"] = ("NVDEC when the input allows, else software" if picked.startswith("cuda") and cuda

@@ -253,7 +253,9 @@ class ConvertOptions:
         "bf16 or int8 (CPU)", "model",
         Choice(("auto", "fp32", "fp16", "bf16", "int8")))
     batch_size: int | None = _option(
-        None, "frames per depth batch (default: 8 on GPUs, 2 on the CPU; 1 for Depth Pro)",
+        None, "frames per depth batch (default: on CUDA as many as fit in half the free GPU memory, at most "
+        "32; on MPS 8 and on the CPU 2, Depth Pro 1; video models their window's: 8 for Video-Depth-Anything, "
+        "6 for Depth Anything 3's any-view models); a resumed run keeps the first run's",
         "model", Range(1, 1024, integer=True))
     input_size: int | None = _option(
         None, "the depth model's input size (default: the model's own: frames are resized so their shorter "

@@ -168,13 +168,28 @@ def test_a_killed_default_run_resumes_whatever_the_paths_spelling(which, hub_cac
 
 
 @pytest.mark.parametrize("layout", ["full-sbs", "apple-3d"])
-def test_a_split_film_decodes_cleanly_with_the_single_runs_metadata(layout, tiny_model, testsrc, tmp_path):
-    # the CPU, no preset: one preset chosen for every part before they start; the joined file
-    # decodes without an error line and carries the stereo boxes a single run writes
+def test_a_split_film_decodes_cleanly_with_the_single_runs_metadata(layout, tiny_model, testsrc, tmp_path,
+                                                                     monkeypatch):
+    # the CPU, no preset: one preset chosen for every part before they start (each part left
+    # to itself measures the model on its own and may choose another); the joined file decodes
+    # without an error line and carries the stereo boxes a single run writes
+    from sbsconv import conversion
+
     clip = testsrc("journey_split.mp4", size="320x180", rate=15, seconds=4.0,
                    extra=("-g", "15", "-keyint_min", "15"))
     kwargs = {"model": str(tiny_model), "layout": layout}
+    given = []
+    part = conversion.convert_part
+
+    def recording(source, part_path, options, **window):
+        given.append(options.preset)
+        return part(source, part_path, options, **window)
+
+    monkeypatch.setattr(conversion, "convert_part", recording)
     split = sbsconv.convert_split(clip, tmp_path / "split.mp4", split=2, warm_up=0.5, **kwargs)
+    assert len(given) == 2 and len(set(given)) == 1
+    # libx264 (full-sbs): the preset the engine would choose, settled; x265 (apple-3d) has no choice
+    assert bool(given[0]) == (layout == "full-sbs")
     single = sbsconv.convert(clip, tmp_path / "single.mp4", progress=False, **kwargs)
     assert split.frames == single.frames == 60
     assert decode_errors(Path(split.output)) == ""
@@ -243,8 +258,8 @@ def test_the_web_app_converts_with_its_default_model(offline_hub, sample_clip, t
     assert sbsconv.probe(video).num_frames == 15
 
 
-# The README's fenced examples, run as written in a fresh folder with the sample clip for
-# clip.mp4 / other.mp4 / film.mkv. A block preceded by `<!-- example: REASON -->` is not run
+# The README's fenced examples, run as written in a fresh folder with the sample clip (its first
+# 0.4 s) for clip.mp4 / other.mp4 / film.mkv. A block preceded by `<!-- example: REASON -->` is not run
 # here, and says why (a GPU, a network, or another runner).
 _EXAMPLE_MARK = re.compile(r"<!--\s*example:\s*(.*?)\s*-->\s*$")
 
@@ -274,9 +289,9 @@ def readme_examples() -> list:
 
 
 @pytest.mark.parametrize(("language", "code"), readme_examples())
-def test_readme_examples_run_as_written(language, code, hub_cache, sample_clip, tmp_path):
+def test_readme_examples_run_as_written(language, code, hub_cache, sample_clip_short, tmp_path):
     for name in ("clip.mp4", "other.mp4", "film.mkv"):
-        os.symlink(sample_clip, tmp_path / name)
+        os.symlink(sample_clip_short, tmp_path / name)
     env = {**os.environ, **hubcache.hub_env(hub_cache)}
     if language == "python":
         program = "import sbsconv\n" + code
@@ -289,10 +304,18 @@ def test_readme_examples_run_as_written(language, code, hub_cache, sample_clip, 
     assert "Traceback" not in proc.stderr
 
 
-def test_the_quick_start_demo_is_run_by_ci():
-    # The Quick start block is not run by pytest (test.sh is the test command itself); CI runs
-    # scripts/smoke.sh first, which runs demo.sh, the README's first command, on a filled cache.
-    smoke = (ROOT / "scripts" / "smoke.sh").read_text()
-    ci = (ROOT / ".ci" / "run").read_text()
-    assert "scripts/demo.sh" in smoke
-    assert ci.index("scripts/smoke.sh") < ci.index("scripts/test.sh")
+@pytest.mark.slow
+def test_the_quick_start_demo_runs_as_written(hub_cache, tmp_path):
+    # The README's first command, as written, from another folder, with the default model in the
+    # cache: it converts the bundled sample into ./sbsconv_sample_LR.mp4. (The Quick start's
+    # other command, scripts/test.sh, is CI's test command itself.)
+    env = {**os.environ, **hubcache.hub_env(hub_cache)}
+    proc = subprocess.run([str(ROOT / "scripts" / "demo.sh")], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    out = tmp_path / "sbsconv_sample_LR.mp4"
+    from sbsconv import samples
+
+    assert sbsconv.probe(out).num_frames == sbsconv.probe(samples.path()).num_frames
+    assert sbsconv.probe(out).stereo["layout"] == "side-by-side"

@@ -1215,6 +1215,12 @@ void Engine::Impl::encode_stage() {
       writer.reset();
       {
         std::lock_guard<std::mutex> lock(mutex);
+        // each segment's encoder says the same things (a codec chosen for the frame size ...): once
+        for (const auto& w : r.warnings) {
+          if (std::find(warnings.begin(), warnings.end(), w) == warnings.end()) {
+            warnings.push_back(w);
+          }
+        }
         result.encoder = r.encoder;
         result.skipped_encoders = r.skipped_encoders;
       }
