@@ -737,9 +737,9 @@ def convert_split(
         raise OptionError(f"warm_up must be within 0..600 seconds, got {warm_up!r}")
     input_path = os.fspath(input)
     output_path = resolve_output(input_path, output, options)
-    import sbsconv
+    from sbsconv.media import probe
 
-    info = sbsconv.probe(input_path)
+    info = probe(input_path)
     workers = _devices(devices) if backend == "local" else None
     t0 = time.perf_counter()
     start = float(options.start or 0.0)

@@ -27,7 +27,6 @@ from typing import Any
 
 import torch
 
-import sbsconv
 from sbsconv._native import _core
 from sbsconv.errors import InputError, OptionError
 from sbsconv.options import DEPTH_FORMATS, ConvertOptions
@@ -162,7 +161,9 @@ def open_depth(path: str | os.PathLike[str], *, max_depth: float | None = None) 
     if times:
         start, end = times[0], times[-1] + (1.0 / fps if fps > 0 else 0.0)
     else:
-        info = sbsconv.probe(spec["path"])
+        from sbsconv.media import probe
+
+        info = probe(spec["path"])
         start = 0.0
         end = float(info.duration) if info.duration and math.isfinite(info.duration) else math.inf
         fps = float(info.fps) if info.fps else fps
@@ -271,7 +272,7 @@ def export_engine_options(options: ConvertOptions, input_path: str, model: Any) 
         return {"depth_video": path}
     relative = model.kind != "metric"
     extra = {"model": model.name, "checkpoint": str(model.source),
-             "sbsconv_version": sbsconv.__version__, "source_video": os.path.abspath(input_path),
+             "sbsconv_version": _core.__version__, "source_video": os.path.abspath(input_path),
              "options": {k: (str(v) if isinstance(v, Fraction | os.PathLike) else v)
                          for k, v in options.to_dict().items()}}
     members = ",\n  ".join(f"{json.dumps(k)}: {json.dumps(v, default=str)}" for k, v in extra.items())

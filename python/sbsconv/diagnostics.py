@@ -23,7 +23,6 @@ from pathlib import Path
 
 import torch
 
-import sbsconv
 from sbsconv._native import _core
 
 __all__ = ["Check", "DoctorReport", "doctor"]
@@ -151,7 +150,7 @@ def doctor(*, device: str = "auto", encoder: str = "auto", codec: str = "h264",
 
     # ---- versions -------------------------------------------------------------------------------
     info = _core.ffmpeg_info()
-    add(Check("versions", "sbsconv", "info", sbsconv.__version__))
+    add(Check("versions", "sbsconv", "info", _core.__version__))
     add(Check("versions", "python", "info", platform.python_version()))
     add(Check("versions", "torch", "info", f"{torch.__version__} (built with CUDA {torch.version.cuda or 'none'})"))
     add(Check("versions", "ffmpeg", "info", f"{info['ffmpeg']} (libavcodec {info['libavcodec']}); hardware "

@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 
-import sbsconv
 from sbsconv import plan as planning
 from sbsconv._native import _core
 from sbsconv.depthio import DEFAULT_MAX_DEPTH, depth_output_path, open_depth, sidecar_of
@@ -144,7 +143,7 @@ def _convert_depth_file(input_path: str, options: ConvertOptions, t0: float) -> 
                         path, width=info.width, height=info.height, fps=fps, codec=options.codec,
                         crf=options.crf, preset=options.preset))
                 else:
-                    extra = {"converted_from": os.path.abspath(input_path), "sbsconv_version": sbsconv.__version__}
+                    extra = {"converted_from": os.path.abspath(input_path), "sbsconv_version": _core.__version__}
                     for key in ("model", "checkpoint", "options", "source_video"):
                         if key in side:
                             extra[key] = side[key]

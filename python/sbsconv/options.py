@@ -354,7 +354,8 @@ class ConvertOptions:
         "auto (NVENC, VideoToolbox, then libx264/libx265), nvenc, videotoolbox, software or an "
         "FFmpeg name", "encoding", TEXT)
     codec: str = _option(
-        "auto", "auto (H.264; HEVC for 10-bit, and where NVENC's H.264 cannot take the frame size), h264 or hevc",
+        "auto", "auto (H.264; HEVC for 10-bit and for frames beyond H.264 level 5.2: wider or taller than 4096 or "
+        "over 8.9 megapixels, as VR180 from HD), h264 or hevc",
         "encoding", Choice(("auto", "h264", "hevc")))
     crf: int | None = _option(
         None, "x264/x265 quality, 0-51, lower is better (default 16/18)", "encoding",

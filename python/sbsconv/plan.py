@@ -38,8 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
 
-import sbsconv
-from sbsconv import depthio, stereo
+from sbsconv import depthio, media, stereo
 from sbsconv._native import _core
 from sbsconv.depthio import DepthFromFile
 from sbsconv.errors import OptionError, OutputError
@@ -216,7 +215,7 @@ def build_plan(input: str | os.PathLike[str], output: str | os.PathLike[str], op
     input_path = os.fspath(input)
     output_path = os.fspath(output)
     if source is None:
-        source = sbsconv.probe(input_path)
+        source = media.probe(input_path)
     parent = Path(output_path).parent
     if purpose == "convert" and str(parent) not in ("", ".") and not parent.is_dir():
         raise OutputError(f"the output folder does not exist [{output_path}]", path=output_path,
@@ -273,7 +272,7 @@ def _engine_options(o: ConvertOptions, input_path: str, output_path: str, depth:
     layout = o.layout
     engine_layout = HEADSET_LAYOUTS.get(layout, layout)
     codec = "hevc" if layout in APPLE_LAYOUTS else o.codec  # what Vision Pro plays is HEVC
-    comment = f"3D ({layout}) by sbsconv {sbsconv.__version__}, depth: {depth.name}"
+    comment = f"3D ({layout}) by sbsconv {_core.__version__}, depth: {depth.name}"
     metric = depth.kind == "metric"
     # the stereo boxes follow the file the user gets (a part's is the joined file)
     boxes_for = part.final_output if part is not None else output_path
@@ -423,7 +422,7 @@ def _fingerprint(engine: dict[str, Any], depth: DepthSource, options: ConvertOpt
         case DepthFromFile():
             payload["depth"] = {"file": real_path(depth.source)}
     stat = os.stat(input_path)
-    payload.update(size=stat.st_size, mtime=stat.st_mtime_ns, version=sbsconv.__version__)
+    payload.update(size=stat.st_size, mtime=stat.st_mtime_ns, version=_core.__version__)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -469,7 +468,7 @@ def settle_split_options(input_path: str, options: ConvertOptions) -> tuple[Conv
 
     import torch
 
-    source = sbsconv.probe(input_path)
+    source = media.probe(input_path)
     if options.preset is not None or options.depth is not None:
         return options, ""
     depth = depth_source_for(options.replace(depth_out=None, point_clouds_every=None), source)
@@ -477,7 +476,7 @@ def settle_split_options(input_path: str, options: ConvertOptions) -> tuple[Conv
     if not isinstance(depth, DepthModel) or not _libx264_on_the_cpu(options, depth, width, height):
         return options, ""
     frame = torch.zeros(1, 3, source.height, source.display_width, dtype=torch.uint8)
-    for batch in sbsconv.media.read_frames(input_path, start=float(options.start or 0.0), duration=5.0,
+    for batch in media.read_frames(input_path, start=float(options.start or 0.0), duration=5.0,
                                            batch_size=1):
         frame = batch.data
         break
