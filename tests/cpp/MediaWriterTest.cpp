@@ -159,12 +159,27 @@ TEST(ResolveCodec, KnowsTheNvencH264SizeLimitInAdvance) {
     return o;
   };
   std::vector<std::string> notes;
-  // within the limit, or no NVENC in the way: H.264 as asked (auto: H.264)
+  // within the limits, or H.264 asked for by name on an encoder that takes it: H.264
   EXPECT_EQ(resolve_codec(options(3840, "auto", "auto", "cuda"), &notes), "h264");
-  EXPECT_EQ(resolve_codec(options(7680, "auto", "auto", "cpu"), &notes), "h264");
+  EXPECT_EQ(resolve_codec(options(3840, "auto", "auto", "cpu"), &notes), "h264");
   EXPECT_EQ(resolve_codec(options(7680, "h264", "software", "cuda"), &notes), "h264");
+  EXPECT_EQ(resolve_codec(options(7680, "h264", "auto", "cpu"), &notes), "h264");
   EXPECT_EQ(resolve_codec(options(4096, "h264", "nvenc", "cuda"), &notes), "h264");
   EXPECT_TRUE(notes.empty());
+  // Note [H.264 level limits]: beyond H.264 level 5.2 (4096 a side, 8.9 megapixels) auto is
+  // HEVC for every encoder, and says why
+  WriterOptions vr180 = options(5760, "auto", "software", "cpu");
+  vr180.height = 2880;
+  EXPECT_EQ(resolve_codec(vr180, &notes), "hevc");
+  ASSERT_EQ(notes.size(), 1u);
+  EXPECT_NE(notes[0].find("5760x2880"), std::string::npos) << notes[0];
+  EXPECT_NE(notes[0].find("level 5.2"), std::string::npos) << notes[0];
+  WriterOptions dci = options(4096, "auto", "auto", "cpu");
+  dci.height = 2160; // 8.8 megapixels: still level 5.2
+  EXPECT_EQ(resolve_codec(dci, &notes), "h264");
+  dci.height = 2304; // 9.4 megapixels
+  EXPECT_EQ(resolve_codec(dci, &notes), "hevc");
+  notes.clear();
   // too wide for NVENC's H.264: auto picks HEVC and says so
   EXPECT_EQ(resolve_codec(options(7680, "auto", "auto", "cuda:1"), &notes), "hevc");
   EXPECT_EQ(resolve_codec(options(4097, "auto", "nvenc", "cpu"), &notes), "hevc"); // 4098 once even

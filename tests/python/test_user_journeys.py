@@ -102,6 +102,26 @@ def test_the_offline_message_is_followed_literally(sample_clip_short, tmp_path, 
     assert not (tmp_path / "never.mp4").exists()
 
 
+def test_the_default_model_through_the_other_entry_points(offline_hub, sample_clip_short, tmp_path):
+    # export_depth, convert_many (a folder) and the command line, each with the default model by
+    # registry name from the cache and every option left alone
+    exported = sbsconv.export_depth(sample_clip_short, tmp_path / "clip_depth.mkv", progress=False)
+    assert exported.model == DEFAULT_MODEL and exported.frames == 6 and exported.relative
+    batches = list(sbsconv.read_depth(exported.path))
+    assert all(b.relative for b in batches) and sum(len(b.times) for b in batches) == 6
+    folder = tmp_path / "season"
+    folder.mkdir()
+    os.symlink(sample_clip_short, folder / "a.mp4")
+    os.symlink(sample_clip_short, folder / "b.mp4")
+    summary = sbsconv.convert_many(folder, tmp_path / "season_3d", progress=False)
+    assert [o.status for o in summary.files] == ["done", "done"], str(summary)
+    env = {**os.environ, **hubcache.hub_env(offline_hub)}
+    proc = subprocess.run([sys.executable, "-m", "sbsconv.cli", "convert", str(sample_clip_short), "cli.mp4",
+                           "--quiet"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert sbsconv.probe(tmp_path / "cli.mp4").num_frames == 6
+
+
 def _registry_cases() -> list:
     defaults = set(models.approaches())
     return [pytest.param(name, id=name + (" (family defaults)" if name in defaults else ""))
