@@ -294,7 +294,7 @@ def test_cli_flags_are_the_fields():
     # the flags of convert_many's own arguments (which files, how many workers) are not options
     many = {"--output-dir", "--recursive", "--pattern", "--no-skip-existing", "--devices", "--on-error",
             "--backend", "--address", "--retries", "--split", "--warm-up"}
-    flags = {s for a in p._actions for s in a.option_strings} - {"-h", "--help", "-q", "--quiet"} - many
+    flags = {s for a in p._actions for s in a.option_strings} - {"-h", "--help", "-q", "--quiet", "--debug"} - many
     expected = {f.flag for f in FIELDS} | {"--no-" + f.flag[2:] for f in FIELDS if f.kind is bool}
     assert flags == expected
     for action in p._actions:

@@ -18,7 +18,7 @@ import pytest
 import sbsconv
 import torch
 from helpers import data, ffprobe, psnr, run_python, to_hwc
-from sbsconv import conversion, media
+from sbsconv import media, plan
 from sbsconv.errors import (
     CancelledError,
     InputError,
@@ -318,7 +318,7 @@ def test_segments_from_another_encoder_are_converted_again(clip, tiny_model, ref
     # The same input and options (the fingerprint), but this run's encoder makes another
     # stream (another GPU, an FFmpeg update): stand-in, a different CRF with the fingerprint
     # held fixed. Joining the two would make a stream whose headers lie about half its packets.
-    monkeypatch.setattr(conversion, "_fingerprint", lambda *args: "same-input-same-options")
+    monkeypatch.setattr(plan, "_fingerprint", lambda *args: "same-input-same-options")
     out = tmp_path / "mixed.mp4"
 
     def stop(p):
