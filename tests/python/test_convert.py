@@ -139,7 +139,10 @@ def test_bad_inputs_and_outputs(tmp_path, tiny_model):
     assert sorted(os.listdir(tmp_path)) == ["notes.mp4"]
 
 
-def test_cancel_stops_quickly_and_a_second_call_resumes(tmp_path, tiny_model):
+def test_cancel_stops_quickly_and_a_second_call_resumes(tmp_path, tiny_model, make_clip):
+    # the 13 s street walk (195 frames), at 320x180 so that the three runs stay quick
+    walk = make_clip("tokyo_walk_320.mp4", ["-i", str(data("Tokyo-Walk_rgb.mp4")), "-vf", "scale=320:180",
+                                            "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"])
     out = tmp_path / "long.mp4"
     stop_at = {}
 
@@ -149,7 +152,7 @@ def test_cancel_stops_quickly_and_a_second_call_resumes(tmp_path, tiny_model):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        sbsconv.convert(data("Tokyo-Walk_rgb.mp4"), out, model=str(tiny_model), on_progress=interrupt,
+        sbsconv.convert(walk, out, model=str(tiny_model), on_progress=interrupt,
                         segment_seconds=1.0, **FAST)
     # Stops after the current batch: about a second (benchmarks/bench_soak.py measures it);
     # bounded loosely here so that a loaded 2-core machine does not fail it, tightly enough
@@ -158,10 +161,10 @@ def test_cancel_stops_quickly_and_a_second_call_resumes(tmp_path, tiny_model):
     assert not out.exists()
     journal = tmp_path / ".long.mp4.sbsconv-resume"
     assert journal.is_dir()
-    result = sbsconv.convert(data("Tokyo-Walk_rgb.mp4"), out, model=str(tiny_model), segment_seconds=1.0, **FAST)
+    result = sbsconv.convert(walk, out, model=str(tiny_model), segment_seconds=1.0, **FAST)
     assert result.resumed_from > 0 and result.frames == 195
     assert not journal.exists()
-    uninterrupted = sbsconv.convert(data("Tokyo-Walk_rgb.mp4"), tmp_path / "whole.mp4", model=str(tiny_model),
+    uninterrupted = sbsconv.convert(walk, tmp_path / "whole.mp4", model=str(tiny_model),
                                     segment_seconds=1.0, **FAST)
     a, b = frames_of(result.output), frames_of(uninterrupted.output)
     assert a.shape == b.shape
@@ -253,7 +256,7 @@ MEMORY_RUN = textwrap.dedent(
 def test_memory_stays_flat_with_the_videos_length(tmp_path, tiny_model, testsrc):
     peaks = {}
     for seconds in (10, 40):
-        clip = testsrc(f"long_{seconds}.mp4", size="320x180", rate=24, seconds=seconds)
+        clip = testsrc(f"long_{seconds}.mp4", size="160x96", rate=24, seconds=seconds)
         proc = run_python(MEMORY_RUN, str(clip), str(tmp_path / f"out_{seconds}.mp4"), str(tiny_model), timeout=600)
         assert proc.returncode == 0, proc.stderr[-2000:]
         peaks[seconds] = int(proc.stdout.split("PEAK")[1].split()[0])

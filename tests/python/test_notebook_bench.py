@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -102,35 +100,8 @@ def test_environment_report_names_ffmpeg_and_encoders():
     assert report["ffmpeg"]
 
 
-def test_notebook_runs_headless(tmp_path, tiny_model):
-    import nbformat
-    from nbclient import NotebookClient
-
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    nb.cells = [c for c in nb.cells if "colab" not in c.metadata.get("tags", [])]
-    out = tmp_path / "out"
-    env = {"SBSCONV_NOTEBOOK_LOCAL": "1", "SBSCONV_NOTEBOOK_MODEL": str(tiny_model),
-           "SBSCONV_NOTEBOOK_OUT": str(out)}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    assert (out / "preview.png").stat().st_size > 1000
-    outputs = list(out.glob("*_3d.mp4"))
-    assert len(outputs) == 1
-    info = sbsconv.probe(outputs[0])
-    source = sbsconv.probe(samples.path())
-    assert info.width == 2 * source.width and info.height == source.height
-    assert abs(info.num_frames - round(float(source.fps))) <= 1  # one second in local mode
-    images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if "image/png" in o.get("data", {})]
-    assert images, "the preview cell displays an image"
+# The notebook runs headless, in both modes, with its default model from a filled Hugging Face
+# cache: test_user_journeys.test_the_notebook_runs_headless_with_its_default_model.
 
 
 # --- previews -------------------------------------------------------------------------------

@@ -260,9 +260,17 @@ def test_the_notebook_runs_headless_with_its_default_model(mode, hub_cache, tmp_
             else:
                 os.environ[k] = v
     assert (out / "preview.png").stat().st_size > 1000
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if "image/png" in o.get("data", {})]
+    assert images, "the preview cell displays an image"
     outputs = list(out.glob("*_3d.mp4"))
     if mode == "full":
-        assert len(outputs) == 1 and sbsconv.probe(outputs[0]).num_frames == 15
+        from sbsconv import samples
+
+        assert len(outputs) == 1
+        info, source = sbsconv.probe(outputs[0]), sbsconv.probe(samples.path())
+        assert (info.width, info.height) == (2 * source.width, source.height)
+        assert info.num_frames == round(float(source.fps))  # one second in local mode
     else:
         assert outputs == []
 
