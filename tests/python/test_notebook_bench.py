@@ -188,25 +188,31 @@ def test_previews_take_convert_options(tiny_model):
 
 # --- sbsconv-bench --------------------------------------------------------------------------
 
-def test_bench_end_to_end(tmp_path, tiny_model):
-    """One second of the sample clip, normalised to 1080p at 24 fps, through a tiny checkpoint
-    and a registry model that cannot be fetched offline (listed as skipped, the run goes on)."""
-    hf_home = tmp_path / "hf"
-    hf_home.mkdir()
+def test_bench_end_to_end(tmp_path, tiny_model, hub_cache):
+    """One second of the sample clip, normalised to 1080p at 24 fps, through a tiny checkpoint,
+    the default model by registry name from the Hugging Face cache (the way users reach it: the
+    bench once crashed there), and a registry model that is not cached offline (listed as
+    skipped, the run goes on)."""
+    import hubcache
+
     code = "import sys; from sbsconv.bench import main; sys.exit(main(sys.argv[1:]))"
-    done = run_python(code, "--seconds", "1", "--models", f"{tiny_model},depth-anything-v2-small",
+    done = run_python(code, "--seconds", "1", "--models",
+                      f"{tiny_model},depth-anything-v2-small,depth-anything-v2-base",
                       "--device", "cpu", "--out", str(tmp_path / "runs"),
-                      env={"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}, timeout=600)
+                      env=hubcache.hub_env(hub_cache), timeout=600)
     assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
     (folder,) = (tmp_path / "runs").iterdir()
     results = json.loads((folder / "results.json").read_text())
     assert results["excerpt"]["height"] == 1080 and results["excerpt"]["fps"] == "24"
     assert results["excerpt"]["frames"] == 24
-    ok, skipped = results["approaches"]
+    ok, named, skipped = results["approaches"]
     assert ok["status"] == "ok" and ok["frames"] == 24
+    assert named["approach"] == "depth-anything-v2-small" and named["status"] == "ok", named
+    assert named["frames"] == 24
     assert set(ok["stages"]) >= {"decode", "depth", "stereo", "encode"}
     assert all(v > 0 for v in ok["stages"].values())
-    assert skipped["approach"] == "depth-anything-v2-small" and skipped["status"] == "skipped"
+    assert skipped["approach"] == "depth-anything-v2-base" and skipped["status"] == "skipped"
     assert "offline" in skipped["reason"].lower() or "not in the cache" in skipped["reason"].lower()
     clip = folder / ok["clip"]
     streams = ffprobe(clip, "-show_streams")["streams"]
@@ -218,7 +224,7 @@ def test_bench_end_to_end(tmp_path, tiny_model):
     assert sheet is not None and sheet.shape[0] > 100
     table = (folder / "results.md").read_text()
     assert "| ok |" in table and "skipped" in table
-    assert "depth-anything-v2-small" in done.stdout
+    assert "depth-anything-v2-small" in done.stdout and "depth-anything-v2-base" in done.stdout
 
 
 def test_bench_rejects_bad_arguments(tmp_path):
