@@ -123,6 +123,32 @@ def test_the_default_model_through_the_other_entry_points(offline_hub, sample_cl
     assert sbsconv.probe(tmp_path / "cli.mp4").num_frames == 6
 
 
+@pytest.mark.parametrize("depth_format", ["gray16", "png16"])
+def test_previews_render_from_a_depth_file_without_a_model(depth_format, tiny_model, sample_clip_short, tmp_path,
+                                                           monkeypatch):
+    # preview(..., depth=FILE), and the web app's preview, render from the exported depth (no
+    # model is loaded: the model named here does not exist, and the web app's default one is
+    # not cached, offline), png16/exr folders included
+    from sbsconv import ui
+
+    empty = tmp_path / "empty_cache"
+    empty.mkdir()
+    hubcache.use_hub_cache(monkeypatch, empty)
+    target = tmp_path / ("depth.mkv" if depth_format == "gray16" else "depth_frames")
+    exported = sbsconv.export_depth(sample_clip_short, target, model=str(tiny_model), input_size=70,
+                                    format=depth_format, progress=False)
+    shown = sbsconv.preview(sample_clip_short, at=0.2, depth=exported.path, model="no-such-model")
+    assert shown.rows[0][1].title.startswith("depth (depth file")
+    from_model = sbsconv.preview(sample_clip_short, at=0.2, model=str(tiny_model), input_size=70)
+    assert shown.rows[0][1].image.shape == from_model.rows[0][1].image.shape
+    app = ui.App(ui.Inputs(tmp_path / "work", [tmp_path, sample_clip_short.parent]))
+    values = {f.name: ui.component_spec(f)["value"] for f in sbsconv.ConvertOptions.fields()}
+    values.update(depth=exported.path)
+    frame, depth, packed, anaglyph, status = app.preview([], str(sample_clip_short), "", "0.2",
+                                                          *[values[n] for n in app.names])
+    assert depth is not None and "sbs-error" not in status, status
+
+
 def _registry_cases() -> list:
     defaults = set(models.approaches())
     return [pytest.param(name, id=name + (" (family defaults)" if name in defaults else ""))
