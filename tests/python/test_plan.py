@@ -1,0 +1,106 @@
+"""One way through the Python layer (Note [Conversion plan] in python/sbsconv/plan.py): every
+entry point builds its engine run with sbsconv.plan.build_plan, so the same options mean the
+same run whichever door they come through."""
+
+from __future__ import annotations
+
+import pytest
+import sbsconv
+from sbsconv import plan as planning
+from sbsconv.depthio import DepthFromFile
+from sbsconv.models import DepthModel
+
+
+class _Stop(Exception):
+    """Raised once the plan is made: nothing runs."""
+
+
+@pytest.fixture
+def plans(monkeypatch) -> list:
+    made = []
+    build = planning.build_plan
+
+    def recording(*args, **kwargs):
+        made.append(build(*args, **kwargs))
+        raise _Stop
+
+    monkeypatch.setattr(planning, "build_plan", recording)
+    return made
+
+
+def _what_runs(p: planning.ConversionPlan) -> dict:
+    """What the same options must decide alike at every entry point."""
+    engine = p.engine
+    writer = engine["writer"]
+    return {"depth": p.depth_name, "kind": type(p.depth).__name__, "precision": p.precision,
+            "batch": (p.batch_size, p.batch_size_auto), "device": engine["device"],
+            "stabilizer": engine["stabilizer"], "disparity": engine["disparity"], "comfort": engine["comfort"],
+            "stereo": engine["stereo"], "cuts": (engine["detect_cuts"], engine["cut_sensitivity"]),
+            "encoder": (writer["codec"], writer["encoder"], writer["preset"], writer["crf"], writer["bit_depth"])}
+
+
+def test_convert_export_parts_and_the_web_app_make_the_same_plan(plans, tiny_model, sample_clip_short, tmp_path):
+    from sbsconv import ui
+    from sbsconv.conversion import convert_part
+
+    settings = {"model": str(tiny_model), "input_size": 70, "divergence": 3.0, "layout": "half-sbs", "crf": 20}
+    with pytest.raises(_Stop):
+        sbsconv.convert(sample_clip_short, tmp_path / "a.mp4", progress=False, **settings)
+    with pytest.raises(_Stop):
+        sbsconv.export_depth(sample_clip_short, tmp_path / "a_depth.mkv", progress=False, **settings)
+    with pytest.raises(_Stop):
+        convert_part(str(sample_clip_short), str(tmp_path / "part.nut"), sbsconv.ConvertOptions(**settings),
+                     start=0.0, duration=0.2, output_start=0.0, timeline_start=0.0,
+                     final_output=str(tmp_path / "joined.mp4"))
+    app = ui.App(ui.Inputs(tmp_path / "work", [sample_clip_short.parent, tiny_model.parent]))
+    values = {f.name: ui.component_spec(f)["value"] for f in sbsconv.ConvertOptions.fields()}
+    values.update({k: str(v) for k, v in settings.items()})
+    list(app.convert([], str(sample_clip_short), "", *[values[n] for n in app.names]))
+    assert [p.purpose for p in plans] == ["convert", "export", "part", "convert"]
+    decided = [_what_runs(p) for p in plans]
+    assert decided[0]["kind"] == "DepthModel" and decided[0]["batch"] == (2, True)
+    for other in decided[1:]:
+        assert other == decided[0]
+    # the purposes differ where they must, and only there
+    convert_plan, export_plan, part_plan, app_plan = plans
+    assert convert_plan.engine["resume"] and len(convert_plan.engine["fingerprint"]) == 64
+    assert export_plan.engine["render_stereo"] is False and export_plan.engine["fingerprint"] == ""
+    assert part_plan.engine["part"] is True and part_plan.engine["resume"] is False
+    assert part_plan.engine["writer"]["apple"] == convert_plan.engine["writer"]["apple"] is not None
+    assert app_plan.options == convert_plan.options
+
+
+def test_a_plan_for_a_model_holds_the_model(plans, tiny_model, sample_clip_short, tmp_path):
+    with pytest.raises(_Stop):
+        sbsconv.convert(sample_clip_short, tmp_path / "a.mp4", model=str(tiny_model), input_size=70, progress=False)
+    model_plan = plans[-1]
+    assert isinstance(model_plan.depth, DepthModel) and model_plan.model is model_plan.depth
+    assert "depth_source" not in model_plan.engine and model_plan.engine["model"] is not None
+    assert model_plan.precision == model_plan.depth.precision != "auto"
+
+
+def test_resume_identity_ignores_the_spelling_of_paths(tiny_model, sample_clip_short, tmp_path, monkeypatch):
+    options = sbsconv.ConvertOptions(model=str(tiny_model), input_size=70)
+    monkeypatch.chdir(sample_clip_short.parent)
+    relative = planning.build_plan(sample_clip_short.name, str(tmp_path / "o.mp4"), options)
+    monkeypatch.chdir(tmp_path)
+    absolute = planning.build_plan(str(sample_clip_short.resolve()), "o.mp4", options, depth=relative.depth)
+    assert relative.engine["fingerprint"] == absolute.engine["fingerprint"]
+    other = planning.build_plan(str(sample_clip_short), "o.mp4", options.replace(divergence=3.0),
+                                depth=relative.depth)
+    assert other.engine["fingerprint"] != relative.engine["fingerprint"]
+    # an automatic batch size is the engine's to keep (the journal); a given one is identity
+    given = planning.build_plan(str(sample_clip_short), "o.mp4", options.replace(batch_size=2),
+                                depth=relative.depth)
+    assert relative.batch_size == given.batch_size == 2
+    assert relative.engine["batch_size_auto"] and not given.engine["batch_size_auto"]
+    assert given.engine["fingerprint"] != relative.engine["fingerprint"]
+
+
+def test_a_plan_for_a_depth_file_holds_no_model(tiny_model, sample_clip_short, tmp_path):
+    exported = sbsconv.export_depth(sample_clip_short, tmp_path / "d.mkv", model=str(tiny_model), input_size=70,
+                                    progress=False)
+    p = planning.build_plan(str(sample_clip_short), str(tmp_path / "o.mp4"),
+                            sbsconv.ConvertOptions(depth=exported.path, model="not-loaded"))
+    assert isinstance(p.depth, DepthFromFile) and p.model is None and p.precision == ""
+    assert p.engine["model"] is None and p.engine["depth_source"]["path"] == exported.path
