@@ -147,13 +147,12 @@ def convert(
 
     # ---- the run ---------------------------------------------------------------------------
     t0 = time.perf_counter()
-    raw = run_engine(plan.engine, Path(input_path).name, progress, on_progress, cancel)
+    run = run_engine(plan.engine, Path(input_path).name, progress, on_progress, cancel)
     seconds = time.perf_counter() - t0
-    processed = raw["frames"] - raw["resumed_from"]
-    stage_fps = {s["name"]: (s["frames"] / s["busy_seconds"] if s["busy_seconds"] > 0 else float("inf"))
-                 for s in raw["stages"]}
-    warn_all(input_path, raw["warnings"])
-    exported = raw.get("depth_export")
+    processed = run.frames - run.resumed_from
+    stage_fps = {s.name: s.fps for s in run.stages}
+    warn_all(input_path, run.warnings)
+    exported = run.depth_export
     clouds: list[str] = []
     if exported and options.point_clouds_every is not None:
         from sbsconv import pointcloud
@@ -163,35 +162,35 @@ def convert(
             fov_degrees=options.fov_degrees, scale=options.point_cloud_scale)
     images = tuple(sorted(str(p) for p in images_dir.glob("frame_*.png"))) if images_dir else ()
     return ConversionResult(
-        output=raw["output"] or output_path,
-        frames=raw["frames"],
+        output=run.output or output_path,
+        frames=run.frames,
         seconds=seconds,
         fps=processed / seconds if seconds > 0 else 0.0,
-        resumed_from=raw["resumed_from"],
-        width=raw["width"],
-        height=raw["height"],
+        resumed_from=run.resumed_from,
+        width=run.width,
+        height=run.height,
         layout=options.layout,
         model=plan.depth_name,
-        encoder=raw["encoder"],
+        encoder=run.encoder,
         # the engine's choice applies to libx264 only (another encoder may have opened instead)
-        encoder_preset=(raw["encoder_preset"] if raw["encoder"] == "libx264" else "") or (options.preset or ""),
-        skipped_encoders=tuple(raw["skipped_encoders"]),
-        streams=tuple(raw["streams"]),
+        encoder_preset=(run.encoder_preset if run.encoder == "libx264" else "") or (options.preset or ""),
+        skipped_encoders=run.skipped_encoders,
+        streams=run.streams,
         stage_fps=stage_fps,
-        cuts=tuple(raw["cuts"]),
-        comfort=tuple(raw["comfort"]),
-        fov_degrees=raw["fov_degrees"],
-        warnings=tuple(raw["warnings"]),
+        cuts=run.cuts,
+        comfort=run.comfort,
+        fov_degrees=run.fov_degrees,
+        warnings=run.warnings,
         images=images,
-        damaged_frames=raw["damaged_frames"],
-        truncated=raw["truncated"],
+        damaged_frames=run.damaged_frames,
+        truncated=run.truncated,
         options=options,
         depth_out=(exported["path"] if exported else plan.engine.get("depth_video")
                    if options.depth_out is not None else None),
         depth_sidecar=exported["sidecar"] if exported else None,
         point_clouds=tuple(clouds),
-        stages=tuple(dict(s) for s in raw["stages"]),
-        batch_size=int(raw.get("batch_size") or plan.batch_size),
+        stages=tuple(s.as_dict() for s in run.stages),
+        batch_size=run.batch_size or plan.batch_size,
         precision=plan.precision,
     )
 
@@ -213,8 +212,9 @@ def convert_part(input_path: str, part_path: str, options: ConvertOptions, *, st
                                  timeline_start=timeline_start, final_output=final_output or part_path)
     plan = planning.build_plan(input_path, part_path, options, purpose="part", part=window)
     engine_options = plan.engine
-    raw = run_engine(engine_options, Path(input_path).name, False, on_progress)
-    depth_frames = next((s["frames"] for s in raw["stages"] if s["name"] == "depth"), raw["frames"])
-    return {"frames": raw["frames"], "warm_up_frames": depth_frames - raw["frames"],
-            "fov_degrees": raw.get("fov_degrees"), "warnings": list(raw["warnings"]), "encoder": raw["encoder"],
+    run = run_engine(engine_options, Path(input_path).name, False, on_progress)
+    depth = run.stage("depth")
+    depth_frames = depth.frames if depth is not None else run.frames
+    return {"frames": run.frames, "warm_up_frames": depth_frames - run.frames,
+            "fov_degrees": run.fov_degrees, "warnings": list(run.warnings), "encoder": run.encoder,
             "engine_options": {k: v for k, v in engine_options.items() if k != "model"}}

@@ -11,10 +11,74 @@ from collections.abc import Callable
 import warnings
 from typing import Any
 
-from sbsconv._native import _core, flush_log
-from sbsconv.errors import CancelledError, SbsconvWarning
+from dataclasses import dataclass, fields
 
-__all__ = ["run_engine", "warn_all"]
+from sbsconv._native import _core, flush_log
+from sbsconv.errors import CancelledError, InternalError, SbsconvWarning
+
+__all__ = ["EngineRun", "StageFigures", "run_engine", "warn_all"]
+
+
+@dataclass(frozen=True)
+class StageFigures:
+    """One stage of a run (Note [Host synchronisation], Note [Sharing the cores])."""
+
+    name: str
+    frames: int
+    busy_seconds: float  # time spent working, not waiting on its queues
+    batches: int
+    host_syncs: int  # times the stage made the host wait for the device
+    threads: int  # LibTorch intra-op threads it computed with
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.busy_seconds if self.busy_seconds > 0 else float("inf")
+
+    def as_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class EngineRun:
+    """What the C++ engine reports at the end of a run (its EngineResult), field by field: a
+    field the engine stops sending fails here, at the boundary, naming it."""
+
+    output: str  # the file written ("" when only depth products were)
+    frames: int  # frames in the output
+    resumed_from: int  # the first frame this call processed
+    batch_size: int  # frames per depth batch as run (a resumed run's: the first run's)
+    seconds: float
+    width: int
+    height: int
+    stages: tuple[StageFigures, ...]
+    encoder: str
+    skipped_encoders: tuple[str, ...]
+    encoder_preset: str  # the libx264 preset the engine chose ("" when it chose none)
+    encoder_preset_reason: str
+    streams: tuple[str, ...]
+    warnings: tuple[str, ...]
+    cuts: tuple[int, ...]
+    comfort: tuple[dict, ...]  # per scene: disparity statistics against the comfort limit
+    fov_degrees: float | None
+    damaged_frames: int
+    truncated: bool
+    depth_export: dict | None  # path, sidecar, frames, warnings of a depth export
+
+    @classmethod
+    def from_core(cls, raw: dict) -> EngineRun:
+        try:
+            values = {f.name: raw[f.name] for f in fields(cls)}
+            values["stages"] = tuple(StageFigures(**dict(s)) for s in raw["stages"])
+        except (KeyError, TypeError) as exc:
+            raise InternalError(f"the engine's result does not match sbsconv.engine.EngineRun: {exc!r}",
+                                stage="engine") from None
+        for name in ("skipped_encoders", "streams", "warnings", "cuts"):
+            values[name] = tuple(values[name])
+        values["comfort"] = tuple(dict(c) for c in values["comfort"])
+        return cls(**values)
+
+    def stage(self, name: str) -> StageFigures | None:
+        return next((s for s in self.stages if s.name == name), None)
 
 
 class _Progress:
@@ -59,7 +123,7 @@ class _Progress:
 
 
 def run_engine(engine_options: dict, description: str, progress: bool,
-               on_progress: Callable[[dict], Any] | None, cancel: threading.Event | None = None) -> dict:
+               on_progress: Callable[[dict], Any] | None, cancel: threading.Event | None = None) -> EngineRun:
     """Runs the C++ engine to the end with a progress bar; Ctrl-C or ``cancel`` (an Event set
     from another thread) stops it within about a second, nothing left under the output names
     (CancelledError for ``cancel``). Returns the engine's result."""
@@ -83,7 +147,7 @@ def run_engine(engine_options: dict, description: str, progress: bool,
         _stop(engine, bar)
         raise CancelledError("cancelled: the conversion stopped and left nothing under the output name")
     try:
-        raw = engine.result()
+        raw = EngineRun.from_core(engine.result())
     except BaseException:
         flush_log()
         bar.close()

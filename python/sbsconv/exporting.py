@@ -105,16 +105,16 @@ def _export_from_video(input_path: str, options: ConvertOptions, progress: bool,
     path = depth_output_path(options.depth_out, options.depth_format, input_path)
     # the run lock sits beside the depth
     plan = planning.build_plan(input_path, path, options, purpose="export")
-    raw = run_engine(plan.engine, Path(input_path).name, progress, on_progress)
-    warn_all(input_path, raw["warnings"])
+    run = run_engine(plan.engine, Path(input_path).name, progress, on_progress)
+    warn_all(input_path, run.warnings)
     seconds = time.perf_counter() - t0
-    exported = raw.get("depth_export")
+    exported = run.depth_export
     return DepthExportResult(
         path=exported["path"] if exported else path,
         sidecar=exported["sidecar"] if exported else None,
-        format=options.depth_format, frames=raw["frames"], seconds=seconds,
-        fps=raw["frames"] / seconds if seconds > 0 else 0.0, model=plan.depth_name,
-        relative=plan.depth.kind != "metric", cuts=tuple(raw["cuts"]), warnings=tuple(raw["warnings"]))
+        format=options.depth_format, frames=run.frames, seconds=seconds,
+        fps=run.frames / seconds if seconds > 0 else 0.0, model=plan.depth_name,
+        relative=plan.depth.kind != "metric", cuts=run.cuts, warnings=run.warnings)
 
 
 def _convert_depth_file(input_path: str, options: ConvertOptions, t0: float) -> DepthExportResult:

@@ -104,3 +104,21 @@ def test_a_plan_for_a_depth_file_holds_no_model(tiny_model, sample_clip_short, t
                             sbsconv.ConvertOptions(depth=exported.path, model="not-loaded"))
     assert isinstance(p.depth, DepthFromFile) and p.model is None and p.precision == ""
     assert p.engine["model"] is None and p.engine["depth_source"]["path"] == exported.path
+
+
+def test_the_engines_result_is_read_field_by_field():
+    # a field the engine stops sending fails at the boundary, naming it (not a silent default)
+    from sbsconv.engine import EngineRun
+    from sbsconv.errors import InternalError
+
+    stage = {"name": "depth", "frames": 4, "busy_seconds": 2.0, "batches": 2, "host_syncs": 0, "threads": 2}
+    raw = {"output": "o.mp4", "frames": 4, "resumed_from": 0, "batch_size": 2, "seconds": 1.0, "width": 8,
+           "height": 4, "stages": [stage], "encoder": "libx264", "skipped_encoders": [], "encoder_preset": "fast",
+           "encoder_preset_reason": "", "streams": [], "warnings": ["w"], "cuts": [0], "comfort": [],
+           "fov_degrees": None, "damaged_frames": 0, "truncated": False, "depth_export": None}
+    run = EngineRun.from_core(raw)
+    assert run.stage("depth").fps == 2.0 and run.warnings == ("w",) and run.cuts == (0,)
+    with pytest.raises(InternalError, match="batch_size"):
+        EngineRun.from_core({k: v for k, v in raw.items() if k != "batch_size"})
+    with pytest.raises(InternalError, match="threads"):
+        EngineRun.from_core({**raw, "stages": [{k: v for k, v in stage.items() if k != "threads"}]})
