@@ -808,10 +808,9 @@ def convert_split(
                         raise result
                     results[index] = result
         finished = [r for r in results if r is not None]
-        assemble = dict(finished[0]["engine_options"])
-        assemble.update(start=options.start, duration=options.duration, timeline_start=start, part=False,
-                        output_start=None)
-        assemble["writer"] = dict(assemble["writer"], path=output_path)
+        from sbsconv import plan as planning
+
+        assemble = planning.assembly_options(finished[0]["engine_options"], options, output_path, start)
         fovs = [r["fov_degrees"] for r in finished if r["fov_degrees"] is not None]
         fov = options.fov_degrees or (sum(fovs) / len(fovs) if fovs else 60.0)
         joined = _core.assemble_parts(assemble, [j[2] for j in jobs], float(fov))

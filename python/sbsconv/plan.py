@@ -457,6 +457,19 @@ def _libx264_on_the_cpu(options: ConvertOptions, depth: DepthSource, width: int,
             and options.encoder in ("auto", "software", "libx264"))
 
 
+def assembly_options(part_engine: dict[str, Any], options: ConvertOptions, output_path: str,
+                     timeline_start: float) -> dict[str, Any]:
+    """The engine options that join a split conversion's parts (``_core.assemble_parts``) into
+    ``output_path``: a part's (the encoder, the stereo boxes of the joined file), for the whole
+    window, as one output rather than a part."""
+    joined = dict(part_engine)
+    joined.update(start=None if options.start is None else float(options.start),
+                  duration=None if options.duration is None else float(options.duration),
+                  timeline_start=float(timeline_start), part=False, output_start=None)
+    joined["writer"] = dict(joined["writer"], path=output_path)
+    return joined
+
+
 def settle_split_options(input_path: str, options: ConvertOptions) -> tuple[ConvertOptions, str]:
     """The options every part of a split conversion runs with, with what the engine would
     choose for itself per part decided once, before the parts start (the parts are joined with
