@@ -55,6 +55,23 @@ def testsrc(make_clip) -> Callable[..., Path]:
 
 
 
+@pytest.fixture
+def video_folder(tmp_path, testsrc) -> Callable[[str], Path]:
+    """Makes a folder of two tiny videos, one in a subfolder (a.mp4, sub/b.mkv), for the
+    batch conversions; the argument names the clips (each test file its own)."""
+
+    def make(prefix: str) -> Path:
+        folder = tmp_path / "videos"
+        (folder / "sub").mkdir(parents=True, exist_ok=True)
+        for name, target in (("a.mp4", folder / "a.mp4"), ("b.mkv", folder / "sub" / "b.mkv")):
+            clip = testsrc(f"{prefix}_{name}", size="96x64", rate=10, seconds=0.5,
+                           extra=["-f", "matroska"] if name.endswith(".mkv") else [])
+            target.write_bytes(Path(clip).read_bytes())
+        return folder
+
+    return make
+
+
 def tiny_depth_anything(*, seed: int = 0, **config: object):
     """A tiny random Depth-Anything-V2 (transformers); ``config``: more DepthAnythingConfig fields
     (depth_estimation_type="metric", max_depth=20, ...). The caller adjusts and saves it

@@ -16,13 +16,8 @@ from sbsconv.errors import OptionError
 
 
 @pytest.fixture()
-def folder(tmp_path, testsrc) -> Path:
-    src = tmp_path / "videos"
-    (src / "sub").mkdir(parents=True)
-    for name, target in (("a.mp4", src / "a.mp4"), ("b.mkv", src / "sub" / "b.mkv")):
-        clip = testsrc(f"batch_{name}", size="96x64", rate=10, seconds=0.5,
-                       extra=["-f", "matroska"] if name.endswith(".mkv") else [])
-        target.write_bytes(Path(clip).read_bytes())
+def folder(video_folder) -> Path:
+    src = video_folder("batch")
     (src / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(200))  # not a video
     (src / "notes.txt").write_text("not a video, not taken")
     return src

@@ -51,15 +51,9 @@ def _pool_job(payload: str, device: str):
 
 
 @pytest.fixture()
-def videos(tmp_path, testsrc) -> Path:
+def videos(video_folder) -> Path:
     """Two tiny videos, one in a subfolder (mirrored under the output folder)."""
-    folder = tmp_path / "videos"
-    (folder / "sub").mkdir(parents=True)
-    for name, target in (("a.mp4", folder / "a.mp4"), ("b.mkv", folder / "sub" / "b.mkv")):
-        clip = testsrc(f"entry_{name}", size="96x64", rate=10, seconds=0.5,
-                       extra=["-f", "matroska"] if name.endswith(".mkv") else [])
-        target.write_bytes(Path(clip).read_bytes())
-    return folder
+    return video_folder("entry")
 
 
 # ---- batch: workers that fail or die -----------------------------------------------------------
