@@ -8,6 +8,8 @@
 #include <array>
 #include <cmath>
 #include <limits>
+#include <set>
+#include <string>
 
 #include "sbsconv/common/DeviceSync.h"
 #include "sbsconv/common/Error.h"
@@ -296,98 +298,153 @@ py::dict export_summary(const DepthExportSummary& s) {
   return d;
 }
 
+// Note [Engine options at the boundary]
+// The engine's options cross from Python (sbsconv.plan, the one place that makes them) as a
+// dict whose every key is read here by name, and nothing else: a key the binding does not
+// know is an error naming it, and a key it expects and does not find is an error naming it,
+// instead of a silent default on either side. Optional values are present and None.
+class EngineFields {
+ public:
+  EngineFields(const py::dict& d, std::string where) : d_(d), where_(std::move(where)) {}
+
+  template <typename T>
+  T get(const char* key) {
+    return take(key).cast<T>();
+  }
+  template <typename T>
+  std::optional<T> optional(const char* key) {
+    const py::object value = take(key);
+    return value.is_none() ? std::nullopt : std::optional<T>(value.cast<T>());
+  }
+  py::object object(const char* key) {
+    return take(key);
+  }
+  EngineFields nested(const char* key) {
+    return EngineFields(take(key).cast<py::dict>(), where_ + key + ".");
+  }
+  // Every key of the dict was read: anything else is an option this binding does not know.
+  void done() const {
+    for (const auto& item : d_) {
+      const std::string key = py::str(item.first);
+      if (read_.count(key) == 0) {
+        throw Error(ErrorKind::Internal, "engine options", "unknown engine option '" + where_ + key + "'");
+      }
+    }
+  }
+
+ private:
+  py::object take(const char* key) {
+    if (!d_.contains(key)) {
+      throw Error(ErrorKind::Internal, "engine options", "the engine option '" + where_ + key + "' is missing");
+    }
+    read_.insert(key);
+    return d_[key];
+  }
+
+  py::dict d_;
+  std::string where_;
+  std::set<std::string> read_;
+};
+
 EngineOptions engine_options(const py::dict& d) {
   EngineOptions o;
-  o.input = d["input"].cast<std::string>();
-  o.reader.start = get_optional<double>(d, "start");
-  o.reader.duration = get_optional<double>(d, "duration");
-  o.reader.stream_index = get_or<int>(d, "stream", -1);
-  o.reader.hwaccel = get_or<std::string>(d, "hwaccel", "auto");
-  o.reader.threads = get_or<int>(d, "threads", 0);
-  o.reader.device = get_or<std::string>(d, "device", "cpu");
-  o.reader.strict = get_or<bool>(d, "strict", false);
-  o.batch_size = get_or<int64_t>(d, "batch_size", 4);
-  o.batch_size_auto = get_or<bool>(d, "batch_size_auto", false);
-  if (d.contains("model") && !d["model"].is_none()) {
-    o.model = d["model"].cast<std::shared_ptr<DepthModel>>();
+  EngineFields f(d, "");
+  o.input = f.get<std::string>("input");
+  o.reader.start = f.optional<double>("start");
+  o.reader.duration = f.optional<double>("duration");
+  o.reader.stream_index = f.get<int>("stream");
+  o.reader.hwaccel = f.get<std::string>("hwaccel");
+  o.reader.threads = f.get<int>("threads");
+  o.device = f.get<std::string>("device");
+  o.reader.device = o.device;
+  o.reader.strict = f.get<bool>("strict");
+  o.batch_size = f.get<int64_t>("batch_size");
+  o.batch_size_auto = f.get<bool>("batch_size_auto");
+  if (const py::object model = f.object("model"); !model.is_none()) {
+    o.model = model.cast<std::shared_ptr<DepthModel>>();
   }
-  o.device = get_or<std::string>(d, "device", "cpu");
-  if (d.contains("depth_export") && !d["depth_export"].is_none()) {
-    o.depth_export = depth_writer_options(d["depth_export"].cast<py::dict>());
+  if (const py::object spec = f.object("depth_export"); !spec.is_none()) {
+    o.depth_export = depth_writer_options(spec.cast<py::dict>());
   }
-  if (d.contains("depth_source") && !d["depth_source"].is_none()) {
-    o.depth_source = depth_source_options(d["depth_source"].cast<py::dict>());
+  if (const py::object spec = f.object("depth_source"); !spec.is_none()) {
+    o.depth_source = depth_source_options(spec.cast<py::dict>());
   }
-  o.render_stereo = get_or<bool>(d, "render_stereo", true);
-  o.infill_mask = get_or<std::string>(d, "infill_mask", "");
-  o.detect_cuts = get_or<bool>(d, "detect_cuts", true);
-  o.cuts.sensitivity = get_or<double>(d, "cut_sensitivity", 0.5);
-  o.cuts.min_scene_length = get_or<int64_t>(d, "min_scene_length", 8);
-  const py::dict st = d["stabilizer"].cast<py::dict>();
-  o.stabilizer.relative = get_or<bool>(st, "relative", true);
-  o.stabilizer.low_percentile = get_or<double>(st, "low_percentile", 1.0);
-  o.stabilizer.high_percentile = get_or<double>(st, "high_percentile", 99.0);
-  o.stabilizer.range_decay = get_or<double>(st, "range_decay", 0.9);
-  o.stabilizer.align = get_or<bool>(st, "align", true);
-  o.stabilizer.alpha = get_or<double>(st, "alpha", 0.0);
-  o.stabilizer.motion_threshold = get_or<double>(st, "motion_threshold", 0.08);
-  const py::dict cf = d["comfort"].cast<py::dict>();
-  o.comfort.limit_percent = get_or<double>(cf, "limit_percent", 3.0);
-  o.comfort.auto_strength = get_or<bool>(cf, "auto_strength", false);
-  const py::dict dp = d["disparity"].cast<py::dict>();
-  o.disparity.divergence = get_or<double>(dp, "divergence", 2.0);
-  o.disparity.max_shift = get_optional<double>(dp, "max_shift");
-  o.disparity.convergence = get_or<double>(dp, "convergence", 0.5);
-  o.disparity.ipd_metres = get_or<double>(dp, "ipd_metres", 0.063);
-  o.disparity.fov_degrees = get_optional<double>(dp, "fov_degrees");
-  o.disparity.screen_distance = get_or<double>(dp, "screen_distance", 2.0);
-  const py::dict sr = d["stereo"].cast<py::dict>();
-  o.stereo.layout = parse_layout(get_or<std::string>(sr, "layout", "full-sbs"));
-  o.stereo.synthetic_view = parse_synthetic_view(get_or<std::string>(sr, "synthetic_view", "both"));
-  o.stereo.fill_holes = get_or<bool>(sr, "fill_holes", true);
-  o.stereo.edge_dilation = get_or<int64_t>(sr, "edge_dilation", 0);
-  o.stereo.eye_width = get_or<int64_t>(sr, "eye_width", 0);
-  o.stereo.eye_height = get_or<int64_t>(sr, "eye_height", 0);
-  o.stereo.keep_aspect = get_or<bool>(sr, "keep_aspect", true);
-  o.stereo.pixel_aspect = get_or<double>(sr, "pixel_aspect", 1.0);
-  o.stereo.vr180 = get_or<bool>(sr, "vr180", false);
-  o.stereo.vr180_canvas = get_or<int64_t>(sr, "vr180_canvas", 0);
-  o.stereo.vr180_fov = get_or<double>(sr, "vr180_fov", 60.0);
-  const py::dict wr = d["writer"].cast<py::dict>();
-  o.writer.path = wr["path"].cast<std::string>();
-  o.writer.container = get_or<std::string>(wr, "container", "");
-  o.writer.codec = get_or<std::string>(wr, "codec", "h264");
-  o.writer.encoder = get_or<std::string>(wr, "encoder", "auto");
-  o.writer.crf = get_optional<int>(wr, "crf");
-  o.writer.cq = get_optional<int>(wr, "cq");
-  o.writer.quality = get_optional<int>(wr, "quality");
-  o.writer.preset = get_or<std::string>(wr, "preset", "");
-  o.writer.bit_depth = get_or<int>(wr, "bit_depth", 8);
-  o.writer.audio = get_or<std::string>(wr, "audio", "copy");
-  o.writer.subtitles = get_or<std::string>(wr, "subtitles", "copy");
-  o.writer.stereo = get_or<std::string>(wr, "stereo", "");
-  o.writer.threads = get_or<int>(wr, "threads", 0);
-  o.writer.metadata = get_or<std::map<std::string, std::string>>(wr, "metadata", {});
-  if (wr.contains("apple") && !wr["apple"].is_none()) {
-    o.writer.apple = apple_stereo(wr["apple"].cast<py::dict>());
+  o.render_stereo = f.get<bool>("render_stereo");
+  o.infill_mask = f.optional<std::string>("infill_mask").value_or("");
+  o.detect_cuts = f.get<bool>("detect_cuts");
+  o.cuts.sensitivity = f.get<double>("cut_sensitivity");
+  o.cuts.min_scene_length = f.get<int64_t>("min_scene_length");
+  EngineFields st = f.nested("stabilizer");
+  o.stabilizer.relative = st.get<bool>("relative");
+  o.stabilizer.low_percentile = st.get<double>("low_percentile");
+  o.stabilizer.high_percentile = st.get<double>("high_percentile");
+  o.stabilizer.range_decay = st.get<double>("range_decay");
+  o.stabilizer.align = st.get<bool>("align");
+  o.stabilizer.alpha = st.get<double>("alpha");
+  o.stabilizer.motion_threshold = st.get<double>("motion_threshold");
+  st.done();
+  EngineFields cf = f.nested("comfort");
+  o.comfort.limit_percent = cf.get<double>("limit_percent");
+  o.comfort.auto_strength = cf.get<bool>("auto_strength");
+  cf.done();
+  EngineFields dp = f.nested("disparity");
+  o.disparity.divergence = dp.get<double>("divergence");
+  o.disparity.max_shift = dp.optional<double>("max_shift");
+  o.disparity.convergence = dp.get<double>("convergence");
+  o.disparity.ipd_metres = dp.get<double>("ipd_metres");
+  o.disparity.fov_degrees = dp.optional<double>("fov_degrees");
+  o.disparity.screen_distance = dp.get<double>("screen_distance");
+  dp.done();
+  EngineFields sr = f.nested("stereo");
+  o.stereo.layout = parse_layout(sr.get<std::string>("layout"));
+  o.stereo.synthetic_view = parse_synthetic_view(sr.get<std::string>("synthetic_view"));
+  o.stereo.fill_holes = sr.get<bool>("fill_holes");
+  o.stereo.edge_dilation = sr.get<int64_t>("edge_dilation");
+  o.stereo.eye_width = sr.get<int64_t>("eye_width");
+  o.stereo.eye_height = sr.get<int64_t>("eye_height");
+  o.stereo.keep_aspect = sr.get<bool>("keep_aspect");
+  o.stereo.pixel_aspect = sr.get<double>("pixel_aspect");
+  o.stereo.vr180 = sr.get<bool>("vr180");
+  o.stereo.vr180_canvas = sr.get<int64_t>("vr180_canvas");
+  o.stereo.vr180_fov = sr.get<double>("vr180_fov");
+  sr.done();
+  EngineFields wr = f.nested("writer");
+  o.writer.path = wr.get<std::string>("path");
+  o.writer.container = wr.get<std::string>("container");
+  o.writer.codec = wr.get<std::string>("codec");
+  o.writer.encoder = wr.get<std::string>("encoder");
+  o.writer.crf = wr.optional<int>("crf");
+  o.writer.cq = wr.optional<int>("cq");
+  o.writer.quality = wr.optional<int>("quality");
+  o.writer.preset = wr.get<std::string>("preset");
+  o.writer.bit_depth = wr.get<int>("bit_depth");
+  o.writer.audio = wr.get<std::string>("audio");
+  o.writer.subtitles = wr.get<std::string>("subtitles");
+  o.writer.stereo = wr.get<std::string>("stereo");
+  o.writer.threads = wr.get<int>("threads");
+  o.writer.metadata = wr.get<std::map<std::string, std::string>>("metadata");
+  if (const py::object apple = wr.object("apple"); !apple.is_none()) {
+    o.writer.apple = apple_stereo(apple.cast<py::dict>());
   }
-  o.writer.vr180 = get_or<bool>(wr, "vr180", false);
-  o.writer.spatial = get_or<bool>(wr, "spatial", false);
-  if (d.contains("fps") && !d["fps"].is_none()) {
-    o.fps = to_rational(d["fps"]);
+  o.writer.vr180 = wr.get<bool>("vr180");
+  o.writer.spatial = wr.get<bool>("spatial");
+  wr.done();
+  if (const py::object fps = f.object("fps"); !fps.is_none()) {
+    o.fps = to_rational(fps);
   }
-  o.preview_every = get_or<double>(d, "preview_every", 0.0);
-  o.image_dir = get_or<std::string>(d, "image_dir", "");
-  o.depth_video = get_or<std::string>(d, "depth_video", "");
-  o.resume = get_or<bool>(d, "resume", false);
-  o.output_start = get_optional<double>(d, "output_start"); // Note [Parts of one video]
-  o.part = get_or<bool>(d, "part", false);
-  o.timeline_start = get_or<double>(d, "timeline_start", 0.0);
-  o.fingerprint = get_or<std::string>(d, "fingerprint", "");
-  o.segment_frames = get_or<int64_t>(d, "segment_frames", 240);
-  o.check_float64 = get_or<bool>(d, "check_float64", false);
-  o.check_syncs = get_or<bool>(d, "check_syncs", false);
-  o.fault = get_or<std::string>(d, "fault", "");
+  o.preview_every = f.get<double>("preview_every");
+  o.image_dir = f.optional<std::string>("image_dir").value_or("");
+  o.depth_video = f.optional<std::string>("depth_video").value_or("");
+  o.resume = f.get<bool>("resume");
+  o.output_start = f.optional<double>("output_start"); // Note [Parts of one video]
+  o.part = f.get<bool>("part");
+  o.timeline_start = f.get<double>("timeline_start");
+  o.fingerprint = f.get<std::string>("fingerprint");
+  o.segment_frames = f.get<int64_t>("segment_frames");
+  o.check_float64 = f.get<bool>("check_float64");
+  o.check_syncs = f.get<bool>("check_syncs");
+  o.fault = f.get<std::string>("fault");
+  f.done();
   return o;
 }
 

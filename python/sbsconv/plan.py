@@ -227,7 +227,6 @@ def build_plan(input: str | os.PathLike[str], output: str | os.PathLike[str], op
         logger.info(reason)
     engine = _engine_options(options, input_path, output_path, depth, source, batch,
                              images_dir=images_dir, purpose=purpose, part=part)
-    engine["batch_size_auto"] = options.batch_size is None
     plan_args = dict(purpose=purpose, input=input_path, output=output_path, input_real=real_path(input_path),
                      output_real=real_path(output_path), options=options, source=source, depth=depth,
                      batch_size=batch, batch_size_auto=options.batch_size is None, batch_size_reason=reason,
@@ -276,15 +275,24 @@ def _engine_options(o: ConvertOptions, input_path: str, output_path: str, depth:
     metric = depth.kind == "metric"
     # the stereo boxes follow the file the user gets (a part's is the joined file)
     boxes_for = part.final_output if part is not None else output_path
+    # Note [Engine options at the boundary] (cpp/bindings/Module.cpp): every field, always; the
+    # binding refuses a missing or an unknown one
     options: dict[str, Any] = {
         "input": input_path,
         "start": None if o.start is None else float(o.start),
         "duration": None if o.duration is None else float(o.duration),
         "stream": -1 if o.stream is None else int(o.stream),
         "hwaccel": o.hwaccel,
+        "threads": 0,  # FFmpeg's decoder threads: its own choice
+        "strict": False,  # damaged input decodes as far as it can, with a warning
         "device": str(depth.device),
         "batch_size": int(batch),
+        "batch_size_auto": o.batch_size is None,
         "model": core_model,
+        "depth_source": depth_file,
+        "depth_export": None,
+        "render_stereo": purpose != "export",
+        "infill_mask": None,
         "detect_cuts": bool(o.scene_cuts),
         "cut_sensitivity": float(o.cut_sensitivity),
         "min_scene_length": int(o.min_scene_length),
@@ -309,11 +317,13 @@ def _engine_options(o: ConvertOptions, input_path: str, output_path: str, depth:
         "stereo": {
             "layout": engine_layout, "synthetic_view": o.synthetic_view, "fill_holes": True,
             "vr180": vr180, "vr180_canvas": canvas,
+            # the eyes' field of view for the VR180 projection: the engine sets it per batch
+            "vr180_fov": float(o.fov_degrees or stereo.DEFAULT_FOV_DEGREES),
             "edge_dilation": int(o.edge_dilation), "eye_width": eye_w, "eye_height": eye_h,
             "keep_aspect": bool(o.keep_aspect), "pixel_aspect": pixel_aspect,
         },
         "writer": {
-            "path": output_path, "codec": codec, "encoder": o.encoder,
+            "path": output_path, "container": "", "threads": 0, "codec": codec, "encoder": o.encoder,
             "crf": o.crf, "cq": o.cq, "quality": o.quality,
             "preset": o.preset or "", "bit_depth": int(o.bit_depth),
             "audio": audio, "subtitles": subtitles, "stereo": STEREO_TAG.get(layout, ""),
@@ -325,7 +335,14 @@ def _engine_options(o: ConvertOptions, input_path: str, output_path: str, depth:
         },
         "fps": rate,
         "preview_every": float(o.preview_every) if preview else 0.0,
+        "image_dir": None if images_dir is None else os.fspath(images_dir),
+        "depth_video": None,
         "resume": bool(resume),
+        # Note [Parts of one video]: a part's window on the whole video's timeline
+        "part": purpose == "part",
+        "output_start": None if part is None else float(part.output_start),
+        "timeline_start": 0.0 if part is None else float(part.timeline_start),
+        "fingerprint": "",  # build_plan sets it
         "segment_frames": max(1, round(o.segment_seconds * frame_rate)),
         # Debugging and the fault tests (Note [No float64 on devices], EngineOptions::fault).
         "check_float64": os.environ.get("SBSCONV_CHECK_FLOAT64", "") not in ("", "0"),
@@ -333,10 +350,8 @@ def _engine_options(o: ConvertOptions, input_path: str, output_path: str, depth:
         "check_syncs": os.environ.get("SBSCONV_CHECK_SYNCS", "") not in ("", "0"),
         "fault": os.environ.get("SBSCONV_TEST_FAULT", ""),
     }
-    if depth_file is not None:
-        options["depth_source"] = depth_file
     if o.depth_video is not None:
-        options["depth_video"] = o.depth_video
+        options["depth_video"] = os.fspath(o.depth_video)
         options["resume"] = False  # the depth video is written in one piece
     if o.depth_out is not None:
         options.update(depthio.export_engine_options(o, input_path, depth))
@@ -344,14 +359,6 @@ def _engine_options(o: ConvertOptions, input_path: str, output_path: str, depth:
     if o.infill_mask is not None:
         options["infill_mask"] = os.fspath(o.infill_mask)
         options["resume"] = False
-    if images_dir is not None:
-        options["image_dir"] = os.fspath(images_dir)
-    if purpose == "export":
-        options["render_stereo"] = False
-    elif purpose == "part":
-        assert part is not None
-        options.update(output_start=float(part.output_start), part=True,
-                       timeline_start=float(part.timeline_start))
     return options
 
 
@@ -467,6 +474,7 @@ def assembly_options(part_engine: dict[str, Any], options: ConvertOptions, outpu
                   duration=None if options.duration is None else float(options.duration),
                   timeline_start=float(timeline_start), part=False, output_start=None)
     joined["writer"] = dict(joined["writer"], path=output_path)
+    joined["model"] = None  # joining runs no model (a part's result carries none across)
     return joined
 
 

@@ -388,7 +388,7 @@ def test_engine_defaults_and_special_modes(engine_calls, tiny_model, tmp_path):
     assert o["segment_frames"] == round(10 * float(info.fps))
     assert o["writer"]["audio"] == "copy" and o["writer"]["bit_depth"] == 8
     assert o["writer"]["crf"] is None
-    assert "depth_video" not in o and "image_dir" not in o
+    assert o["depth_video"] is None and o["image_dir"] is None
     preview = _engine_options(engine_calls, clip, tmp_path / "p.mp4", base, preview_every=1.0)
     assert preview["resume"] is False and preview["preview_every"] == 1.0
     assert preview["writer"]["audio"] == preview["writer"]["subtitles"] == "none"

@@ -75,7 +75,7 @@ def test_a_plan_for_a_model_holds_the_model(plans, tiny_model, sample_clip_short
         sbsconv.convert(sample_clip_short, tmp_path / "a.mp4", model=str(tiny_model), input_size=70, progress=False)
     model_plan = plans[-1]
     assert isinstance(model_plan.depth, DepthModel) and model_plan.model is model_plan.depth
-    assert "depth_source" not in model_plan.engine and model_plan.engine["model"] is not None
+    assert model_plan.engine["depth_source"] is None and model_plan.engine["model"] is not None
     assert model_plan.precision == model_plan.depth.precision != "auto"
 
 
@@ -122,3 +122,22 @@ def test_the_engines_result_is_read_field_by_field():
         EngineRun.from_core({k: v for k, v in raw.items() if k != "batch_size"})
     with pytest.raises(InternalError, match="threads"):
         EngineRun.from_core({**raw, "stages": [{k: v for k, v in stage.items() if k != "threads"}]})
+
+
+def test_the_binding_refuses_an_unknown_or_a_missing_engine_option(tiny_model, sample_clip_short, tmp_path):
+    # Note [Engine options at the boundary]: no silent default on either side
+    from sbsconv._native import _core
+    from sbsconv.errors import InternalError
+
+    p = planning.build_plan(str(sample_clip_short), str(tmp_path / "o.mp4"),
+                            sbsconv.ConvertOptions(model=str(tiny_model), input_size=70))
+    with pytest.raises(InternalError, match="unknown engine option 'writer.bitrate'"):
+        _core.Engine({**p.engine, "writer": {**p.engine["writer"], "bitrate": 5}})
+    with pytest.raises(InternalError, match="unknown engine option 'batchsize'"):
+        _core.Engine({**p.engine, "batchsize": 4})
+    without = {k: v for k, v in p.engine.items() if k != "segment_frames"}
+    with pytest.raises(InternalError, match="'segment_frames' is missing"):
+        _core.Engine(without)
+    stereo = {k: v for k, v in p.engine["stereo"].items() if k != "keep_aspect"}
+    with pytest.raises(InternalError, match="'stereo.keep_aspect' is missing"):
+        _core.Engine({**p.engine, "stereo": stereo})
