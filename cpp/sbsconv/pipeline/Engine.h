@@ -152,6 +152,9 @@ struct EngineResult {
 // that throws records its error (with its stage), aborts every queue and sets the cancel
 // flag, so nothing waits on a dead stage; result() rethrows the first error. cancel() sets
 // the same flag, which every stage checks between batches and the decoder's I/O checks.
+// Where it lives: the engine's state and the stages' shared interface (queues, counters,
+// saved states, guards) in EngineImpl.h; the wiring in Engine.cpp; each stage's loop in its
+// own file (DecodeStage, DepthStage, StabiliseStage, StereoStage, EncodeStage, AssemblyStage).
 //
 // Threading: start(), wait(), cancel(), progress() and result() may be called from any one
 // thread (the caller); the stages run on threads the engine owns and joins.

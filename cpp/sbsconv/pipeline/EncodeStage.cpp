@@ -1,0 +1,186 @@
+// The encode stage: the packed frames into the output or the resume segments, and the depth products.
+// (Engine::Impl in EngineImpl.h; Note [Engine] in Engine.h)
+
+#include "sbsconv/pipeline/EngineImpl.h"
+
+namespace sbsconv {
+
+// ---- encode ------------------------------------------------------------------------------------
+
+void Engine::Impl::encode_stage() {
+  guarded("encode", [&] {
+    StageGuard stage_guard(*this, "encode");
+    int64_t batch_number = 0;
+    std::unique_ptr<MediaWriter> writer;
+    std::unique_ptr<MediaWriter> depth_writer; // the colour-mapped depth video
+    std::unique_ptr<DepthWriter> export_writer; // Note [Depth products]
+    std::unique_ptr<LosslessVideoWriter> mask_writer; // Note [Infill masks]
+    int64_t segment_first = start_index;
+    frames_done = start_index.load();
+    auto writer_options = [&](const Batch& b) {
+      return output_writer_options(
+          static_cast<int>(b.packed.size(3)), static_cast<int>(b.packed.size(2)), b.packed.device().str());
+    };
+    auto close_segment = [&](int64_t next_index, int64_t next_pts, const TensorMap& state) {
+      WriterResult r = writer->finish();
+      writer.reset();
+      {
+        std::lock_guard<std::mutex> lock(mutex);
+        // each segment's encoder says the same things (a codec chosen for the frame size ...): once
+        for (const auto& w : r.warnings) {
+          if (std::find(warnings.begin(), warnings.end(), w) == warnings.end()) {
+            warnings.push_back(w);
+          }
+        }
+        result.encoder = r.encoder;
+        result.skipped_encoders = r.skipped_encoders;
+      }
+      SegmentRecord record;
+      record.index = static_cast<int64_t>(segments.size());
+      record.first_frame = segment_first;
+      record.frames = next_index - segment_first;
+      record.next_pts = next_pts;
+      record.file = fs::path(r.path).filename().string();
+      record.encoder = r.encoder;
+      record.stream_params = r.video_params.to_string();
+      // Counted from the file as written (and so checked once), as a later load counts it.
+      record.packets = inspect_segment(journal->path_of(record.file)).packets;
+      record.state = numbered("segment_%05lld.state", record.index);
+      {
+        HostFloat64Scope host; // the states are CPU tensors, written as they are
+        save_tensors(journal->path_of(record.state), state);
+      }
+      journal->append(record);
+      segments.push_back(record);
+      segment_first = next_index;
+    };
+    int64_t next_index = start_index;
+    while (auto batch = rendered.pop()) {
+      if (cancelled) {
+        return;
+      }
+      Batch b = std::move(*batch);
+      stage_guard.received(b);
+      {
+        Busy busy{stage_busy_us[4]};
+        if (o.render_stereo) {
+          if (!writer) {
+            if (segments.empty() && x264_preset.empty()) {
+              choose_x264_preset(b.packed.size(3), b.packed.size(2));
+            }
+            writer = std::make_unique<MediaWriter>(writer_options(b));
+            std::lock_guard<std::mutex> lock(mutex);
+            result.width = b.packed.size(3);
+            result.height = b.packed.size(2);
+          }
+          writer->write(b.packed, b.pts);
+        }
+        if (b.export_depth.defined()) {
+          if (!export_writer) {
+            DepthWriterOptions dw = *o.depth_export;
+            dw.width = static_cast<int>(b.export_depth.size(3));
+            dw.height = static_cast<int>(b.export_depth.size(2));
+            dw.time_base = out_time_base;
+            dw.frame_rate = out_frame_rate;
+            dw.time_origin = origin;
+            dw.source_start = source_start;
+            dw.cancel = &cancelled;
+            export_writer = std::make_unique<DepthWriter>(dw);
+          }
+          export_writer->write(b.export_depth, b.pts, source_times(b), b.fov, b.camera);
+        }
+        if (b.infill_mask.defined()) {
+          if (!mask_writer) {
+            LosslessVideoOptions mw;
+            mw.path = o.infill_mask;
+            mw.width = static_cast<int>(b.infill_mask.size(3));
+            mw.height = static_cast<int>(b.infill_mask.size(2));
+            mw.time_base = out_time_base;
+            mw.frame_rate = out_frame_rate;
+            mw.time_origin = origin;
+            mw.metadata["comment"] =
+                "sbsconv infill mask: black = visible; coloured = disoccluded, red/green = (n+1)/2 with n pointing to the background side";
+            mw.cancel = &cancelled;
+            mask_writer = std::make_unique<LosslessVideoWriter>(mw);
+          }
+          mask_writer->write(b.infill_mask, b.pts);
+        }
+        if (b.depth_colors.defined()) {
+          if (!depth_writer) {
+            WriterOptions dw = o.writer;
+            dw.path = o.depth_video;
+            dw.container.clear();
+            dw.width = static_cast<int>(b.depth_colors.size(3));
+            dw.height = static_cast<int>(b.depth_colors.size(2));
+            dw.time_base = out_time_base;
+            dw.frame_rate = out_frame_rate;
+            dw.time_origin = origin;
+            dw.source.clear();
+            dw.audio = "none";
+            dw.subtitles = "none";
+            dw.stereo.clear();
+            dw.device = "cpu";
+            depth_writer = std::make_unique<MediaWriter>(dw);
+          }
+          depth_writer->write(b.depth_colors, b.pts);
+        }
+        if (!o.image_dir.empty()) {
+          for (int64_t k = 0; k < b.size(); ++k) {
+            write_png((fs::path(o.image_dir) / numbered("frame_%06lld.png", b.first_index + k + 1)).string(), b.packed[k]);
+          }
+        }
+        next_index = b.first_index + b.size();
+        if (o.resume && b.segment_end) {
+          close_segment(next_index, b.next_source_pts, b.state);
+        }
+      }
+      inject_fault("encode", batch_number++);
+      stage_guard.check();
+      stage_frames[4] += b.size();
+      frames_done = next_index;
+    }
+    if (cancelled) {
+      return;
+    }
+    if (depth_writer) {
+      depth_writer->finish();
+    }
+    if (export_writer) {
+      std::vector<int64_t> shot_starts;
+      {
+        std::lock_guard<std::mutex> lock(mutex);
+        shot_starts = cuts;
+      }
+      DepthExportSummary summary = export_writer->finish(shot_starts);
+      std::lock_guard<std::mutex> lock(mutex);
+      warnings.insert(warnings.end(), summary.warnings.begin(), summary.warnings.end());
+      result.depth_export = summary;
+    }
+    if (mask_writer) {
+      mask_writer->finish();
+    }
+    if (writer) {
+      Busy busy{stage_busy_us[4]};
+      if (o.resume) {
+        close_segment(next_index, -1, TensorMap{});
+      } else {
+        writer->set_apple_field_of_view(apple_fov());
+        WriterResult r = writer->finish();
+        std::lock_guard<std::mutex> lock(mutex);
+        result.encoder = r.encoder;
+        result.skipped_encoders = r.skipped_encoders;
+        result.streams = r.streams;
+        result.output = r.path;
+        for (const auto& w : r.warnings) {
+          warnings.push_back(w);
+        }
+      }
+    } else if ((!o.resume || segments.empty()) && o.render_stereo) {
+      throw Error(ErrorKind::Input, "decode", "the window holds no frames", o.input);
+    } else if (!o.render_stereo && !export_writer && !depth_writer) {
+      throw Error(ErrorKind::Input, "decode", "the window holds no frames", o.input);
+    }
+  });
+}
+
+} // namespace sbsconv
