@@ -35,7 +35,6 @@ from typing import Any
 
 import torch
 
-from sbsconv import stereo
 from sbsconv.errors import OptionError
 
 __all__ = ["CONTAINERS", "DEPTH_FORMATS", "GROUPS", "Check", "Choice", "ConvertOptions", "OptionField", "Range"]
@@ -47,10 +46,6 @@ DEPTH_FORMATS = ("gray16", "rgb-packed", "png16", "exr", "npy", "colormap")
 # the stereo tag written into the container for each layout (none for anaglyphs)
 STEREO_TAG = {"full-sbs": "sbs", "half-sbs": "sbs", "cross-eyed": "sbs-rl", "full-tb": "tb",
               "half-tb": "tb", "apple-3d": "sbs", "vr180": "sbs", "vr180-tb": "tb"}
-# Headset layouts (issue 15), on top of the engine's frame packings: apple-3d is full
-# side-by-side HEVC with Apple's stereo boxes; vr180 and vr180-tb re-project each eye onto a
-# 180-degree half-equirectangular canvas (Note [VR180 projection]) with Google's sv3d/st3d.
-HEADSET_LAYOUTS = stereo.HEADSET_LAYOUTS
 # Apple's view packing (vexu/pack/pkin) of each frame-packed layout; spatial video has two
 # layers, not a packing ("": no pack box)
 APPLE_PACKING = {"full-sbs": "side", "half-sbs": "side", "full-tb": "over", "half-tb": "over",
@@ -59,6 +54,48 @@ APPLE_PACKING = {"full-sbs": "side", "half-sbs": "side", "full-tb": "over", "hal
 APPLE_LAYOUTS = ("apple-3d", "spatial")
 # convert()'s keywords that are not options (how the call reports, not what it makes)
 CALL_KEYWORDS = ("progress", "on_progress", "cancel")
+
+
+# ---- the vocabulary: layouts, eye sizes, the 3D defaults (sbsconv.stereo renders them) ----
+
+LAYOUTS = (
+    "full-sbs", "half-sbs", "full-tb", "half-tb", "cross-eyed",
+    "anaglyph", "anaglyph-color", "anaglyph-gray", "separate",
+)
+# Output eye heights by name; widths follow the source's aspect ratio.
+EYE_SIZE_PRESETS = {"720": 720, "1080": 1080, "1440": 1440, "2160": 2160, "720p": 720,
+                    "1080p": 1080, "1440p": 1440, "2160p": 2160, "4k": 2160}
+# Headset layouts on top of the frame packings (issue 15): apple-3d packs as full-sbs (its
+# difference is the file's boxes); spatial renders full-sbs too and the writer encodes the two
+# halves as two MV-HEVC views; vr180/vr180-tb re-project each eye onto a 180-degree canvas.
+HEADSET_LAYOUTS = {"apple-3d": "full-sbs", "spatial": "full-sbs", "vr180": "full-sbs", "vr180-tb": "full-tb"}
+DEFAULT_DIVERGENCE = 2.0  # percent of the eye width
+DEFAULT_CONVERGENCE = 0.5
+DEFAULT_IPD_MM = 63.0
+DEFAULT_FOV_DEGREES = 60.0
+DEFAULT_SCREEN_DISTANCE = 2.0  # metres
+
+
+def eye_size_for(eye_size, height: int, width: int) -> tuple[int, int]:
+    """(width, height) of an output eye: None keeps the source size; a preset ("1080", 1440 ...)
+    sets the height and keeps the aspect ratio; a (width, height) pair is used as given. Both
+    rounded up to even numbers."""
+    if eye_size is None:
+        w, h = width, height
+    elif isinstance(eye_size, str | int) and not isinstance(eye_size, bool):
+        key = str(eye_size).lower()
+        if key not in EYE_SIZE_PRESETS:
+            raise OptionError(
+                f"eye_size {eye_size!r} is not a preset ({', '.join(sorted({'720', '1080', '1440', '2160'}))})"
+                " or a (width, height) pair")
+        h = EYE_SIZE_PRESETS[key]
+        w = round(width * h / height)
+    elif isinstance(eye_size, tuple | list) and len(eye_size) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) and 2 <= v <= 16384 for v in eye_size):
+        w, h = eye_size
+    else:
+        raise OptionError(f"eye_size must be None, a preset or a (width, height) pair, got {eye_size!r}")
+    return w + (w & 1), h + (h & 1)
 
 
 # ---- constraints -------------------------------------------------------------------------------
@@ -187,7 +224,7 @@ def _eye_size(name: str, value: Any) -> int | str | tuple[int, int]:
     if isinstance(value, list):
         value = tuple(value)
     # the form alone (a preset or a pair); the pixels follow from the source's size later
-    stereo.eye_size_for(value, 1080, 1920)
+    eye_size_for(value, 1080, 1920)
     return value
 
 
@@ -272,7 +309,7 @@ class ConvertOptions:
         "apple-3d (Vision Pro: side-by-side HEVC with Apple's stereo boxes), spatial (Apple "
         "spatial video: two MV-HEVC views; needs an x265 with multiview support), vr180, vr180-tb "
         "(180-degree half-equirectangular eyes with spherical metadata)",
-        "layout", Choice(tuple(name for name in stereo.LAYOUTS if name != "separate") + tuple(HEADSET_LAYOUTS)))
+        "layout", Choice(tuple(name for name in LAYOUTS if name != "separate") + tuple(HEADSET_LAYOUTS)))
     eye_size: int | str | tuple[int, int] | None = _option(
         None,
         "output eye size: 720, 1080, 1440, 2160 (lines) or WIDTHxHEIGHT; default: the source's",
@@ -297,10 +334,10 @@ class ConvertOptions:
         Range(0, 1e9, low_open=True))
     # --- the 3D effect
     divergence: float = _option(
-        stereo.DEFAULT_DIVERGENCE,
+        DEFAULT_DIVERGENCE,
         "3D strength: the largest disparity, in percent of the eye width", "3d", Range(0, 20))
     convergence: float = _option(
-        stereo.DEFAULT_CONVERGENCE,
+        DEFAULT_CONVERGENCE,
         "the depth on the screen plane: 0 = everything in front, 1 = everything behind", "3d",
         Range(0, 1))
     max_shift: float | None = _option(
@@ -310,13 +347,13 @@ class ConvertOptions:
         "both (each eye half the shift), left or right (the other eye is the source frame)", "3d",
         Choice(("both", "left", "right")))
     ipd_mm: float = _option(
-        stereo.DEFAULT_IPD_MM, "interpupillary distance for metric depth models, in millimetres",
+        DEFAULT_IPD_MM, "interpupillary distance for metric depth models, in millimetres",
         "3d", Range(1, 999))
     fov_degrees: float | None = _option(
         None, "horizontal field of view for metric depth (default: the model's estimate, else 60)",
         "3d", Range(1, 179))
     screen_distance: float = _option(
-        stereo.DEFAULT_SCREEN_DISTANCE, "distance of the screen plane for metric depth, in metres",
+        DEFAULT_SCREEN_DISTANCE, "distance of the screen plane for metric depth, in metres",
         "3d", Range(0.001, 1e6, low_open=True))
     edge_dilation: int = _option(
         2, "grow nearer regions by this many pixels against halos at object edges", "3d",

@@ -21,22 +21,19 @@ from sbsconv.errors import OptionError
 
 __all__ = ["LAYOUTS", "EYE_SIZE_PRESETS", "StereoResult", "disparity_from_depth", "eye_size_for", "render"]
 
-LAYOUTS = (
-    "full-sbs", "half-sbs", "full-tb", "half-tb", "cross-eyed",
-    "anaglyph", "anaglyph-color", "anaglyph-gray", "separate",
+# The vocabulary of layouts, eye sizes and defaults is the options' (what a user may ask for):
+# sbsconv.options, re-exported here for the rendering code and its callers.
+from sbsconv.options import (  # noqa: E402
+    DEFAULT_CONVERGENCE,
+    DEFAULT_DIVERGENCE,
+    DEFAULT_FOV_DEGREES,
+    DEFAULT_IPD_MM,
+    DEFAULT_SCREEN_DISTANCE,
+    EYE_SIZE_PRESETS,
+    HEADSET_LAYOUTS,
+    LAYOUTS,
+    eye_size_for,
 )
-# Output eye heights by name; widths follow the source's aspect ratio.
-EYE_SIZE_PRESETS = {"720": 720, "1080": 1080, "1440": 1440, "2160": 2160, "720p": 720,
-                    "1080p": 1080, "1440p": 1440, "2160p": 2160, "4k": 2160}
-# Headset layouts on top of the frame packings (issue 15): apple-3d packs as full-sbs (its
-# difference is the file's boxes); spatial renders full-sbs too and the writer encodes the two
-# halves as two MV-HEVC views; vr180/vr180-tb re-project each eye onto a 180-degree canvas.
-HEADSET_LAYOUTS = {"apple-3d": "full-sbs", "spatial": "full-sbs", "vr180": "full-sbs", "vr180-tb": "full-tb"}
-DEFAULT_DIVERGENCE = 2.0  # percent of the eye width
-DEFAULT_CONVERGENCE = 0.5
-DEFAULT_IPD_MM = 63.0
-DEFAULT_FOV_DEGREES = 60.0
-DEFAULT_SCREEN_DISTANCE = 2.0  # metres
 
 
 @dataclass(frozen=True)
@@ -101,28 +98,6 @@ def disparity_from_depth(
             fov = torch.tensor([_number(fov_degrees, "fov_degrees", 1.0, 179.0)])
         return _core.disparity_from_metric(depth, width, float(ipd_mm) / 1000.0, fov, float(screen_distance))
     raise OptionError(f"depth_kind must be 'relative' or 'metric', not {depth_kind!r}")
-
-
-def eye_size_for(eye_size, height: int, width: int) -> tuple[int, int]:
-    """(width, height) of an output eye: None keeps the source size; a preset ("1080", 1440 ...)
-    sets the height and keeps the aspect ratio; a (width, height) pair is used as given. Both
-    rounded up to even numbers."""
-    if eye_size is None:
-        w, h = width, height
-    elif isinstance(eye_size, str | int) and not isinstance(eye_size, bool):
-        key = str(eye_size).lower()
-        if key not in EYE_SIZE_PRESETS:
-            raise OptionError(
-                f"eye_size {eye_size!r} is not a preset ({', '.join(sorted({'720', '1080', '1440', '2160'}))})"
-                " or a (width, height) pair")
-        h = EYE_SIZE_PRESETS[key]
-        w = round(width * h / height)
-    elif isinstance(eye_size, tuple | list) and len(eye_size) == 2 and all(
-            isinstance(v, int) and not isinstance(v, bool) and 2 <= v <= 16384 for v in eye_size):
-        w, h = eye_size
-    else:
-        raise OptionError(f"eye_size must be None, a preset or a (width, height) pair, got {eye_size!r}")
-    return w + (w & 1), h + (h & 1)
 
 
 def render(

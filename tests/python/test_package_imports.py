@@ -95,9 +95,10 @@ def test_the_cycle_finder_finds_a_circle():
     assert cycles({"a": {"b"}, "b": set()}) == []
 
 
-def test_the_options_import_nothing_of_the_package_but_errors_and_the_stereo_vocabulary():
-    # ConvertOptions is what the user asked: pure data and its checks (the plan does the rest)
-    assert import_graph()["sbsconv.options"] <= {"sbsconv.errors", "sbsconv.stereo"}
+def test_the_options_import_nothing_of_the_package_but_errors():
+    # ConvertOptions is what the user asked: pure data, its vocabulary and its checks (the plan
+    # does the rest)
+    assert import_graph()["sbsconv.options"] <= {"sbsconv.errors"}
 
 
 def test_every_entry_point_builds_its_run_with_the_one_plan_builder():
