@@ -21,6 +21,7 @@
 #include "sbsconv/depth/VideoDepthAnything.h"
 #include "sbsconv/common/Logging.h"
 #include "sbsconv/media/ImageFile.h"
+#include "sbsconv/media/EncoderSelection.h"
 #include "sbsconv/media/MediaWriter.h"
 #include "sbsconv/media/ColorConversion.h"
 #include "sbsconv/media/HevcBitstream.h"
@@ -469,6 +470,9 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "sbsconv's C++ core (decode, encode, depth, stereo, engine)";
   m.attr("__version__") = SBSCONV_VERSION;
   m.attr("torch_version") = SBSCONV_TORCH_VERSION;
+  // Note [H.264 level limits]: what codec="auto" keeps as H.264 (the plan asks the same question)
+  m.attr("H264_MAX_SIDE") = kH264Level52MaxSide;
+  m.attr("H264_MAX_PIXELS") = kH264Level52MaxPixels;
 
   py::register_exception_translator([](std::exception_ptr p) {
     try {

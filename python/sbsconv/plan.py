@@ -453,15 +453,15 @@ def output_size(options: ConvertOptions, source: MediaInfo) -> tuple[int, int]:
     return int(width), int(height)
 
 
-def _libx264_on_the_cpu(options: ConvertOptions, depth: DepthSource, width: int, height: int) -> bool:
-    """Whether a run would encode with libx264 on the CPU and let the engine choose its preset
-    (Note [Encoder preset on the CPU]): no preset given, the CPU, 8-bit H.264 ("auto" stays
-    H.264 within level 5.2, Note [H.264 level limits]), a software or automatic encoder."""
-    beyond_h264 = max(width, height) > 4096 or width * height > 4096 * 2176
+def _engine_would_choose_a_preset(options: ConvertOptions, width: int, height: int) -> bool:
+    """Whether a CPU run leaves libx264's preset to the engine (Note [Encoder preset on the
+    CPU]): no preset given, 8-bit H.264 ("auto" stays H.264 within level 5.2, Note [H.264 level
+    limits]: the engine's own limits), a software or automatic encoder. The engine applies the
+    same conditions in choose_x264_preset (pipeline/EngineImpl.h)."""
+    beyond_h264 = max(width, height) > _core.H264_MAX_SIDE or width * height > _core.H264_MAX_PIXELS
     codec_h264 = options.codec == "h264" or (options.codec == "auto" and not beyond_h264)
-    return (options.preset is None and depth.device.type == "cpu" and options.bit_depth == 8
-            and options.layout not in APPLE_LAYOUTS and codec_h264
-            and options.encoder in ("auto", "software", "libx264"))
+    return (options.preset is None and options.bit_depth == 8 and options.layout not in APPLE_LAYOUTS
+            and codec_h264 and options.encoder in ("auto", "software", "libx264"))
 
 
 def assembly_options(part_engine: dict[str, Any], options: ConvertOptions, output_path: str,
@@ -489,12 +489,14 @@ def settle_split_options(input_path: str, options: ConvertOptions) -> tuple[Conv
 
     import torch
 
-    source = media.probe(input_path)
     if options.preset is not None or options.depth is not None:
         return options, ""
-    depth = depth_source_for(options.replace(depth_out=None, point_clouds_every=None), source)
+    source = media.probe(input_path)
     width, height = output_size(options, source)
-    if not isinstance(depth, DepthModel) or not _libx264_on_the_cpu(options, depth, width, height):
+    if not _engine_would_choose_a_preset(options, width, height):
+        return options, ""
+    depth = depth_source_for(options, source)  # (split conversions take no depth products)
+    if not isinstance(depth, DepthModel) or depth.device.type != "cpu":
         return options, ""
     frame = torch.zeros(1, 3, source.height, source.display_width, dtype=torch.uint8)
     for batch in media.read_frames(input_path, start=float(options.start or 0.0), duration=5.0,
