@@ -68,7 +68,8 @@ def main() -> None:
         src = Path(tmp) / "src.mp4"
         subprocess.run(["ffmpeg", "-v", "error", "-y", "-stream_loop", "20", "-i", str(args.clip), "-c", "copy",
                         "-movflags", "+faststart", str(src)], check=True)
-        boxes = _core.apple_stereo_boxes({"packing": "side", "projection": "rect", "hfov_degrees": 60.0})
+        boxes = _core.apple_stereo_boxes(_core.AppleStereo(packing="side", projection="rect", baseline_um=63000,
+                                                           disparity_adjustment=0, hfov_degrees=60.0))
         edit = best(lambda: _core.copy_with_sample_entry_boxes(str(src), str(Path(tmp) / "e.mp4"), boxes))
         copy = best(lambda: shutil.copyfile(src, Path(tmp) / "c.mp4"))
         size = os.path.getsize(src) / 2**20

@@ -11,6 +11,7 @@
 #include <set>
 #include <string>
 
+#include "bindings/Conversions.h"
 #include "sbsconv/common/DeviceSync.h"
 #include "sbsconv/common/Error.h"
 #include "sbsconv/common/Versions.h"
@@ -35,10 +36,12 @@
 #include "sbsconv/stereo/Warp.h"
 #include "sbsconv/temporal/ComfortBudget.h"
 #include "sbsconv/temporal/DepthStabilizer.h"
+#include "sbsconv/temporal/OpticalFlow.h"
 #include "sbsconv/temporal/SceneCutDetector.h"
 
 namespace py = pybind11;
 using namespace sbsconv;
+using sbsconv::bindings::to_rational;
 
 namespace {
 
@@ -144,18 +147,6 @@ py::dict description_dict(const VideoStreamDescription& s) {
   return d;
 }
 
-Rational to_rational(const py::object& value) {
-  // Accepts fractions.Fraction, int, or a (num, den) tuple.
-  if (py::isinstance<py::tuple>(value)) {
-    auto t = value.cast<py::tuple>();
-    return Rational{t[0].cast<int>(), t[1].cast<int>()};
-  }
-  if (py::hasattr(value, "numerator") && py::hasattr(value, "denominator")) {
-    return Rational{value.attr("numerator").cast<int>(), value.attr("denominator").cast<int>()};
-  }
-  throw Error(ErrorKind::Option, "arguments", "expected a fraction");
-}
-
 WeightMap to_weights(const py::dict& weights) {
   WeightMap map;
   for (auto item : weights) {
@@ -222,14 +213,6 @@ DptHeadConfig head_config(const py::dict& d) {
   return c;
 }
 
-template <typename T>
-std::optional<T> get_optional(const py::dict& d, const char* key) {
-  if (!d.contains(key) || d[key].is_none()) {
-    return std::nullopt;
-  }
-  return d[key].cast<T>();
-}
-
 // A finished writer's result (MediaWriter.finish(), assemble_parts) as Python sees it.
 py::dict writer_result_dict(const WriterResult& r) {
   py::dict d;
@@ -242,54 +225,6 @@ py::dict writer_result_dict(const WriterResult& r) {
   return d;
 }
 
-// Note [Editing ISO-BMFF files]: Apple's stereo description from its Python dict.
-AppleStereo apple_stereo(const py::dict& d) {
-  AppleStereo a;
-  a.packing = get_or<std::string>(d, "packing", "side");
-  a.projection = get_or<std::string>(d, "projection", "rect");
-  a.baseline_um = get_or<uint32_t>(d, "baseline_um", 63000);
-  a.disparity_adjustment = get_or<int32_t>(d, "disparity_adjustment", 0);
-  a.hfov_degrees = get_optional<double>(d, "hfov_degrees");
-  return a;
-}
-
-// Note [Depth files]: a depth writer's options (the engine fills in size and timing).
-DepthWriterOptions depth_writer_options(const py::dict& d) {
-  DepthWriterOptions o;
-  o.path = d["path"].cast<std::string>();
-  o.format = parse_depth_format(d["format"].cast<std::string>());
-  o.relative = get_or<bool>(d, "relative", true);
-  o.max_depth = get_or<double>(d, "max_depth", 6.0);
-  o.half = get_or<bool>(d, "half", false);
-  o.width = get_or<int>(d, "width", 0);
-  o.height = get_or<int>(d, "height", 0);
-  if (d.contains("time_base")) {
-    o.time_base = to_rational(d["time_base"]);
-  }
-  if (d.contains("frame_rate")) {
-    o.frame_rate = to_rational(d["frame_rate"]);
-  }
-  o.time_origin = get_or<double>(d, "time_origin", 0.0);
-  o.source_start = get_or<double>(d, "source_start", 0.0);
-  o.fov_degrees = get_optional<double>(d, "fov_degrees");
-  o.sidecar_extra = get_or<std::string>(d, "sidecar_extra", "");
-  return o;
-}
-
-DepthSourceOptions depth_source_options(const py::dict& d) {
-  DepthSourceOptions o;
-  o.path = d["path"].cast<std::string>();
-  o.format = parse_depth_format(d["format"].cast<std::string>());
-  o.relative = get_or<bool>(d, "relative", true);
-  o.max_depth = get_or<double>(d, "max_depth", 0.0);
-  o.pattern = get_or<std::string>(d, "pattern", "depth_%06lld");
-  o.times = get_or<std::vector<double>>(d, "times", {});
-  o.low = get_or<std::vector<float>>(d, "low", {});
-  o.high = get_or<std::vector<float>>(d, "high", {});
-  o.fov = get_or<std::vector<float>>(d, "fov", {});
-  return o;
-}
-
 py::dict export_summary(const DepthExportSummary& s) {
   py::dict d;
   d["path"] = s.path;
@@ -297,156 +232,6 @@ py::dict export_summary(const DepthExportSummary& s) {
   d["frames"] = s.frames;
   d["warnings"] = s.warnings;
   return d;
-}
-
-// Note [Engine options at the boundary]
-// The engine's options cross from Python (sbsconv.plan, the one place that makes them) as a
-// dict whose every key is read here by name, and nothing else: a key the binding does not
-// know is an error naming it, and a key it expects and does not find is an error naming it,
-// instead of a silent default on either side. Optional values are present and None.
-class EngineFields {
- public:
-  EngineFields(const py::dict& d, std::string where) : d_(d), where_(std::move(where)) {}
-
-  template <typename T>
-  T get(const char* key) {
-    return take(key).cast<T>();
-  }
-  template <typename T>
-  std::optional<T> optional(const char* key) {
-    const py::object value = take(key);
-    return value.is_none() ? std::nullopt : std::optional<T>(value.cast<T>());
-  }
-  py::object object(const char* key) {
-    return take(key);
-  }
-  EngineFields nested(const char* key) {
-    return EngineFields(take(key).cast<py::dict>(), where_ + key + ".");
-  }
-  // Every key of the dict was read: anything else is an option this binding does not know.
-  void done() const {
-    for (const auto& item : d_) {
-      const std::string key = py::str(item.first);
-      if (read_.count(key) == 0) {
-        throw Error(ErrorKind::Internal, "engine options", "unknown engine option '" + where_ + key + "'");
-      }
-    }
-  }
-
- private:
-  py::object take(const char* key) {
-    if (!d_.contains(key)) {
-      throw Error(ErrorKind::Internal, "engine options", "the engine option '" + where_ + key + "' is missing");
-    }
-    read_.insert(key);
-    return d_[key];
-  }
-
-  py::dict d_;
-  std::string where_;
-  std::set<std::string> read_;
-};
-
-EngineOptions engine_options(const py::dict& d) {
-  EngineOptions o;
-  EngineFields f(d, "");
-  o.input = f.get<std::string>("input");
-  o.reader.start = f.optional<double>("start");
-  o.reader.duration = f.optional<double>("duration");
-  o.reader.stream_index = f.get<int>("stream");
-  o.reader.hwaccel = f.get<std::string>("hwaccel");
-  o.reader.threads = f.get<int>("threads");
-  o.device = f.get<std::string>("device");
-  o.reader.device = o.device;
-  o.reader.strict = f.get<bool>("strict");
-  o.batch_size = f.get<int64_t>("batch_size");
-  o.batch_size_auto = f.get<bool>("batch_size_auto");
-  if (const py::object model = f.object("model"); !model.is_none()) {
-    o.model = model.cast<std::shared_ptr<DepthModel>>();
-  }
-  if (const py::object spec = f.object("depth_export"); !spec.is_none()) {
-    o.depth_export = depth_writer_options(spec.cast<py::dict>());
-  }
-  if (const py::object spec = f.object("depth_source"); !spec.is_none()) {
-    o.depth_source = depth_source_options(spec.cast<py::dict>());
-  }
-  o.render_stereo = f.get<bool>("render_stereo");
-  o.infill_mask = f.optional<std::string>("infill_mask").value_or("");
-  o.detect_cuts = f.get<bool>("detect_cuts");
-  o.cuts.sensitivity = f.get<double>("cut_sensitivity");
-  o.cuts.min_scene_length = f.get<int64_t>("min_scene_length");
-  EngineFields st = f.nested("stabilizer");
-  o.stabilizer.relative = st.get<bool>("relative");
-  o.stabilizer.low_percentile = st.get<double>("low_percentile");
-  o.stabilizer.high_percentile = st.get<double>("high_percentile");
-  o.stabilizer.range_decay = st.get<double>("range_decay");
-  o.stabilizer.align = st.get<bool>("align");
-  o.stabilizer.alpha = st.get<double>("alpha");
-  o.stabilizer.motion_threshold = st.get<double>("motion_threshold");
-  st.done();
-  EngineFields cf = f.nested("comfort");
-  o.comfort.limit_percent = cf.get<double>("limit_percent");
-  o.comfort.auto_strength = cf.get<bool>("auto_strength");
-  cf.done();
-  EngineFields dp = f.nested("disparity");
-  o.disparity.divergence = dp.get<double>("divergence");
-  o.disparity.max_shift = dp.optional<double>("max_shift");
-  o.disparity.convergence = dp.get<double>("convergence");
-  o.disparity.ipd_metres = dp.get<double>("ipd_metres");
-  o.disparity.fov_degrees = dp.optional<double>("fov_degrees");
-  o.disparity.screen_distance = dp.get<double>("screen_distance");
-  dp.done();
-  EngineFields sr = f.nested("stereo");
-  o.stereo.layout = parse_layout(sr.get<std::string>("layout"));
-  o.stereo.synthetic_view = parse_synthetic_view(sr.get<std::string>("synthetic_view"));
-  o.stereo.fill_holes = sr.get<bool>("fill_holes");
-  o.stereo.edge_dilation = sr.get<int64_t>("edge_dilation");
-  o.stereo.eye_width = sr.get<int64_t>("eye_width");
-  o.stereo.eye_height = sr.get<int64_t>("eye_height");
-  o.stereo.keep_aspect = sr.get<bool>("keep_aspect");
-  o.stereo.pixel_aspect = sr.get<double>("pixel_aspect");
-  o.stereo.vr180 = sr.get<bool>("vr180");
-  o.stereo.vr180_canvas = sr.get<int64_t>("vr180_canvas");
-  o.stereo.vr180_fov = sr.get<double>("vr180_fov");
-  sr.done();
-  EngineFields wr = f.nested("writer");
-  o.writer.path = wr.get<std::string>("path");
-  o.writer.container = wr.get<std::string>("container");
-  o.writer.codec = wr.get<std::string>("codec");
-  o.writer.encoder = wr.get<std::string>("encoder");
-  o.writer.crf = wr.optional<int>("crf");
-  o.writer.cq = wr.optional<int>("cq");
-  o.writer.quality = wr.optional<int>("quality");
-  o.writer.preset = wr.get<std::string>("preset");
-  o.writer.bit_depth = wr.get<int>("bit_depth");
-  o.writer.audio = wr.get<std::string>("audio");
-  o.writer.subtitles = wr.get<std::string>("subtitles");
-  o.writer.stereo = wr.get<std::string>("stereo");
-  o.writer.threads = wr.get<int>("threads");
-  o.writer.metadata = wr.get<std::map<std::string, std::string>>("metadata");
-  if (const py::object apple = wr.object("apple"); !apple.is_none()) {
-    o.writer.apple = apple_stereo(apple.cast<py::dict>());
-  }
-  o.writer.vr180 = wr.get<bool>("vr180");
-  o.writer.spatial = wr.get<bool>("spatial");
-  wr.done();
-  if (const py::object fps = f.object("fps"); !fps.is_none()) {
-    o.fps = to_rational(fps);
-  }
-  o.preview_every = f.get<double>("preview_every");
-  o.image_dir = f.optional<std::string>("image_dir").value_or("");
-  o.depth_video = f.optional<std::string>("depth_video").value_or("");
-  o.resume = f.get<bool>("resume");
-  o.output_start = f.optional<double>("output_start"); // Note [Parts of one video]
-  o.part = f.get<bool>("part");
-  o.timeline_start = f.get<double>("timeline_start");
-  o.fingerprint = f.get<std::string>("fingerprint");
-  o.segment_frames = f.get<int64_t>("segment_frames");
-  o.check_float64 = f.get<bool>("check_float64");
-  o.check_syncs = f.get<bool>("check_syncs");
-  o.fault = f.get<std::string>("fault");
-  f.done();
-  return o;
 }
 
 py::list stage_list(const std::vector<StageStats>& stages) {
@@ -473,6 +258,8 @@ PYBIND11_MODULE(_core, m) {
   // Note [H.264 level limits]: what codec="auto" keeps as H.264 (the plan asks the same question)
   m.attr("H264_MAX_SIDE") = kH264Level52MaxSide;
   m.attr("H264_MAX_PIXELS") = kH264Level52MaxPixels;
+
+  sbsconv::bindings::bind_engine_options(m);
 
   py::register_exception_translator([](std::exception_ptr p) {
     try {
@@ -777,7 +564,7 @@ PYBIND11_MODULE(_core, m) {
         o.vr180_fov = vr180_fov;
         o.layout = parse_layout(layout);
         o.synthetic_view = parse_synthetic_view(synthetic_view);
-        o.fill_holes = fill_holes;
+        o.fill = fill_holes ? Fill::Spatial : Fill::None; // one call: no frame history
         o.edge_dilation = edge_dilation;
         o.eye_width = eye_width;
         o.eye_height = eye_height;
@@ -820,6 +607,20 @@ PYBIND11_MODULE(_core, m) {
       py::arg("share"),
       py::arg("fill_holes") = true,
       py::arg("impl") = "auto");
+  // Note [Dense optical flow]
+  m.def(
+      "dense_flow",
+      [](const at::Tensor& a, const at::Tensor& b, int64_t window_radius, int64_t iterations) {
+        FlowOptions f;
+        f.window_radius = window_radius;
+        f.iterations = iterations;
+        return dense_flow(a, b, f);
+      },
+      py::arg("a"),
+      py::arg("b"),
+      py::arg("window_radius") = FlowOptions{}.window_radius,
+      py::arg("iterations") = FlowOptions{}.iterations,
+      py::call_guard<py::gil_scoped_release>());
   m.def(
       "render_eye_naive",
       &render_eye_naive,
@@ -964,7 +765,7 @@ PYBIND11_MODULE(_core, m) {
   };
   using EngineHolder = std::unique_ptr<Engine, EngineDeleter>;
   py::class_<Engine, EngineHolder>(m, "Engine")
-      .def(py::init([](const py::dict& options) { return EngineHolder(new Engine(engine_options(options))); }))
+      .def(py::init([](const EngineOptions& options) { return EngineHolder(new Engine(options)); }))
       .def("start", &Engine::start)
       .def("wait", &Engine::wait, py::arg("timeout"), py::call_guard<py::gil_scoped_release>())
       .def("cancel", &Engine::cancel, py::call_guard<py::gil_scoped_release>())
@@ -1020,7 +821,7 @@ PYBIND11_MODULE(_core, m) {
         return d;
       });
 
-  m.def("apple_stereo_boxes", [](const py::dict& d) { return py::bytes(apple_stereo_boxes(apple_stereo(d))); },
+  m.def("apple_stereo_boxes", [](const AppleStereo& a) { return py::bytes(apple_stereo_boxes(a)); },
         py::arg("apple"));
   m.def("copy_with_sample_entry_boxes", [](const std::string& in, const std::string& out, const py::bytes& boxes,
                                            bool moov_first) {
@@ -1118,8 +919,7 @@ PYBIND11_MODULE(_core, m) {
       py::arg("model_core_seconds"),
       py::arg("width"),
       py::arg("height"));
-  m.def("assemble_parts", [](const py::dict& d, const std::vector<std::string>& parts, double fov_degrees) {
-    const EngineOptions o = engine_options(d);
+  m.def("assemble_parts", [](const EngineOptions& o, const std::vector<std::string>& parts, double fov_degrees) {
     WriterResult r;
     {
       py::gil_scoped_release release;
@@ -1160,7 +960,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("unpack_rgb_depth", &unpack_rgb_depth, py::arg("rgb"), py::arg("max_depth"),
         py::call_guard<py::gil_scoped_release>());
   py::class_<DepthReader>(m, "DepthReader")
-      .def(py::init([](const py::dict& spec) { return std::make_unique<DepthReader>(depth_source_options(spec)); }))
+      .def(py::init([](const DepthSourceOptions& options) { return std::make_unique<DepthReader>(options); }))
       .def_property_readonly("width", &DepthReader::width)
       .def_property_readonly("height", &DepthReader::height)
       .def_property_readonly("frame_count", &DepthReader::frame_count)
@@ -1177,7 +977,17 @@ PYBIND11_MODULE(_core, m) {
             f.fov.defined() ? py::cast(f.fov) : py::object(py::none()));
       }, py::arg("max_frames"));
   py::class_<DepthWriter>(m, "DepthWriter")
-      .def(py::init([](const py::dict& spec) { return std::make_unique<DepthWriter>(depth_writer_options(spec)); }))
+      .def(py::init([](DepthWriterOptions options, int width, int height, const py::object& time_base,
+                       const py::object& frame_rate, double time_origin, double source_start) {
+        options.width = width;
+        options.height = height;
+        options.time_base = to_rational(time_base);
+        options.frame_rate = to_rational(frame_rate);
+        options.time_origin = time_origin;
+        options.source_start = source_start;
+        return std::make_unique<DepthWriter>(options);
+      }), py::arg("options"), py::kw_only(), py::arg("width"), py::arg("height"), py::arg("time_base"),
+      py::arg("frame_rate"), py::arg("time_origin"), py::arg("source_start"))
       .def("write", [](DepthWriter& w, const at::Tensor& depth, const std::vector<int64_t>& pts,
                        const std::vector<double>& times, std::optional<at::Tensor> fov,
                        std::optional<at::Tensor> camera) {

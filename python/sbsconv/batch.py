@@ -709,6 +709,7 @@ def convert_split(
     frames (the tests hold it to 40 dB at every frame, the seams included)."""
     from sbsconv import _core
     from sbsconv.conversion import resolve_output, warn_all
+    from sbsconv.engine import core_options
 
     ConvertOptions.check_names(overrides, also=CALL_KEYWORDS)
     overrides.pop("progress", None)  # (parts run without bars; on_progress: parts run here in turn)
@@ -813,7 +814,7 @@ def convert_split(
         assemble = planning.assembly_options(finished[0]["engine_options"], options, output_path, start)
         fovs = [r["fov_degrees"] for r in finished if r["fov_degrees"] is not None]
         fov = options.fov_degrees or (sum(fovs) / len(fovs) if fovs else 60.0)
-        joined = _core.assemble_parts(assemble, [j[2] for j in jobs], float(fov))
+        joined = _core.assemble_parts(core_options(assemble), [j[2] for j in jobs], float(fov))
     finally:
         import shutil
 

@@ -97,6 +97,14 @@ def _load_sidecar(path: Path) -> dict:
     return data
 
 
+def source_spec(path: str, fmt: str, *, relative: bool, times: list[float] | None = None,
+                max_depth: float = 0.0) -> dict[str, Any]:
+    """A complete description of a depth file for the C++ reader (``_core.DepthSourceOptions``):
+    every field, the ones this file does not use at their neutral values."""
+    return {"path": path, "format": fmt, "relative": relative, "max_depth": max_depth,
+            "pattern": "depth_%06lld", "times": list(times or []), "low": [], "high": [], "fov": []}
+
+
 def open_depth(path: str | os.PathLike[str], *, max_depth: float | None = None) -> tuple[dict, DepthInfo]:
     """The C++ reader's description of a depth file (``_core.DepthReader(spec)``) and what it
     holds. Checks the file opens and is depth; raises InputError/OptionError otherwise."""
@@ -117,8 +125,7 @@ def open_depth(path: str | os.PathLike[str], *, max_depth: float | None = None) 
         times = [float(t) for t in frames.get("time", [])]
         if not times:
             raise InputError("the depth sidecar lists no frames", path=str(sidecar_path), stage="read depth")
-        spec: dict[str, Any] = {"path": target, "format": fmt, "relative": bool(side.get("relative", True)),
-                                "times": times}
+        spec = source_spec(target, fmt, relative=bool(side.get("relative", True)), times=times)
         if encoding.get("type") == "linear16":
             if encoding.get("per_frame_range"):
                 spec["low"] = [float(v) for v in frames.get("low", [])]
@@ -143,7 +150,7 @@ def open_depth(path: str | os.PathLike[str], *, max_depth: float | None = None) 
         if max_depth is None:
             raise OptionError(f"{path}: a depth video without a sidecar ({p.name}.json) is read as "
                               "RGB-packed metric depth, which needs max_depth= (metres at full scale)")
-        spec = {"path": path, "format": "rgb-packed", "relative": False, "max_depth": float(max_depth)}
+        spec = source_spec(path, "rgb-packed", relative=False, max_depth=float(max_depth))
         side = None
         fov = None
         fps_text = None
@@ -155,7 +162,7 @@ def open_depth(path: str | os.PathLike[str], *, max_depth: float | None = None) 
                 fov = sum(values) / len(values) if values else None
             except (OSError, ValueError, TypeError):
                 pass
-    reader = _core.DepthReader(spec)
+    reader = _core.DepthReader(_core.DepthSourceOptions(**spec))
     fps = float(Fraction(fps_text)) if fps_text and Fraction(fps_text) > 0 else float(reader.frame_rate)
     times = spec.get("times")
     if times:
@@ -179,7 +186,7 @@ def read_depth(path: str | os.PathLike[str], *, max_depth: float | None = None,
     if not isinstance(batch_size, int) or batch_size < 1:
         raise OptionError(f"batch_size must be a positive integer, got {batch_size!r}")
     spec, info = open_depth(path, max_depth=max_depth)
-    reader = _core.DepthReader(spec)
+    reader = _core.DepthReader(_core.DepthSourceOptions(**spec))
     while True:
         depth, times, fov = reader.read(batch_size)
         if depth is None or not times:
@@ -278,7 +285,7 @@ def export_engine_options(options: ConvertOptions, input_path: str, model: Any) 
     members = ",\n  ".join(f"{json.dumps(k)}: {json.dumps(v, default=str)}" for k, v in extra.items())
     spec: dict[str, Any] = {"path": path, "format": options.depth_format, "relative": relative,
                             "max_depth": float(options.max_depth or DEFAULT_MAX_DEPTH),
-                            "half": options.depth_precision == "float16", "sidecar_extra": members}
-    if options.fov_degrees is not None:
-        spec["fov_degrees"] = float(options.fov_degrees)
+                            "half": options.depth_precision == "float16",
+                            "fov_degrees": None if options.fov_degrees is None else float(options.fov_degrees),
+                            "sidecar_extra": members}
     return {"depth_export": spec}

@@ -7,7 +7,7 @@ with the engine options of a :class:`~sbsconv.plan.ConversionPlan`."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 import warnings
 from typing import Any
 
@@ -16,7 +16,52 @@ from dataclasses import dataclass, fields
 from sbsconv._native import _core, flush_log
 from sbsconv.errors import CancelledError, InternalError, SbsconvWarning
 
-__all__ = ["EngineRun", "StageFigures", "run_engine", "warn_all"]
+__all__ = ["EngineRun", "StageFigures", "core_options", "run_engine", "warn_all"]
+
+
+def core_options(engine: Mapping[str, Any]) -> Any:
+    """The engine's typed options (``_core.EngineOptions``) from a plan's ``engine`` mapping:
+    each nested mapping becomes its option class, each class takes every one of its fields as
+    a required keyword (Note [Engine options at the boundary] in cpp/bindings/EngineOptions.cpp),
+    so a field the plan leaves out or one the engine does not have is an InternalError here,
+    before anything runs."""
+    def typed(cls: Any, values: Mapping[str, Any] | None) -> Any:
+        if values is None:
+            return None
+        try:
+            return cls(**values)
+        except TypeError as e:
+            raise InternalError(f"the plan's engine options do not match the engine's {cls.__name__}: "
+                                f"{_difference(cls, values) or e}") from e
+
+    try:
+        writer = dict(engine["writer"], apple=typed(_core.AppleStereo, engine["writer"]["apple"]))
+        return typed(_core.EngineOptions, {
+            **engine,
+            "stabilizer": typed(_core.StabilizerOptions, engine["stabilizer"]),
+            "comfort": typed(_core.ComfortOptions, engine["comfort"]),
+            "disparity": typed(_core.DisparityOptions, engine["disparity"]),
+            "stereo": typed(_core.StereoOptions, engine["stereo"]),
+            "writer": typed(_core.WriterOptions, writer),
+            "depth_export": typed(_core.DepthExportOptions, engine["depth_export"]),
+            "depth_source": typed(_core.DepthSourceOptions, engine["depth_source"]),
+        })
+    except KeyError as e:
+        raise InternalError(f"the plan's engine options have no {e}") from e
+
+
+def _difference(cls: Any, values: Mapping[str, Any]) -> str:
+    """What a typed option class's constructor (its signature as the binding documents it)
+    missed and did not know among ``values``; "" when its signature cannot be read."""
+    import re
+
+    signature = re.search(r"\*, (.*?)\) -> None", cls.__init__.__doc__ or "")
+    if signature is None:
+        return ""
+    wanted = set(re.findall(r"(\w+): ", signature.group(1)))
+    missing, unknown = sorted(wanted - set(values)), sorted(set(values) - wanted)
+    return "; ".join(part for part in (missing and f"missing {', '.join(missing)}",
+                                       unknown and f"unknown {', '.join(unknown)}") if part)
 
 
 @dataclass(frozen=True)
@@ -127,7 +172,7 @@ def run_engine(engine_options: dict, description: str, progress: bool,
     """Runs the C++ engine to the end with a progress bar; Ctrl-C or ``cancel`` (an Event set
     from another thread) stops it within about a second, nothing left under the output names
     (CancelledError for ``cancel``). Returns the engine's result."""
-    engine = _core.Engine(engine_options)
+    engine = _core.Engine(core_options(engine_options))
     bar = _Progress(progress, on_progress, description)
     engine.start()
     cancelled = False

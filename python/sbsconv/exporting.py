@@ -124,7 +124,7 @@ def _convert_depth_file(input_path: str, options: ConvertOptions, t0: float) -> 
     side = info.sidecar or {}
     fps = Fraction(side.get("fps") or Fraction(info.fps).limit_denominator(1001) or 25)
     time_base = Fraction(1, 1000000) if not side.get("time_base") else Fraction(side["time_base"])
-    reader = _core.DepthReader(spec)
+    reader = _core.DepthReader(_core.DepthSourceOptions(**spec))
     writer = None
     colormap = options.depth_format == "colormap"
     frames = 0
@@ -148,15 +148,16 @@ def _convert_depth_file(input_path: str, options: ConvertOptions, t0: float) -> 
                         if key in side:
                             extra[key] = side[key]
                     members = ",\n  ".join(f"{json.dumps(k)}: {json.dumps(v, default=str)}" for k, v in extra.items())
-                    writer = _core.DepthWriter({
-                        "path": path, "format": options.depth_format, "relative": info.relative,
-                        "max_depth": float(options.max_depth or DEFAULT_MAX_DEPTH),
-                        "half": options.depth_precision == "float16", "width": info.width,
-                        "height": info.height, "time_base": time_base, "frame_rate": fps,
-                        "time_origin": float(side.get("source_start", 0.0)),
-                        "source_start": float(side.get("source_start", 0.0)),
-                        "fov_degrees": side.get("fov_degrees") if side.get("fov_source") == "given" else None,
-                        "sidecar_extra": members})
+                    writer = _core.DepthWriter(
+                        _core.DepthExportOptions(
+                            path=path, format=options.depth_format, relative=info.relative,
+                            max_depth=float(options.max_depth or DEFAULT_MAX_DEPTH),
+                            half=options.depth_precision == "float16",
+                            fov_degrees=side.get("fov_degrees") if side.get("fov_source") == "given" else None,
+                            sidecar_extra=members),
+                        width=info.width, height=info.height, time_base=time_base, frame_rate=fps,
+                        time_origin=float(side.get("source_start", 0.0)),
+                        source_start=float(side.get("source_start", 0.0)))
             if colormap:
                 shown = depth if info.relative else _inverse_normalised(depth)
                 writer.write(_core.colorize_depth(shown), list(times))

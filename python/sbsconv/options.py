@@ -355,6 +355,12 @@ class ConvertOptions:
     screen_distance: float = _option(
         DEFAULT_SCREEN_DISTANCE, "distance of the screen plane for metric depth, in metres",
         "3d", Range(0.001, 1e6, low_open=True))
+    fill: str = _option(
+        "temporal",
+        "how pixels hidden in the source are filled in each eye: temporal (from the frames that "
+        "saw them, else the background side), spatial (the background side of the frame) or none "
+        "(black, for inpainting with a separate model: see infill_mask)", "3d",
+        Choice(("temporal", "spatial", "none")))
     edge_dilation: int = _option(
         2, "grow nearer regions by this many pixels against halos at object edges", "3d",
         Range(0, 32, integer=True))

@@ -315,7 +315,7 @@ def _engine_options(o: ConvertOptions, input_path: str, output_path: str, depth:
             "screen_distance": float(o.screen_distance),
         },
         "stereo": {
-            "layout": engine_layout, "synthetic_view": o.synthetic_view, "fill_holes": True,
+            "layout": engine_layout, "synthetic_view": o.synthetic_view, "fill": o.fill,
             "vr180": vr180, "vr180_canvas": canvas,
             # the eyes' field of view for the VR180 projection: the engine sets it per batch
             "vr180_fov": float(o.fov_degrees or stereo.DEFAULT_FOV_DEGREES),
@@ -384,11 +384,9 @@ def apple_boxes(o: ConvertOptions, output_path: str, eye_width: int, *, metric: 
         far = o.divergence / 100.0 * o.convergence
     projection = "hequ" if layout.startswith("vr180") else "" if layout == "spatial" else "rect"
     boxes = {"packing": APPLE_PACKING[layout], "projection": projection,
-             "baseline_um": round(o.ipd_mm * 1000), "disparity_adjustment": round(far * 10000)}
-    if layout.startswith("vr180"):
-        boxes["hfov_degrees"] = 180.0
-    elif o.fov_degrees is not None:
-        boxes["hfov_degrees"] = float(o.fov_degrees)
+             "baseline_um": round(o.ipd_mm * 1000), "disparity_adjustment": round(far * 10000),
+             "hfov_degrees": 180.0 if layout.startswith("vr180")
+             else None if o.fov_degrees is None else float(o.fov_degrees)}
     return boxes
 
 

@@ -130,8 +130,8 @@ def test_the_apple_sample_reads_as_apple_wrote_it():
 # ---- the box editor -------------------------------------------------------------------------------
 
 
-APPLE = {"packing": "side", "projection": "rect", "baseline_um": 63000, "disparity_adjustment": -120,
-         "hfov_degrees": 55.5}
+APPLE = _core.AppleStereo(packing="side", projection="rect", baseline_um=63000, disparity_adjustment=-120,
+                          hfov_degrees=55.5)
 
 
 @pytest.mark.parametrize(("faststart", "moov_first"), [(True, False), (False, False), (False, True)],

@@ -125,19 +125,26 @@ def test_the_engines_result_is_read_field_by_field():
 
 
 def test_the_binding_refuses_an_unknown_or_a_missing_engine_option(tiny_model, sample_clip_short, tmp_path):
-    # Note [Engine options at the boundary]: no silent default on either side
+    # Note [Engine options at the boundary]: typed classes, every field required, no silent
+    # default on either side
     from sbsconv._native import _core
+    from sbsconv.engine import core_options
     from sbsconv.errors import InternalError
 
     p = planning.build_plan(str(sample_clip_short), str(tmp_path / "o.mp4"),
                             sbsconv.ConvertOptions(model=str(tiny_model), input_size=70))
-    with pytest.raises(InternalError, match="unknown engine option 'writer.bitrate'"):
-        _core.Engine({**p.engine, "writer": {**p.engine["writer"], "bitrate": 5}})
-    with pytest.raises(InternalError, match="unknown engine option 'batchsize'"):
-        _core.Engine({**p.engine, "batchsize": 4})
+    typed = core_options(p.engine)
+    assert isinstance(typed, _core.EngineOptions) and isinstance(typed.stereo, _core.StereoOptions)
+    assert typed.stereo.fill == "temporal" and typed.writer.path == p.engine["writer"]["path"]
+    with pytest.raises(InternalError, match="WriterOptions: unknown bitrate$"):
+        core_options({**p.engine, "writer": {**p.engine["writer"], "bitrate": 5}})
+    with pytest.raises(InternalError, match="EngineOptions: unknown batchsize$"):
+        core_options({**p.engine, "batchsize": 4})
     without = {k: v for k, v in p.engine.items() if k != "segment_frames"}
-    with pytest.raises(InternalError, match="'segment_frames' is missing"):
-        _core.Engine(without)
+    with pytest.raises(InternalError, match="EngineOptions: missing segment_frames$"):
+        core_options(without)
     stereo = {k: v for k, v in p.engine["stereo"].items() if k != "keep_aspect"}
-    with pytest.raises(InternalError, match="'stereo.keep_aspect' is missing"):
-        _core.Engine({**p.engine, "stereo": stereo})
+    with pytest.raises(InternalError, match="StereoOptions: missing keep_aspect$"):
+        core_options({**p.engine, "stereo": stereo})
+    with pytest.raises(TypeError):  # the engine itself takes nothing but its typed options
+        _core.Engine(p.engine)

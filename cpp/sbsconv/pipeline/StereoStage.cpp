@@ -1,7 +1,13 @@
-// The stereo stage: disparity, the eyes, the packed layout (and VR180, masks, previews).
+// The stereo stage: disparity, the eyes, the packed layout (and VR180, masks, previews), with
+// the window of frames the temporal fill draws on (Note [Temporal fill]).
 // (Engine::Impl in EngineImpl.h; Note [Engine] in Engine.h)
 
 #include "sbsconv/pipeline/EngineImpl.h"
+
+#include <deque>
+#include <optional>
+
+#include "sbsconv/stereo/TemporalFill.h"
 
 namespace sbsconv {
 
@@ -12,12 +18,17 @@ void Engine::Impl::stereo_stage() {
     StageGuard stage_guard(*this, "stereo");
     int64_t batch_number = 0;
     Vr180Projector projector; // keeps the VR180 grid between batches
-    while (auto batch = stabilised.pop()) {
-      if (cancelled) {
-        return;
-      }
-      Batch b = std::move(*batch);
-      stage_guard.received(b);
+    // Note [Temporal fill]: the frames around each batch. A batch waits here until `ahead`
+    // frames after it have arrived (or the video ended). Previews' frames are seconds apart:
+    // they are filled from themselves.
+    std::optional<TemporalFill> temporal;
+    if (o.render_stereo && o.stereo.fill == Fill::Temporal && o.preview_every <= 0) {
+      TemporalFillOptions t;
+      t.edge_dilation = o.stereo.edge_dilation;
+      t.batch_size = o.batch_size;
+      temporal.emplace(t);
+    }
+    auto render = [&](Batch& b) -> bool {
       {
         Busy busy{stage_busy_us[3]};
         if (o.render_stereo) {
@@ -26,7 +37,8 @@ void Engine::Impl::stereo_stage() {
             HostScope host; // the field of view is on the host (sane_fov)
             so.vr180_fov = batch_fov(b).mean().item<double>(); // the eyes' field of view
           }
-          StereoFrames r = render_stereo(b.frames, b.disparity, so, &projector);
+          StereoFrames r = render_stereo(
+              b.frames, b.disparity, so, &projector, temporal ? &*temporal : nullptr, b.first_index);
           b.packed = r.packed;
           if (!o.infill_mask.empty()) {
             b.infill_mask = infill_mask(r, o.stereo);
@@ -39,7 +51,42 @@ void Engine::Impl::stereo_stage() {
       stage_guard.check();
       stage_frames[3] += b.size();
       stage_guard.send(b);
-      if (!rendered.push(std::move(b))) {
+      return rendered.push(std::move(b));
+    };
+    std::deque<Batch> waiting;
+    bool starts_segment = true; // the run's first frame starts a resume segment
+    while (auto batch = stabilised.pop()) {
+      if (cancelled) {
+        return;
+      }
+      Batch b = std::move(*batch);
+      stage_guard.received(b);
+      if (!temporal || b.size() == 0) {
+        if (!render(b)) {
+          return;
+        }
+        continue;
+      }
+      {
+        Busy busy{stage_busy_us[3]};
+        temporal->push(b.first_index, b.frames, b.disparity, b.starts_shot, starts_segment);
+      }
+      starts_segment = b.segment_end;
+      const int64_t pushed_end = b.first_index + b.size();
+      waiting.push_back(std::move(b));
+      while (!waiting.empty() &&
+             pushed_end - (waiting.front().first_index + waiting.front().size()) >= temporal->ahead()) {
+        Batch front = std::move(waiting.front());
+        waiting.pop_front();
+        if (!render(front)) {
+          return;
+        }
+      }
+    }
+    while (!waiting.empty() && !cancelled) {
+      Batch front = std::move(waiting.front());
+      waiting.pop_front();
+      if (!render(front)) {
         return;
       }
     }

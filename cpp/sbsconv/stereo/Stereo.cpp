@@ -8,6 +8,7 @@
 #include "sbsconv/common/DeviceSync.h"
 #include "sbsconv/common/Error.h"
 #include "sbsconv/stereo/Disparity.h"
+#include "sbsconv/stereo/TemporalFill.h"
 #include "sbsconv/stereo/Vr180.h"
 #include "sbsconv/stereo/Warp.h"
 
@@ -116,6 +117,31 @@ SyntheticView parse_synthetic_view(const std::string& name) {
     return SyntheticView::Right;
   }
   throw Error(ErrorKind::Option, "stereo", "synthetic_view must be 'both', 'left' or 'right', not '" + name + "'");
+}
+
+Fill parse_fill(const std::string& name) {
+  if (name == "temporal") {
+    return Fill::Temporal;
+  }
+  if (name == "spatial") {
+    return Fill::Spatial;
+  }
+  if (name == "none") {
+    return Fill::None;
+  }
+  throw Error(ErrorKind::Option, "stereo", "fill must be 'temporal', 'spatial' or 'none', not '" + name + "'");
+}
+
+const char* fill_name(Fill fill) {
+  switch (fill) {
+    case Fill::Temporal:
+      return "temporal";
+    case Fill::Spatial:
+      return "spatial";
+    case Fill::None:
+      return "none";
+  }
+  return "?";
 }
 
 std::pair<int64_t, int64_t> packed_size(StereoLayout layout, int64_t eye_height, int64_t eye_width) {
@@ -234,7 +260,9 @@ StereoFrames render_stereo(
     const at::Tensor& frames,
     const at::Tensor& disparity_in,
     const StereoOptions& o,
-    Vr180Projector* projector) {
+    Vr180Projector* projector,
+    TemporalFill* temporal,
+    int64_t first_index) {
   at::InferenceMode guard;
   SBSCONV_CHECK(
       o.eye_width >= 0 && o.eye_height >= 0, Option, "stereo", "the eye size must not be negative");
@@ -266,9 +294,15 @@ StereoFrames render_stereo(
     right_target = out.packed.narrow(3, crossed ? 0 : w, w);
   }
   const auto no_holes = at::zeros({n, 1, h, w}, at::TensorOptions().dtype(at::kBool).device(frames.device()));
+  const bool over_time = temporal != nullptr && o.fill == Fill::Temporal;
+  std::vector<std::pair<double, EyeResult>> rendered; // for the temporal fill
+  rendered.reserve(2);
   auto render = [&](double share, const at::Tensor& target, at::Tensor& holes) {
-    EyeResult r = render_eye(frames, disparity, share, o.fill_holes, target);
+    EyeResult r = render_eye(frames, disparity, share, o.fill != Fill::None, target, over_time);
     holes = r.holes;
+    if (over_time) {
+      rendered.emplace_back(share, r);
+    }
     return r.image;
   };
   auto source_eye = [&](const at::Tensor& target, at::Tensor& holes) {
@@ -292,6 +326,13 @@ StereoFrames render_stereo(
       out.left = render(1.0, left_target, out.left_holes);
       out.right = source_eye(right_target, out.right_holes);
       break;
+  }
+  if (over_time) {
+    std::vector<std::pair<double, EyeResult*>> eyes;
+    for (auto& [share, r] : rendered) {
+      eyes.emplace_back(share, &r);
+    }
+    temporal->fill(first_index, eyes); // in place: the eye images are the same tensors
   }
   if (resized) {
     out.left = resize_frames(out.left, eye_w, eye_h, o.keep_aspect, o.pixel_aspect);

@@ -27,10 +27,19 @@ const char* layout_name(StereoLayout layout);
 enum class SyntheticView { Both, Left, Right };
 SyntheticView parse_synthetic_view(const std::string& name);
 
+// How an eye's disocclusions (pixels the source frame hides) are filled: from other frames
+// that saw them, falling back to the background side of the frame (Temporal: Note [Temporal
+// fill] in stereo/TemporalFill.h; it needs the engine's frame history, and render_stereo on
+// its own fills as Spatial); from the background side only (Spatial: Note [Occlusion-correct
+// eye rendering]); or not at all, black, for an external inpainting step (None).
+enum class Fill { Temporal, Spatial, None };
+Fill parse_fill(const std::string& name);
+const char* fill_name(Fill fill);
+
 struct StereoOptions {
   StereoLayout layout = StereoLayout::FullSbs;
   SyntheticView synthetic_view = SyntheticView::Both;
-  bool fill_holes = true; // false: holes stay black and are reported in the masks
+  Fill fill = Fill::Temporal; // None: holes stay black (and are reported in the masks)
   int64_t edge_dilation = 0; // pixels; see dilate_foreground
   // Eye size of the output (0 = the source size). With keep_aspect the picture is scaled to
   // fit and padded with black; sizes are rounded to even numbers for 4:2:0 encoding.
@@ -52,6 +61,7 @@ struct StereoOptions {
 };
 
 class Vr180Projector;
+class TemporalFill;
 
 struct StereoFrames {
   at::Tensor packed; // uint8 [N,3,H',W'] (undefined for Separate)
@@ -64,11 +74,16 @@ struct StereoFrames {
 // Renders both eyes of every frame (see Note [Occlusion-correct eye rendering]) from a
 // disparity map in pixels, and packs them. Everything runs on the frames' device.
 // `projector` (VR180 only) keeps the projection grid between calls; a temporary one when null.
+// `temporal` (with Fill::Temporal): the window of frames around these, numbered from
+// `first_index`, that fills their holes (Note [Temporal fill]); without it Temporal fills as
+// Spatial.
 StereoFrames render_stereo(
     const at::Tensor& frames,
     const at::Tensor& disparity,
     const StereoOptions& options,
-    Vr180Projector* projector = nullptr);
+    Vr180Projector* projector = nullptr,
+    TemporalFill* temporal = nullptr,
+    int64_t first_index = 0);
 
 // The size of one packed frame for a layout and eye size, {height, width}.
 std::pair<int64_t, int64_t> packed_size(StereoLayout layout, int64_t eye_height, int64_t eye_width);

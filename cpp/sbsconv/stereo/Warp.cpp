@@ -56,7 +56,8 @@ EyeResult render_eye_tensor(
     const at::Tensor& frames,
     const at::Tensor& disparity_in,
     double share,
-    bool fill_holes) {
+    bool fill_holes,
+    bool describe_holes) {
   check_inputs(frames, disparity_in);
   at::InferenceMode guard;
   const int64_t n = frames.size(0);
@@ -145,6 +146,17 @@ EyeResult render_eye_tensor(
   EyeResult result;
   result.image = value.to(at::kByte).view({n, h, 3, w}).permute({0, 2, 1, 3}).contiguous();
   result.holes = covered.logical_not().view({n, 1, h, w});
+  if (describe_holes) {
+    const at::Tensor hole = covered.logical_not() & (has_left | has_right);
+    const at::Tensor other = at::where(take_left, right_c, left_c);
+    const at::Tensor has_other = at::where(take_left, has_right, has_left);
+    const at::Tensor bg_d = depth_buffer.gather(1, neighbour);
+    const at::Tensor fg_d = at::where(has_other, depth_buffer.gather(1, other), bg_d);
+    const at::Tensor side = at::where(take_left, -1.0, 1.0).to(at::kFloat);
+    at::Tensor sides = at::stack({fill, bg_d, fg_d, side}, 0); // [4, rows, w]
+    sides = at::where(hole.unsqueeze(0), sides, 0.0);
+    result.hole_sides = sides.view({4, n, h, w}).permute({1, 0, 2, 3}).contiguous();
+  }
   return result;
 }
 
@@ -155,7 +167,8 @@ EyeResult render_eye_cpu(
     const at::Tensor& disparity_in,
     double share,
     bool fill_holes,
-    const at::Tensor& out_in) {
+    const at::Tensor& out_in,
+    bool describe_holes) {
   check_inputs(frames, disparity_in);
   SBSCONV_CHECK(frames.is_cpu(), Option, "stereo", "render_eye_cpu needs CPU tensors");
   const int64_t n = frames.size(0);
@@ -175,6 +188,8 @@ EyeResult render_eye_cpu(
   const int64_t ss[4] = {frames.stride(0), frames.stride(1), frames.stride(2), frames.stride(3)};
   const int64_t ds[4] = {out.stride(0), out.stride(1), out.stride(2), out.stride(3)};
   bool* hole_ptr = holes.data_ptr<bool>();
+  at::Tensor sides = describe_holes ? at::zeros({n, 4, h, w}, at::TensorOptions().dtype(at::kFloat)) : at::Tensor();
+  float* sides_ptr = describe_holes ? sides.data_ptr<float>() : nullptr;
   const float k = static_cast<float>(share);
   const float last_col = static_cast<float>(w - 1);
 
@@ -297,6 +312,16 @@ EyeResult render_eye_cpu(
             const int64_t rc = has_right ? right[p] : w - 1;
             const bool take_left = has_left && (!has_right || depth[lc] <= depth[rc]);
             pos[p] = source[take_left ? lc : rc];
+            if (sides_ptr != nullptr) {
+              const int64_t plane = h * w;
+              float* at_p = sides_ptr + b * 4 * plane + y * w + p;
+              const float bg = depth[take_left ? lc : rc];
+              const bool has_other = take_left ? has_right : has_left;
+              at_p[0] = pos[p];
+              at_p[plane] = bg;
+              at_p[2 * plane] = has_other ? depth[take_left ? rc : lc] : bg;
+              at_p[3 * plane] = take_left ? -1.0f : 1.0f;
+            }
           }
         }
       }
@@ -334,7 +359,7 @@ EyeResult render_eye_cpu(
       }
     }
   });
-  return EyeResult{out, holes};
+  return EyeResult{out, holes, sides};
 }
 
 EyeResult render_eye(
@@ -342,11 +367,12 @@ EyeResult render_eye(
     const at::Tensor& disparity,
     double share,
     bool fill_holes,
-    const at::Tensor& out) {
+    const at::Tensor& out,
+    bool describe_holes) {
   if (frames.is_cpu()) {
-    return render_eye_cpu(frames, disparity, share, fill_holes, out);
+    return render_eye_cpu(frames, disparity, share, fill_holes, out, describe_holes);
   }
-  EyeResult result = render_eye_tensor(frames, disparity, share, fill_holes);
+  EyeResult result = render_eye_tensor(frames, disparity, share, fill_holes, describe_holes);
   if (out.defined()) {
     out.copy_(result.image);
     result.image = out;

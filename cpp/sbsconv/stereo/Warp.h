@@ -32,6 +32,11 @@ namespace sbsconv {
 struct EyeResult {
   at::Tensor image; // uint8 [N,3,H,W]
   at::Tensor holes; // bool [N,1,H,W]: pixels filled from the background side
+  // When asked for (describe_holes), float [N,4,H,W], at each hole pixel (zero elsewhere): the
+  // source position the fill took (the background-side neighbour's, step 3), that neighbour's
+  // disparity, the other (foreground) side's disparity (the background's at the frame's edge),
+  // and the background's side: -1 left, +1 right. The temporal fill starts from these.
+  at::Tensor hole_sides;
 };
 
 // frames: uint8 [N,3,H,W] (any memory layout); disparity: float [N,1,H,W] in pixels, the
@@ -45,20 +50,23 @@ EyeResult render_eye(
     const at::Tensor& disparity,
     double share,
     bool fill_holes = true,
-    const at::Tensor& out = {});
+    const at::Tensor& out = {},
+    bool describe_holes = false);
 
 EyeResult render_eye_tensor(
     const at::Tensor& frames,
     const at::Tensor& disparity,
     double share,
-    bool fill_holes = true);
+    bool fill_holes = true,
+    bool describe_holes = false);
 
 EyeResult render_eye_cpu(
     const at::Tensor& frames,
     const at::Tensor& disparity,
     double share,
     bool fill_holes = true,
-    const at::Tensor& out = {});
+    const at::Tensor& out = {},
+    bool describe_holes = false);
 
 // The naive shortcut most converters take, for comparison: each target pixel samples the
 // source at x - k*d(x) with the target's own disparity (grid_sample, bilinear, border).

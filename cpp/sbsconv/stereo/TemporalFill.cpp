@@ -1,0 +1,299 @@
+#include "sbsconv/stereo/TemporalFill.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "sbsconv/common/Error.h"
+#include "sbsconv/common/Logging.h"
+#include "sbsconv/stereo/Disparity.h"
+
+namespace sbsconv {
+
+namespace {
+
+// Bilinear samples of ring [S,H,W,C] (channels last, contiguous) at (x, y) of slot `slot`
+// for each of M points: float [M,C]. Positions are clamped to the image.
+at::Tensor sample_points(const at::Tensor& ring, const at::Tensor& slot, const at::Tensor& x, const at::Tensor& y) {
+  const int64_t h = ring.size(1);
+  const int64_t w = ring.size(2);
+  const int64_t c = ring.size(3);
+  const at::Tensor flat = ring.view({-1, c});
+  const at::Tensor xc = x.clamp(0, static_cast<double>(w - 1));
+  const at::Tensor yc = y.clamp(0, static_cast<double>(h - 1));
+  const at::Tensor x0 = at::floor(xc).clamp(0, static_cast<double>(std::max<int64_t>(w - 2, 0)));
+  const at::Tensor y0 = at::floor(yc).clamp(0, static_cast<double>(std::max<int64_t>(h - 2, 0)));
+  const at::Tensor fx = (xc - x0).unsqueeze(1);
+  const at::Tensor fy = (yc - y0).unsqueeze(1);
+  const at::Tensor base = slot * (h * w) + y0.to(at::kLong) * w + x0.to(at::kLong);
+  const int64_t dx = w > 1 ? 1 : 0;
+  const int64_t dy = h > 1 ? w : 0;
+  auto at_offset = [&](int64_t offset) { return flat.index_select(0, base + offset).to(at::kFloat); };
+  const at::Tensor top = at_offset(0) * (1 - fx) + at_offset(dx) * fx;
+  const at::Tensor bottom = at_offset(dy) * (1 - fx) + at_offset(dy + dx) * fx;
+  return top * (1 - fy) + bottom * fy;
+}
+
+} // namespace
+
+TemporalFill::TemporalFill(TemporalFillOptions options) : o_(std::move(options)) {
+  SBSCONV_CHECK(
+      o_.past >= 0 && o_.ahead >= 0 && o_.flow_width >= 16 && o_.batch_size >= 1, Option, "stereo",
+      "the temporal fill's window must not be negative and its flow at least 16 pixels wide");
+}
+
+int64_t TemporalFill::ahead() const {
+  return capacity_ == 0 ? o_.ahead : ahead_;
+}
+
+void TemporalFill::allocate(const at::Tensor& frames) {
+  const int64_t batch = o_.batch_size;
+  const int64_t h = frames.size(2);
+  const int64_t w = frames.size(3);
+  const int64_t per_frame = h * w * 7; // RGB + float disparity (the flows are small beside them)
+  past_ = o_.past;
+  ahead_ = o_.ahead;
+  const int64_t fits = o_.memory_bytes / std::max<int64_t>(per_frame, 1) - 2 * batch - 1;
+  if (past_ + ahead_ > fits) {
+    const int64_t each = std::max<int64_t>(fits, 0) / 2;
+    log(LogLevel::Warning,
+        "the temporal fill looks " + std::to_string(each) + " frames back and ahead instead of " +
+            std::to_string(o_.past) + " and " + std::to_string(o_.ahead) + ": " + std::to_string(w) + "x" +
+            std::to_string(h) + " frames would need more than " + std::to_string(o_.memory_bytes >> 20) +
+            " MiB" + (each == 0 ? " (holes are filled from the frame itself)" : ""));
+    past_ = std::min(past_, each);
+    ahead_ = std::min(ahead_, each);
+  }
+  capacity_ = past_ + ahead_ + 2 * batch + 1;
+  const at::Tensor gray = flow_gray(frames.narrow(0, 0, 1), o_.flow_width);
+  const int64_t gh = gray.size(2);
+  const int64_t gw = gray.size(3);
+  const auto dev = frames.device();
+  const auto f32 = at::TensorOptions().dtype(at::kFloat).device(dev);
+  frames_ = at::zeros({capacity_, h, w, 3}, at::TensorOptions().dtype(at::kByte).device(dev));
+  disparity_ = at::zeros({capacity_, h, w, 1}, f32);
+  gray_ = at::zeros({capacity_, gh, gw, 1}, f32);
+  flow_next_ = at::zeros({capacity_, gh, gw, 2}, f32);
+  flow_prev_ = at::zeros({capacity_, gh, gw, 2}, f32);
+  const auto i64 = at::TensorOptions().dtype(at::kLong).device(dev);
+  slot_index_ = at::full({capacity_}, -1, i64);
+  slot_shot_ = at::full({capacity_}, -1, i64);
+  slot_segment_ = at::full({capacity_}, -1, i64);
+  held_index_.assign(capacity_, -1);
+}
+
+void TemporalFill::push(
+    int64_t first,
+    const at::Tensor& frames,
+    const at::Tensor& disparity,
+    const std::vector<bool>& starts_shot,
+    bool starts_segment) {
+  at::InferenceMode guard;
+  const int64_t n = frames.size(0);
+  if (n == 0) {
+    return;
+  }
+  if (capacity_ == 0) {
+    allocate(frames);
+  }
+  SBSCONV_CHECK(
+      frames.size(2) == frames_.size(1) && frames.size(3) == frames_.size(2) && n <= o_.batch_size,
+      Internal, "stereo", "the temporal fill takes frames of one size, in batches of one size");
+  // frames that do not follow the last ones (none in the engine) start afresh
+  const bool continues = next_index_ >= 0 && first == next_index_;
+  at::Tensor rendered = dilate_foreground(disparity.to(at::kFloat), o_.edge_dilation);
+  at::Tensor gray = flow_gray(frames, o_.flow_width); // [N,1,h,w]
+  // the flows between neighbours: the previous batch's last frame and these
+  at::Tensor a = gray.narrow(0, 0, n - 1);
+  at::Tensor b = gray.narrow(0, 1, n - 1);
+  if (continues) {
+    const at::Tensor last = gray_.select(0, slot(first - 1)).permute({2, 0, 1}).unsqueeze(0);
+    a = at::cat({last, a}, 0);
+    b = gray;
+  }
+  at::Tensor forward;
+  at::Tensor backward;
+  if (a.size(0) > 0) {
+    // one call for both directions: the pairs and their reverses in one batch
+    at::Tensor both = dense_flow(at::cat({a, b}, 0), at::cat({b, a}, 0), o_.flow);
+    forward = both.narrow(0, 0, a.size(0)).permute({0, 2, 3, 1}); // of frames first-1.. (or first..)
+    backward = both.narrow(0, a.size(0), a.size(0)).permute({0, 2, 3, 1});
+  }
+  std::vector<int64_t> shots(n);
+  std::vector<int64_t> segments(n);
+  for (int64_t i = 0; i < n; ++i) {
+    if (i == 0 && !continues) {
+      ++shot_;
+      ++segment_;
+    } else {
+      shot_ += starts_shot.at(i) ? 1 : 0;
+      segment_ += (i == 0 && starts_segment) ? 1 : 0;
+    }
+    shots[i] = shot_;
+    segments[i] = segment_;
+  }
+  at::Tensor slots = at::empty({n}, at::kLong);
+  for (int64_t i = 0; i < n; ++i) {
+    slots[i] = slot(first + i);
+    held_index_[slot(first + i)] = first + i;
+  }
+  slots = slots.to(frames_.device());
+  frames_.index_copy_(0, slots, frames.permute({0, 2, 3, 1}));
+  disparity_.index_copy_(0, slots, rendered.permute({0, 2, 3, 1}));
+  gray_.index_copy_(0, slots, gray.permute({0, 2, 3, 1}));
+  const auto i64 = at::TensorOptions().dtype(at::kLong);
+  slot_index_.index_copy_(0, slots, at::arange(first, first + n, i64).to(slots.device()));
+  slot_shot_.index_copy_(0, slots, at::tensor(shots, i64).to(slots.device()));
+  slot_segment_.index_copy_(0, slots, at::tensor(segments, i64).to(slots.device()));
+  if (forward.defined()) {
+    // forward[i] goes from frame (continues ? first-1+i : first+i) to the next one
+    const int64_t from = continues ? first - 1 : first;
+    at::Tensor from_slots = at::empty({forward.size(0)}, at::kLong);
+    at::Tensor to_slots = at::empty({forward.size(0)}, at::kLong);
+    for (int64_t i = 0; i < forward.size(0); ++i) {
+      from_slots[i] = slot(from + i);
+      to_slots[i] = slot(from + i + 1);
+    }
+    flow_next_.index_copy_(0, from_slots.to(frames_.device()), forward);
+    flow_prev_.index_copy_(0, to_slots.to(frames_.device()), backward);
+  }
+  next_index_ = first + n;
+}
+
+void TemporalFill::forget_before(int64_t index) {
+  const int64_t keep_from = index - past_;
+  for (int64_t s = 0; s < capacity_; ++s) {
+    if (held_index_[s] >= 0 && held_index_[s] < keep_from) {
+      held_index_[s] = -1; // the slot is reused by a later push; its device index stays until then
+    }
+  }
+}
+
+void TemporalFill::fill(int64_t first, const std::vector<std::pair<double, EyeResult*>>& eyes) {
+  at::InferenceMode guard;
+  if (eyes.empty() || capacity_ == 0 || (past_ == 0 && ahead_ == 0)) {
+    return;
+  }
+  const int64_t n = eyes.front().second->image.size(0);
+  const int64_t h = frames_.size(1);
+  const int64_t w = frames_.size(2);
+  const int64_t gh = gray_.size(1);
+  const int64_t gw = gray_.size(2);
+  const auto dev = frames_.device();
+  const int64_t e_count = static_cast<int64_t>(eyes.size());
+  std::vector<at::Tensor> holes;
+  std::vector<at::Tensor> sides;
+  std::vector<double> share_values;
+  for (const auto& [share, eye] : eyes) {
+    SBSCONV_CHECK(
+        eye->hole_sides.defined() && eye->image.size(0) == n, Internal, "stereo",
+        "the temporal fill needs eyes rendered with their holes described");
+    holes.push_back(eye->holes.view({n, h, w}));
+    sides.push_back(eye->hole_sides);
+    share_values.push_back(share);
+  }
+  // the one host synchronisation: which pixels are holes, in every eye of the batch
+  const at::Tensor where = at::stack(holes, 0).nonzero(); // [M,4]: eye, frame, y, x
+  if (where.size(0) == 0) {
+    return;
+  }
+  const at::Tensor e = where.select(1, 0);
+  const at::Tensor fi = where.select(1, 1);
+  const at::Tensor yi = where.select(1, 2);
+  const at::Tensor xi = where.select(1, 3);
+  // the hole's description, gathered from [E,N,4,H,W]
+  const at::Tensor described = at::stack(sides, 0).permute({0, 1, 3, 4, 2}).reshape({-1, 4});
+  const at::Tensor flat = ((e * n + fi) * h + yi) * w + xi;
+  const at::Tensor d = described.index_select(0, flat); // [M,4]
+  const at::Tensor bg_x = d.select(1, 0);
+  const at::Tensor bg_d = d.select(1, 1);
+  const at::Tensor fg_d = d.select(1, 2);
+  const at::Tensor side = d.select(1, 3);
+  const at::Tensor k = at::tensor(share_values, at::kFloat).to(dev).index_select(0, e);
+  const at::Tensor p = xi.to(at::kFloat);
+  const at::Tensor y = yi.to(at::kFloat);
+  const at::Tensor t = fi + first; // each point's frame
+  const at::Tensor t_slot = at::remainder(t, capacity_);
+  const at::Tensor t_shot = slot_shot_.index_select(0, t_slot);
+  const at::Tensor t_segment = slot_segment_.index_select(0, t_slot);
+
+  // 1. the hidden point and its anchor on the background
+  const double sx = static_cast<double>(w) / gw; // full-resolution pixels per flow pixel
+  const double sy = static_cast<double>(h) / gh;
+  const double margin = (o_.flow.window_radius + 1) * sx + 1.0;
+  const at::Tensor u = p - k * bg_d;
+  const at::Tensor tolerance = ((fg_d - bg_d) / 3.0).clamp_min(0.5);
+  const at::Tensor inside = bg_x + side * margin;
+  const at::Tensor d_inside = sample_points(disparity_, t_slot, inside, y).squeeze(1);
+  const at::Tensor anchor = at::where((d_inside - bg_d).abs() <= tolerance, inside, bg_x);
+  const at::Tensor offset = u - anchor;
+  auto to_flow = [&](const at::Tensor& v, double s) { return (v + 0.5) / s - 0.5; };
+  const at::Tensor anchor_gray = sample_points(gray_, t_slot, to_flow(anchor, sx), to_flow(y, sy)).squeeze(1);
+  const at::Tensor anchor_d = sample_points(disparity_, t_slot, anchor, y).squeeze(1);
+
+  // 2.-3. the chains, back and ahead, one step at a time: the nearest frame first
+  const int64_t m = where.size(0);
+  at::Tensor found = at::zeros({m}, at::TensorOptions().dtype(at::kBool).device(dev));
+  at::Tensor colour = at::zeros({m, 3}, at::TensorOptions().dtype(at::kFloat).device(dev));
+  struct Chain {
+    int direction;
+    at::Tensor x, y, d, alive;
+  };
+  std::vector<Chain> chains;
+  if (past_ > 0) {
+    chains.push_back({-1, anchor, y, anchor_d, at::ones({m}, found.options())});
+  }
+  if (ahead_ > 0) {
+    chains.push_back({+1, anchor, y, anchor_d, at::ones({m}, found.options())});
+  }
+  const int64_t steps = std::max(past_, ahead_);
+  for (int64_t s = 1; s <= steps; ++s) {
+    for (Chain& c : chains) {
+      if (s > (c.direction < 0 ? past_ : ahead_)) {
+        continue;
+      }
+      const at::Tensor from_slot = at::remainder(t + c.direction * (s - 1), capacity_);
+      const at::Tensor j = t + c.direction * s;
+      const at::Tensor j_slot = at::remainder(j, capacity_);
+      const at::Tensor& flows = c.direction > 0 ? flow_next_ : flow_prev_;
+      const at::Tensor motion = sample_points(flows, from_slot, to_flow(c.x, sx), to_flow(c.y, sy));
+      c.x = c.x + motion.select(1, 0) * sx;
+      c.y = c.y + motion.select(1, 1) * sy;
+      at::Tensor held = (slot_index_.index_select(0, j_slot) == j) & (slot_shot_.index_select(0, j_slot) == t_shot);
+      if (c.direction < 0) {
+        held = held & (slot_segment_.index_select(0, j_slot) == t_segment);
+      }
+      const at::Tensor d_anchor = sample_points(disparity_, j_slot, c.x, c.y).squeeze(1);
+      const at::Tensor g_anchor = sample_points(gray_, j_slot, to_flow(c.x, sx), to_flow(c.y, sy)).squeeze(1);
+      const at::Tensor in_frame = (c.x >= 0) & (c.x <= w - 1) & (c.y >= 0) & (c.y <= h - 1);
+      // the anchor is still the same background: no jump towards the foreground, no change of
+      // brightness
+      c.alive = c.alive & held & in_frame & (d_anchor <= c.d + tolerance) & ((g_anchor - anchor_gray).abs() < 0.08);
+      c.d = d_anchor;
+      const at::Tensor ux = c.x + offset;
+      const at::Tensor uy = c.y;
+      const at::Tensor u_inside = (ux >= 0) & (ux <= w - 1) & (uy >= 0) & (uy <= h - 1);
+      const at::Tensor d_point = sample_points(disparity_, j_slot, ux, uy).squeeze(1);
+      const at::Tensor seen = c.alive & u_inside & (d_point <= d_anchor + tolerance) & found.logical_not();
+      const at::Tensor rgb = sample_points(frames_, j_slot, ux, uy);
+      colour = at::where(seen.unsqueeze(1), rgb, colour);
+      found = found | seen;
+    }
+  }
+
+  // write the colours found; the other hole pixels keep the spatial fill
+  std::vector<at::Tensor> images;
+  for (const auto& [share, eye] : eyes) {
+    images.push_back(eye->image.permute({0, 2, 3, 1})); // [N,H,W,3] views
+  }
+  at::Tensor stacked = at::stack(images, 0).contiguous(); // [E,N,H,W,3]
+  const at::Tensor current = stacked.view({-1, 3}).index_select(0, flat).to(at::kFloat);
+  const at::Tensor value = at::where(found.unsqueeze(1), at::floor(colour + 0.5).clamp(0, 255), current).to(at::kByte);
+  stacked.view({-1, 3}).index_copy_(0, flat, value);
+  for (int64_t i = 0; i < e_count; ++i) {
+    images[i].copy_(stacked.select(0, i));
+  }
+}
+
+} // namespace sbsconv

@@ -1,0 +1,114 @@
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "sbsconv/stereo/Warp.h"
+#include "sbsconv/temporal/OpticalFlow.h"
+
+namespace sbsconv {
+
+// Note [Temporal fill]
+// A synthesised eye sees, beside a near object, background that the source frame hides (the
+// disocclusions of Note [Occlusion-correct eye rendering]). In a moving shot most of that
+// background was in view a few frames earlier or is a few frames later, so each hole pixel is
+// first filled from the frames that saw it:
+//
+// 1. Where it is: the hole pixel p of an eye moving by k*d shows the background surface on
+//    the hole's background side, continued at that side's disparity d_b; its source position
+//    is u = p - k*d_b (in the frame's row). The background's motion is read at an anchor a
+//    on that surface: the background-side neighbour's source position moved a flow window
+//    further into the background (Note [Dense optical flow]: a window at the edge mixes the
+//    foreground's motion in), when the disparity there still is the background's.
+// 2. Where it was and will be: the anchor is carried from frame to frame by the optical flow
+//    between neighbouring frames (computed once per pair, at up to flow_width pixels wide),
+//    back to `past` frames and ahead to `ahead` frames, within one shot; and the hidden point
+//    with it, at the same offset u - a. A chain stops where the anchor stops being the same
+//    background: its disparity jumps towards the foreground's, or its brightness changes.
+// 3. Which frame saw it: at frame j the point's position is accepted when it is inside the
+//    frame and the disparity there is the background's (not more than a third of the way to
+//    the hole's foreground disparity above the anchor's): the background was in view there.
+//    The nearest frame in time wins (the previous one before the next at equal distance), so
+//    a region that stays hidden keeps showing what the same frame saw: stable over time.
+//    Its colour is sampled there (bilinear).
+// 4. Pixels no frame saw keep the spatial fill (the background side's, step 3 of the warp).
+//
+// The window is held by the engine's stereo stage, which renders a batch once `ahead` frames
+// after it have arrived (or the video ended). Looking back never crosses the start of a
+// resume segment (a resumed run has no frames before it, so an uninterrupted run does not use
+// them either: resumed output is the same); looking ahead may. Memory: the window holds
+// (past + ahead + 2 batches) frames, each 7 bytes a pixel (the frame and its disparity); a
+// window that would exceed memory_bytes is shortened (to none for frames too large), with a
+// warning. Everything runs in LibTorch operations on the frames' device, per batch with one
+// host synchronisation (the hole pixels' list).
+//
+// Threading: not thread-safe; one owner (the stereo stage).
+struct TemporalFillOptions {
+  int64_t past = 8; // frames looked back
+  int64_t ahead = 8; // frames looked ahead
+  int64_t flow_width = 640; // the optical flow's working width (pixels)
+  int64_t memory_bytes = int64_t{1} << 30; // the window's budget
+  int64_t edge_dilation = 0; // StereoOptions::edge_dilation: the disparity the eyes were rendered with
+  int64_t batch_size = 1; // the most frames one push or fill brings
+  FlowOptions flow;
+};
+
+class TemporalFill {
+ public:
+  explicit TemporalFill(TemporalFillOptions options = {});
+
+  // The frames the fill wants after a frame before it fills it (0 when the window is too
+  // large for the budget).
+  int64_t ahead() const;
+
+  // Appends frames `first` .. `first` + N - 1 (uint8 RGB [N,3,H,W]) with the disparity their
+  // eyes are rendered from (before StereoOptions::edge_dilation, [N,1,H,W] pixels), whether
+  // each starts a shot, and whether the first starts a resume segment. Frames come in order,
+  // without gaps.
+  void push(
+      int64_t first,
+      const at::Tensor& frames,
+      const at::Tensor& disparity,
+      const std::vector<bool>& starts_shot,
+      bool starts_segment);
+
+  // Fills, in place, the hole pixels of eyes rendered (with describe_holes) from frames
+  // `first` .. `first` + N - 1, which must be in the window; each eye with its share of the
+  // disparity. Pixels no frame saw keep what the eye holds.
+  void fill(int64_t first, const std::vector<std::pair<double, EyeResult*>>& eyes);
+
+  // Frames before `index` - past are no longer needed.
+  void forget_before(int64_t index);
+
+ private:
+  void allocate(const at::Tensor& frames);
+  int64_t slot(int64_t index) const {
+    return index % capacity_;
+  }
+
+  TemporalFillOptions o_;
+  int64_t capacity_ = 0; // ring slots; 0 until the first push
+  int64_t past_ = 0;
+  int64_t ahead_ = 0;
+  int64_t next_index_ = -1; // the frame the next push starts with
+  int64_t shot_ = -1;
+  int64_t segment_ = -1;
+  // The window as rings of `capacity_` slots, channels last: frames uint8 [S,H,W,3],
+  // disparity float [S,H,W,1], the flow's grey [S,h,w,1], the flows to the next and the
+  // previous frame [S,h,w,2]; per slot the frame index it holds (-1: none), its shot and
+  // segment numbers ([S] int64 on the device, for the per-pixel checks, and on the host).
+  at::Tensor frames_;
+  at::Tensor disparity_;
+  at::Tensor gray_;
+  at::Tensor flow_next_;
+  at::Tensor flow_prev_;
+  at::Tensor slot_index_;
+  at::Tensor slot_shot_;
+  at::Tensor slot_segment_;
+  std::vector<int64_t> held_index_;
+};
+
+} // namespace sbsconv
