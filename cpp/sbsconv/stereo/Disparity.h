@@ -32,8 +32,21 @@ at::Tensor disparity_from_metric(
     const at::Tensor& fov_degrees,
     double screen_distance_metres);
 
-// Grows nearer regions by `radius` pixels (a max filter on disparity), so that a foreground
-// object's soft edge moves with it instead of leaving a halo on the background.
-at::Tensor dilate_foreground(const at::Tensor& disparity, int64_t radius);
+// Note [Depth edges snapped to colour edges]
+// A depth model draws an object's depth edge softer and often a pixel or two inside its
+// colour edge; the edge's pixels, foreground-coloured (or blended), then stay behind on the
+// background as a halo beside the revealed region. Within `radius` pixels of a depth edge
+// (where the window's disparity spans more than a pixel), each pixel on the background side
+// of the window's middle disparity that does not look like the background (farther than two
+// standard deviations, and 10 levels, from its local mean colour) and is not much farther
+// from the foreground's mean colour (squared distance under twice the background's) takes
+// the window's foreground disparity, and so moves with the object; so does every pixel on a
+// ramp between the two (above the middle). Background pixels that look like the background
+// keep their disparity: where the depth edge is where the colour edge is (exact depth),
+// nothing moves. The means are box averages over (4*radius+5)^2 pixels, each pixel classed
+// against its own window's middle; the background's only from pixels more than `radius` from
+// the foreground (not the blended edge pixels in question).
+// frames: uint8 RGB [N,3,H,W]; disparity float [N,1,H,W]; radius 0 returns the disparity.
+at::Tensor dilate_foreground(const at::Tensor& disparity, const at::Tensor& frames, int64_t radius);
 
 } // namespace sbsconv

@@ -274,7 +274,7 @@ StereoFrames render_stereo(
   const int64_t n = frames.size(0);
   const int64_t h = frames.size(2);
   const int64_t w = frames.size(3);
-  at::Tensor disparity = dilate_foreground(disparity_in.to(at::kFloat), o.edge_dilation);
+  at::Tensor disparity = dilate_foreground(disparity_in.to(at::kFloat), frames, o.edge_dilation);
 
   // VR180: the eyes are rendered at the source's size and projected afterwards
   const auto [eye_h, eye_w] = o.vr180 ? std::pair<int64_t, int64_t>{h, w} : eye_size(o, h, w);

@@ -40,7 +40,7 @@ struct StereoOptions {
   StereoLayout layout = StereoLayout::FullSbs;
   SyntheticView synthetic_view = SyntheticView::Both;
   Fill fill = Fill::Temporal; // None: holes stay black (and are reported in the masks)
-  int64_t edge_dilation = 0; // pixels; see dilate_foreground
+  int64_t edge_dilation = 0; // pixels; Note [Depth edges snapped to colour edges]
   // Eye size of the output (0 = the source size). With keep_aspect the picture is scaled to
   // fit and padded with black; sizes are rounded to even numbers for 4:2:0 encoding.
   int64_t eye_width = 0;

@@ -102,7 +102,7 @@ void TemporalFill::push(
       Internal, "stereo", "the temporal fill takes frames of one size, in batches of one size");
   // frames that do not follow the last ones (none in the engine) start afresh
   const bool continues = next_index_ >= 0 && first == next_index_;
-  at::Tensor rendered = dilate_foreground(disparity.to(at::kFloat), o_.edge_dilation);
+  at::Tensor rendered = dilate_foreground(disparity.to(at::kFloat), frames, o_.edge_dilation);
   at::Tensor gray = flow_gray(frames, o_.flow_width); // [N,1,h,w]
   // the flows between neighbours: the previous batch's last frame and these
   at::Tensor a = gray.narrow(0, 0, n - 1);

@@ -47,8 +47,8 @@ namespace sbsconv {
 //
 // Threading: not thread-safe; one owner (the stereo stage).
 struct TemporalFillOptions {
-  int64_t past = 8; // frames looked back
-  int64_t ahead = 8; // frames looked ahead
+  int64_t past = 16; // frames looked back
+  int64_t ahead = 16; // frames looked ahead
   int64_t flow_width = 640; // the optical flow's working width (pixels)
   int64_t memory_bytes = int64_t{1} << 30; // the window's budget
   int64_t edge_dilation = 0; // StereoOptions::edge_dilation: the disparity the eyes were rendered with
