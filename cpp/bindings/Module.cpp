@@ -32,6 +32,7 @@
 #include "sbsconv/pipeline/Engine.h"
 #include "sbsconv/stereo/Disparity.h"
 #include "sbsconv/stereo/Stereo.h"
+#include "sbsconv/stereo/TemporalFill.h"
 #include "sbsconv/stereo/Vr180.h"
 #include "sbsconv/stereo/Warp.h"
 #include "sbsconv/temporal/ComfortBudget.h"
@@ -607,6 +608,65 @@ PYBIND11_MODULE(_core, m) {
       py::arg("share"),
       py::arg("fill_holes") = true,
       py::arg("impl") = "auto");
+  // Note [Depth edges snapped to colour edges]
+  m.def(
+      "dilate_foreground",
+      [](const at::Tensor& disparity, const at::Tensor& frames, int64_t radius, const std::string& impl) {
+        return impl == "tensor" ? dilate_foreground_tensor(disparity, frames, radius)
+            : impl == "cpu"     ? dilate_foreground_cpu(disparity, frames, radius)
+                                : dilate_foreground(disparity, frames, radius);
+      },
+      py::arg("disparity"),
+      py::arg("frames"),
+      py::arg("radius"),
+      py::arg("impl") = "auto",
+      py::call_guard<py::gil_scoped_release>());
+  // Note [Temporal fill]: the window on its own, for the tests (the engine's stereo stage
+  // holds one per run)
+  py::class_<TemporalFill>(m, "TemporalFill")
+      .def(
+          py::init([](int64_t past, int64_t ahead, int64_t batch_size, int64_t flow_width, int64_t memory_bytes) {
+            TemporalFillOptions t;
+            t.past = past;
+            t.ahead = ahead;
+            t.batch_size = batch_size;
+            t.flow_width = flow_width;
+            t.memory_bytes = memory_bytes;
+            return std::make_unique<TemporalFill>(t);
+          }),
+          py::kw_only(),
+          py::arg("past") = TemporalFillOptions{}.past,
+          py::arg("ahead") = TemporalFillOptions{}.ahead,
+          py::arg("batch_size") = 1,
+          py::arg("flow_width") = TemporalFillOptions{}.flow_width,
+          py::arg("memory_bytes") = TemporalFillOptions{}.memory_bytes)
+      .def_property_readonly("ahead", &TemporalFill::ahead)
+      .def("push", &TemporalFill::push, py::arg("first"), py::arg("frames"), py::arg("disparity"),
+           py::arg("starts_shot"), py::arg("starts_segment") = false, py::call_guard<py::gil_scoped_release>())
+      .def(
+          "render",
+          [](TemporalFill& tf, int64_t first, const at::Tensor& frames, const at::Tensor& disparity,
+             const std::vector<double>& shares, const std::string& impl) {
+            py::gil_scoped_release release;
+            std::vector<EyeResult> rendered;
+            for (double share : shares) {
+              rendered.push_back(render_eye(frames, disparity, share, true, {}, true));
+            }
+            std::vector<std::pair<double, EyeResult*>> eyes;
+            for (size_t i = 0; i < shares.size(); ++i) {
+              eyes.emplace_back(shares[i], &rendered[i]);
+            }
+            tf.fill(first, eyes,
+                    impl == "tensor" ? TemporalFill::Impl::Tensor
+                        : impl == "cpu" ? TemporalFill::Impl::Cpu
+                                        : TemporalFill::Impl::Auto);
+            std::vector<std::pair<at::Tensor, at::Tensor>> out;
+            for (const EyeResult& r : rendered) {
+              out.emplace_back(r.image, r.holes);
+            }
+            return out;
+          },
+          py::arg("first"), py::arg("frames"), py::arg("disparity"), py::arg("shares"), py::arg("impl") = "auto");
   // Note [Dense optical flow]
   m.def(
       "dense_flow",

@@ -7,6 +7,7 @@
 #include <deque>
 #include <optional>
 
+#include "sbsconv/stereo/Disparity.h"
 #include "sbsconv/stereo/TemporalFill.h"
 
 namespace sbsconv {
@@ -24,7 +25,6 @@ void Engine::Impl::stereo_stage() {
     std::optional<TemporalFill> temporal;
     if (o.render_stereo && o.stereo.fill == Fill::Temporal && o.preview_every <= 0) {
       TemporalFillOptions t;
-      t.edge_dilation = o.stereo.edge_dilation;
       t.batch_size = o.batch_size;
       temporal.emplace(t);
     }
@@ -33,6 +33,9 @@ void Engine::Impl::stereo_stage() {
         Busy busy{stage_busy_us[3]};
         if (o.render_stereo) {
           StereoOptions so = o.stereo;
+          if (temporal) {
+            so.edge_dilation = 0; // dilated once, before the window took it
+          }
           if (so.vr180) {
             HostScope host; // the field of view is on the host (sane_fov)
             so.vr180_fov = batch_fov(b).mean().item<double>(); // the eyes' field of view
@@ -69,6 +72,8 @@ void Engine::Impl::stereo_stage() {
       }
       {
         Busy busy{stage_busy_us[3]};
+        // Note [Depth edges snapped to colour edges]: once, for the window and the eyes
+        b.disparity = dilate_foreground(b.disparity.to(at::kFloat), b.frames, o.stereo.edge_dilation);
         temporal->push(b.first_index, b.frames, b.disparity, b.starts_shot, starts_segment);
       }
       starts_segment = b.segment_end;

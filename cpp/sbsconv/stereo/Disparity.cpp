@@ -1,6 +1,10 @@
 #include "sbsconv/stereo/Disparity.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
 
 #include <cmath>
 
@@ -83,52 +87,180 @@ at::Tensor disparity_from_metric(
   return inverse.sub_(1.0 / screen_distance_metres).mul_(focal * ipd_metres);
 }
 
-at::Tensor dilate_foreground(const at::Tensor& disparity, const at::Tensor& frames, int64_t radius) {
+namespace {
+
+void check_dilation(const at::Tensor& disparity, const at::Tensor& frames, int64_t radius) {
+  SBSCONV_CHECK(radius <= 32, Option, "stereo", "edge dilation must be within 0..32 pixels");
+  SBSCONV_CHECK(
+      frames.dim() == 4 && frames.size(1) == 3 && disparity.dim() == 4 && disparity.size(1) == 1 &&
+          frames.size(0) == disparity.size(0) && frames.size(2) == disparity.size(2) &&
+          frames.size(3) == disparity.size(3),
+      Option, "stereo", "the frames and their disparity must match");
+}
+
+// The thresholds of Note [Depth edges snapped to colour edges].
+constexpr float kEdge = 1.0f; // a depth edge: the window's disparity spans more than this
+constexpr float kSpread = 4.0f; // two standard deviations, squared
+constexpr float kSlack = 300.0f; // and 10 levels (squared, over three channels)
+constexpr float kNearer = 2.0f; // squared distance to the foreground under twice the background's
+
+} // namespace
+
+at::Tensor dilate_foreground_tensor(const at::Tensor& disparity, const at::Tensor& frames, int64_t radius) {
   if (radius <= 0) {
     return disparity;
   }
-  SBSCONV_CHECK(radius <= 32, Option, "stereo", "edge dilation must be within 0..32 pixels");
-  SBSCONV_CHECK(
-      frames.dim() == 4 && frames.size(1) == 3 && frames.size(0) == disparity.size(0) &&
-          frames.size(2) == disparity.size(2) && frames.size(3) == disparity.size(3),
-      Option, "stereo", "the frames and their disparity must match");
-  const int64_t k = 2 * radius + 1;
-  const at::Tensor d = disparity.to(at::kFloat);
-  const at::Tensor high = at::max_pool2d(d, {k, k}, {1, 1}, {radius, radius});
-  const at::Tensor low = at::max_pool2d(d.neg(), {k, k}, {1, 1}, {radius, radius}).neg();
-  const at::Tensor edge = (high - low) > 1.0;
-  // near or far: against the middle of a window wide enough to reach the edge from every
-  // pixel that the colour means below take in
-  const int64_t c = 3 * radius + 2;
-  const at::Tensor wide_high = at::max_pool2d(d, {2 * c + 1, 2 * c + 1}, {1, 1}, {c, c});
-  const at::Tensor wide_low = at::max_pool2d(d.neg(), {2 * c + 1, 2 * c + 1}, {1, 1}, {c, c}).neg();
-  const at::Tensor near = (d > (wide_high + wide_low) * 0.5).to(at::kFloat);
-  const at::Tensor rgb = frames.to(at::kFloat);
-  // each side's mean colour around each pixel (box sums; each pixel classed by its own
-  // window), the background's from pixels more than `radius` away from the foreground, so
-  // that the blended edge pixels in question do not count as background
-  const at::Tensor far = (1.0 - at::max_pool2d(near, {k, k}, {1, 1}, {radius, radius}));
-  const int64_t r = 2 * radius + 2;
-  auto box = [&](const at::Tensor& v) {
-    return at::avg_pool2d(v, {2 * r + 1, 2 * r + 1}, {1, 1}, {r, r}, false, /*count_include_pad*/ true);
+  check_dilation(disparity, frames, radius);
+  at::InferenceMode guard;
+  // windows along the rows: [x - r, x + r], clipped
+  auto row_max = [](const at::Tensor& v, int64_t r) {
+    return at::max_pool2d(v, {1, 2 * r + 1}, {1, 1}, {0, r});
   };
-  const at::Tensor near_weight = box(near);
-  const at::Tensor far_weight = box(far);
-  const at::Tensor near_colour = box(rgb * near) / near_weight.clamp_min(1e-6);
-  const at::Tensor far_colour = box(rgb * far) / far_weight.clamp_min(1e-6);
+  auto row_sum = [](const at::Tensor& v, int64_t r) {
+    return at::avg_pool2d(v, {1, 2 * r + 1}, {1, 1}, {0, r}, false, /*count_include_pad*/ true) *
+        static_cast<double>(2 * r + 1);
+  };
+  const at::Tensor d = disparity.to(at::kFloat);
+  const at::Tensor high = row_max(d, radius);
+  const at::Tensor low = row_max(d.neg(), radius).neg();
+  const at::Tensor edge = (high - low) > kEdge;
+  const int64_t c = 3 * radius + 2;
+  const at::Tensor near = (d > (row_max(d, c) - row_max(d.neg(), c)) * 0.5).to(at::kFloat);
+  const at::Tensor far = 1.0 - row_max(near, radius);
+  const at::Tensor rgb = frames.to(at::kFloat);
+  const at::Tensor sums = row_sum(at::cat({near, far, rgb * near, rgb * far, rgb * rgb * far}, 1), 2 * radius + 2);
+  const at::Tensor near_count = sums.narrow(1, 0, 1);
+  const at::Tensor far_count = sums.narrow(1, 1, 1);
+  const at::Tensor near_colour = sums.narrow(1, 2, 3) / near_count.clamp_min(1.0);
+  const at::Tensor far_colour = sums.narrow(1, 5, 3) / far_count.clamp_min(1.0);
+  const at::Tensor far_square = sums.narrow(1, 8, 3) / far_count.clamp_min(1.0);
   const at::Tensor to_near = (rgb - near_colour).pow(2).sum(1, true);
   const at::Tensor to_far = (rgb - far_colour).pow(2).sum(1, true);
-  // the background's spread: a pixel within two standard deviations (and 10 levels) of its
-  // mean looks like the background, whatever the foreground looks like
-  const at::Tensor far_spread =
-      (box(rgb.pow(2) * far) / far_weight.clamp_min(1e-6) - far_colour.pow(2)).sum(1, true).clamp_min(0.0);
-  const at::Tensor like_far = to_far <= far_spread * 4.0 + 300.0;
-  const at::Tensor looks_near = like_far.logical_not() & (to_near < to_far * 2.0) & (near_weight > 0) &
-      (far_weight > 0);
-  // on the near side of the edge's own window: the foreground and the ramp up to it
+  const at::Tensor spread = (far_square - far_colour.pow(2)).sum(1, true).clamp_min(0.0);
+  const at::Tensor looks_near = (to_far > spread * kSpread + kSlack) & (to_near < to_far * kNearer) &
+      (near_count > 0.5) & (far_count > 0.5);
   const at::Tensor ramp = d > (high + low) * 0.5;
-  const at::Tensor moves = edge & (ramp | looks_near);
-  return at::where(moves, high, d);
+  return at::where(edge & (ramp | looks_near), high, d);
+}
+
+at::Tensor dilate_foreground_cpu(const at::Tensor& disparity, const at::Tensor& frames, int64_t radius) {
+  if (radius <= 0) {
+    return disparity;
+  }
+  check_dilation(disparity, frames, radius);
+  SBSCONV_CHECK(frames.is_cpu() && disparity.is_cpu(), Option, "stereo", "dilate_foreground_cpu needs CPU tensors");
+  const at::Tensor d_all = disparity.to(at::kFloat).contiguous();
+  at::Tensor out = d_all.clone();
+  const int64_t n = frames.size(0);
+  const int64_t h = frames.size(2);
+  const int64_t w = frames.size(3);
+  const int64_t fs[4] = {frames.stride(0), frames.stride(1), frames.stride(2), frames.stride(3)};
+  const uint8_t* rgb_base = frames.data_ptr<uint8_t>();
+  const float* d_base = d_all.data_ptr<float>();
+  float* out_base = out.data_ptr<float>();
+  const int64_t c = 3 * radius + 2;
+  const int64_t s = 2 * radius + 2;
+  at::parallel_for(0, n * h, 16, [&](int64_t begin, int64_t end) {
+    std::vector<float> high(w), low(w), near(w), far(w);
+    std::vector<float> prefix(static_cast<size_t>(11 * (w + 1)));
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t b = row / h;
+      const int64_t y = row % h;
+      const float* d = d_base + row * w;
+      float* o = out_base + row * w;
+      auto window = [&](int64_t x, int64_t r, auto&& fn) {
+        const int64_t lo = std::max<int64_t>(x - r, 0);
+        const int64_t hi = std::min<int64_t>(x + r, w - 1);
+        for (int64_t i = lo; i <= hi; ++i) {
+          fn(i);
+        }
+      };
+      bool any_edge = false;
+      for (int64_t x = 0; x < w; ++x) {
+        float mx = d[x];
+        float mn = d[x];
+        window(x, radius, [&](int64_t i) {
+          mx = std::max(mx, d[i]);
+          mn = std::min(mn, d[i]);
+        });
+        high[x] = mx;
+        low[x] = mn;
+        any_edge = any_edge || (mx - mn > kEdge);
+      }
+      if (!any_edge) {
+        continue; // the row keeps its disparity
+      }
+      for (int64_t x = 0; x < w; ++x) {
+        float mx = d[x];
+        float mn = d[x];
+        window(x, c, [&](int64_t i) {
+          mx = std::max(mx, d[i]);
+          mn = std::min(mn, d[i]);
+        });
+        near[x] = d[x] > (mx + mn) * 0.5f ? 1.0f : 0.0f;
+      }
+      for (int64_t x = 0; x < w; ++x) {
+        float any = 0.0f;
+        window(x, radius, [&](int64_t i) { any = std::max(any, near[i]); });
+        far[x] = 1.0f - any;
+      }
+      // running sums of near, far, rgb*near, rgb*far, rgb^2*far
+      const uint8_t* px = rgb_base + b * fs[0] + y * fs[2];
+      for (int k = 0; k < 11; ++k) {
+        prefix[k * (w + 1)] = 0.0f;
+      }
+      for (int64_t x = 0; x < w; ++x) {
+        const float v[3] = {
+            static_cast<float>(px[x * fs[3]]), static_cast<float>(px[x * fs[3] + fs[1]]),
+            static_cast<float>(px[x * fs[3] + 2 * fs[1]])};
+        const float values[11] = {near[x], far[x], v[0] * near[x], v[1] * near[x], v[2] * near[x],
+                                  v[0] * far[x], v[1] * far[x], v[2] * far[x],
+                                  v[0] * v[0] * far[x], v[1] * v[1] * far[x], v[2] * v[2] * far[x]};
+        for (int k = 0; k < 11; ++k) {
+          prefix[k * (w + 1) + x + 1] = prefix[k * (w + 1) + x] + values[k];
+        }
+      }
+      for (int64_t x = 0; x < w; ++x) {
+        if (!(high[x] - low[x] > kEdge)) {
+          continue;
+        }
+        if (d[x] > (high[x] + low[x]) * 0.5f) {
+          o[x] = high[x]; // the foreground and the ramp up to it
+          continue;
+        }
+        const int64_t lo = std::max<int64_t>(x - s, 0);
+        const int64_t hi = std::min<int64_t>(x + s, w - 1) + 1;
+        float sum[11];
+        for (int k = 0; k < 11; ++k) {
+          sum[k] = prefix[k * (w + 1) + hi] - prefix[k * (w + 1) + lo];
+        }
+        if (!(sum[0] > 0.5f && sum[1] > 0.5f)) {
+          continue;
+        }
+        float to_near = 0.0f;
+        float to_far = 0.0f;
+        float spread = 0.0f;
+        for (int ch = 0; ch < 3; ++ch) {
+          const float v = static_cast<float>(px[x * fs[3] + ch * fs[1]]);
+          const float near_mean = sum[2 + ch] / sum[0];
+          const float far_mean = sum[5 + ch] / sum[1];
+          to_near += (v - near_mean) * (v - near_mean);
+          to_far += (v - far_mean) * (v - far_mean);
+          spread += sum[8 + ch] / sum[1] - far_mean * far_mean;
+        }
+        spread = std::max(spread, 0.0f);
+        if (to_far > spread * kSpread + kSlack && to_near < to_far * kNearer) {
+          o[x] = high[x];
+        }
+      }
+    }
+  });
+  return out;
+}
+
+at::Tensor dilate_foreground(const at::Tensor& disparity, const at::Tensor& frames, int64_t radius) {
+  return frames.is_cpu() ? dilate_foreground_cpu(disparity, frames, radius)
+                         : dilate_foreground_tensor(disparity, frames, radius);
 }
 
 } // namespace sbsconv

@@ -35,18 +35,26 @@ at::Tensor disparity_from_metric(
 // Note [Depth edges snapped to colour edges]
 // A depth model draws an object's depth edge softer and often a pixel or two inside its
 // colour edge; the edge's pixels, foreground-coloured (or blended), then stay behind on the
-// background as a halo beside the revealed region. Within `radius` pixels of a depth edge
-// (where the window's disparity spans more than a pixel), each pixel on the background side
-// of the window's middle disparity that does not look like the background (farther than two
-// standard deviations, and 10 levels, from its local mean colour) and is not much farther
-// from the foreground's mean colour (squared distance under twice the background's) takes
-// the window's foreground disparity, and so moves with the object; so does every pixel on a
-// ramp between the two (above the middle). Background pixels that look like the background
-// keep their disparity: where the depth edge is where the colour edge is (exact depth),
-// nothing moves. The means are box averages over (4*radius+5)^2 pixels, each pixel classed
-// against its own window's middle; the background's only from pixels more than `radius` from
-// the foreground (not the blended edge pixels in question).
+// background as a halo beside the revealed region. The eyes move pixels along the rows, so
+// the edges are looked for along the rows: within `radius` pixels of a depth edge (where the
+// disparity over [x - radius, x + radius] spans more than a pixel),
+//   - every pixel above the window's middle disparity (the foreground and the ramp up to it)
+//     takes the window's foreground disparity, and
+//   - a pixel below it that does not look like the background (its colour farther than two
+//     standard deviations, and 10 levels, from the background's mean) and is not much
+//     farther from the foreground's mean colour (squared distance under twice the
+//     background's) takes it too, and so moves with the object.
+// Background pixels that look like the background keep their disparity: where the depth
+// edge is where the colour edge is (exact depth), nothing moves. Each side's mean is taken
+// over [x - (2r+2), x + (2r+2)]: the near side's pixels are those above the middle of the
+// row's disparity over [x - (3r+2), x + (3r+2)], the background's those more than r from any
+// of them (not the blended edge pixels in question).
+// Two implementations compute this and agree (but for rounding in the sums): a native CPU
+// kernel (rows in parallel; rows without an edge cost one pass) and LibTorch operations
+// (any device); dilate_foreground picks the native one for CPU tensors.
 // frames: uint8 RGB [N,3,H,W]; disparity float [N,1,H,W]; radius 0 returns the disparity.
 at::Tensor dilate_foreground(const at::Tensor& disparity, const at::Tensor& frames, int64_t radius);
+at::Tensor dilate_foreground_tensor(const at::Tensor& disparity, const at::Tensor& frames, int64_t radius);
+at::Tensor dilate_foreground_cpu(const at::Tensor& disparity, const at::Tensor& frames, int64_t radius);
 
 } // namespace sbsconv

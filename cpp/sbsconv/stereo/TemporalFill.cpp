@@ -3,11 +3,12 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <ATen/Parallel.h>
+
 #include <cmath>
 
 #include "sbsconv/common/Error.h"
 #include "sbsconv/common/Logging.h"
-#include "sbsconv/stereo/Disparity.h"
 
 namespace sbsconv {
 
@@ -32,6 +33,38 @@ at::Tensor sample_points(const at::Tensor& ring, const at::Tensor& slot, const a
   auto at_offset = [&](int64_t offset) { return flat.index_select(0, base + offset).to(at::kFloat); };
   const at::Tensor top = at_offset(0) * (1 - fx) + at_offset(dx) * fx;
   const at::Tensor bottom = at_offset(dy) * (1 - fx) + at_offset(dy + dx) * fx;
+  return top * (1 - fy) + bottom * fy;
+}
+
+// Bilinear sample of plane [h,w] (channel `c` of `channels`, channels last) at (x, y), clamped
+// as sample_points does.
+inline float bilinear(const float* plane, int64_t h, int64_t w, int64_t channels, int64_t c, float x, float y) {
+  const float xc = std::min(std::max(x, 0.0f), static_cast<float>(w - 1));
+  const float yc = std::min(std::max(y, 0.0f), static_cast<float>(h - 1));
+  const float x0 = std::min(std::max(std::floor(xc), 0.0f), static_cast<float>(std::max<int64_t>(w - 2, 0)));
+  const float y0 = std::min(std::max(std::floor(yc), 0.0f), static_cast<float>(std::max<int64_t>(h - 2, 0)));
+  const float fx = xc - x0;
+  const float fy = yc - y0;
+  const int64_t base = (static_cast<int64_t>(y0) * w + static_cast<int64_t>(x0)) * channels + c;
+  const int64_t dx = w > 1 ? channels : 0;
+  const int64_t dy = h > 1 ? w * channels : 0;
+  const float top = plane[base] * (1 - fx) + plane[base + dx] * fx;
+  const float bottom = plane[base + dy] * (1 - fx) + plane[base + dy + dx] * fx;
+  return top * (1 - fy) + bottom * fy;
+}
+
+inline float bilinear_u8(const uint8_t* plane, int64_t h, int64_t w, int c, float x, float y) {
+  const float xc = std::min(std::max(x, 0.0f), static_cast<float>(w - 1));
+  const float yc = std::min(std::max(y, 0.0f), static_cast<float>(h - 1));
+  const float x0 = std::min(std::max(std::floor(xc), 0.0f), static_cast<float>(std::max<int64_t>(w - 2, 0)));
+  const float y0 = std::min(std::max(std::floor(yc), 0.0f), static_cast<float>(std::max<int64_t>(h - 2, 0)));
+  const float fx = xc - x0;
+  const float fy = yc - y0;
+  const int64_t base = (static_cast<int64_t>(y0) * w + static_cast<int64_t>(x0)) * 3 + c;
+  const int64_t dx = w > 1 ? 3 : 0;
+  const int64_t dy = h > 1 ? w * 3 : 0;
+  const float top = static_cast<float>(plane[base]) * (1 - fx) + static_cast<float>(plane[base + dx]) * fx;
+  const float bottom = static_cast<float>(plane[base + dy]) * (1 - fx) + static_cast<float>(plane[base + dy + dx]) * fx;
   return top * (1 - fy) + bottom * fy;
 }
 
@@ -102,7 +135,7 @@ void TemporalFill::push(
       Internal, "stereo", "the temporal fill takes frames of one size, in batches of one size");
   // frames that do not follow the last ones (none in the engine) start afresh
   const bool continues = next_index_ >= 0 && first == next_index_;
-  at::Tensor rendered = dilate_foreground(disparity.to(at::kFloat), frames, o_.edge_dilation);
+  const at::Tensor rendered = disparity.to(at::kFloat);
   at::Tensor gray = flow_gray(frames, o_.flow_width); // [N,1,h,w]
   // the flows between neighbours: the previous batch's last frame and these
   at::Tensor a = gray.narrow(0, 0, n - 1);
@@ -115,10 +148,9 @@ void TemporalFill::push(
   at::Tensor forward;
   at::Tensor backward;
   if (a.size(0) > 0) {
-    // one call for both directions: the pairs and their reverses in one batch
-    at::Tensor both = dense_flow(at::cat({a, b}, 0), at::cat({b, a}, 0), o_.flow);
-    forward = both.narrow(0, 0, a.size(0)).permute({0, 2, 3, 1}); // of frames first-1.. (or first..)
-    backward = both.narrow(0, a.size(0), a.size(0)).permute({0, 2, 3, 1});
+    const at::Tensor flow = dense_flow(a, b, o_.flow);
+    forward = flow.permute({0, 2, 3, 1}); // of frames first-1.. (or first..)
+    backward = invert_flow(flow).permute({0, 2, 3, 1});
   }
   std::vector<int64_t> shots(n);
   std::vector<int64_t> segments(n);
@@ -170,11 +202,20 @@ void TemporalFill::forget_before(int64_t index) {
   }
 }
 
-void TemporalFill::fill(int64_t first, const std::vector<std::pair<double, EyeResult*>>& eyes) {
-  at::InferenceMode guard;
+void TemporalFill::fill(int64_t first, const std::vector<std::pair<double, EyeResult*>>& eyes, Impl impl) {
   if (eyes.empty() || capacity_ == 0 || (past_ == 0 && ahead_ == 0)) {
     return;
   }
+  const bool native = impl == Impl::Cpu || (impl == Impl::Auto && frames_.is_cpu());
+  if (native) {
+    fill_cpu(first, eyes);
+  } else {
+    fill_tensor(first, eyes);
+  }
+}
+
+void TemporalFill::fill_tensor(int64_t first, const std::vector<std::pair<double, EyeResult*>>& eyes) {
+  at::InferenceMode guard;
   const int64_t n = eyes.front().second->image.size(0);
   const int64_t h = frames_.size(1);
   const int64_t w = frames_.size(2);
@@ -221,7 +262,7 @@ void TemporalFill::fill(int64_t first, const std::vector<std::pair<double, EyeRe
   // 1. the hidden point and its anchor on the background
   const double sx = static_cast<double>(w) / gw; // full-resolution pixels per flow pixel
   const double sy = static_cast<double>(h) / gh;
-  const double margin = (o_.flow.window_radius + 1) * sx + 1.0;
+  const double margin = (o_.flow.window_radius + 1) * sx * 5 / 2.0 + 1.0;
   const at::Tensor u = p - k * bg_d;
   const at::Tensor tolerance = ((fg_d - bg_d) / 3.0).clamp_min(0.5);
   const at::Tensor inside = bg_x + side * margin;
@@ -235,17 +276,21 @@ void TemporalFill::fill(int64_t first, const std::vector<std::pair<double, EyeRe
   // 2.-3. the chains, back and ahead, one step at a time: the nearest frame first
   const int64_t m = where.size(0);
   at::Tensor found = at::zeros({m}, at::TensorOptions().dtype(at::kBool).device(dev));
-  at::Tensor colour = at::zeros({m, 3}, at::TensorOptions().dtype(at::kFloat).device(dev));
+  // where each point was seen: the frame's slot and the position there
+  at::Tensor seen_slot = t_slot.clone();
+  at::Tensor seen_x = u;
+  at::Tensor seen_y = y;
   struct Chain {
     int direction;
     at::Tensor x, y, d, alive;
   };
   std::vector<Chain> chains;
+  const at::Tensor usable = side != 0; // a hole with no neighbour in its row: nothing to start from
   if (past_ > 0) {
-    chains.push_back({-1, anchor, y, anchor_d, at::ones({m}, found.options())});
+    chains.push_back({-1, anchor, y, anchor_d, usable});
   }
   if (ahead_ > 0) {
-    chains.push_back({+1, anchor, y, anchor_d, at::ones({m}, found.options())});
+    chains.push_back({+1, anchor, y, anchor_d, usable});
   }
   const int64_t steps = std::max(past_, ahead_);
   for (int64_t s = 1; s <= steps; ++s) {
@@ -276,8 +321,9 @@ void TemporalFill::fill(int64_t first, const std::vector<std::pair<double, EyeRe
       const at::Tensor u_inside = (ux >= 0) & (ux <= w - 1) & (uy >= 0) & (uy <= h - 1);
       const at::Tensor d_point = sample_points(disparity_, j_slot, ux, uy).squeeze(1);
       const at::Tensor seen = c.alive & u_inside & (d_point <= d_anchor + tolerance) & found.logical_not();
-      const at::Tensor rgb = sample_points(frames_, j_slot, ux, uy);
-      colour = at::where(seen.unsqueeze(1), rgb, colour);
+      seen_slot = at::where(seen, j_slot, seen_slot);
+      seen_x = at::where(seen, ux, seen_x);
+      seen_y = at::where(seen, uy, seen_y);
       found = found | seen;
     }
   }
@@ -289,10 +335,138 @@ void TemporalFill::fill(int64_t first, const std::vector<std::pair<double, EyeRe
   }
   at::Tensor stacked = at::stack(images, 0).contiguous(); // [E,N,H,W,3]
   const at::Tensor current = stacked.view({-1, 3}).index_select(0, flat).to(at::kFloat);
+  const at::Tensor colour = sample_points(frames_, seen_slot, seen_x, seen_y);
   const at::Tensor value = at::where(found.unsqueeze(1), at::floor(colour + 0.5).clamp(0, 255), current).to(at::kByte);
   stacked.view({-1, 3}).index_copy_(0, flat, value);
   for (int64_t i = 0; i < e_count; ++i) {
     images[i].copy_(stacked.select(0, i));
+  }
+}
+
+void TemporalFill::fill_cpu(int64_t first, const std::vector<std::pair<double, EyeResult*>>& eyes) {
+  SBSCONV_CHECK(frames_.is_cpu(), Internal, "stereo", "the native temporal fill needs the window on the CPU");
+  const int64_t n = eyes.front().second->image.size(0);
+  const int64_t h = frames_.size(1);
+  const int64_t w = frames_.size(2);
+  const int64_t gh = gray_.size(1);
+  const int64_t gw = gray_.size(2);
+  const float sx = static_cast<float>(static_cast<double>(w) / gw);
+  const float sy = static_cast<float>(static_cast<double>(h) / gh);
+  const float margin = static_cast<float>((o_.flow.window_radius + 1) * static_cast<double>(w) / gw * 5 / 2.0 + 1.0);
+  const uint8_t* frames = frames_.data_ptr<uint8_t>();
+  const float* disparity = disparity_.data_ptr<float>();
+  const float* gray = gray_.data_ptr<float>();
+  const float* flow_next = flow_next_.data_ptr<float>();
+  const float* flow_prev = flow_prev_.data_ptr<float>();
+  const int64_t* slot_index = slot_index_.data_ptr<int64_t>();
+  const int64_t* slot_shot = slot_shot_.data_ptr<int64_t>();
+  const int64_t* slot_segment = slot_segment_.data_ptr<int64_t>();
+  const int64_t plane = h * w;
+  const int64_t small = gh * gw;
+  auto to_flow = [](float v, float s) { return (v + 0.5f) / s - 0.5f; };
+  for (const auto& [share, eye] : eyes) {
+    SBSCONV_CHECK(
+        eye->hole_sides.defined() && eye->image.size(0) == n && eye->image.is_cpu(), Internal, "stereo",
+        "the temporal fill needs eyes rendered with their holes described");
+    const at::Tensor sides = eye->hole_sides.contiguous();
+    const float* side_ptr = sides.data_ptr<float>();
+    const at::Tensor holes = eye->holes.contiguous();
+    const bool* hole_ptr = holes.data_ptr<bool>();
+    at::Tensor image = eye->image;
+    uint8_t* out = image.data_ptr<uint8_t>();
+    const int64_t os[4] = {image.stride(0), image.stride(1), image.stride(2), image.stride(3)};
+    const float k = static_cast<float>(share);
+    at::parallel_for(0, n * h, 4, [&](int64_t begin, int64_t end) {
+      for (int64_t row = begin; row < end; ++row) {
+        const int64_t i = row / h;
+        const int64_t yi = row % h;
+        const int64_t t = first + i;
+        const int64_t t_slot = slot(t);
+        const int64_t t_shot = slot_shot[t_slot];
+        const int64_t t_segment = slot_segment[t_slot];
+        const float* d_t = disparity + t_slot * plane;
+        const float* g_t = gray + t_slot * small;
+        for (int64_t xi = 0; xi < w; ++xi) {
+          if (!hole_ptr[(i * h + yi) * w + xi]) {
+            continue;
+          }
+          const float* at_p = side_ptr + i * 4 * plane + yi * w + xi;
+          const float side = at_p[3 * plane];
+          if (side == 0.0f) {
+            continue; // a hole with no neighbour in its row: nothing to start from
+          }
+          const float bg_x = at_p[0];
+          const float bg_d = at_p[plane];
+          const float fg_d = at_p[2 * plane];
+          const float y = static_cast<float>(yi);
+          const float u = static_cast<float>(xi) - k * bg_d;
+          const float tolerance = std::max((fg_d - bg_d) / 3.0f, 0.5f);
+          const float inside = bg_x + side * margin;
+          const float d_inside = bilinear(d_t, h, w, 1, 0, inside, y);
+          const float anchor = std::fabs(d_inside - bg_d) <= tolerance ? inside : bg_x;
+          const float offset = u - anchor;
+          const float anchor_gray = bilinear(g_t, gh, gw, 1, 0, to_flow(anchor, sx), to_flow(y, sy));
+          const float anchor_d = bilinear(d_t, h, w, 1, 0, anchor, y);
+          struct Chain {
+            int direction;
+            int64_t limit;
+            float x, y, d;
+            bool alive;
+          } chains[2] = {{-1, past_, anchor, y, anchor_d, past_ > 0}, {+1, ahead_, anchor, y, anchor_d, ahead_ > 0}};
+          bool found = false;
+          int64_t seen_slot = 0;
+          float seen_x = 0.0f;
+          float seen_y = 0.0f;
+          const int64_t steps = std::max(past_, ahead_);
+          for (int64_t s = 1; s <= steps && !found && (chains[0].alive || chains[1].alive); ++s) {
+            for (Chain& c : chains) {
+              if (!c.alive || s > c.limit || found) {
+                continue;
+              }
+              const int64_t from_slot = slot(t + c.direction * (s - 1));
+              const int64_t j = t + c.direction * s;
+              const int64_t j_slot = slot(j);
+              const float* flows = (c.direction > 0 ? flow_next : flow_prev) + from_slot * small * 2;
+              const float fx = to_flow(c.x, sx);
+              const float fy = to_flow(c.y, sy);
+              c.x = c.x + bilinear(flows, gh, gw, 2, 0, fx, fy) * sx;
+              c.y = c.y + bilinear(flows, gh, gw, 2, 1, fx, fy) * sy;
+              const bool held = slot_index[j_slot] == j && slot_shot[j_slot] == t_shot &&
+                  (c.direction > 0 || slot_segment[j_slot] == t_segment);
+              const float* d_j = disparity + j_slot * plane;
+              const float d_anchor = bilinear(d_j, h, w, 1, 0, c.x, c.y);
+              const float g_anchor = bilinear(gray + j_slot * small, gh, gw, 1, 0, to_flow(c.x, sx), to_flow(c.y, sy));
+              const bool in_frame = c.x >= 0 && c.x <= w - 1 && c.y >= 0 && c.y <= h - 1;
+              c.alive = held && in_frame && d_anchor <= c.d + tolerance && std::fabs(g_anchor - anchor_gray) < 0.08f;
+              c.d = d_anchor;
+              if (!c.alive) {
+                continue;
+              }
+              const float ux = c.x + offset;
+              const float uy = c.y;
+              if (!(ux >= 0 && ux <= w - 1 && uy >= 0 && uy <= h - 1)) {
+                continue;
+              }
+              if (bilinear(d_j, h, w, 1, 0, ux, uy) <= d_anchor + tolerance) {
+                found = true;
+                seen_slot = j_slot;
+                seen_x = ux;
+                seen_y = uy;
+              }
+            }
+          }
+          if (!found) {
+            continue;
+          }
+          const uint8_t* f_j = frames + seen_slot * plane * 3;
+          uint8_t* o = out + i * os[0] + yi * os[2] + xi * os[3];
+          for (int ch = 0; ch < 3; ++ch) {
+            const float v = bilinear_u8(f_j, h, w, ch, seen_x, seen_y);
+            o[ch * os[1]] = static_cast<uint8_t>(std::min(std::max(std::floor(v + 0.5f), 0.0f), 255.0f));
+          }
+        }
+      }
+    });
   }
 }
 

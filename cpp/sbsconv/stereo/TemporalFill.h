@@ -24,7 +24,8 @@ namespace sbsconv {
 //    further into the background (Note [Dense optical flow]: a window at the edge mixes the
 //    foreground's motion in), when the disparity there still is the background's.
 // 2. Where it was and will be: the anchor is carried from frame to frame by the optical flow
-//    between neighbouring frames (computed once per pair, at up to flow_width pixels wide),
+//    between neighbouring frames (computed once per pair, at up to flow_width pixels wide;
+//    the way back is its inverse),
 //    back to `past` frames and ahead to `ahead` frames, within one shot; and the hidden point
 //    with it, at the same offset u - a. A chain stops where the anchor stops being the same
 //    background: its disparity jumps towards the foreground's, or its brightness changes.
@@ -47,11 +48,10 @@ namespace sbsconv {
 //
 // Threading: not thread-safe; one owner (the stereo stage).
 struct TemporalFillOptions {
-  int64_t past = 16; // frames looked back
-  int64_t ahead = 16; // frames looked ahead
-  int64_t flow_width = 640; // the optical flow's working width (pixels)
+  int64_t past = 12; // frames looked back
+  int64_t ahead = 12; // frames looked ahead
+  int64_t flow_width = 320; // the optical flow's working width (pixels)
   int64_t memory_bytes = int64_t{1} << 30; // the window's budget
-  int64_t edge_dilation = 0; // StereoOptions::edge_dilation: the disparity the eyes were rendered with
   int64_t batch_size = 1; // the most frames one push or fill brings
   FlowOptions flow;
 };
@@ -65,7 +65,7 @@ class TemporalFill {
   int64_t ahead() const;
 
   // Appends frames `first` .. `first` + N - 1 (uint8 RGB [N,3,H,W]) with the disparity their
-  // eyes are rendered from (before StereoOptions::edge_dilation, [N,1,H,W] pixels), whether
+  // eyes are rendered from (after dilate_foreground, [N,1,H,W] pixels), whether
   // each starts a shot, and whether the first starts a resume segment. Frames come in order,
   // without gaps.
   void push(
@@ -78,15 +78,21 @@ class TemporalFill {
   // Fills, in place, the hole pixels of eyes rendered (with describe_holes) from frames
   // `first` .. `first` + N - 1, which must be in the window; each eye with its share of the
   // disparity. Pixels no frame saw keep what the eye holds.
-  void fill(int64_t first, const std::vector<std::pair<double, EyeResult*>>& eyes);
+  // Two implementations compute this and agree but for rounding: a native CPU kernel (hole
+  // pixels in parallel, each chain stopping where its point is found) and LibTorch operations
+  // (any device, one host synchronisation); Auto picks the native one for a CPU window.
+  enum class Impl { Auto, Tensor, Cpu };
+  void fill(int64_t first, const std::vector<std::pair<double, EyeResult*>>& eyes, Impl impl = Impl::Auto);
 
   // Frames before `index` - past are no longer needed.
   void forget_before(int64_t index);
 
  private:
   void allocate(const at::Tensor& frames);
-  int64_t slot(int64_t index) const {
-    return index % capacity_;
+  void fill_tensor(int64_t first, const std::vector<std::pair<double, EyeResult*>>& eyes);
+  void fill_cpu(int64_t first, const std::vector<std::pair<double, EyeResult*>>& eyes);
+  int64_t slot(int64_t index) const { // frames before the first (chains looking back) too
+    return ((index % capacity_) + capacity_) % capacity_;
   }
 
   TemporalFillOptions o_;

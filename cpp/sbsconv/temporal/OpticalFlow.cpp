@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "sbsconv/common/Error.h"
+#include "sbsconv/common/ImageFilters.h"
 
 namespace sbsconv {
 
@@ -35,7 +36,7 @@ std::pair<at::Tensor, at::Tensor> gradients(const at::Tensor& img) {
 }
 
 at::Tensor box(const at::Tensor& v, int64_t r) {
-  return at::avg_pool2d(v, {2 * r + 1, 2 * r + 1}, {1, 1}, {r, r}, false, /*count_include_pad*/ false);
+  return box_mean(v, r);
 }
 
 } // namespace
@@ -53,6 +54,14 @@ at::Tensor flow_gray(const at::Tensor& frames, int64_t max_width) {
     gray = at::adaptive_avg_pool2d(gray, {out_h, out_w});
   }
   return gray.contiguous();
+}
+
+at::Tensor invert_flow(const at::Tensor& flow, int64_t iterations) {
+  at::Tensor reverse = flow.neg();
+  for (int64_t i = 0; i < iterations; ++i) {
+    reverse = warp_by(flow, reverse).neg();
+  }
+  return reverse;
 }
 
 at::Tensor dense_flow(const at::Tensor& a, const at::Tensor& b, const FlowOptions& o) {

@@ -28,6 +28,11 @@ struct FlowOptions {
 // displacement (dx, dy) in pixels to where it is in `b`.
 at::Tensor dense_flow(const at::Tensor& a, const at::Tensor& b, const FlowOptions& options = {});
 
+// The reverse of a flow [N,2,H,W] (from b back to a), by fixed-point iteration: where a
+// pixel x of b came from is x + r(x) with r(x) = -flow(x + r(x)). Exact where the flow is
+// smooth; at occlusion boundaries it takes one of the two sides.
+at::Tensor invert_flow(const at::Tensor& flow, int64_t iterations = 3);
+
 // uint8 RGB [N,3,H,W] -> float grey [N,1,h,w] in 0..1 (BT.601 luma), area-reduced so that the
 // width is at most max_width (the aspect ratio kept).
 at::Tensor flow_gray(const at::Tensor& frames, int64_t max_width);
