@@ -1,0 +1,141 @@
+"""The temporal fill (Note [Temporal fill] in cpp/sbsconv/stereo/TemporalFill.h), the edge
+snapping before the warp (Note [Depth edges snapped to colour edges]) and the optical flow
+they rest on (Note [Dense optical flow]), judged against exact ground truth: the layered
+synthetic scenes of stereoscenes.py, converted by sbsconv from their exact metric depth."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import sbsconv
+import stereoscenes as S
+from sbsconv._native import _core
+from sbsconv.errors import OptionError
+
+SIZE = (320, 180)
+
+
+def _luma_psnr(out: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
+    return S.psnr(S.luma(out), S.luma(truth), mask)
+
+
+def _flicker(out: np.ndarray, truth: np.ndarray, hidden: np.ndarray) -> float:
+    yo, yt = S.luma(out), S.luma(truth)
+    both = hidden[1:] & hidden[:-1]
+    return float(np.abs((yo[1:] - yo[:-1]) - (yt[1:] - yt[:-1]))[both].mean())
+
+
+@pytest.fixture(scope="module")
+def trucking(tmp_path_factory):
+    """A moving scene (a trucking camera, objects moving on their own) and its truth."""
+    folder = tmp_path_factory.mktemp("trucking")
+    scene = S.make_scene("trucking", SIZE, frames=16)
+    truth = S.render(scene)
+    video, depth = S.write_scene(scene, folder, truth)
+    return folder, video, depth, truth
+
+
+def test_the_default_fill_takes_disocclusions_from_the_frames_that_saw_them(trucking):
+    # fill is left alone: the default is the temporal fill, which beats the spatial one in the
+    # disoccluded pixels of both eyes by a wide margin and flickers less there
+    folder, video, depth, truth = trucking
+    default = S.convert_eyes(video, depth, folder, "default")
+    spatial = S.convert_eyes(video, depth, folder, "spatial", fill="spatial")
+    for side in ("left", "right"):
+        image, _, hidden, _ = truth.eye(side)
+        ours = _luma_psnr(getattr(default, side), image, hidden)
+        theirs = _luma_psnr(getattr(spatial, side), image, hidden)
+        assert ours >= theirs + 4.0 and ours >= 25.0, (side, ours, theirs)
+        assert _flicker(getattr(default, side), image, hidden) < _flicker(getattr(spatial, side), image, hidden)
+        # pixels the source shows are not touched by the fill
+        seen = ~(hidden | S.near_edges(truth.depth, 3)) & ~truth.eye(side)[3]
+        assert _luma_psnr(getattr(default, side), image, seen) >= 38.0
+
+
+def test_fill_none_leaves_black_holes_and_spatial_is_the_frames_own(trucking):
+    folder, video, depth, truth = trucking
+    none = S.convert_eyes(video, depth, folder, "none", fill="none")
+    spatial = S.convert_eyes(video, depth, folder, "spatial2", fill="spatial")
+    black = (none.right == 0).all(-1)
+    assert black.mean() > 0.002  # the disocclusions are black
+    assert not (spatial.right[black] == 0).all(-1).all()  # the spatial fill paints them
+    # outside the holes the three fills show the same picture
+    assert np.array_equal(none.right[~black], spatial.right[~black])
+
+
+def test_the_native_and_the_tensor_fill_agree():
+    scene = S.make_scene("panning", SIZE, frames=8)
+    truth = S.render(scene)
+    frames = torch.from_numpy(truth.source).permute(0, 3, 1, 2).contiguous()
+    disparity = torch.from_numpy(S.disparity(scene, truth.depth)).float().unsqueeze(1)
+    results = {}
+    for impl in ("cpu", "tensor"):
+        window = _core.TemporalFill(batch_size=4, past=4, ahead=4)
+        for first in (0, 4):
+            window.push(first, frames[first:first + 4], disparity[first:first + 4], [False] * 4, False)
+        results[impl] = [window.render(first, frames[first:first + 4], disparity[first:first + 4], [0.5, -0.5], impl)
+                         for first in (0, 4)]
+    spatial = _core.render_eye(frames[:4], disparity[:4], -0.5)[0]
+    filled = 0
+    for batch_cpu, batch_tensor in zip(results["cpu"], results["tensor"]):
+        for (image_cpu, holes), (image_tensor, _) in zip(batch_cpu, batch_tensor):
+            differ = (image_cpu.int() - image_tensor.int()).abs()
+            assert (differ > 0).float().mean() < 1e-4 and differ.max() <= 2
+    filled = (results["cpu"][0][1][0] != spatial).any(1)
+    assert filled.any()  # the fill changed hole pixels, and only those
+    assert not (filled & ~results["cpu"][0][1][1][:, 0]).any()
+
+
+def test_the_window_shrinks_to_the_memory_it_is_given():
+    frames = torch.zeros(2, 3, 64, 96, dtype=torch.uint8)
+    disparity = torch.zeros(2, 1, 64, 96)
+    per_frame = 64 * 96 * 7
+    window = _core.TemporalFill(batch_size=2, past=8, ahead=8, memory_bytes=per_frame * (2 * 2 + 1 + 6))
+    window.push(0, frames, disparity, [False, False], False)
+    assert window.ahead == 3  # (11 - 5) / 2 frames each way instead of 8
+    tiny = _core.TemporalFill(batch_size=2, memory_bytes=per_frame)
+    tiny.push(0, frames, disparity, [False, False], False)
+    assert tiny.ahead == 0  # nothing fits: the frame's own fill
+    eyes = tiny.render(0, frames, disparity + 3.0, [-0.5], "auto")
+    assert eyes[0][0].shape == frames.shape
+    with pytest.raises(OptionError):
+        _core.TemporalFill(past=-1)
+
+
+@pytest.mark.parametrize("shift", [(1.3, -0.6), (-3.7, 2.2)])
+def test_dense_flow_finds_a_shift_to_a_tenth_of_a_pixel(shift):
+    torch.manual_seed(0)
+    base = F.interpolate(torch.rand(1, 1, 60, 100), (180, 300), mode="bicubic").clamp(0, 1)
+    dx, dy = shift
+    ys, xs = torch.meshgrid(torch.arange(180.0), torch.arange(300.0), indexing="ij")
+    grid = torch.stack([(xs - dx) * 2 / 299 - 1, (ys - dy) * 2 / 179 - 1], -1).unsqueeze(0)
+    moved = F.grid_sample(base, grid, align_corners=True, padding_mode="border")
+    a, b = base[..., 20:-20, 20:-20].contiguous(), moved[..., 20:-20, 20:-20].contiguous()
+    flow = _core.dense_flow(a, b)
+    inner = flow[0, :, 10:-10, 10:-10]
+    assert abs(inner[0].median().item() - dx) < 0.1 and abs(inner[1].median().item() - dy) < 0.1
+    assert (inner[0] - dx).abs().mean() < 0.15
+
+
+def test_edge_snapping_leaves_exact_depth_alone_and_moves_a_soft_edges_halo():
+    scene = S.make_scene("trucking", SIZE, frames=2)
+    truth = S.render(scene)
+    frames = torch.from_numpy(truth.source).permute(0, 3, 1, 2).contiguous()
+    exact = torch.from_numpy(S.disparity(scene, truth.depth)).float().unsqueeze(1)
+    soft = F.avg_pool2d(exact, 5, 1, 2, count_include_pad=False)
+    for disparity in (exact, soft):
+        native = _core.dilate_foreground(disparity, frames, 2, "cpu")
+        tensor = _core.dilate_foreground(disparity, frames, 2, "tensor")
+        assert (native != tensor).float().mean() < 1e-4
+    assert (_core.dilate_foreground(exact, frames, 2) != exact).float().mean() < 0.002
+    moved = _core.dilate_foreground(soft, frames, 2) != soft
+    assert moved.float().mean() > 0.005  # the soft ramps move with their objects
+    assert torch.equal(_core.dilate_foreground(soft, frames, 0), soft)
+
+
+def test_fill_is_an_option_with_a_clear_error():
+    assert sbsconv.ConvertOptions().fill == "temporal"
+    with pytest.raises(OptionError, match="fill"):
+        sbsconv.ConvertOptions(fill="diffusion")
