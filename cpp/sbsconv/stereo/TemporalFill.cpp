@@ -53,6 +53,19 @@ inline float bilinear(const float* plane, int64_t h, int64_t w, int64_t channels
   return top * (1 - fy) + bottom * fy;
 }
 
+// The largest of the four values bilinear() weighs at (x, y): a sample that mixes in none of
+// a nearer surface has all four at the background's disparity.
+inline float largest_tap(const float* plane, int64_t h, int64_t w, float x, float y) {
+  const float xc = std::min(std::max(x, 0.0f), static_cast<float>(w - 1));
+  const float yc = std::min(std::max(y, 0.0f), static_cast<float>(h - 1));
+  const float x0 = std::min(std::max(std::floor(xc), 0.0f), static_cast<float>(std::max<int64_t>(w - 2, 0)));
+  const float y0 = std::min(std::max(std::floor(yc), 0.0f), static_cast<float>(std::max<int64_t>(h - 2, 0)));
+  const int64_t base = static_cast<int64_t>(y0) * w + static_cast<int64_t>(x0);
+  const int64_t dx = w > 1 ? 1 : 0;
+  const int64_t dy = h > 1 ? w : 0;
+  return std::max(std::max(plane[base], plane[base + dx]), std::max(plane[base + dy], plane[base + dy + dx]));
+}
+
 inline float bilinear_u8(const uint8_t* plane, int64_t h, int64_t w, int c, float x, float y) {
   const float xc = std::min(std::max(x, 0.0f), static_cast<float>(w - 1));
   const float yc = std::min(std::max(y, 0.0f), static_cast<float>(h - 1));
@@ -66,6 +79,23 @@ inline float bilinear_u8(const uint8_t* plane, int64_t h, int64_t w, int c, floa
   const float top = static_cast<float>(plane[base]) * (1 - fx) + static_cast<float>(plane[base + dx]) * fx;
   const float bottom = static_cast<float>(plane[base + dy]) * (1 - fx) + static_cast<float>(plane[base + dy + dx]) * fx;
   return top * (1 - fy) + bottom * fy;
+}
+
+// The largest of the four values sample_points() weighs, per point ([M]; ring [S,H,W,1]).
+at::Tensor largest_taps(const at::Tensor& ring, const at::Tensor& slot, const at::Tensor& x, const at::Tensor& y) {
+  const int64_t h = ring.size(1);
+  const int64_t w = ring.size(2);
+  const at::Tensor flat = ring.view({-1});
+  const at::Tensor xc = x.clamp(0, static_cast<double>(w - 1));
+  const at::Tensor yc = y.clamp(0, static_cast<double>(h - 1));
+  const at::Tensor x0 = at::floor(xc).clamp(0, static_cast<double>(std::max<int64_t>(w - 2, 0)));
+  const at::Tensor y0 = at::floor(yc).clamp(0, static_cast<double>(std::max<int64_t>(h - 2, 0)));
+  const at::Tensor base = slot * (h * w) + y0.to(at::kLong) * w + x0.to(at::kLong);
+  const int64_t dx = w > 1 ? 1 : 0;
+  const int64_t dy = h > 1 ? w : 0;
+  return at::maximum(
+      at::maximum(flat.index_select(0, base), flat.index_select(0, base + dx)),
+      at::maximum(flat.index_select(0, base + dy), flat.index_select(0, base + dy + dx)));
 }
 
 } // namespace
@@ -319,7 +349,7 @@ void TemporalFill::fill_tensor(int64_t first, const std::vector<std::pair<double
       const at::Tensor ux = c.x + offset;
       const at::Tensor uy = c.y;
       const at::Tensor u_inside = (ux >= 0) & (ux <= w - 1) & (uy >= 0) & (uy <= h - 1);
-      const at::Tensor d_point = sample_points(disparity_, j_slot, ux, uy).squeeze(1);
+      const at::Tensor d_point = largest_taps(disparity_, j_slot, ux, uy);
       const at::Tensor seen = c.alive & u_inside & (d_point <= d_anchor + tolerance) & found.logical_not();
       seen_slot = at::where(seen, j_slot, seen_slot);
       seen_x = at::where(seen, ux, seen_x);
@@ -447,7 +477,7 @@ void TemporalFill::fill_cpu(int64_t first, const std::vector<std::pair<double, E
               if (!(ux >= 0 && ux <= w - 1 && uy >= 0 && uy <= h - 1)) {
                 continue;
               }
-              if (bilinear(d_j, h, w, 1, 0, ux, uy) <= d_anchor + tolerance) {
+              if (largest_tap(d_j, h, w, ux, uy) <= d_anchor + tolerance) {
                 found = true;
                 seen_slot = j_slot;
                 seen_x = ux;
