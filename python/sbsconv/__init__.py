@@ -4,6 +4,7 @@
     sbsconv.convert("in.mp4", "out_sbs.mp4")     # the whole conversion
     sbsconv.probe("in.mp4")                      # what a video holds
     sbsconv.ConvertOptions(divergence=2.5)       # the options, checked, for convert() & co.
+    sbsconv.infill_merge("3d.mp4", "3d_inpainted.mp4", "3d_final.mp4")  # after your inpainting
 
 Rooms: ``sbsconv.media`` (decode, encode), ``sbsconv.models`` (depth models),
 ``sbsconv.stereo`` (eye rendering, layouts), ``sbsconv.temporal`` (stability, scene cuts).
@@ -14,6 +15,7 @@ from sbsconv._native import _core
 from sbsconv.media import MediaInfo, StreamInfo, probe
 from sbsconv.depthio import read_depth
 from sbsconv.exporting import export_depth
+from sbsconv.infill import infill_merge
 from sbsconv.options import ConvertOptions
 from sbsconv.pointcloud import point_cloud
 
@@ -75,4 +77,4 @@ _attach_signature()
 
 
 __all__ = ["ConvertOptions", "MediaInfo", "StreamInfo", "__version__", "compare", "convert", "convert_many", "convert_split", "doctor", "errors",
-           "export_depth", "media", "point_cloud", "preview", "probe", "read_depth"]
+           "export_depth", "infill_merge", "media", "point_cloud", "preview", "probe", "read_depth"]

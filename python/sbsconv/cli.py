@@ -383,6 +383,21 @@ def _cmd_depth(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_infill_merge(args: argparse.Namespace) -> int:
+    from sbsconv.infill import MERGE_OPTIONS, infill_merge
+
+    result = infill_merge(args.sbs_video, args.infilled_video, args.output, progress=not args.quiet,
+                          **{name: getattr(args, name) for name in MERGE_OPTIONS})
+    print(f"wrote {result.output}: {result.frames} frames, {result.width}x{result.height} {result.codec}, "
+          f"encoder {result.encoder}"
+          + (f" (the inpainted video had {result.infilled_frames})" if result.infilled_frames != result.frames
+             else ""))
+    print("  3D: " + _stereo_line(result.stereo))
+    for line in result.streams:
+        print(f"  {line}")
+    return EXIT_OK
+
+
 def _cmd_doctor(args: argparse.Namespace) -> int:
     from sbsconv.diagnostics import doctor
 
@@ -487,6 +502,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codec", default="h264", choices=("h264", "hevc"))
     p.add_argument("--no-hub", action="store_true", help="do not contact the Hugging Face hub")
     p.set_defaults(run=_cmd_doctor)
+
+    p = sub.add_parser(
+        "infill-merge",
+        help="after inpainting with your own model: its picture with the 3D video's audio and 3D metadata",
+        description="For inpainting with your own model: after 'sbsconv convert IN SBS_VIDEO --fill none "
+        "--infill-mask MASK.mkv' and your model's run on SBS_VIDEO with the mask, writes OUT: the inpainted "
+        "picture of INFILLED_VIDEO with SBS_VIDEO's audio and subtitles (copied), its stereo metadata (st3d or "
+        "StereoMode, Apple's vexu/hfov boxes), its frame timing and its comment. INFILLED_VIDEO must have "
+        "SBS_VIDEO's frame size, frame rate and frames (one more or fewer at the end is allowed); it needs no "
+        "audio or metadata. Checked before anything is written; OUT appears only when complete.",
+    )
+    p.add_argument("sbs_video", metavar="SBS_VIDEO", help="the 3D video sbsconv wrote (with --fill none)")
+    p.add_argument("infilled_video", metavar="INFILLED_VIDEO",
+                   help="the same frames with the holes painted in, from your inpainting model")
+    p.add_argument("output", metavar="OUT", help="the merged 3D video (.mp4, .m4v, .mov or .mkv)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--codec", default="auto", choices=("auto", "h264", "hevc"),
+                   help="auto: SBS_VIDEO's codec and bit depth (default), h264 or hevc")
+    add_option_arguments(p, ["encoder", "crf", "cq", "quality", "preset", "audio", "subtitles"])
+    p.set_defaults(run=_cmd_infill_merge)
 
     p = sub.add_parser("models", help="list the depth models", description="List the registered depth models.")
     p.add_argument("--json", action="store_true", help="print everything as JSON")
