@@ -489,6 +489,10 @@ class ConvertOptions:
             raise OptionError("point clouds need depth values: depth_format='colormap' is a picture")
         if self.infill_mask is not None and self.layout.startswith("vr180"):
             raise OptionError("infill masks are made for flat layouts, not VR180")
+        if self.infill_mask is not None and self.layout == "spatial":
+            raise OptionError("an infill mask is packed like the 3D video, and spatial video holds the eyes as two "
+                              "MV-HEVC views that inpainting tools do not read: use layout='apple-3d' (side by "
+                              "side, with Apple's metadata) for the round trip through sbsconv.infill_merge")
         if self.infill_mask is not None and self.layout.startswith("anaglyph"):
             raise OptionError("an infill mask is packed like the 3D video: it needs a side-by-side "
                               "or top-bottom layout, not an anaglyph")

@@ -336,6 +336,8 @@ def test_depth_options_are_checked(tmp_path, reference):
         sbsconv.export_depth(reference[0], tmp_path / "x.mkv", format="npy", progress=False)
     with pytest.raises(OptionError, match="anaglyph"):
         sbsconv.ConvertOptions(infill_mask="m.mkv", layout="anaglyph")
+    with pytest.raises(OptionError, match="apple-3d"):  # MV-HEVC views: no picture to inpaint
+        sbsconv.ConvertOptions(infill_mask="m.mkv", layout="spatial")
     with pytest.raises(OptionError, match="depth_out"):
         sbsconv.convert(data(CLIP), tmp_path / "o.mp4", depth=reference[0], point_clouds_every=5, progress=False)
 
