@@ -49,11 +49,11 @@ def depth_only(folder: str, clip: Path, seconds: float, precision: str = "auto",
 
 
 def engine(folder: str, clip: Path, seconds: float, out: Path, precision: str = "auto", input_size: int = 518,
-           preset: str | None = PRESET) -> tuple[int, float, object]:
+           preset: str | None = PRESET, fill: str = "temporal") -> tuple[int, float, object]:
     t0 = time.perf_counter()
     result = sbsconv.convert(clip, out, model=folder, device="cpu", duration=seconds, batch_size=BATCH,
                              preset=preset, crf=CRF, progress=False, resume=False, precision=precision,
-                             input_size=input_size)
+                             input_size=input_size, fill=fill)
     return result.frames, time.perf_counter() - t0, result
 
 
@@ -108,6 +108,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--precision", default="auto", help="sbsconv's (the sequential pipeline is fp32 eager)")
     parser.add_argument("--input-size", type=int, default=518)
+    parser.add_argument("--fill-cost", action="store_true",
+                        help="also convert with fill='spatial': the temporal fill's share of the time (issue 29)")
     parser.add_argument("--auto-preset", action="store_true",
                         help="also convert with the preset left to sbsconv (Note [Encoder preset on the CPU])")
     args = parser.parse_args()
@@ -120,6 +122,9 @@ def main() -> None:
         if args.auto_preset:
             n_auto, t_auto, ran_auto = engine(folder, args.clip, args.seconds, Path(tmp) / "auto.mp4", args.precision,
                                               size, preset=None)
+        if args.fill_cost:
+            n_spatial, t_spatial, _ = engine(folder, args.clip, args.seconds, Path(tmp) / "spatial.mp4",
+                                             args.precision, size, fill="spatial")
         n_seq, t_seq = sequential(folder, args.clip, args.seconds, Path(tmp) / "sequential.mp4", size)
     fps_depth, fps_engine, fps_seq = n_depth / t_depth, n_engine / t_engine, n_seq / t_seq
     print(f"CPU, {torch.get_num_threads()} threads; {args.clip.name}, {args.seconds:g} s ({n_engine} frames), "
@@ -133,6 +138,10 @@ def main() -> None:
         fps_auto = n_auto / t_auto
         print(f"| sbsconv.convert, preset chosen by sbsconv ({ran_auto.encoder_preset}) | {fps_auto:.3f} | "
               f"{fps_auto / fps_depth:.2f} of depth-only |")
+    if args.fill_cost:
+        fps_spatial = n_spatial / t_spatial
+        print(f"| sbsconv.convert, fill='spatial' | {fps_spatial:.3f} | the temporal fill (the default) takes "
+              f"{max(0.0, 1 - fps_engine / fps_spatial) * 100:.0f} % of the end-to-end time |")
     print(f"| sequential notebook pipeline | {fps_seq:.3f} | sbsconv {fps_engine / fps_seq:.2f}x faster |")
     print("stage frames/s of busy time:", {k: round(v, 2) for k, v in ran.stage_fps.items()})
 

@@ -102,7 +102,7 @@ void check_dilation(const at::Tensor& disparity, const at::Tensor& frames, int64
 constexpr float kEdge = 1.0f; // a depth edge: the window's disparity spans more than this
 constexpr float kSpread = 4.0f; // two standard deviations, squared
 constexpr float kSlack = 300.0f; // and 10 levels (squared, over three channels)
-constexpr float kNearer = 2.0f; // squared distance to the foreground under twice the background's
+constexpr float kNearer = 1.5f; // squared distance to the foreground's mean under 1.5 times the background's
 
 } // namespace
 

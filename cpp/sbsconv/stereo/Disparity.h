@@ -41,9 +41,9 @@ at::Tensor disparity_from_metric(
 //   - every pixel above the window's middle disparity (the foreground and the ramp up to it)
 //     takes the window's foreground disparity, and
 //   - a pixel below it that does not look like the background (its colour farther than two
-//     standard deviations, and 10 levels, from the background's mean) and is not much
-//     farther from the foreground's mean colour (squared distance under twice the
-//     background's) takes it too, and so moves with the object.
+//     standard deviations, and 10 levels, from the background's mean) and is about as near
+//     the foreground's mean colour (squared distance under 1.5 times the background's: an
+//     even blend of the two sides qualifies) takes it too, and so moves with the object.
 // Background pixels that look like the background keep their disparity: where the depth
 // edge is where the colour edge is (exact depth), nothing moves. Each side's mean is taken
 // over [x - (2r+2), x + (2r+2)]: the near side's pixels are those above the middle of the

@@ -51,7 +51,7 @@ namespace sbsconv {
 struct TemporalFillOptions {
   int64_t past = 12; // frames looked back
   int64_t ahead = 12; // frames looked ahead
-  int64_t flow_width = 320; // the optical flow's working width (pixels)
+  int64_t flow_width = 480; // the optical flow's working width (pixels)
   int64_t memory_bytes = int64_t{1} << 30; // the window's budget
   int64_t batch_size = 1; // the most frames one push or fill brings
   FlowOptions flow;
