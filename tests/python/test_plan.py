@@ -148,3 +148,33 @@ def test_the_binding_refuses_an_unknown_or_a_missing_engine_option(tiny_model, s
         core_options({**p.engine, "stereo": stereo})
     with pytest.raises(TypeError):  # the engine itself takes nothing but its typed options
         _core.Engine(p.engine)
+
+
+def test_the_cuda_batch_is_measured_once_per_model_and_frame_size(tiny_model, monkeypatch):
+    # fitting_batch runs the model on one and on two frames to measure its memory per frame:
+    # once per checkpoint, device and frame size in a process (every later file of a batch
+    # only asks the device's free memory again). CUDA is stood in for here.
+    import torch
+
+    from sbsconv import models
+
+    model = models.load(str(tiny_model), device="cpu", input_size=70)
+    ran: list[int] = []
+    free = [8 * 2**30]
+    monkeypatch.setattr(models, "_MEMORY_PER_FRAME", {})
+    monkeypatch.setattr(type(model), "device", property(lambda self: torch.device("cuda", 0)))
+    monkeypatch.setattr(model, "infer", lambda frames: ran.append(frames.shape[0]))
+    for name in ("synchronize", "reset_peak_memory_stats", "empty_cache"):
+        monkeypatch.setattr(torch.cuda, name, lambda *a, **k: None)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda *a, **k: 0)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a, **k: (50 + 100 * ran[-1]) * 2**20)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a, **k: (free[0], 16 * 2**30))
+    zeros = torch.zeros
+    monkeypatch.setattr(torch, "zeros", lambda *a, device=None, **k: zeros(*a, **k))  # blank frames, on the CPU
+    first, reason = model.fitting_batch(720, 1280)
+    assert ran == [1, 2] and "GiB free" in reason
+    assert model.fitting_batch(720, 1280)[0] == first and ran == [1, 2]  # measured once
+    free[0] = 2 * 2**30
+    assert model.fitting_batch(720, 1280)[0] < first and ran == [1, 2]  # the free memory is asked again
+    model.fitting_batch(1080, 1920)
+    assert ran == [1, 2, 1, 2]  # another frame size: measured again

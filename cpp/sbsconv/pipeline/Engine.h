@@ -147,7 +147,9 @@ struct EngineResult {
 // One conversion runs as five stages, each on its own thread, joined by bounded queues of
 // frame batches: decode (with scene-cut detection and the frame selection of fps/preview
 // modes) -> depth (batched inference; temporal models reset at cuts) -> stabilise (depth
-// stabiliser, disparity, comfort budget) -> stereo (warp, fill, pack) -> encode (and, for a
+// stabiliser, disparity, comfort budget) -> stereo (edge snapping, warp, fill, pack; it
+// holds a batch back until the frames the temporal fill looks ahead to have arrived, Note
+// [Temporal fill]) -> encode (and, for a
 // resumable run, segment files and the journal). Memory is bounded by the queues. A stage
 // that throws records its error (with its stage), aborts every queue and sets the cancel
 // flag, so nothing waits on a dead stage; result() rethrows the first error. cancel() sets

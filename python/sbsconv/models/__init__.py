@@ -51,6 +51,12 @@ class DepthEstimate:
 # output, their queues): kBytesInFlightPerPixel in cpp/sbsconv/pipeline/Engine.cpp.
 ENGINE_BYTES_PER_PIXEL = 120
 
+# fitting_batch's measurements, by what they depend on: the checkpoint, its precision and
+# input size, the device and the frame size -> (bytes per frame, fixed bytes) of inference.
+# Measured once per process (each measurement runs the model twice), then only the device's
+# free memory is asked again.
+_MEMORY_PER_FRAME: dict[tuple, tuple[int, int]] = {}
+
 
 class DepthModel:
     """A loaded depth model (the C++ implementation), ready for inference.
@@ -100,7 +106,8 @@ class DepthModel:
         """On a CUDA device: the batch size whose depth inference and frames in flight fit in
         ``share`` of the device's free memory for frames of ``height`` x ``width``. The model's
         cost per frame is measured, not guessed: it runs on one and on two blank frames of that
-        size and the difference in peak memory is one frame's share (the rest is fixed). The
+        size and the difference in peak memory is one frame's share (the rest is fixed), once per
+        checkpoint, precision, input size, device and frame size in a process. The
         engine's buffers add about ``ENGINE_BYTES_PER_PIXEL`` per pixel of each frame in flight.
         Returns ``(batch, reason)``; a model that keeps state between calls (a video model) is
         not probed and keeps its preferred batch."""
@@ -108,18 +115,21 @@ class DepthModel:
         if device.type != "cuda" or self.temporal:
             batch = int(self._core.preferred_batch(device.type != "cpu"))
             return batch, f"batch_size {batch}: the model's preferred batch"
-        torch.cuda.synchronize(device)
-        peaks = []
-        for n in (1, 2):
-            torch.cuda.reset_peak_memory_stats(device)
-            base = torch.cuda.memory_allocated(device)
-            self.infer(torch.zeros(n, 3, height, width, dtype=torch.uint8, device=device))
+        key = (self.source, self.name, self.dtype, self.input_size, str(device), height, width)
+        if key not in _MEMORY_PER_FRAME:
             torch.cuda.synchronize(device)
-            peaks.append(torch.cuda.max_memory_allocated(device) - base)
-        torch.cuda.empty_cache()
+            peaks = []
+            for n in (1, 2):
+                torch.cuda.reset_peak_memory_stats(device)
+                base = torch.cuda.memory_allocated(device)
+                self.infer(torch.zeros(n, 3, height, width, dtype=torch.uint8, device=device))
+                torch.cuda.synchronize(device)
+                peaks.append(torch.cuda.max_memory_allocated(device) - base)
+            torch.cuda.empty_cache()
+            per_frame_measured = max(peaks[1] - peaks[0], 1)
+            _MEMORY_PER_FRAME[key] = (per_frame_measured, max(peaks[0] - per_frame_measured, 0))
+        model_per_frame, fixed = _MEMORY_PER_FRAME[key]
         free, _ = torch.cuda.mem_get_info(device)
-        model_per_frame = max(peaks[1] - peaks[0], 1)
-        fixed = max(peaks[0] - model_per_frame, 0)
         per_frame = model_per_frame + height * width * ENGINE_BYTES_PER_PIXEL
         batch = int(max(1, min(limit, (free * share - fixed) // per_frame)))
         return batch, (f"batch_size {batch}: {free / 2**30:.1f} GiB free on {device}, about "
