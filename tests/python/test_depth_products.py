@@ -232,14 +232,17 @@ def test_rerender_from_a_lossless_export_equals_the_direct_conversion(tmp_path, 
 
 def test_rerender_takes_other_settings_and_a_window(tmp_path, textured_model, reference):
     # The export holds the whole clip's depth (stabilised over the whole clip): a window of it
-    # re-renders that window of the whole clip's direct conversion, with any 3D settings.
+    # re-renders that window of the whole clip's direct conversion, with any 3D settings. (With
+    # the spatial fill: the temporal fill of a window sees only the window's frames, so its holes
+    # differ near the window's ends; test_metric_rerender_equals_direct re-renders with every
+    # option at its default.)
     path, _, _ = reference
     strong = sbsconv.convert(data(CLIP), tmp_path / "strong.mkv", depth=path, divergence=4.0, progress=False,
-                             crf=0, start=0.5, duration=0.5)
+                             crf=0, start=0.5, duration=0.5, fill="spatial")
     weak = sbsconv.convert(data(CLIP), tmp_path / "weak.mkv", depth=path, divergence=1.0, progress=False, crf=0,
-                           start=0.5, duration=0.5)
+                           start=0.5, duration=0.5, fill="spatial")
     direct = sbsconv.convert(data(CLIP), tmp_path / "direct.mkv", model=str(textured_model), divergence=4.0,
-                             progress=False, crf=0)
+                             progress=False, crf=0, fill="spatial")
     assert strong.frames == weak.frames == 15 and direct.frames == 60
     a = torch.cat([b.data for b in media.read_frames(tmp_path / "strong.mkv", batch_size=64)]).float()
     b = torch.cat([b.data for b in media.read_frames(tmp_path / "direct.mkv", batch_size=64)])[15:30].float()
@@ -358,7 +361,7 @@ def test_infill_mask_marks_each_eyes_disocclusions_with_the_background_side(tmp_
     assert (left[:, 1] == 128).any() and (right[:, 1] == 128).any()  # both eyes have holes
     assert (left[:, 0] == 0).all() and ((right[:, 0] == 255) == (right[:, 1] == 128)).all()
     # holes are a small part of each picture
-    assert (mask[:, 1] == 128).float().mean() < 0.2
+    assert (mask[:, 1] == 128).float().mean() < 0.3  # holes beside the random depth's edges, not everything
 
 
 def test_point_clouds_of_an_export(tmp_path, tiny_metric):

@@ -8,7 +8,6 @@ import math
 import os
 from fractions import Fraction
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import sbsconv
@@ -29,7 +28,7 @@ DEFAULTS = {
     "batch_size": None, "input_size": None, "temporal_mode": "windowed", "layout": "full-sbs",
     "eye_size": None, "keep_aspect": True, "apple_metadata": True, "fps": None, "start": None, "duration": None,
     "divergence": 2.0, "convergence": 0.5, "max_shift": None, "synthetic_view": "both",
-    "ipd_mm": 63.0, "fov_degrees": None, "screen_distance": 2.0, "edge_dilation": 2,
+    "ipd_mm": 63.0, "fov_degrees": None, "screen_distance": 2.0, "fill": "temporal", "edge_dilation": 2,
     "percentiles": (1.0, 99.0), "range_decay": 0.9, "align": True, "smoothing": 0.0,
     "motion_threshold": 0.08, "scene_cuts": True, "cut_sensitivity": 0.5, "min_scene_length": 8,
     "comfort_limit": 3.0, "auto_strength": False,
@@ -336,7 +335,8 @@ def engine_calls(monkeypatch):
         calls.append(dict(options))
         raise _Stop
 
-    monkeypatch.setattr(sbsconv.engine, "_core", SimpleNamespace(Engine=engine))
+    # the plan's engine options, as they go to the typed classes (sbsconv.engine.core_options)
+    monkeypatch.setattr(sbsconv.engine, "core_options", engine)
     monkeypatch.delenv("SBSCONV_CHECK_FLOAT64", raising=False)
     monkeypatch.delenv("SBSCONV_TEST_FAULT", raising=False)
     return calls
