@@ -600,13 +600,20 @@ def _gpus_per_task(ray: Any, options: ConvertOptions) -> int:
 
 
 def _cancel_all(ray: Any, refs: Iterable[Any]) -> None:
-    """Cancels tasks and lets each running conversion stop and clean up."""
+    """Cancels tasks and lets each running conversion stop and clean up. Ray delivers a cancel
+    as a KeyboardInterrupt in the task's thread, which a task can miss (one raised inside
+    Ray's own code while the task reports its progress is not the conversion's to see): the
+    tasks still running are cancelled again every two seconds, for up to 30 s."""
     refs = list(refs)
-    for ref in refs:
-        ray.cancel(ref, force=False)
+    pending = refs
+    deadline = time.monotonic() + 30.0
+    while pending and time.monotonic() < deadline:
+        for ref in pending:
+            ray.cancel(ref, force=False)
+        _, pending = ray.wait(pending, num_returns=len(pending), timeout=2.0)
     for ref in refs:
         with contextlib.suppress(Exception):  # (cancelled, or failed while stopping)
-            ray.get(ref, timeout=30)
+            ray.get(ref, timeout=1.0)
 
 
 def _run_on_ray(jobs: list[tuple[int, str, str]], options: ConvertOptions, *, address: str | None,
