@@ -134,9 +134,11 @@ void TemporalFill::allocate(const at::Tensor& frames) {
   const int64_t gw = gray.size(3);
   const auto dev = frames.device();
   const auto f32 = at::TensorOptions().dtype(at::kFloat).device(dev);
-  frames_ = at::zeros({capacity_, h, w, 3}, at::TensorOptions().dtype(at::kByte).device(dev));
-  disparity_ = at::zeros({capacity_, h, w, 1}, f32);
-  gray_ = at::zeros({capacity_, gh, gw, 1}, f32);
+  // (a slot is read only once it holds a frame; the flows are read before that check, so they
+  // start at zero)
+  frames_ = at::empty({capacity_, h, w, 3}, at::TensorOptions().dtype(at::kByte).device(dev));
+  disparity_ = at::empty({capacity_, h, w, 1}, f32);
+  gray_ = at::empty({capacity_, gh, gw, 1}, f32);
   flow_next_ = at::zeros({capacity_, gh, gw, 2}, f32);
   flow_prev_ = at::zeros({capacity_, gh, gw, 2}, f32);
   const auto i64 = at::TensorOptions().dtype(at::kLong).device(dev);

@@ -19,7 +19,7 @@ namespace sbsconv {
 // the flow a window's width inside a surface (Note [Temporal fill]).
 struct FlowOptions {
   int64_t window_radius = 3; // the window is (2r+1)^2
-  int64_t iterations = 4; // Gauss-Newton steps per level
+  int64_t iterations = 2; // Gauss-Newton steps per level (from the coarser level's flow, two suffice)
   int64_t min_size = 16; // the coarsest level's shorter side
   double regularisation = 1e-4; // added to the normal equations' diagonal
 };
