@@ -554,7 +554,12 @@ def _ray_convert(index: int, source: str, target: str, options: ConvertOptions, 
             reporter.update.remote(index, float(p.get("fraction", 0.0)), os.getpid())
 
     reporter.update.remote(index, 0.0, os.getpid())
-    outcome = _convert_one((source, target, options.replace(device=device), False), on_progress=report)
+    try:
+        outcome = _convert_one((source, target, options.replace(device=device), False), on_progress=report)
+    finally:
+        # the conversion has stopped and cleaned up (a cancel waits for this, not for Ray's
+        # word that the task was cancelled)
+        ray.get(reporter.end.remote(index))
     return dataclasses.replace(outcome, device=where)
 
 
@@ -563,9 +568,16 @@ class _Reporter:
 
     def __init__(self) -> None:
         self.files: dict[int, tuple[float, int]] = {}
+        self.ended: set[int] = set()
 
     def update(self, index: int, fraction: float, pid: int) -> None:
         self.files[index] = (fraction, pid)
+
+    def end(self, index: int) -> None:
+        self.ended.add(index)
+
+    def still_running(self) -> list[int]:
+        return sorted(set(self.files) - self.ended)
 
     def snapshot(self) -> dict[int, tuple[float, int]]:
         return dict(self.files)
@@ -599,11 +611,13 @@ def _gpus_per_task(ray: Any, options: ConvertOptions) -> int:
     return 1 if ray.cluster_resources().get("GPU", 0) >= 1 and options.device != "cpu" else 0
 
 
-def _cancel_all(ray: Any, refs: Iterable[Any]) -> None:
+def _cancel_all(ray: Any, refs: Iterable[Any], reporter: Any = None) -> None:
     """Cancels tasks and lets each running conversion stop and clean up. Ray delivers a cancel
     as a KeyboardInterrupt in the task's thread, which a task can miss (one raised inside
     Ray's own code while the task reports its progress is not the conversion's to see): the
-    tasks still running are cancelled again every two seconds, for up to 30 s."""
+    tasks still running are cancelled again every two seconds, for up to 30 s. Ray may call a
+    task cancelled before its conversion has stopped; with the tasks' ``reporter``, this also
+    waits (within the 30 s) until every conversion that started has ended."""
     refs = list(refs)
     pending = refs
     deadline = time.monotonic() + 30.0
@@ -614,6 +628,11 @@ def _cancel_all(ray: Any, refs: Iterable[Any]) -> None:
     for ref in refs:
         with contextlib.suppress(Exception):  # (cancelled, or failed while stopping)
             ray.get(ref, timeout=1.0)
+    while reporter is not None and time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if not ray.get(reporter.still_running.remote(), timeout=2.0):
+                return
+        time.sleep(0.2)
 
 
 def _run_on_ray(jobs: list[tuple[int, str, str]], options: ConvertOptions, *, address: str | None,
@@ -640,10 +659,10 @@ def _run_on_ray(jobs: list[tuple[int, str, str]], options: ConvertOptions, *, ad
                                               device="ray")
                     record(i, outcome)
                     if stop_on_failure and outcome.status == "failed":
-                        _cancel_all(ray, refs)  # on_error="stop": nothing more runs
+                        _cancel_all(ray, refs, reporter)  # on_error="stop": nothing more runs
                         return
         except BaseException:  # Ctrl-C, a raising callback
-            _cancel_all(ray, refs)
+            _cancel_all(ray, refs, reporter)
             raise
 
 
