@@ -611,16 +611,19 @@ def _gpus_per_task(ray: Any, options: ConvertOptions) -> int:
     return 1 if ray.cluster_resources().get("GPU", 0) >= 1 and options.device != "cpu" else 0
 
 
-def _cancel_all(ray: Any, refs: Iterable[Any], reporter: Any = None) -> None:
+def _cancel_all(ray: Any, refs: Iterable[Any], reporter: Any = None,
+                targets: dict[int, str] | None = None) -> None:
     """Cancels tasks and lets each running conversion stop and clean up. Ray delivers a cancel
     as a KeyboardInterrupt in the task's thread, which a task can miss (one raised inside
     Ray's own code while the task reports its progress is not the conversion's to see): the
-    tasks still running are cancelled again every two seconds, for up to 30 s. Ray may call a
+    tasks still running are cancelled again every two seconds, for up to 20 s. Ray may call a
     task cancelled before its conversion has stopped; with the tasks' ``reporter``, this also
-    waits (within the 30 s) until every conversion that started has ended."""
+    waits (within the 20 s) until every conversion that started has ended, and with their
+    ``targets`` (output path by index) ends the workers of those that did not and removes the
+    temporaries they were writing."""
     refs = list(refs)
     pending = refs
-    deadline = time.monotonic() + 30.0
+    deadline = time.monotonic() + 20.0
     while pending and time.monotonic() < deadline:
         for ref in pending:
             ray.cancel(ref, force=False)
@@ -633,6 +636,21 @@ def _cancel_all(ray: Any, refs: Iterable[Any], reporter: Any = None) -> None:
             if not ray.get(reporter.still_running.remote(), timeout=2.0):
                 return
         time.sleep(0.2)
+    if reporter is not None and targets is not None:
+        # a conversion that did not stop: its worker is ended, and the temporaries it was
+        # writing (a live writer's ".part" files beside its output and in its resume folder)
+        # go with it; the journal keeps what was finished, for a later run to resume
+        with contextlib.suppress(Exception):
+            running = ray.get(reporter.still_running.remote(), timeout=2.0)
+            for ref in refs:
+                ray.cancel(ref, force=True)
+            time.sleep(1.0)
+            for index in running:
+                target = Path(targets[index])
+                logger.warning("%s: the conversion did not stop when cancelled; its worker was ended", target)
+                for folder in (target.parent, target.with_name("." + target.name + ".sbsconv-resume")):
+                    for part in folder.glob(f".{target.name}*.part") if folder == target.parent else folder.glob(".*.part"):
+                        part.unlink(missing_ok=True)
 
 
 def _run_on_ray(jobs: list[tuple[int, str, str]], options: ConvertOptions, *, address: str | None,
@@ -645,6 +663,7 @@ def _run_on_ray(jobs: list[tuple[int, str, str]], options: ConvertOptions, *, ad
         task = ray.remote(_ray_convert).options(num_cpus=1, num_gpus=_gpus_per_task(ray, options),
                                                 max_retries=retries)
         refs = {task.remote(i, source, target, options, reporter): (i, source, target) for i, source, target in jobs}
+        targets = {i: target for i, _, target in jobs}
         try:
             while refs:
                 ready, _ = ray.wait(list(refs), num_returns=1, timeout=0.5)
@@ -659,10 +678,10 @@ def _run_on_ray(jobs: list[tuple[int, str, str]], options: ConvertOptions, *, ad
                                               device="ray")
                     record(i, outcome)
                     if stop_on_failure and outcome.status == "failed":
-                        _cancel_all(ray, refs, reporter)  # on_error="stop": nothing more runs
+                        _cancel_all(ray, refs, reporter, targets)  # on_error="stop": nothing more runs
                         return
         except BaseException:  # Ctrl-C, a raising callback
-            _cancel_all(ray, refs, reporter)
+            _cancel_all(ray, refs, reporter, targets)
             raise
 
 
