@@ -19,6 +19,7 @@
 #include "sbsconv/depth/DepthAnythingV2.h"
 #include "sbsconv/depth/DepthPro.h"
 #include "sbsconv/depth/Int8Linear.h"
+#include "sbsconv/depth/U2Net.h"
 #include "sbsconv/depth/VideoDepthAnything.h"
 #include "sbsconv/common/Logging.h"
 #include "sbsconv/media/ImageFile.h"
@@ -410,6 +411,26 @@ PYBIND11_MODULE(_core, m) {
       py::arg("weights"),
       py::arg("device") = "auto",
       py::arg("precision") = "auto");
+  m.def(
+      "create_u2net",
+      [](const std::string& name,
+         bool small,
+         const py::dict& weights,
+         const std::string& device,
+         const std::string& precision,
+         int64_t input_size) -> std::shared_ptr<DepthModel> {
+        WeightMap map = to_weights(weights);
+        py::gil_scoped_release release;
+        ModelOptions options = make_model_options(device, precision, input_size);
+        const U2NetConfig config{.small = small, .input_size = input_size};
+        return std::make_shared<U2Net>(name, config, map, options);
+      },
+      py::arg("name"),
+      py::arg("small"),
+      py::arg("weights"),
+      py::arg("device") = "auto",
+      py::arg("precision") = "auto",
+      py::arg("input_size") = 320);
   m.def(
       "depth_pro_forward",
       [](DepthModel& model, const at::Tensor& pixel_values) {

@@ -172,6 +172,10 @@ def depth_source_for(options: ConvertOptions, video: MediaInfo) -> DepthSource:
         source = models.load(options.model, checkpoint=options.checkpoint, device=options.device,
                              precision=options.precision, input_size=options.input_size,
                              temporal_mode=options.temporal_mode)
+        if isinstance(source, models.MaskModel):
+            raise OptionError(
+                f"model={options.model!r} makes subject masks, not depth: give a depth model as model="
+                " (sbsconv.models.approaches()), and the mask model to export_mask() or as mask_model=")
         if options.fov_degrees is not None:
             # a model whose metric depth depends on the field of view (Depth Pro) uses the given one
             source._core.set_field_of_view(float(options.fov_degrees))

@@ -56,6 +56,8 @@ Weights: which layouts are tiny and which are full-width (the loaders' checks de
   in the original layout: 12 blocks, as the hooks on blocks 11 and 5 need, 64 wide, 64 px
   tiles, so 256 px input; the last layers of its heads scaled down so that the depth and the
   field of view stay plausible for any input); the loader reads every size off the shapes.
+- U²-Net (``u2net.pth``, ``u2netp.pth``: the reference's pickled state dict, float32): the
+  reference's own layout at full size (it has no size to read off), random weights.
 - ``fill_transformers_repo``: the transformers layout (config.json, model.safetensors,
   preprocessor_config.json) of a spec's ``alternative_repo``, tiny.
 
@@ -288,6 +290,31 @@ def _depth_pro(seed: int) -> bytes:
     return _torch_bytes({k: v.half() for k, v in original_layout(ref).items()})
 
 
+def u2net_reference(small: bool, seed: int = 0):
+    """U²-Net's reference network (backgroundremover's copy of xuebinqin/U-2-Net's
+    model/u2net.py) with random weights, its batch norms given random statistics so that
+    folding them is tested, in eval mode."""
+    from backgroundremover.u2net import u2net as reference
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = (reference.U2NETP if small else reference.U2NET)(3, 1).eval()
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.data.uniform_(0.5, 1.5)
+                m.bias.data.uniform_(-0.2, 0.2)
+    return net
+
+
+@functools.cache
+def _u2net(filename: str, seed: int) -> bytes:
+    # the published u2net.pth / u2netp.pth: the reference's state dict, float32 (full size:
+    # the layout is fixed, 176 MB for u2net)
+    return _torch_bytes(u2net_reference(filename == "u2netp.pth", seed).state_dict())
+
+
 def published_files(name: str, *, seed: int = 0) -> dict[str, bytes]:
     """The files of registry model ``name``'s repository that its loader reads, random weights
     in the published layout: ``{spec.filename: bytes}``, and ``config.json`` for Depth
@@ -303,6 +330,8 @@ def published_files(name: str, *, seed: int = 0) -> dict[str, bytes]:
         return dict(_depth_anything_3(s.options["preset"], seed))
     if s.family == "depth-pro":
         return {s.filename: _depth_pro(seed)}
+    if s.family == "u2net":
+        return {s.filename: _u2net(s.filename, seed)}
     raise NotImplementedError(
         f"hubcache has no weights for the {s.family!r} family ({name}): add them here")
 

@@ -12,6 +12,8 @@ const char* depth_kind_name(DepthKind kind) {
       return "metric";
     case DepthKind::RelativeDepth:
       return "relative-depth";
+    case DepthKind::SalientMask:
+      return "mask";
     default:
       return "relative";
   }

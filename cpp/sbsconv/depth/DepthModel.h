@@ -14,6 +14,7 @@ enum class DepthKind {
   Relative, // affine-invariant inverse depth (disparity-like): larger is nearer
   Metric, // metres from the camera
   RelativeDepth, // depth up to an unknown scale: larger is farther (Depth Anything 3)
+  SalientMask, // not depth: the salient object's mask in [0,1] (U2-Net; Note [U2-Net salient-object masks])
 };
 
 const char* depth_kind_name(DepthKind kind);

@@ -30,10 +30,11 @@ from sbsconv.models import depth_anything_v2  # noqa: E402,F401  (registration)
 from sbsconv.models import video_depth_anything  # noqa: E402,F401  (registration)
 from sbsconv.models import depth_pro  # noqa: E402,F401  (registration)
 from sbsconv.models import depth_anything_3  # noqa: E402,F401  (registration)
+from sbsconv.models import u2net  # noqa: E402,F401  (registration)
 
 logger = logging.getLogger("sbsconv")
 
-__all__ = ["DepthEstimate", "DepthModel", "ModelSpec", "approaches", "available", "load", "spec"]
+__all__ = ["DepthEstimate", "DepthModel", "MaskModel", "ModelSpec", "approaches", "available", "load", "spec"]
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -215,14 +216,39 @@ class DepthModel:
                 f" dtype={self.dtype!r}, input_size={self.input_size})")
 
 
+class MaskModel(DepthModel):
+    """A loaded salient-object mask model (U²-Net; the C++ implementation), with the depth
+    models' loading, precision and batching. ``infer(frames)`` / ``masks(frames)`` take uint8
+    RGB frames ``[N,3,H,W]`` and return float ``[N,1,H,W]`` in [0, 1], 1 on the subject, with
+    the reference's pre- and post-processing on the device. It is not depth: the engine's
+    ``model=`` refuses it; ``mask_model=`` takes it."""
+
+    def masks(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.infer(frames)
+
+    @property
+    def relative(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return (f"MaskModel({self.name!r}, device={self._core.device!r}, dtype={self.dtype!r},"
+                f" input_size={self.input_size})")
+
+
+def _wrap(family, core: Any, spec: ModelSpec | None, source: str, input_size: int, precision: str) -> DepthModel:
+    """The Python face of a built model: its family says what it makes."""
+    cls = MaskModel if family.product == "mask" else DepthModel
+    return cls(core, spec, source, input_size, precision)
+
+
 def available() -> list[str]:
     """The registry names, sorted."""
     return sorted(specs())
 
 
 def approaches() -> list[str]:
-    """One registry name per model family, at its defaults: what sbsconv-bench compares."""
-    return [f.default for f in families().values() if f.default]
+    """One registry name per depth-model family, at its defaults: what sbsconv-bench compares."""
+    return [f.default for f in families().values() if f.default and f.product == "depth"]
 
 
 def spec(name: str) -> ModelSpec:
@@ -299,26 +325,20 @@ def load(
         raise OptionError(f"temporal_mode must be 'windowed' or 'streaming', not {temporal_mode!r}")
     extra = {"temporal_mode": temporal_mode}
     device = str(device)
-    precision = _cpu_precision(device, precision)
     model_str = os.fspath(model)
     try:
         if model_str in specs():
             s = specs()[model_str]
             _announce(s)
             path = Path(checkpoint) if checkpoint is not None else _download_spec(s)
-            input_size = input_size or families()[s.family].input_size
-            core = families()[s.family].builder(s, path, device, precision, input_size, **extra)
-            return DepthModel(core, s, str(path), input_size, precision)
+            return _build(families()[s.family], s, path, str(path), device, precision, input_size, extra)
         if checkpoint is not None:
             raise OptionError(
                 f"checkpoint= replaces the download of a registry model; {model_str!r} is not one"
                 f" (known: {', '.join(available())})")
         path = Path(model_str).expanduser()
         if path.exists():
-            family = _family_for_path(path)
-            input_size = input_size or family.input_size
-            core = family.builder(None, path, device, precision, input_size, **extra)
-            return DepthModel(core, None, str(path), input_size, precision)
+            return _build(_family_for_path(path), None, path, str(path), device, precision, input_size, extra)
         if _REPO_ID.match(model_str) and not model_str.startswith((".", "/")):
             return _load_repo(model_str, device, precision, input_size, extra)
         raise ModelError(
@@ -328,6 +348,15 @@ def load(
         flush_log()
 
 
+def _build(family, s: ModelSpec | None, path: Path, source: str, device: str, precision: str,
+           input_size: int | None, extra: dict) -> DepthModel:
+    """Builds a family's model from a checkpoint path, with its defaults for what is not given."""
+    precision = _cpu_precision(device, precision, family)
+    input_size = input_size or family.input_size
+    core = family.builder(s, path, device, precision, input_size, **extra)
+    return _wrap(family, core, s, source, input_size, precision)
+
+
 def _on_cpu(device: str) -> bool:
     if device == "auto":
         mps = getattr(torch.backends, "mps", None)
@@ -335,10 +364,13 @@ def _on_cpu(device: str) -> bool:
     return torch.device(device).type == "cpu"
 
 
-def _cpu_precision(device: str, precision: str) -> str:
-    """precision="auto" on the CPU: chosen for this processor, and said."""
+def _cpu_precision(device: str, precision: str, family) -> str:
+    """precision="auto" on the CPU: chosen for this processor and the family, and said."""
     if precision != "auto" or not _on_cpu(device):
         return precision
+    if not family.int8:
+        logger.info("precision auto on the CPU: fp32 (%s has no int8 path)", family.name)
+        return "fp32"
     from sbsconv.models.precision import auto_cpu_precision
 
     chosen, why = auto_cpu_precision()
@@ -376,9 +408,7 @@ def _load_repo(repo_id: str, device: str, precision: str, input_size: int | None
         if s.repo_id == repo_id and s.filename in files:
             _announce(s)
             path = hub.download(repo_id, s.filename)
-            input_size = input_size or families()[s.family].input_size
-            core = families()[s.family].builder(s, path, device, precision, input_size, **extra)
-            return DepthModel(core, s, str(path), input_size, precision)
+            return _build(families()[s.family], s, path, str(path), device, precision, input_size, extra)
     if "config.json" in files:
         weight_files = [f for f in files if f.endswith(".safetensors")]
         if not weight_files:
@@ -387,17 +417,12 @@ def _load_repo(repo_id: str, device: str, precision: str, input_size: int | None
         for f in weight_files:
             hub.download(repo_id, f)
         folder = config_path.parent
-        family = _family_for_path(folder)
-        input_size = input_size or family.input_size
-        core = family.builder(None, folder, device, precision, input_size, **extra)
-        return DepthModel(core, None, repo_id, input_size, precision)
+        return _build(_family_for_path(folder), None, folder, repo_id, device, precision, input_size, extra)
     checkpoints = [f for f in files if f.endswith((".pth", ".pt", ".safetensors"))]
     if len(checkpoints) == 1:
         path = hub.download(repo_id, checkpoints[0])
-        family = _family_for_path(path)
-        input_size = input_size or family.input_size
-        core = family.builder(None, path, device, precision, input_size, **extra)
-        return DepthModel(core, None, f"{repo_id}/{checkpoints[0]}", input_size, precision)
+        return _build(_family_for_path(path), None, path, f"{repo_id}/{checkpoints[0]}", device, precision,
+                      input_size, extra)
     raise ModelError(
         f"{repo_id} holds no single checkpoint sbsconv can load (files: {', '.join(files[:20])})",
         stage="load model")

@@ -19,7 +19,7 @@ class ModelSpec:
     repo_id: str  # Hugging Face repository
     filename: str  # file in that repository
     license: str  # SPDX-style identifier of the checkpoint's licence
-    kind: str  # "relative" or "metric"
+    kind: str  # "relative", "relative-depth", "metric", or "mask" (not depth: a subject mask)
     description: str = ""
     options: dict[str, Any] = field(default_factory=dict)  # family-specific (encoder size ...)
     commercial: bool | None = None  # None: read off the licence name (NC = non-commercial)
@@ -49,6 +49,10 @@ class Family:
     default: str | None = None  # the registry name that stands for the family (sbsconv-bench)
     # input_size when the caller gives none: the side the family's reference resizes to
     input_size: int = 518
+    # what its models make: "depth", or "mask" (salient-object masks: sbsconv.models.MaskModel)
+    product: str = "depth"
+    # whether it has an int8 path on the CPU (precision="auto" there picks int8 only if so)
+    int8: bool = True
 
 
 _SPECS: dict[str, ModelSpec] = {}
