@@ -146,7 +146,7 @@ def focal_length(width: int, fov_degrees: float) -> float:
 
 def point_cloud(frame, depth, fov_degrees: float, *, relative: bool = False,
                 scale: float | None = None, stride: int = 1,
-                max_distance: float | None = None) -> PointCloud:
+                max_distance: float | None = None, mask=None, keep: str = "subject") -> PointCloud:
     """The frame's pixels placed in 3D by their depth: one point per pixel (every
     ``stride``-th row and column), coloured by the pixel.
 
@@ -160,6 +160,10 @@ def point_cloud(frame, depth, fov_degrees: float, *, relative: bool = False,
     1: ``z = scale / max(d, 0.01)``, which places the farthest points at most 100 times as far
     as the nearest. Points whose z is not finite or not positive are dropped, and so are
     those with z > ``max_distance`` (metres) when it is given.
+
+    ``mask``: a subject mask (float [H,W] or [1,H,W] in [0, 1], as :func:`sbsconv.read_masks`
+    gives, resized like the depth): ``keep="subject"`` keeps only the points where it is at
+    least 0.5, ``keep="background"`` only the others.
     """
     hwc = _frame_hwc(frame)
     height, width = hwc.shape[:2]
@@ -177,20 +181,25 @@ def point_cloud(frame, depth, fov_degrees: float, *, relative: bool = False,
     step = _number(stride, "stride", integer=True)
     limit = None if max_distance is None else _number(max_distance, "max_distance")
     values = _depth_map(depth, (height, width))[::step, ::step]
+    if keep not in ("subject", "background"):
+        raise OptionError(f"keep must be 'subject' or 'background', got {keep!r}")
+    subject = None if mask is None else _depth_map(mask, (height, width))[::step, ::step] >= 0.5
 
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if relative:
             z = np.float32(scale) / np.maximum(values, np.float32(MIN_INVERSE_DEPTH))
         else:
             z = values
-        keep = np.isfinite(z) & (z > 0)
+        kept = np.isfinite(z) & (z > 0)
         if limit is not None:
-            keep &= z <= limit
+            kept &= z <= limit
+        if subject is not None:
+            kept &= subject if keep == "subject" else ~subject
     f = focal_length(width, fov)
     # the rays through the pixel centres, per column and per row (z = 1)
     ray_x = ((np.arange(0, width, step) + 0.5 - width / 2) / f).astype(np.float32)
     ray_y = ((np.arange(0, height, step) + 0.5 - height / 2) / f).astype(np.float32)
-    rows, cols = np.nonzero(keep)
+    rows, cols = np.nonzero(kept)
     z_kept = z[rows, cols].astype(np.float32, copy=False)
     xyz = np.empty((len(z_kept), 3), dtype=np.float32)
     np.multiply(ray_x[cols], z_kept, out=xyz[:, 0])

@@ -186,13 +186,14 @@ def pytest_runtest_makereport(item, call):
 def hub_cache(tmp_path_factory) -> Path:
     """A Hugging Face hub cache laid out as `hf download` leaves it (blobs, snapshots, refs), with
     random weights in the published file layouts (tests/python/hubcache.py) of the default model
-    and of each family's default approach (what the README, the notebook, the web app and
+    and of each family's default (what the README, the notebook, the web app, export_mask and
     sbsconv-bench reach without naming a model)."""
     import hubcache
     import sbsconv
     from sbsconv import models
 
-    names = sorted({sbsconv.ConvertOptions().model, *models.approaches()})
+    # every family's default: the depth approaches and the mask model (export_mask's default)
+    names = sorted({sbsconv.ConvertOptions().model, *(f.default for f in models.families().values() if f.default)})
     return hubcache.hub_cache_fixture(tmp_path_factory, names)
 
 

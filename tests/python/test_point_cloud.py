@@ -393,3 +393,23 @@ def test_preview_depth_panels_of_metric_depth():
     np.testing.assert_array_equal(panels[1].image.permute(1, 2, 0).numpy(), chart)
     assert preview._depth_panels(frame, {"depth": depth, "kind": "metric", "fov": 50.0},
                                  point_cloud=False, histogram=False) == []
+
+
+def test_a_subject_mask_keeps_or_drops_the_subject():
+    frame = torch.zeros(3, 40, 60, dtype=torch.uint8)
+    frame[0, 10:30, 20:40] = 255  # the subject is red
+    depth = torch.full((40, 60), 4.0)
+    depth[10:30, 20:40] = 2.0
+    mask = torch.zeros(1, 20, 30)  # half size: resized to the frame as depth is
+    mask[0, 5:15, 10:20] = 1.0
+    whole = point_cloud(frame, depth, 60.0)
+    subject = point_cloud(frame, depth, 60.0, mask=mask)
+    background = point_cloud(frame, depth, 60.0, mask=mask, keep="background")
+    assert len(subject) + len(background) == len(whole) == 40 * 60
+    assert len(subject) == 20 * 20
+    assert np.allclose(subject.xyz[:, 2], 2.0) and (subject.rgb[:, 0] == 255).all()
+    assert np.allclose(background.xyz[:, 2], 4.0)
+    with pytest.raises(OptionError, match="keep"):
+        point_cloud(frame, depth, 60.0, mask=mask, keep="both")
+    with pytest.raises(OptionError):
+        point_cloud(frame, depth, 60.0, mask=torch.zeros(2, 3, 4))

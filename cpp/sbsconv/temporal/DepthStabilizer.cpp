@@ -120,7 +120,8 @@ at::Tensor DepthStabilizer::process(
 
   for (int64_t i = 0; i < n; ++i) {
     at::Tensor raw = depth[i].unsqueeze(0).to(at::kFloat);
-    const bool fresh = !started_ || starts_shot[i] || !range_.defined();
+    // (metric values have no range: only relative depth needs one before it continues)
+    const bool fresh = !started_ || starts_shot[i] || (options_.relative && !range_.defined());
     at::Tensor value;
     if (options_.relative) {
       at::Tensor aligned = raw;

@@ -1,0 +1,179 @@
+"""Subject masks: ``sbsconv.export_mask()`` writes the salient subject of every frame of a
+video (U²-Net, :class:`sbsconv.models.MaskModel`) as a mask video with a JSON sidecar, and
+:func:`read_masks` reads one back, checked against its video.
+
+    sbsconv.export_mask("clip.mp4", "clip_mask.mkv")        # u2netp; clip_mask.mkv.json beside it
+
+The file is a depth file of sbsconv's ``gray16`` format (16-bit FFV1 in Matroska, lossless,
+values 0..1 over 0..65535; Note [Depth files] in cpp/sbsconv/media/DepthFile.h) whose sidecar
+says ``"product": "mask"``: every depth tool reads it, and it keeps 16 bits where a mask has
+8 of meaning. Masks are temporally stable: each frame's mask is blended with the previous
+output where the picture did not move (the stabiliser's motion-weighted EMA, Note [Depth
+stabilisation], on the mask's values), and a scene cut starts afresh.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from sbsconv._native import _core
+from sbsconv.errors import InputError, OptionError
+
+__all__ = ["MaskExportResult", "export_mask", "read_masks"]
+
+# The scene-cut detector decides a frame's cut two frames later (SceneCutDetector).
+_CUT_LAG = 2
+_MOTION_THRESHOLD = 0.08  # mean absolute RGB change (0..1) where the blending stops
+
+
+@dataclass(frozen=True)
+class MaskExportResult:
+    path: str
+    sidecar: str
+    frames: int
+    seconds: float
+    fps: float  # frames per second of this call
+    model: str
+    cuts: tuple[int, ...]  # frames that start a new shot (the masks start afresh there)
+    warnings: tuple[str, ...]
+
+
+def mask_output_path(input: str | os.PathLike[str], output: str | os.PathLike[str] | None) -> str:
+    if output is None:
+        p = Path(input)
+        return str(p.with_name(p.stem + "_mask.mkv"))
+    out = os.fspath(output)
+    if Path(out).suffix.lower() != ".mkv":
+        raise OptionError(f"a mask video is written as 16-bit FFV1 in Matroska: name it .mkv, not {out!r}")
+    return out
+
+
+def export_mask(
+    input: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None = None,
+    *,
+    model: str | os.PathLike[str] = "u2netp",
+    checkpoint: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    input_size: int | None = None,
+    batch_size: int | None = None,
+    start: float | None = None,
+    duration: float | None = None,
+    smoothing: float = 0.6,
+) -> MaskExportResult:
+    """Writes the salient subject's mask of every frame of ``input`` (float in [0, 1], 1 on the
+    subject) to ``output`` (default ``<input>_mask.mkv``) with its sidecar.
+
+    ``model``: a mask model's registry name (``u2netp``, ``u2net``), path or repository id;
+    ``input_size``: the side frames are resized to for it (default: the reference's 320).
+    ``smoothing`` (0..0.95): how much of the previous frame's mask a still pixel keeps (0: each
+    frame on its own). ``start``/``duration`` (seconds) take a part of the video.
+    """
+    from sbsconv import media, models
+
+    t0 = time.perf_counter()
+    input_path = os.fspath(input)
+    if isinstance(smoothing, bool) or not isinstance(smoothing, int | float) or not 0 <= smoothing <= 0.95:
+        raise OptionError(f"smoothing must be a number within 0..0.95, got {smoothing!r}")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise OptionError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    path = mask_output_path(input_path, output)
+    if os.path.abspath(path) == os.path.abspath(input_path):
+        raise OptionError("the mask would overwrite its input video; choose another output")
+    info = media.probe(input_path)
+    mask_model = models.load(model, checkpoint=checkpoint, device=device, precision=precision,
+                             input_size=input_size)
+    if not isinstance(mask_model, models.MaskModel):
+        raise OptionError(f"model={os.fspath(model)!r} estimates depth, not subject masks: give a mask model"
+                          " (u2netp, u2net)")
+    batch = batch_size or int(mask_model._core.preferred_batch(mask_model.device.type != "cpu"))
+    detector = _core.SceneCutDetector(sensitivity=0.5, min_scene_length=8)
+    stabiliser = _core.DepthStabilizer(relative=False, align=False, alpha=float(smoothing),
+                                       motion_threshold=_MOTION_THRESHOLD)
+    extra = {"product": "mask", "model": mask_model.name, "license": mask_model.license,
+             "smoothing": float(smoothing), "source_video": os.path.abspath(input_path),
+             "sbsconv_version": _core.__version__}
+    members = ",\n  ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in extra.items())
+    writer = None
+    pending: list[tuple[torch.Tensor, torch.Tensor, list[int], list[float]]] = []  # frames, masks, pts, times
+    cuts: list[int] = []
+    done = pushed = 0
+
+    def write_through(limit: int) -> None:
+        """Stabilises and writes the pending frames whose cut decision is final (index < limit)."""
+        nonlocal done
+        while pending and done + len(pending[0][2]) <= limit:
+            frames, masks, pts, times = pending.pop(0)
+            starts = [done + k == 0 or (done + k) in cuts for k in range(len(pts))]
+            writer.write(stabiliser.process(masks, frames, starts), pts, times)
+            done += len(pts)
+
+    try:
+        for fb in media.read_frames(input_path, batch_size=batch, start=start, duration=duration,
+                                    device=mask_model.device):
+            frames = fb.data.contiguous()
+            if writer is None:
+                writer = _core.DepthWriter(
+                    _core.DepthExportOptions(path=path, format="gray16", relative=True, max_depth=1.0, half=False,
+                                             fov_degrees=None, sidecar_extra=members),
+                    width=int(frames.shape[3]), height=int(frames.shape[2]), time_base=fb.time_base,
+                    frame_rate=info.fps, time_origin=float(fb.pts[0]), source_start=float(info.start_time))
+            masks = mask_model.masks(frames)
+            cuts += detector.push(frames)  # indices from the first frame pushed
+            pushed += len(fb)
+            pending.append((frames, masks, list(fb.pts_ticks), [float(t) - info.start_time for t in fb.pts.tolist()]))
+            write_through(pushed - _CUT_LAG)
+        if writer is None:
+            raise InputError("the video holds no frames in the chosen window", path=input_path, stage="decode")
+        cuts += detector.flush()
+        write_through(pushed)
+        summary = writer.finish(sorted(set(cuts)))
+    finally:
+        del writer  # an unfinished writer removes what it wrote
+    seconds = time.perf_counter() - t0
+    return MaskExportResult(path=summary["path"], sidecar=summary["sidecar"], frames=done, seconds=seconds,
+                            fps=done / seconds if seconds > 0 else 0.0, model=mask_model.name,
+                            cuts=tuple(sorted(set(cuts))), warnings=tuple(summary["warnings"]))
+
+
+def read_masks(path: str | os.PathLike[str], video: str | os.PathLike[str] | None = None,
+               *, tolerance: float = 0.5) -> torch.Tensor:
+    """A mask file's masks, float ``[N,1,H,W]`` in [0, 1]. Given its ``video``, the masks must
+    be of the video's size, frame rate and length (within ``tolerance`` frames): otherwise an
+    InputError says which differs."""
+    from sbsconv import media
+    from sbsconv.depthio import open_depth
+
+    spec, info = open_depth(path)
+    side = info.sidecar or {}
+    if side.get("product") != "mask":
+        raise InputError("not a mask file (its sidecar does not say product: mask); make one with export_mask()",
+                         path=os.fspath(path), stage="read mask")
+    if video is not None:
+        v = media.probe(video)
+        if (info.width, info.height) != (v.width, v.height):
+            raise InputError(f"the masks are {info.width}x{info.height}, the video {v.width}x{v.height}",
+                             path=os.fspath(path), stage="read mask")
+        if v.fps and info.fps and abs(float(info.fps) - float(v.fps)) > 0.01 * float(v.fps):
+            raise InputError(f"the masks run at {float(info.fps):.3f} frames/s, the video at {float(v.fps):.3f}",
+                             path=os.fspath(path), stage="read mask")
+        if v.num_frames and info.frame_count >= 0 and abs(info.frame_count - v.num_frames) > tolerance:
+            raise InputError(f"the masks hold {info.frame_count} frames, the video {v.num_frames}",
+                             path=os.fspath(path), stage="read mask")
+    reader = _core.DepthReader(_core.DepthSourceOptions(**spec))
+    out = []
+    while True:
+        depth, times, _ = reader.read(64)
+        if depth is None or not times:
+            break
+        out.append(depth)
+    if not out:
+        raise InputError("the mask file holds no frames", path=os.fspath(path), stage="read mask")
+    return torch.cat(out).clamp_(0.0, 1.0)
