@@ -383,6 +383,18 @@ def _cmd_depth(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_mask(args: argparse.Namespace) -> int:
+    from sbsconv.masks import export_mask
+
+    result = export_mask(args.input, args.output, model=args.model, checkpoint=args.checkpoint,
+                         device=args.device, precision=args.precision, input_size=args.input_size,
+                         batch_size=args.batch_size, start=args.start, duration=args.duration,
+                         smoothing=args.smoothing)
+    print(f"wrote {result.path}: {result.frames} frames of {result.model} subject masks, {result.fps:.1f} frames/s, "
+          f"sidecar {result.sidecar}" + (f"; scene cuts at {', '.join(map(str, result.cuts))}" if result.cuts else ""))
+    return EXIT_OK
+
+
 def _cmd_infill_merge(args: argparse.Namespace) -> int:
     from sbsconv.infill import MERGE_OPTIONS, infill_merge
 
@@ -522,6 +534,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: SBS_VIDEO's codec and bit depth (default), h264 or hevc")
     add_option_arguments(p, ["encoder", "crf", "cq", "quality", "preset", "audio", "subtitles"])
     p.set_defaults(run=_cmd_infill_merge)
+
+    p = sub.add_parser(
+        "mask",
+        help="export a video's subject masks (U²-Net salient-object masks)",
+        description="Write the salient subject of every frame (people, the object in focus) as a mask video: "
+        "16-bit FFV1 in Matroska, 0 background to 1 subject, with a JSON sidecar (product: mask). Stable over "
+        "time on still pixels, afresh at every scene cut. Models: u2netp (default, small) and u2net.",
+    )
+    p.add_argument("input", help="video file")
+    p.add_argument("output", nargs="?", default=None, help="mask file (.mkv; default INPUT_mask.mkv)")
+    p.add_argument("--model", default="u2netp", help="u2netp (default), u2net, or a checkpoint path")
+    p.add_argument("--checkpoint", default=None, help="a local file for the registry model (no download)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
+    p.add_argument("--input-size", type=int, default=None, help="the side frames are resized to (default 320)")
+    p.add_argument("--batch-size", type=int, default=None, help="frames per model call (default: the model's)")
+    p.add_argument("--start", type=float, default=None, help="start, in seconds from the beginning")
+    p.add_argument("--duration", type=float, default=None, help="length to process, in seconds")
+    p.add_argument("--smoothing", type=float, default=0.6,
+                   help="how much of the previous mask a still pixel keeps, 0..0.95 (default 0.6)")
+    p.set_defaults(run=_cmd_mask)
 
     p = sub.add_parser("models", help="list the depth models", description="List the registered depth models.")
     p.add_argument("--json", action="store_true", help="print everything as JSON")
