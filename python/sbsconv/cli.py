@@ -556,7 +556,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how much of the previous mask a still pixel keeps, 0..0.95 (default 0.6)")
     p.set_defaults(run=_cmd_mask)
 
-    p = sub.add_parser("models", help="list the depth models", description="List the registered depth models.")
+    p = sub.add_parser("models", help="list the models", description="List the registered models: depth models, and the "
+                       "subject-mask models (kind mask) that sbsconv mask runs.")
     p.add_argument("--json", action="store_true", help="print everything as JSON")
     p.set_defaults(run=_cmd_models)
 

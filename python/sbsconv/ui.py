@@ -137,7 +137,7 @@ def model_choices() -> list[tuple[str, str]]:
     from sbsconv.models import hub
 
     out = []
-    for name in models.available():
+    for name in models.depth_models():
         s = models.spec(name)
         try:
             cached = hub.cached_path(s.repo_id, s.filename) is not None

@@ -102,7 +102,11 @@ def test_the_registry_names_the_licence_and_the_family_is_not_a_depth_approach()
     for name in ("u2net", "u2netp"):
         s = models.spec(name)
         assert s.license == "Apache-2.0" and s.kind == "mask" and s.commercial_use
-    assert "u2netp" not in models.approaches()
+    assert "u2netp" not in models.approaches() and "u2net" not in models.depth_models()
+    assert "depth-anything-v2-small" in models.depth_models()
+    from sbsconv import ui
+
+    assert not any(name.startswith("u2net") for _, name in ui.model_choices())  # the app's depth menu
 
 
 def test_a_checkpoint_of_another_layout_is_a_clear_error(tmp_path):

@@ -145,7 +145,6 @@ void TemporalFill::allocate(const at::Tensor& frames) {
   slot_index_ = at::full({capacity_}, -1, i64);
   slot_shot_ = at::full({capacity_}, -1, i64);
   slot_segment_ = at::full({capacity_}, -1, i64);
-  held_index_.assign(capacity_, -1);
 }
 
 void TemporalFill::push(
@@ -200,7 +199,6 @@ void TemporalFill::push(
   at::Tensor slots = at::empty({n}, at::kLong);
   for (int64_t i = 0; i < n; ++i) {
     slots[i] = slot(first + i);
-    held_index_[slot(first + i)] = first + i;
   }
   slots = slots.to(frames_.device());
   frames_.index_copy_(0, slots, frames.permute({0, 2, 3, 1}));
@@ -223,15 +221,6 @@ void TemporalFill::push(
     flow_prev_.index_copy_(0, to_slots.to(frames_.device()), backward);
   }
   next_index_ = first + n;
-}
-
-void TemporalFill::forget_before(int64_t index) {
-  const int64_t keep_from = index - past_;
-  for (int64_t s = 0; s < capacity_; ++s) {
-    if (held_index_[s] >= 0 && held_index_[s] < keep_from) {
-      held_index_[s] = -1; // the slot is reused by a later push; its device index stays until then
-    }
-  }
 }
 
 void TemporalFill::fill(int64_t first, const std::vector<std::pair<double, EyeResult*>>& eyes, Impl impl) {

@@ -85,9 +85,6 @@ class TemporalFill {
   enum class Impl { Auto, Tensor, Cpu };
   void fill(int64_t first, const std::vector<std::pair<double, EyeResult*>>& eyes, Impl impl = Impl::Auto);
 
-  // Frames before `index` - past are no longer needed.
-  void forget_before(int64_t index);
-
  private:
   void allocate(const at::Tensor& frames);
   void fill_tensor(int64_t first, const std::vector<std::pair<double, EyeResult*>>& eyes);
@@ -115,7 +112,6 @@ class TemporalFill {
   at::Tensor slot_index_;
   at::Tensor slot_shot_;
   at::Tensor slot_segment_;
-  std::vector<int64_t> held_index_;
 };
 
 } // namespace sbsconv

@@ -34,7 +34,8 @@ from sbsconv.models import u2net  # noqa: E402,F401  (registration)
 
 logger = logging.getLogger("sbsconv")
 
-__all__ = ["DepthEstimate", "DepthModel", "MaskModel", "ModelSpec", "approaches", "available", "load", "spec"]
+__all__ = ["DepthEstimate", "DepthModel", "MaskModel", "ModelSpec", "approaches", "available", "depth_models", "load",
+           "spec"]
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -244,6 +245,11 @@ def _wrap(family, core: Any, spec: ModelSpec | None, source: str, input_size: in
 def available() -> list[str]:
     """The registry names, sorted."""
     return sorted(specs())
+
+
+def depth_models() -> list[str]:
+    """The registry names of depth models (not the mask models), sorted: what model= takes."""
+    return sorted(n for n, s in specs().items() if families()[s.family].product == "depth")
 
 
 def approaches() -> list[str]:
