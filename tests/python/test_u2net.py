@@ -141,3 +141,20 @@ def test_convert_refuses_a_mask_model_as_the_depth_model(small_checkpoint, sampl
     with pytest.raises(OptionError, match="mask"):
         sbsconv.convert(sample_clip_short, out, model=str(path))
     assert not out.exists()
+
+
+@pytest.mark.parametrize("device", [
+    pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                    reason="needs an NVIDIA GPU with CUDA")]),
+    pytest.param("mps", marks=[pytest.mark.mps, pytest.mark.skipif(
+        not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()),
+        reason="needs an Apple Silicon GPU (MPS)")]),
+])
+def test_masks_on_a_gpu_match_the_cpu(small_checkpoint, device):
+    _, path = small_checkpoint
+    frames = torch.randint(0, 256, (4, 3, 90, 160), dtype=torch.uint8, generator=torch.Generator().manual_seed(6))
+    exact = models.load(path, device="cpu", precision="fp32").masks(frames)
+    for precision, budget in (("fp32", 1e-3), ("auto", 0.03)):  # auto: fp16
+        model = models.load(path, device=device, precision=precision)
+        got = model.masks(frames.to(device)).cpu()
+        assert got.shape == exact.shape and (got - exact).abs().mean().item() < budget

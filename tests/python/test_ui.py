@@ -92,7 +92,7 @@ def test_the_model_menu_names_licences_and_what_is_cached(tmp_path, tiny_model):
     done = subprocess.run([sys.executable, "-c", CHOICES], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     labels = json.loads(done.stdout.strip().splitlines()[-1])
-    assert set(labels) == set(sbsconv.models.available())
+    assert set(labels) == set(sbsconv.models.depth_models())  # the mask models are not depth
     assert labels["depth-anything-v2-small"] == "depth-anything-v2-small (Apache-2.0, cached)"
     assert labels["depth-anything-v2-large"] == "depth-anything-v2-large (CC-BY-NC-4.0, non-commercial)"
     assert labels["depth-anything-3-small"] == "depth-anything-3-small (Apache-2.0)"

@@ -152,7 +152,7 @@ def test_previews_render_from_a_depth_file_without_a_model(depth_format, tiny_mo
 def _registry_cases() -> list:
     defaults = set(models.approaches())
     return [pytest.param(name, id=name + (" (family defaults)" if name in defaults else ""))
-            for name in models.available()]
+            for name in models.depth_models()]
 
 
 @pytest.mark.parametrize("name", _registry_cases())
@@ -165,6 +165,19 @@ def test_every_registry_name_converts(name, hub_cache_all, testsrc, tmp_path, mo
     result = sbsconv.convert(clip, tmp_path / "out.mp4", model=name, progress=False, **extra)
     assert result.model == name and result.frames == 6
     assert sbsconv.probe(result.output).num_frames == 6
+
+
+@pytest.mark.parametrize("name", sorted(set(models.available()) - set(models.depth_models())))
+def test_every_mask_model_exports_masks_by_name(name, hub_cache_all, testsrc, tmp_path, monkeypatch):
+    # the mask models by registry name, every option left alone; as model= they are refused
+    hubcache.use_hub_cache(monkeypatch, hub_cache_all)
+    clip = testsrc("journey_registry.mp4", size="128x96", rate=10, seconds=0.6)
+    result = sbsconv.export_mask(clip, tmp_path / "mask.mkv", model=name)
+    assert result.model == name and result.frames == 6
+    assert sbsconv.read_masks(result.path, clip).shape == (6, 1, 96, 128)
+    with pytest.raises(sbsconv.errors.OptionError, match="subject masks, not depth"):
+        sbsconv.convert(clip, tmp_path / "out.mp4", model=name, progress=False)
+    assert not (tmp_path / "out.mp4").exists()
 
 
 # ---- resume, every option at its default ------------------------------------------------------
