@@ -282,6 +282,39 @@ void bind_engine_options(py::module_& m) {
           py::arg("fov"))
       .def_readonly("path", &DepthSourceOptions::path);
 
+  // Note [Subject on the screen plane]
+  py::class_<SubjectOptions>(m, "SubjectOptions")
+      .def(
+          py::init([](std::shared_ptr<DepthModel> mask_model, std::optional<DepthSourceOptions> mask_source,
+                      double mask_smoothing, bool convergence, bool relative, double plane_smoothing, double fallback,
+                      std::optional<DepthWriterOptions> mask_export) {
+            return SubjectOptions{
+                .mask_model = std::move(mask_model),
+                .mask_source = std::move(mask_source),
+                .mask_smoothing = mask_smoothing,
+                .convergence = convergence,
+                .plane =
+                    SubjectPlaneOptions{
+                        .relative = relative,
+                        .smoothing = plane_smoothing,
+                        .threshold = 0.5, // the mask's own middle
+                        .min_area = 0.002,
+                        .fallback = fallback,
+                        .sample_pixels = 65536,
+                    },
+                .mask_export = mask_export,
+            };
+          }),
+          py::kw_only(),
+          py::arg("mask_model").none(true),
+          py::arg("mask_source").none(true),
+          py::arg("mask_smoothing"),
+          py::arg("convergence"),
+          py::arg("relative"),
+          py::arg("plane_smoothing"),
+          py::arg("fallback"),
+          py::arg("mask_export").none(true));
+
   py::class_<EngineOptions>(m, "EngineOptions")
       .def(
           py::init([](const std::string& input, std::optional<double> start, std::optional<double> duration, int stream,
@@ -293,7 +326,7 @@ void bind_engine_options(py::module_& m) {
                       std::optional<std::string> image_dir, std::optional<std::string> depth_video,
                       std::optional<DepthWriterOptions> depth_export, bool render_stereo,
                       std::optional<DepthSourceOptions> depth_source, std::optional<std::string> infill_mask,
-                      std::optional<double> output_start, bool part, double timeline_start, bool resume,
+                      std::optional<SubjectOptions> subject, std::optional<double> output_start, bool part, double timeline_start, bool resume,
                       const std::string& fingerprint, int64_t segment_frames, bool check_float64, bool check_syncs,
                       const std::string& fault) {
             return EngineOptions{
@@ -330,6 +363,7 @@ void bind_engine_options(py::module_& m) {
                 .render_stereo = render_stereo,
                 .depth_source = depth_source,
                 .infill_mask = infill_mask.value_or(""),
+                .subject = std::move(subject),
                 .device = device,
                 .output_start = output_start,
                 .part = part,
@@ -370,6 +404,7 @@ void bind_engine_options(py::module_& m) {
           py::arg("render_stereo"),
           py::arg("depth_source").none(true),
           py::arg("infill_mask").none(true),
+          py::arg("subject").none(true),
           py::arg("output_start").none(true),
           py::arg("part"),
           py::arg("timeline_start"),

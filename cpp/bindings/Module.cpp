@@ -40,6 +40,7 @@
 #include "sbsconv/temporal/DepthStabilizer.h"
 #include "sbsconv/temporal/OpticalFlow.h"
 #include "sbsconv/temporal/SceneCutDetector.h"
+#include "sbsconv/temporal/SubjectPlane.h"
 
 namespace py = pybind11;
 using namespace sbsconv;
@@ -711,7 +712,7 @@ PYBIND11_MODULE(_core, m) {
       py::call_guard<py::gil_scoped_release>());
   m.def(
       "disparity_from_relative",
-      &disparity_from_relative,
+      py::overload_cast<const at::Tensor&, int64_t, double, double, std::optional<double>>(&disparity_from_relative),
       py::arg("depth"),
       py::arg("eye_width"),
       py::arg("divergence"),
@@ -719,7 +720,7 @@ PYBIND11_MODULE(_core, m) {
       py::arg("max_shift") = py::none());
   m.def(
       "disparity_from_metric",
-      &disparity_from_metric,
+      py::overload_cast<const at::Tensor&, int64_t, double, const at::Tensor&, double>(&disparity_from_metric),
       py::arg("depth"),
       py::arg("eye_width"),
       py::arg("ipd"),
@@ -775,6 +776,28 @@ PYBIND11_MODULE(_core, m) {
       .def("reset", &DepthStabilizer::reset)
       .def("state", &DepthStabilizer::state)
       .def("load_state", &DepthStabilizer::load_state);
+
+  // Note [Subject on the screen plane]
+  py::class_<SubjectPlane>(m, "SubjectPlane")
+      .def(
+          py::init([](bool relative, double smoothing, double fallback) {
+            SubjectPlaneOptions o;
+            o.relative = relative;
+            o.smoothing = smoothing;
+            o.fallback = fallback;
+            return std::make_unique<SubjectPlane>(o);
+          }),
+          py::kw_only(),
+          py::arg("relative"),
+          py::arg("smoothing"),
+          py::arg("fallback"))
+      .def("process", [](SubjectPlane& p, const at::Tensor& depth, const at::Tensor& masks, std::vector<bool> starts) {
+            py::gil_scoped_release release;
+            return p.process(depth, masks, starts);
+          }, py::arg("depth"), py::arg("masks"), py::arg("starts_shot"))
+      .def("reset", &SubjectPlane::reset)
+      .def("state", &SubjectPlane::state)
+      .def("load_state", &SubjectPlane::load_state);
 
   py::class_<SceneCutDetector>(m, "SceneCutDetector")
       .def(
@@ -899,6 +922,8 @@ PYBIND11_MODULE(_core, m) {
         d["damaged_frames"] = r.damaged_frames;
         d["truncated"] = r.truncated;
         d["depth_export"] = r.depth_export ? py::object(export_summary(*r.depth_export)) : py::object(py::none());
+        d["mask_export"] = r.mask_export ? py::object(export_summary(*r.mask_export)) : py::object(py::none());
+        d["screen_plane"] = r.screen_plane;
         return d;
       });
 

@@ -66,6 +66,10 @@ class ConversionResult:
     encoder_preset: str = ""
     batch_size: int = 0  # frames per batch (chosen from the device's free memory when not given)
     precision: str = ""  # the model's precision as run ("auto" resolved on the CPU: int8 or fp32)
+    mask_out: str | None = None  # the subject's masks (mask_out=), when written
+    # convergence="subject": each frame's screen plane, for the frames this call processed
+    # (relative depth: the convergence in [0, 1]; metric: the screen distance in metres)
+    screen_plane: tuple[float, ...] = ()
 
 
 def check_spatial_encoder() -> str:
@@ -188,6 +192,8 @@ def convert(
         depth_out=(exported["path"] if exported else plan.engine.get("depth_video")
                    if options.depth_out is not None else None),
         depth_sidecar=exported["sidecar"] if exported else None,
+        mask_out=run.mask_export["path"] if run.mask_export else None,
+        screen_plane=run.screen_plane,
         point_clouds=tuple(clouds),
         stages=tuple(s.as_dict() for s in run.stages),
         batch_size=run.batch_size or plan.batch_size,

@@ -45,6 +45,9 @@ def core_options(engine: Mapping[str, Any]) -> Any:
             "writer": typed(_core.WriterOptions, writer),
             "depth_export": typed(_core.DepthExportOptions, engine["depth_export"]),
             "depth_source": typed(_core.DepthSourceOptions, engine["depth_source"]),
+            "subject": None if engine["subject"] is None else typed(_core.SubjectOptions, dict(
+                engine["subject"], mask_export=typed(_core.DepthExportOptions, engine["subject"]["mask_export"]),
+                mask_source=typed(_core.DepthSourceOptions, engine["subject"]["mask_source"]))),
         })
     except KeyError as e:
         raise InternalError(f"the plan's engine options have no {e}") from e
@@ -108,6 +111,10 @@ class EngineRun:
     damaged_frames: int
     truncated: bool
     depth_export: dict | None  # path, sidecar, frames, warnings of a depth export
+    mask_export: dict | None  # the same, of the subject's masks (mask_out)
+    # convergence="subject": each output frame's screen plane (relative: the convergence in
+    # [0,1]; metric: the screen distance in metres)
+    screen_plane: tuple[float, ...]
 
     @classmethod
     def from_core(cls, raw: dict) -> EngineRun:
@@ -117,7 +124,7 @@ class EngineRun:
         except (KeyError, TypeError) as exc:
             raise InternalError(f"the engine's result does not match sbsconv.engine.EngineRun: {exc!r}",
                                 stage="engine") from None
-        for name in ("skipped_encoders", "streams", "warnings", "cuts"):
+        for name in ("skipped_encoders", "streams", "warnings", "cuts", "screen_plane"):
             values[name] = tuple(values[name])
         values["comfort"] = tuple(dict(c) for c in values["comfort"])
         return cls(**values)

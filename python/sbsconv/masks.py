@@ -18,6 +18,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import torch
@@ -25,8 +26,13 @@ import torch
 from sbsconv._native import _core
 from sbsconv.errors import InputError, OptionError
 
-__all__ = ["MaskExportResult", "export_mask", "read_masks"]
+__all__ = ["MaskExportResult", "export_mask", "read_masks", "write_masks"]
 
+# How much of the previous frame's mask a still pixel keeps (export_mask's default, and the
+# engine's for convergence="subject" and mask_out).
+MASK_SMOOTHING = 0.6
+# The EMA decay of the subject's screen plane within a shot (Note [Subject on the screen plane]).
+PLANE_SMOOTHING = 0.8
 # The scene-cut detector decides a frame's cut two frames later (SceneCutDetector).
 _CUT_LAG = 2
 _MOTION_THRESHOLD = 0.08  # mean absolute RGB change (0..1) where the blending stops
@@ -66,7 +72,7 @@ def export_mask(
     batch_size: int | None = None,
     start: float | None = None,
     duration: float | None = None,
-    smoothing: float = 0.6,
+    smoothing: float = MASK_SMOOTHING,
 ) -> MaskExportResult:
     """Writes the salient subject's mask of every frame of ``input`` (float in [0, 1], 1 on the
     subject) to ``output`` (default ``<input>_mask.mkv``) with its sidecar.
@@ -143,19 +149,18 @@ def export_mask(
                             cuts=tuple(sorted(set(cuts))), warnings=tuple(summary["warnings"]))
 
 
-def read_masks(path: str | os.PathLike[str], video: str | os.PathLike[str] | None = None,
-               *, tolerance: float = 0.5) -> torch.Tensor:
-    """A mask file's masks, float ``[N,1,H,W]`` in [0, 1]. Given its ``video``, the masks must
-    be of the video's size, frame rate and length (within ``tolerance`` frames): otherwise an
-    InputError says which differs."""
+def _open_masks(path: str | os.PathLike[str], video: str | os.PathLike[str] | None,
+                tolerance: float = 0.5) -> tuple[dict, object]:
+    """A mask file's reader spec and description, checked to be masks and, given ``video``,
+    to be of its size, frame rate and length (InputError saying which differs)."""
     from sbsconv import media
     from sbsconv.depthio import open_depth
 
     spec, info = open_depth(path)
     side = info.sidecar or {}
     if side.get("product") != "mask":
-        raise InputError("not a mask file (its sidecar does not say product: mask); make one with export_mask()",
-                         path=os.fspath(path), stage="read mask")
+        raise InputError("not a mask file (its sidecar does not say product: mask); make one with export_mask()"
+                         " or write_masks()", path=os.fspath(path), stage="read mask")
     if video is not None:
         v = media.probe(video)
         if (info.width, info.height) != (v.width, v.height):
@@ -167,6 +172,22 @@ def read_masks(path: str | os.PathLike[str], video: str | os.PathLike[str] | Non
         if v.num_frames and info.frame_count >= 0 and abs(info.frame_count - v.num_frames) > tolerance:
             raise InputError(f"the masks hold {info.frame_count} frames, the video {v.num_frames}",
                              path=os.fspath(path), stage="read mask")
+    return spec, info
+
+
+def mask_source(path: str | os.PathLike[str], video: str | os.PathLike[str]) -> dict:
+    """The engine's reader spec (``_core.DepthSourceOptions``) of a mask file checked against
+    its video (convert(..., masks=))."""
+    spec, _ = _open_masks(path, video)
+    return spec
+
+
+def read_masks(path: str | os.PathLike[str], video: str | os.PathLike[str] | None = None,
+               *, tolerance: float = 0.5) -> torch.Tensor:
+    """A mask file's masks, float ``[N,1,H,W]`` in [0, 1]. Given its ``video``, the masks must
+    be of the video's size, frame rate and length (within ``tolerance`` frames): otherwise an
+    InputError says which differs."""
+    spec, _ = _open_masks(path, video, tolerance)
     reader = _core.DepthReader(_core.DepthSourceOptions(**spec))
     out = []
     while True:
@@ -177,3 +198,34 @@ def read_masks(path: str | os.PathLike[str], video: str | os.PathLike[str] | Non
     if not out:
         raise InputError("the mask file holds no frames", path=os.fspath(path), stage="read mask")
     return torch.cat(out).clamp_(0.0, 1.0)
+
+
+def write_masks(masks: torch.Tensor, path: str | os.PathLike[str], *, fps: float | Fraction,
+                source: str | os.PathLike[str] | None = None, model: str = "") -> str:
+    """Writes your own subject masks (float ``[N,1,H,W]`` in [0, 1], frame k at time k / fps;
+    from any segmentation model) as a mask file that ``convert(..., convergence="subject",
+    masks=path)`` and :func:`read_masks` take. ``source``: the video they belong to (its start
+    time becomes the file's time zero). Returns the sidecar's path."""
+    from sbsconv import media
+
+    if not isinstance(masks, torch.Tensor) or masks.dim() != 4 or masks.shape[1] != 1 or masks.shape[0] == 0 \
+            or not masks.is_floating_point():
+        raise OptionError(f"masks must be a float tensor [N, 1, H, W], got {getattr(masks, 'shape', masks)!r}")
+    out = mask_output_path("", path)
+    rate = Fraction(fps).limit_denominator(1001) if not isinstance(fps, Fraction) else fps
+    if rate <= 0:
+        raise OptionError(f"fps must be > 0, got {fps!r}")
+    start = media.probe(source).start_time if source is not None else 0.0
+    extra = {"product": "mask", "model": model or "given", "source_video": os.path.abspath(source) if source else None,
+             "sbsconv_version": _core.__version__}
+    members = ",\n  ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in extra.items())
+    n, _, h, w = masks.shape
+    time_base = 1 / (rate * 1000)  # a thousand ticks a frame
+    writer = _core.DepthWriter(
+        _core.DepthExportOptions(path=out, format="gray16", relative=True, max_depth=1.0, half=False,
+                                 fov_degrees=None, sidecar_extra=members),
+        width=int(w), height=int(h), time_base=time_base, frame_rate=rate, time_origin=float(start),
+        source_start=float(start))
+    ticks = [round((start + k / rate) / time_base) for k in range(n)]
+    writer.write(masks.detach().float().clamp(0, 1).cpu(), ticks, [float(k / rate) for k in range(n)])
+    return writer.finish([])["sidecar"]

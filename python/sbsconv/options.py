@@ -228,6 +228,23 @@ def _eye_size(name: str, value: Any) -> int | str | tuple[int, int]:
     return value
 
 
+def _convergence(name: str, value: Any) -> float | str:
+    if isinstance(value, str):
+        if value.strip().lower() == "subject":
+            return "subject"
+        try:
+            value = float(value)  # as typed on the command line or in a form
+        except ValueError:
+            raise OptionError(f'{name} must be a number within 0..1 or "subject", got {value!r}') from None
+    return Range(0, 1).check(name, value)
+
+
+def numeric_convergence(options: ConvertOptions) -> float:
+    """The convergence as a number: the option's, or for "subject" the plane a shot starts from
+    until its subject appears (and what Apple's disparity box states for the whole video)."""
+    return DEFAULT_CONVERGENCE if options.convergence == "subject" else float(options.convergence)
+
+
 def _percentiles(name: str, value: Any) -> tuple[float, float]:
     limits = Range(0, 100)
     if not isinstance(value, tuple | list) or len(value) != 2 or not (
@@ -336,10 +353,11 @@ class ConvertOptions:
     divergence: float = _option(
         DEFAULT_DIVERGENCE,
         "3D strength: the largest disparity, in percent of the eye width", "3d", Range(0, 20))
-    convergence: float = _option(
+    convergence: float | str = _option(
         DEFAULT_CONVERGENCE,
-        "the depth on the screen plane: 0 = everything in front, 1 = everything behind", "3d",
-        Range(0, 1))
+        "the depth on the screen plane: 0 = everything in front, 1 = everything behind; \"subject\": "
+        "the subject's depth (its mask from mask_model), shot by shot", "3d",
+        Check("a number within 0..1, or \"subject\"", _convergence))
     max_shift: float | None = _option(
         None, "the largest disparity in pixels (replaces divergence)", "3d", Range(0, 10_000))
     synthetic_view: str = _option(
@@ -459,6 +477,19 @@ class ConvertOptions:
         "also write a lossless .mkv, packed like the 3D video, marking each eye's disoccluded "
         "pixels (for inpainting with a separate model)", "output",
         Check("a path ending in .mkv", lambda name, value: _ending(name, value, (".mkv",))))
+    mask_out: str | os.PathLike[str] | None = _option(
+        None,
+        "also write the subject's masks (mask_model) here: a .mkv with a JSON sidecar, as "
+        "export_mask() writes them", "output",
+        Check("a path ending in .mkv", lambda name, value: _ending(name, value, (".mkv",))))
+    masks: str | os.PathLike[str] | None = _option(
+        None,
+        "the subject's masks from this file (export_mask(), mask_out= or write_masks()) instead of "
+        "mask_model, for convergence=\"subject\"", "model", Check("a path", _path))
+    mask_model: str = _option(
+        "u2netp",
+        "the subject-mask model for convergence=\"subject\" and mask_out (u2netp, u2net, or a path)",
+        "model", Check("a registry name or a path", _path))
     depth: str | os.PathLike[str] | None = _option(
         None,
         "take depth from this exported depth file (or its sidecar) instead of running a model: "

@@ -42,6 +42,7 @@ from sbsconv import depthio, media, stereo
 from sbsconv._native import _core
 from sbsconv.depthio import DepthFromFile
 from sbsconv.errors import OptionError, OutputError
+from sbsconv.masks import MASK_SMOOTHING, PLANE_SMOOTHING
 from sbsconv.media import MediaInfo
 from sbsconv.models import DepthModel
 from sbsconv.options import (
@@ -51,6 +52,7 @@ from sbsconv.options import (
     HEADSET_LAYOUTS,
     STEREO_TAG,
     ConvertOptions,
+    numeric_convergence,
 )
 
 __all__ = ["ConversionPlan", "DepthSource", "PartWindow", "build_plan", "depth_source_for",
@@ -226,11 +228,12 @@ def build_plan(input: str | os.PathLike[str], output: str | os.PathLike[str], op
                           stage="open output")
     if depth is None:
         depth = depth_source_for(options, source)
+    mask = mask_model_for(options, depth, purpose)
     batch, reason = _batch_size(options, depth, source)
     if options.batch_size is None and isinstance(depth, DepthModel) and depth.device.type == "cuda":
         logger.info(reason)
     engine = _engine_options(options, input_path, output_path, depth, source, batch,
-                             images_dir=images_dir, purpose=purpose, part=part)
+                             images_dir=images_dir, purpose=purpose, part=part, mask=mask)
     plan_args = dict(purpose=purpose, input=input_path, output=output_path, input_real=real_path(input_path),
                      output_real=real_path(output_path), options=options, source=source, depth=depth,
                      batch_size=batch, batch_size_auto=options.batch_size is None, batch_size_reason=reason,
@@ -239,9 +242,61 @@ def build_plan(input: str | os.PathLike[str], output: str | os.PathLike[str], op
     return ConversionPlan(engine=engine, **plan_args)
 
 
+def mask_model_for(options: ConvertOptions, depth: DepthSource, purpose: Purpose):
+    """The subject-mask model a run needs (convergence="subject", mask_out), loaded on the
+    depth's device; None when it needs none. A depth model named as the mask model is refused."""
+    if options.masks is not None and options.convergence != "subject":
+        raise OptionError('masks= gives the subject for convergence="subject"; without it they are not used')
+    wanted = purpose != "export" and (options.convergence == "subject" or options.mask_out is not None)
+    if not wanted:
+        return None
+    if options.masks is not None:
+        if options.mask_out is not None:
+            raise OptionError("masks= reads the subject's masks from a file; mask_out= would write them again")
+        return None  # read from the file (_subject_options)
+    from sbsconv import models
+
+    precision = options.precision if options.precision != "int8" else "auto"  # no int8 path for masks
+    mask = models.load(options.mask_model, device=str(depth.device), precision=precision)
+    if not isinstance(mask, models.MaskModel):
+        raise OptionError(f"mask_model={options.mask_model!r} estimates depth, not subject masks: give a mask "
+                          "model (u2netp, u2net)")
+    return mask
+
+
+def _subject_options(o: ConvertOptions, mask, input_path: str, metric: bool) -> dict[str, Any] | None:
+    """The engine's subject options (Note [Subject on the screen plane]), or None."""
+    source = None
+    if o.masks is not None and o.convergence == "subject":
+        from sbsconv.masks import mask_source
+
+        source = mask_source(o.masks, input_path)
+    elif mask is None:
+        return None
+    export = None
+    if o.mask_out is not None:
+        extra = {"product": "mask", "model": mask.name, "license": mask.license, "smoothing": MASK_SMOOTHING,
+                 "source_video": os.path.abspath(input_path), "sbsconv_version": _core.__version__}
+        export = {"path": os.fspath(o.mask_out), "format": "gray16", "relative": True, "max_depth": 1.0,
+                  "half": False, "fov_degrees": None,
+                  "sidecar_extra": ",\n  ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in extra.items())}
+    return {
+        "mask_model": None if mask is None else mask._core,
+        "mask_source": source,
+        "mask_smoothing": 0.0 if source is not None else MASK_SMOOTHING,  # a file's masks as they are
+        "convergence": o.convergence == "subject",
+        "relative": not metric,
+        "plane_smoothing": PLANE_SMOOTHING,
+        # the plane a shot starts from until its subject appears: the convergence, or the
+        # inverse screen distance
+        "fallback": 1.0 / float(o.screen_distance) if metric else numeric_convergence(o),
+        "mask_export": export,
+    }
+
+
 def _engine_options(o: ConvertOptions, input_path: str, output_path: str, depth: DepthSource,
                     info: MediaInfo, batch: int, *, images_dir: Path | None, purpose: Purpose,
-                    part: PartWindow | None) -> dict[str, Any]:
+                    part: PartWindow | None, mask=None) -> dict[str, Any]:
     """The C++ engine's options (``_core.Engine``) for this run. ``SBSCONV_CHECK_FLOAT64``,
     ``SBSCONV_CHECK_SYNCS`` and ``SBSCONV_TEST_FAULT`` in the environment set the engine's
     debugging switches (they stay out of the fingerprint)."""
@@ -297,6 +352,7 @@ def _engine_options(o: ConvertOptions, input_path: str, output_path: str, depth:
         "depth_export": None,
         "render_stereo": purpose != "export",
         "infill_mask": None,
+        "subject": _subject_options(o, mask, input_path, metric),
         "detect_cuts": bool(o.scene_cuts),
         "cut_sensitivity": float(o.cut_sensitivity),
         "min_scene_length": int(o.min_scene_length),
@@ -313,7 +369,7 @@ def _engine_options(o: ConvertOptions, input_path: str, output_path: str, depth:
         "disparity": {
             "divergence": float(o.divergence),
             "max_shift": None if o.max_shift is None else float(o.max_shift),
-            "convergence": float(o.convergence),
+            "convergence": numeric_convergence(o),
             "ipd_metres": float(o.ipd_mm) / 1000.0,
             "fov_degrees": None if o.fov_degrees is None else float(o.fov_degrees),
             "screen_distance": float(o.screen_distance),
@@ -363,6 +419,8 @@ def _engine_options(o: ConvertOptions, input_path: str, output_path: str, depth:
     if o.infill_mask is not None:
         options["infill_mask"] = os.fspath(o.infill_mask)
         options["resume"] = False
+    if o.mask_out is not None and options["subject"] is not None:
+        options["resume"] = False  # the masks are written in one piece, as depth products are
     return options
 
 
@@ -383,9 +441,9 @@ def apple_boxes(o: ConvertOptions, output_path: str, eye_width: int, *, metric: 
         fov = math.radians(o.fov_degrees or stereo.DEFAULT_FOV_DEGREES)
         far = o.ipd_mm / 1000.0 / (2.0 * math.tan(fov / 2.0) * o.screen_distance)
     elif o.max_shift is not None:
-        far = o.max_shift * o.convergence / max(eye_width, 1)
+        far = o.max_shift * numeric_convergence(o) / max(eye_width, 1)
     else:
-        far = o.divergence / 100.0 * o.convergence
+        far = o.divergence / 100.0 * numeric_convergence(o)
     projection = "hequ" if layout.startswith("vr180") else "" if layout == "spatial" else "rect"
     boxes = {"packing": APPLE_PACKING[layout], "projection": projection,
              "baseline_um": round(o.ipd_mm * 1000), "disparity_adjustment": round(far * 10000),
@@ -418,6 +476,13 @@ def _fingerprint(engine: dict[str, Any], depth: DepthSource, options: ConvertOpt
     resolved path, size and modification time), the engine's options with resolved paths, and
     the depth source's identity (the model: name, checkpoint, input size, precision as run)."""
     payload = {k: v for k, v in engine.items() if k not in _NOT_IN_FINGERPRINT}
+    if engine.get("subject") is not None:
+        # the mask model by what it is, not by the object
+        subject = dict(engine["subject"])
+        mask = subject.pop("mask_model")
+        if mask is not None:
+            subject["mask"] = {"model": mask.name, "dtype": mask.dtype, "device": mask.device}
+        payload["subject"] = subject
     if engine.get("batch_size_auto"):
         payload.pop("batch_size", None)
     payload = _resolved_paths(payload)

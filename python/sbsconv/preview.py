@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from sbsconv import media, pointcloud, stereo, temporal
 from sbsconv._native import _core, flush_log
 from sbsconv.errors import OptionError
-from sbsconv.options import CALL_KEYWORDS, ConvertOptions
+from sbsconv.options import CALL_KEYWORDS, ConvertOptions, numeric_convergence
 
 __all__ = ["Preview", "compare", "preview"]
 
@@ -108,6 +108,23 @@ def _load(model, checkpoint, device, precision, input_size, temporal_mode):
     return _MODELS[key]
 
 
+def _subject_plane(o: ConvertOptions, frames: torch.Tensor, stable: torch.Tensor, kind: str,
+                   convergence: float, screen_distance: float) -> tuple[float, float]:
+    """convergence="subject" for one frame: the subject's plane as the engine finds it (Note
+    [Subject on the screen plane]): the convergence, or the screen distance for metric depth."""
+    from sbsconv import masks as masking, models
+
+    mask_model = _load(o.mask_model, None, str(stable.device), "auto", None, "windowed")
+    if not isinstance(mask_model, models.MaskModel):
+        raise OptionError(f"mask_model={o.mask_model!r} estimates depth, not subject masks: give a mask model"
+                          " (u2netp, u2net)")
+    relative = kind != "metric"
+    plane = _core.SubjectPlane(relative=relative, smoothing=masking.PLANE_SMOOTHING,
+                               fallback=convergence if relative else 1.0 / screen_distance)
+    value = float(plane.process(stable.float(), mask_model.masks(frames), [True] * len(frames))[0])
+    return (value, screen_distance) if relative else (convergence, 1.0 / value)
+
+
 def _frame_at(video: str, seconds: float) -> torch.Tensor:
     for batch in media.read_frames(video, start=float(seconds), duration=5.0, batch_size=1):
         return batch.data
@@ -185,10 +202,13 @@ def _render(frame: torch.Tensor, o: ConvertOptions, keep: dict | None = None, *,
     else:
         shown, fov = stable, None
     frames = frame.to(device)
+    convergence, screen_distance = numeric_convergence(o), o.screen_distance
+    if o.convergence == "subject":
+        convergence, screen_distance = _subject_plane(o, frames, stable, kind, convergence, screen_distance)
     common = {
-        "depth": stable, "depth_kind": kind, "divergence": o.divergence, "convergence": o.convergence,
+        "depth": stable, "depth_kind": kind, "divergence": o.divergence, "convergence": convergence,
         "max_shift": o.max_shift, "ipd_mm": o.ipd_mm, "fov_degrees": fov,
-        "screen_distance": o.screen_distance, "edge_dilation": o.edge_dilation,
+        "screen_distance": screen_distance, "edge_dilation": o.edge_dilation,
         "synthetic_view": o.synthetic_view,
     }
     packed = stereo.render(frames, layout=o.layout, eye_size=o.eye_size, keep_aspect=o.keep_aspect, **common)

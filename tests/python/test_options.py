@@ -36,7 +36,7 @@ DEFAULTS = {
     "bit_depth": 8, "audio": "copy", "subtitles": "copy", "hwaccel": "auto", "stream": None,
     "headset_suffix": False, "preview_every": None, "depth_video": None,
     "depth_out": None, "depth_format": "gray16", "max_depth": None, "depth_precision": "float32",
-    "point_clouds_every": None, "point_cloud_scale": None, "infill_mask": None, "depth": None,
+    "point_clouds_every": None, "point_cloud_scale": None, "infill_mask": None, "mask_out": None, "masks": None, "mask_model": "u2netp", "depth": None,
     "resume": True, "segment_seconds": 10.0,
 }
 
@@ -117,6 +117,10 @@ CUSTOM = {
     "resume": (["false"], [False]),
     "depth_out": (["", 3], [None, "clip_depth.mkv", Path("frames")]),
     "infill_mask": (["mask.mp4", "mask", 3], [None, "mask.mkv", Path("m/MASK.MKV")]),
+    "mask_out": (["mask.mp4", "mask", 3], [None, "mask.mkv", Path("m/MASK.MKV")]),
+    "masks": (["", 3], [None, "clip_mask.mkv", Path("m/masks.mkv")]),
+    "mask_model": (["", 3, None], ["u2netp", Path("/models/u2net.pth")]),
+    "convergence": (["middle", -0.1, 1.5, True, None, float("nan")], [0, 0.5, 1, "subject", "0.3", "Subject"]),
     "depth": (["", 3], [None, "clip_depth.mkv", Path("d/depth.json")]),
 }
 

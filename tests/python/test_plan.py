@@ -115,9 +115,11 @@ def test_the_engines_result_is_read_field_by_field():
     raw = {"output": "o.mp4", "frames": 4, "resumed_from": 0, "batch_size": 2, "seconds": 1.0, "width": 8,
            "height": 4, "stages": [stage], "encoder": "libx264", "skipped_encoders": [], "encoder_preset": "fast",
            "encoder_preset_reason": "", "streams": [], "warnings": ["w"], "cuts": [0], "comfort": [],
-           "fov_degrees": None, "damaged_frames": 0, "truncated": False, "depth_export": None}
+           "fov_degrees": None, "damaged_frames": 0, "truncated": False, "depth_export": None,
+           "mask_export": None, "screen_plane": [0.5, 0.25, 0.75, 0.5]}
     run = EngineRun.from_core(raw)
     assert run.stage("depth").fps == 2.0 and run.warnings == ("w",) and run.cuts == (0,)
+    assert run.screen_plane == (0.5, 0.25, 0.75, 0.5)
     with pytest.raises(InternalError, match="batch_size"):
         EngineRun.from_core({k: v for k, v in raw.items() if k != "batch_size"})
     with pytest.raises(InternalError, match="threads"):

@@ -25,6 +25,8 @@ struct Batch {
   at::Tensor fov; // [N] degrees, for models that estimate it
   at::Tensor camera; // [N,3,4] camera-to-world poses, for models that estimate them
   at::Tensor export_depth; // the depth to export (EngineOptions::depth_export)
+  at::Tensor mask; // float [N,1,H,W] in [0,1]: the subject (EngineOptions::subject)
+  at::Tensor plane; // [N]: the subject's screen plane (convergence="subject")
   at::Tensor infill_mask; // uint8 [N,3,H',W'], packed like `packed`
   at::Tensor disparity;
   at::Tensor packed;
@@ -38,7 +40,7 @@ struct Batch {
   // [Streams and hand-overs]); null off CUDA.
   std::shared_ptr<c10::Event> ready;
   std::vector<at::Tensor*> tensors() {
-    return {&frames, &depth, &fov, &camera, &export_depth, &infill_mask, &disparity, &packed, &depth_colors};
+    return {&frames, &depth, &fov, &camera, &export_depth, &mask, &plane, &infill_mask, &disparity, &packed, &depth_colors};
   }
   int64_t size() const {
     return static_cast<int64_t>(pts.size());

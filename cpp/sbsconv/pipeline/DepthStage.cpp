@@ -7,6 +7,34 @@ namespace sbsconv {
 
 // ---- depth -------------------------------------------------------------------------------------
 
+// Note [Subject on the screen plane]: the mask model runs on each batch's own frames, beside
+// the depth, on the run's device.
+void Engine::Impl::subject_mask(Batch& b) {
+  if (!o.subject) {
+    return;
+  }
+  if (!o.subject->mask_source) {
+    b.mask = o.subject->mask_model->infer(b.frames).depth;
+    return;
+  }
+  if (!mask_matcher) {
+    // opened once decoding has begun: the source's clock and frame rate are known then
+    auto reader = std::make_unique<DepthReader>(*o.subject->mask_source);
+    reader->set_cancel_flag(&cancelled);
+    mask_matcher = std::make_unique<DepthMatcher>(std::move(reader), 0.5 / source_fps);
+  }
+  at::Tensor mask;
+  try {
+    mask = mask_matcher->depth_for(source_times(b), nullptr);
+  } catch (const Error& e) {
+    throw Error(e.kind(), "read masks", e.reason(), e.file().empty() ? o.subject->mask_source->path : e.file());
+  }
+  if (mask.size(2) != b.frames.size(2) || mask.size(3) != b.frames.size(3)) {
+    mask = at::upsample_bilinear2d(mask, {b.frames.size(2), b.frames.size(3)}, /*align_corners=*/false);
+  }
+  b.mask = mask.clamp(0.0, 1.0).to(b.frames.device(), /*non_blocking=*/true);
+}
+
 // Note [Depth products]: depth read back from an export, matched to each frame by its time.
 void Engine::Impl::depth_from_file(StageGuard& stage_guard) {
   int64_t batch_number = 0;
@@ -41,6 +69,7 @@ void Engine::Impl::depth_from_file(StageGuard& stage_guard) {
       b.frames = b.frames.to(device, /*non_blocking=*/true);
       b.depth = depth.to(device, /*non_blocking=*/true);
       b.depth_final = true;
+      subject_mask(b);
       if (fov.defined()) {
         b.fov = fov;
       }
@@ -165,6 +194,7 @@ void Engine::Impl::depth_stage() {
           b.state.merge(with_prefix(host_state(model.state()), "model."));
         }
         b.frames = frames;
+        subject_mask(b);
         waiting.push_back(std::move(b));
         inject_fault("depth", batch_number++);
         stage_guard.check();

@@ -15,6 +15,7 @@ void Engine::Impl::encode_stage() {
     std::unique_ptr<MediaWriter> depth_writer; // the colour-mapped depth video
     std::unique_ptr<DepthWriter> export_writer; // Note [Depth products]
     std::unique_ptr<LosslessVideoWriter> mask_writer; // Note [Infill masks]
+    std::unique_ptr<DepthWriter> subject_writer; // the subject's masks (mask_out)
     int64_t segment_first = start_index;
     frames_done = start_index.load();
     auto writer_options = [&](const Batch& b) {
@@ -89,6 +90,20 @@ void Engine::Impl::encode_stage() {
           }
           export_writer->write(b.export_depth, b.pts, source_times(b), b.fov, b.camera);
         }
+        if (b.mask.defined() && o.subject && o.subject->mask_export) {
+          if (!subject_writer) {
+            DepthWriterOptions mw = *o.subject->mask_export;
+            mw.width = static_cast<int>(b.mask.size(3));
+            mw.height = static_cast<int>(b.mask.size(2));
+            mw.time_base = out_time_base;
+            mw.frame_rate = out_frame_rate;
+            mw.time_origin = origin;
+            mw.source_start = source_start;
+            mw.cancel = &cancelled;
+            subject_writer = std::make_unique<DepthWriter>(mw);
+          }
+          subject_writer->write(b.mask, b.pts, source_times(b), at::Tensor(), at::Tensor());
+        }
         if (b.infill_mask.defined()) {
           if (!mask_writer) {
             LosslessVideoOptions mw;
@@ -155,6 +170,17 @@ void Engine::Impl::encode_stage() {
       std::lock_guard<std::mutex> lock(mutex);
       warnings.insert(warnings.end(), summary.warnings.begin(), summary.warnings.end());
       result.depth_export = summary;
+    }
+    if (subject_writer) {
+      std::vector<int64_t> shot_starts;
+      {
+        std::lock_guard<std::mutex> lock(mutex);
+        shot_starts = cuts;
+      }
+      DepthExportSummary summary = subject_writer->finish(shot_starts);
+      std::lock_guard<std::mutex> lock(mutex);
+      warnings.insert(warnings.end(), summary.warnings.begin(), summary.warnings.end());
+      result.mask_export = summary;
     }
     if (mask_writer) {
       mask_writer->finish();

@@ -68,6 +68,15 @@ void Engine::Impl::prepare() {
       "an infill mask is packed like the 3D video: it needs a side-by-side or top-bottom layout");
   SBSCONV_CHECK(
       o.infill_mask.empty() || !o.stereo.vr180, Option, "engine", "infill masks are not made for VR180 layouts");
+  if (o.subject) {
+    SBSCONV_CHECK((o.subject->mask_model != nullptr && o.subject->mask_model->kind() == DepthKind::SalientMask) !=
+                      o.subject->mask_source.has_value(),
+                  Option, "engine", "the subject needs a mask model (u2netp, u2net) or a mask file, not both");
+    SBSCONV_CHECK(o.subject->convergence || o.subject->mask_export, Option, "engine",
+                  "a mask model runs for convergence on the subject or for a mask export");
+    SBSCONV_CHECK(o.subject->mask_smoothing >= 0 && o.subject->mask_smoothing < 1, Option, "engine",
+                  "the masks' smoothing must be within 0..1");
+  }
   SBSCONV_CHECK(o.batch_size >= 1 && o.batch_size <= 1024, Option, "engine", "batch_size must be within 1..1024");
   SBSCONV_CHECK(o.segment_frames >= 1, Option, "engine", "segment_frames must be >= 1");
   SBSCONV_CHECK(o.preview_every >= 0, Option, "engine", "preview_every must be >= 0");
@@ -104,7 +113,8 @@ void Engine::Impl::prepare() {
   // A run killed while writing left its temporary output behind; with the lock held no
   // other run can be writing one.
   int abandoned = remove_abandoned_temporaries(o.writer.path);
-  for (const std::string& extra : {o.depth_export ? o.depth_export->path : std::string(), o.infill_mask, o.depth_video}) {
+  const std::string mask_path = o.subject && o.subject->mask_export ? o.subject->mask_export->path : std::string();
+  for (const std::string& extra : {o.depth_export ? o.depth_export->path : std::string(), o.infill_mask, o.depth_video, mask_path}) {
     if (!extra.empty() && extra != o.writer.path) {
       abandoned += remove_abandoned_temporaries(extra);
     }
@@ -278,6 +288,14 @@ EngineResult Engine::result() {
   }
   r.damaged_frames = d.damaged_frames;
   r.truncated = d.truncated;
+  if (!d.screen_planes.empty()) {
+    // relative: the convergence itself; metric: the plane is 1/screen distance
+    at::Tensor planes = to_host(at::cat(d.screen_planes)).to(at::kDouble); // float64 on the host only
+    if (!d.o.stabilizer.relative) {
+      planes = planes.reciprocal();
+    }
+    r.screen_plane.assign(planes.data_ptr<double>(), planes.data_ptr<double>() + planes.numel());
+  }
   return r;
 }
 

@@ -14,6 +14,7 @@
 #include "sbsconv/temporal/ComfortBudget.h"
 #include "sbsconv/temporal/DepthStabilizer.h"
 #include "sbsconv/temporal/SceneCutDetector.h"
+#include "sbsconv/temporal/SubjectPlane.h"
 
 namespace sbsconv {
 
@@ -26,6 +27,21 @@ struct DisparityOptions {
   double ipd_metres = 0.063;
   std::optional<double> fov_degrees; // the model's estimate when absent, else 60
   double screen_distance = 2.0;
+};
+
+// The subject (Note [Subject on the screen plane]): a mask model (DepthKind::SalientMask) run
+// on every frame beside the depth, its masks stabilised like depth (the motion-weighted EMA of
+// Note [Depth stabilisation], afresh at cuts).
+struct SubjectOptions {
+  std::shared_ptr<DepthModel> mask_model; // or:
+  std::optional<DepthSourceOptions> mask_source; // masks read from a file (matched by time)
+  double mask_smoothing = 0.6; // the masks' EMA weight on still pixels
+  // convergence="subject": the subject's depth at zero parallax (plane.relative and
+  // plane.fallback are the run's); otherwise the masks are only a product
+  bool convergence = false;
+  SubjectPlaneOptions plane;
+  // mask_out: also write the masks (a gray16 depth file whose sidecar says product: mask)
+  std::optional<DepthWriterOptions> mask_export;
 };
 
 struct EngineOptions {
@@ -60,6 +76,7 @@ struct EngineOptions {
   bool render_stereo = true;
   std::optional<DepthSourceOptions> depth_source;
   std::string infill_mask;
+  std::optional<SubjectOptions> subject;
   std::string device = "cpu"; // where the work runs when no model does (depth_source)
   // Note [Parts of one video]: this run converts one part of a video that several runs
   // convert side by side (sbsconv's split conversions). reader.start is the part's start less
@@ -132,6 +149,10 @@ struct EngineResult {
   int64_t damaged_frames = 0; // decoded with errors, or corrupt packets skipped
   bool truncated = false; // the input ended before the end its container declares
   std::optional<DepthExportSummary> depth_export; // what depth_export wrote
+  std::optional<DepthExportSummary> mask_export; // what subject.mask_export wrote
+  // convergence="subject": each output frame's plane (relative: the convergence in [0,1];
+  // metric: the screen distance in metres), in order, for the frames of this call
+  std::vector<double> screen_plane;
 };
 
 // Note [Depth products]

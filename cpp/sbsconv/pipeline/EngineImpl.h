@@ -563,6 +563,8 @@ struct Engine::Impl {
       b.disparity = tail(b.disparity);
       b.fov = tail(b.fov);
       b.export_depth = tail(b.export_depth);
+      b.mask = tail(b.mask);
+      b.plane = tail(b.plane);
       b.depth_colors = tail(b.depth_colors);
       b.pts.erase(b.pts.begin(), b.pts.begin() + keep_from);
       b.source_pts.erase(b.source_pts.begin(), b.source_pts.begin() + keep_from);
@@ -576,6 +578,11 @@ struct Engine::Impl {
   void decode_stage();
   void depth_stage();
   void depth_from_file(StageGuard& stage_guard);
+  void subject_mask(Batch& b);
+  std::unique_ptr<DepthMatcher> mask_matcher; // subject.mask_source (the depth stage's)
+  // convergence="subject": each kept batch's planes, in order (the stabilise stage's; read
+  // once the stages have ended)
+  std::vector<at::Tensor> screen_planes;
   void stabilise_stage();
   void stereo_stage();
   void encode_stage();

@@ -23,6 +23,31 @@ void check_depth(const at::Tensor& depth) {
 }
 } // namespace
 
+namespace {
+
+// m: the largest shift in pixels, from max_shift or the divergence.
+double shift_scale(int64_t eye_width, double divergence_percent, std::optional<double> max_shift) {
+  if (max_shift) {
+    SBSCONV_CHECK(std::isfinite(*max_shift) && *max_shift >= 0, Option, "stereo", "max_shift must be >= 0 pixels");
+    return *max_shift;
+  }
+  SBSCONV_CHECK(
+      std::isfinite(divergence_percent) && divergence_percent >= 0 && divergence_percent <= 20,
+      Option,
+      "stereo",
+      "divergence must be within 0..20 (percent of the eye width)");
+  return divergence_percent / 100.0 * static_cast<double>(eye_width);
+}
+
+// One value per frame ([N]) as [N,1,1,1] on the depth's device, or one for all.
+at::Tensor per_frame(const at::Tensor& values, const at::Tensor& depth, const char* what) {
+  SBSCONV_CHECK(values.numel() == 1 || values.numel() == depth.size(0), Option, "stereo",
+                std::string("give one ") + what + ", or one per frame");
+  return to_device(values.to(at::kFloat).flatten(), depth.device()).view({-1, 1, 1, 1});
+}
+
+} // namespace
+
 at::Tensor disparity_from_relative(
     const at::Tensor& depth,
     int64_t eye_width,
@@ -35,19 +60,21 @@ at::Tensor disparity_from_relative(
       Option,
       "stereo",
       "convergence must be within 0..1");
-  double m = 0.0;
-  if (max_shift) {
-    SBSCONV_CHECK(std::isfinite(*max_shift) && *max_shift >= 0, Option, "stereo", "max_shift must be >= 0 pixels");
-    m = *max_shift;
-  } else {
-    SBSCONV_CHECK(
-        std::isfinite(divergence_percent) && divergence_percent >= 0 && divergence_percent <= 20,
-        Option,
-        "stereo",
-        "divergence must be within 0..20 (percent of the eye width)");
-    m = divergence_percent / 100.0 * static_cast<double>(eye_width);
-  }
+  const double m = shift_scale(eye_width, divergence_percent, max_shift);
   return depth.to(at::kFloat).clamp(0.0, 1.0).sub(convergence).mul_(m);
+}
+
+at::Tensor disparity_from_relative(
+    const at::Tensor& depth,
+    int64_t eye_width,
+    double divergence_percent,
+    const at::Tensor& convergence,
+    std::optional<double> max_shift) {
+  check_depth(depth);
+  const double m = shift_scale(eye_width, divergence_percent, max_shift);
+  // values outside 0..1 are clamped there, as the depth is (checking them would need the host)
+  const at::Tensor c = per_frame(convergence, depth, "convergence").clamp(0.0, 1.0);
+  return depth.to(at::kFloat).clamp(0.0, 1.0).sub(c).mul_(m);
 }
 
 at::Tensor disparity_from_metric(
@@ -56,14 +83,25 @@ at::Tensor disparity_from_metric(
     double ipd_metres,
     const at::Tensor& fov_degrees,
     double screen_distance_metres) {
-  check_depth(depth_metres);
-  SBSCONV_CHECK(std::isfinite(ipd_metres) && ipd_metres > 0 && ipd_metres < 1, Option, "stereo",
-                "ipd must be within 0..1 m");
   SBSCONV_CHECK(
       std::isfinite(screen_distance_metres) && screen_distance_metres > 0,
       Option,
       "stereo",
       "the screen distance must be > 0 m");
+  return disparity_from_metric(
+      depth_metres, eye_width, ipd_metres, fov_degrees,
+      at::full({1}, 1.0 / screen_distance_metres, depth_metres.options().dtype(at::kFloat)));
+}
+
+at::Tensor disparity_from_metric(
+    const at::Tensor& depth_metres,
+    int64_t eye_width,
+    double ipd_metres,
+    const at::Tensor& fov_degrees,
+    const at::Tensor& inverse_screen_distance) {
+  check_depth(depth_metres);
+  SBSCONV_CHECK(std::isfinite(ipd_metres) && ipd_metres > 0 && ipd_metres < 1, Option, "stereo",
+                "ipd must be within 0..1 m");
   SBSCONV_CHECK(
       fov_degrees.numel() == 1 || fov_degrees.numel() == depth_metres.size(0),
       Option,
@@ -84,7 +122,7 @@ at::Tensor disparity_from_metric(
   at::Tensor focal = (static_cast<double>(eye_width) / 2.0) / at::tan(fov * (M_PI / 360.0));
   focal = focal.view({-1, 1, 1, 1});
   at::Tensor inverse = depth_metres.to(at::kFloat).clamp_min(1e-3).reciprocal();
-  return inverse.sub_(1.0 / screen_distance_metres).mul_(focal * ipd_metres);
+  return inverse.sub_(per_frame(inverse_screen_distance, depth_metres, "screen distance")).mul_(focal * ipd_metres);
 }
 
 namespace {

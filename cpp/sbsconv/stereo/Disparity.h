@@ -21,6 +21,15 @@ at::Tensor disparity_from_relative(
     double convergence,
     std::optional<double> max_shift = std::nullopt);
 
+// As above with one convergence per frame ([N] on any device, clamped to [0,1]): the subject's
+// plane (Note [Subject on the screen plane]).
+at::Tensor disparity_from_relative(
+    const at::Tensor& depth,
+    int64_t eye_width,
+    double divergence_percent,
+    const at::Tensor& convergence,
+    std::optional<double> max_shift = std::nullopt);
+
 // From metric depth Z (metres): the disparity a parallel camera pair with the viewer's
 // interpupillary distance b would see, re-converged so that the screen distance Zs lands on
 // the screen: d = f * b * (1/Z - 1/Zs), with the focal length f = (W/2) / tan(fov/2) in pixels
@@ -31,6 +40,13 @@ at::Tensor disparity_from_metric(
     double ipd_metres,
     const at::Tensor& fov_degrees,
     double screen_distance_metres);
+// As above with one inverse screen distance 1/Zs per frame ([N], 1/m): the subject's plane.
+at::Tensor disparity_from_metric(
+    const at::Tensor& depth_metres,
+    int64_t eye_width,
+    double ipd_metres,
+    const at::Tensor& fov_degrees,
+    const at::Tensor& inverse_screen_distance);
 
 // Note [Depth edges snapped to colour edges]
 // A depth model draws an object's depth edge softer and often a pixel or two inside its
