@@ -157,6 +157,10 @@ def convert(
     stage_fps = {s.name: s.fps for s in run.stages}
     warn_all(input_path, run.warnings)
     exported = run.depth_export
+    if exported and exported["sidecar"] and run.screen_plane:
+        from sbsconv.depthio import record_screen_plane
+
+        record_screen_plane(exported["sidecar"], run.screen_plane, relative=plan.depth.kind != "metric")
     clouds: list[str] = []
     if exported and options.point_clouds_every is not None:
         from sbsconv import pointcloud

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from sbsconv._native import _core
-from sbsconv.errors import InputError, OptionError
+from sbsconv.errors import InputError, InternalError, OptionError
 from sbsconv.options import DEPTH_FORMATS, ConvertOptions
 
 __all__ = ["DepthBatch", "DepthFromFile", "DepthInfo", "check_point_cloud_scale", "depth_output_path",
@@ -289,3 +289,19 @@ def export_engine_options(options: ConvertOptions, input_path: str, model: Any) 
                             "fov_degrees": None if options.fov_degrees is None else float(options.fov_degrees),
                             "sidecar_extra": members}
     return {"depth_export": spec}
+
+
+def record_screen_plane(sidecar: str | os.PathLike[str], planes: tuple[float, ...], *, relative: bool) -> None:
+    """Adds convergence="subject"'s plane of every frame to a depth export's sidecar
+    (``frames.screen_plane``: the convergence for relative depth, the screen distance in
+    metres for metric; Note [Subject on the screen plane]), rewritten whole in place."""
+    from sbsconv.pointcloud import _write_whole
+
+    side = _load_sidecar(Path(sidecar))
+    frames = side.setdefault("frames", {})
+    if len(planes) != len(frames.get("time", [])):
+        raise InternalError(f"{len(planes)} screen planes for the {len(frames.get('time', []))} frames of {sidecar}")
+    frames["screen_plane"] = [round(float(p), 6) for p in planes]
+    side["screen_plane"] = ("per frame in frames.screen_plane: the subject's convergence (0..1)" if relative
+                            else "per frame in frames.screen_plane: the subject's distance, metres (the screen)")
+    _write_whole(sidecar, json.dumps(side, indent=1).encode(), "write depth")

@@ -103,8 +103,12 @@ def best_shift(left: np.ndarray, right: np.ndarray, rows: slice, cols: slice, re
 def test_metric_depth_puts_the_screen_at_the_subject(tmp_path):
     video, depth, masks, subject = make_clip(tmp_path, metric=True)
     result = sbsconv.convert(video, tmp_path / "out.mp4", depth=depth, masks=masks, convergence="subject",
-                             layout="full-sbs", progress=False, resume=False)
+                             layout="full-sbs", progress=False, resume=False, depth_out=tmp_path / "d.npy",
+                             depth_format="npy")
     screen = np.array(result.screen_plane)  # metres
+    # the depth export's sidecar holds the plane of every frame
+    side = json.loads(Path(result.depth_sidecar).read_text())
+    assert side["frames"]["screen_plane"] == pytest.approx(screen.tolist(), abs=1e-5)
     focal = (W / 2) / np.tan(np.radians(30.0))
     shift = focal * 0.063 * (1 / subject - 1 / screen) / W
     assert np.abs(shift).max() <= 0.01, shift
