@@ -16,6 +16,7 @@ from sbsconv.media import MediaInfo, StreamInfo, probe
 from sbsconv.depthio import read_depth
 from sbsconv.exporting import export_depth
 from sbsconv.masks import export_mask, read_masks, write_masks
+from sbsconv.viewer import write_depth_view
 from sbsconv.infill import infill_merge
 from sbsconv.options import ConvertOptions
 from sbsconv.pointcloud import point_cloud
@@ -78,4 +79,4 @@ _attach_signature()
 
 
 __all__ = ["ConvertOptions", "MediaInfo", "StreamInfo", "__version__", "compare", "convert", "convert_many", "convert_split", "doctor", "errors",
-           "export_depth", "export_mask", "infill_merge", "read_masks", "write_masks", "media", "point_cloud", "preview", "probe", "read_depth"]
+           "export_depth", "export_mask", "infill_merge", "read_masks", "write_masks", "write_depth_view", "media", "point_cloud", "preview", "probe", "read_depth"]

@@ -395,6 +395,20 @@ def _cmd_mask(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_view_depth(args: argparse.Namespace) -> int:
+    from sbsconv.viewer import write_depth_view
+
+    path = write_depth_view(args.video, args.depth, args.output, masks=args.masks, points_wide=args.points,
+                            max_frames=args.max_frames, every=args.every)
+    print(f"wrote {path}")
+    if not args.no_open:
+        import webbrowser
+
+        if not webbrowser.open(Path(path).resolve().as_uri()):
+            print("  (no browser found here: open that file in one)")
+    return EXIT_OK
+
+
 def _cmd_infill_merge(args: argparse.Namespace) -> int:
     from sbsconv.infill import MERGE_OPTIONS, infill_merge
 
@@ -555,6 +569,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoothing", type=float, default=0.6,
                    help="how much of the previous mask a still pixel keeps, 0..0.95 (default 0.6)")
     p.set_defaults(run=_cmd_mask)
+
+    p = sub.add_parser(
+        "view-depth",
+        help="look at a video's depth in 3D, in the browser",
+        description="Write a web page that plays a depth export (sbsconv depth, depth_out=) as a moving, "
+        "coloured point cloud: drag to orbit, wheel to zoom, play/pause, the camera's path and frustum when the "
+        "depth holds poses, the subject mask on/off with --masks, edges between depth layers removed. Opens it "
+        "in the browser unless --no-open.",
+    )
+    p.add_argument("video", metavar="VIDEO", help="the video the depth belongs to (its colours)")
+    p.add_argument("depth", metavar="DEPTH", help="its depth file (any sbsconv depth format, with its sidecar)")
+    p.add_argument("output", nargs="?", default=None, help="the page (.html; default: a temporary file)")
+    p.add_argument("--masks", default=None, help="a mask file (sbsconv mask, mask_out=) to show the subject")
+    p.add_argument("--points", type=int, default=160, help="points across each frame (default 160)")
+    p.add_argument("--max-frames", type=int, default=120, help="at most this many frames (default 120)")
+    p.add_argument("--every", type=int, default=1, help="every N-th frame (default 1)")
+    p.add_argument("--no-open", action="store_true", help="only write the page")
+    p.set_defaults(run=_cmd_view_depth)
 
     p = sub.add_parser("models", help="list the models", description="List the registered models: depth models, and the "
                        "subject-mask models (kind mask) that sbsconv mask runs.")

@@ -232,7 +232,7 @@ class Inputs:
         return out
 
     # The options naming files a run writes besides its output.
-    WRITTEN = ("depth_out", "depth_video", "infill_mask")
+    WRITTEN = ("depth_out", "depth_video", "infill_mask", "mask_out")
 
     def confined(self, options: ConvertOptions) -> ConvertOptions:
         """``options`` with what they read on the server checked: the model a registry name
@@ -248,7 +248,14 @@ class Inputs:
             except errors.SbsconvError as exc:
                 raise errors.OptionError(f"model: a registry name ({', '.join(models.approaches())} ...) or a "
                                          f"checkpoint under the allowed folders; {exc}") from None
-        for name in ("checkpoint", "depth"):
+        mask_model = str(options.mask_model)
+        if mask_model not in models.available():
+            try:
+                changes["mask_model"] = str(self.local(mask_model, kind="model"))
+            except errors.SbsconvError as exc:
+                raise errors.OptionError(f"mask_model: a registry name (u2netp, u2net) or a checkpoint under the "
+                                         f"allowed folders; {exc}") from None
+        for name in ("checkpoint", "depth", "masks"):
             value = getattr(options, name)
             if value is not None:
                 changes[name] = str(self.local(str(value), kind=name))
@@ -383,6 +390,43 @@ class App:
         except Exception as exc:  # shown on the page, never a traceback
             return None, None, None, None, error_html(exc)
 
+    VIEW_SECONDS = 3.0  # the stretch of video the 3D depth view shows, from the preview time
+
+    def depth_3d(self, files: list | None, local: str, url: str, at: str | float | None, *settings: Any) -> str:
+        """The video's depth in 3D (sbsconv.viewer) for a few seconds from the preview time, as a
+        frame holding the viewer page: the depth of the model in the settings (or of their
+        depth file), and the subject's masks when convergence is "subject"."""
+        import sbsconv
+        from sbsconv.viewer import depth_view_html
+
+        try:
+            video = self.inputs.gather(files, local, url)[0]
+            options = self.inputs.confined(options_from(self.values(settings)))
+            start = 0.0
+            if at is not None and str(at).strip():
+                try:
+                    start = max(0.0, float(at))
+                except ValueError:
+                    raise errors.OptionError(f"the preview time must be a number of seconds, not {at!r}") from None
+            folder = self.inputs.work / "views" / uuid.uuid4().hex[:12]
+            folder.mkdir(parents=True, exist_ok=True)
+            window = {"start": start or None, "duration": self.VIEW_SECONDS}
+            if options.depth is not None:
+                depth = str(options.depth)
+            else:
+                depth = sbsconv.export_depth(video, folder / "depth.mkv",
+                                             options.replace(depth_format="gray16", **window),
+                                             progress=False).path
+            masks = options.masks
+            if masks is None and options.convergence == "subject":
+                masks = sbsconv.export_mask(video, folder / "mask.mkv", model=options.mask_model,
+                                            device=options.device, **window).path
+            page = depth_view_html(video, depth, masks=masks, max_frames=90)
+            return (f'<iframe id="sbs-depth-3d-frame" title="depth in 3D" srcdoc="{html.escape(page, quote=True)}" '
+                    'style="width:100%;height:600px;border:0"></iframe>')
+        except Exception as exc:  # shown on the page, never a traceback
+            return error_html(exc)
+
     def convert(self, files: list | None, local: str, url: str, *settings: Any) -> Iterator[tuple]:
         """Yields (job id, status html, video, downloads, figures) as the conversion goes."""
         import sbsconv
@@ -419,7 +463,7 @@ class App:
                     raise box["error"]
                 results.append(box["result"])
                 extras = [box["result"].depth_out, box["result"].depth_sidecar,
-                          run_options.depth_video, run_options.infill_mask]
+                          run_options.depth_video, run_options.infill_mask, box["result"].mask_out]
                 written.extend(str(p) for p in extras if p and Path(p).is_file())
             downloads = [r.output for r in results] + written
             done = (f"<div class='sbs-done'>Done: {len(results)} file{'s' if len(results) > 1 else ''} "
@@ -514,6 +558,10 @@ def build(work_dir: str | os.PathLike[str] | None = None, allow_paths: Iterable[
                 with gr.Row():
                     packed = gr.Image(label="3D frame", elem_id="sbs-preview-3d", interactive=False)
                     anaglyph = gr.Image(label="anaglyph", elem_id="sbs-preview-anaglyph", interactive=False)
+                with gr.Accordion("Depth in 3D", open=False):
+                    view_button = gr.Button("Show the depth in 3D (a few seconds from the preview time)",
+                                            elem_id="sbs-depth-3d-button")
+                    view = gr.HTML(elem_id="sbs-depth-3d")
                 with gr.Row():
                     convert_button = gr.Button("Convert", variant="primary", elem_id="sbs-convert")
                     cancel_button = gr.Button("Cancel", variant="stop", elem_id="sbs-cancel")
@@ -546,6 +594,8 @@ def build(work_dir: str | os.PathLike[str] | None = None, allow_paths: Iterable[
             return [gr.update(value=filled[n]) if n in HEADSET_PRESETS[name] else gr.update() for n in app.names]
 
         preset.change(fill, [preset, *settings], settings)
+        view_button.click(app.depth_3d, [*sources, at, *settings], [view], concurrency_id="preview",
+                          concurrency_limit=1)
         convert_button.click(app.convert, [*sources, *settings], [job, status, video, downloads, figures],
                              concurrency_id="convert", concurrency_limit=1)
         cancel_button.click(app.cancel, [job], [status], concurrency_limit=None, queue=False)

@@ -16,6 +16,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
+
 import pytest
 
 import sbsconv
@@ -476,3 +478,32 @@ def test_the_command_line_checks_its_options(tmp_path, capsys):
     assert cli.main(["ui", "--allow-path", str(tmp_path / "missing")]) == 2
     assert "not a folder" in capsys.readouterr().err
     assert cli.main(["ui", "--max-upload-mb", "0"]) == 2
+
+
+def test_the_depth_in_3d_plays_in_the_page(server, browser):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    _open(browser, server, data(CLIP))
+    _wait(browser, lambda d: [e for e in d.find_elements(By.CSS_SELECTOR, "#sbs-preview-frame img")
+                              if (e.get_attribute("src") or "").strip()], 180, "the preview")
+    toggle = [e for e in browser.find_elements(By.XPATH, "//*[contains(text(), 'Depth in 3D')]") if e.is_displayed()]
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].click()", toggle[0])
+    button = _wait(browser, lambda d: [b for b in d.find_elements(By.CSS_SELECTOR, "#sbs-depth-3d-button")
+                                       if b.is_displayed()], 30, "the 3D button")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].click()", button[0])
+    frame = _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#sbs-depth-3d-frame"), 180, "the 3D view")
+    browser.switch_to.frame(frame[0])
+    try:
+        canvas = _wait(browser, lambda d: [c for c in d.find_elements(By.ID, "sbs-depth-canvas")
+                                           if int(c.get_attribute("data-drawn") or 0) >= 1], 60, "points drawn")[0]
+        browser.find_element(By.ID, "sbs-depth-play").click()  # pause
+        from test_viewer import canvas_pixels, drawn
+
+        before = canvas_pixels(browser, canvas)
+        assert drawn(before) > 0.05
+        ActionChains(browser).move_to_element(canvas).click_and_hold().move_by_offset(120, 30).release().perform()
+        after = canvas_pixels(browser, canvas)
+        assert (np.abs(after - before).sum(-1) > 30).mean() > 0.02  # the view turned
+    finally:
+        browser.switch_to.default_content()
