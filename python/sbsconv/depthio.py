@@ -295,7 +295,7 @@ def record_screen_plane(sidecar: str | os.PathLike[str], planes: tuple[float, ..
     """Adds convergence="subject"'s plane of every frame to a depth export's sidecar
     (``frames.screen_plane``: the convergence for relative depth, the screen distance in
     metres for metric; Note [Subject on the screen plane]), rewritten whole in place."""
-    from sbsconv.pointcloud import _write_whole
+    from sbsconv.files import write_whole
 
     side = _load_sidecar(Path(sidecar))
     frames = side.setdefault("frames", {})
@@ -304,4 +304,4 @@ def record_screen_plane(sidecar: str | os.PathLike[str], planes: tuple[float, ..
     frames["screen_plane"] = [round(float(p), 6) for p in planes]
     side["screen_plane"] = ("per frame in frames.screen_plane: the subject's convergence (0..1)" if relative
                             else "per frame in frames.screen_plane: the subject's distance, metres (the screen)")
-    _write_whole(sidecar, json.dumps(side, indent=1).encode(), "write depth")
+    write_whole(sidecar, json.dumps(side, indent=1).encode(), "write depth")

@@ -142,7 +142,7 @@ def export_mask(
         write_through(pushed)
         summary = writer.finish(sorted(set(cuts)))
     finally:
-        del writer  # an unfinished writer removes what it wrote
+        writer = None  # an unfinished writer removes what it wrote (its destructor)
     seconds = time.perf_counter() - t0
     return MaskExportResult(path=summary["path"], sidecar=summary["sidecar"], frames=done, seconds=seconds,
                             fps=done / seconds if seconds > 0 else 0.0, model=mask_model.name,

@@ -15,7 +15,6 @@ optical axis, not the distance from the camera), in metres.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import numbers
 import os
@@ -25,7 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sbsconv.errors import OptionError, OutputError
+from sbsconv.errors import OptionError
+from sbsconv.files import write_whole as _write_whole
 
 __all__ = ["PointCloud", "depth_histogram", "export_point_clouds", "point_cloud", "render_point_cloud", "write_csv",
            "write_ply"]
@@ -216,50 +216,6 @@ def _check_cloud(cloud) -> PointCloud:
         raise OptionError(
             f"expected a PointCloud (from sbsconv.point_cloud), got {_describe(cloud)}")
     return cloud
-
-
-def _write_whole(path, data: bytes, stage: str) -> str:
-    """Writes `data` to `path` under a temporary name beside it (".<name>.sbsconv-<pid>.part",
-    the name every sbsconv writer uses), flushed to the disk and renamed into place, so that
-    the final name only ever holds a complete file. Failures raise OutputError."""
-    if not isinstance(path, str | os.PathLike):
-        raise OptionError(f"the output path must be a str or path, got {_describe(path)}")
-    path = os.fspath(path)
-    folder, name = os.path.split(path)
-    if not name:
-        raise OutputError(f"the output path names a folder, not a file [{path}]", path=path,
-                          stage=stage)
-    if folder and not os.path.isdir(folder):
-        raise OutputError(f"the output folder does not exist [{path}]", path=path, stage=stage)
-    temporary = os.path.join(folder, f".{name}.sbsconv-{os.getpid()}.part")
-    try:
-        with open(temporary, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.remove(temporary)
-        if isinstance(exc, OSError):
-            raise OutputError(f"cannot write {path}: {exc.strerror or exc}", path=path,
-                              stage=stage) from exc
-        raise
-    _sync_folder(folder or ".")
-    return path
-
-
-def _sync_folder(folder: str) -> None:
-    """Flushes the rename to the disk where the system allows opening a folder."""
-    try:
-        handle = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(handle)
-    finally:
-        os.close(handle)
 
 
 def ply_bytes(cloud: PointCloud) -> bytes:

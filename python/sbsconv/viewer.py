@@ -185,6 +185,6 @@ def write_depth_view(
         out = os.fspath(output)
         if Path(out).suffix.lower() not in (".html", ".htm"):
             raise OptionError(f"the viewer is a web page: name it .html, not {out!r}")
-    from sbsconv.pointcloud import _write_whole
+    from sbsconv.files import write_whole
 
-    return _write_whole(out, page.encode(), "view depth")
+    return write_whole(out, page.encode(), "view depth")

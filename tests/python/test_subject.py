@@ -165,3 +165,28 @@ def test_bad_subject_input_is_refused_before_anything_is_written(tmp_path, tests
         sbsconv.ConvertOptions(mask_out=tmp_path / "m.mp4")
     assert not out.exists()
     assert sbsconv.ConvertOptions(convergence="0.3").convergence == 0.3  # as typed on the command line
+
+
+KILLED = """
+import os, sys, sbsconv
+os.environ["SBSCONV_TEST_FAULT"] = "encode:4:kill"
+sbsconv.convert(sys.argv[1], sys.argv[2], depth=sys.argv[3], masks=sys.argv[4], convergence="subject",
+                segment_seconds=0.5, batch_size=2, progress=False)
+"""
+
+
+def test_a_killed_run_resumes_the_plane_where_it_was(tmp_path):
+    import signal
+
+    from helpers import run_python
+
+    video, depth, masks, _ = make_clip(tmp_path, metric=False)
+    whole = sbsconv.convert(video, tmp_path / "whole.mp4", depth=depth, masks=masks, convergence="subject",
+                            segment_seconds=0.5, batch_size=2, progress=False, resume=False)
+    proc = run_python(KILLED, str(video), str(tmp_path / "out.mp4"), str(depth), str(masks), timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    resumed = sbsconv.convert(video, tmp_path / "out.mp4", depth=depth, masks=masks, convergence="subject",
+                              segment_seconds=0.5, batch_size=2, progress=False)
+    assert 0 < resumed.resumed_from < N
+    # the plane continues from its saved state: the same values as the uninterrupted run's
+    assert resumed.screen_plane == pytest.approx(whole.screen_plane[resumed.resumed_from:], abs=1e-6)
