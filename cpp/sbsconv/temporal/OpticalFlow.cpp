@@ -34,19 +34,24 @@ std::pair<at::Tensor, at::Tensor> gradients(const at::Tensor& img) {
   return {gx, gy};
 }
 
-// Sums over [i - r, i + r] (clipped) along `dim`, and how many elements each took.
+// Sums over [i - r, i + r] (clipped) along `dim`, and how many elements each took. With R[j]
+// the sum of the first j elements (R[0] = 0), the window's sum is R[min(i+r+1, n)] -
+// R[max(i-r, 0)]: both are read off P[k] = R[clamp(k - r, 0, n)] (r+1 zeros, the running sum,
+// r copies of its end) as P[i + 2r + 1] - P[i], two shifted views and one subtraction.
 std::pair<at::Tensor, at::Tensor> window_sums(const at::Tensor& v, int64_t dim, int64_t r) {
   const int64_t n = v.size(dim);
-  std::vector<int64_t> zeros_shape = v.sizes().vec();
-  zeros_shape[dim] = 1;
-  const at::Tensor running = at::cat({at::zeros(zeros_shape, v.options()), v.cumsum(dim)}, dim); // n + 1
-  const at::Tensor index = at::arange(n, at::TensorOptions().dtype(at::kLong).device(v.device()));
-  const at::Tensor hi = (index + r + 1).clamp_max(n);
-  const at::Tensor lo = (index - r).clamp_min(0);
+  const at::Tensor running = v.cumsum(dim);
+  std::vector<int64_t> before_shape = v.sizes().vec();
+  before_shape[dim] = r + 1;
+  std::vector<int64_t> after_shape = v.sizes().vec();
+  after_shape[dim] = r;
+  const at::Tensor padded = at::cat(
+      {at::zeros(before_shape, v.options()), running, running.narrow(dim, n - 1, 1).expand(after_shape)}, dim);
+  const at::Tensor index = at::arange(n, at::TensorOptions().dtype(v.scalar_type()).device(v.device()));
   std::vector<int64_t> count_shape(v.dim(), 1);
   count_shape[dim] = n;
-  return {running.index_select(dim, hi) - running.index_select(dim, lo),
-          (hi - lo).to(v.scalar_type()).view(count_shape)};
+  return {padded.narrow(dim, 2 * r + 1, n) - padded.narrow(dim, 0, n),
+          ((index + (r + 1)).clamp_max(n) - (index - r).clamp_min(0)).view(count_shape)};
 }
 
 // The mean over the (2r+1)^2 window around each pixel, clipped at the borders, at a cost that
