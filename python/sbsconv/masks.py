@@ -50,6 +50,17 @@ class MaskExportResult:
     warnings: tuple[str, ...]
 
 
+def mask_file_options(path: str, *, model: str, license: str | None, smoothing: float | None,
+                      source: str | None) -> dict:
+    """The writer options (``_core.DepthExportOptions``' fields) of a mask file, its sidecar
+    marked ``product: mask``: the one maker for export_mask(), write_masks() and mask_out=."""
+    extra = {"product": "mask", "model": model, "license": license, "smoothing": smoothing,
+             "source_video": os.path.abspath(source) if source else None, "sbsconv_version": _core.__version__}
+    members = ",\n  ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in extra.items())
+    return {"path": path, "format": "gray16", "relative": True, "max_depth": 1.0, "half": False,
+            "fov_degrees": None, "sidecar_extra": members}
+
+
 def mask_output_path(input: str | os.PathLike[str], output: str | os.PathLike[str] | None) -> str:
     if output is None:
         p = Path(input)
@@ -103,10 +114,8 @@ def export_mask(
     detector = _core.SceneCutDetector(sensitivity=0.5, min_scene_length=8)
     stabiliser = _core.DepthStabilizer(relative=False, align=False, alpha=float(smoothing),
                                        motion_threshold=_MOTION_THRESHOLD)
-    extra = {"product": "mask", "model": mask_model.name, "license": mask_model.license,
-             "smoothing": float(smoothing), "source_video": os.path.abspath(input_path),
-             "sbsconv_version": _core.__version__}
-    members = ",\n  ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in extra.items())
+    file_options = mask_file_options(path, model=mask_model.name, license=mask_model.license,
+                                     smoothing=float(smoothing), source=input_path)
     writer = None
     pending: list[tuple[torch.Tensor, torch.Tensor, list[int], list[float]]] = []  # frames, masks, pts, times
     cuts: list[int] = []
@@ -127,8 +136,7 @@ def export_mask(
             frames = fb.data.contiguous()
             if writer is None:
                 writer = _core.DepthWriter(
-                    _core.DepthExportOptions(path=path, format="gray16", relative=True, max_depth=1.0, half=False,
-                                             fov_degrees=None, sidecar_extra=members),
+                    _core.DepthExportOptions(**file_options),
                     width=int(frames.shape[3]), height=int(frames.shape[2]), time_base=fb.time_base,
                     frame_rate=info.fps, time_origin=float(fb.pts[0]), source_start=float(info.start_time))
             masks = mask_model.masks(frames)
@@ -216,14 +224,11 @@ def write_masks(masks: torch.Tensor, path: str | os.PathLike[str], *, fps: float
     if rate <= 0:
         raise OptionError(f"fps must be > 0, got {fps!r}")
     start = media.probe(source).start_time if source is not None else 0.0
-    extra = {"product": "mask", "model": model or "given", "source_video": os.path.abspath(source) if source else None,
-             "sbsconv_version": _core.__version__}
-    members = ",\n  ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in extra.items())
     n, _, h, w = masks.shape
     time_base = 1 / (rate * 1000)  # a thousand ticks a frame
     writer = _core.DepthWriter(
-        _core.DepthExportOptions(path=out, format="gray16", relative=True, max_depth=1.0, half=False,
-                                 fov_degrees=None, sidecar_extra=members),
+        _core.DepthExportOptions(**mask_file_options(out, model=model or "given", license=None, smoothing=None,
+                                                     source=os.fspath(source) if source else None)),
         width=int(w), height=int(h), time_base=time_base, frame_rate=rate, time_origin=float(start),
         source_start=float(start))
     ticks = [round((start + k / rate) / time_base) for k in range(n)]

@@ -42,7 +42,7 @@ from sbsconv import depthio, media, stereo
 from sbsconv._native import _core
 from sbsconv.depthio import DepthFromFile
 from sbsconv.errors import OptionError, OutputError
-from sbsconv.masks import MASK_SMOOTHING, PLANE_SMOOTHING
+from sbsconv.masks import MASK_SMOOTHING, PLANE_SMOOTHING, mask_file_options
 from sbsconv.media import MediaInfo
 from sbsconv.models import DepthModel
 from sbsconv.options import (
@@ -275,11 +275,8 @@ def _subject_options(o: ConvertOptions, mask, input_path: str, metric: bool) -> 
         return None
     export = None
     if o.mask_out is not None:
-        extra = {"product": "mask", "model": mask.name, "license": mask.license, "smoothing": MASK_SMOOTHING,
-                 "source_video": os.path.abspath(input_path), "sbsconv_version": _core.__version__}
-        export = {"path": os.fspath(o.mask_out), "format": "gray16", "relative": True, "max_depth": 1.0,
-                  "half": False, "fov_degrees": None,
-                  "sidecar_extra": ",\n  ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in extra.items())}
+        export = mask_file_options(os.fspath(o.mask_out), model=mask.name, license=mask.license,
+                                   smoothing=MASK_SMOOTHING, source=input_path)
     return {
         "mask_model": None if mask is None else mask._core,
         "mask_source": source,

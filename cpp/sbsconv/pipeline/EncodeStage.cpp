@@ -22,6 +22,17 @@ void Engine::Impl::encode_stage() {
       return output_writer_options(
           static_cast<int>(b.packed.size(3)), static_cast<int>(b.packed.size(2)), b.packed.device().str());
     };
+    // a depth file (the depth export, the subject's masks) of `like`'s size on the output's timing
+    auto open_depth_file = [&](DepthWriterOptions options, const at::Tensor& like) {
+      options.width = static_cast<int>(like.size(3));
+      options.height = static_cast<int>(like.size(2));
+      options.time_base = out_time_base;
+      options.frame_rate = out_frame_rate;
+      options.time_origin = origin;
+      options.source_start = source_start;
+      options.cancel = &cancelled;
+      return std::make_unique<DepthWriter>(options);
+    };
     auto close_segment = [&](int64_t next_index, int64_t next_pts, const TensorMap& state) {
       WriterResult r = writer->finish();
       writer.reset();
@@ -78,29 +89,13 @@ void Engine::Impl::encode_stage() {
         }
         if (b.export_depth.defined()) {
           if (!export_writer) {
-            DepthWriterOptions dw = *o.depth_export;
-            dw.width = static_cast<int>(b.export_depth.size(3));
-            dw.height = static_cast<int>(b.export_depth.size(2));
-            dw.time_base = out_time_base;
-            dw.frame_rate = out_frame_rate;
-            dw.time_origin = origin;
-            dw.source_start = source_start;
-            dw.cancel = &cancelled;
-            export_writer = std::make_unique<DepthWriter>(dw);
+            export_writer = open_depth_file(*o.depth_export, b.export_depth);
           }
           export_writer->write(b.export_depth, b.pts, source_times(b), b.fov, b.camera);
         }
         if (b.mask.defined() && o.subject && o.subject->mask_export) {
           if (!subject_writer) {
-            DepthWriterOptions mw = *o.subject->mask_export;
-            mw.width = static_cast<int>(b.mask.size(3));
-            mw.height = static_cast<int>(b.mask.size(2));
-            mw.time_base = out_time_base;
-            mw.frame_rate = out_frame_rate;
-            mw.time_origin = origin;
-            mw.source_start = source_start;
-            mw.cancel = &cancelled;
-            subject_writer = std::make_unique<DepthWriter>(mw);
+            subject_writer = open_depth_file(*o.subject->mask_export, b.mask);
           }
           subject_writer->write(b.mask, b.pts, source_times(b), at::Tensor(), at::Tensor());
         }
@@ -160,27 +155,23 @@ void Engine::Impl::encode_stage() {
     if (depth_writer) {
       depth_writer->finish();
     }
-    if (export_writer) {
+    // a depth file's sidecar lists the shots; its warnings join the run's
+    auto finish_depth_file = [&](DepthWriter& file, std::optional<DepthExportSummary>& into) {
       std::vector<int64_t> shot_starts;
       {
         std::lock_guard<std::mutex> lock(mutex);
         shot_starts = cuts;
       }
-      DepthExportSummary summary = export_writer->finish(shot_starts);
+      DepthExportSummary summary = file.finish(shot_starts);
       std::lock_guard<std::mutex> lock(mutex);
       warnings.insert(warnings.end(), summary.warnings.begin(), summary.warnings.end());
-      result.depth_export = summary;
+      into = summary;
+    };
+    if (export_writer) {
+      finish_depth_file(*export_writer, result.depth_export);
     }
     if (subject_writer) {
-      std::vector<int64_t> shot_starts;
-      {
-        std::lock_guard<std::mutex> lock(mutex);
-        shot_starts = cuts;
-      }
-      DepthExportSummary summary = subject_writer->finish(shot_starts);
-      std::lock_guard<std::mutex> lock(mutex);
-      warnings.insert(warnings.end(), summary.warnings.begin(), summary.warnings.end());
-      result.mask_export = summary;
+      finish_depth_file(*subject_writer, result.mask_export);
     }
     if (mask_writer) {
       mask_writer->finish();
