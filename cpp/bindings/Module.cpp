@@ -32,6 +32,7 @@
 #include "sbsconv/media/VideoReader.h"
 #include "sbsconv/pipeline/Engine.h"
 #include "sbsconv/stereo/Disparity.h"
+#include "sbsconv/stereo/PatchFill.h"
 #include "sbsconv/stereo/Stereo.h"
 #include "sbsconv/stereo/TemporalFill.h"
 #include "sbsconv/stereo/Vr180.h"
@@ -629,6 +630,26 @@ PYBIND11_MODULE(_core, m) {
       py::arg("disparity"),
       py::arg("share"),
       py::arg("fill_holes") = true,
+      py::arg("impl") = "auto");
+  // Note [Depth-guided patch fill]: an eye rendered, then its holes filled from the
+  // background's texture (as render_stereo does when no frame history is at hand)
+  m.def(
+      "render_eye_patched",
+      [](const at::Tensor& frames, const at::Tensor& disparity, double share, const std::string& impl) {
+        py::gil_scoped_release release;
+        EyeResult r = render_eye(frames, disparity, share, true, {}, true);
+        if (impl == "tensor") {
+          fill_from_patches_tensor(frames, disparity, share, r);
+        } else if (impl == "cpu") {
+          fill_from_patches_cpu(frames, disparity, share, r);
+        } else {
+          fill_from_patches(frames, disparity, share, r);
+        }
+        return std::make_pair(r.image, r.holes);
+      },
+      py::arg("frames"),
+      py::arg("disparity"),
+      py::arg("share"),
       py::arg("impl") = "auto");
   // Note [Depth edges snapped to colour edges]
   m.def(

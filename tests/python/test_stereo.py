@@ -291,3 +291,87 @@ def test_cuda_matches_the_cpu_kernel():
     cpu = stereo.render(left, disparity=disparity, layout="full-sbs")
     gpu = stereo.render(left.cuda(), disparity=disparity.cuda(), layout="full-sbs")
     assert torch.equal(gpu.cpu(), cpu)
+
+
+# ---- Note [Depth-guided patch fill] ---------------------------------------------------------------
+
+PATCH_FG = (slice(8, 40), slice(70, 100))  # rows, columns of the near object
+
+
+def tiles(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """A clean repeating background: slanted stripes, 10 pixels a period along the rows."""
+    v = ((x + 0.5 * y) % 10 < 5).astype(np.float64)
+    return np.stack([40 + 170 * v, 60 + 120 * v, 200 - 150 * v], -1)
+
+
+def patch_scene(background, *, near_d: float = 16.0, second_object: bool = False):
+    """A 48x160 still frame: ``background`` (H,W,3 from x, y) at disparity 0 behind a red
+    object at ``near_d``, optionally a green one at the same depth 24 pixels right of the red
+    one (within the candidates' reach, narrower than the red one's hole); the frame, its disparity and the background as it
+    would be seen everywhere (the truth of the right eye's holes)."""
+    y, x = np.mgrid[0:48, 0:160].astype(np.float64)
+    truth = background(x, y)
+    frame = truth.copy()
+    d = np.zeros((48, 160), np.float32)
+    frame[PATCH_FG] = [230, 20, 20]
+    d[PATCH_FG] = near_d
+    if second_object:
+        frame[8:40, 124:130] = [20, 220, 20]
+        d[8:40, 124:130] = near_d
+    to_u8 = lambda a: torch.from_numpy(np.clip(np.floor(a + 0.5), 0, 255).astype(np.uint8))
+    return to_u8(frame).permute(2, 0, 1)[None].contiguous(), torch.from_numpy(d)[None, None], truth
+
+
+def hole_colours(image: torch.Tensor, holes: torch.Tensor) -> np.ndarray:
+    return image[0].permute(1, 2, 0).numpy()[holes[0, 0].numpy()].astype(np.float64)
+
+
+def test_patch_fill_continues_a_repeating_background_in_phase():
+    frames, d, truth = patch_scene(tiles)
+    result = stereo.render(frames, disparity=d, layout="separate", synthetic_view="right", full_result=True)
+    holes = result.right_holes[0, 0].numpy()
+    assert holes.sum() >= 16 * 32  # the object's revealed band, 16 pixels wide
+    # the public path fills it with the stripes in phase, not the edge pixel's streak
+    filled = result.right[0].permute(1, 2, 0).numpy().astype(np.float64)
+    streak, _ = _core.render_eye(frames, d, -1.0, True)
+    streak = streak[0].permute(1, 2, 0).numpy().astype(np.float64)
+    assert psnr(filled[holes], truth[holes]) >= 40
+    assert psnr(streak[holes], truth[holes]) < 15
+    # and never with the object's red
+    red = (np.abs(filled[holes] - [230, 20, 20]).sum(-1) < 90).sum()
+    assert red == 0
+
+
+def test_patch_fill_never_copies_a_nearer_object():
+    frames, d, truth = patch_scene(tiles, second_object=True)
+    for impl in ("cpu", "tensor"):
+        image, holes = _core.render_eye_patched(frames, d, -1.0, impl)
+        colours = hole_colours(image, holes)
+        assert len(colours) >= 16 * 32
+        for near in ([230, 20, 20], [20, 220, 20]):
+            assert (np.abs(colours - near).sum(-1) < 90).sum() == 0, (impl, near)
+
+
+def test_patch_fill_keeps_the_edge_where_the_background_does_not_repeat():
+    rng = np.random.default_rng(5)
+    noise = rng.uniform(30, 220, (48, 160, 3))
+    frames, d, _ = patch_scene(lambda x, y: noise)
+    streak, holes = _core.render_eye(frames, d, -1.0, True)
+    assert holes.any()
+    for impl in ("cpu", "tensor"):
+        patched, _ = _core.render_eye_patched(frames, d, -1.0, impl)
+        assert torch.equal(patched, streak), impl
+
+
+def test_patch_fill_implementations_agree():
+    rng = np.random.default_rng(9)
+    for share in (-1.0, -0.5, 0.5, 1.0):
+        for near_d in (9.0, 16.0, 23.5):
+            background = lambda x, y: tiles(x, y) + rng.normal(0, 4, (48, 160, 3))
+            frames, d, _ = patch_scene(background, near_d=near_d, second_object=near_d > 20)
+            native, holes = _core.render_eye_patched(frames, d, share, "cpu")
+            tensor, _ = _core.render_eye_patched(frames, d, share, "tensor")
+            streak, _ = _core.render_eye(frames, d, share, True)
+            # the same choices (the sums' rounding may move a colour by one level)
+            assert (native.int() - tensor.int()).abs().max() <= 1, (share, near_d)
+            assert not torch.equal(native, streak), (share, near_d)  # the copy was made

@@ -8,6 +8,7 @@
 #include "sbsconv/common/DeviceSync.h"
 #include "sbsconv/common/Error.h"
 #include "sbsconv/stereo/Disparity.h"
+#include "sbsconv/stereo/PatchFill.h"
 #include "sbsconv/stereo/TemporalFill.h"
 #include "sbsconv/stereo/Vr180.h"
 #include "sbsconv/stereo/Warp.h"
@@ -295,12 +296,13 @@ StereoFrames render_stereo(
   }
   const auto no_holes = at::zeros({n, 1, h, w}, at::TensorOptions().dtype(at::kBool).device(frames.device()));
   const bool over_time = temporal != nullptr && o.fill == Fill::Temporal;
-  std::vector<std::pair<double, EyeResult>> rendered; // for the temporal fill
+  const bool filled = o.fill != Fill::None;
+  std::vector<std::pair<double, EyeResult>> rendered; // for the fills
   rendered.reserve(2);
   auto render = [&](double share, const at::Tensor& target, at::Tensor& holes) {
-    EyeResult r = render_eye(frames, disparity, share, o.fill != Fill::None, target, over_time);
+    EyeResult r = render_eye(frames, disparity, share, filled, target, filled);
     holes = r.holes;
-    if (over_time) {
+    if (filled) {
       rendered.emplace_back(share, r);
     }
     return r.image;
@@ -333,6 +335,10 @@ StereoFrames render_stereo(
       eyes.emplace_back(share, &r);
     }
     temporal->fill(first_index, eyes); // in place: the eye images are the same tensors
+  }
+  // what no frame saw: the background's texture (Note [Depth-guided patch fill])
+  for (auto& [share, r] : rendered) {
+    fill_from_patches(frames, disparity, share, r);
   }
   if (resized) {
     out.left = resize_frames(out.left, eye_w, eye_h, o.keep_aspect, o.pixel_aspect);

@@ -359,8 +359,16 @@ void TemporalFill::fill_tensor(int64_t first, const std::vector<std::pair<double
   const at::Tensor colour = sample_points(frames_, seen_slot, seen_x, seen_y);
   const at::Tensor value = at::where(found.unsqueeze(1), at::floor(colour + 0.5).clamp(0, 255), current).to(at::kByte);
   stacked.view({-1, 3}).index_copy_(0, flat, value);
+  // side 0 marks the pixels filled here: not the patch fill's (Note [Depth-guided patch fill])
+  std::vector<at::Tensor> side_planes;
+  for (const auto& [share, eye] : eyes) {
+    side_planes.push_back(eye->hole_sides.select(1, 3));
+  }
+  at::Tensor side_all = at::stack(side_planes, 0).contiguous(); // [E,N,H,W]
+  side_all.view({-1}).index_copy_(0, flat, at::where(found, at::zeros_like(side), side));
   for (int64_t i = 0; i < e_count; ++i) {
     images[i].copy_(stacked.select(0, i));
+    side_planes[i].copy_(side_all.select(0, i));
   }
 }
 
@@ -389,8 +397,8 @@ void TemporalFill::fill_cpu(int64_t first, const std::vector<std::pair<double, E
     SBSCONV_CHECK(
         eye->hole_sides.defined() && eye->image.size(0) == n && eye->image.is_cpu(), Internal, "stereo",
         "the temporal fill needs eyes rendered with their holes described");
-    const at::Tensor sides = eye->hole_sides.contiguous();
-    const float* side_ptr = sides.data_ptr<float>();
+    SBSCONV_CHECK(eye->hole_sides.is_contiguous(), Internal, "stereo", "the hole description must be contiguous");
+    float* side_ptr = eye->hole_sides.data_ptr<float>(); // side 0 marks the pixels filled here
     const at::Tensor holes = eye->holes.contiguous();
     const bool* hole_ptr = holes.data_ptr<bool>();
     at::Tensor image = eye->image;
@@ -411,7 +419,7 @@ void TemporalFill::fill_cpu(int64_t first, const std::vector<std::pair<double, E
           if (!hole_ptr[(i * h + yi) * w + xi]) {
             continue;
           }
-          const float* at_p = side_ptr + i * 4 * plane + yi * w + xi;
+          float* at_p = side_ptr + i * 4 * plane + yi * w + xi;
           const float side = at_p[3 * plane];
           if (side == 0.0f) {
             continue; // a hole with no neighbour in its row: nothing to start from
@@ -421,7 +429,7 @@ void TemporalFill::fill_cpu(int64_t first, const std::vector<std::pair<double, E
           const float fg_d = at_p[2 * plane];
           const float y = static_cast<float>(yi);
           const float u = static_cast<float>(xi) - k * bg_d;
-          const float tolerance = std::max((fg_d - bg_d) / 3.0f, 0.5f);
+          const float tolerance = background_tolerance(fg_d, bg_d);
           const float inside = bg_x + side * margin;
           const float d_inside = bilinear(d_t, h, w, 1, 0, inside, y);
           const float anchor = std::fabs(d_inside - bg_d) <= tolerance ? inside : bg_x;
@@ -485,6 +493,7 @@ void TemporalFill::fill_cpu(int64_t first, const std::vector<std::pair<double, E
             const float v = bilinear_u8(f_j, h, w, ch, seen_x, seen_y);
             o[ch * os[1]] = static_cast<uint8_t>(std::min(std::max(std::floor(v + 0.5f), 0.0f), 255.0f));
           }
+          at_p[3 * plane] = 0.0f; // taken from another frame: not the patch fill's
         }
       }
     });

@@ -36,7 +36,9 @@ namespace sbsconv {
 //    The nearest frame in time wins (the previous one before the next at equal distance), so
 //    a region that stays hidden keeps showing what the same frame saw: stable over time.
 //    Its colour is sampled there (bilinear).
-// 4. Pixels no frame saw keep the spatial fill (the background side's, step 3 of the warp).
+// 4. Pixels no frame saw keep what the eye holds; the pixels filled here are marked in the
+//    eye's hole description (side 0), and the rest are left to the background's texture (Note
+//    [Depth-guided patch fill]).
 //
 // The window is held by the engine's stereo stage, which renders a batch once `ahead` frames
 // after it have arrived (or the video ended). Looking back never crosses the start of a
@@ -78,7 +80,8 @@ class TemporalFill {
 
   // Fills, in place, the hole pixels of eyes rendered (with describe_holes) from frames
   // `first` .. `first` + N - 1, which must be in the window; each eye with its share of the
-  // disparity. Pixels no frame saw keep what the eye holds.
+  // disparity. Pixels no frame saw keep what the eye holds; those filled get side 0 in the
+  // eye's hole_sides.
   // Two implementations compute this and agree but for rounding: a native CPU kernel (hole
   // pixels in parallel, each chain stopping where its point is found) and LibTorch operations
   // (any device, one host synchronisation); Auto picks the native one for a CPU window.

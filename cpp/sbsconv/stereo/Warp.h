@@ -39,6 +39,14 @@ struct EyeResult {
   at::Tensor hole_sides;
 };
 
+// Whether a disparity is still a hole's background's, for the fills that look for it (Note
+// [Temporal fill], Note [Depth-guided patch fill]): within a third of the way to the hole's
+// foreground disparity, and at least half a pixel.
+inline float background_tolerance(float foreground, float background) {
+  const float third = (foreground - background) / 3.0f;
+  return third > 0.5f ? third : 0.5f;
+}
+
 // frames: uint8 [N,3,H,W] (any memory layout); disparity: float [N,1,H,W] in pixels, the
 // left-to-right disparity (a point at x in the left view is at x - d in the right view);
 // share: the fraction of d this eye moves by (+0.5 left, -0.5 right for a symmetric pair,

@@ -1,0 +1,338 @@
+#include "sbsconv/stereo/PatchFill.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "sbsconv/common/Error.h"
+
+namespace sbsconv {
+
+namespace {
+
+constexpr int64_t kStripPixels = kPatchWidth * (2 * kPatchRows + 1);
+// the fewest background pairs a candidate's strip must hold (a third of it)
+constexpr int64_t kFewestPairs = (kStripPixels + 2) / 3;
+
+void check_eye(const at::Tensor& frames, const at::Tensor& disparity, const EyeResult& eye) {
+  SBSCONV_CHECK(
+      frames.dim() == 4 && frames.size(1) == 3 && frames.scalar_type() == at::kByte && disparity.dim() == 4 &&
+          disparity.size(1) == 1 && disparity.size(0) == frames.size(0) && disparity.size(2) == frames.size(2) &&
+          disparity.size(3) == frames.size(3),
+      Option, "stereo", "the patch fill needs frames uint8 [N,3,H,W] and their disparity [N,1,H,W]");
+  SBSCONV_CHECK(
+      eye.hole_sides.defined() && eye.image.sizes() == frames.sizes() && eye.holes.defined(), Internal, "stereo",
+      "the patch fill needs an eye rendered with its holes described");
+}
+
+// The rounded colour the warp writes for a linear sample v (v >= 0 after the offset).
+inline uint8_t to_byte(float v) {
+  return static_cast<uint8_t>(std::min(std::max(std::floor(v + 0.5f), 0.0f), 255.0f));
+}
+
+} // namespace
+
+void fill_from_patches(const at::Tensor& frames, const at::Tensor& disparity, double share, EyeResult& eye) {
+  if (frames.is_cpu()) {
+    fill_from_patches_cpu(frames, disparity, share, eye);
+  } else {
+    fill_from_patches_tensor(frames, disparity, share, eye);
+  }
+}
+
+// ---- the native CPU kernel ---------------------------------------------------------------------
+
+void fill_from_patches_cpu(const at::Tensor& frames, const at::Tensor& disparity_in, double share, EyeResult& eye) {
+  check_eye(frames, disparity_in, eye);
+  SBSCONV_CHECK(frames.is_cpu(), Internal, "stereo", "the native patch fill needs CPU tensors");
+  const int64_t n = frames.size(0);
+  const int64_t h = frames.size(2);
+  const int64_t w = frames.size(3);
+  const int64_t plane = h * w;
+  const at::Tensor d_all = disparity_in.to(at::kFloat).contiguous();
+  const float* disparity = d_all.data_ptr<float>();
+  const at::Tensor sides = eye.hole_sides.contiguous();
+  const float* side_ptr = sides.data_ptr<float>();
+  const at::Tensor holes = eye.holes.contiguous();
+  const bool* hole_ptr = holes.data_ptr<bool>();
+  const uint8_t* src = frames.data_ptr<uint8_t>();
+  const int64_t ss[4] = {frames.stride(0), frames.stride(1), frames.stride(2), frames.stride(3)};
+  uint8_t* out = eye.image.data_ptr<uint8_t>();
+  const int64_t os[4] = {eye.image.stride(0), eye.image.stride(1), eye.image.stride(2), eye.image.stride(3)};
+  const auto k = static_cast<float>(share);
+
+  at::parallel_for(0, n * h, 4, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t i = row / h;
+      const int64_t y = row % h;
+      const float* at_row = side_ptr + i * 4 * plane + y * w;
+      const bool* hole_row = hole_ptr + row * w;
+      const float* d_frame = disparity + i * plane;
+      const uint8_t* s_frame = src + i * ss[0];
+      auto colour = [&](int64_t yy, int64_t xx, int c) { return s_frame[c * ss[1] + yy * ss[2] + xx * ss[3]]; };
+      int64_t x = 0;
+      while (x < w) {
+        const float side = at_row[3 * plane + x];
+        if (!hole_row[x] || side == 0.0f) {
+          ++x;
+          continue;
+        }
+        // the run: the pixels that continue this background pixel
+        const float e = at_row[x];
+        const float bg_d = at_row[plane + x];
+        int64_t last = x;
+        while (last + 1 < w && hole_row[last + 1] && at_row[3 * plane + last + 1] == side &&
+               at_row[last + 1] == e && at_row[plane + last + 1] == bg_d) {
+          ++last;
+        }
+        const float fg_d = at_row[2 * plane + x];
+        const float tolerance = background_tolerance(fg_d, bg_d);
+        const auto s = static_cast<int64_t>(side);
+        const float u_first = static_cast<float>(x) - k * bg_d;
+        const float u_last = static_cast<float>(last) - k * bg_d;
+        const float depth_beyond = std::max((u_first - e) * -side, (u_last - e) * -side);
+        const int64_t p_min = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(depth_beyond)) + 1);
+        const int64_t ei = std::min<int64_t>(std::max<int64_t>(static_cast<int64_t>(std::floor(e + 0.5f)), 0), w - 1);
+        auto background = [&](int64_t yy, int64_t xx) {
+          return xx >= 0 && xx < w && std::fabs(d_frame[yy * w + xx] - bg_d) <= tolerance;
+        };
+        // the background beside the hole: how many pixels from the edge on are background
+        const int64_t limit = p_min + kPatchCandidates + 2;
+        int64_t reach = 0;
+        while (reach < limit && background(y, ei + s * reach)) {
+          ++reach;
+        }
+        // every pixel the run copies from lies within it (the two taps of each end's sample)
+        auto farthest_tap = [&](float u, int64_t p) {
+          const auto q0 = static_cast<int64_t>(std::floor(u + static_cast<float>(s * p)));
+          return std::max((q0 - ei) * s, (std::min<int64_t>(q0 + 1, w - 1) - ei) * s);
+        };
+        auto copy_source_ok = [&](float u, int64_t p) { return farthest_tap(u, p) < reach; };
+        int64_t best_p = -1;
+        float best_cost = std::numeric_limits<float>::infinity();
+        float cost_total = 0.0f;
+        int64_t costs = 0;
+        for (int64_t c = 0; c < kPatchCandidates; ++c) {
+          const int64_t p = p_min + c;
+          if (!copy_source_ok(u_first, p) || !copy_source_ok(u_last, p)) {
+            continue;
+          }
+          float sum = 0.0f;
+          int64_t count = 0;
+          for (int64_t yy = std::max<int64_t>(y - kPatchRows, 0); yy <= std::min<int64_t>(y + kPatchRows, h - 1); ++yy) {
+            for (int64_t a = 0; a < kPatchWidth; ++a) {
+              const int64_t xa = ei + s * a;
+              const int64_t xb = xa + s * p;
+              if (!background(yy, xa) || !background(yy, xb)) {
+                continue;
+              }
+              for (int ch = 0; ch < 3; ++ch) {
+                const float diff = static_cast<float>(colour(yy, xa, ch)) - static_cast<float>(colour(yy, xb, ch));
+                sum += diff * diff;
+              }
+              ++count;
+            }
+          }
+          if (count < kFewestPairs) {
+            continue;
+          }
+          const float cost = sum / static_cast<float>(count);
+          cost_total += cost;
+          ++costs;
+          if (cost < best_cost) {
+            best_cost = cost;
+            best_p = p;
+          }
+        }
+        // copy only where the background demonstrably repeats (Note [Depth-guided patch fill], 3)
+        if (best_p > 0 && !(best_cost < kPatchRepeats * cost_total / static_cast<float>(costs))) {
+          best_p = -1;
+        }
+        if (best_p > 0) {
+          // the strip's mean difference between the edge and its copy
+          float offset[3] = {0.0f, 0.0f, 0.0f};
+          int64_t count = 0;
+          for (int64_t yy = std::max<int64_t>(y - kPatchRows, 0); yy <= std::min<int64_t>(y + kPatchRows, h - 1); ++yy) {
+            for (int64_t a = 0; a < kPatchWidth; ++a) {
+              const int64_t xa = ei + s * a;
+              const int64_t xb = xa + s * best_p;
+              if (!background(yy, xa) || !background(yy, xb)) {
+                continue;
+              }
+              for (int ch = 0; ch < 3; ++ch) {
+                offset[ch] += static_cast<float>(colour(yy, xa, ch)) - static_cast<float>(colour(yy, xb, ch));
+              }
+              ++count;
+            }
+          }
+          for (float& o : offset) {
+            o /= static_cast<float>(count);
+          }
+          uint8_t* o_row = out + i * os[0] + y * os[2];
+          for (int64_t p = x; p <= last; ++p) {
+            const float q = static_cast<float>(p) - k * bg_d + static_cast<float>(s * best_p);
+            const float q_clamped = std::min(std::max(q, 0.0f), static_cast<float>(w - 1));
+            const auto q0 = static_cast<int64_t>(std::floor(q_clamped));
+            const int64_t q1 = std::min<int64_t>(q0 + 1, w - 1);
+            const float frac = q_clamped - static_cast<float>(q0);
+            for (int ch = 0; ch < 3; ++ch) {
+              const float v = static_cast<float>(colour(y, q0, ch)) * (1.0f - frac) +
+                  static_cast<float>(colour(y, q1, ch)) * frac + offset[ch];
+              o_row[ch * os[1] + p * os[3]] = to_byte(v);
+            }
+          }
+        }
+        x = last + 1;
+      }
+    }
+  });
+}
+
+// ---- the tensor version (any device) -----------------------------------------------------------
+
+void fill_from_patches_tensor(const at::Tensor& frames, const at::Tensor& disparity_in, double share, EyeResult& eye) {
+  at::InferenceMode guard;
+  check_eye(frames, disparity_in, eye);
+  const int64_t h = frames.size(2);
+  const int64_t w = frames.size(3);
+  const auto dev = frames.device();
+  const auto f32 = at::TensorOptions().dtype(at::kFloat).device(dev);
+  const auto i64 = at::TensorOptions().dtype(at::kLong).device(dev);
+  const at::Tensor side_all = eye.hole_sides.select(1, 3); // [N,H,W]
+  const at::Tensor e_all = eye.hole_sides.select(1, 0);
+  const at::Tensor bgd_all = eye.hole_sides.select(1, 1);
+  const at::Tensor pending = eye.holes.select(1, 0) & (side_all != 0);
+  // a run starts where the pixel to the left is not part of the same run
+  at::Tensor same_as_left = at::zeros_like(pending);
+  same_as_left.narrow(2, 1, w - 1)
+      .copy_(
+          pending.narrow(2, 0, w - 1) & pending.narrow(2, 1, w - 1) &
+          (side_all.narrow(2, 0, w - 1) == side_all.narrow(2, 1, w - 1)) &
+          (e_all.narrow(2, 0, w - 1) == e_all.narrow(2, 1, w - 1)) &
+          (bgd_all.narrow(2, 0, w - 1) == bgd_all.narrow(2, 1, w - 1)));
+  const at::Tensor where = pending.nonzero(); // [M,3]: frame, y, x, in row order
+  const int64_t m = where.size(0);
+  if (m == 0) {
+    return;
+  }
+  const at::Tensor fi = where.select(1, 0);
+  const at::Tensor yi = where.select(1, 1);
+  const at::Tensor xi = where.select(1, 2);
+  const at::Tensor pixel = (fi * h + yi) * w + xi;
+  const at::Tensor starts = same_as_left.view(-1).index_select(0, pixel).logical_not();
+  const at::Tensor run_of = starts.to(at::kLong).cumsum(0) - 1; // [M]
+  const at::Tensor first_pixel = starts.nonzero().squeeze(1); // [R], indices into the M pixels
+  const int64_t runs = first_pixel.size(0);
+  const at::Tensor described = eye.hole_sides.permute({0, 2, 3, 1}).reshape({-1, 4});
+  const at::Tensor run_desc = described.index_select(0, pixel.index_select(0, first_pixel)); // [R,4]
+  const at::Tensor e = run_desc.select(1, 0);
+  const at::Tensor bg_d = run_desc.select(1, 1);
+  const at::Tensor tolerance = ((run_desc.select(1, 2) - bg_d) / 3.0).clamp_min(0.5);
+  const at::Tensor s = run_desc.select(1, 3);
+  const at::Tensor run_frame = fi.index_select(0, first_pixel);
+  const at::Tensor run_y = yi.index_select(0, first_pixel);
+  const double k = share;
+  // each pixel's hidden point and the run's deepest
+  const at::Tensor s_pixel = s.index_select(0, run_of);
+  const at::Tensor u = xi.to(at::kFloat) - k * bgd_all.reshape(-1).index_select(0, pixel);
+  const at::Tensor beyond = (u - e.index_select(0, run_of)) * -s_pixel;
+  const at::Tensor deepest = at::full({runs}, -std::numeric_limits<float>::infinity(), f32)
+                                 .scatter_reduce(0, run_of, beyond, "amax", true);
+  const at::Tensor p_min = (at::ceil(deepest) + 1).clamp_min(1).to(at::kLong); // [R]
+  const at::Tensor ei = at::floor(e + 0.5).clamp(0, static_cast<double>(w - 1)).to(at::kLong);
+  const at::Tensor s_long = s.to(at::kLong);
+  // the last pixel of each run: its hidden point
+  const at::Tensor last_pixel = at::cat({first_pixel.narrow(0, 1, runs - 1) - 1, at::full({1}, m - 1, i64)});
+  const at::Tensor u_first = u.index_select(0, first_pixel);
+  const at::Tensor u_last = u.index_select(0, last_pixel);
+
+  const at::Tensor d_flat = disparity_in.to(at::kFloat).reshape(-1);
+  const at::Tensor rgb = frames.permute({0, 2, 3, 1}).reshape({-1, 3}); // uint8 [N*H*W,3]
+  const at::Tensor dy = at::arange(-kPatchRows, kPatchRows + 1, i64); // [Y]
+  const at::Tensor a = at::arange(kPatchWidth, i64); // [A]
+  const at::Tensor cands = at::arange(kPatchCandidates, i64); // [C]
+  // whether (frame, row, column) is inside and at the run's background disparity, and its flat index
+  auto lookup = [&](const at::Tensor& f, const at::Tensor& yy, const at::Tensor& xx, const at::Tensor& bg,
+                    const at::Tensor& tol) {
+    const at::Tensor inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w);
+    const at::Tensor flat = (f * h + yy.clamp(0, h - 1)) * w + xx.clamp(0, w - 1);
+    const at::Tensor d = d_flat.index_select(0, flat.reshape(-1)).view(flat.sizes());
+    return std::make_pair(inside & ((d - bg).abs() <= tol), flat);
+  };
+  // chunks of runs: [r, C, Y, A] elements each
+  const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 22) / (kPatchCandidates * kStripPixels));
+  at::Tensor best_p = at::empty({runs}, i64);
+  at::Tensor offsets = at::empty({runs, 3}, f32);
+  for (int64_t r0 = 0; r0 < runs; r0 += chunk) {
+    const int64_t rn = std::min(chunk, runs - r0);
+    auto sel = [&](const at::Tensor& t) { return t.narrow(0, r0, rn); };
+    const at::Tensor f = sel(run_frame).view({rn, 1, 1, 1});
+    const at::Tensor sr = sel(s_long).view({rn, 1, 1, 1});
+    const at::Tensor bg = sel(bg_d).view({rn, 1, 1, 1});
+    const at::Tensor tol = sel(tolerance).view({rn, 1, 1, 1});
+    const at::Tensor p = sel(p_min).view({rn, 1}) + cands.view({1, -1}); // [r,C]
+    const at::Tensor yy = sel(run_y).view({rn, 1, 1, 1}) + dy.view({1, 1, -1, 1}); // [r,1,Y,1]
+    const at::Tensor xa = sel(ei).view({rn, 1, 1, 1}) + sr * a.view({1, 1, 1, -1}); // [r,1,1,A]
+    const at::Tensor xb = xa + sr * p.view({rn, -1, 1, 1}); // [r,C,1,A]
+    const auto [ok_a, flat_a] = lookup(f, yy.expand({rn, 1, -1, kPatchWidth}), xa.expand({rn, 1, 2 * kPatchRows + 1, -1}), bg, tol);
+    const auto [ok_b, flat_b] = lookup(f, yy.expand({rn, kPatchCandidates, -1, kPatchWidth}), xb.expand({rn, -1, 2 * kPatchRows + 1, -1}), bg, tol);
+    const at::Tensor pair = ok_a & ok_b; // [r,C,Y,A]
+    const at::Tensor col_a = rgb.index_select(0, flat_a.reshape(-1)).to(at::kFloat).view({rn, 1, 2 * kPatchRows + 1, kPatchWidth, 3});
+    const at::Tensor col_b = rgb.index_select(0, flat_b.reshape(-1)).to(at::kFloat).view({rn, kPatchCandidates, 2 * kPatchRows + 1, kPatchWidth, 3});
+    const at::Tensor diff = col_a - col_b; // [r,C,Y,A,3]
+    const at::Tensor weight = pair.to(at::kFloat).unsqueeze(-1);
+    const at::Tensor count = pair.sum({2, 3}).to(at::kFloat); // [r,C]
+    const at::Tensor sum = (diff * diff * weight).sum({2, 3, 4});
+    // the two copy sources of the run, on its own row
+    // the background beside the hole: how many pixels from the edge on are background
+    const int64_t limit = sel(p_min).max().item<int64_t>() + kPatchCandidates + 2;
+    const at::Tensor steps = at::arange(limit, i64).view({1, -1}); // [1,L]
+    const at::Tensor along = sel(ei).view({rn, 1}) + sel(s_long).view({rn, 1}) * steps; // [r,L]
+    const at::Tensor row_r = sel(run_y).view({rn, 1}).expand({rn, limit});
+    const at::Tensor on_background =
+        lookup(sel(run_frame).view({rn, 1}), row_r, along, sel(bg_d).view({rn, 1}), sel(tolerance).view({rn, 1})).first;
+    const at::Tensor reach = on_background.to(at::kLong).cumprod(1).sum(1).view({rn, 1}); // [r,1]
+    // every pixel the run copies from lies within it (the two taps of each end's sample)
+    auto source_ok = [&](const at::Tensor& uu) {
+      const at::Tensor q0 = at::floor(sel(uu).view({rn, 1}) + sel(s).view({rn, 1}) * p.to(at::kFloat)).to(at::kLong);
+      const at::Tensor sr2 = sel(s_long).view({rn, 1});
+      const at::Tensor e2 = sel(ei).view({rn, 1});
+      const at::Tensor far = at::maximum((q0 - e2) * sr2, ((q0 + 1).clamp_max(w - 1) - e2) * sr2);
+      return far < reach;
+    };
+    const at::Tensor valid = (count >= static_cast<double>(kFewestPairs)) & source_ok(u_first) & source_ok(u_last);
+    const at::Tensor cost = at::where(valid, sum / count.clamp_min(1), std::numeric_limits<float>::infinity());
+    const at::Tensor choice = cost.argmin(1); // the first: the smallest P among equals
+    const at::Tensor valid_f = valid.to(at::kFloat);
+    const at::Tensor mean_cost = (at::where(valid, cost, 0.0f)).sum(1) / valid_f.sum(1).clamp_min(1);
+    const at::Tensor any = valid.any(1) & (cost.gather(1, choice.unsqueeze(1)).squeeze(1) < kPatchRepeats * mean_cost);
+    best_p.narrow(0, r0, rn).copy_(at::where(any, p.gather(1, choice.unsqueeze(1)).squeeze(1), -1));
+    const at::Tensor chosen = choice.view({rn, 1, 1, 1, 1}).expand({rn, 1, 2 * kPatchRows + 1, kPatchWidth, 3});
+    const at::Tensor d_chosen = diff.gather(1, chosen).squeeze(1); // [r,Y,A,3]
+    const at::Tensor w_chosen = weight.expand({rn, kPatchCandidates, 2 * kPatchRows + 1, kPatchWidth, 1})
+                                    .gather(1, chosen.narrow(4, 0, 1))
+                                    .squeeze(1);
+    const at::Tensor c_chosen = count.gather(1, choice.unsqueeze(1)).clamp_min(1); // [r,1]
+    offsets.narrow(0, r0, rn).copy_((d_chosen * w_chosen).sum({1, 2}) / c_chosen);
+  }
+  // the colours of the runs that found a P
+  const at::Tensor p_pixel = best_p.index_select(0, run_of);
+  const at::Tensor q = (u + s_pixel * p_pixel.to(at::kFloat)).clamp(0, static_cast<double>(w - 1));
+  const at::Tensor q0 = at::floor(q).to(at::kLong);
+  const at::Tensor q1 = (q0 + 1).clamp_max(w - 1);
+  const at::Tensor frac = (q - q0.to(at::kFloat)).unsqueeze(1);
+  const at::Tensor base = (fi * h + yi) * w;
+  const at::Tensor value = rgb.index_select(0, base + q0).to(at::kFloat) * (1 - frac) + rgb.index_select(0, base + q1).to(at::kFloat) * frac +
+      offsets.index_select(0, run_of);
+  const at::Tensor image = eye.image.permute({0, 2, 3, 1}); // [N,H,W,3] view
+  const at::Tensor current = image.reshape({-1, 3}).index_select(0, pixel).to(at::kFloat);
+  const at::Tensor written = at::where((p_pixel > 0).unsqueeze(1), at::floor(value + 0.5).clamp(0, 255), current);
+  // index_put_ through the (possibly strided) view
+  image.index_put_({fi, yi, xi}, written.to(at::kByte));
+}
+
+} // namespace sbsconv

@@ -1,0 +1,61 @@
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+#include "sbsconv/stereo/Warp.h"
+
+namespace sbsconv {
+
+// Note [Depth-guided patch fill]
+// The pixels of an eye's disocclusions that no frame saw (Note [Temporal fill]; all of them
+// with fill="spatial") show background that nobody has seen. The warp continues the
+// background's edge pixel across them (Note [Occlusion-correct eye rendering], step 3): a
+// streak. They are filled instead with the background's own texture, copied from beside the
+// hole along the row, at the background's depth only:
+//
+// 1. A run is a stretch of such pixels in one row that continue the same background pixel
+//    (the warp's description: its source position e, disparity d_b, side s). Pixel p of the
+//    run shows the hidden point u = p - k*d_b, delta = (u - e) * -s pixels beyond the edge.
+// 2. The run copies from P pixels further into the background, u + s*P, with P past the
+//    run's deepest point (P >= ceil(max delta) + 1, so every copy lands on seen background)
+//    and chosen among kPatchCandidates values by self-similarity: the texture is taken to
+//    repeat at P where the strip beside the edge, kPatchWidth pixels from e into the
+//    background in the rows y-kPatchRows..y+kPatchRows, looks most like itself P pixels
+//    further on (the least mean squared RGB difference). Periodic textures (bricks, tiles,
+//    stripes) continue in phase; neighbouring rows see almost the same strip, so they choose
+//    the same P and the copy is one coherent patch, not a smear.
+// 3. Depth-guided: only pixel pairs whose disparities are both the background's (within the
+//    temporal fill's tolerance, a third of the way to the foreground's, at least half a
+//    pixel) count, at least a third of the strip must, and every pixel the run copies from
+//    must lie in the unbroken background beside the edge (row y, from e on): a nearer object
+//    beside the hole is never copied into it.
+// 4. Only a background that demonstrably repeats is copied: the best P's difference must be
+//    under kPatchRepeats of the average over the candidates. Elsewhere (a texture that does
+//    not repeat, noise) the run keeps the warp's continuation of the edge: measured against
+//    exact ground truth (benchmarks/bench_fill.py), copying such a texture costs 1.5-2 dB
+//    PSNR in the disocclusions, since a copy is as far from the unseen truth as any other
+//    sample of the texture while the edge pixel is correlated with its neighbours.
+// 5. Colour: the source row sampled linearly at u + s*P (rounded like the warp), plus the
+//    strip's mean difference between the edge and its copy (per channel), so the copy joins
+//    the edge at the edge's brightness.
+//
+// A hole region that stays disoccluded over still frames sees the same strip and makes the
+// same choice: the fill is stable. Pixels the temporal fill took from another frame carry
+// side 0 in the description (no run includes them).
+// Two implementations compute this and agree but for rounding in the sums (which can, rarely,
+// tip a choice of P): a native CPU kernel (rows in parallel) and LibTorch operations (any
+// device, runs in chunks); fill_from_patches picks the native one for CPU tensors.
+constexpr int64_t kPatchWidth = 12; // strip length into the background (pixels)
+constexpr int64_t kPatchRows = 2; // rows above and below
+constexpr int64_t kPatchCandidates = 32; // values of P tried
+constexpr float kPatchRepeats = 0.15f; // the best P's share of the average difference
+
+// frames: uint8 RGB [N,3,H,W] (the eye's source frames); disparity: float [N,1,H,W] (what the
+// eye was rendered from); share: the eye's; eye: rendered with describe_holes, filled in place.
+void fill_from_patches(const at::Tensor& frames, const at::Tensor& disparity, double share, EyeResult& eye);
+void fill_from_patches_cpu(const at::Tensor& frames, const at::Tensor& disparity, double share, EyeResult& eye);
+void fill_from_patches_tensor(const at::Tensor& frames, const at::Tensor& disparity, double share, EyeResult& eye);
+
+} // namespace sbsconv
