@@ -343,7 +343,7 @@ void bind_engine_options(py::module_& m) {
                         .hwaccel = hwaccel,
                         .device = device,
                         .strict = strict,
-                        .gray16 = false,
+                        .pixels = FramePixels::Rgb,
                     },
                 .batch_size = batch_size,
                 .batch_size_auto = batch_size_auto,

@@ -501,7 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "depth",
         help="export a video's depth (or convert a depth file to another format)",
-        description="Write the depth of a video as gray16 (16-bit FFV1 video), rgb-packed (the metric-depth "
+        description="Write the depth of a video as gray16 (16-bit FFV1 video), gray8 (8-bit), rgb-packed (the metric-depth "
         "toolboxes' RGB video), png16 or exr (one image per frame, in a folder), npy (one array) or colormap "
         "(a preview video), with a JSON sidecar that says how to read it. Given a depth file (found by its "
         "sidecar, or an RGB-packed video with --max-depth), converts it into another format without a model. "
@@ -510,7 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="video file, or a depth file to convert")
     p.add_argument("output", help="depth file (.mkv, .npy) or folder (png16, exr)")
     p.add_argument("--format", default=None, metavar="FORMAT",
-                   help="gray16, rgb-packed, png16, exr, npy or colormap (default: --depth-format, gray16)")
+                   help="gray16, gray8, rgb-packed, png16, exr, npy or colormap (default: --depth-format, gray16)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_option_arguments(p)
     p.set_defaults(run=_cmd_depth)

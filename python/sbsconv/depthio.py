@@ -35,7 +35,7 @@ __all__ = ["DepthBatch", "DepthFromFile", "DepthInfo", "check_point_cloud_scale"
            "depth_source", "export_engine_options", "open_depth", "read_depth", "sidecar_of"]
 
 SEQUENCES = ("png16", "exr")
-EXTENSIONS = {"gray16": ".mkv", "rgb-packed": ".mkv", "npy": ".npy", "colormap": ".mp4"}
+EXTENSIONS = {"gray16": ".mkv", "gray8": ".mkv", "rgb-packed": ".mkv", "npy": ".npy", "colormap": ".mp4"}
 SEQUENCE_SIDECAR = "depth.json"
 DEFAULT_MAX_DEPTH = 6.0  # metres at full scale in rgb-packed exports, as the toolboxes use
 
@@ -126,7 +126,7 @@ def open_depth(path: str | os.PathLike[str], *, max_depth: float | None = None) 
         if not times:
             raise InputError("the depth sidecar lists no frames", path=str(sidecar_path), stage="read depth")
         spec = source_spec(target, fmt, relative=bool(side.get("relative", True)), times=times)
-        if encoding.get("type") == "linear16":
+        if encoding.get("type") in ("linear16", "linear8"):
             if encoding.get("per_frame_range"):
                 spec["low"] = [float(v) for v in frames.get("low", [])]
                 spec["high"] = [float(v) for v in frames.get("high", [])]

@@ -67,7 +67,7 @@ def export_depth(
     on_progress: Callable[[dict], Any] | None = None,
     **overrides: Any,
 ) -> DepthExportResult:
-    """Writes the depth of a video (``format``: gray16, rgb-packed, png16, exr, npy or colormap;
+    """Writes the depth of a video (``format``: gray16, gray8, rgb-packed, png16, exr, npy or colormap;
     default ``depth_format``) with its JSON sidecar, without a 3D video. The depth is what
     :func:`sbsconv.convert` would render from with the same options (the model, then the
     stabiliser), so ``convert(..., depth=<this export>)`` re-renders without the model.

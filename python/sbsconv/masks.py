@@ -4,10 +4,9 @@ video (U²-Net, :class:`sbsconv.models.MaskModel`) as a mask video with a JSON s
 
     sbsconv.export_mask("clip.mp4", "clip_mask.mkv")        # u2netp; clip_mask.mkv.json beside it
 
-The file is a depth file of sbsconv's ``gray16`` format (16-bit FFV1 in Matroska, lossless,
-values 0..1 over 0..65535; Note [Depth files] in cpp/sbsconv/media/DepthFile.h) whose sidecar
-says ``"product": "mask"``: every depth tool reads it, and it keeps 16 bits where a mask has
-8 of meaning. Masks are temporally stable: each frame's mask is blended with the previous
+The file is a depth file of sbsconv's ``gray8`` format (8-bit grey FFV1 in Matroska, lossless,
+values 0..1 over 0..255; Note [Depth files] in cpp/sbsconv/media/DepthFile.h) whose sidecar
+says ``"product": "mask"``: every depth tool reads it, and any video tool shows it. Masks are temporally stable: each frame's mask is blended with the previous
 output where the picture did not move (the stabiliser's motion-weighted EMA, Note [Depth
 stabilisation], on the mask's values), and a scene cut starts afresh.
 """
@@ -57,7 +56,7 @@ def mask_file_options(path: str, *, model: str, license: str | None, smoothing: 
     extra = {"product": "mask", "model": model, "license": license, "smoothing": smoothing,
              "source_video": os.path.abspath(source) if source else None, "sbsconv_version": _core.__version__}
     members = ",\n  ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in extra.items())
-    return {"path": path, "format": "gray16", "relative": True, "max_depth": 1.0, "half": False,
+    return {"path": path, "format": "gray8", "relative": True, "max_depth": 1.0, "half": False,
             "fov_degrees": None, "sidecar_extra": members}
 
 
@@ -67,7 +66,7 @@ def mask_output_path(input: str | os.PathLike[str], output: str | os.PathLike[st
         return str(p.with_name(p.stem + "_mask.mkv"))
     out = os.fspath(output)
     if Path(out).suffix.lower() != ".mkv":
-        raise OptionError(f"a mask video is written as 16-bit FFV1 in Matroska: name it .mkv, not {out!r}")
+        raise OptionError(f"a mask video is written as 8-bit FFV1 in Matroska: name it .mkv, not {out!r}")
     return out
 
 

@@ -42,7 +42,7 @@ __all__ = ["CONTAINERS", "DEPTH_FORMATS", "GROUPS", "Check", "Choice", "ConvertO
 GROUPS = ("model", "3d", "stability", "layout", "encoding", "timing", "output", "advanced")
 CONTAINERS = (".mp4", ".m4v", ".mov", ".mkv")  # what convert() writes
 # Note [Depth files] (cpp/sbsconv/media/DepthFile.h): the depth products' formats
-DEPTH_FORMATS = ("gray16", "rgb-packed", "png16", "exr", "npy", "colormap")
+DEPTH_FORMATS = ("gray16", "gray8", "rgb-packed", "png16", "exr", "npy", "colormap")
 # the stereo tag written into the container for each layout (none for anaglyphs)
 STEREO_TAG = {"full-sbs": "sbs", "half-sbs": "sbs", "cross-eyed": "sbs-rl", "full-tb": "tb",
               "half-tb": "tb", "apple-3d": "sbs", "vr180": "sbs", "vr180-tb": "tb"}
@@ -457,7 +457,7 @@ class ConvertOptions:
         "png16 and exr)", "output", Check("a path", _path))
     depth_format: str = _option(
         "gray16",
-        "gray16 (16-bit FFV1 video), rgb-packed (the metric-depth toolboxes' RGB video), png16, "
+        "gray16 (16-bit FFV1 video), gray8 (8-bit FFV1 video), rgb-packed (the metric-depth toolboxes' RGB video), png16, "
         "exr, npy (one array), colormap (a preview video)", "output", Choice(DEPTH_FORMATS))
     max_depth: float | None = _option(
         None,

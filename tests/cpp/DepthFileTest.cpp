@@ -737,7 +737,7 @@ TEST(DepthFileLosslessVideo, Gray16AndRgbReadBackExactly) {
     o.path = path.string();
     o.width = 256;
     o.height = 256;
-    o.gray16 = true;
+    o.pixels = FramePixels::Gray16;
     o.time_base = Rational{1, 25};
     o.frame_rate = Rational{25, 1};
     LosslessVideoWriter writer(o);
@@ -747,7 +747,7 @@ TEST(DepthFileLosslessVideo, Gray16AndRgbReadBackExactly) {
     writer.finish();
     ASSERT_TRUE(fs::exists(path));
     ReaderOptions ro;
-    ro.gray16 = true;
+    ro.pixels = FramePixels::Gray16;
     VideoReader reader(path.string(), ro);
     FrameBatch b = reader.read(8);
     ASSERT_EQ(b.size(), 2);

@@ -85,6 +85,7 @@ def test_reference_export_has_every_frame_at_its_time(reference):
 
 @pytest.mark.parametrize(("fmt", "tolerance"), [
     ("gray16", 0.5 / 65535 + 1e-7),
+    ("gray8", 0.5 / 255 + 1e-7),
     ("rgb-packed", 0.5 * 65536 / 255 ** 4 + 1e-7),
     ("png16", 0.5 / 65535 + 1e-7),
     ("exr", 0.0),

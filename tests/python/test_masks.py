@@ -39,6 +39,11 @@ def test_export_mask_with_its_defaults_reaches_the_registry_model(offline_hub, t
     masks = sbsconv.read_masks(out, clip)
     assert masks.shape == (6, 1, 64, 96) and 0 <= float(masks.min()) and float(masks.max()) <= 1
     assert float(masks.std()) > 0
+    # lossless 8-bit grey: what the sidecar says, and every value one of 256 steps
+    assert side["format"] == "gray8" and side["encoding"]["type"] == "linear8"
+    info = sbsconv.media.probe(out)
+    assert info.pix_fmt == "gray" and info.bit_depth == 8 and info.codec == "ffv1"
+    assert torch.equal(masks * 255, (masks * 255).round())
 
 
 def test_the_default_output_name_sits_beside_the_video(u2netp, testsrc, tmp_path):

@@ -336,6 +336,9 @@ DepthFormat parse_depth_format(const std::string& name) {
   if (name == "gray16") {
     return DepthFormat::Gray16;
   }
+  if (name == "gray8") {
+    return DepthFormat::Gray8;
+  }
   if (name == "rgb-packed") {
     return DepthFormat::RgbPacked;
   }
@@ -348,13 +351,15 @@ DepthFormat parse_depth_format(const std::string& name) {
   if (name == "npy") {
     return DepthFormat::Npy;
   }
-  throw Error(ErrorKind::Option, "depth format", "unknown depth format '" + name + "' (gray16, rgb-packed, png16, exr, npy)");
+  throw Error(ErrorKind::Option, "depth format", "unknown depth format '" + name + "' (gray16, gray8, rgb-packed, png16, exr, npy)");
 }
 
 const char* depth_format_name(DepthFormat format) {
   switch (format) {
     case DepthFormat::Gray16:
       return "gray16";
+    case DepthFormat::Gray8:
+      return "gray8";
     case DepthFormat::RgbPacked:
       return "rgb-packed";
     case DepthFormat::Png16:
@@ -393,19 +398,19 @@ at::Tensor unpack_rgb_depth(const at::Tensor& rgb, double max_depth) {
   return (k * 256.0 + low) * (max_depth / kPackedFullScale);
 }
 
-at::Tensor depth_to_codes(const at::Tensor& depth, const at::Tensor& low, const at::Tensor& high) {
+at::Tensor depth_to_codes(const at::Tensor& depth, const at::Tensor& low, const at::Tensor& high, double full_scale) {
   const int64_t n = depth.size(0);
   at::Tensor lo = low.to(at::kCPU, at::kFloat).reshape({n, 1, 1, 1});
   at::Tensor span = (high.to(at::kCPU, at::kFloat).reshape({n, 1, 1, 1}) - lo).clamp_min(1e-12);
   at::Tensor d = at::nan_to_num(depth.to(at::kCPU, at::kFloat), 0.0, std::numeric_limits<float>::max(), 0.0);
-  return ((d - lo) / span).clamp(0.0, 1.0).mul(65535.0).round().to(at::kInt);
+  return ((d - lo) / span).clamp(0.0, 1.0).mul(full_scale).round().to(at::kInt);
 }
 
-at::Tensor codes_to_depth(const at::Tensor& codes, const at::Tensor& low, const at::Tensor& high) {
+at::Tensor codes_to_depth(const at::Tensor& codes, const at::Tensor& low, const at::Tensor& high, double full_scale) {
   const int64_t n = codes.size(0);
   at::Tensor lo = low.to(at::kCPU, at::kFloat).reshape({n, 1, 1, 1});
   at::Tensor hi = high.to(at::kCPU, at::kFloat).reshape({n, 1, 1, 1});
-  return codes.to(at::kFloat) / 65535.0 * (hi - lo) + lo;
+  return codes.to(at::kFloat) / full_scale * (hi - lo) + lo;
 }
 
 // ---- DepthWriter -------------------------------------------------------------------------------
@@ -424,8 +429,12 @@ struct DepthWriter::Impl {
   int64_t count = 0;
   bool done = false;
 
-  bool linear16() const {
-    return o.format == DepthFormat::Gray16 || o.format == DepthFormat::Png16;
+  // the formats that store codes on a linear range, and their full scale
+  bool linear() const {
+    return o.format == DepthFormat::Gray16 || o.format == DepthFormat::Gray8 || o.format == DepthFormat::Png16;
+  }
+  double full_scale() const {
+    return o.format == DepthFormat::Gray8 ? 255.0 : 65535.0;
   }
 
   void check_cancel() const {
@@ -454,12 +463,15 @@ struct DepthWriter::Impl {
   }
 
   std::string sidecar(const std::vector<int64_t>& cuts) const {
-    const bool constant_range = !linear16() || o.relative;
+    const bool constant_range = !linear() || o.relative;
     std::string encoding;
     switch (o.format) {
       case DepthFormat::Gray16:
+      case DepthFormat::Gray8:
       case DepthFormat::Png16:
-        encoding = R"J({"type": "linear16", "depth": "low + code / 65535 * (high - low)")J";
+        encoding = o.format == DepthFormat::Gray8
+            ? R"J({"type": "linear8", "depth": "low + code / 255 * (high - low)")J"
+            : R"J({"type": "linear16", "depth": "low + code / 65535 * (high - low)")J";
         if (constant_range) {
           encoding += R"J(, "low": 0, "high": 1)J";
         } else {
@@ -610,7 +622,9 @@ DepthWriter::DepthWriter(DepthWriterOptions options) : impl_(std::make_unique<Im
     v.path = d.o.path;
     v.width = d.o.width;
     v.height = d.o.height;
-    v.gray16 = d.o.format == DepthFormat::Gray16;
+    v.pixels = d.o.format == DepthFormat::Gray16 ? FramePixels::Gray16
+        : d.o.format == DepthFormat::Gray8       ? FramePixels::Gray8
+                                                 : FramePixels::Rgb;
     v.time_base = d.o.time_base;
     v.frame_rate = d.o.frame_rate;
     v.time_origin = d.o.time_origin;
@@ -652,7 +666,7 @@ void DepthWriter::write(
       d.camera.insert(d.camera.end(), c.data_ptr<float>(), c.data_ptr<float>() + n * 12);
     }
     at::Tensor low, high;
-    if (d.linear16()) {
+    if (d.linear()) {
       if (d.o.relative) {
         low = at::zeros({n}, at::kFloat);
         high = at::ones({n}, at::kFloat);
@@ -673,7 +687,8 @@ void DepthWriter::write(
     }
     switch (d.o.format) {
       case DepthFormat::Gray16:
-        d.video->write(depth_to_codes(host, low, high), pts);
+      case DepthFormat::Gray8:
+        d.video->write(depth_to_codes(host, low, high, d.full_scale()), pts);
         break;
       case DepthFormat::RgbPacked: {
         int64_t clipped = 0;
@@ -824,6 +839,8 @@ struct DepthReader::Impl {
       if (o.format == DepthFormat::Gray16) {
         at::Tensor codes = b.frames.to(at::kInt).bitwise_and(0xFFFF);
         out.depth = codes_to_depth(codes, range(o.low, first, n, 0.0f), range(o.high, first, n, 1.0f));
+      } else if (o.format == DepthFormat::Gray8) {
+        out.depth = codes_to_depth(b.frames.to(at::kInt), range(o.low, first, n, 0.0f), range(o.high, first, n, 1.0f), 255.0);
       } else {
         out.depth = unpack_rgb_depth(b.frames, o.relative ? 1.0 : o.max_depth);
         if (lossy) {
@@ -902,16 +919,19 @@ DepthReader::DepthReader(DepthSourceOptions options) : impl_(std::make_unique<Im
   check_ranges();
   switch (d.o.format) {
     case DepthFormat::Gray16:
+    case DepthFormat::Gray8:
     case DepthFormat::RgbPacked: {
       DEPTH_CHECK(
           d.o.format == DepthFormat::RgbPacked || listed > 0, Input, kReadStage,
-          "a 16-bit depth video needs its sidecar (the range its values map to)", d.o.path);
+          "a grey depth video needs its sidecar (the range its values map to)", d.o.path);
       DEPTH_CHECK(
-          d.o.format == DepthFormat::Gray16 || d.o.relative || (d.o.max_depth > 0 && std::isfinite(d.o.max_depth)),
+          d.o.format != DepthFormat::RgbPacked || d.o.relative || (d.o.max_depth > 0 && std::isfinite(d.o.max_depth)),
           Option, kReadStage, "reading RGB-packed depth needs max_depth (metres at full scale)", d.o.path);
       ReaderOptions ro;
       ro.hwaccel = "none";
-      ro.gray16 = d.o.format == DepthFormat::Gray16;
+      ro.pixels = d.o.format == DepthFormat::Gray16 ? FramePixels::Gray16
+          : d.o.format == DepthFormat::Gray8       ? FramePixels::Gray8
+                                                   : FramePixels::Rgb;
       d.video = std::make_unique<VideoReader>(d.o.path, ro);
       const VideoStreamDescription& desc = d.video->stream();
       d.width = desc.width;

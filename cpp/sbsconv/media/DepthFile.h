@@ -14,10 +14,12 @@
 namespace sbsconv {
 
 // Note [Depth files]
-// Depth leaves sbsconv in one of five formats, each with a JSON sidecar that says how to read
+// Depth leaves sbsconv in one of six formats, each with a JSON sidecar that says how to read
 // it without sbsconv (units, how stored values map to depth, every frame's timestamp, field
 // of view, scene cuts, the model and the options of the run):
 //   gray16      FFV1 gray16le in Matroska; code = round((d - low) / (high - low) * 65535).
+//   gray8       FFV1 gray (8-bit) in Matroska; code = round((d - low) / (high - low) * 255):
+//               the subject masks (sidecar product "mask"), and depth where 8 bits will do.
 //   rgb-packed  the metric-depth toolboxes' exchange format: an 8-bit RGB video (FFV1 bgr0 in
 //               Matroska) whose red and green both hold the high byte of a 16-bit code and
 //               blue its low byte. The code is the top 16 bits of a 32-bit value on which
@@ -30,7 +32,8 @@ namespace sbsconv {
 //               count is completed at the end), so memory stays flat for any length.
 // Depth is what the stereo stage uses: relative models give normalised inverse depth in
 // [0,1] (1 = nearest, after the depth stabiliser), metric models metres. gray16/png16 use
-// low = 0, high = 1 for relative depth and each frame's own minimum and maximum for metres.
+// low = 0, high = 1 for relative depth and each frame's own minimum and maximum for metres
+// (gray8 likewise).
 // The sidecar of a file X is X.json; of a sequence folder, depth.json inside it. Timestamps
 // are seconds on the source's clock (the source's first frame at source_start), so a later
 // conversion of the same video matches depth to frames by time, whatever window either run
@@ -43,7 +46,7 @@ namespace sbsconv {
 // keeps the error near one low-byte step where compression blurs the bytes; a lossy file's
 // frames are then denoised, Note [Lossy packed depth] in DepthFile.cpp).
 
-enum class DepthFormat { Gray16, RgbPacked, Png16, Exr, Npy };
+enum class DepthFormat { Gray16, Gray8, RgbPacked, Png16, Exr, Npy };
 
 DepthFormat parse_depth_format(const std::string& name);
 const char* depth_format_name(DepthFormat format);
@@ -53,9 +56,9 @@ const char* depth_format_name(DepthFormat format);
 at::Tensor pack_rgb_depth(const at::Tensor& depth, double max_depth, int64_t* clipped = nullptr);
 // uint8 RGB [N,3,H,W] (lossless or lossy) -> float depth [N,1,H,W].
 at::Tensor unpack_rgb_depth(const at::Tensor& rgb, double max_depth);
-// float depth [N,1,H,W] -> int32 codes 0..65535 for per-frame ranges low/high ([N] float).
-at::Tensor depth_to_codes(const at::Tensor& depth, const at::Tensor& low, const at::Tensor& high);
-at::Tensor codes_to_depth(const at::Tensor& codes, const at::Tensor& low, const at::Tensor& high);
+// float depth [N,1,H,W] -> int32 codes 0..full_scale for per-frame ranges low/high ([N] float).
+at::Tensor depth_to_codes(const at::Tensor& depth, const at::Tensor& low, const at::Tensor& high, double full_scale = 65535.0);
+at::Tensor codes_to_depth(const at::Tensor& codes, const at::Tensor& low, const at::Tensor& high, double full_scale = 65535.0);
 
 struct DepthWriterOptions {
   std::string path; // the file (gray16/rgb-packed: .mkv; npy: .npy) or the folder (png16, exr)
@@ -125,7 +128,7 @@ struct DepthSourceOptions {
   // Each frame's time in seconds from the source's start; empty: the video file's own
   // timestamps (rgb-packed without a sidecar).
   std::vector<double> times;
-  std::vector<float> low; // gray16/png16: per frame, or one value for all
+  std::vector<float> low; // gray16/gray8/png16: per frame, or one value for all
   std::vector<float> high;
   std::vector<float> fov; // per frame (may be empty)
 };

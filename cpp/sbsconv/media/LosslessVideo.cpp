@@ -87,7 +87,9 @@ LosslessVideoWriter::LosslessVideoWriter(LosslessVideoOptions options) : impl_(s
   c->width = d.o.width;
   c->height = d.o.height;
   // 8-bit RGB as bgr0: FFV1's lossless RGB in every FFmpeg sbsconv supports (gbrp only from 6.0)
-  c->pix_fmt = d.o.gray16 ? AV_PIX_FMT_GRAY16LE : AV_PIX_FMT_BGR0;
+  c->pix_fmt = d.o.pixels == FramePixels::Gray16 ? AV_PIX_FMT_GRAY16LE
+      : d.o.pixels == FramePixels::Gray8            ? AV_PIX_FMT_GRAY8
+                                                    : AV_PIX_FMT_BGR0;
   c->time_base = AVRational{d.o.time_base.num, d.o.time_base.den};
   if (d.o.frame_rate.num > 0 && d.o.frame_rate.den > 0) {
     c->framerate = AVRational{d.o.frame_rate.num, d.o.frame_rate.den};
@@ -138,7 +140,8 @@ int64_t LosslessVideoWriter::frames() const {
 
 void LosslessVideoWriter::write(const at::Tensor& frames, const std::vector<int64_t>& pts) {
   Impl& d = *impl_;
-  const int64_t channels = d.o.gray16 ? 1 : 3;
+  const bool grey = d.o.pixels != FramePixels::Rgb;
+  const int64_t channels = grey ? 1 : 3;
   SBSCONV_CHECK(
       frames.dim() == 4 && frames.size(1) == channels && frames.size(2) == d.o.height && frames.size(3) == d.o.width &&
           frames.size(0) == static_cast<int64_t>(pts.size()),
@@ -147,21 +150,23 @@ void LosslessVideoWriter::write(const at::Tensor& frames, const std::vector<int6
       "frames must be [N," + std::to_string(channels) + "," + std::to_string(d.o.height) + "," +
           std::to_string(d.o.width) + "] with one pts each");
   SBSCONV_CHECK(
-      d.o.gray16 ? !at::isFloatingType(frames.scalar_type()) : frames.scalar_type() == at::kByte,
+      grey ? !at::isFloatingType(frames.scalar_type()) : frames.scalar_type() == at::kByte,
       Option,
       kStage,
-      d.o.gray16 ? "16-bit frames must be integers" : "RGB frames must be uint8");
+      grey ? "grey frames must be integers" : "RGB frames must be uint8");
   try {
-    // rows on the CPU: gray16 as uint16 values, RGB as packed B, G, R, 0 (bgr0)
+    // rows on the CPU: gray16 as uint16 values, gray as bytes, RGB as packed B, G, R, 0 (bgr0)
     at::Tensor host = frames.to(at::kCPU);
-    if (d.o.gray16) {
+    if (d.o.pixels == FramePixels::Gray16) {
       host = host.to(at::kInt).clamp(0, 65535).to(at::kShort).contiguous(); // the low 16 bits
+    } else if (d.o.pixels == FramePixels::Gray8) {
+      host = host.to(at::kInt).clamp(0, 255).to(at::kByte).contiguous();
     } else {
       host = at::cat({host.index_select(1, at::tensor({2, 1, 0}, at::kLong)), at::zeros_like(host.narrow(1, 0, 1))}, 1)
                  .permute({0, 2, 3, 1})
                  .contiguous(); // [N,H,W,4]
     }
-    const size_t item = d.o.gray16 ? 2 : 4; // bytes per pixel
+    const size_t item = d.o.pixels == FramePixels::Gray16 ? 2 : d.o.pixels == FramePixels::Gray8 ? 1 : 4; // bytes per pixel
     for (int64_t k = 0; k < frames.size(0); ++k) {
       d.check_cancel();
       SBSCONV_CHECK(

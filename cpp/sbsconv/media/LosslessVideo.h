@@ -17,7 +17,7 @@ struct LosslessVideoOptions {
   std::string path; // the final file (Matroska); written under temporary_path(), then renamed
   int width = 0;
   int height = 0;
-  bool gray16 = false; // 16-bit grey frames (depth); otherwise 8-bit RGB (packed depth, masks)
+  FramePixels pixels = FramePixels::Rgb;
   Rational time_base; // of the pts given to write()
   Rational frame_rate; // nominal rate, for the container
   double time_origin = 0.0; // the file's zero on the source clock, in seconds
@@ -26,7 +26,7 @@ struct LosslessVideoOptions {
 };
 
 // Writes frames losslessly: FFV1 (level 3, slice checksums) in Matroska, gray16le for 16-bit
-// grey and bgr0 for RGB, so every value reads back exactly (Note [Depth files]). Nothing
+// grey, gray for 8-bit grey and bgr0 for RGB, so every value reads back exactly (Note [Depth files]). Nothing
 // appears under the output name until finish() succeeds; an unfinished writer removes its
 // temporary file.
 //
@@ -38,7 +38,8 @@ class LosslessVideoWriter {
   LosslessVideoWriter(const LosslessVideoWriter&) = delete;
   LosslessVideoWriter& operator=(const LosslessVideoWriter&) = delete;
 
-  // gray16: integer [N,1,H,W] with values 0..65535 (any integer type wide enough); RGB: uint8
+  // Gray16: integer [N,1,H,W] with values 0..65535 (any integer type wide enough); Gray8:
+  // integer [N,1,H,W] with values 0..255; RGB: uint8
   // [N,3,H,W]; any device and memory layout. pts: one per frame in options.time_base on the
   // source clock, strictly increasing.
   void write(const at::Tensor& frames, const std::vector<int64_t>& pts);

@@ -9,6 +9,10 @@
 
 namespace sbsconv {
 
+// What the pixels of a lossless depth or mask video hold (Note [Depth files]): 8-bit RGB
+// (packed depth), 8-bit grey (masks) or 16-bit grey (depth).
+enum class FramePixels { Rgb, Gray8, Gray16 };
+
 struct Rational {
   int num = 0;
   int den = 1;

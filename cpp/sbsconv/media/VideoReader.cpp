@@ -187,13 +187,13 @@ void VideoReader::Impl::open() {
     throw Error(ErrorKind::Option, "open", "duration must be a finite number of seconds > 0", path);
   }
 
-  if (options.gray16) {
-    // Depth videos: exact 16-bit values, decoded in software on the CPU.
+  if (options.pixels != FramePixels::Rgb) {
+    // Depth and mask videos: exact grey values, decoded in software on the CPU.
     if (!device.is_cpu()) {
-      throw Error(ErrorKind::Option, "open", "16-bit grey frames are decoded on the CPU", path);
+      throw Error(ErrorKind::Option, "open", "grey frames are decoded on the CPU", path);
     }
     options.hwaccel = "none";
-    converter = RgbConverter(AV_PIX_FMT_GRAY16);
+    converter = RgbConverter(options.pixels == FramePixels::Gray16 ? AV_PIX_FMT_GRAY16 : AV_PIX_FMT_GRAY8);
   }
   format = open_input(path, "open");
   const int index = choose_video_stream(format.get(), options.stream_index, path);
@@ -644,8 +644,8 @@ FrameBatch VideoReader::read(int max_frames) {
   SBSCONV_CHECK(max_frames > 0, Option, kStage, "batch size must be > 0");
   Impl& d = *impl_;
   // Note [Bounded inputs]: one call never allocates more than kMaxBatchBytes of frames.
-  const int64_t channels = d.options.gray16 ? 1 : 3;
-  const at::ScalarType dtype = d.options.gray16 ? at::kShort : at::kByte;
+  const int64_t channels = d.options.pixels == FramePixels::Rgb ? 3 : 1;
+  const at::ScalarType dtype = d.options.pixels == FramePixels::Gray16 ? at::kShort : at::kByte;
   const int64_t frame_bytes = static_cast<int64_t>(d.description.width) * d.description.height * 3;
   max_frames = static_cast<int>(std::clamp<int64_t>(kMaxBatchBytes / std::max<int64_t>(frame_bytes, 1), 1, max_frames));
   FrameBatch batch;

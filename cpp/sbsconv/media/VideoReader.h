@@ -35,10 +35,10 @@ struct ReaderOptions {
   // Corrupt or truncated data: raise a Decode error (true) or decode what can be decoded and
   // report it through warnings (false).
   bool strict = false;
-  // Decode to 16-bit grey instead of RGB (depth videos, Note [Depth files]): frames are int16
-  // [N,1,H,W] holding the unsigned 16-bit values (read them with `& 0xFFFF` after widening);
-  // software decoding only, on the CPU.
-  bool gray16 = false;
+  // Decode to grey instead of RGB (depth and mask videos, Note [Depth files]): Gray16 frames
+  // are int16 [N,1,H,W] holding the unsigned 16-bit values (read them with `& 0xFFFF` after
+  // widening), Gray8 frames uint8 [N,1,H,W]; software decoding only, on the CPU.
+  FramePixels pixels = FramePixels::Rgb;
 };
 
 // The decoded stream, as the reader presents it.
@@ -65,7 +65,7 @@ struct VideoStreamDescription {
 // A batch of consecutive frames in presentation order.
 struct FrameBatch {
   at::Tensor frames; // uint8 [N,3,H,W] RGB, channels-last (packed) layout, on the device
-                     // (ReaderOptions::gray16: int16 [N,1,H,W] on the CPU)
+                     // (ReaderOptions::pixels grey: [N,1,H,W] on the CPU)
   std::vector<int64_t> pts; // presentation time of each frame, in time_base units
   std::vector<int64_t> durations; // display duration of each frame, in time_base units
   Rational time_base;

@@ -40,7 +40,7 @@ struct SubjectOptions {
   // plane.fallback are the run's); otherwise the masks are only a product
   bool convergence = false;
   SubjectPlaneOptions plane;
-  // mask_out: also write the masks (a gray16 depth file whose sidecar says product: mask)
+  // mask_out: also write the masks (a gray8 depth file whose sidecar says product: mask)
   std::optional<DepthWriterOptions> mask_export;
 };
 
