@@ -174,7 +174,7 @@ void bind_engine_options(py::module_& m) {
                 .cq = cq,
                 .quality = quality,
                 .preset = preset,
-                .x264_preset = "", // set by the engine (Note [Encoder preset on the CPU])
+                .chosen_preset = "", // set by the engine (Note [Encoder preset chosen to keep pace])
                 .bit_depth = bit_depth,
                 // the frames' size and timing, the device and the source: set by the engine
                 .width = 0,

@@ -1035,17 +1035,30 @@ PYBIND11_MODULE(_core, m) {
   // Note [Parts of one video]: joins a split conversion's parts (engine options as for the
   // runs, with the whole window) into the output; returns the writer's result.
   m.def("keyframe_times", &keyframe_times, py::arg("path"), py::arg("stream") = -1);
-  // Note [Encoder preset on the CPU]: the rule the engine applies, for split conversions to
-  // choose one preset for all their parts before they start
+  // Note [Encoder preset chosen to keep pace]: the rule the engine applies, for split
+  // conversions to choose one preset for all their parts before they start; and the encoder a
+  // writer with these options opens (probe_encoder), the one the rule is for
   m.def(
-      "choose_x264_preset",
-      [](double model_core_seconds, int64_t width, int64_t height) {
-        const X264PresetChoice c = choose_x264_preset(model_core_seconds, width, height);
-        return py::make_tuple(c.preset, c.reason);
+      "choose_encoder_preset",
+      [](const std::string& encoder, int64_t width, int64_t height, double model_seconds, int model_threads,
+         bool shared_cores, int cores) {
+        EncoderPace p{encoder, width, height, model_seconds, model_threads, shared_cores, cores};
+        const PresetChoice c = choose_encoder_preset(p);
+        return py::make_tuple(c.preset, c.reason, c.keeps_pace);
       },
-      py::arg("model_core_seconds"),
-      py::arg("width"),
-      py::arg("height"));
+      py::arg("encoder"), py::arg("width"), py::arg("height"), py::arg("model_seconds"), py::arg("model_threads") = 1,
+      py::arg("shared_cores") = true, py::arg("cores") = 0);
+  m.def("usable_cores", &usable_cores);
+  m.def(
+      "preset_chosen_for",
+      [](WriterOptions o, int width, int height) {
+        o.width = width; // what the engine sets per run: the frames' size, a nominal timing
+        o.height = height;
+        o.time_base = Rational{1, 30};
+        o.frame_rate = Rational{30, 1};
+        return preset_chosen_for(o);
+      },
+      py::arg("writer"), py::arg("width"), py::arg("height"), py::call_guard<py::gil_scoped_release>());
   m.def("assemble_parts", [](const EngineOptions& o, const std::vector<std::string>& parts, double fov_degrees) {
     WriterResult r;
     {

@@ -61,9 +61,10 @@ class ConversionResult:
     point_clouds: tuple[str, ...] = ()  # point_clouds_every: the PLY files
     # per stage: name, frames, busy_seconds, batches, host_syncs (Note [Host synchronisation])
     stages: tuple[dict, ...] = ()
-    # the encoder preset: the caller's, or the one the engine chose for libx264 on the CPU (Note
-    # [Encoder preset on the CPU]); "" for the encoder's default
+    # the encoder preset: the caller's, or the one the engine chose for libx264/libx265 (Note
+    # [Encoder preset chosen to keep pace]); "" for the encoder's default
     encoder_preset: str = ""
+    encoder_preset_reason: str = ""  # why the engine chose it ("" when the caller named one)
     batch_size: int = 0  # frames per batch (chosen from the device's free memory when not given)
     precision: str = ""  # the model's precision as run ("auto" resolved on the CPU: int8 or fp32)
     mask_out: str | None = None  # the subject's masks (mask_out=), when written
@@ -180,8 +181,8 @@ def convert(
         layout=options.layout,
         model=plan.depth_name,
         encoder=run.encoder,
-        # the engine's choice applies to libx264 only (another encoder may have opened instead)
-        encoder_preset=(run.encoder_preset if run.encoder == "libx264" else "") or (options.preset or ""),
+        encoder_preset=run.encoder_preset or (options.preset or ""),
+        encoder_preset_reason=run.encoder_preset_reason,
         skipped_encoders=run.skipped_encoders,
         streams=run.streams,
         stage_fps=stage_fps,

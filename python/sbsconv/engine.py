@@ -101,7 +101,7 @@ class EngineRun:
     stages: tuple[StageFigures, ...]
     encoder: str
     skipped_encoders: tuple[str, ...]
-    encoder_preset: str  # the libx264 preset the engine chose ("" when it chose none)
+    encoder_preset: str  # the libx264/libx265 preset the engine chose ("" when it chose none)
     encoder_preset_reason: str
     streams: tuple[str, ...]
     warnings: tuple[str, ...]

@@ -21,8 +21,8 @@ options mean. The plan holds:
 - every automatic choice that Python can make before the run, with the reason: the batch size
   (from the device's free memory on CUDA, else the model's preferred batch), the model's
   precision and input size (resolved by the loader and kept on the model). The choices that
-  need the running engine (the x264 preset, measured from the model's own speed, Note
-  [Encoder preset on the CPU]; the batch size of a resumed run) are recorded by the engine in
+  need the running engine (the encoder's preset, measured from the model's own speed, Note
+  [Encoder preset chosen to keep pace]; the batch size of a resumed run) are recorded by the engine in
   the resume journal and reused by a resumed run (Note [Journal integrity]);
 - the engine's options and the resume fingerprint.
 """
@@ -41,6 +41,7 @@ from typing import Any, Literal, TypeAlias
 from sbsconv import depthio, media, stereo
 from sbsconv._native import _core
 from sbsconv.depthio import DepthFromFile
+from sbsconv.engine import core_options
 from sbsconv.errors import OptionError, OutputError
 from sbsconv.masks import MASK_SMOOTHING, PLANE_SMOOTHING, mask_file_options
 from sbsconv.media import MediaInfo
@@ -517,17 +518,6 @@ def output_size(options: ConvertOptions, source: MediaInfo) -> tuple[int, int]:
     return int(width), int(height)
 
 
-def _engine_would_choose_a_preset(options: ConvertOptions, width: int, height: int) -> bool:
-    """Whether a CPU run leaves libx264's preset to the engine (Note [Encoder preset on the
-    CPU]): no preset given, 8-bit H.264 ("auto" stays H.264 within level 5.2, Note [H.264 level
-    limits]: the engine's own limits), a software or automatic encoder. The engine applies the
-    same conditions in choose_x264_preset (pipeline/EngineImpl.h)."""
-    beyond_h264 = max(width, height) > _core.H264_MAX_SIDE or width * height > _core.H264_MAX_PIXELS
-    codec_h264 = options.codec == "h264" or (options.codec == "auto" and not beyond_h264)
-    return (options.preset is None and options.bit_depth == 8 and options.layout not in APPLE_LAYOUTS
-            and codec_h264 and options.encoder in ("auto", "software", "libx264"))
-
-
 def assembly_options(part_engine: dict[str, Any], options: ConvertOptions, output_path: str,
                      timeline_start: float) -> dict[str, Any]:
     """The engine options that join a split conversion's parts (``_core.assemble_parts``) into
@@ -545,10 +535,11 @@ def assembly_options(part_engine: dict[str, Any], options: ConvertOptions, outpu
 def settle_split_options(input_path: str, options: ConvertOptions) -> tuple[ConvertOptions, str]:
     """The options every part of a split conversion runs with, with what the engine would
     choose for itself per part decided once, before the parts start (the parts are joined with
-    the first part's stream headers, so they must encode alike): the libx264 preset, from the
-    model's speed on one frame of this video measured here (the engine's own rule,
-    ``_core.choose_x264_preset``). Returns the options and the reason ("" when nothing was
-    left to choose)."""
+    the first part's stream headers, so they must encode alike): the software encoder's preset,
+    from the model's speed on one frame of this video measured here, for the encoder a part's
+    writer opens (the engine's own rule and predicate, Note [Encoder preset chosen to keep
+    pace]: ``_core.choose_encoder_preset``, ``_core.preset_chosen_for``). Returns the options
+    and the reason ("" when nothing was left to choose)."""
     import time
 
     import torch
@@ -557,10 +548,15 @@ def settle_split_options(input_path: str, options: ConvertOptions) -> tuple[Conv
         return options, ""
     source = media.probe(input_path)
     width, height = output_size(options, source)
-    if not _engine_would_choose_a_preset(options, width, height):
-        return options, ""
     depth = depth_source_for(options, source)  # (split conversions take no depth products)
     if not isinstance(depth, DepthModel) or depth.device.type != "cpu":
+        return options, ""
+    output = resolve_output(input_path, os.path.join(os.path.dirname(os.path.abspath(input_path)), "part.mp4"),
+                            options)
+    engine = _engine_options(options, input_path, output, depth, source, 1, images_dir=None, purpose="part",
+                             part=None)
+    encoder = _core.preset_chosen_for(core_options(engine).writer, width, height)
+    if not encoder:
         return options, ""
     frame = torch.zeros(1, 3, source.height, source.display_width, dtype=torch.uint8)
     for batch in media.read_frames(input_path, start=float(options.start or 0.0), duration=5.0,
@@ -570,7 +566,8 @@ def settle_split_options(input_path: str, options: ConvertOptions) -> tuple[Conv
     depth.estimate_clip(frame)  # the first call pays for start-up (int8 packing, allocation)
     t0 = time.perf_counter()
     depth.estimate_clip(frame)
-    core_seconds = (time.perf_counter() - t0) * max(1, torch.get_num_threads())
-    preset, reason = _core.choose_x264_preset(core_seconds, width, height)
+    seconds = time.perf_counter() - t0
+    preset, reason, _ = _core.choose_encoder_preset(encoder, width, height, seconds, max(1, torch.get_num_threads()),
+                                                    True, _core.usable_cores())
     logger.info("split conversion: %s (one preset for every part)", reason)
     return options.replace(preset=preset), reason

@@ -1,5 +1,5 @@
-"""The stages' share of the CPU (Note [Sharing the cores] and Note [Encoder preset on the CPU]
-in cpp/sbsconv/pipeline/Engine.cpp)."""
+"""The stages' share of the CPU (Note [Sharing the cores] and Note [Encoder preset chosen to keep
+pace] in cpp/sbsconv/pipeline/EngineImpl.h)."""
 from __future__ import annotations
 
 import logging
@@ -10,6 +10,8 @@ import torch
 
 import sbsconv
 from helpers import data
+from sbsconv import plan
+from sbsconv._native import _core
 
 # x264 writes its settings into the stream (an SEI message); subme tells the presets apart.
 SUBME = {"medium": 7, "fast": 6, "faster": 4, "veryfast": 2, "superfast": 1, "slow": 8}
@@ -29,7 +31,8 @@ def test_the_engine_picks_a_cheaper_x264_preset_when_the_encoder_would_set_the_p
         result = sbsconv.convert(data("Tokyo-Walk_rgb.mp4"), tmp_path / "auto.mp4", model=str(tiny_model),
                                  precision="fp32", **OPTIONS)
     assert result.encoder == "libx264"
-    assert result.encoder_preset in ("fast", "faster", "veryfast", "superfast")
+    assert result.encoder_preset in ("fast", "faster", "veryfast")  # never below the floor
+    assert result.encoder_preset_reason.startswith(f"libx264 preset {result.encoder_preset}: ")
     assert x264_subme(result.output) == SUBME[result.encoder_preset]
     assert any(f"libx264 preset {result.encoder_preset}: the model takes" in r.getMessage() for r in caplog.records)
 
@@ -58,3 +61,57 @@ def test_the_stages_share_the_cores_and_the_callers_thread_count_survives(tiny_m
     worker.start()
     worker.join()
     assert seen == [before]
+
+
+# x265 writes its settings into the stream too: (ref, subme, rd) tell its presets apart.
+X265_SETTINGS = {"medium": (3, 2, 3), "fast": (3, 2, 2), "faster": (2, 2, 2), "veryfast": (2, 1, 2)}
+
+
+def x265_settings(path) -> tuple[int, int, int]:
+    with open(path, "rb") as f:
+        raw = f.read()
+    found = [re.search(rb" %s=(\d+) " % key, raw) for key in (b"ref", b"subme", b"rd")]
+    assert all(found), "no x265 settings in the stream"
+    return tuple(int(m.group(1)) for m in found)
+
+
+def test_hevc_gets_a_libx265_preset_chosen_the_same_way(tiny_model, tmp_path, caplog):
+    # the preset left alone with HEVC: the engine chooses libx265's, and the stream has it
+    with caplog.at_level(logging.INFO, logger="sbsconv"):
+        result = sbsconv.convert(data("Tokyo-Walk_rgb.mp4"), tmp_path / "auto.mkv", model=str(tiny_model),
+                                 precision="fp32", codec="hevc", **OPTIONS)
+    assert result.encoder == "libx265"
+    assert result.encoder_preset in X265_SETTINGS
+    assert x265_settings(result.output) == X265_SETTINGS[result.encoder_preset]
+    assert any(f"libx265 preset {result.encoder_preset}: the model takes" in r.getMessage() for r in caplog.records)
+
+
+def test_with_a_gpu_the_slowest_preset_that_outpaces_the_model_is_chosen():
+    choose = _core.choose_encoder_preset
+    # 1080p full side by side, the encoder on 16 cores: a slow model leaves time for medium
+    preset, reason, keeps = choose("libx264", 3840, 1080, 1 / 20.0, 1, False, 16)
+    assert (preset, keeps) == ("medium", True) and "runs at 20.0 frames/s" in reason
+    # a faster model: a faster preset, the slowest that still keeps pace
+    faster, _, keeps = choose("libx264", 3840, 1080, 1 / 60.0, 1, False, 16)
+    assert keeps and ["medium", "fast", "faster", "veryfast"].index(faster) > 0
+    # 657 frames/s (DA-V2 Small on an H100): nothing keeps pace; veryfast, the floor, and why
+    floor, reason, keeps = choose("libx264", 3840, 1080, 1 / 657.0, 1, False, 16)
+    assert (floor, keeps) == ("veryfast", False) and "the encoder sets the pace" in reason
+    # more cores keep pace with more
+    assert choose("libx264", 3840, 1080, 1 / 60.0, 1, False, 64)[0] == "medium"
+    # libx265 costs more than libx264 at the same pace
+    order = ["medium", "fast", "faster", "veryfast"]
+    assert order.index(choose("libx265", 3840, 1080, 1 / 20.0, 1, False, 16)[0]) > order.index(preset)
+    # an encoder sbsconv does not choose for: nothing
+    assert choose("h264_nvenc", 3840, 1080, 1 / 20.0, 1, False, 16)[0] == ""
+
+
+def test_a_split_conversion_chooses_one_preset_for_every_part_by_the_same_rule(tiny_model):
+    base = sbsconv.ConvertOptions(model=str(tiny_model), precision="fp32", input_size=140, device="cpu")
+    settled, reason = plan.settle_split_options(str(data("Tokyo-Walk_rgb.mp4")), base)
+    assert settled.preset in ("medium", "fast", "faster", "veryfast")
+    assert reason.startswith(f"libx264 preset {settled.preset}: ")
+    hevc, reason = plan.settle_split_options(str(data("Tokyo-Walk_rgb.mp4")), base.replace(codec="hevc"))
+    assert hevc.preset in X265_SETTINGS and reason.startswith(f"libx265 preset {hevc.preset}: ")
+    named, reason = plan.settle_split_options(str(data("Tokyo-Walk_rgb.mp4")), base.replace(preset="slow"))
+    assert named.preset == "slow" and reason == ""

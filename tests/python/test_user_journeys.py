@@ -210,7 +210,7 @@ def test_a_killed_default_run_resumes_whatever_the_paths_spelling(which, hub_cac
                       env=hubcache.hub_env(hub_cache))
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     journal = (work / ".out.mp4.sbsconv-resume" / "journal.txt").read_text()
-    assert "\nsegment 0 " in journal and "choice x264_preset" in journal
+    assert "\nsegment 0 " in journal and "choice encoder_preset" in journal
 
     hubcache.use_hub_cache(monkeypatch, hub_cache)
     kwargs = {} if which == "default" else {"model": str(tiny_model)}

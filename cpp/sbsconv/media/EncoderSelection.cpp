@@ -8,6 +8,11 @@
 #include <algorithm>
 #include <cstdio>
 #include <iterator>
+#include <thread>
+
+#ifdef __linux__
+#include <sched.h>
+#endif
 
 #include "sbsconv/common/Logging.h"
 #include "sbsconv/media/OutputContainer.h"
@@ -104,7 +109,7 @@ bool try_encoder(
     const int crf = o.crf.value_or(name == "libx264" ? 16 : 18);
     av_dict_set(&raw_options, "crf", std::to_string(crf).c_str(), 0);
     const std::string preset = !o.preset.empty()                              ? o.preset
-                               : name == "libx264" && !o.x264_preset.empty() ? o.x264_preset
+                               : !o.chosen_preset.empty()                    ? o.chosen_preset
                                                                              : "medium";
     av_dict_set(&raw_options, "preset", preset.c_str(), 0);
     if (name == "libx265") {
@@ -328,45 +333,122 @@ OpenedEncoder open_video_encoder(const WriterOptions& o_in, bool global_header) 
 
 namespace {
 
-struct X264Preset {
+struct PresetCost {
   const char* name;
   double cost; // core time per frame, relative to medium
 };
-// Measured once on a 2-core AMD EPYC (benchmarks/RESULTS.md): medium 75 ns of core time a pixel.
-constexpr X264Preset kX264Presets[] = {
-    {"medium", 1.0}, {"fast", 0.70}, {"faster", 0.53}, {"veryfast", 0.36}, {"superfast", 0.20}};
+// The presets sbsconv may choose, slowest first: medium (each encoder's default) down to
+// veryfast, the quality floor (faster ones only when the caller names them). Core time per
+// pixel of medium and the others relative to it, in the steady state, measured with
+// benchmarks/bench_encoder.py at 2560x720 and 3840x1080 on this project's 2-core machines
+// (benchmarks/RESULTS.md, "Encoder presets": libx264 medium 75-81 ns a pixel on an Intel Xeon,
+// as on the AMD EPYC before). libx265 3.5's veryfast costs about what faster does on these
+// frames; the table keeps the measured order, and where nothing keeps pace the cheapest is
+// taken.
+constexpr PresetCost kX264Presets[] = {{"medium", 1.0}, {"fast", 0.84}, {"faster", 0.66}, {"veryfast", 0.43}};
 constexpr double kX264MediumSecondsPerPixel = 75e-9;
+constexpr PresetCost kX265Presets[] = {{"medium", 1.0}, {"fast", 0.87}, {"faster", 0.74}, {"veryfast", 0.78}};
+constexpr double kX265MediumSecondsPerPixel = 145e-9;
+// A CPU run: the encoder's share of the core time, next to the model's.
 constexpr double kEncoderShare = 0.15;
+// A GPU run: the encoder's frames per second must exceed the model's by this margin, its
+// threads counted at this efficiency (frame threads at 1080p on 8-16 cores).
+constexpr double kPaceMargin = 1.1;
+constexpr double kThreadEfficiency = 0.75;
+
+const PresetCost* presets_of(const std::string& encoder, size_t* count, double* medium_seconds_per_pixel) {
+  if (encoder == "libx264") {
+    *count = std::size(kX264Presets);
+    *medium_seconds_per_pixel = kX264MediumSecondsPerPixel;
+    return kX264Presets;
+  }
+  if (encoder == "libx265") {
+    *count = std::size(kX265Presets);
+    *medium_seconds_per_pixel = kX265MediumSecondsPerPixel;
+    return kX265Presets;
+  }
+  *count = 0;
+  return nullptr;
+}
 
 } // namespace
 
-X264PresetChoice choose_x264_preset(double model_core_seconds, int64_t width, int64_t height) {
-  const double medium_core_s = kX264MediumSecondsPerPixel * static_cast<double>(width * height);
-  const X264Preset* chosen = &kX264Presets[std::size(kX264Presets) - 1];
-  for (const X264Preset& p : kX264Presets) {
+int usable_cores() {
+#ifdef __linux__
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0) {
+    return std::max(1, CPU_COUNT(&set));
+  }
+#endif
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+bool chooses_preset_for(const std::string& encoder) {
+  size_t count = 0;
+  double unused = 0.0;
+  return presets_of(encoder, &count, &unused) != nullptr;
+}
+
+std::string preset_chosen_for(const WriterOptions& options) {
+  if (!options.preset.empty() || options.spatial) {
+    return "";
+  }
+  const std::string encoder = probe_encoder(options).encoder;
+  return chooses_preset_for(encoder) ? encoder : "";
+}
+
+bool is_preset_choice(const std::string& encoder, const std::string& name) {
+  size_t count = 0;
+  double unused = 0.0;
+  const PresetCost* table = presets_of(encoder, &count, &unused);
+  return table != nullptr && std::any_of(table, table + count, [&](const PresetCost& p) { return name == p.name; });
+}
+
+PresetChoice choose_encoder_preset(const EncoderPace& pace) {
+  size_t count = 0;
+  double medium_per_pixel = 0.0;
+  const PresetCost* table = presets_of(pace.encoder, &count, &medium_per_pixel);
+  if (table == nullptr) {
+    return {};
+  }
+  const double medium_core_s = medium_per_pixel * static_cast<double>(pace.width * pace.height);
+  const double model_s = std::max(pace.model_seconds, 1e-9);
+  const double model_core_s = model_s * std::max(pace.model_threads, 1);
+  const double cores = std::max(pace.cores, 1) * kThreadEfficiency;
+  auto keeps_pace = [&](const PresetCost& p) {
     const double enc = medium_core_s * p.cost;
-    if (enc <= kEncoderShare * (enc + std::max(model_core_seconds, 0.0))) {
-      chosen = &p;
+    return pace.shared_cores ? enc <= kEncoderShare * (enc + model_core_s) : cores / enc >= kPaceMargin / model_s;
+  };
+  const PresetCost* chosen = std::min_element(table, table + count, [](const PresetCost& a, const PresetCost& b) {
+    return a.cost < b.cost;
+  }); // where nothing keeps pace: the cheapest allowed
+  bool fits = false;
+  for (size_t i = 0; i < count; ++i) {
+    if (keeps_pace(table[i])) {
+      chosen = table + i;
+      fits = true;
       break;
     }
   }
-  char why[256];
-  std::snprintf(
-      why,
-      sizeof why,
-      "libx264 preset %s: the model takes %.2f core-seconds a frame, libx264 medium about %.2f at %lldx%lld",
-      chosen->name,
-      model_core_seconds,
-      medium_core_s,
-      static_cast<long long>(width),
-      static_cast<long long>(height));
-  return X264PresetChoice{chosen->name, why};
-}
-
-bool is_x264_preset_choice(const std::string& name) {
-  return std::any_of(std::begin(kX264Presets), std::end(kX264Presets), [&](const X264Preset& p) {
-    return name == p.name;
-  });
+  const double enc = medium_core_s * chosen->cost;
+  char why[400];
+  if (pace.shared_cores) {
+    std::snprintf(
+        why, sizeof why,
+        "%s preset %s: the model takes %.2f core-seconds a frame, %s %s about %.2f at %lldx%lld (%.0f %% of the CPU time)%s",
+        pace.encoder.c_str(), chosen->name, model_core_s, pace.encoder.c_str(), chosen->name, enc,
+        static_cast<long long>(pace.width), static_cast<long long>(pace.height), 100.0 * enc / (enc + model_core_s),
+        fits ? "" : "; the encoder sets the pace: name a faster preset (preset=) or a hardware encoder to go faster");
+  } else {
+    std::snprintf(
+        why, sizeof why,
+        "%s preset %s: the model runs at %.1f frames/s, %s %s at about %.1f on %d cores at %lldx%lld%s",
+        pace.encoder.c_str(), chosen->name, 1.0 / model_s, pace.encoder.c_str(), chosen->name, cores / enc,
+        std::max(pace.cores, 1), static_cast<long long>(pace.width), static_cast<long long>(pace.height),
+        fits ? "" : "; the encoder sets the pace: name a faster preset (preset=) or a hardware encoder to go faster");
+  }
+  return PresetChoice{chosen->name, why, fits};
 }
 
 StreamParams probe_encoder(const WriterOptions& options) {

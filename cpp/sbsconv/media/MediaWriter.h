@@ -27,9 +27,9 @@ struct WriterOptions {
   std::optional<int> cq; // NVENC constant quality (0-51)
   std::optional<int> quality; // VideoToolbox quality (1-100)
   std::string preset; // encoder preset; "" = sbsconv's default for that encoder
-  // libx264's preset when `preset` is "" (the engine's choice, Note [Encoder preset on the CPU]
-  // in pipeline/Engine.h); other encoders keep their default.
-  std::string x264_preset;
+  // libx264's or libx265's preset when `preset` is "" (the engine's choice, Note [Encoder
+  // preset chosen to keep pace] in pipeline/EngineImpl.h); other encoders keep their default.
+  std::string chosen_preset;
   int bit_depth = 8; // 8, or 10 with HEVC
   int width = 0; // of the frames given to write()
   int height = 0;
@@ -161,17 +161,36 @@ std::vector<std::string> encoder_candidates(const std::string& codec, const std:
 // Threading: safe to call from any thread.
 StreamParams probe_encoder(const WriterOptions& options);
 
-// Note [Encoder preset on the CPU] (pipeline/Engine.cpp): libx264's slowest preset whose share
-// of the CPU time stays within 15 % next to a model that takes `model_core_seconds` of core time
-// a frame, for frames of width x height; with the reason, in words, for the log and the result.
-// Pure; safe from any thread.
-struct X264PresetChoice {
-  std::string preset;
-  std::string reason;
+// Note [Encoder preset chosen to keep pace] (pipeline/EngineImpl.h): the slowest preset of a
+// software encoder, from medium down to veryfast, that keeps pace with the depth stage; with
+// the reason, in words, for the log and the result. Pure; safe from any thread.
+struct EncoderPace {
+  std::string encoder; // the encoder the run opens: "libx264" or "libx265"
+  int64_t width = 0; // of the packed frames
+  int64_t height = 0;
+  double model_seconds = 0.0; // the depth stage's wall seconds a frame
+  int model_threads = 1; // its intra-op threads
+  // true: a CPU run, where the model and the encoder share the cores; false: the model runs on
+  // a GPU and the encoder has `cores` CPU cores to itself
+  bool shared_cores = true;
+  int cores = 1;
 };
-X264PresetChoice choose_x264_preset(double model_core_seconds, int64_t width, int64_t height);
-// Whether `name` is one of the presets choose_x264_preset() may choose.
-bool is_x264_preset_choice(const std::string& name);
+struct PresetChoice {
+  std::string preset; // "" when the encoder is not one sbsconv chooses for
+  std::string reason;
+  bool keeps_pace = true; // false: even the fastest preset allowed sets the pace
+};
+PresetChoice choose_encoder_preset(const EncoderPace& pace);
+// Whether sbsconv chooses the preset of this encoder when the caller names none.
+bool chooses_preset_for(const std::string& encoder);
+// The encoder whose preset sbsconv chooses for a writer with these options (at their frame
+// size): the one probe_encoder() finds it opens, when that is libx264 or libx265 and the
+// options name no preset; "" otherwise. Opens the encoder (milliseconds for libx264).
+std::string preset_chosen_for(const WriterOptions& options);
+// Whether `name` is one of the presets choose_encoder_preset() may choose for `encoder`.
+bool is_preset_choice(const std::string& encoder, const std::string& name);
+// The number of CPU cores this process may run on.
+int usable_cores();
 
 // A segment file of a resumable run (NUT, written by MediaWriter in video-only mode).
 struct SegmentInfo {

@@ -77,8 +77,8 @@ void Engine::Impl::encode_stage() {
         Busy busy{stage_busy_us[4]};
         if (o.render_stereo) {
           if (!writer) {
-            if (segments.empty() && x264_preset.empty()) {
-              choose_x264_preset(b.packed.size(3), b.packed.size(2));
+            if (segments.empty() && chosen_preset.empty()) {
+              choose_preset(writer_options(b));
             }
             writer = std::make_unique<MediaWriter>(writer_options(b));
             std::lock_guard<std::mutex> lock(mutex);

@@ -136,11 +136,13 @@ void Engine::Impl::prepare() {
     warn("resume: " + p);
   }
   // Note [Automatic choices in the journal]: what the interrupted run chose for itself
-  if (const auto preset = journal->choice(kPresetChoice); preset && is_x264_preset_choice(*preset) && o.writer.preset.empty()) {
-    x264_preset = *preset;
+  const auto preset = journal->choice(kPresetChoice);
+  if (preset && o.writer.preset.empty() && !o.writer.spatial &&
+      (is_preset_choice("libx264", *preset) || is_preset_choice("libx265", *preset))) {
+    chosen_preset = *preset;
     std::lock_guard<std::mutex> lock(mutex);
-    result.encoder_preset = x264_preset;
-    result.encoder_preset_reason = "libx264 preset " + x264_preset + ": as the interrupted run chose";
+    result.encoder_preset = chosen_preset;
+    result.encoder_preset_reason = "preset " + chosen_preset + ": as the interrupted run chose";
   }
   if (o.batch_size_auto) {
     const auto recorded = journal->choice(kBatchChoice);

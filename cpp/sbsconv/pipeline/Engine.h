@@ -135,7 +135,7 @@ struct EngineResult {
   int64_t width = 0; // of the output frames
   int64_t height = 0;
   std::vector<StageStats> stages;
-  // Note [Encoder preset on the CPU]: the libx264 preset the engine chose ("" when the caller
+  // Note [Encoder preset chosen to keep pace]: the libx264/libx265 preset the engine chose ("" when the caller
   // gave one or none was chosen), and why.
   std::string encoder_preset;
   std::string encoder_preset_reason;

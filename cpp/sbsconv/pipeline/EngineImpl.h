@@ -122,7 +122,8 @@ struct Engine::Impl {
   // the caller set fewer); decoding's colour conversion, the stabiliser and the stereo warp get
   // a quarter of it (one thread on up to seven cores), the encode stage one; FFmpeg's own
   // decoder and encoder threads block rather than spin and are left to FFmpeg. Whether the
-  // encoder sets the pace is then a question of its preset (Note [Encoder preset on the CPU]).
+  // encoder sets the pace is then a question of its preset (Note [Encoder preset chosen to keep
+  // pace]).
   // On a GPU the stages' tensor work is on the device and nothing is changed.
   int caller_threads = 0; // the caller's intra-op threads, read when the run starts
   std::array<int, kStages> stage_threads{}; // planned
@@ -147,23 +148,27 @@ struct Engine::Impl {
     stage_threads_seen[index] = at::get_num_threads();
   }
 
-  // Note [Encoder preset on the CPU]
-  // On the CPU the encoder takes its cores from the model: at input 266 on two cores libx264's
-  // medium preset on a 2560x720 frame costs about 0.14 core-seconds, against 0.3-0.5 for the
-  // model. When the caller names no preset, the engine picks libx264's slowest preset whose
-  // estimated share of the CPU time stays within 15 %, from the model's own measured time per
-  // frame (the depth stage's first batches, times its threads) and libx264's cost per pixel
-  // by preset, measured once on a 2-core AMD EPYC (benchmarks/RESULTS.md: medium 75 ns a pixel
-  // of core time; fast 0.70, faster 0.53, veryfast 0.36, superfast 0.20 of that). Where the
-  // model is slow (input 518: 2+ core-seconds a frame) medium stays. Only libx264 (the CPU
-  // path's default, 8-bit H.264); a GPU run, another encoder, HEVC or 10-bit keep their
-  // default. Chosen once per conversion and recorded in the resume journal (Note [Automatic
-  // choices in the journal]), so that a resumed run encodes its segments as the first did;
-  // reported in EngineResult::encoder_preset and the log. The table and the rule are
-  // choose_x264_preset() (media/MediaWriter.h), which split conversions also use to choose one
-  // preset for all their parts before the parts start.
-  std::string x264_preset;
-  static constexpr const char* kPresetChoice = "x264_preset";
+  // Note [Encoder preset chosen to keep pace]
+  // When the caller names no preset and the run's encoder is libx264 or libx265 (the one
+  // probe_encoder finds the writer would open: a hardware encoder keeps its own default), the
+  // engine picks the slowest preset from medium (the encoders' default) down to veryfast (the
+  // quality floor; faster presets only when asked) that keeps pace with the depth stage, from
+  // the model's own measured time a frame (the depth stage's first batches) and the encoder's
+  // core time a pixel by preset (choose_encoder_preset, media/EncoderSelection.cpp, its table
+  // measured by benchmarks/bench_encoder.py):
+  //   - on the CPU the encoder takes its cores from the model (at input 266 on two cores
+  //     libx264's medium on a 2560x720 frame costs about 0.14 core-seconds, against 0.3-0.5
+  //     for the model): the preset whose share of the core time stays within 15 %;
+  //   - on a GPU the encoder has the CPU's cores to itself: the preset whose frames per
+  //     second on them (at 75 % thread efficiency) exceed the model's by 10 %.
+  // Where even veryfast cannot keep pace, the choice says so: the result's reason and the log
+  // name the encoder as what sets the pace, and how to go faster. Chosen once per conversion
+  // and recorded in the resume journal (Note [Automatic choices in the journal]), so that a
+  // resumed run encodes its segments as the first did; reported in
+  // EngineResult::encoder_preset. Split conversions choose one preset for all their parts the
+  // same way before the parts start (sbsconv.plan.settle_split_options).
+  std::string chosen_preset;
+  static constexpr const char* kPresetChoice = "encoder_preset";
   static constexpr const char* kBatchChoice = "batch_size";
   static bool parse_batch_size(const std::string& text, int64_t* batch) {
     char* end = nullptr;
@@ -174,29 +179,35 @@ struct Engine::Impl {
     *batch = value;
     return true;
   }
-  void choose_x264_preset(int64_t width, int64_t height) {
-    if (!o.writer.preset.empty() || !run_device().is_cpu() || o.writer.spatial || o.writer.bit_depth != 8 ||
-        !(o.writer.codec == "h264" || o.writer.codec == "auto") ||
-        !(o.writer.encoder == "auto" || o.writer.encoder == "software" || o.writer.encoder == "libx264")) {
-      return;
-    }
-    const int64_t depth_frames = stage_frames[stage_index("depth")].load();
-    const double depth_seconds = static_cast<double>(stage_busy_us[stage_index("depth")].load()) * 1e-6;
+  void choose_preset(const WriterOptions& writer) { // the run's writer, at the frames' size
+    const int depth = stage_index("depth");
+    const int64_t depth_frames = stage_frames[depth].load();
+    const double depth_seconds = static_cast<double>(stage_busy_us[depth].load()) * 1e-6;
     if (depth_frames <= 0 || depth_seconds <= 0.0) {
       return;
     }
-    const double model_core_s = depth_seconds / static_cast<double>(depth_frames) * stage_threads[stage_index("depth")];
-    const X264PresetChoice chosen = sbsconv::choose_x264_preset(model_core_s, width, height);
-    x264_preset = chosen.preset;
-    const std::string& why = chosen.reason;
+    const std::string encoder = preset_chosen_for(writer);
+    if (encoder.empty()) {
+      return;
+    }
+    EncoderPace pace;
+    pace.encoder = encoder;
+    pace.width = writer.width;
+    pace.height = writer.height;
+    pace.model_seconds = depth_seconds / static_cast<double>(depth_frames);
+    pace.model_threads = stage_threads[depth];
+    pace.shared_cores = run_device().is_cpu();
+    pace.cores = usable_cores();
+    const PresetChoice chosen = choose_encoder_preset(pace);
+    chosen_preset = chosen.preset;
     {
       std::lock_guard<std::mutex> lock(mutex);
-      result.encoder_preset = x264_preset;
-      result.encoder_preset_reason = why;
+      result.encoder_preset = chosen_preset;
+      result.encoder_preset_reason = chosen.reason;
     }
-    log(LogLevel::Info, why);
+    log(chosen.keeps_pace ? LogLevel::Info : LogLevel::Warning, chosen.reason);
     if (journal) {
-      journal->record_choice(kPresetChoice, x264_preset);
+      journal->record_choice(kPresetChoice, chosen_preset);
     }
   }
 
@@ -458,7 +469,7 @@ struct Engine::Impl {
     w.time_end = end_time;
     w.device = device;
     w.cancel = &cancelled;
-    w.x264_preset = x264_preset;
+    w.chosen_preset = chosen_preset;
     if (o.resume) {
       // A segment: video only, in NUT (exact timestamps); the carried streams join at
       // assembly.

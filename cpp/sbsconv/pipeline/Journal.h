@@ -47,7 +47,7 @@ namespace sbsconv {
 //
 // Note [Automatic choices in the journal]
 // What a run chose for itself because the caller left it to "auto" and that shapes the encoded
-// stream (the libx264 preset measured from the model's speed, Note [Encoder preset on the CPU];
+// stream (the encoder preset measured from the model's speed, Note [Encoder preset chosen to keep pace];
 // the batch size chosen from a device's free memory) is recorded as a `choice` line the moment
 // it is made, and a resumed run takes it from there instead of choosing again: a first run and
 // its continuation always encode alike, whatever the machine's load or free memory. Choices
