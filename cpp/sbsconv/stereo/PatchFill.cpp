@@ -112,45 +112,63 @@ void fill_from_patches_cpu(const at::Tensor& frames, const at::Tensor& disparity
           return std::max((q0 - ei) * s, (std::min<int64_t>(q0 + 1, w - 1) - ei) * s);
         };
         auto copy_source_ok = [&](float u, int64_t p) { return farthest_tap(u, p) < reach; };
+        auto grey = [&](int64_t yy, int64_t xx) {
+          return static_cast<float>(colour(yy, xx, 0) + colour(yy, xx, 1) + colour(yy, xx, 2));
+        };
+        const int64_t y0 = std::max<int64_t>(y - kPatchRows, 0);
+        const int64_t y1 = std::min<int64_t>(y + kPatchRows, h - 1);
+        // the strip's spread: what a copy from an unrelated place of it would differ by
+        float strip_sum = 0.0f;
+        float strip_square = 0.0f;
+        int64_t strip_count = 0;
+        for (int64_t yy = y0; yy <= y1; ++yy) {
+          for (int64_t a = 0; a < kPatchWidth; ++a) {
+            const int64_t xa = ei + s * a;
+            if (background(yy, xa)) {
+              const float g = grey(yy, xa);
+              strip_sum += g;
+              strip_square += g * g;
+              ++strip_count;
+            }
+          }
+        }
         int64_t best_p = -1;
-        float best_cost = std::numeric_limits<float>::infinity();
-        float cost_total = 0.0f;
-        int64_t costs = 0;
-        for (int64_t c = 0; c < kPatchCandidates; ++c) {
+        // a copy must beat this: the background demonstrably repeats (the Note's step 4)
+        float best_cost = 0.0f;
+        if (strip_count >= kFewestPairs) {
+          const float mean = strip_sum / static_cast<float>(strip_count);
+          best_cost = kPatchRepeats * 2.0f * std::max(strip_square / static_cast<float>(strip_count) - mean * mean, 0.0f);
+        }
+        for (int64_t c = 0; c < kPatchCandidates && best_cost > 0.0f; ++c) {
           const int64_t p = p_min + c;
           if (!copy_source_ok(u_first, p) || !copy_source_ok(u_last, p)) {
             continue;
           }
           float sum = 0.0f;
           int64_t count = 0;
-          for (int64_t yy = std::max<int64_t>(y - kPatchRows, 0); yy <= std::min<int64_t>(y + kPatchRows, h - 1); ++yy) {
+          bool beaten = false;
+          for (int64_t yy = y0; yy <= y1 && !beaten; ++yy) {
             for (int64_t a = 0; a < kPatchWidth; ++a) {
               const int64_t xa = ei + s * a;
               const int64_t xb = xa + s * p;
               if (!background(yy, xa) || !background(yy, xb)) {
                 continue;
               }
-              for (int ch = 0; ch < 3; ++ch) {
-                const float diff = static_cast<float>(colour(yy, xa, ch)) - static_cast<float>(colour(yy, xb, ch));
-                sum += diff * diff;
-              }
+              const float diff = grey(yy, xa) - grey(yy, xb);
+              sum += diff * diff;
               ++count;
             }
+            // the mean cannot come under the best any more (at most kStripPixels pairs)
+            beaten = sum >= best_cost * static_cast<float>(kStripPixels);
           }
-          if (count < kFewestPairs) {
+          if (beaten || count < kFewestPairs) {
             continue;
           }
           const float cost = sum / static_cast<float>(count);
-          cost_total += cost;
-          ++costs;
           if (cost < best_cost) {
             best_cost = cost;
             best_p = p;
           }
-        }
-        // copy only where the background demonstrably repeats (Note [Depth-guided patch fill], 3)
-        if (best_p > 0 && !(best_cost < kPatchRepeats * cost_total / static_cast<float>(costs))) {
-          best_p = -1;
         }
         if (best_p > 0) {
           // the strip's mean difference between the edge and its copy
@@ -281,13 +299,7 @@ void fill_from_patches_tensor(const at::Tensor& frames, const at::Tensor& dispar
     const auto [ok_a, flat_a] = lookup(f, yy.expand({rn, 1, -1, kPatchWidth}), xa.expand({rn, 1, 2 * kPatchRows + 1, -1}), bg, tol);
     const auto [ok_b, flat_b] = lookup(f, yy.expand({rn, kPatchCandidates, -1, kPatchWidth}), xb.expand({rn, -1, 2 * kPatchRows + 1, -1}), bg, tol);
     const at::Tensor pair = ok_a & ok_b; // [r,C,Y,A]
-    const at::Tensor col_a = rgb.index_select(0, flat_a.reshape(-1)).to(at::kFloat).view({rn, 1, 2 * kPatchRows + 1, kPatchWidth, 3});
-    const at::Tensor col_b = rgb.index_select(0, flat_b.reshape(-1)).to(at::kFloat).view({rn, kPatchCandidates, 2 * kPatchRows + 1, kPatchWidth, 3});
-    const at::Tensor diff = col_a - col_b; // [r,C,Y,A,3]
-    const at::Tensor weight = pair.to(at::kFloat).unsqueeze(-1);
-    const at::Tensor count = pair.sum({2, 3}).to(at::kFloat); // [r,C]
-    const at::Tensor sum = (diff * diff * weight).sum({2, 3, 4});
-    // the two copy sources of the run, on its own row
+    const int64_t rows = 2 * kPatchRows + 1;
     // the background beside the hole: how many pixels from the edge on are background
     const int64_t limit = sel(p_min).max().item<int64_t>() + kPatchCandidates + 2;
     const at::Tensor steps = at::arange(limit, i64).view({1, -1}); // [1,L]
@@ -304,20 +316,35 @@ void fill_from_patches_tensor(const at::Tensor& frames, const at::Tensor& dispar
       const at::Tensor far = at::maximum((q0 - e2) * sr2, ((q0 + 1).clamp_max(w - 1) - e2) * sr2);
       return far < reach;
     };
+    auto grey_at = [&](const at::Tensor& flat) {
+      return rgb.index_select(0, flat.reshape(-1)).to(at::kFloat).sum(1).view(flat.sizes());
+    };
+    const at::Tensor grey_a = grey_at(flat_a); // [r,1,Y,A]
+    const at::Tensor grey_b = grey_at(flat_b); // [r,C,Y,A]
+    // the strip's spread: what a copy from an unrelated place of it would differ by
+    const at::Tensor strip = ok_a.to(at::kFloat);
+    const at::Tensor strip_count = strip.sum({1, 2, 3});
+    const at::Tensor strip_mean = (grey_a * strip).sum({1, 2, 3}) / strip_count.clamp_min(1);
+    const at::Tensor strip_var =
+        ((grey_a * grey_a * strip).sum({1, 2, 3}) / strip_count.clamp_min(1) - strip_mean * strip_mean).clamp_min(0);
+    const at::Tensor threshold = at::where(strip_count >= static_cast<double>(kFewestPairs),
+                                           strip_var * (2.0 * kPatchRepeats), 0.0f); // [r]
+    const at::Tensor diff = grey_a - grey_b;
+    const at::Tensor count = pair.sum({2, 3}).to(at::kFloat); // [r,C]
+    const at::Tensor sum = (diff * diff * pair.to(at::kFloat)).sum({2, 3});
     const at::Tensor valid = (count >= static_cast<double>(kFewestPairs)) & source_ok(u_first) & source_ok(u_last);
     const at::Tensor cost = at::where(valid, sum / count.clamp_min(1), std::numeric_limits<float>::infinity());
     const at::Tensor choice = cost.argmin(1); // the first: the smallest P among equals
-    const at::Tensor valid_f = valid.to(at::kFloat);
-    const at::Tensor mean_cost = (at::where(valid, cost, 0.0f)).sum(1) / valid_f.sum(1).clamp_min(1);
-    const at::Tensor any = valid.any(1) & (cost.gather(1, choice.unsqueeze(1)).squeeze(1) < kPatchRepeats * mean_cost);
+    const at::Tensor best = cost.gather(1, choice.unsqueeze(1)).squeeze(1);
+    const at::Tensor any = valid.any(1) & (best < threshold); // the background demonstrably repeats
     best_p.narrow(0, r0, rn).copy_(at::where(any, p.gather(1, choice.unsqueeze(1)).squeeze(1), -1));
-    const at::Tensor chosen = choice.view({rn, 1, 1, 1, 1}).expand({rn, 1, 2 * kPatchRows + 1, kPatchWidth, 3});
-    const at::Tensor d_chosen = diff.gather(1, chosen).squeeze(1); // [r,Y,A,3]
-    const at::Tensor w_chosen = weight.expand({rn, kPatchCandidates, 2 * kPatchRows + 1, kPatchWidth, 1})
-                                    .gather(1, chosen.narrow(4, 0, 1))
-                                    .squeeze(1);
-    const at::Tensor c_chosen = count.gather(1, choice.unsqueeze(1)).clamp_min(1); // [r,1]
-    offsets.narrow(0, r0, rn).copy_((d_chosen * w_chosen).sum({1, 2}) / c_chosen);
+    // the strip's mean RGB difference between the edge and the chosen copy
+    const at::Tensor chosen_b = flat_b.gather(1, choice.view({rn, 1, 1, 1}).expand({rn, 1, rows, kPatchWidth}));
+    const at::Tensor chosen_pair = pair.gather(1, choice.view({rn, 1, 1, 1}).expand({rn, 1, rows, kPatchWidth}));
+    const at::Tensor rgb_a = rgb.index_select(0, flat_a.reshape(-1)).to(at::kFloat).view({rn, rows * kPatchWidth, 3});
+    const at::Tensor rgb_b = rgb.index_select(0, chosen_b.reshape(-1)).to(at::kFloat).view({rn, rows * kPatchWidth, 3});
+    const at::Tensor w_chosen = chosen_pair.reshape({rn, rows * kPatchWidth, 1}).to(at::kFloat);
+    offsets.narrow(0, r0, rn).copy_(((rgb_a - rgb_b) * w_chosen).sum(1) / w_chosen.sum(1).clamp_min(1));
   }
   // the colours of the runs that found a P
   const at::Tensor p_pixel = best_p.index_select(0, run_of);

@@ -23,20 +23,22 @@ namespace sbsconv {
 //    and chosen among kPatchCandidates values by self-similarity: the texture is taken to
 //    repeat at P where the strip beside the edge, kPatchWidth pixels from e into the
 //    background in the rows y-kPatchRows..y+kPatchRows, looks most like itself P pixels
-//    further on (the least mean squared RGB difference). Periodic textures (bricks, tiles,
-//    stripes) continue in phase; neighbouring rows see almost the same strip, so they choose
-//    the same P and the copy is one coherent patch, not a smear.
+//    further on (the least mean squared difference of R+G+B). Periodic textures (bricks,
+//    tiles, stripes) continue in phase; neighbouring rows see almost the same strip, so they
+//    choose the same P and the copy is one coherent patch, not a smear.
 // 3. Depth-guided: only pixel pairs whose disparities are both the background's (within the
 //    temporal fill's tolerance, a third of the way to the foreground's, at least half a
 //    pixel) count, at least a third of the strip must, and every pixel the run copies from
 //    must lie in the unbroken background beside the edge (row y, from e on): a nearer object
 //    beside the hole is never copied into it.
 // 4. Only a background that demonstrably repeats is copied: the best P's difference must be
-//    under kPatchRepeats of the average over the candidates. Elsewhere (a texture that does
-//    not repeat, noise) the run keeps the warp's continuation of the edge: measured against
-//    exact ground truth (benchmarks/bench_fill.py), copying such a texture costs 1.5-2 dB
-//    PSNR in the disocclusions, since a copy is as far from the unseen truth as any other
-//    sample of the texture while the edge pixel is correlated with its neighbours.
+//    under kPatchRepeats of what two unrelated pixels of the strip differ by (twice its
+//    variance). Elsewhere (a texture that does not repeat, noise) the run keeps the warp's
+//    continuation of the edge: measured against exact ground truth (benchmarks/bench_fill.py),
+//    copying such a texture costs 1.5-2 dB PSNR in the disocclusions, since a copy is as far
+//    from the unseen truth as any other sample of the texture while the edge pixel is
+//    correlated with its neighbours. (The native kernel stops a candidate as soon as its sum
+//    shows it cannot win: most runs cost a few pairs per candidate.)
 // 5. Colour: the source row sampled linearly at u + s*P (rounded like the warp), plus the
 //    strip's mean difference between the edge and its copy (per channel), so the copy joins
 //    the edge at the edge's brightness.
@@ -50,7 +52,7 @@ namespace sbsconv {
 constexpr int64_t kPatchWidth = 12; // strip length into the background (pixels)
 constexpr int64_t kPatchRows = 2; // rows above and below
 constexpr int64_t kPatchCandidates = 32; // values of P tried
-constexpr float kPatchRepeats = 0.15f; // the best P's share of the average difference
+constexpr float kPatchRepeats = 0.15f; // the best P's share of an unrelated pair's difference
 
 // frames: uint8 RGB [N,3,H,W] (the eye's source frames); disparity: float [N,1,H,W] (what the
 // eye was rendered from); share: the eye's; eye: rendered with describe_holes, filled in place.
