@@ -181,6 +181,30 @@ at::Tensor dilate_foreground_tensor(const at::Tensor& disparity, const at::Tenso
   return at::where(edge & (ramp | looks_near), high, d);
 }
 
+namespace {
+
+// The largest (and, when `smallest` is given, the smallest) of v over [x - r, x + r], clipped
+// to the row's w values, for every x: the windows of Note [Depth edges snapped to colour
+// edges] (r is a few pixels).
+void sliding_extremes(const float* v, int64_t w, int64_t r, float* largest, float* smallest) {
+  for (int64_t x = 0; x < w; ++x) {
+    const int64_t lo = std::max<int64_t>(x - r, 0);
+    const int64_t hi = std::min<int64_t>(x + r, w - 1);
+    float mx = v[lo];
+    float mn = v[lo];
+    for (int64_t i = lo + 1; i <= hi; ++i) {
+      mx = std::max(mx, v[i]);
+      mn = std::min(mn, v[i]);
+    }
+    largest[x] = mx;
+    if (smallest != nullptr) {
+      smallest[x] = mn;
+    }
+  }
+}
+
+} // namespace
+
 at::Tensor dilate_foreground_cpu(const at::Tensor& disparity, const at::Tensor& frames, int64_t radius) {
   if (radius <= 0) {
     return disparity;
@@ -199,48 +223,28 @@ at::Tensor dilate_foreground_cpu(const at::Tensor& disparity, const at::Tensor& 
   const int64_t c = 3 * radius + 2;
   const int64_t s = 2 * radius + 2;
   at::parallel_for(0, n * h, 16, [&](int64_t begin, int64_t end) {
-    std::vector<float> high(w), low(w), near(w), far(w);
+    std::vector<float> high(w), low(w), wide_high(w), wide_low(w), near(w), far(w);
     std::vector<float> prefix(static_cast<size_t>(11 * (w + 1)));
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / h;
       const int64_t y = row % h;
       const float* d = d_base + row * w;
       float* o = out_base + row * w;
-      auto window = [&](int64_t x, int64_t r, auto&& fn) {
-        const int64_t lo = std::max<int64_t>(x - r, 0);
-        const int64_t hi = std::min<int64_t>(x + r, w - 1);
-        for (int64_t i = lo; i <= hi; ++i) {
-          fn(i);
-        }
-      };
+      sliding_extremes(d, w, radius, high.data(), low.data());
       bool any_edge = false;
       for (int64_t x = 0; x < w; ++x) {
-        float mx = d[x];
-        float mn = d[x];
-        window(x, radius, [&](int64_t i) {
-          mx = std::max(mx, d[i]);
-          mn = std::min(mn, d[i]);
-        });
-        high[x] = mx;
-        low[x] = mn;
-        any_edge = any_edge || (mx - mn > kEdge);
+        any_edge = any_edge || (high[x] - low[x] > kEdge);
       }
       if (!any_edge) {
         continue; // the row keeps its disparity
       }
+      sliding_extremes(d, w, c, wide_high.data(), wide_low.data());
       for (int64_t x = 0; x < w; ++x) {
-        float mx = d[x];
-        float mn = d[x];
-        window(x, c, [&](int64_t i) {
-          mx = std::max(mx, d[i]);
-          mn = std::min(mn, d[i]);
-        });
-        near[x] = d[x] > (mx + mn) * 0.5f ? 1.0f : 0.0f;
+        near[x] = d[x] > (wide_high[x] + wide_low[x]) * 0.5f ? 1.0f : 0.0f;
       }
+      sliding_extremes(near.data(), w, radius, far.data(), nullptr);
       for (int64_t x = 0; x < w; ++x) {
-        float any = 0.0f;
-        window(x, radius, [&](int64_t i) { any = std::max(any, near[i]); });
-        far[x] = 1.0f - any;
+        far[x] = 1.0f - far[x]; // no near pixel within the radius
       }
       // running sums of near, far, rgb*near, rgb*far, rgb^2*far
       const uint8_t* px = rgb_base + b * fs[0] + y * fs[2];
