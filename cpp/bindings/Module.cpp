@@ -689,27 +689,36 @@ PYBIND11_MODULE(_core, m) {
       .def(
           "render",
           [](TemporalFill& tf, int64_t first, const at::Tensor& frames, const at::Tensor& disparity,
-             const std::vector<double>& shares, const std::string& impl) {
+             const std::vector<double>& shares, const std::string& impl, bool patch) {
             py::gil_scoped_release release;
             std::vector<EyeResult> rendered;
             for (double share : shares) {
               rendered.push_back(render_eye(frames, disparity, share, true, {}, true));
             }
             std::vector<std::pair<double, EyeResult*>> eyes;
+            std::vector<at::Tensor> described; // holes with a background side, before the fill
             for (size_t i = 0; i < shares.size(); ++i) {
               eyes.emplace_back(shares[i], &rendered[i]);
+              described.push_back(rendered[i].holes.logical_and(rendered[i].hole_sides.narrow(1, 3, 1).ne(0)));
             }
             tf.fill(first, eyes,
                     impl == "tensor" ? TemporalFill::Impl::Tensor
                         : impl == "cpu" ? TemporalFill::Impl::Cpu
                                         : TemporalFill::Impl::Auto);
-            std::vector<std::pair<at::Tensor, at::Tensor>> out;
-            for (const EyeResult& r : rendered) {
-              out.emplace_back(r.image, r.holes);
+            // the pixels taken from other frames: marked side 0 in the description
+            std::vector<std::tuple<at::Tensor, at::Tensor, at::Tensor>> out;
+            for (size_t i = 0; i < rendered.size(); ++i) {
+              EyeResult& r = rendered[i];
+              const at::Tensor from_window = described[i].logical_and(r.hole_sides.narrow(1, 3, 1).eq(0));
+              if (patch) { // then what no frame saw, as render_stereo does (Note [Depth-guided patch fill])
+                fill_from_patches(frames, disparity, shares[i], r);
+              }
+              out.emplace_back(r.image, r.holes, from_window);
             }
             return out;
           },
-          py::arg("first"), py::arg("frames"), py::arg("disparity"), py::arg("shares"), py::arg("impl") = "auto");
+          py::arg("first"), py::arg("frames"), py::arg("disparity"), py::arg("shares"), py::arg("impl") = "auto",
+          py::arg("patch") = false);
   // Note [Dense optical flow]
   m.def(
       "dense_flow",

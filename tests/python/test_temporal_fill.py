@@ -80,12 +80,36 @@ def test_the_native_and_the_tensor_fill_agree():
     spatial = _core.render_eye(frames[:4], disparity[:4], -0.5)[0]
     filled = 0
     for batch_cpu, batch_tensor in zip(results["cpu"], results["tensor"]):
-        for (image_cpu, holes), (image_tensor, _) in zip(batch_cpu, batch_tensor):
+        for (image_cpu, holes, seen_cpu), (image_tensor, _, seen_tensor) in zip(batch_cpu, batch_tensor):
             differ = (image_cpu.int() - image_tensor.int()).abs()
             assert (differ > 0).float().mean() < 1e-4 and differ.max() <= 2
+            assert (seen_cpu != seen_tensor).float().mean() < 1e-4  # the same pixels taken from frames
     filled = (results["cpu"][0][1][0] != spatial).any(1)
     assert filled.any()  # the fill changed hole pixels, and only those
     assert not (filled & ~results["cpu"][0][1][1][:, 0]).any()
+
+
+def test_the_patch_fill_leaves_what_the_window_filled():
+    # render_stereo's order: the window first, then the background's texture for the pixels no
+    # frame saw (Note [Depth-guided patch fill]); the window marks what it took
+    scene = S.make_scene("panning", SIZE, frames=8)
+    truth = S.render(scene)
+    frames = torch.from_numpy(truth.source).permute(0, 3, 1, 2).contiguous()
+    disparity = torch.from_numpy(S.disparity(scene, truth.depth)).float().unsqueeze(1)
+    window = _core.TemporalFill(batch_size=4, past=4, ahead=4)
+    for first in (0, 4):
+        window.push(first, frames[first:first + 4], disparity[first:first + 4], [False] * 4, False)
+    for impl in ("cpu", "tensor"):
+        plain = window.render(4, frames[4:], disparity[4:], [0.5, -0.5], impl)
+        patched = window.render(4, frames[4:], disparity[4:], [0.5, -0.5], impl, patch=True)
+        for (image, holes, seen), (image_p, holes_p, seen_p) in zip(plain, patched):
+            assert torch.equal(seen, seen_p) and torch.equal(holes, holes_p)
+            assert seen.any() and (holes & ~seen).any()  # some taken from frames, some not
+            assert not (seen & ~holes).any()
+            at_seen = seen[:, 0].unsqueeze(1).expand_as(image)
+            assert torch.equal(image[at_seen], image_p[at_seen])  # the window's pixels stay
+            outside = (~holes[:, 0]).unsqueeze(1).expand_as(image)
+            assert torch.equal(image[outside], image_p[outside])
 
 
 def test_the_window_shrinks_to_the_memory_it_is_given():
