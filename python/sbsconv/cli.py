@@ -198,7 +198,8 @@ def _add_encoder_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--crf", type=int, default=None, help="x264/x265 quality, 0-51, lower is better (default 16/18)")
     g.add_argument("--cq", type=int, default=None, help="NVENC constant quality, 0-51 (default 21)")
     g.add_argument("--quality", type=int, default=None, help="VideoToolbox quality, 1-100 (default 65)")
-    g.add_argument("--preset", default=None, help="encoder preset (default: medium for x264/x265, p5 for NVENC)")
+    g.add_argument("--preset", default=None, help="encoder preset (default: x264/x265 the slowest of medium..veryfast that keeps pace with "
+                   "the model, p5 for NVENC)")
     g.add_argument(
         "--audio",
         default="copy",

@@ -426,7 +426,8 @@ class ConvertOptions:
     quality: int | None = _option(
         None, "VideoToolbox quality, 1-100 (default 65)", "encoding", Range(1, 100, integer=True))
     preset: str | None = _option(
-        None, "encoder preset (default: medium for x264/x265, p5 for NVENC)", "encoding", TEXT)
+        None, "encoder preset (default: x264/x265 the slowest of medium..veryfast that keeps pace with the "
+        "model, p5 for NVENC)", "encoding", TEXT)
     bit_depth: int = _option(8, "8, or 10 with HEVC", "encoding", Choice((8, 10)))
     audio: str = _option(
         "copy", "copy (stream copy where the container allows, else AAC), aac or none",
