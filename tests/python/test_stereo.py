@@ -350,6 +350,12 @@ def test_patch_fill_never_copies_a_nearer_object():
         assert len(colours) >= 16 * 32
         for near in ([230, 20, 20], [20, 220, 20]):
             assert (np.abs(colours - near).sum(-1) < 90).sum() == 0, (impl, near)
+        # the red object's revealed band is still copied, from the background between the two
+        band = np.zeros((48, 160), bool)
+        band[8:40, 84:100] = True
+        band &= holes[0, 0].numpy()
+        assert band.sum() >= 16 * 32
+        assert psnr(image[0].permute(1, 2, 0).numpy()[band].astype(np.float64), truth[band]) >= 40, impl
 
 
 def test_patch_fill_keeps_the_edge_where_the_background_does_not_repeat():

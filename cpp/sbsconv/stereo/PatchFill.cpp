@@ -249,7 +249,7 @@ void fill_from_patches_tensor(const at::Tensor& frames, const at::Tensor& dispar
   const at::Tensor run_desc = described.index_select(0, pixel.index_select(0, first_pixel)); // [R,4]
   const at::Tensor e = run_desc.select(1, 0);
   const at::Tensor bg_d = run_desc.select(1, 1);
-  const at::Tensor tolerance = ((run_desc.select(1, 2) - bg_d) / 3.0).clamp_min(0.5);
+  const at::Tensor tolerance = background_tolerance(run_desc.select(1, 2), bg_d);
   const at::Tensor s = run_desc.select(1, 3);
   const at::Tensor run_frame = fi.index_select(0, first_pixel);
   const at::Tensor run_y = yi.index_select(0, first_pixel);

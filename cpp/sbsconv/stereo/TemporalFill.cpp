@@ -285,7 +285,7 @@ void TemporalFill::fill_tensor(int64_t first, const std::vector<std::pair<double
   const double sy = static_cast<double>(h) / gh;
   const double margin = (o_.flow.window_radius + 1) * sx * 5 / 2.0 + 1.0;
   const at::Tensor u = p - k * bg_d;
-  const at::Tensor tolerance = ((fg_d - bg_d) / 3.0).clamp_min(0.5);
+  const at::Tensor tolerance = background_tolerance(fg_d, bg_d);
   const at::Tensor inside = bg_x + side * margin;
   const at::Tensor d_inside = sample_points(disparity_, t_slot, inside, y).squeeze(1);
   const at::Tensor anchor = at::where((d_inside - bg_d).abs() <= tolerance, inside, bg_x);

@@ -50,6 +50,10 @@ void check_inputs(const at::Tensor& frames, const at::Tensor& disparity) {
 
 } // namespace
 
+at::Tensor background_tolerance(const at::Tensor& foreground, const at::Tensor& background) {
+  return ((foreground - background) / 3.0).clamp_min(0.5);
+}
+
 // ---- the tensor version (any device) -----------------------------------------------------------
 
 EyeResult render_eye_tensor(

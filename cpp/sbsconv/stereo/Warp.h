@@ -46,6 +46,8 @@ inline float background_tolerance(float foreground, float background) {
   const float third = (foreground - background) / 3.0f;
   return third > 0.5f ? third : 0.5f;
 }
+// The same, elementwise (the fills' LibTorch versions).
+at::Tensor background_tolerance(const at::Tensor& foreground, const at::Tensor& background);
 
 // frames: uint8 [N,3,H,W] (any memory layout); disparity: float [N,1,H,W] in pixels, the
 // left-to-right disparity (a point at x in the left view is at x - d in the right view);
