@@ -327,8 +327,8 @@ void bind_engine_options(py::module_& m) {
                       std::optional<DepthWriterOptions> depth_export, bool render_stereo,
                       std::optional<DepthSourceOptions> depth_source, std::optional<std::string> infill_mask,
                       std::optional<SubjectOptions> subject, std::optional<double> output_start, bool part, double timeline_start, bool resume,
-                      const std::string& fingerprint, int64_t segment_frames, bool check_float64, bool check_syncs,
-                      const std::string& fault) {
+                      const std::string& fingerprint, int64_t segment_frames, int encoder_instances,
+                      bool check_float64, bool check_syncs, const std::string& fault) {
             return EngineOptions{
                 .input = input,
                 .reader =
@@ -371,6 +371,7 @@ void bind_engine_options(py::module_& m) {
                 .resume = resume,
                 .fingerprint = fingerprint,
                 .segment_frames = segment_frames,
+                .encoder_instances = encoder_instances,
                 .check_float64 = check_float64,
                 .check_syncs = check_syncs,
                 .fault = fault,
@@ -411,6 +412,7 @@ void bind_engine_options(py::module_& m) {
           py::arg("resume"),
           py::arg("fingerprint"),
           py::arg("segment_frames"),
+          py::arg("encoder_instances"),
           py::arg("check_float64"),
           py::arg("check_syncs"),
           py::arg("fault"))

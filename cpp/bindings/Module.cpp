@@ -6,6 +6,7 @@
 #include <pybind11/stl.h>
 
 #include <array>
+#include <chrono>
 #include <cmath>
 #include <limits>
 #include <set>
@@ -31,6 +32,7 @@
 #include "sbsconv/media/Probe.h"
 #include "sbsconv/media/VideoReader.h"
 #include "sbsconv/pipeline/Engine.h"
+#include "sbsconv/pipeline/SegmentEncoders.h"
 #include "sbsconv/stereo/Disparity.h"
 #include "sbsconv/stereo/PatchFill.h"
 #include "sbsconv/stereo/Stereo.h"
@@ -933,6 +935,8 @@ PYBIND11_MODULE(_core, m) {
         d["skipped_encoders"] = r.skipped_encoders;
         d["encoder_preset"] = r.encoder_preset;
         d["encoder_preset_reason"] = r.encoder_preset_reason;
+        d["encoder_instances"] = r.encoder_instances;
+        d["chunk_frames"] = r.chunk_frames;
         d["streams"] = r.streams;
         d["warnings"] = r.warnings;
         d["cuts"] = r.cuts;
@@ -1050,14 +1054,72 @@ PYBIND11_MODULE(_core, m) {
   m.def(
       "choose_encoder_preset",
       [](const std::string& encoder, int64_t width, int64_t height, double model_seconds, int model_threads,
-         bool shared_cores, int cores) {
-        EncoderPace p{encoder, width, height, model_seconds, model_threads, shared_cores, cores};
+         bool shared_cores, int cores, bool parallel_segments, int instances) {
+        EncoderPace p{encoder, width, height, model_seconds, model_threads, shared_cores, cores, parallel_segments, instances};
         const PresetChoice c = choose_encoder_preset(p);
-        return py::make_tuple(c.preset, c.reason, c.keeps_pace);
+        return py::make_tuple(c.preset, c.reason, c.keeps_pace, c.instances);
       },
       py::arg("encoder"), py::arg("width"), py::arg("height"), py::arg("model_seconds"), py::arg("model_threads") = 1,
-      py::arg("shared_cores") = true, py::arg("cores") = 0);
+      py::arg("shared_cores") = true, py::arg("cores") = 0, py::arg("parallel_segments") = false,
+      py::arg("instances") = 0);
   m.def("usable_cores", &usable_cores);
+  // Note [Chunk-parallel encoding]: the engine's parallel segment encoders on given frames,
+  // for benchmarks/bench_parallel_encoding.py: `frames` ([N,3,H,W] uint8) cut into segments of
+  // `segment_frames`, each a NUT file in `folder` encoded by `encoder` at `preset` with
+  // `threads` threads, `instances` at once, handed over `batch` frames at a time. Returns the
+  // wall seconds and the segments' paths in order.
+  m.def(
+      "encode_segments",
+      [](const at::Tensor& frames, const std::string& folder, const std::string& encoder, const std::string& preset,
+         int64_t segment_frames, int instances, int threads, int64_t batch) {
+        SBSCONV_CHECK(frames.dim() == 4 && frames.size(1) == 3 && frames.scalar_type() == at::kByte, Option,
+                      "encode", "frames must be [N,3,H,W] uint8");
+        SBSCONV_CHECK(segment_frames >= 1 && batch >= 1, Option, "encode", "segment_frames and batch must be >= 1");
+        py::gil_scoped_release release;
+        SegmentEncoders::Options po;
+        po.instances = instances;
+        po.max_buffered_frames = instances * segment_frames + batch;
+        SegmentEncoders pool(po);
+        std::vector<std::string> paths;
+        const auto t0 = std::chrono::steady_clock::now();
+        const int64_t n = frames.size(0);
+        for (int64_t first = 0, s = 0; first < n; first += segment_frames, ++s) {
+          WriterOptions w;
+          w.path = folder + "/segment_" + std::to_string(s) + ".nut";
+          w.container = "nut";
+          w.width = static_cast<int>(frames.size(3));
+          w.height = static_cast<int>(frames.size(2));
+          w.time_base = Rational{1, 30};
+          w.frame_rate = Rational{30, 1};
+          w.encoder = encoder;
+          w.codec = encoder == "libx265" ? "hevc" : "h264";
+          w.preset = preset;
+          w.threads = threads;
+          w.audio = "none";
+          w.subtitles = "none";
+          pool.open(w, s);
+          const int64_t end = std::min(n, first + segment_frames);
+          for (int64_t k = first; k < end; k += batch) {
+            const int64_t m = std::min(batch, end - k);
+            std::vector<int64_t> pts(static_cast<size_t>(m));
+            for (int64_t i = 0; i < m; ++i) {
+              pts[static_cast<size_t>(i)] = k + i;
+            }
+            pool.write(frames.narrow(0, k, m), pts, nullptr);
+          }
+          pool.close();
+          for (auto& f : pool.take_finished()) {
+            paths.push_back(f.result.path);
+          }
+        }
+        for (auto& f : pool.drain()) {
+          paths.push_back(f.result.path);
+        }
+        const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        return std::make_pair(seconds, paths);
+      },
+      py::arg("frames"), py::arg("folder"), py::arg("encoder") = "libx264", py::arg("preset") = "medium",
+      py::arg("segment_frames") = 32, py::arg("instances") = 1, py::arg("threads") = 0, py::arg("batch") = 4);
   m.def(
       "preset_chosen_for",
       [](WriterOptions o, int width, int height) {

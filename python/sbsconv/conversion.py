@@ -65,6 +65,7 @@ class ConversionResult:
     # [Encoder preset chosen to keep pace]); "" for the encoder's default
     encoder_preset: str = ""
     encoder_preset_reason: str = ""  # why the engine chose it ("" when the caller named one)
+    encoders: int = 1  # encoder instances that encoded segments at once (Note [Chunk-parallel encoding])
     batch_size: int = 0  # frames per batch (chosen from the device's free memory when not given)
     precision: str = ""  # the model's precision as run ("auto" resolved on the CPU: int8 or fp32)
     mask_out: str | None = None  # the subject's masks (mask_out=), when written
@@ -183,6 +184,7 @@ def convert(
         encoder=run.encoder,
         encoder_preset=run.encoder_preset or (options.preset or ""),
         encoder_preset_reason=run.encoder_preset_reason,
+        encoders=run.encoder_instances,
         skipped_encoders=run.skipped_encoders,
         streams=run.streams,
         stage_fps=stage_fps,

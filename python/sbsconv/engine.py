@@ -103,6 +103,10 @@ class EngineRun:
     skipped_encoders: tuple[str, ...]
     encoder_preset: str  # the libx264/libx265 preset the engine chose ("" when it chose none)
     encoder_preset_reason: str
+    # Note [Chunk-parallel encoding]: encoder instances that encoded segments at once, and each
+    # segment's frames then (0 when one instance encoded)
+    encoder_instances: int
+    chunk_frames: int
     streams: tuple[str, ...]
     warnings: tuple[str, ...]
     cuts: tuple[int, ...]

@@ -429,6 +429,10 @@ class ConvertOptions:
         None, "encoder preset (default: x264/x265 the slowest of medium..veryfast that keeps pace with the "
         "model, p5 for NVENC)", "encoding", TEXT)
     bit_depth: int = _option(8, "8, or 10 with HEVC", "encoding", Choice((8, 10)))
+    encoders: int | None = _option(
+        None, "encoder instances that encode a resumable run's segments at once, each on its share of the "
+        "cores (default: one; on a GPU run with libx264/libx265 as many as keep pace with the model)",
+        "encoding", Range(1, 64, integer=True))
     audio: str = _option(
         "copy", "copy (stream copy where the container allows, else AAC), aac or none",
         "encoding", Choice(("copy", "aac", "none")))

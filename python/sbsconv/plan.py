@@ -402,6 +402,8 @@ def _engine_options(o: ConvertOptions, input_path: str, output_path: str, depth:
         "timeline_start": 0.0 if part is None else float(part.timeline_start),
         "fingerprint": "",  # build_plan sets it
         "segment_frames": max(1, round(o.segment_seconds * frame_rate)),
+        # Note [Chunk-parallel encoding]: 0 lets the engine choose, with the preset
+        "encoder_instances": int(o.encoders or 0),
         # Debugging and the fault tests (Note [No float64 on devices], EngineOptions::fault).
         "check_float64": os.environ.get("SBSCONV_CHECK_FLOAT64", "") not in ("", "0"),
         # Note [Host synchronisation]: count every operation that would wait for the device
@@ -458,7 +460,9 @@ _PATH_KEYS = ("input", "depth_video", "infill_mask", "image_dir", "path")
 # What does not change a run's output: the model object (its identity is added below), the
 # debugging switches, and the automatic batch size (the engine records the first run's and
 # reuses it, Note [Journal integrity]).
-_NOT_IN_FINGERPRINT = ("model", "check_float64", "check_syncs", "fault", "fingerprint", "batch_size_auto")
+_NOT_IN_FINGERPRINT = ("model", "check_float64", "check_syncs", "fault", "fingerprint", "batch_size_auto",
+                       # segments are independent streams however many encoders made them
+                       "encoder_instances")
 
 
 def _resolved_paths(value: Any, key: str = "") -> Any:
@@ -567,7 +571,7 @@ def settle_split_options(input_path: str, options: ConvertOptions) -> tuple[Conv
     t0 = time.perf_counter()
     depth.estimate_clip(frame)
     seconds = time.perf_counter() - t0
-    preset, reason, _ = _core.choose_encoder_preset(encoder, width, height, seconds, max(1, torch.get_num_threads()),
+    preset, reason, _, _ = _core.choose_encoder_preset(encoder, width, height, seconds, max(1, torch.get_num_threads()),
                                                     True, _core.usable_cores())
     logger.info("split conversion: %s (one preset for every part)", reason)
     return options.replace(preset=preset), reason

@@ -359,6 +359,49 @@ TEST(BatchAssembler, BatchesNeverCrossASegmentEndAndWaitForTheNextTimestamp) {
   EXPECT_EQ(out[2].pts, (std::vector<int64_t>{40, 50, 60}));
 }
 
+TEST(BatchAssembler, ShorterSegmentsTakeEffectWithoutMovingWhatWasAdded) {
+  // Note [Chunk-parallel encoding]: segments of 10, shortened to 3 once 5 frames were added:
+  // the open segment ends 3 frames after the last added (frame 7), then every 3
+  BatchAssembler batches({/*batch_size=*/2, /*first_index=*/0, /*segment_frames=*/10}, nullptr);
+  std::vector<Batch> out;
+  for (int64_t k = 0; k < 16; ++k) {
+    if (k == 5) {
+      batches.set_segment_frames(3);
+    }
+    batches.add(SelectedFrame{frame(k), k, k});
+    while (auto b = batches.next()) {
+      out.push_back(std::move(*b));
+    }
+  }
+  batches.finish();
+  while (auto b = batches.next()) {
+    out.push_back(std::move(*b));
+  }
+  std::vector<int64_t> ends;
+  int64_t frames = 0;
+  for (const Batch& b : out) {
+    frames += b.size();
+    if (b.segment_end) {
+      ends.push_back(b.first_index + b.size() - 1);
+    }
+  }
+  EXPECT_EQ(frames, 16);
+  EXPECT_EQ(ends, (std::vector<int64_t>{7, 10, 13}));
+  // a longer length never lengthens the open segment; a resumed run counts from its start
+  BatchAssembler resumed({/*batch_size=*/4, /*first_index=*/20, /*segment_frames=*/4}, nullptr);
+  resumed.set_segment_frames(8);
+  std::vector<int64_t> resumed_ends;
+  for (int64_t k = 0; k < 14; ++k) {
+    resumed.add(SelectedFrame{frame(k), k, k});
+    while (auto b = resumed.next()) {
+      if (b->segment_end) {
+        resumed_ends.push_back(b->first_index + b->size() - 1);
+      }
+    }
+  }
+  EXPECT_EQ(resumed_ends, (std::vector<int64_t>{23, 31}));
+}
+
 TEST(BatchAssembler, AResumedRunStartsNoShotAndCountsOn) {
   BatchAssembler batches({/*batch_size=*/2, /*first_index=*/12, /*segment_frames=*/0}, nullptr);
   batches.add(SelectedFrame{frame(0), 0, 0});

@@ -10,7 +10,9 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <chrono>
 #include <random>
+#include <thread>
 #include <unistd.h>
 
 #include "sbsconv/common/Error.h"
@@ -18,6 +20,7 @@
 #include "sbsconv/media/EncoderSelection.h"
 #include "sbsconv/media/MediaWriter.h"
 #include "sbsconv/media/StreamParams.h"
+#include "sbsconv/pipeline/SegmentEncoders.h"
 
 namespace fs = std::filesystem;
 using namespace sbsconv;
@@ -501,4 +504,84 @@ TEST(SampleAspect, IsWrittenAndReadBack) {
   WriterOptions bad = options_for(scratch("bad_aspect.mp4"));
   bad.sample_aspect = Rational{-1, 1};
   EXPECT_EQ(kind_of([&] { MediaWriter w(bad); }), ErrorKind::Option);
+}
+
+// ---- Note [Chunk-parallel encoding] --------------------------------------------------------
+
+namespace {
+WriterOptions segment_options(const std::string& name) {
+  WriterOptions o = options_for(scratch(name));
+  o.time_origin = -kOffset;
+  o.threads = 1;
+  return o;
+}
+} // namespace
+
+TEST(SegmentEncoders, SegmentsEncodedAtOnceFinishInTheOrderOpenedWithEveryFrame) {
+  const std::vector<int64_t> lengths{30, 5, 12, 2, 21};
+  std::atomic<int64_t> written{0};
+  SegmentEncoders::Options po;
+  po.instances = 3;
+  po.max_buffered_frames = 8; // less than a segment: write() waits for the encoders
+  po.on_frames = [&](int64_t n, double) { written += n; };
+  SegmentEncoders pool(po);
+  std::vector<SegmentEncoders::Finished> done;
+  int64_t first = 0;
+  for (size_t s = 0; s < lengths.size(); ++s) {
+    pool.open(segment_options("parallel_" + std::to_string(s) + ".nut"), static_cast<int64_t>(s) * 10);
+    for (int64_t k = 0; k < lengths[s]; k += 4) {
+      const int64_t n = std::min<int64_t>(4, lengths[s] - k);
+      pool.write(frames(first + k, n, 48, 64), pts_range(first + k, n), nullptr);
+    }
+    pool.close();
+    first += lengths[s];
+    for (auto& f : pool.take_finished()) {
+      done.push_back(std::move(f));
+    }
+  }
+  for (auto& f : pool.drain()) {
+    done.push_back(std::move(f));
+  }
+  EXPECT_EQ(pool.pending(), 0);
+  EXPECT_EQ(written.load(), first);
+  ASSERT_EQ(done.size(), lengths.size());
+  for (size_t s = 0; s < lengths.size(); ++s) {
+    EXPECT_EQ(done[s].tag, static_cast<int64_t>(s) * 10);
+    EXPECT_EQ(inspect_segment(done[s].result.path).packets, lengths[s]) << s;
+  }
+}
+
+TEST(SegmentEncoders, AnEncodersFailureIsRethrownAndTheSegmentsBeforeItAreKept) {
+  SegmentEncoders::Options po;
+  po.instances = 2;
+  po.before_write = [](int64_t segment, int64_t batch) {
+    if (segment == 2 && batch == 1) {
+      throw Error(ErrorKind::Encode, "encode", "the encoder broke");
+    }
+  };
+  SegmentEncoders pool(po);
+  for (int64_t s = 0; s < 2; ++s) {
+    pool.open(segment_options("kept_" + std::to_string(s) + ".nut"), s);
+    pool.write(frames(0, 6, 48, 64), pts_range(0, 6), nullptr);
+    pool.close();
+  }
+  const std::vector<SegmentEncoders::Finished> kept = pool.drain();
+  ASSERT_EQ(kept.size(), 2u);
+  const fs::path broken = scratch("broken_2.nut");
+  pool.open(segment_options("broken_2.nut"), 2);
+  pool.write(frames(0, 3, 48, 64), pts_range(0, 3), nullptr);
+  std::string message;
+  try {
+    for (int i = 0; i < 1000; ++i) { // the failure surfaces at the next call after it happens
+      pool.write(frames(3, 3, 48, 64), pts_range(3 + 3 * i, 3), nullptr);
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  } catch (const Error& e) {
+    message = e.what();
+    EXPECT_EQ(e.kind(), ErrorKind::Encode);
+  }
+  EXPECT_NE(message.find("the encoder broke"), std::string::npos);
+  EXPECT_TRUE(pool.take_finished().empty()); // the failed segment is never handed over
+  EXPECT_EQ(kind_of([&] { pool.close(); }), ErrorKind::Encode);
+  EXPECT_FALSE(fs::exists(broken)); // its writer discarded what it had
 }

@@ -33,7 +33,7 @@ DEFAULTS = {
     "motion_threshold": 0.08, "scene_cuts": True, "cut_sensitivity": 0.5, "min_scene_length": 8,
     "comfort_limit": 3.0, "auto_strength": False,
     "encoder": "auto", "codec": "auto", "crf": None, "cq": None, "quality": None, "preset": None,
-    "bit_depth": 8, "audio": "copy", "subtitles": "copy", "hwaccel": "auto", "stream": None,
+    "bit_depth": 8, "encoders": None, "audio": "copy", "subtitles": "copy", "hwaccel": "auto", "stream": None,
     "headset_suffix": False, "preview_every": None, "depth_video": None,
     "depth_out": None, "depth_format": "gray16", "max_depth": None, "depth_precision": "float32",
     "point_clouds_every": None, "point_cloud_scale": None, "infill_mask": None, "mask_out": None, "masks": None, "mask_model": "u2netp", "depth": None,

@@ -114,7 +114,8 @@ def test_the_engines_result_is_read_field_by_field():
     stage = {"name": "depth", "frames": 4, "busy_seconds": 2.0, "batches": 2, "host_syncs": 0, "threads": 2}
     raw = {"output": "o.mp4", "frames": 4, "resumed_from": 0, "batch_size": 2, "seconds": 1.0, "width": 8,
            "height": 4, "stages": [stage], "encoder": "libx264", "skipped_encoders": [], "encoder_preset": "fast",
-           "encoder_preset_reason": "", "streams": [], "warnings": ["w"], "cuts": [0], "comfort": [],
+           "encoder_preset_reason": "", "encoder_instances": 1, "chunk_frames": 0,
+           "streams": [], "warnings": ["w"], "cuts": [0], "comfort": [],
            "fov_degrees": None, "damaged_frames": 0, "truncated": False, "depth_export": None,
            "mask_export": None, "screen_plane": [0.5, 0.25, 0.75, 0.5]}
     run = EngineRun.from_core(raw)

@@ -6,6 +6,7 @@
 #include <c10/core/Device.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <iterator>
 #include <thread>
@@ -352,9 +353,15 @@ constexpr double kX265MediumSecondsPerPixel = 145e-9;
 // A CPU run: the encoder's share of the core time, next to the model's.
 constexpr double kEncoderShare = 0.15;
 // A GPU run: the encoder's frames per second must exceed the model's by this margin, its
-// threads counted at this efficiency (frame threads at 1080p on 8-16 cores).
+// threads counted at this efficiency, and one instance keeping at most kCoresPerInstance cores
+// busy: libx264's frame threads at 1080p do not scale further (issue 31 measured medium on a
+// 3840x1080 frame at 20.8 frames/s on 16 cores: about 6.5 cores' worth of its 0.31
+// core-seconds a frame). More cores need more instances (Note [Chunk-parallel encoding]), up
+// to kMaxInstances.
 constexpr double kPaceMargin = 1.1;
 constexpr double kThreadEfficiency = 0.75;
+constexpr double kCoresPerInstance = 6.0;
+constexpr int kMaxInstances = 8;
 
 const PresetCost* presets_of(const std::string& encoder, size_t* count, double* medium_seconds_per_pixel) {
   if (encoder == "libx264") {
@@ -405,6 +412,11 @@ bool is_preset_choice(const std::string& encoder, const std::string& name) {
   return table != nullptr && std::any_of(table, table + count, [&](const PresetCost& p) { return name == p.name; });
 }
 
+int max_encoder_instances(int cores) {
+  const double usable = std::max(cores, 1) * kThreadEfficiency;
+  return std::clamp(static_cast<int>(std::ceil(usable / kCoresPerInstance)), 1, kMaxInstances);
+}
+
 PresetChoice choose_encoder_preset(const EncoderPace& pace) {
   size_t count = 0;
   double medium_per_pixel = 0.0;
@@ -415,40 +427,54 @@ PresetChoice choose_encoder_preset(const EncoderPace& pace) {
   const double medium_core_s = medium_per_pixel * static_cast<double>(pace.width * pace.height);
   const double model_s = std::max(pace.model_seconds, 1e-9);
   const double model_core_s = model_s * std::max(pace.model_threads, 1);
-  const double cores = std::max(pace.cores, 1) * kThreadEfficiency;
-  auto keeps_pace = [&](const PresetCost& p) {
+  const double usable = std::max(pace.cores, 1) * kThreadEfficiency;
+  // the instances to try: the caller's, else 1 .. the most that add cores (a GPU run with
+  // parallel segments only; on the CPU the cores are the model's)
+  const int most = pace.instances > 0 ? pace.instances
+      : pace.parallel_segments && !pace.shared_cores ? max_encoder_instances(pace.cores)
+                                                     : 1;
+  const int least = pace.instances > 0 ? pace.instances : 1;
+  // the cores `k` instances keep busy
+  auto busy_cores = [&](int k) { return std::min(usable, k * kCoresPerInstance); };
+  auto keeps_pace = [&](const PresetCost& p, int k) {
     const double enc = medium_core_s * p.cost;
-    return pace.shared_cores ? enc <= kEncoderShare * (enc + model_core_s) : cores / enc >= kPaceMargin / model_s;
+    return pace.shared_cores ? enc <= kEncoderShare * (enc + model_core_s) : busy_cores(k) / enc >= kPaceMargin / model_s;
   };
   const PresetCost* chosen = std::min_element(table, table + count, [](const PresetCost& a, const PresetCost& b) {
     return a.cost < b.cost;
-  }); // where nothing keeps pace: the cheapest allowed
+  }); // where nothing keeps pace: the cheapest allowed, on the most instances
+  int instances = most;
   bool fits = false;
-  for (size_t i = 0; i < count; ++i) {
-    if (keeps_pace(table[i])) {
-      chosen = table + i;
-      fits = true;
-      break;
+  for (size_t i = 0; i < count && !fits; ++i) {
+    for (int k = least; k <= most; ++k) {
+      if (keeps_pace(table[i], k)) {
+        chosen = table + i;
+        instances = k;
+        fits = true;
+        break;
+      }
     }
   }
   const double enc = medium_core_s * chosen->cost;
-  char why[400];
+  const std::string on = instances > 1 ? " (" + std::to_string(instances) + " instances encoding segments at once)" : "";
+  char why[500];
   if (pace.shared_cores) {
     std::snprintf(
         why, sizeof why,
-        "%s preset %s: the model takes %.2f core-seconds a frame, %s %s about %.2f at %lldx%lld (%.0f %% of the CPU time)%s",
-        pace.encoder.c_str(), chosen->name, model_core_s, pace.encoder.c_str(), chosen->name, enc,
+        "%s preset %s%s: the model takes %.2f core-seconds a frame, %s %s about %.2f at %lldx%lld (%.0f %% of the CPU time)%s",
+        pace.encoder.c_str(), chosen->name, on.c_str(), model_core_s, pace.encoder.c_str(), chosen->name, enc,
         static_cast<long long>(pace.width), static_cast<long long>(pace.height), 100.0 * enc / (enc + model_core_s),
         fits ? "" : "; the encoder sets the pace: name a faster preset (preset=) or a hardware encoder to go faster");
   } else {
     std::snprintf(
         why, sizeof why,
-        "%s preset %s: the model runs at %.1f frames/s, %s %s at about %.1f on %d cores at %lldx%lld%s",
-        pace.encoder.c_str(), chosen->name, 1.0 / model_s, pace.encoder.c_str(), chosen->name, cores / enc,
-        std::max(pace.cores, 1), static_cast<long long>(pace.width), static_cast<long long>(pace.height),
+        "%s preset %s%s: the model runs at %.1f frames/s, %s %s at about %.1f on %d cores at %lldx%lld%s",
+        pace.encoder.c_str(), chosen->name, on.c_str(), 1.0 / model_s, pace.encoder.c_str(), chosen->name,
+        busy_cores(instances) / enc, std::max(pace.cores, 1), static_cast<long long>(pace.width),
+        static_cast<long long>(pace.height),
         fits ? "" : "; the encoder sets the pace: name a faster preset (preset=) or a hardware encoder to go faster");
   }
-  return PresetChoice{chosen->name, why, fits};
+  return PresetChoice{chosen->name, why, fits, instances};
 }
 
 StreamParams probe_encoder(const WriterOptions& options) {

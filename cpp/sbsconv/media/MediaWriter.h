@@ -174,13 +174,22 @@ struct EncoderPace {
   // a GPU and the encoder has `cores` CPU cores to itself
   bool shared_cores = true;
   int cores = 1;
+  // Note [Chunk-parallel encoding] (pipeline/SegmentEncoders.h): whether segments may be
+  // encoded by several instances at once (a resumable run's), and how many the caller named
+  // (0: the rule chooses; only a GPU run chooses more than one)
+  bool parallel_segments = false;
+  int instances = 0;
 };
 struct PresetChoice {
   std::string preset; // "" when the encoder is not one sbsconv chooses for
   std::string reason;
   bool keeps_pace = true; // false: even the fastest preset allowed sets the pace
+  int instances = 1; // encoder instances at once
 };
 PresetChoice choose_encoder_preset(const EncoderPace& pace);
+// The most encoder instances choose_encoder_preset() takes on `cores` cores (a GPU run's:
+// each instance keeps about six cores busy, Note [Chunk-parallel encoding]).
+int max_encoder_instances(int cores);
 // Whether sbsconv chooses the preset of this encoder when the caller names none.
 bool chooses_preset_for(const std::string& encoder);
 // The encoder whose preset sbsconv chooses for a writer with these options (at their frame

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <limits>
 
 #include "sbsconv/common/Error.h"
@@ -52,13 +53,34 @@ BatchAssembler::BatchAssembler(Options options, std::unique_ptr<SceneCutDetector
     : o_(options), detector_(std::move(detector)), next_index_(options.first_index) {
   SBSCONV_CHECK(o_.batch_size >= 1, Option, "decode", "batch_size must be >= 1");
   SBSCONV_CHECK(o_.segment_frames >= 0 && o_.first_index >= 0, Option, "decode", "invalid batch bookkeeping");
+  last_end_ = o_.first_index - 1;
+  next_end_ = o_.segment_frames > 0 ? last_end_ + o_.segment_frames : -1;
   if (o_.first_index == 0) {
     shot_starts_.insert(0);
   }
 }
 
 bool BatchAssembler::segment_end_at(int64_t index) const {
-  return o_.segment_frames > 0 && (index + 1) % o_.segment_frames == 0;
+  return segment_ends_.count(index) != 0;
+}
+
+void BatchAssembler::mark_segment_ends(int64_t index) {
+  if (o_.segment_frames > 0 && index == next_end_) {
+    segment_ends_.insert(index);
+    last_end_ = index;
+    next_end_ = index + o_.segment_frames;
+  }
+}
+
+void BatchAssembler::set_segment_frames(int64_t frames) {
+  SBSCONV_CHECK(frames >= 1, Option, "decode", "a segment must hold at least one frame");
+  if (o_.segment_frames <= 0) {
+    return; // not a resumable run: no segments
+  }
+  o_.segment_frames = frames;
+  // the open segment: `frames` after its start, or (when more than that was added already)
+  // `frames` after the last frame added
+  next_end_ = std::min(next_end_, std::max(last_end_ + frames, next_index_ - 1 + frames));
 }
 
 void BatchAssembler::add(const SelectedFrame& f) {
@@ -81,6 +103,7 @@ void BatchAssembler::add_all(const std::vector<SelectedFrame>& frames) {
   }
   for (size_t k = 0; k < frames.size(); ++k) {
     const SelectedFrame& f = frames[k];
+    mark_segment_ends(next_index_);
     pending_.push_back(Item{f.frame, f.pts, f.source_pts, next_index_++});
     if (detector_) {
       for (int64_t c : detector_->push_features(features[static_cast<int64_t>(k)])) {
@@ -148,6 +171,7 @@ std::optional<Batch> BatchAssembler::next() {
       b.state = with_prefix(it->second, "cuts.");
       detector_states_.erase(it);
     }
+    segment_ends_.erase(segment_ends_.begin(), segment_ends_.upper_bound(last));
   }
   return b;
 }

@@ -29,7 +29,7 @@ class BatchAssembler {
   struct Options {
     int64_t batch_size = 4;
     int64_t first_index = 0; // the index of the first frame added (a resumed run's start)
-    int64_t segment_frames = 0; // > 0: segments end after every multiple of this many frames
+    int64_t segment_frames = 0; // > 0: a segment ends after every this many frames
   };
 
   // `detector` may be null (no scene-cut detection): then only the first frame starts a shot.
@@ -44,6 +44,12 @@ class BatchAssembler {
   // The next batch that is complete (full, ending a segment, or the last ones after
   // finish()); nullopt while it must wait for more frames.
   std::optional<Batch> next();
+
+  // Segments from now on are `frames` long (> 0; a resumable run's only): the open segment
+  // ends after `frames` more frames if that is sooner than it would have (the frames added so
+  // far stay in it). For Note [Chunk-parallel encoding], whose segments are sized once the
+  // frames' size and the encoders are known. Segments never cross what was added before.
+  void set_segment_frames(int64_t frames);
 
   // The index the next frame added gets.
   int64_t next_index() const {
@@ -61,6 +67,7 @@ class BatchAssembler {
   };
 
   bool segment_end_at(int64_t index) const;
+  void mark_segment_ends(int64_t index); // each frame's index as it is added
 
   Options o_;
   std::unique_ptr<SceneCutDetector> detector_;
@@ -68,6 +75,9 @@ class BatchAssembler {
   std::map<int64_t, TensorMap> detector_states_; // segment's last frame -> detector state
   std::deque<Item> pending_; // selected frames not yet sent on
   int64_t next_index_ = 0;
+  std::set<int64_t> segment_ends_; // the last frames of segments, among the frames added
+  int64_t last_end_ = -1; // the last frame of the last segment ended (first_index - 1 at first)
+  int64_t next_end_ = -1; // the last frame of the open segment
   bool finished_ = false;
 };
 

@@ -128,10 +128,16 @@ void Engine::Impl::decode_stage() {
       return true;
     };
 
+    int64_t segment_length = o.segment_frames;
     while (!cancelled) {
       FrameBatch fb;
       {
         Busy busy{stage_busy_us[0]};
+        // Note [Chunk-parallel encoding]: the encode stage's segment length, from now on
+        if (const int64_t chunk = chunk_frames.load(); chunk > 0 && chunk != segment_length) {
+          batches.set_segment_frames(chunk);
+          segment_length = chunk;
+        }
         fb = reader.read(static_cast<int>(batch_size));
         selected.clear();
         for (int64_t k = 0; k < fb.size(); ++k) {

@@ -2,6 +2,7 @@
 // (Engine::Impl in EngineImpl.h; Note [Engine] in Engine.h)
 
 #include "sbsconv/pipeline/EngineImpl.h"
+#include "sbsconv/pipeline/SegmentEncoders.h"
 
 namespace sbsconv {
 
@@ -33,9 +34,9 @@ void Engine::Impl::encode_stage() {
       options.cancel = &cancelled;
       return std::make_unique<DepthWriter>(options);
     };
-    auto close_segment = [&](int64_t next_index, int64_t next_pts, const TensorMap& state) {
-      WriterResult r = writer->finish();
-      writer.reset();
+    // a finished segment into the journal, in order
+    auto record_segment = [&](const WriterResult& r, int64_t first, int64_t next_index, int64_t next_pts,
+                              const TensorMap& state) {
       {
         std::lock_guard<std::mutex> lock(mutex);
         // each segment's encoder says the same things (a codec chosen for the frame size ...): once
@@ -49,8 +50,8 @@ void Engine::Impl::encode_stage() {
       }
       SegmentRecord record;
       record.index = static_cast<int64_t>(segments.size());
-      record.first_frame = segment_first;
-      record.frames = next_index - segment_first;
+      record.first_frame = first;
+      record.frames = next_index - first;
       record.next_pts = next_pts;
       record.file = fs::path(r.path).filename().string();
       record.encoder = r.encoder;
@@ -64,9 +65,56 @@ void Engine::Impl::encode_stage() {
       }
       journal->append(record);
       segments.push_back(record);
+    };
+    auto close_segment = [&](int64_t next_index, int64_t next_pts, const TensorMap& state) {
+      WriterResult r = writer->finish();
+      writer.reset();
+      record_segment(r, segment_first, next_index, next_pts, state);
+      segment_first = next_index;
+    };
+    // Note [Chunk-parallel encoding]: segments encoded by several instances at once; what each
+    // closed segment's record needs, by its tag (the order opened), until it has finished.
+    struct Closing {
+      int64_t first = 0;
+      int64_t next_index = 0;
+      int64_t next_pts = -1;
+      TensorMap state;
+    };
+    std::unique_ptr<SegmentEncoders> parallel;
+    std::map<int64_t, Closing> closing;
+    int64_t opened = 0;
+    bool segment_open = false;
+    std::atomic<int64_t> segment_batches{0};
+    auto record_finished = [&](std::vector<SegmentEncoders::Finished> done) {
+      for (auto& f : done) {
+        auto it = closing.find(f.tag);
+        SBSCONV_CHECK(it != closing.end(), Internal, "encode", "a segment finished that was not closed");
+        record_segment(f.result, it->second.first, it->second.next_index, it->second.next_pts, it->second.state);
+        closing.erase(it);
+      }
+    };
+    auto close_parallel = [&](int64_t next_index, int64_t next_pts, const TensorMap& state) {
+      closing[opened - 1] = Closing{segment_first, next_index, next_pts, state};
+      parallel->close();
+      segment_open = false;
       segment_first = next_index;
     };
     int64_t next_index = start_index;
+    // a failure in the parallel encoders: what finished before it is recorded first
+    auto keeping_finished = [&](auto&& step) {
+      try {
+        step();
+      } catch (...) {
+        if (parallel && !cancelled) {
+          try {
+            record_finished(parallel->take_finished());
+          } catch (...) {
+            // the original failure is what the run reports
+          }
+        }
+        throw;
+      }
+    };
     while (auto batch = rendered.pop()) {
       if (cancelled) {
         return;
@@ -76,16 +124,41 @@ void Engine::Impl::encode_stage() {
       {
         Busy busy{stage_busy_us[4]};
         if (o.render_stereo) {
-          if (!writer) {
-            if (segments.empty() && chosen_preset.empty()) {
-              choose_preset(writer_options(b));
-            }
-            writer = std::make_unique<MediaWriter>(writer_options(b));
+          if (batch_number == 0) {
+            choose_encoding(writer_options(b), b);
             std::lock_guard<std::mutex> lock(mutex);
             result.width = b.packed.size(3);
             result.height = b.packed.size(2);
           }
-          writer->write(b.packed, b.pts);
+          if (encoder_instances > 1) {
+            if (!parallel) {
+              SegmentEncoders::Options po;
+              po.instances = encoder_instances;
+              po.max_buffered_frames = encoder_instances * std::max<int64_t>(chunk_frames.load(), 1) + b.size();
+              po.device = b.packed.device().str();
+              po.cancel = &cancelled;
+              po.before_write = [this, &segment_batches](int64_t, int64_t) {
+                inject_fault("encode-segment", segment_batches++);
+              };
+              parallel = std::make_unique<SegmentEncoders>(po);
+            }
+            if (!segment_open) {
+              WriterOptions w = writer_options(b);
+              w.path = journal->path_of(numbered("segment_%05lld.nut", static_cast<int64_t>(segments.size()) + parallel->pending()));
+              if (w.threads == 0) {
+                w.threads = std::max(1, usable_cores() / encoder_instances); // each its share of the cores
+              }
+              keeping_finished([&] { parallel->open(w, opened); });
+              ++opened;
+              segment_open = true;
+            }
+            keeping_finished([&] { parallel->write(b.packed, b.pts, stage_guard.stream.mark()); });
+          } else {
+            if (!writer) {
+              writer = std::make_unique<MediaWriter>(writer_options(b));
+            }
+            writer->write(b.packed, b.pts);
+          }
         }
         if (b.export_depth.defined()) {
           if (!export_writer) {
@@ -141,7 +214,14 @@ void Engine::Impl::encode_stage() {
         }
         next_index = b.first_index + b.size();
         if (o.resume && b.segment_end) {
-          close_segment(next_index, b.next_source_pts, b.state);
+          if (segment_open) {
+            keeping_finished([&] { close_parallel(next_index, b.next_source_pts, b.state); });
+          } else if (writer) {
+            close_segment(next_index, b.next_source_pts, b.state);
+          }
+        }
+        if (parallel) {
+          record_finished(parallel->take_finished());
         }
       }
       inject_fault("encode", batch_number++);
@@ -176,7 +256,16 @@ void Engine::Impl::encode_stage() {
     if (mask_writer) {
       mask_writer->finish();
     }
-    if (writer) {
+    if (parallel) {
+      Busy busy{stage_busy_us[4]};
+      keeping_finished([&] {
+        if (segment_open) {
+          close_parallel(next_index, -1, TensorMap{});
+        }
+        record_finished(parallel->drain());
+      });
+      parallel.reset();
+    } else if (writer) {
       Busy busy{stage_busy_us[4]};
       if (o.resume) {
         close_segment(next_index, -1, TensorMap{});

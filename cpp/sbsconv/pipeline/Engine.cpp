@@ -79,6 +79,8 @@ void Engine::Impl::prepare() {
   }
   SBSCONV_CHECK(o.batch_size >= 1 && o.batch_size <= 1024, Option, "engine", "batch_size must be within 1..1024");
   SBSCONV_CHECK(o.segment_frames >= 1, Option, "engine", "segment_frames must be >= 1");
+  SBSCONV_CHECK(o.encoder_instances >= 0 && o.encoder_instances <= 64, Option, "engine",
+                "the encoder instances must be within 1..64 (0: chosen)");
   SBSCONV_CHECK(o.preview_every >= 0, Option, "engine", "preview_every must be >= 0");
   SBSCONV_CHECK(
       !(o.resume && (o.fps || o.preview_every > 0)),
@@ -143,6 +145,13 @@ void Engine::Impl::prepare() {
     std::lock_guard<std::mutex> lock(mutex);
     result.encoder_preset = chosen_preset;
     result.encoder_preset_reason = "preset " + chosen_preset + ": as the interrupted run chose";
+  }
+  if (o.encoder_instances == 0) {
+    const auto instances = journal->choice(kInstancesChoice);
+    int64_t k = 0;
+    if (instances && parse_batch_size(*instances, &k)) {
+      restored_instances = static_cast<int>(std::min<int64_t>(k, 64));
+    }
   }
   if (o.batch_size_auto) {
     const auto recorded = journal->choice(kBatchChoice);

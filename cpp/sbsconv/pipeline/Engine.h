@@ -91,13 +91,19 @@ struct EngineOptions {
   bool resume = false; // see Note [Resumable runs]
   std::string fingerprint; // identifies input + options for resume
   int64_t segment_frames = 240;
+  // Note [Chunk-parallel encoding]: encoder instances that encode a resumable run's segments at
+  // once; 0: the engine chooses (Note [Encoder preset chosen to keep pace]: more than one only
+  // on a GPU run whose software encoder would otherwise set the pace).
+  int encoder_instances = 0;
   // Debugging and tests. check_float64: every stage observes its own tensor operations and
   // fails on a float64 tensor that would live on the model's device, the CPU included (Note
   // [No float64 on devices]). fault: "STAGE:N" makes STAGE fail at its N-th batch (0-based),
   // "STAGE:N:kill" kills the process there (SIGKILL), "STAGE:N:float64" makes a float64 tensor
   // there (to prove check_float64 sees it), "STAGE:N:cancel" cancels the run there as
   // Ctrl-C would, for the fault tests; STAGE is decode,
-  // depth, stabilise, stereo, encode or assemble (N counts segments copied).
+  // depth, stabilise, stereo, encode, encode-segment (N counts the batches the parallel
+  // segments' encoders write, Note [Chunk-parallel encoding]) or assemble (N counts segments
+  // copied).
   bool check_float64 = false;
   // check_syncs: every stage counts each operation that would make the host wait for the
   // model's device, the CPU counting as one (Note [Host synchronisation]).
@@ -139,6 +145,10 @@ struct EngineResult {
   // gave one or none was chosen), and why.
   std::string encoder_preset;
   std::string encoder_preset_reason;
+  // Note [Chunk-parallel encoding]: encoder instances that encoded segments at once (1: one
+  // stream at a time) and the frames each segment held when more than one did (else 0)
+  int encoder_instances = 1;
+  int64_t chunk_frames = 0;
   std::string encoder;
   std::vector<std::string> skipped_encoders;
   std::vector<std::string> streams;

@@ -170,6 +170,7 @@ struct Engine::Impl {
   std::string chosen_preset;
   static constexpr const char* kPresetChoice = "encoder_preset";
   static constexpr const char* kBatchChoice = "batch_size";
+  // a count recorded in the journal: 1..1024
   static bool parse_batch_size(const std::string& text, int64_t* batch) {
     char* end = nullptr;
     const long long value = std::strtoll(text.c_str(), &end, 10);
@@ -179,35 +180,97 @@ struct Engine::Impl {
     *batch = value;
     return true;
   }
-  void choose_preset(const WriterOptions& writer) { // the run's writer, at the frames' size
-    const int depth = stage_index("depth");
-    const int64_t depth_frames = stage_frames[depth].load();
-    const double depth_seconds = static_cast<double>(stage_busy_us[depth].load()) * 1e-6;
-    if (depth_frames <= 0 || depth_seconds <= 0.0) {
-      return;
+  // Note [Chunk-parallel encoding] (SegmentEncoders.h): the encoder instances that encode
+  // this run's segments at once, the frames each segment holds then (the decode stage ends
+  // segments at this length from when it is set; 0: the run's segment_frames), and the
+  // instances an interrupted run chose (0: none recorded).
+  int encoder_instances = 1;
+  std::atomic<int64_t> chunk_frames{0};
+  int restored_instances = 0;
+  static constexpr const char* kInstancesChoice = "encoder_instances";
+  // What the frames of the segments being encoded may take while they wait, all together
+  // (on the device they are on; on the CPU also at most a quarter of the available memory).
+  static constexpr int64_t kChunkBufferBytes = int64_t{2} << 30;
+  // Segments shorter than this are not worth their keyframes: fewer instances are used.
+  static constexpr int64_t kMinChunkFrames = 16;
+
+  // At the first batch the encode stage has (the frames' size and the model's pace known):
+  // the preset (Note [Encoder preset chosen to keep pace]) and the encoder instances.
+  void choose_encoding(const WriterOptions& writer, const Batch& b) {
+    // segments exist only in a resumable run; one video written in one piece has one encoder
+    const bool parallel = o.resume && !o.part && !writer.spatial;
+    int instances = o.encoder_instances > 0 ? o.encoder_instances : restored_instances;
+    if (!parallel && instances > 1) {
+      warn("encoders=" + std::to_string(instances) + " needs a resumable run (resume on, not a depth export, infill "
+           "mask, depth video, preview or spatial video): the video is encoded as one stream");
+      instances = 1;
     }
-    const std::string encoder = preset_chosen_for(writer);
-    if (encoder.empty()) {
-      return;
+    if (segments.empty() && chosen_preset.empty()) {
+      const int depth = stage_index("depth");
+      const int64_t depth_frames = stage_frames[depth].load();
+      const double depth_seconds = static_cast<double>(stage_busy_us[depth].load()) * 1e-6;
+      const std::string encoder = depth_frames > 0 && depth_seconds > 0.0 ? preset_chosen_for(writer) : "";
+      if (!encoder.empty()) {
+        EncoderPace pace;
+        pace.encoder = encoder;
+        pace.width = writer.width;
+        pace.height = writer.height;
+        pace.model_seconds = depth_seconds / static_cast<double>(depth_frames);
+        pace.model_threads = stage_threads[depth];
+        pace.shared_cores = run_device().is_cpu();
+        pace.cores = usable_cores();
+        pace.parallel_segments = parallel;
+        pace.instances = instances;
+        const PresetChoice chosen = choose_encoder_preset(pace);
+        chosen_preset = chosen.preset;
+        instances = chosen.instances;
+        {
+          std::lock_guard<std::mutex> lock(mutex);
+          result.encoder_preset = chosen_preset;
+          result.encoder_preset_reason = chosen.reason;
+        }
+        log(chosen.keeps_pace ? LogLevel::Info : LogLevel::Warning, chosen.reason);
+        if (journal) {
+          journal->record_choice(kPresetChoice, chosen_preset);
+        }
+      }
     }
-    EncoderPace pace;
-    pace.encoder = encoder;
-    pace.width = writer.width;
-    pace.height = writer.height;
-    pace.model_seconds = depth_seconds / static_cast<double>(depth_frames);
-    pace.model_threads = stage_threads[depth];
-    pace.shared_cores = run_device().is_cpu();
-    pace.cores = usable_cores();
-    const PresetChoice chosen = choose_encoder_preset(pace);
-    chosen_preset = chosen.preset;
+    instances = std::max(instances, 1);
+    int64_t chunk = 0;
+    if (instances > 1) {
+      const int64_t frame_bytes =
+          std::max<int64_t>(b.packed.numel() / std::max<int64_t>(b.size(), 1) * b.packed.element_size(), 1);
+      int64_t budget = kChunkBufferBytes;
+      const int64_t available = available_memory_bytes();
+      if (b.packed.is_cpu() && available > 0) {
+        budget = std::min(budget, available / 4);
+      }
+      const int64_t least = std::min(o.segment_frames, kMinChunkFrames);
+      const int64_t affordable = budget / frame_bytes;
+      const int64_t fit = std::max<int64_t>(affordable / std::max<int64_t>(least, 1), 1);
+      if (fit < instances) {
+        warn("encoder instances: " + std::to_string(fit) + " instead of " + std::to_string(instances) +
+             " (the frames they would hold at once do not fit in " + std::to_string(budget >> 20) + " MiB)");
+        instances = static_cast<int>(fit);
+      }
+      if (instances > 1) {
+        chunk = std::clamp<int64_t>(affordable / instances, least, o.segment_frames);
+        if (chunk > o.batch_size) {
+          chunk -= chunk % o.batch_size; // whole batches
+        }
+        chunk_frames = chunk;
+        log(LogLevel::Info, std::to_string(instances) + " encoder instances encode segments of " +
+                                std::to_string(chunk) + " frames at once (Note [Chunk-parallel encoding])");
+      }
+    }
+    encoder_instances = instances;
     {
       std::lock_guard<std::mutex> lock(mutex);
-      result.encoder_preset = chosen_preset;
-      result.encoder_preset_reason = chosen.reason;
+      result.encoder_instances = instances;
+      result.chunk_frames = chunk;
     }
-    log(chosen.keeps_pace ? LogLevel::Info : LogLevel::Warning, chosen.reason);
-    if (journal) {
-      journal->record_choice(kPresetChoice, chosen_preset);
+    if (journal && parallel) {
+      journal->record_choice(kInstancesChoice, std::to_string(instances));
     }
   }
 
