@@ -724,17 +724,21 @@ PYBIND11_MODULE(_core, m) {
   // Note [Dense optical flow]
   m.def(
       "dense_flow",
-      [](const at::Tensor& a, const at::Tensor& b, int64_t window_radius, int64_t iterations) {
+      [](const at::Tensor& a, const at::Tensor& b, int64_t window_radius, int64_t iterations, const std::string& impl) {
         FlowOptions f;
         f.window_radius = window_radius;
         f.iterations = iterations;
-        return dense_flow(a, b, f);
+        SBSCONV_CHECK(impl == "auto" || impl == "tensor" || impl == "cpu", Option, "optical flow",
+                      "impl must be auto, tensor or cpu");
+        return dense_flow(a, b, f, impl == "tensor" ? FlowImpl::Tensor : impl == "cpu" ? FlowImpl::Cpu : FlowImpl::Auto);
       },
       py::arg("a"),
       py::arg("b"),
       py::arg("window_radius") = FlowOptions{}.window_radius,
       py::arg("iterations") = FlowOptions{}.iterations,
+      py::arg("impl") = "auto",
       py::call_guard<py::gil_scoped_release>());
+  m.def("flow_gray", &flow_gray, py::arg("frames"), py::arg("max_width"), py::call_guard<py::gil_scoped_release>());
   m.def(
       "render_eye_naive",
       &render_eye_naive,

@@ -128,8 +128,9 @@ def test_the_window_shrinks_to_the_memory_it_is_given():
         _core.TemporalFill(past=-1)
 
 
+@pytest.mark.parametrize("impl", ["auto", "tensor"])
 @pytest.mark.parametrize("shift", [(1.3, -0.6), (-3.7, 2.2)])
-def test_dense_flow_finds_a_shift_to_a_tenth_of_a_pixel(shift):
+def test_dense_flow_finds_a_shift_to_a_tenth_of_a_pixel(shift, impl):
     torch.manual_seed(0)
     base = F.interpolate(torch.rand(1, 1, 60, 100), (180, 300), mode="bicubic").clamp(0, 1)
     dx, dy = shift
@@ -137,10 +138,33 @@ def test_dense_flow_finds_a_shift_to_a_tenth_of_a_pixel(shift):
     grid = torch.stack([(xs - dx) * 2 / 299 - 1, (ys - dy) * 2 / 179 - 1], -1).unsqueeze(0)
     moved = F.grid_sample(base, grid, align_corners=True, padding_mode="border")
     a, b = base[..., 20:-20, 20:-20].contiguous(), moved[..., 20:-20, 20:-20].contiguous()
-    flow = _core.dense_flow(a, b)
+    flow = _core.dense_flow(a, b, impl=impl)  # auto: the native steps on the CPU
     inner = flow[0, :, 10:-10, 10:-10]
     assert abs(inner[0].median().item() - dx) < 0.1 and abs(inner[1].median().item() - dy) < 0.1
     assert (inner[0] - dx).abs().mean() < 0.15
+
+
+def test_the_native_flow_and_grey_match_the_libtorch_operations():
+    # Note [Dense optical flow]: on the CPU the steps and the grey reduction run natively; the
+    # LibTorch operations (the GPU's path) are the reference
+    scene = S.make_scene("trucking", SIZE, frames=3)
+    frames = torch.from_numpy(S.render(scene).source).permute(0, 3, 1, 2).contiguous()
+    for source in (frames, frames.contiguous(memory_format=torch.channels_last), frames[:, :, 1::2, 3:]):
+        for width in (source.shape[3], 160, 97):
+            grey = _core.flow_gray(source, width)
+            rgb = source.float()
+            want = ((rgb[:, 0] * 0.299 + rgb[:, 1] * 0.587 + rgb[:, 2] * 0.114) / 255).unsqueeze(1)
+            if width < source.shape[3]:
+                h, w = source.shape[2:]
+                want = F.adaptive_avg_pool2d(want, (max(1, (h * width + w // 2) // w), width))
+            assert grey.shape == want.shape and (grey - want).abs().max() < 1e-5
+    grey = _core.flow_gray(frames, 240)
+    a, b = grey[:-1].contiguous(), grey[1:].contiguous()
+    native, tensor = _core.dense_flow(a, b, impl="cpu"), _core.dense_flow(a, b, impl="tensor")
+    assert tensor.abs().mean() > 0.2  # the camera moves: there is flow to agree on
+    assert (native - tensor).abs().max() < 5e-3 and (native - tensor).abs().mean() < 1e-4
+    with pytest.raises(OptionError):
+        _core.dense_flow(a, b, impl="gpu")
 
 
 def test_edge_snapping_leaves_exact_depth_alone_and_moves_a_soft_edges_halo():
