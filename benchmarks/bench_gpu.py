@@ -80,7 +80,9 @@ def depth_only(model_path: str, clip: Path, device: str, batch: int, rounds: int
 def end_to_end(model_path: str, clip: Path, out: Path, device: str, batch: int | None, **extra) -> object:
     import sbsconv
 
-    options = {"model": model_path, "device": device, "progress": False, "resume": False}
+    # resumable, as a user's run is by default: its segments are what several encoder
+    # instances encode at once when one would set the pace (Note [Chunk-parallel encoding])
+    options = {"model": model_path, "device": device, "progress": False}
     if batch:
         options["batch_size"] = batch
     options.update(extra)
@@ -136,7 +138,9 @@ def main() -> None:
         "batch_size": batch,
         "encoder": e2e.encoder,
         "layout": args.layout,
-        "preset": args.preset or "default",
+        "preset": args.preset or e2e.encoder_preset or "default",
+        "preset_reason": e2e.encoder_preset_reason,
+        "encoders": e2e.encoders,
         "depth_only_fps": round(depth["fps"], 1),
         "end_to_end_fps": round(e2e_fps, 1),
         "ratio": round(e2e_fps / depth["fps"], 3),
@@ -159,10 +163,10 @@ def main() -> None:
         figures["trace"] = str(args.profile)
     print(json.dumps(figures, indent=2))
     print()
-    print("| device | output | batch | encoder (preset) | depth-only fps | end-to-end fps | ratio | host syncs per batch |")
+    print("| device | output | batch | encoder (preset, instances) | depth-only fps | end-to-end fps | ratio | host syncs per batch |")
     print("|---|---|---|---|---|---|---|---|")
     sync_text = ", ".join(f"{k} {v}" for k, v in syncs.items())
-    print(f"| {figures['device_name']} | {figures['size']} | {batch} | {e2e.encoder} ({figures['preset']}) "
+    print(f"| {figures['device_name']} | {figures['size']} | {batch} | {e2e.encoder} ({figures['preset']}, {e2e.encoders}) "
           f"| {figures['depth_only_fps']} "
           f"| {figures['end_to_end_fps']} | {figures['ratio']} | {sync_text} |")
     if args.json:

@@ -3,8 +3,8 @@ in cpp/sbsconv/pipeline/SegmentEncoders.h).
 
 The same frames (a real clip scaled to each size, as bench_encoder.py) are cut into segments
 and encoded by the engine's own parallel segment encoders (``_core.encode_segments``: the
-class the encode stage runs) with 1 instance on all the cores given, and with K instances on
-cores/K threads each, for 1, 2 and all of this machine's cores (the process's CPU affinity, which
+class the encode stage runs) with 1 instance on all the cores given, and with K instances (2,
+4, a quarter and half the cores) on cores/K threads each, for 1, 2 and all of this machine's cores (the process's CPU affinity, which
 ``usable_cores`` and the encoders follow). Reports, per row:
   fps       frames per second, wall clock, start to the last segment's end
   speed-up  against one instance on the same cores, same segments (same run)
@@ -66,7 +66,7 @@ def main() -> int:
                 assert _core.usable_cores() == cores
                 _, whole = encode(frames, args.encoder, args.preset, args.frames, 1, cores)
                 one = None
-                for instances in sorted({1, 2, cores}):
+                for instances in sorted({1, 2, 4, cores // 4, cores // 2} & set(range(1, cores + 1))):
                     threads = max(1, cores // instances)
                     seconds, size_bytes = encode(frames, args.encoder, args.preset, args.segment, instances, threads)
                     fps = args.frames / seconds

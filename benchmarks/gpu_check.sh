@@ -31,3 +31,7 @@ T=tests/python
   --json "$out/gpu.json" --profile "$out/trace.json" 2>&1 | tee "$out/bench.txt" | tail -8
 "${py[@]}" benchmarks/bench_gpu.py --device cuda --random-weights --height 1080 --seconds 13 \
   --preset ultrafast --layout half-sbs --json "$out/gpu_fast.json" 2>&1 | tee "$out/bench_fast.txt" | tail -8
+# Note [Chunk-parallel encoding]: the parallel segment encoders' speed-up on this machine's
+# cores (issue 31: one libx264 instance keeps only about six of them busy at 1080p)
+"${py[@]}" benchmarks/bench_parallel_encoding.py --sizes 3840x1080 --frames 192 --segment 48 \
+  --json "$out/parallel_encoding.json" 2>&1 | tee "$out/parallel_encoding.txt" | tail -12
