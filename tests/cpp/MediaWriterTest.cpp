@@ -585,3 +585,27 @@ TEST(SegmentEncoders, AnEncodersFailureIsRethrownAndTheSegmentsBeforeItAreKept) 
   EXPECT_EQ(kind_of([&] { pool.close(); }), ErrorKind::Encode);
   EXPECT_FALSE(fs::exists(broken)); // its writer discarded what it had
 }
+
+TEST(SegmentEncoders, ParallelSegmentsFitTheMemoryBudget) {
+  const int64_t gib = int64_t{1} << 30;
+  const int64_t full_hd_pair = 3840 * 1080 * 3; // a 1080p full side-by-side frame, uint8 RGB
+  // 2 GiB for 2 instances: about 86 frames each, in whole batches of 4
+  ParallelSegments p = plan_parallel_segments(2, full_hd_pair, 2 * gib, 300, 4);
+  EXPECT_EQ(p.instances, 2);
+  EXPECT_EQ(p.segment_frames, 84);
+  EXPECT_LE(p.instances * p.segment_frames * full_hd_pair, 2 * gib);
+  // a generous budget: the run's own segment length is the most
+  EXPECT_EQ(plan_parallel_segments(4, 1280 * 720 * 3, 64 * gib, 300, 4).segment_frames, 300);
+  // 8K pairs: only as many instances as can hold 16 frames each
+  p = plan_parallel_segments(8, 15360 * 4320 * 3, 2 * gib, 300, 2);
+  EXPECT_EQ(p.instances, 1);
+  EXPECT_EQ(p.segment_frames, 300);
+  p = plan_parallel_segments(8, 7680 * 2160 * 3, 2 * gib, 300, 4);
+  EXPECT_EQ(p.instances, 2);
+  EXPECT_EQ(p.segment_frames, 20);
+  // segments already shorter than the least: kept as they are
+  p = plan_parallel_segments(2, 160 * 96 * 3, 2 * gib, 12, 4);
+  EXPECT_EQ(p.instances, 2);
+  EXPECT_EQ(p.segment_frames, 12);
+  EXPECT_THROW(plan_parallel_segments(0, 1, gib, 10, 1), Error);
+}

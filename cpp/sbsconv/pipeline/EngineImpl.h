@@ -40,6 +40,7 @@
 #include "sbsconv/media/LosslessVideo.h"
 #include "sbsconv/pipeline/Batch.h"
 #include "sbsconv/pipeline/BatchAssembler.h"
+#include "sbsconv/pipeline/SegmentEncoders.h"
 #include "sbsconv/pipeline/BoundedQueue.h"
 #include "sbsconv/pipeline/FrameSelector.h"
 #include "sbsconv/pipeline/Journal.h"
@@ -191,8 +192,6 @@ struct Engine::Impl {
   // What the frames of the segments being encoded may take while they wait, all together
   // (on the device they are on; on the CPU also at most a quarter of the available memory).
   static constexpr int64_t kChunkBufferBytes = int64_t{2} << 30;
-  // Segments shorter than this are not worth their keyframes: fewer instances are used.
-  static constexpr int64_t kMinChunkFrames = 16;
 
   // At the first batch the encode stage has (the frames' size and the model's pace known):
   // the preset (Note [Encoder preset chosen to keep pace]) and the encoder instances.
@@ -245,19 +244,15 @@ struct Engine::Impl {
       if (b.packed.is_cpu() && available > 0) {
         budget = std::min(budget, available / 4);
       }
-      const int64_t least = std::min(o.segment_frames, kMinChunkFrames);
-      const int64_t affordable = budget / frame_bytes;
-      const int64_t fit = std::max<int64_t>(affordable / std::max<int64_t>(least, 1), 1);
-      if (fit < instances) {
-        warn("encoder instances: " + std::to_string(fit) + " instead of " + std::to_string(instances) +
+      const ParallelSegments plan =
+          plan_parallel_segments(instances, frame_bytes, budget, o.segment_frames, o.batch_size);
+      if (plan.instances < instances) {
+        warn("encoder instances: " + std::to_string(plan.instances) + " instead of " + std::to_string(instances) +
              " (the frames they would hold at once do not fit in " + std::to_string(budget >> 20) + " MiB)");
-        instances = static_cast<int>(fit);
       }
+      instances = plan.instances;
       if (instances > 1) {
-        chunk = std::clamp<int64_t>(affordable / instances, least, o.segment_frames);
-        if (chunk > o.batch_size) {
-          chunk -= chunk % o.batch_size; // whole batches
-        }
+        chunk = plan.segment_frames;
         chunk_frames = chunk;
         log(LogLevel::Info, std::to_string(instances) + " encoder instances encode segments of " +
                                 std::to_string(chunk) + " frames at once (Note [Chunk-parallel encoding])");

@@ -4,6 +4,7 @@
 
 #include <c10/core/Event.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "sbsconv/common/DeviceSync.h"
@@ -15,6 +16,23 @@ namespace {
 constexpr const char* kStage = "encode";
 using Clock = std::chrono::steady_clock;
 } // namespace
+
+ParallelSegments plan_parallel_segments(
+    int instances, int64_t frame_bytes, int64_t budget_bytes, int64_t segment_frames, int64_t batch_size) {
+  SBSCONV_CHECK(instances >= 1 && frame_bytes >= 1 && segment_frames >= 1 && batch_size >= 1, Option, kStage,
+                "invalid parallel segments");
+  const int64_t least = std::min(segment_frames, kMinSegmentFrames);
+  const int64_t affordable = std::max<int64_t>(budget_bytes, 0) / frame_bytes; // frames waiting, all together
+  const auto fit = static_cast<int>(std::clamp<int64_t>(affordable / least, 1, instances));
+  if (fit <= 1) {
+    return ParallelSegments{1, segment_frames};
+  }
+  int64_t length = std::clamp<int64_t>(affordable / fit, least, segment_frames);
+  if (length > batch_size) {
+    length -= length % batch_size; // whole batches
+  }
+  return ParallelSegments{fit, length};
+}
 
 struct SegmentEncoders::Job {
   struct Item {

@@ -13,9 +13,10 @@
 // opened, so the journal still records them in order.
 //
 // The frames of the segments being encoded wait in memory, so the segments of a parallel run
-// are short (the engine sizes them to a memory budget when it chooses the instances, Note
-// [Encoder preset chosen to keep pace]); `max_buffered_frames` bounds what is held, and write()
-// waits while it is reached. One instance is what every run without a parallel choice uses:
+// are short: plan_parallel_segments() sizes them to a memory budget (2 GiB in the engine) when
+// the engine has chosen the instances (Note [Encoder preset chosen to keep pace]), and the
+// decode stage ends segments at that length from then on (BatchAssembler::set_segment_frames);
+// `max_buffered_frames` bounds what is held, and write() waits while it is reached. One instance is what every run without a parallel choice uses:
 // the encode stage then writes inline, as it always did, and this class is not involved.
 //
 // Errors: an encoder's exception is kept and rethrown by the encode stage's next open, write,
@@ -48,6 +49,20 @@ struct Event;
 }
 
 namespace sbsconv {
+
+// How a parallel run's segments fit in memory: `instances` encoders, each segment's frames
+// waiting in memory while it encodes, `budget_bytes` for them all. Segments are as long as the
+// budget allows up to `segment_frames` (whole batches of `batch_size` where longer than one),
+// and never shorter than kMinSegmentFrames (or segment_frames if that is less): keyframes
+// closer than that cost more than the parallel encoders gain, so fewer instances are used
+// instead (1: no parallel segments, segment_frames unchanged).
+struct ParallelSegments {
+  int instances = 1;
+  int64_t segment_frames = 0;
+};
+constexpr int64_t kMinSegmentFrames = 16;
+ParallelSegments plan_parallel_segments(
+    int instances, int64_t frame_bytes, int64_t budget_bytes, int64_t segment_frames, int64_t batch_size);
 
 class SegmentEncoders {
  public:
