@@ -80,11 +80,11 @@ void Engine::Impl::encode_stage() {
       int64_t next_pts = -1;
       TensorMap state;
     };
-    std::unique_ptr<SegmentEncoders> parallel;
+    std::atomic<int64_t> segment_batches{0}; // read by the encoders' threads: outlives `parallel`
     std::map<int64_t, Closing> closing;
     int64_t opened = 0;
     bool segment_open = false;
-    std::atomic<int64_t> segment_batches{0};
+    std::unique_ptr<SegmentEncoders> parallel;
     auto record_finished = [&](std::vector<SegmentEncoders::Finished> done) {
       for (auto& f : done) {
         auto it = closing.find(f.tag);
