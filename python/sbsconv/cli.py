@@ -359,6 +359,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     result = convert(args.input, args.output, options_from_args(args), progress=not args.quiet)
     print(f"wrote {result.output}: {result.frames} frames, {result.width}x{result.height} {result.layout}, "
           f"{result.fps:.1f} frames/s, encoder {result.encoder}"
+          + (f" (preset {result.encoder_preset})" if result.encoder_preset else "")
+          + (f", {result.encoders} encoding segments at once" if result.encoders > 1 else "")
           + (f", resumed at frame {result.resumed_from}" if result.resumed_from else ""))
     for line in result.streams:
         print(f"  {line}")

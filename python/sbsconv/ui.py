@@ -344,6 +344,7 @@ def figures_markdown(results: list[Any]) -> str:
                      f"{r.fps:.1f} frames/s overall, model {r.model}"
                      + (f", resumed from frame {r.resumed_from}" if r.resumed_from else ""))
         lines.append(f"- encoder {r.encoder}{f' (preset {r.encoder_preset})' if r.encoder_preset else ''}"
+                     f"{f', {r.encoders} encoding segments at once' if r.encoders > 1 else ''}"
                      f"; precision {r.precision or '-'}; batch {r.batch_size}")
         if r.stage_fps:
             lines.append("- frames/s per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in r.stage_fps.items()))

@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -79,6 +81,19 @@ def test_segments_are_encoded_by_several_encoders_at_once_and_joined_in_order(cl
     steps = {b - a for a, b in zip(pts, pts[1:], strict=False)}
     assert len(steps) == 1 and steps.pop() > 0
     assert not (tmp_path / ".parallel.mp4.sbsconv-resume").exists()  # the journal goes with success
+    from sbsconv import ui
+
+    assert "2 encoding segments at once" in ui.figures_markdown([result])  # the web app's figures
+
+
+def test_the_command_line_names_the_encoders_and_reports_them(clip, tiny_model, tmp_path):
+    out = tmp_path / "cli.mp4"
+    proc = subprocess.run([sys.executable, "-m", "sbsconv.cli", "convert", str(clip), str(out), "--model",
+                           str(tiny_model), "--input-size", "70", "--preset", "ultrafast", "--segment-seconds", "0.5",
+                           "--encoders", "2", "--quiet"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "encoder libx264 (preset ultrafast), 2 encoding segments at once" in proc.stdout
+    assert len(keyframes(out)) >= 5
 
 
 def test_an_encoder_that_fails_inside_a_segment_fails_the_run_and_the_next_run_completes(
