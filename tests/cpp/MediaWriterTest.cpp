@@ -609,3 +609,32 @@ TEST(SegmentEncoders, ParallelSegmentsFitTheMemoryBudget) {
   EXPECT_EQ(p.segment_frames, 12);
   EXPECT_THROW(plan_parallel_segments(0, 1, gib, 10, 1), Error);
 }
+
+TEST(SegmentEncoders, UpToTheInstancesEncodeAtOnceNeverMore) {
+  // every segment's frames handed over at once: the encoders overlap, and never more than
+  // `instances` of them (each write is held 20 ms so that overlapping ones meet)
+  std::atomic<int> inside{0};
+  std::atomic<int> most{0};
+  SegmentEncoders::Options po;
+  po.instances = 2;
+  po.max_buffered_frames = 64;
+  po.before_write = [&](int64_t, int64_t) {
+    const int now = ++inside;
+    int seen = most.load();
+    while (now > seen && !most.compare_exchange_weak(seen, now)) {
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    --inside;
+  };
+  SegmentEncoders pool(po);
+  for (int64_t s = 0; s < 5; ++s) {
+    pool.open(segment_options("overlap_" + std::to_string(s) + ".nut"), s);
+    for (int64_t k = 0; k < 8; k += 4) {
+      pool.write(frames(k, 4, 48, 64), pts_range(k, 4), nullptr);
+    }
+    pool.close();
+  }
+  const std::vector<SegmentEncoders::Finished> done = pool.drain();
+  ASSERT_EQ(done.size(), 5u);
+  EXPECT_EQ(most.load(), 2);
+}
