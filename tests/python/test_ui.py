@@ -496,17 +496,21 @@ def test_the_depth_in_3d_plays_in_the_page(server, browser):
     browser.switch_to.frame(frame[0])
     try:
         canvas = _wait(browser, lambda d: [c for c in d.find_elements(By.ID, "sbs-depth-canvas")
-                                           if int(c.get_attribute("data-drawn") or 0) >= 1], 60, "points drawn")[0]
+                                           if int(c.get_attribute("data-drawn") or 0) >= 2], 60, "points drawn")[0]
         browser.find_element(By.ID, "sbs-depth-play").click()  # pause
         from test_viewer import canvas_pixels, drawn, wait_for
 
-        # the points, once the browser's (software) WebGL has them in the canvas: a loaded
-        # machine may show the first frames' clear colour a moment longer
+        # the points, once the browser's (software) WebGL has them in the canvas (drawn again on
+        # the first displayed frame): a loaded machine may show the clear colour a moment longer
         def points_shown():
             pixels = canvas_pixels(browser, canvas)
             return (pixels,) if drawn(pixels) > 0.05 else None
 
-        (before,) = wait_for(points_shown)
+        try:
+            (before,) = wait_for(points_shown)
+        except AssertionError:
+            state = {a: canvas.get_attribute(a) for a in ("data-drawn", "data-frame", "data-error")}
+            raise AssertionError(f"no points reached the canvas: {state}") from None
         ActionChains(browser).move_to_element(canvas).click_and_hold().move_by_offset(120, 30).release().perform()
         after = canvas_pixels(browser, canvas)
         assert (np.abs(after - before).sum(-1) > 30).mean() > 0.02  # the view turned

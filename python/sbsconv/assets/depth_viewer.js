@@ -13,6 +13,14 @@
   const canvas = document.getElementById("sbs-depth-canvas");
   const status = document.getElementById("sbs-depth-status");
   const gl = canvas.getContext("webgl", { preserveDrawingBuffer: true, antialias: true });
+  // A lost context (the browser reclaims WebGL under memory pressure) leaves a blank canvas: say
+  // so, and start again from the page's data when the browser gives the context back.
+  canvas.addEventListener("webglcontextlost", (e) => {
+    e.preventDefault();
+    canvas.dataset.error = "context-lost";
+    status.textContent = "WebGL was interrupted by the browser; the view restarts when it comes back";
+  });
+  canvas.addEventListener("webglcontextrestored", () => window.location.reload());
   if (!gl) {
     status.textContent = "WebGL is not available in this browser";
     canvas.dataset.error = "no-webgl";
@@ -214,9 +222,14 @@
     state.distance = Math.max(target * 0.05, Math.min(data.far * 4, state.distance * Math.exp(e.deltaY * 0.001)));
     draw();
   }, { passive: false });
-  let last = 0;
+  let last = 0, shown = false;
   function tick(now) {
-    if (state.playing && N > 1 && now - last >= 1000 / data.fps) {
+    if (!shown) {
+      // the first frame the browser displays draws again: a draw made while the page was still
+      // being laid out (a hidden or loading frame) may never reach the screen
+      shown = true;
+      draw();
+    } else if (state.playing && N > 1 && now - last >= 1000 / data.fps) {
       last = now;
       state.frame = (state.frame + 1) % N;
       upload(state.frame);
