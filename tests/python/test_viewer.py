@@ -130,6 +130,30 @@ def test_the_page_plays_the_depth_and_the_view_follows_the_mouse(clip_and_depth,
     assert (np.abs(canvas_pixels(chromium, canvas) - with_path).sum(-1) > 30).sum() > 20
 
 
+def test_a_lost_webgl_context_is_reported_and_the_view_starts_again(clip_and_depth, chromium, tmp_path):
+    video, depth, _ = clip_and_depth
+    page = sbsconv.write_depth_view(video, depth, tmp_path / "view.html", points_wide=64)
+    chromium.get(Path(page).as_uri())
+    canvas = chromium.find_element("id", "sbs-depth-canvas")
+    wait_for(lambda: int(canvas.get_attribute("data-drawn") or 0) >= 2)
+    # the browser takes the context away (as it does under memory pressure): the page says so
+    chromium.execute_script("window.sbsLose = arguments[0].getContext('webgl').getExtension('WEBGL_lose_context');"
+                            "window.sbsLose.loseContext()", canvas)
+    wait_for(lambda: canvas.get_attribute("data-error") == "context-lost")
+    assert "interrupted" in chromium.find_element("id", "sbs-depth-status").text
+    # and gives it back: the view starts again from the page's data and draws points
+    chromium.execute_script("window.sbsLose.restoreContext()")
+
+    def drawing_again():
+        fresh = chromium.find_element("id", "sbs-depth-canvas")
+        if fresh.get_attribute("data-error") is None and int(fresh.get_attribute("data-drawn") or 0) >= 2:
+            return fresh
+        return None
+
+    fresh = wait_for(drawing_again)
+    assert drawn(canvas_pixels(chromium, fresh)) > 0.05
+
+
 def test_view_depth_as_a_user_runs_it(clip_and_depth, tmp_path):
     video, depth, mask = clip_and_depth
     out = tmp_path / "page.html"

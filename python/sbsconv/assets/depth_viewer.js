@@ -153,6 +153,7 @@
     return out;
   }
   function draw() {
+    if (gl.isContextLost()) return; // the status says so; the page starts again when it is back
     const aspect = canvas.width / canvas.height;
     const view = multiply(perspective(0.9, aspect, 0.01, data.far * 10),
       multiply(translation(0, 0, -state.distance), multiply(rotationX(state.pitch),
