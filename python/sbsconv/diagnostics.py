@@ -208,7 +208,9 @@ def doctor(*, device: str = "auto", encoder: str = "auto", codec: str = "h264",
     if picked.split(":")[0] == "cpu":  # what the loader picks (sbsconv.models._cpu_precision)
         from sbsconv.models.precision import auto_cpu_precision
 
-        precision, why = auto_cpu_precision()
+        family = models.families()[spec.family]
+        precision, why = (auto_cpu_precision(bf16_on_amx=family.bf16_on_amx) if family.int8
+                          else ("fp32", f"fp32: {family.name} has no int8 path"))
         report.choices["precision"] = f"{precision} (auto on the CPU: {why.split(': ', 1)[-1]})"
     else:
         report.choices["precision"] = "fp16 (auto on a GPU)"

@@ -88,6 +88,10 @@ DepthAnythingV2::DepthAnythingV2(
   DptHeadConfig head = config.head;
   head.in_channels = config.encoder.embed_dim;
   head.patch_size = config.encoder.patch_size;
+  if (options.dtype == at::kBFloat16 && options.device.is_cpu()) {
+    head.fp32_output = true; // Note [bf16 on the CPU: the depth in float32]
+    head.fp32_depth = true;
+  }
   head_ = std::make_unique<DptHead>(head, reader, "depth_head.");
   reader.check();
 }

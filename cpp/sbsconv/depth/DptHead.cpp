@@ -182,7 +182,7 @@ at::Tensor DptHead::output(const at::Tensor& path1, int64_t gh, int64_t gw) cons
   } else {
     out = out.relu_();
   }
-  return out.to(dtype).contiguous();
+  return (config_.fp32_output && config_.fp32_depth ? out : out.to(dtype)).contiguous();
 }
 
 } // namespace sbsconv

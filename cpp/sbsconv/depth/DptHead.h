@@ -19,6 +19,9 @@ struct DptHeadConfig {
   bool metric = false; // sigmoid x max_depth instead of ReLU
   double max_depth = 1.0;
   bool fp32_output = false; // output_conv2 in float32 whatever the model's dtype (VDA)
+  // with fp32_output, the depth returned in float32 too (Note [bf16 on the CPU: the depth in
+  // float32]); otherwise it is returned in the model's dtype
+  bool fp32_depth = false;
 };
 
 // Where Video-Depth-Anything's temporal head inserts its motion modules into the DPT head:

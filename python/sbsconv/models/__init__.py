@@ -76,7 +76,7 @@ class DepthModel:
         self.spec = spec
         self.source = source
         self.input_size = input_size
-        self.precision = precision  # as asked, "auto" resolved on the CPU (int8, fp32)
+        self.precision = precision  # as asked, "auto" resolved on the CPU (int8, bf16, fp32)
 
     @property
     def name(self) -> str:
@@ -316,8 +316,8 @@ def load(
     """Loads a depth model (see the module docstring for what ``model`` may be).
 
     ``device``: "auto" (cuda, then mps, then cpu), "cpu", "cuda", "cuda:N", "mps".
-    ``precision``: "auto" (fp16 on GPUs; on the CPU int8 where it has int8 dot products, else
-    fp32: sbsconv.models.precision), "fp32", "fp16", "bf16", "int8" (CPU: the encoder's linear
+    ``precision``: "auto" (fp16 on GPUs; on the CPU int8 where it has int8 dot products, bf16 for
+    Depth-Anything-V2 where it has AMX-BF16, else fp32: sbsconv.models.precision), "fp32", "fp16", "bf16", "int8" (CPU: the encoder's linear
     layers as int8 GEMMs, Note [int8 linear layers]).
     ``input_size``: the side the frames are resized to before the network; None: the family's
     default (518 for the shorter side of Depth-Anything-V2 and Video-Depth-Anything, 504 for
@@ -379,7 +379,7 @@ def _cpu_precision(device: str, precision: str, family) -> str:
         return "fp32"
     from sbsconv.models.precision import auto_cpu_precision
 
-    chosen, why = auto_cpu_precision()
+    chosen, why = auto_cpu_precision(bf16_on_amx=family.bf16_on_amx)
     logger.info("precision auto on the CPU: %s", why)
     return chosen
 

@@ -350,4 +350,4 @@ def claims(keys: set[str]) -> bool:
 
 
 register_family(Family(name=FAMILY, builder=build, handles=handles, claims=claims,
-                       default="depth-anything-v2-small"))
+                       default="depth-anything-v2-small", bf16_on_amx=True))

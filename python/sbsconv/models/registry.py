@@ -53,6 +53,9 @@ class Family:
     product: str = "depth"
     # whether it has an int8 path on the CPU (precision="auto" there picks int8 only if so)
     int8: bool = True
+    # whether precision="auto" picks bf16 on a CPU with AMX-BF16, where its bf16 path was measured
+    # faster than int8 (sbsconv.models.precision)
+    bf16_on_amx: bool = False
 
 
 _SPECS: dict[str, ModelSpec] = {}
