@@ -312,6 +312,7 @@ OFFLINE_SCRIPT = textwrap.dedent(
     out["small"] = [small.name, small.kind, small.source]
     hf = models.load("depth-anything/Depth-Anything-V2-Small-hf", device="cpu")
     out["hf"] = hf.forward(x).flatten().tolist()[:50]
+    out["precision"] = hf.precision
     try:
         models.load("depth-anything-v2-metric-outdoor-small", device="cpu")
     except ModelError as exc:
@@ -347,6 +348,8 @@ def test_loading_through_an_offline_hugging_face_cache(hf_pair, tmp_path):
     assert out["small"][2].startswith(str(cache))
     with torch.no_grad():
         expected = ref(pixel_values=x).predicted_depth.flatten()[:50]
-    assert max_rel_err(torch.tensor(out["hf"]), expected) <= 1e-4
+    # precision auto, as a user loads it: int8 or fp32 within 1e-4 of the reference; bf16 (auto
+    # with AMX-BF16) carries bfloat16's rounding through the encoder
+    assert max_rel_err(torch.tensor(out["hf"]), expected) <= (1e-2 if out["precision"] == "bf16" else 1e-4)
     assert "Depth-Anything-V2-Metric-VKITTI-Small/depth_anything_v2_metric_vkitti_vits.pth" in out["missing"]
     assert "`hf download " in out["missing"] and "checkpoint=" in out["missing"]
