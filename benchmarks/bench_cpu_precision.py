@@ -97,7 +97,7 @@ def main() -> None:
     args = parser.parse_args()
     from sbsconv.models.precision import auto_cpu_precision, cpu_flags, cpu_name
 
-    auto, why = auto_cpu_precision()
+    auto, why = auto_cpu_precision(bf16_on_amx=True)  # Depth-Anything-V2
     flags = sorted(f for f in cpu_flags() if f.startswith(("avx512_bf16", "avx512_vnni", "avx_vnni", "amx")))
     with tempfile.TemporaryDirectory() as tmp:
         folder = str(Path(tmp) / "model")

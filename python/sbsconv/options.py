@@ -303,7 +303,8 @@ class ConvertOptions:
         "auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps", "model",
         Check("a string such as auto, cpu, cuda, cuda:N or mps", _device))
     precision: str = _option(
-        "auto", "auto (fp16 on GPUs; on the CPU int8 where it has int8 dot products, else fp32), fp32, fp16, "
+        "auto", "auto (fp16 on GPUs; on the CPU int8 where it has int8 dot products, bf16 for Depth-Anything-V2 "
+        "where it has AMX-BF16, else fp32), fp32, fp16, "
         "bf16 or int8 (CPU)", "model",
         Choice(("auto", "fp32", "fp16", "bf16", "int8")))
     batch_size: int | None = _option(

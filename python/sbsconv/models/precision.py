@@ -7,9 +7,9 @@ int8 GEMMs) where the processor has int8 dot products (AVX-512 VNNI, AVX-VNNI, A
 those instructions int8 GEMMs are emulated, and bf16 without avx512_bf16 is slower than fp32.
 On a CPU with AMX-BF16 (Intel Xeon since Sapphire Rapids) auto is "bf16" for the families whose
 registry entry says bf16_on_amx (Depth-Anything-V2): its matrix unit ran Depth-Anything-V2-Small
-at input 518 1.7-3x faster than int8 on two cores (bf16 1.21-5.3x fp32 against int8's 0.71-1.76x,
-as noisy a machine as it was), with the same error against fp32 on the random network (1.46 %);
-the depth's last convolutions stay float32 (Note [bf16 on the CPU: the depth in float32] in
+at input 518 2.1x faster than int8 on two cores (2.35 against 1.12 frames/s at batch 1, 2.49
+against 1.18 at batch 4; a whole conversion 1.44x), with the same error against fp32 on the
+random network (1.45 % against int8's 1.46 %); the depth's last convolutions stay float32 (Note [bf16 on the CPU: the depth in float32] in
 cpp/sbsconv/depth/DepthAnythingV2.h).
 
 Quality (benchmarks/RESULTS.md, "CPU precision"): within the budget (relative depth error
@@ -60,7 +60,7 @@ def auto_cpu_precision(flags: frozenset[str] | None = None, *, bf16_on_amx: bool
     flags = cpu_flags() if flags is None else flags
     if bf16_on_amx and AMX_BF16 in flags:
         return "bf16", ("bf16: this CPU has AMX-BF16 (amx_bf16), whose matrix unit runs this model "
-                        "about 1.8x faster than int8 (precision='fp32' for the exact path)")
+                        "about 2x faster than int8 (precision='fp32' for the exact path)")
     int8 = [f for f in INT8_FLAGS if f in flags]
     if int8:
         return "int8", (f"int8: this CPU has int8 dot products ({', '.join(int8)}); about 1.5x fp32 "
