@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <limits>
 #include <vector>
 
 #include <cmath>
@@ -185,8 +186,45 @@ namespace {
 
 // The largest (and, when `smallest` is given, the smallest) of v over [x - r, x + r], clipped
 // to the row's w values, for every x: the windows of Note [Depth edges snapped to colour
-// edges] (r is a few pixels).
-void sliding_extremes(const float* v, int64_t w, int64_t r, float* largest, float* smallest) {
+// edges]. Windows of up to 5 values are scanned directly; wider ones by van Herk / Gil-Werman:
+// in blocks of k = 2r+1 values, the running extreme from each block's start (`ahead`) and from
+// its end (`behind`); a window spans at most two blocks, so its extreme is that of behind[x - r]
+// and ahead[x + r] (three comparisons a value for any r). `scratch` holds 3 (w + 2r) floats.
+template <typename Better>
+void window_extreme(const float* v, int64_t w, int64_t r, float pad, Better better, float* out, float* scratch) {
+  const int64_t k = 2 * r + 1;
+  const int64_t n = w + 2 * r; // v padded by r on each side with values that never win
+  float* p = scratch;
+  float* ahead = scratch + n;
+  float* behind = scratch + 2 * n;
+  std::fill(p, p + r, pad);
+  std::copy(v, v + w, p + r);
+  std::fill(p + r + w, p + n, pad);
+  for (int64_t start = 0; start < n; start += k) {
+    const int64_t stop = std::min(start + k, n);
+    ahead[start] = p[start];
+    for (int64_t i = start + 1; i < stop; ++i) {
+      ahead[i] = better(ahead[i - 1], p[i]);
+    }
+    behind[stop - 1] = p[stop - 1];
+    for (int64_t i = stop - 2; i >= start; --i) {
+      behind[i] = better(behind[i + 1], p[i]);
+    }
+  }
+  for (int64_t x = 0; x < w; ++x) { // the window of x is padded [x, x + 2r]
+    out[x] = better(behind[x], ahead[x + 2 * r]);
+  }
+}
+
+void sliding_extremes(const float* v, int64_t w, int64_t r, float* largest, float* smallest, float* scratch) {
+  if (r > 2) {
+    constexpr float kInf = std::numeric_limits<float>::infinity();
+    window_extreme(v, w, r, -kInf, [](float a, float b) { return std::max(a, b); }, largest, scratch);
+    if (smallest != nullptr) {
+      window_extreme(v, w, r, kInf, [](float a, float b) { return std::min(a, b); }, smallest, scratch);
+    }
+    return;
+  }
   for (int64_t x = 0; x < w; ++x) {
     const int64_t lo = std::max<int64_t>(x - r, 0);
     const int64_t hi = std::min<int64_t>(x + r, w - 1);
@@ -224,13 +262,13 @@ at::Tensor dilate_foreground_cpu(const at::Tensor& disparity, const at::Tensor& 
   const int64_t s = 2 * radius + 2;
   at::parallel_for(0, n * h, 16, [&](int64_t begin, int64_t end) {
     std::vector<float> high(w), low(w), wide_high(w), wide_low(w), near(w), far(w);
-    std::vector<float> prefix(static_cast<size_t>(11 * (w + 1)));
+    std::vector<float> scratch(static_cast<size_t>(3 * (w + 2 * c)));
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / h;
       const int64_t y = row % h;
       const float* d = d_base + row * w;
       float* o = out_base + row * w;
-      sliding_extremes(d, w, radius, high.data(), low.data());
+      sliding_extremes(d, w, radius, high.data(), low.data(), scratch.data());
       bool any_edge = false;
       for (int64_t x = 0; x < w; ++x) {
         any_edge = any_edge || (high[x] - low[x] > kEdge);
@@ -238,30 +276,16 @@ at::Tensor dilate_foreground_cpu(const at::Tensor& disparity, const at::Tensor& 
       if (!any_edge) {
         continue; // the row keeps its disparity
       }
-      sliding_extremes(d, w, c, wide_high.data(), wide_low.data());
+      sliding_extremes(d, w, c, wide_high.data(), wide_low.data(), scratch.data());
       for (int64_t x = 0; x < w; ++x) {
         near[x] = d[x] > (wide_high[x] + wide_low[x]) * 0.5f ? 1.0f : 0.0f;
       }
-      sliding_extremes(near.data(), w, radius, far.data(), nullptr);
+      sliding_extremes(near.data(), w, radius, far.data(), nullptr, scratch.data());
       for (int64_t x = 0; x < w; ++x) {
         far[x] = 1.0f - far[x]; // no near pixel within the radius
       }
-      // running sums of near, far, rgb*near, rgb*far, rgb^2*far
       const uint8_t* px = rgb_base + b * fs[0] + y * fs[2];
-      for (int k = 0; k < 11; ++k) {
-        prefix[k * (w + 1)] = 0.0f;
-      }
-      for (int64_t x = 0; x < w; ++x) {
-        const float v[3] = {
-            static_cast<float>(px[x * fs[3]]), static_cast<float>(px[x * fs[3] + fs[1]]),
-            static_cast<float>(px[x * fs[3] + 2 * fs[1]])};
-        const float values[11] = {near[x], far[x], v[0] * near[x], v[1] * near[x], v[2] * near[x],
-                                  v[0] * far[x], v[1] * far[x], v[2] * far[x],
-                                  v[0] * v[0] * far[x], v[1] * v[1] * far[x], v[2] * v[2] * far[x]};
-        for (int k = 0; k < 11; ++k) {
-          prefix[k * (w + 1) + x + 1] = prefix[k * (w + 1) + x] + values[k];
-        }
-      }
+      auto channel = [&](int64_t x, int ch) { return static_cast<float>(px[x * fs[3] + ch * fs[1]]); };
       for (int64_t x = 0; x < w; ++x) {
         if (!(high[x] - low[x] > kEdge)) {
           continue;
@@ -270,11 +294,22 @@ at::Tensor dilate_foreground_cpu(const at::Tensor& disparity, const at::Tensor& 
           o[x] = high[x]; // the foreground and the ramp up to it
           continue;
         }
+        // the two sides' colours over [x - s, x + s]: near, far, rgb*near, rgb*far, rgb^2*far
         const int64_t lo = std::max<int64_t>(x - s, 0);
         const int64_t hi = std::min<int64_t>(x + s, w - 1) + 1;
-        float sum[11];
-        for (int k = 0; k < 11; ++k) {
-          sum[k] = prefix[k * (w + 1) + hi] - prefix[k * (w + 1) + lo];
+        float sum[11] = {};
+        for (int64_t i = lo; i < hi; ++i) {
+          if (near[i] == 0.0f && far[i] == 0.0f) {
+            continue;
+          }
+          sum[0] += near[i];
+          sum[1] += far[i];
+          for (int ch = 0; ch < 3; ++ch) {
+            const float v = channel(i, ch);
+            sum[2 + ch] += v * near[i];
+            sum[5 + ch] += v * far[i];
+            sum[8 + ch] += v * v * far[i];
+          }
         }
         if (!(sum[0] > 0.5f && sum[1] > 0.5f)) {
           continue;
@@ -283,7 +318,7 @@ at::Tensor dilate_foreground_cpu(const at::Tensor& disparity, const at::Tensor& 
         float to_far = 0.0f;
         float spread = 0.0f;
         for (int ch = 0; ch < 3; ++ch) {
-          const float v = static_cast<float>(px[x * fs[3] + ch * fs[1]]);
+          const float v = channel(x, ch);
           const float near_mean = sum[2 + ch] / sum[0];
           const float far_mean = sum[5 + ch] / sum[1];
           to_near += (v - near_mean) * (v - near_mean);
