@@ -205,12 +205,8 @@ def doctor(*, device: str = "auto", encoder: str = "auto", codec: str = "h264",
     # ---- what convert() would pick ------------------------------------------------------------------
     picked = ("cuda" if cuda else "mps" if mps else "cpu") if device == "auto" else device
     report.choices["device"] = picked + (" (auto: cuda, then mps, then cpu)" if device == "auto" else " (asked)")
-    if picked.split(":")[0] == "cpu":  # what the loader picks (sbsconv.models._cpu_precision)
-        from sbsconv.models.precision import auto_cpu_precision
-
-        family = models.families()[spec.family]
-        precision, why = (auto_cpu_precision(bf16_on_amx=family.bf16_on_amx) if family.int8
-                          else ("fp32", f"fp32: {family.name} has no int8 path"))
+    if picked.split(":")[0] == "cpu":  # what the loader picks
+        precision, why = models.auto_cpu_precision_for(models.families()[spec.family])
         report.choices["precision"] = f"{precision} (auto on the CPU: {why.split(': ', 1)[-1]})"
     else:
         report.choices["precision"] = "fp16 (auto on a GPU)"

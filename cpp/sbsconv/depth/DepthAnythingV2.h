@@ -46,10 +46,10 @@ void check_head_layers(const std::vector<int64_t>& layers, int64_t depth);
 // precision="bf16" on the CPU (what "auto" picks on CPUs with AMX-BF16, sbsconv.models.precision)
 // runs the encoder and the DPT head in bfloat16, but output_conv2 (the head's last two
 // convolutions) in float32, as Video-Depth-Anything's reference does, and returns the depth in
-// float32: the depth is a weighted
-// sum of the features, and rounded to bfloat16's 8-bit mantissa it would move in steps of 0.4 %
-// of its value (a model's depth of a nearly flat scene collapses to one value). The cost is
-// one 3x3 convolution at the input resolution in float32.
+// float32: the depth is a weighted sum of the features, and rounded to bfloat16's 8-bit mantissa
+// it would move in steps of 0.4 % of its value (the tests' model, whose depth is 0.5 +- 1e-6,
+// came out as one flat value). The cost is one 3x3 convolution at the input resolution in
+// float32.
 
 // Depth-Anything-V2 (relative and metric, any encoder size): DINOv2 + DPT head.
 // See Note [DepthModel contract].

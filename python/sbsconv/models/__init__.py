@@ -34,7 +34,7 @@ from sbsconv.models import u2net  # noqa: E402,F401  (registration)
 
 logger = logging.getLogger("sbsconv")
 
-__all__ = ["DepthEstimate", "DepthModel", "MaskModel", "ModelSpec", "approaches", "available", "depth_models", "load",
+__all__ = ["DepthEstimate", "DepthModel", "MaskModel", "ModelSpec", "approaches", "auto_cpu_precision_for", "available", "depth_models", "load",
            "spec"]
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -317,8 +317,9 @@ def load(
 
     ``device``: "auto" (cuda, then mps, then cpu), "cpu", "cuda", "cuda:N", "mps".
     ``precision``: "auto" (fp16 on GPUs; on the CPU int8 where it has int8 dot products, bf16 for
-    Depth-Anything-V2 where it has AMX-BF16, else fp32: sbsconv.models.precision), "fp32", "fp16", "bf16", "int8" (CPU: the encoder's linear
-    layers as int8 GEMMs, Note [int8 linear layers]).
+    Depth-Anything-V2 where it has AMX-BF16, else fp32: sbsconv.models.precision), "fp32",
+    "fp16", "bf16", "int8" (CPU: the encoder's linear layers as int8 GEMMs, Note [int8 linear
+    layers]).
     ``input_size``: the side the frames are resized to before the network; None: the family's
     default (518 for the shorter side of Depth-Anything-V2 and Video-Depth-Anything, 504 for
     the longer side of Depth Anything 3, as their references).
@@ -370,16 +371,21 @@ def _on_cpu(device: str) -> bool:
     return torch.device(device).type == "cpu"
 
 
+def auto_cpu_precision_for(family) -> tuple[str, str]:
+    """(precision, why): what precision="auto" is on this CPU for a model of ``family`` (the one
+    place it is decided; the loader and sbsconv.doctor() ask here)."""
+    if not family.int8:
+        return "fp32", f"fp32: {family.name} has no int8 path"
+    from sbsconv.models.precision import auto_cpu_precision
+
+    return auto_cpu_precision(bf16_on_amx=family.bf16_on_amx)
+
+
 def _cpu_precision(device: str, precision: str, family) -> str:
     """precision="auto" on the CPU: chosen for this processor and the family, and said."""
     if precision != "auto" or not _on_cpu(device):
         return precision
-    if not family.int8:
-        logger.info("precision auto on the CPU: fp32 (%s has no int8 path)", family.name)
-        return "fp32"
-    from sbsconv.models.precision import auto_cpu_precision
-
-    chosen, why = auto_cpu_precision(bf16_on_amx=family.bf16_on_amx)
+    chosen, why = auto_cpu_precision_for(family)
     logger.info("precision auto on the CPU: %s", why)
     return chosen
 
