@@ -149,14 +149,14 @@ void Engine::Impl::prepare() {
   if (o.encoder_instances == 0) {
     const auto instances = journal->choice(kInstancesChoice);
     int64_t k = 0;
-    if (instances && parse_batch_size(*instances, &k)) {
+    if (instances && parse_recorded_count(*instances, &k)) {
       restored_instances = static_cast<int>(std::min<int64_t>(k, 64));
     }
   }
   if (o.batch_size_auto) {
     const auto recorded = journal->choice(kBatchChoice);
     int64_t batch = 0;
-    if (recorded && parse_batch_size(*recorded, &batch)) {
+    if (recorded && parse_recorded_count(*recorded, &batch)) {
       if (batch != o.batch_size) {
         log(LogLevel::Info,
             "batch_size " + std::to_string(batch) + ": as the interrupted run chose (this run would take " +

@@ -171,14 +171,15 @@ struct Engine::Impl {
   std::string chosen_preset;
   static constexpr const char* kPresetChoice = "encoder_preset";
   static constexpr const char* kBatchChoice = "batch_size";
-  // a count recorded in the journal: 1..1024
-  static bool parse_batch_size(const std::string& text, int64_t* batch) {
+  // a count the journal recorded (the batch size, the encoder instances): 1..1024; false
+  // for anything else (a damaged journal's value is not restored)
+  static bool parse_recorded_count(const std::string& text, int64_t* count) {
     char* end = nullptr;
     const long long value = std::strtoll(text.c_str(), &end, 10);
     if (text.empty() || end == nullptr || *end != '\0' || value < 1 || value > 1024) {
       return false;
     }
-    *batch = value;
+    *count = value;
     return true;
   }
   // Note [Chunk-parallel encoding] (SegmentEncoders.h): the encoder instances that encode
