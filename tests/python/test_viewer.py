@@ -145,9 +145,14 @@ def test_a_lost_webgl_context_is_reported_and_the_view_starts_again(clip_and_dep
     chromium.execute_script("window.sbsLose.restoreContext()")
 
     def drawing_again():
-        fresh = chromium.find_element("id", "sbs-depth-canvas")
-        if fresh.get_attribute("data-error") is None and int(fresh.get_attribute("data-drawn") or 0) >= 2:
-            return fresh
+        from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
+        try:  # the page reloads meanwhile: the old canvas goes stale, the new one may not be there yet
+            fresh = chromium.find_element("id", "sbs-depth-canvas")
+            if fresh.get_attribute("data-error") is None and int(fresh.get_attribute("data-drawn") or 0) >= 2:
+                return fresh
+        except (NoSuchElementException, StaleElementReferenceException):
+            pass
         return None
 
     fresh = wait_for(drawing_again)
