@@ -13,9 +13,10 @@ if [ ! -f "$build_dir/CMakeCache.txt" ]; then
 fi
 uv run --no-sync cmake --build "$build_dir" --target sbsconv_cpp_tests
 uv run --no-sync ctest --test-dir "$build_dir" --output-on-failure
-# Note [Two test workers]: SBSCONV_TEST_WORKERS=N runs the test files on N processes, each file
-# whole on one worker (its module fixtures, the web app's server and browser among them, are built
-# once); the default, 0, runs them in this one. On 2 cores two workers took the suite from 17:37
-# to 13:09, but in one of five runs the Ray tests' tasks failed beside the other worker's load
-# (test_batch_ray.py; alone they pass), so CI keeps one process until that is understood.
-uv run --no-sync pytest -n "${SBSCONV_TEST_WORKERS:-0}" --dist loadfile "$@"
+# Note [Two test workers]: the test files run on SBSCONV_TEST_WORKERS processes (default 2; 0 runs
+# them in this one), each file whole on one worker, so its module fixtures (the web app's server
+# and browser among them) are built once. On 2 cores two workers took the suite from 17:37 to
+# 13:09. A test must not depend on another file's tests, nor on having the machine to itself:
+# beside the other worker's load, a Ray task's first progress report once came before the video's
+# length was known and failed the task (fraction None; test_batch_ray.py now tests it directly).
+uv run --no-sync pytest -n "${SBSCONV_TEST_WORKERS:-2}" --dist loadfile "$@"

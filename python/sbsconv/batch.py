@@ -545,14 +545,7 @@ def _ray_convert(index: int, source: str, target: str, options: ConvertOptions, 
     if ray.get_gpu_ids():
         device = "cuda:0"
     where = f"{device} on {ray.util.get_node_ip_address()}"
-    last = [0.0]
-
-    def report(p: dict) -> None:
-        now = time.monotonic()
-        if now - last[0] >= 0.5 or p.get("fraction", 0.0) >= 1.0:
-            last[0] = now
-            reporter.update.remote(index, float(p.get("fraction", 0.0)), os.getpid())
-
+    report = _task_reporter(reporter, index)
     reporter.update.remote(index, 0.0, os.getpid())
     try:
         outcome = _convert_one((source, target, options.replace(device=device), False), on_progress=report)
@@ -561,6 +554,28 @@ def _ray_convert(index: int, source: str, target: str, options: ConvertOptions, 
         # word that the task was cancelled)
         ray.get(reporter.end.remote(index))
     return dataclasses.replace(outcome, device=where)
+
+
+def _fraction(event: dict) -> float:
+    """A progress event's fraction done, 0 while the run does not know its length yet (convert()
+    reports ``fraction`` None until the frame count is known)."""
+    fraction = event.get("fraction")
+    return 0.0 if fraction is None else float(fraction)
+
+
+def _task_reporter(reporter: Any, index: int, interval: float = 0.5) -> Callable[[dict], None]:
+    """A Ray task's on_progress: each ``interval`` seconds at most, and on reaching the end,
+    the file's fraction and the worker's pid go to the caller's reporter actor."""
+    last = [0.0]
+
+    def report(event: dict) -> None:
+        now = time.monotonic()
+        fraction = _fraction(event)
+        if now - last[0] >= interval or fraction >= 1.0:
+            last[0] = now
+            reporter.update.remote(index, fraction, os.getpid())
+
+    return report
 
 
 class _Reporter:
@@ -831,7 +846,7 @@ def convert_split(
                 def report(p: dict, k: int = k) -> None:  # the whole video's fraction, part by part
                     if on_progress is not None:
                         on_progress({"part": k, "parts": len(jobs),
-                                     "fraction": (k + float(p.get("fraction", 0.0))) / len(jobs)})
+                                     "fraction": (k + _fraction(p)) / len(jobs)})
 
                 try:
                     results[k] = {"index": k, **convert_part(source, part_path, part_options,

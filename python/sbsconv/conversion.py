@@ -121,7 +121,8 @@ def convert(
     expect (``_LR``, ``_3dh``, ``_TB``, ``_3dv``, ``_180_LR``).
 
     ``progress`` shows a progress bar; ``on_progress`` receives a dict (frames_done,
-    frames_total, fraction, fps, eta_seconds, phase) several times a second. ``cancel``: a
+    frames_total, fraction, fps, eta_seconds, phase) several times a second; frames_total,
+    fraction and eta_seconds are None while the video's length is not known yet. ``cancel``: a
     ``threading.Event`` that, once set (from another thread: a web page's Cancel), stops the
     run as Ctrl-C does and raises :class:`~sbsconv.errors.CancelledError`.
 

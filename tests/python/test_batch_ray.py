@@ -44,6 +44,11 @@ def _framemd5(path) -> list[str]:
     return [line.split(",")[-1].strip() for line in out.splitlines() if line and not line.startswith("#")]
 
 
+def _reasons(summary) -> str:
+    """Each file's outcome, for a failed assertion's message."""
+    return "; ".join(f"{Path(f.input).name}: {f.status} {f.reason} {f.details}".strip() for f in summary.files)
+
+
 def _scratch(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.name.endswith(".part")]
 
@@ -52,7 +57,7 @@ def test_a_folder_on_ray_matches_the_local_run(cluster, folder, tmp_path, tiny_m
     events = []
     summary = sbsconv.convert_many(folder, tmp_path / "ray", model=str(tiny_model), backend="ray",
                                    on_progress=events.append, **FAST)
-    assert [f.status for f in summary.files] == ["done", "done", "failed"]
+    assert [f.status for f in summary.files] == ["done", "done", "failed"], _reasons(summary)
     assert "cannot open" in summary.failed[0].reason and not (tmp_path / "ray" / "c.mp4").exists()
     assert all(" on " in f.device for f in summary.done)  # the device and the node that ran it
     assert any("running" in e for e in events) and events[-1]["files_done"] == 3
@@ -65,7 +70,32 @@ def test_a_folder_on_ray_matches_the_local_run(cluster, folder, tmp_path, tiny_m
     assert not _scratch(tmp_path)
     # again: everything finished is skipped
     again = sbsconv.convert_many(folder, tmp_path / "ray", model=str(tiny_model), backend="ray", **FAST)
-    assert [f.status for f in again.files] == ["skipped", "skipped", "failed"]
+    assert [f.status for f in again.files] == ["skipped", "skipped", "failed"], _reasons(again)
+
+
+def test_a_tasks_progress_before_the_length_is_known_reaches_the_caller_as_zero(monkeypatch):
+    """convert() reports fraction None until it knows the video's length; on a loaded machine a
+    task's first report comes that early, and it once failed the task (float(None))."""
+    from sbsconv import batch
+
+    sent = []
+
+    class Method:
+        def remote(self, *args):
+            sent.append(args)
+
+    class Reporter:
+        update = Method()
+
+    clock = iter([10.0, 10.1, 10.2, 11.0])
+    monkeypatch.setattr(batch.time, "monotonic", lambda: next(clock))
+    report = batch._task_reporter(Reporter(), 3)
+    report({"frames_done": 0, "frames_total": None, "fraction": None})  # sent: the first report
+    report({"frames_done": 1, "frames_total": 10, "fraction": 0.1})  # within 0.5 s: held back
+    report({"frames_done": 10, "frames_total": 10, "fraction": 1.0})  # the end: always sent
+    report({"frames_done": 10, "frames_total": 10, "fraction": 1.0})
+    assert [(i, f) for i, f, _ in sent] == [(3, 0.0), (3, 1.0), (3, 1.0)]
+    assert all(pid == os.getpid() for *_, pid in sent)
 
 
 def test_a_worker_killed_mid_task_is_retried_and_resumes(cluster, testsrc, tmp_path, tiny_model):
@@ -87,9 +117,9 @@ def test_a_worker_killed_mid_task_is_retried_and_resumes(cluster, testsrc, tmp_p
 
     summary = sbsconv.convert_many(src, out, model=str(tiny_model), backend="ray", eye_size="1080",
                                    segment_seconds=0.4, on_progress=kill_when_segments_exist, **FAST)
-    assert killed, "the conversion ended before a worker could be killed"
+    assert killed, f"the conversion ended before a worker could be killed: {_reasons(summary)}"
     (outcome,) = summary.files
-    assert outcome.status == "done" and outcome.frames == 150 and outcome.resumed_from >= 20
+    assert outcome.status == "done" and outcome.frames == 150 and outcome.resumed_from >= 20, _reasons(summary)
     assert len(_framemd5(outcome.output)) == 150
     assert not _scratch(tmp_path)
 

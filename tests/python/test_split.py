@@ -81,6 +81,28 @@ def test_parts_on_two_worker_processes(long_clip, single, tiny_model, tmp_path):
     check_equals_single(result, single)
 
 
+def test_progress_before_the_length_is_known_is_reported_as_zero(long_clip, tiny_model, tmp_path, monkeypatch):
+    """A part's run reports fraction None until it knows its length (on a loaded machine its first
+    report can come that early): the whole video's progress counts it as 0, and the run goes on."""
+    from sbsconv import conversion
+
+    part = conversion.convert_part
+
+    def early_report(*args, on_progress=None, **kwargs):
+        on_progress({"frames_done": 0, "frames_total": None, "fraction": None, "fps": 0.0,
+                     "eta_seconds": None, "phase": "converting", "elapsed": 0.0})
+        return part(*args, on_progress=on_progress, **kwargs)
+
+    monkeypatch.setattr(conversion, "convert_part", early_report)
+    seen = []
+    result = sbsconv.convert_split(long_clip, tmp_path / "split.mp4", split=2, model=str(tiny_model),
+                                   on_progress=seen.append, **FAST)
+    assert result.frames == 200
+    fractions = [e["fraction"] for e in seen]
+    assert fractions[0] == 0.0 and 0.5 in fractions  # each part's first report, as 0 of that part
+    assert all(isinstance(f, float) and 0.0 <= f <= 1.0 for f in fractions) and fractions[-1] == 1.0
+
+
 def test_a_window_is_split_on_the_whole_videos_timeline(long_clip, tiny_model, tmp_path):
     kw = dict(model=str(tiny_model), start=1.5, duration=5.0, **FAST)
     whole = sbsconv.convert(long_clip, tmp_path / "whole.mp4", **kw)

@@ -1,7 +1,8 @@
 """The web app (python/sbsconv/ui.py): the settings generated from ConvertOptions, the presets,
 the inputs' rules, cancelling a conversion; then the app itself in a real browser (Debian's
 headless chromium through chromium-driver): upload, preview, convert and download, cancel, a
-broken file. The README's screenshot is taken here."""
+broken file. The README's screenshot is taken here, written to docs/ only when asked:
+SBSCONV_SCREENSHOT=docs/sbsconv-ui.png (a path, relative to the repository's root or absolute)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,13 @@ from sbsconv.errors import CancelledError, InputError, OptionError
 from sbsconv.options import Choice, ConvertOptions
 
 REPO = Path(__file__).resolve().parents[2]
-SCREENSHOT = REPO / "docs" / "sbsconv-ui.png"
+
+
+def _screenshot_target(tmp_path: Path) -> Path:
+    """Where the README's picture goes: the path SBSCONV_SCREENSHOT names, else the test's own
+    folder, so an ordinary run never rewrites the tracked picture."""
+    asked = os.environ.get("SBSCONV_SCREENSHOT", "").strip()
+    return (REPO / asked) if asked else tmp_path / "sbsconv-ui.png"
 CLIP = "bt601_limited_range.mp4"  # 320x240, 2 s, 30 fps
 
 
@@ -385,8 +392,11 @@ def test_upload_preview_convert_and_download(server, browser, tmp_path):
     with Image.open(full) as page:
         top = page.crop((0, 0, page.width, min(page.height, 1450))).convert("RGB")
         top = top.resize((top.width * 2 // 3, top.height * 2 // 3), Image.LANCZOS)
-        SCREENSHOT.parent.mkdir(exist_ok=True)
-        top.save(SCREENSHOT, optimize=True)
+        picture = _screenshot_target(tmp_path)
+        picture.parent.mkdir(parents=True, exist_ok=True)
+        top.save(picture, optimize=True)
+    with Image.open(picture) as saved:
+        assert saved.width >= 300 and saved.height >= 300, saved.size
 
 
 def test_cancel_stops_a_long_conversion(server, browser, testsrc):
