@@ -27,24 +27,31 @@ from test_ui import CHROMIUM, DRIVER
 W, H, N = 96, 64, 8
 
 
-@pytest.fixture(scope="module")
-def clip_and_depth(tmp_path_factory, make_clip):
-    """A short clip, its exact relative depth (a near square on a far wall) as an npy depth
-    file with the camera's poses (it moves right), and a mask file of the square."""
-    folder = tmp_path_factory.mktemp("viewer")
-    video = make_clip("viewer_src.mp4", ["-f", "lavfi", "-i", f"testsrc2=size={W}x{H}:rate=10:duration={N / 10}",
-                                         "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"])
-    depth = np.full((N, H, W), 0.2, np.float32)
+def write_clip_and_depth(folder: Path, make_clip, frames: int = N) -> tuple[Path, Path]:
+    """A clip of ``frames`` frames and its exact relative depth (a near square on a far wall) as
+    an npy depth file with the camera's poses (it moves right)."""
+    video = make_clip(f"viewer_src_{frames}.mp4", [
+        "-f", "lavfi", "-i", f"testsrc2=size={W}x{H}:rate=10:duration={frames / 10}",
+        "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"])
+    depth = np.full((frames, H, W), 0.2, np.float32)
     depth[:, 16:48, 30:66] = 0.8
     path = folder / "depth.npy"
     np.save(path, depth)
-    poses = [[1, 0, 0, 0.05 * k, 0, 1, 0, 0, 0, 0, 1, 0] for k in range(N)]
+    poses = [[1, 0, 0, 0.05 * k, 0, 1, 0, 0, 0, 0, 1, 0] for k in range(frames)]
     side = {"sbsconv_depth": 1, "format": "npy", "file": path.name, "relative": True,
-            "encoding": {"type": "float32", "depth": "value"}, "width": W, "height": H, "frame_count": N,
+            "encoding": {"type": "float32", "depth": "value"}, "width": W, "height": H, "frame_count": frames,
             "fps": "10/1", "time_base": "1/10", "source_start": 0.0, "window_start": 0.0, "fov_degrees": 60.0,
             "scene_cuts": [], "model": "exact",
-            "frames": {"time": [k / 10 for k in range(N)], "camera_to_world": poses}}
+            "frames": {"time": [k / 10 for k in range(frames)], "camera_to_world": poses}}
     Path(str(path) + ".json").write_text(json.dumps(side))
+    return video, path
+
+
+@pytest.fixture(scope="module")
+def clip_and_depth(tmp_path_factory, make_clip):
+    """write_clip_and_depth's N frames, and a mask file of the square."""
+    folder = tmp_path_factory.mktemp("viewer")
+    video, path = write_clip_and_depth(folder, make_clip)
     masks = torch.zeros(N, 1, H, W)
     masks[:, :, 16:48, 30:66] = 1
     mask = folder / "mask.mkv"
@@ -157,6 +164,20 @@ def test_a_lost_webgl_context_is_reported_and_the_view_starts_again(clip_and_dep
 
     fresh = wait_for(drawing_again)
     assert drawn(canvas_pixels(chromium, fresh)) > 0.05
+
+
+def test_the_first_displayed_frame_is_drawn_again(make_clip, chromium, tmp_path):
+    """A draw made while the page is still being laid out may never reach the screen, so the
+    first frame the browser displays draws again. With one frame nothing else would: the view
+    does not advance, and before this the canvas could stay blank."""
+    video, depth = write_clip_and_depth(tmp_path, make_clip, frames=1)
+    page = sbsconv.write_depth_view(video, depth, tmp_path / "view.html", points_wide=64)
+    chromium.get(Path(page).as_uri())
+    canvas = chromium.find_element("id", "sbs-depth-canvas")
+    wait_for(lambda: int(canvas.get_attribute("data-drawn") or 0) >= 2)
+    assert drawn(canvas_pixels(chromium, canvas)) > 0.05
+    time.sleep(0.5)  # and then it rests: a still view is not redrawn frame after frame
+    assert int(canvas.get_attribute("data-drawn")) == 2
 
 
 def test_view_depth_as_a_user_runs_it(clip_and_depth, tmp_path):
