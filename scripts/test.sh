@@ -18,5 +18,6 @@ uv run --no-sync ctest --test-dir "$build_dir" --output-on-failure
 # and browser among them) are built once. On 2 cores two workers took the suite from 17:37 to
 # 13:09. A test must not depend on another file's tests, nor on having the machine to itself:
 # beside the other worker's load, a Ray task's first progress report once came before the video's
-# length was known and failed the task (fraction None; test_batch_ray.py now tests it directly).
+# length was known and failed the task (fraction None; test_batch.py now tests it directly). If a
+# Ray test fails again beside the other worker, its message names each file's error.
 uv run --no-sync pytest -n "${SBSCONV_TEST_WORKERS:-2}" --dist loadfile "$@"

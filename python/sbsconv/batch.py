@@ -563,13 +563,14 @@ def _fraction(event: dict) -> float:
     return 0.0 if fraction is None else float(fraction)
 
 
-def _task_reporter(reporter: Any, index: int, interval: float = 0.5) -> Callable[[dict], None]:
-    """A Ray task's on_progress: each ``interval`` seconds at most, and on reaching the end,
-    the file's fraction and the worker's pid go to the caller's reporter actor."""
+def _task_reporter(reporter: Any, index: int, interval: float = 0.5,
+                   clock: Callable[[], float] = time.monotonic) -> Callable[[dict], None]:
+    """A Ray task's on_progress: each ``interval`` seconds at most (by ``clock``), and on reaching
+    the end, the file's fraction and the worker's pid go to the caller's reporter actor."""
     last = [0.0]
 
     def report(event: dict) -> None:
-        now = time.monotonic()
+        now = clock()
         fraction = _fraction(event)
         if now - last[0] >= interval or fraction >= 1.0:
             last[0] = now

@@ -122,7 +122,8 @@ def convert(
 
     ``progress`` shows a progress bar; ``on_progress`` receives a dict (frames_done,
     frames_total, fraction, fps, eta_seconds, phase) several times a second; frames_total,
-    fraction and eta_seconds are None while the video's length is not known yet. ``cancel``: a
+    fraction and eta_seconds are None while the video's length is not known yet (eta_seconds
+    also until a rate is measured). ``cancel``: a
     ``threading.Event`` that, once set (from another thread: a web page's Cancel), stops the
     run as Ctrl-C does and raises :class:`~sbsconv.errors.CancelledError`.
 

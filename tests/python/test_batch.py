@@ -4,6 +4,7 @@ rest continue; finished outputs skipped; one worker process per device."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -71,3 +72,28 @@ def test_command_line_many_inputs(tmp_path, folder, tiny_model):
     proc = subprocess.run([sys.executable, "-m", "sbsconv.cli", "convert", str(folder / "a.mp4"), "-q"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "--output-dir" in proc.stderr
+
+
+def test_a_ray_tasks_progress_before_the_length_is_known_reaches_the_caller_as_zero():
+    """convert() reports fraction None until it knows the video's length; on a loaded machine a
+    Ray task's first report comes that early, and it once failed the task (float(None)). (Ray
+    itself is not needed here: the task's reporter is given a stand-in actor and clock.)"""
+    from sbsconv import batch
+
+    sent = []
+
+    class Method:
+        def remote(self, *args):
+            sent.append(args)
+
+    class Reporter:
+        update = Method()
+
+    clock = iter([10.0, 10.1, 10.2, 11.0])
+    report = batch._task_reporter(Reporter(), 3, clock=lambda: next(clock))
+    report({"frames_done": 0, "frames_total": None, "fraction": None})  # sent: the first report
+    report({"frames_done": 1, "frames_total": 10, "fraction": 0.1})  # within 0.5 s: held back
+    report({"frames_done": 10, "frames_total": 10, "fraction": 1.0})  # the end: always sent
+    report({"frames_done": 10, "frames_total": 10, "fraction": 1.0})
+    assert [(i, f) for i, f, _ in sent] == [(3, 0.0), (3, 1.0), (3, 1.0)]
+    assert all(pid == os.getpid() for *_, pid in sent)

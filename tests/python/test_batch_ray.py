@@ -73,31 +73,6 @@ def test_a_folder_on_ray_matches_the_local_run(cluster, folder, tmp_path, tiny_m
     assert [f.status for f in again.files] == ["skipped", "skipped", "failed"], _reasons(again)
 
 
-def test_a_tasks_progress_before_the_length_is_known_reaches_the_caller_as_zero(monkeypatch):
-    """convert() reports fraction None until it knows the video's length; on a loaded machine a
-    task's first report comes that early, and it once failed the task (float(None))."""
-    from sbsconv import batch
-
-    sent = []
-
-    class Method:
-        def remote(self, *args):
-            sent.append(args)
-
-    class Reporter:
-        update = Method()
-
-    clock = iter([10.0, 10.1, 10.2, 11.0])
-    monkeypatch.setattr(batch.time, "monotonic", lambda: next(clock))
-    report = batch._task_reporter(Reporter(), 3)
-    report({"frames_done": 0, "frames_total": None, "fraction": None})  # sent: the first report
-    report({"frames_done": 1, "frames_total": 10, "fraction": 0.1})  # within 0.5 s: held back
-    report({"frames_done": 10, "frames_total": 10, "fraction": 1.0})  # the end: always sent
-    report({"frames_done": 10, "frames_total": 10, "fraction": 1.0})
-    assert [(i, f) for i, f, _ in sent] == [(3, 0.0), (3, 1.0), (3, 1.0)]
-    assert all(pid == os.getpid() for *_, pid in sent)
-
-
 def test_a_worker_killed_mid_task_is_retried_and_resumes(cluster, testsrc, tmp_path, tiny_model):
     """The worker's process is killed once a few segments are finished; Ray runs the task again
     and the conversion continues from the file's journal."""
