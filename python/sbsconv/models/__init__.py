@@ -34,8 +34,8 @@ from sbsconv.models import u2net  # noqa: E402,F401  (registration)
 
 logger = logging.getLogger("sbsconv")
 
-__all__ = ["DepthEstimate", "DepthModel", "MaskModel", "ModelSpec", "approaches", "auto_cpu_precision_for", "available", "depth_models", "load",
-           "spec"]
+__all__ = ["DepthEstimate", "DepthModel", "MaskModel", "ModelSpec", "approaches", "auto_cpu_precision_for",
+           "available", "depth_models", "load", "spec"]
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 

@@ -9,8 +9,8 @@ On a CPU with AMX-BF16 (Intel Xeon since Sapphire Rapids) auto is "bf16" for the
 registry entry says bf16_on_amx (Depth-Anything-V2): its matrix unit ran Depth-Anything-V2-Small
 at input 518 2.1x faster than int8 on two cores (2.35 against 1.12 frames/s at batch 1, 2.49
 against 1.18 at batch 4; a whole conversion 1.44x), with the same error against fp32 on the
-random network (1.45 % against int8's 1.46 %); the depth's last convolutions stay float32 (Note [bf16 on the CPU: the depth in float32] in
-cpp/sbsconv/depth/DepthAnythingV2.h).
+random network (1.45 % against int8's 1.46 %); the depth's last convolutions stay float32
+(Note [bf16 on the CPU: the depth in float32] in cpp/sbsconv/depth/DepthAnythingV2.h).
 
 Quality (benchmarks/RESULTS.md, "CPU precision"): within the budget (relative depth error
 <= 1 % after each frame's own normalisation, the eye >= 40 dB) on the tests' models of every
