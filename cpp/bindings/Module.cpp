@@ -341,6 +341,7 @@ PYBIND11_MODULE(_core, m) {
           py::arg("depth"))
       .def("set_field_of_view", &DepthModel::set_field_of_view, py::arg("degrees"))
       .def("state", &DepthModel::state)
+      .def("prepared_weights", &DepthModel::prepared_weights)
       .def("load_state", &DepthModel::load_state, py::arg("state"));
 
   m.def(

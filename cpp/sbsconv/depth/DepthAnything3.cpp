@@ -647,4 +647,10 @@ void DepthAnything3::load_state(const std::map<std::string, at::Tensor>& state) 
   }
 }
 
+std::map<std::string, at::Tensor> DepthAnything3::prepared_weights() const {
+  std::map<std::string, at::Tensor> out;
+  encoder_->prepared_weights(out);
+  return out;
+}
+
 } // namespace sbsconv

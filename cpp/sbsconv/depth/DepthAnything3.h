@@ -108,6 +108,7 @@ class DepthAnything3 : public DepthModel {
   void reset() override;
   std::map<std::string, at::Tensor> state() const override;
   void load_state(const std::map<std::string, at::Tensor>& state) override;
+  std::map<std::string, at::Tensor> prepared_weights() const override;
   void set_field_of_view(std::optional<double> degrees) override;
 
   // Frames (uint8 [N,3,H,W]) -> the normalised network input as the reference's

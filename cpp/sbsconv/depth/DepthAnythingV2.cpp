@@ -144,4 +144,10 @@ ModelOptions make_model_options(const std::string& device, const std::string& pr
   return o;
 }
 
+std::map<std::string, at::Tensor> DepthAnythingV2::prepared_weights() const {
+  std::map<std::string, at::Tensor> out;
+  encoder_->prepared_weights(out);
+  return out;
+}
+
 } // namespace sbsconv

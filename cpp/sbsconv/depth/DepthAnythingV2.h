@@ -71,6 +71,7 @@ class DepthAnythingV2 : public DepthModel {
   }
   at::Tensor forward(const at::Tensor& pixel_values) override;
   DepthOutput infer(const at::Tensor& frames) override;
+  std::map<std::string, at::Tensor> prepared_weights() const override;
 
   // Frames (uint8 [N,3,H,W]) -> the normalised network input at the model's resolution.
   at::Tensor preprocess(const at::Tensor& frames) const;

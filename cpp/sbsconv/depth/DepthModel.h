@@ -75,6 +75,11 @@ class DepthModel {
     return {};
   }
   virtual void load_state(const std::map<std::string, at::Tensor>& /*state*/) {}
+  // Note [Prepared int8 weights] (DinoV2.h): the tensors quantized at load, under the names a
+  // checkpoint holds them by; empty where nothing was (any precision but int8).
+  virtual std::map<std::string, at::Tensor> prepared_weights() const {
+    return {};
+  }
   // Models whose metric depth depends on the camera's field of view (Depth Pro) use this one
   // instead of their estimate; nullopt returns to the estimate.
   virtual void set_field_of_view(std::optional<double> /*degrees*/) {}

@@ -348,4 +348,14 @@ DepthOutput DepthPro::infer(const at::Tensor& frames) {
   return out;
 }
 
+std::map<std::string, at::Tensor> DepthPro::prepared_weights() const {
+  std::map<std::string, at::Tensor> out;
+  for (const auto* vit : {patch_vit_.get(), image_vit_.get(), fov_vit_.get()}) {
+    if (vit != nullptr) {
+      vit->prepared_weights(out);
+    }
+  }
+  return out;
+}
+
 } // namespace sbsconv

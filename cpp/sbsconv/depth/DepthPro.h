@@ -67,6 +67,7 @@ class DepthPro : public DepthModel {
   // undefined without the field-of-view network).
   std::pair<at::Tensor, at::Tensor> forward_with_fov(const at::Tensor& pixel_values);
   DepthOutput infer(const at::Tensor& frames) override;
+  std::map<std::string, at::Tensor> prepared_weights() const override;
 
   void set_field_of_view(std::optional<double> degrees) override {
     fov_degrees_ = degrees;

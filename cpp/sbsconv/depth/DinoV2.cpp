@@ -42,7 +42,7 @@ void check_vit_config(const VitConfig& config) {
 }
 
 DinoV2Encoder::DinoV2Encoder(const VitConfig& config, WeightReader& w, const std::string& prefix)
-    : config_(config) {
+    : config_(config), prefix_(prefix) {
   check_vit_config(config);
   const int64_t c = config.embed_dim;
   const int64_t p = config.patch_size;
@@ -77,22 +77,31 @@ DinoV2Encoder::DinoV2Encoder(const VitConfig& config, WeightReader& w, const std
     Block block;
     block.norm1_w = w.take(b + "norm1.weight", {c});
     block.norm1_b = w.take(b + "norm1.bias", {c});
-    block.qkv_w = w.take(b + "attn.qkv.weight", {3 * c, c});
-    block.qkv_b = w.take(b + "attn.qkv.bias", {3 * c});
-    block.proj_w = w.take(b + "attn.proj.weight", {c, c});
-    block.proj_b = w.take(b + "attn.proj.bias", {c});
     block.norm2_w = w.take(b + "norm2.weight", {c});
     block.norm2_b = w.take(b + "norm2.bias", {c});
-    if (config.swiglu) {
-      block.fc1_w = w.take(b + "mlp.w12.weight", {2 * hidden, c});
-      block.fc1_b = w.take(b + "mlp.w12.bias", {2 * hidden});
-      block.fc2_w = w.take(b + "mlp.w3.weight", {c, hidden});
-      block.fc2_b = w.take(b + "mlp.w3.bias", {c});
-    } else {
-      block.fc1_w = w.take(b + "mlp.fc1.weight", {hidden, c});
-      block.fc1_b = w.take(b + "mlp.fc1.bias", {hidden});
-      block.fc2_w = w.take(b + "mlp.fc2.weight", {c, hidden});
-      block.fc2_b = w.take(b + "mlp.fc2.bias", {c});
+    // [out, in] of qkv, projection, MLP in (SwiGLU: both halves) and out
+    const std::array<std::array<int64_t, 2>, 4> shapes{
+        {{3 * c, c}, {c, c}, {config.swiglu ? 2 * hidden : hidden, c}, {c, hidden}}};
+    const std::array<std::string, 4> names = linear_names(i);
+    // Note [Prepared int8 weights]
+    const bool prepared = w.has(names[0] + ".int8_weight");
+    SBSCONV_CHECK(
+        !prepared || w.device().is_cpu(), Model, "build model", "prepared int8 weights run on the CPU");
+    std::array<Int8Linear*, 4> int8 = {&block.qkv_q, &block.proj_q, &block.fc1_q, &block.fc2_q};
+    for (size_t k = 0; k < names.size(); ++k) {
+      const int64_t out = shapes[k][0];
+      const int64_t in = shapes[k][1];
+      if (prepared) {
+        const at::Tensor weight_t = w.take_as(names[k] + ".int8_weight", {in, out}, at::kChar);
+        const at::Tensor scale = w.take_fp32(names[k] + ".int8_scale", {out});
+        const at::Tensor bias = w.take_fp32(names[k] + ".bias", {out});
+        if (weight_t.scalar_type() == at::kChar && weight_t.dim() == 2 && weight_t.size(1) == out) {
+          *int8[k] = Int8Linear::from_parts({weight_t, scale, bias}); // a missing key is listed by check()
+        }
+      } else {
+        *block.linear_weights()[k] = w.take(names[k] + ".weight", {out, in});
+        *block.linear_biases()[k] = w.take(names[k] + ".bias", {out});
+      }
     }
     if (config.layer_scale) {
       block.ls1 = w.take(b + "ls1.gamma", {c});
@@ -106,6 +115,36 @@ DinoV2Encoder::DinoV2Encoder(const VitConfig& config, WeightReader& w, const std
     }
     block.rope = config.rope_start >= 0 && i >= config.rope_start;
     blocks_.push_back(std::move(block));
+  }
+}
+
+std::array<std::string, 4> DinoV2Encoder::linear_names(int64_t i) const {
+  const std::string b = prefix_ + "blocks." + std::to_string(i) + ".";
+  if (config_.swiglu) {
+    return {b + "attn.qkv", b + "attn.proj", b + "mlp.w12", b + "mlp.w3"};
+  }
+  return {b + "attn.qkv", b + "attn.proj", b + "mlp.fc1", b + "mlp.fc2"};
+}
+
+void DinoV2Encoder::prepared_weights(std::map<std::string, at::Tensor>& out) const {
+  for (int64_t i = 0; i < static_cast<int64_t>(blocks_.size()); ++i) {
+    const Block& block = blocks_[i];
+    if (!block.qkv_q.defined()) {
+      continue;
+    }
+    const std::string b = prefix_ + "blocks." + std::to_string(i) + ".";
+    out[b + "norm1.weight"] = block.norm1_w;
+    out[b + "norm1.bias"] = block.norm1_b;
+    out[b + "norm2.weight"] = block.norm2_w;
+    out[b + "norm2.bias"] = block.norm2_b;
+    const std::array<std::string, 4> names = linear_names(i);
+    const std::array<const Int8Linear*, 4> layers = block.int8_linears();
+    for (size_t k = 0; k < names.size(); ++k) {
+      const Int8Linear::Parts parts = layers[k]->parts();
+      out[names[k] + ".int8_weight"] = parts.weight_t;
+      out[names[k] + ".int8_scale"] = parts.scale;
+      out[names[k] + ".bias"] = parts.bias;
+    }
   }
 }
 

@@ -4,6 +4,7 @@
 
 #include "sbsconv/depth/Int8Linear.h"
 
+#include <array>
 #include <map>
 #include <string>
 #include <utility>
@@ -114,11 +115,31 @@ class DinoV2Encoder {
   // as int8 GEMMs (their float weights are dropped). CPU, float32 weights only.
   void quantize_linears();
 
+  // Note [Prepared int8 weights]
+  // Quantizing a large encoder at load takes longer than reading it (DINOv2-L: about 1.4 s on
+  // two cores), so the loader keeps what quantize_linears() made (python/sbsconv/models/
+  // prepared.py). prepared_weights() adds to `out`, under the checkpoint's own names, every
+  // quantized block's balanced norms (norm1/norm2 .weight/.bias) and, for each linear layer L,
+  // L.int8_weight (int8 [in, out]), L.int8_scale and L.bias (float32 [out]). A checkpoint that
+  // holds these keys in place of L.weight builds those blocks already quantized (a block is
+  // prepared whole or not at all), and quantize_linears() leaves them as they are; the result
+  // computes exactly what the quantized model that wrote them computes. CPU only.
+  void prepared_weights(std::map<std::string, at::Tensor>& out) const;
+
  private:
   struct Block {
     at::Tensor norm1_w, norm1_b, qkv_w, qkv_b, proj_w, proj_b, ls1;
     at::Tensor norm2_w, norm2_b, fc1_w, fc1_b, fc2_w, fc2_b, ls2;
     Int8Linear qkv_q, proj_q, fc1_q, fc2_q; // defined after quantize_linears()
+    std::array<at::Tensor*, 4> linear_weights() {
+      return {&qkv_w, &proj_w, &fc1_w, &fc2_w};
+    }
+    std::array<at::Tensor*, 4> linear_biases() {
+      return {&qkv_b, &proj_b, &fc1_b, &fc2_b};
+    }
+    std::array<const Int8Linear*, 4> int8_linears() const {
+      return {&qkv_q, &proj_q, &fc1_q, &fc2_q};
+    }
     at::Tensor q_norm_w, q_norm_b, k_norm_w, k_norm_b; // QK-norm (Depth Anything 3)
     bool rope = false;
   };
@@ -136,7 +157,12 @@ class DinoV2Encoder {
     return config_.final_norm_eps > 0 ? config_.final_norm_eps : config_.layer_norm_eps;
   }
 
+  // Block i's four linear layers' checkpoint names (qkv, projection, MLP in and out), without
+  // ".weight" / ".bias".
+  std::array<std::string, 4> linear_names(int64_t i) const;
+
   VitConfig config_;
+  std::string prefix_;
   at::Tensor patch_w_, patch_b_, cls_token_, pos_embed_, norm_w_, norm_b_;
   at::Tensor camera_token_; // [1,2,C]: the reference view's and the others' (alt_start >= 0)
   std::vector<Block> blocks_;

@@ -205,6 +205,28 @@ Int8Linear::Int8Linear(const at::Tensor& weight, const at::Tensor& bias) {
   bias_ = bias.defined() ? bias.to(at::kFloat).contiguous() : at::zeros({out}, at::kFloat);
 }
 
+Int8Linear Int8Linear::from_parts(const Parts& parts) {
+  const at::Tensor& w = parts.weight_t;
+  SBSCONV_CHECK(
+      w.dim() == 2 && w.scalar_type() == at::kChar && w.device().is_cpu(),
+      Model,
+      "build model",
+      "prepared int8 weights must be int8 [in, out] on the CPU");
+  const int64_t out = w.size(1);
+  for (const at::Tensor* t : {&parts.scale, &parts.bias}) {
+    SBSCONV_CHECK(
+        t->dim() == 1 && t->size(0) == out && t->scalar_type() == at::kFloat,
+        Model,
+        "build model",
+        "a prepared int8 layer's scale and bias must be float32 [out]");
+  }
+  Int8Linear layer;
+  layer.weight_t_ = w.contiguous();
+  layer.scale_ = parts.scale.contiguous();
+  layer.bias_ = parts.bias.contiguous();
+  return layer;
+}
+
 at::Tensor Int8Linear::operator()(const at::Tensor& x_in) const {
   const int64_t in = weight_t_.size(0);
   const int64_t out = weight_t_.size(1);

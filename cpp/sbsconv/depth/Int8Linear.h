@@ -26,6 +26,17 @@ class Int8Linear {
   // weight: float [out, in]; bias: float [out] or undefined. CPU only.
   Int8Linear(const at::Tensor& weight, const at::Tensor& bias);
 
+  // Note [Prepared int8 weights] (DinoV2.h): a layer quantized earlier, from its parts.
+  struct Parts {
+    at::Tensor weight_t; // int8 [in, out]
+    at::Tensor scale; // float [out]
+    at::Tensor bias; // float [out]
+  };
+  static Int8Linear from_parts(const Parts& parts);
+  Parts parts() const {
+    return {weight_t_, scale_, bias_};
+  }
+
   bool defined() const {
     return weight_t_.defined();
   }

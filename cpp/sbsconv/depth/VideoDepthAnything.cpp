@@ -550,4 +550,10 @@ void VideoDepthAnything::load_state(const std::map<std::string, at::Tensor>& s) 
   }
 }
 
+std::map<std::string, at::Tensor> VideoDepthAnything::prepared_weights() const {
+  std::map<std::string, at::Tensor> out;
+  encoder_->prepared_weights(out);
+  return out;
+}
+
 } // namespace sbsconv

@@ -127,6 +127,7 @@ class VideoDepthAnything : public DepthModel {
   void reset() override;
   std::map<std::string, at::Tensor> state() const override;
   void load_state(const std::map<std::string, at::Tensor>& state) override;
+  std::map<std::string, at::Tensor> prepared_weights() const override;
 
   // Frames (uint8 [N,3,H,W]) -> normalised network input, with the reference's input size
   // rule for wide frames.

@@ -85,6 +85,10 @@ at::Tensor WeightReader::take(const std::string& name, const std::vector<int64_t
   return fetch(name, shape, dtype_);
 }
 
+at::Tensor WeightReader::take_as(const std::string& name, const std::vector<int64_t>& shape, at::ScalarType dtype) {
+  return fetch(name, shape, dtype);
+}
+
 at::Tensor WeightReader::take_fp32(const std::string& name, const std::vector<int64_t>& shape) {
   return fetch(name, shape, at::kFloat);
 }

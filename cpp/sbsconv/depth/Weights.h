@@ -28,12 +28,17 @@ class WeightReader {
   // As take(), but kept in float32 whatever the model's dtype (position tables, norms that
   // must stay exact).
   at::Tensor take_fp32(const std::string& name, const std::vector<int64_t>& shape);
+  // As take(), in `dtype` whatever the model's (int8 weights prepared earlier).
+  at::Tensor take_as(const std::string& name, const std::vector<int64_t>& shape, at::ScalarType dtype);
   // Marks keys that the checkpoint may hold but the model does not use.
   void ignore(const std::string& name);
   void ignore_prefix(const std::string& prefix);
   bool has(const std::string& name) const;
   // The shape of `name` in the checkpoint, for reading a configuration off the weights.
   std::vector<int64_t> shape_of(const std::string& name) const;
+  at::Device device() const {
+    return device_;
+  }
 
   // Throws a Model error listing everything wrong, if anything is.
   void check() const;

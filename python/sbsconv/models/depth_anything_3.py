@@ -28,7 +28,7 @@ import torch
 
 from sbsconv._native import _core
 from sbsconv.errors import ModelError, OptionError
-from sbsconv.models import hub
+from sbsconv.models import hub, prepared
 from sbsconv.models.depth_anything_v2 import PRESETS as _ENCODERS
 from sbsconv.models.registry import Family, ModelSpec, register, register_family
 
@@ -203,8 +203,8 @@ def build(spec: ModelSpec | None, path: Path, device: str, precision: str, input
     if reference_view not in ("first", "middle", "saddle_balanced"):
         raise OptionError(f"reference_view must be first, middle or saddle_balanced, not {reference_view!r}")
     name = spec.name if spec is not None else (folder.name if path.is_dir() else path.stem)
-    return _core.create_depth_anything_3(name, c, weights, device, precision, input_size, int(window),
-                                         int(overlap), reference_view)
+    return prepared.build(path, precision, weights, lambda w: _core.create_depth_anything_3(
+        name, c, w, device, precision, input_size, int(window), int(overlap), reference_view))
 
 
 def handles(path: Path) -> bool:

@@ -21,7 +21,7 @@ import torch
 
 from sbsconv._native import _core
 from sbsconv.errors import ModelError
-from sbsconv.models import hub
+from sbsconv.models import hub, prepared
 from sbsconv.models.registry import Family, ModelSpec, register, register_family
 
 FAMILY = "depth-anything-v2"
@@ -288,9 +288,10 @@ def _metric_from_filename(path: Path) -> tuple[bool, float]:
     return False, 1.0
 
 
-def _create(name: str, config: dict, weights: dict[str, torch.Tensor], device: str, precision: str,
+def _create(path: Path, name: str, config: dict, weights: dict[str, torch.Tensor], device: str, precision: str,
             input_size: int):
-    return _core.create_depth_anything_v2(name, config, weights, device, precision, input_size)
+    return prepared.build(path, precision, weights, lambda w: _core.create_depth_anything_v2(
+        name, config, w, device, precision, input_size))
 
 
 def build(spec: ModelSpec | None, path: Path, device: str, precision: str, input_size: int, **_: Any):
@@ -310,7 +311,7 @@ def build(spec: ModelSpec | None, path: Path, device: str, precision: str, input
             weights.update(hub.read_weights(f))
         weights = original_keys_from_transformers(weights)
         name = spec.name if spec else path.name
-        return _create(name, config, weights, device, precision, input_size)
+        return _create(path, name, config, weights, device, precision, input_size)
 
     weights = hub.read_weights(path)
     if any(k.startswith("backbone.") for k in weights):
@@ -329,7 +330,7 @@ def build(spec: ModelSpec | None, path: Path, device: str, precision: str, input
             raise ModelError(
                 f"{path} holds a {config['encoder']['embed_dim']}-wide encoder, but {spec.name}"
                 f" is {spec.options['encoder']} ({preset['embed_dim']} wide)", stage="load weights")
-    return _create(spec.name if spec else path.stem, config, weights, device, precision, input_size)
+    return _create(path, spec.name if spec else path.stem, config, weights, device, precision, input_size)
 
 
 def handles(path: Path) -> bool:

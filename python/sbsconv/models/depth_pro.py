@@ -23,7 +23,7 @@ import torch
 
 from sbsconv._native import _core
 from sbsconv.errors import ModelError
-from sbsconv.models import hub
+from sbsconv.models import hub, prepared
 from sbsconv.models.depth_anything_v2 import original_keys_from_transformers
 from sbsconv.models.registry import Family, ModelSpec, register, register_family
 
@@ -240,7 +240,8 @@ def build(spec: ModelSpec | None, path: Path, device: str, precision: str, input
                              " config.json", stage="load weights")
         config = config_from_original(weights)
         weights = keys_from_original(weights)
-    return _core.create_depth_pro(name, config, weights, device, precision)
+    return prepared.build(path, precision, weights,
+                          lambda w: _core.create_depth_pro(name, config, w, device, precision))
 
 
 def handles(path: Path) -> bool:

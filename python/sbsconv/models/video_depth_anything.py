@@ -17,7 +17,7 @@ import torch
 
 from sbsconv._native import _core
 from sbsconv.errors import ModelError
-from sbsconv.models import hub
+from sbsconv.models import hub, prepared
 from sbsconv.models.depth_anything_v2 import PRESETS, config_from_original
 from sbsconv.models.registry import Family, ModelSpec, register, register_family
 
@@ -79,9 +79,10 @@ def build(spec: ModelSpec | None, path: Path, device: str, precision: str, input
             raise ModelError(
                 f"{path} holds a {c['encoder']['embed_dim']}-wide encoder, but {spec.name}"
                 f" is {spec.options['encoder']} ({preset['embed_dim']} wide)", stage="load weights")
-    return _core.create_video_depth_anything(
-        spec.name if spec else path.stem, c, weights, device, precision, input_size, temporal_mode,
-        _window_batch(device, c, input_size))
+    name = spec.name if spec else path.stem
+    window_batch = _window_batch(device, c, input_size)
+    return prepared.build(path, precision, weights, lambda w: _core.create_video_depth_anything(
+        name, c, w, device, precision, input_size, temporal_mode, window_batch))
 
 
 def _window_batch(device: str, c: dict, input_size: int) -> int:
