@@ -197,6 +197,32 @@ def test_nothing_writable_is_a_warning_and_the_model_still_loads(checkpoint, fra
     assert not list(checkpoint.parent.glob("**/*.part"))
 
 
+def test_a_failing_write_is_a_warning_and_leaves_no_temporary_file(checkpoint, frames, monkeypatch, caplog):
+    import os
+    import time
+
+    import safetensors.torch
+
+    folder = checkpoint.parent / ".sbsconv-prepared"
+    folder.mkdir()
+    stale = folder / "left.by.a.killed.process.part"
+    stale.write_bytes(b"x")
+    hour_ago = time.time() - 7200
+    os.utime(stale, (hour_ago, hour_ago))
+
+    def full_disk(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"partial")
+        raise RuntimeError("No space left on device")  # safetensors' own error type, not OSError
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    with caplog.at_level(logging.WARNING, logger="sbsconv"):
+        out = depth(checkpoint, frames)
+    assert "could not be cached" in caplog.text and "No space left" in caplog.text
+    assert torch.isfinite(out).all()
+    assert not stale.exists()  # an hour old: removed
+    assert not list(folder.glob("*.part")) and not beside(checkpoint).exists()
+
+
 def test_other_precisions_write_nothing(checkpoint, frames):
     depth(checkpoint, frames, "fp32")
     depth(checkpoint, frames, "bf16")

@@ -165,6 +165,17 @@ def _remove(path: Path) -> None:
         pass
 
 
+def _remove_stale_parts(folder: Path, age_s: float = 3600.0) -> None:
+    """Temporary files a killed process left (a write in progress is younger than an hour)."""
+    now = time.time()
+    for part in folder.glob("*.part"):
+        try:
+            if now - part.stat().st_mtime > age_s:
+                part.unlink()
+        except OSError:
+            pass
+
+
 def _write(paths: list[Path], tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> Path | None:
     """Writes the cache file atomically (a temporary file renamed into place) at the first of
     ``paths`` that can be written; None where none can (reported, not raised)."""
@@ -184,6 +195,7 @@ def _write(paths: list[Path], tensors: dict[str, torch.Tensor], meta: dict[str, 
         tmp = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            _remove_stale_parts(path.parent)
             fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
             os.close(fd)
             save_file(plain, tmp, metadata=meta)
@@ -192,8 +204,8 @@ def _write(paths: list[Path], tensors: dict[str, torch.Tensor], meta: dict[str, 
             os.chmod(tmp, 0o666 & ~umask)  # as any file written here (mkstemp's is private)
             os.replace(tmp, path)
             return path
-        except OSError as exc:
-            problems.append(f"{path.parent}: {exc.strerror or exc}")
+        except Exception as exc:  # noqa: BLE001 (a full disk is safetensors' own error, not OSError)
+            problems.append(f"{path.parent}: {getattr(exc, 'strerror', None) or exc}")
             if tmp is not None:
                 _remove(Path(tmp))
     logger.warning("the prepared int8 weights could not be cached (%s); later loads prepare them again",
