@@ -2,11 +2,14 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
 #include "sbsconv/common/Error.h"
+#include "sbsconv/media/ColorConversion.h"
 #include "sbsconv/media/MediaWriter.h"
 #include "sbsconv/media/Probe.h"
 #include "sbsconv/media/VideoReader.h"
@@ -173,6 +176,50 @@ TEST(MediaWriter, OddSizesArePaddedToEven) {
   // The padding repeats the last column: it matches its neighbour.
   at::Tensor frame = decoded.frames[0].to(at::kInt);
   EXPECT_LT((frame.select(2, 321) - frame.select(2, 320)).abs().max().item<int>(), 24);
+}
+
+// The encoder's frame is even-sized; an odd picture's extra row and column repeat the last
+// ones in every plane, whatever the frame's memory held before (4:4:4 and 4:2:2 chroma too).
+TEST(YuvConverter, OddSizesRepeatTheLastRowAndColumnInEveryPlane) {
+  const int width = 7;
+  const int height = 5;
+  const at::Tensor rgb = at::randint(0, 256, {3, height, width}, at::TensorOptions().dtype(at::kByte));
+  for (AVPixelFormat format : {AV_PIX_FMT_YUV444P, AV_PIX_FMT_YUV422P, AV_PIX_FMT_YUV420P, AV_PIX_FMT_NV12}) {
+    AVFrame* frame = av_frame_alloc();
+    frame->format = format;
+    frame->width = width + 1;
+    frame->height = height + 1;
+    ASSERT_EQ(av_frame_get_buffer(frame, 0), 0);
+    const AVPixFmtDescriptor* desc = av_pix_fmt_desc_get(format);
+    for (int p = 0; p < 4 && frame->data[p] != nullptr; ++p) {
+      const int rows = p == 0 ? frame->height : AV_CEIL_RSHIFT(frame->height, desc->log2_chroma_h);
+      std::memset(frame->data[p], 0xAB, static_cast<size_t>(frame->linesize[p]) * rows); // stale memory
+    }
+    YuvConverter(width, height, format).convert(rgb, frame);
+    for (int c = 0; c < desc->nb_components; ++c) {
+      const AVComponentDescriptor& comp = desc->comp[c];
+      const bool chroma = c == 1 || c == 2;
+      const int filled_w = AV_CEIL_RSHIFT(width, chroma ? desc->log2_chroma_w : 0);
+      const int filled_h = AV_CEIL_RSHIFT(height, chroma ? desc->log2_chroma_h : 0);
+      const int full_w = AV_CEIL_RSHIFT(width + 1, chroma ? desc->log2_chroma_w : 0);
+      const int full_h = AV_CEIL_RSHIFT(height + 1, chroma ? desc->log2_chroma_h : 0);
+      auto at_ = [&](int x, int y) {
+        return frame->data[comp.plane][y * frame->linesize[comp.plane] + x * comp.step + comp.offset];
+      };
+      for (int y = 0; y < full_h; ++y) {
+        for (int x = filled_w; x < full_w; ++x) {
+          EXPECT_EQ(at_(x, y), at_(filled_w - 1, std::min(y, filled_h - 1)))
+              << av_get_pix_fmt_name(format) << " component " << c << " column " << x << " row " << y;
+        }
+      }
+      for (int y = filled_h; y < full_h; ++y) {
+        for (int x = 0; x < full_w; ++x) {
+          EXPECT_EQ(at_(x, y), at_(x, filled_h - 1)) << av_get_pix_fmt_name(format) << " component " << c << " row " << y;
+        }
+      }
+    }
+    av_frame_free(&frame);
+  }
 }
 
 TEST(MediaWriter, NothingIsLeftWhenAbandoned) {

@@ -321,21 +321,40 @@ void YuvConverter::convert(const at::Tensor& rgb_in, AVFrame* dst) {
   }
   sws_scale(context, src_data, src_linesize, 0, height_, dst->data, dst->linesize);
 
-  // Odd sizes: the frame is one row/column larger; repeat the last one (chroma planes of
-  // 4:2:0 already cover the rounded-up size).
+  // Odd sizes: the frame is one row/column larger; repeat the last one in every plane (4:2:0's
+  // chroma already covers the rounded-up size; 4:4:4's and 4:2:2's do not, and what their
+  // extra column held would otherwise reach the output).
   const AVPixFmtDescriptor* desc = av_pix_fmt_desc_get(dst_format_);
-  const int bytes = (desc->comp[0].depth + 7) / 8;
-  if (dst->width > width_) {
-    for (int row = 0; row < height_; ++row) {
-      uint8_t* line = dst->data[0] + static_cast<ptrdiff_t>(row) * dst->linesize[0];
-      std::memcpy(line + width_ * bytes, line + (width_ - 1) * bytes, bytes);
+  for (int plane = 0; plane < 4 && dst->data[plane] != nullptr; ++plane) {
+    int component = -1;
+    for (int c = 0; c < desc->nb_components; ++c) {
+      if (desc->comp[c].plane == plane) {
+        component = c;
+        break;
+      }
     }
-  }
-  if (dst->height > height_) {
-    std::memcpy(
-        dst->data[0] + static_cast<ptrdiff_t>(height_) * dst->linesize[0],
-        dst->data[0] + static_cast<ptrdiff_t>(height_ - 1) * dst->linesize[0],
-        static_cast<size_t>(dst->width) * bytes);
+    if (component < 0) {
+      continue;
+    }
+    const bool chroma = component == 1 || component == 2;
+    const int shift_w = chroma ? desc->log2_chroma_w : 0;
+    const int shift_h = chroma ? desc->log2_chroma_h : 0;
+    const int step = desc->comp[component].step; // bytes from one pixel to the next in the plane
+    const int filled_w = AV_CEIL_RSHIFT(width_, shift_w);
+    const int filled_h = AV_CEIL_RSHIFT(height_, shift_h);
+    const int full_w = AV_CEIL_RSHIFT(dst->width, shift_w);
+    const int full_h = AV_CEIL_RSHIFT(dst->height, shift_h);
+    uint8_t* data = dst->data[plane];
+    const ptrdiff_t stride = dst->linesize[plane];
+    for (int row = 0; row < filled_h && full_w > filled_w; ++row) {
+      uint8_t* line = data + row * stride;
+      for (int col = filled_w; col < full_w; ++col) {
+        std::memcpy(line + static_cast<ptrdiff_t>(col) * step, line + static_cast<ptrdiff_t>(filled_w - 1) * step, step);
+      }
+    }
+    for (int row = filled_h; row < full_h; ++row) {
+      std::memcpy(data + row * stride, data + (filled_h - 1) * stride, static_cast<size_t>(full_w) * step);
+    }
   }
 }
 
