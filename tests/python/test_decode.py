@@ -145,6 +145,24 @@ def test_ten_bit_444_and_odd_sizes_decode(make_clip):
     assert min(psnr(to_hwc(frames)[i], ref[i]) for i in range(10)) >= 45
 
 
+@pytest.mark.parametrize("size,pix_fmt", [("854x480", "yuv420p"), ("322x242", "yuv420p"), ("426x240", "yuv422p"),
+                                           ("1366x768", "yuv420p"), ("174x98", "yuvj420p")])
+def test_widths_that_are_not_a_multiple_of_eight_are_whole_to_the_last_column(make_clip, size, pix_fmt):
+    # Note [swscale's rows of eight]: libswscale's SIMD converters write groups of 8 pixels; a
+    # tightly packed row kept its last width % 8 pixels unwritten (854x480 is YouTube's 480p)
+    w, h = (int(v) for v in size.split("x"))
+    path = make_clip(f"width_{size}_{pix_fmt}.mp4",
+                     ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate=10:duration=0.4", "-c:v", "libx264",
+                      "-preset", "ultrafast", "-pix_fmt", pix_fmt])
+    frames, _ = read_all(path, batch_size=3)
+    ref = ffmpeg_rgb(path, w, h)
+    ours = to_hwc(frames)
+    assert ours.shape == ref.shape == (4, h, w, 3)
+    last = np.abs(ours[:, :, -8:].astype(int) - ref[:, :, -8:].astype(int))
+    assert last.max() <= 2, f"the last columns differ from FFmpeg's by up to {last.max(axis=(0, 1, 3))}"
+    assert min(psnr(ours[i], ref[i]) for i in range(len(ref))) >= 45
+
+
 # ---- windows, variable frame rate, rotation ------------------------------------------------
 
 

@@ -132,8 +132,22 @@ void RgbConverter::convert(
     colorspace_ = colorspace;
     range_ = range;
   }
-  uint8_t* dst_data[4] = {dst, nullptr, nullptr, nullptr};
-  int dst_linesize[4] = {dst_stride, 0, 0, 0};
+  // Note [swscale's rows of eight]: libswscale's SIMD YUV -> RGB converters (the unscaled
+  // 4:2:0 and 4:2:2 ones) convert whole groups of eight pixels, and where eight more pixels do
+  // not fit in the destination's row stride they stop at the last whole group: a row packed as
+  // tightly as a tensor's (854 pixels wide: 2562 bytes) would keep its last width % 8 pixels
+  // unwritten. FFmpeg's own frames have padded rows, so its output is whole. Such widths are
+  // converted into rows padded to 64 bytes and copied into place.
+  const int pixel_bytes = av_get_padded_bits_per_pixel(av_pix_fmt_desc_get(output_)) / 8;
+  const int tight = width * pixel_bytes;
+  const int whole = ((width + 7) / 8) * 8 * pixel_bytes;
+  const bool padded = dst_stride < whole;
+  const int stride = padded ? (whole + 63) / 64 * 64 : dst_stride;
+  if (padded && padded_rows_.size() < static_cast<size_t>(stride) * height + kSwscalePadding) {
+    padded_rows_.resize(static_cast<size_t>(stride) * height + kSwscalePadding);
+  }
+  uint8_t* dst_data[4] = {padded ? padded_rows_.data() : dst, nullptr, nullptr, nullptr};
+  int dst_linesize[4] = {stride, 0, 0, 0};
   const int rows = sws_scale(
       context_.get(), frame->data, frame->linesize, 0, frame->height, dst_data, dst_linesize);
   if (rows != height) {
@@ -142,6 +156,11 @@ void RgbConverter::convert(
         "colour conversion",
         "libswscale produced " + std::to_string(rows) + " rows, expected " +
             std::to_string(height));
+  }
+  if (padded) {
+    for (int row = 0; row < height; ++row) {
+      std::memcpy(dst + static_cast<ptrdiff_t>(row) * dst_stride, padded_rows_.data() + static_cast<size_t>(row) * stride, tight);
+    }
   }
 }
 

@@ -2,6 +2,9 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
+#include <vector>
+
 #include "sbsconv/common/FFmpeg.h"
 
 namespace sbsconv {
@@ -61,6 +64,7 @@ class RgbConverter {
   int colorspace_ = -1;
   int range_ = -1;
   AVPixelFormat output_;
+  std::vector<uint8_t> padded_rows_; // Note [swscale's rows of eight] (ColorConversion.cpp)
 };
 
 // Note [Device colour conversion]
