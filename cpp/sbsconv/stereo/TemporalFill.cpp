@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <array>
 #include <ATen/Parallel.h>
 
 #include <cmath>
@@ -13,6 +14,10 @@
 namespace sbsconv {
 
 namespace {
+
+// Note [Temporal fill], step 5: how far along a row the colours taken from other frames are
+// continued into the pixels beside them that no frame saw.
+constexpr int64_t kEdgeSteps = 2;
 
 // Bilinear samples of ring [S,H,W,C] (channels last, contiguous) at (x, y) of slot `slot`
 // for each of M points: float [M,C]. Positions are clamped to the image.
@@ -66,6 +71,55 @@ inline float largest_tap(const float* plane, int64_t h, int64_t w, float x, floa
   return std::max(std::max(plane[base], plane[base + dx]), std::max(plane[base + dy], plane[base + dy + dx]));
 }
 
+// The value at the pixel nearest (x, y) among the four bilinear() weighs (a fraction of one half
+// or more rounds up), clamped as sample_points does.
+inline float nearest_tap(const float* plane, int64_t h, int64_t w, float x, float y) {
+  const float xc = std::min(std::max(x, 0.0f), static_cast<float>(w - 1));
+  const float yc = std::min(std::max(y, 0.0f), static_cast<float>(h - 1));
+  const float x0 = std::min(std::max(std::floor(xc), 0.0f), static_cast<float>(std::max<int64_t>(w - 2, 0)));
+  const float y0 = std::min(std::max(std::floor(yc), 0.0f), static_cast<float>(std::max<int64_t>(h - 2, 0)));
+  const int64_t nx = static_cast<int64_t>(x0) + ((xc - x0 >= 0.5f && w > 1) ? 1 : 0);
+  const int64_t ny = static_cast<int64_t>(y0) + ((yc - y0 >= 0.5f && h > 1) ? 1 : 0);
+  return plane[ny * w + nx];
+}
+
+// Note [Temporal fill], step 3 at a surface's edge: frame (channels last, uint8) sampled at (x, y)
+// from those of the four bilinear taps whose disparity is at most `limit` (the background's),
+// their weights renormalised; the nearest tap is one of them.
+inline void background_sample(
+    const uint8_t* frame,
+    const float* disparity,
+    int64_t h,
+    int64_t w,
+    float x,
+    float y,
+    float limit,
+    float colour[3]) {
+  const float xc = std::min(std::max(x, 0.0f), static_cast<float>(w - 1));
+  const float yc = std::min(std::max(y, 0.0f), static_cast<float>(h - 1));
+  const float x0 = std::min(std::max(std::floor(xc), 0.0f), static_cast<float>(std::max<int64_t>(w - 2, 0)));
+  const float y0 = std::min(std::max(std::floor(yc), 0.0f), static_cast<float>(std::max<int64_t>(h - 2, 0)));
+  const float fx = xc - x0;
+  const float fy = yc - y0;
+  const int64_t base = static_cast<int64_t>(y0) * w + static_cast<int64_t>(x0);
+  const int64_t dx = w > 1 ? 1 : 0;
+  const int64_t dy = h > 1 ? w : 0;
+  const int64_t taps[4] = {base, base + dx, base + dy, base + dy + dx};
+  const float weights[4] = {(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy};
+  float total = 0.0f;
+  float sum[3] = {0.0f, 0.0f, 0.0f};
+  for (int i = 0; i < 4; ++i) {
+    const float weight = disparity[taps[i]] <= limit ? weights[i] : 0.0f;
+    total += weight;
+    for (int c = 0; c < 3; ++c) {
+      sum[c] += weight * static_cast<float>(frame[taps[i] * 3 + c]);
+    }
+  }
+  for (int c = 0; c < 3; ++c) {
+    colour[c] = sum[c] / total;
+  }
+}
+
 inline float bilinear_u8(const uint8_t* plane, int64_t h, int64_t w, int c, float x, float y) {
   const float xc = std::min(std::max(x, 0.0f), static_cast<float>(w - 1));
   const float yc = std::min(std::max(y, 0.0f), static_cast<float>(h - 1));
@@ -79,6 +133,59 @@ inline float bilinear_u8(const uint8_t* plane, int64_t h, int64_t w, int c, floa
   const float top = static_cast<float>(plane[base]) * (1 - fx) + static_cast<float>(plane[base + dx]) * fx;
   const float bottom = static_cast<float>(plane[base + dy]) * (1 - fx) + static_cast<float>(plane[base + dy + dx]) * fx;
   return top * (1 - fy) + bottom * fy;
+}
+
+// nearest_tap() per point ([M]; ring [S,H,W,1]).
+at::Tensor nearest_taps(const at::Tensor& ring, const at::Tensor& slot, const at::Tensor& x, const at::Tensor& y) {
+  const int64_t h = ring.size(1);
+  const int64_t w = ring.size(2);
+  const at::Tensor xc = x.clamp(0, static_cast<double>(w - 1));
+  const at::Tensor yc = y.clamp(0, static_cast<double>(h - 1));
+  const at::Tensor x0 = at::floor(xc).clamp(0, static_cast<double>(std::max<int64_t>(w - 2, 0)));
+  const at::Tensor y0 = at::floor(yc).clamp(0, static_cast<double>(std::max<int64_t>(h - 2, 0)));
+  at::Tensor nx = x0.to(at::kLong);
+  at::Tensor ny = y0.to(at::kLong);
+  if (w > 1) {
+    nx = nx + (xc - x0 >= 0.5).to(at::kLong);
+  }
+  if (h > 1) {
+    ny = ny + (yc - y0 >= 0.5).to(at::kLong);
+  }
+  return ring.view({-1}).index_select(0, slot * (h * w) + ny * w + nx);
+}
+
+// background_sample() per point: frames [S,H,W,3] uint8, disparity [S,H,W,1]; [M,3] float.
+at::Tensor background_samples(
+    const at::Tensor& frames,
+    const at::Tensor& disparity,
+    const at::Tensor& slot,
+    const at::Tensor& x,
+    const at::Tensor& y,
+    const at::Tensor& limit) {
+  const int64_t h = frames.size(1);
+  const int64_t w = frames.size(2);
+  const at::Tensor colours = frames.view({-1, 3});
+  const at::Tensor d = disparity.view({-1});
+  const at::Tensor xc = x.clamp(0, static_cast<double>(w - 1));
+  const at::Tensor yc = y.clamp(0, static_cast<double>(h - 1));
+  const at::Tensor x0 = at::floor(xc).clamp(0, static_cast<double>(std::max<int64_t>(w - 2, 0)));
+  const at::Tensor y0 = at::floor(yc).clamp(0, static_cast<double>(std::max<int64_t>(h - 2, 0)));
+  const at::Tensor fx = xc - x0;
+  const at::Tensor fy = yc - y0;
+  const at::Tensor base = slot * (h * w) + y0.to(at::kLong) * w + x0.to(at::kLong);
+  const int64_t dx = w > 1 ? 1 : 0;
+  const int64_t dy = h > 1 ? w : 0;
+  const std::array<int64_t, 4> offsets{0, dx, dy, dy + dx};
+  const std::array<at::Tensor, 4> weights{(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy};
+  at::Tensor total = at::zeros_like(fx);
+  at::Tensor sum = at::zeros({fx.size(0), 3}, fx.options());
+  for (size_t i = 0; i < offsets.size(); ++i) {
+    const at::Tensor tap = base + offsets[i];
+    const at::Tensor weight = at::where(d.index_select(0, tap) <= limit, weights[i], at::zeros_like(weights[i]));
+    total = total + weight;
+    sum = sum + weight.unsqueeze(1) * colours.index_select(0, tap).to(at::kFloat);
+  }
+  return sum / total.clamp_min(1e-12).unsqueeze(1);
 }
 
 // The largest of the four values sample_points() weighs, per point ([M]; ring [S,H,W,1]).
@@ -301,6 +408,14 @@ void TemporalFill::fill_tensor(int64_t first, const std::vector<std::pair<double
   at::Tensor seen_slot = t_slot.clone();
   at::Tensor seen_x = u;
   at::Tensor seen_y = y;
+  // where the nearest frame whose pixel nearest the point is the background saw it, when no
+  // frame had all four taps there (a point at a surface's edge): sampled from the background's
+  // taps only
+  at::Tensor edge_found = at::zeros_like(found);
+  at::Tensor edge_slot = t_slot.clone();
+  at::Tensor edge_x = u;
+  at::Tensor edge_y = y;
+  at::Tensor edge_limit = at::zeros_like(u);
   struct Chain {
     int direction;
     at::Tensor x, y, d, alive;
@@ -341,10 +456,18 @@ void TemporalFill::fill_tensor(int64_t first, const std::vector<std::pair<double
       const at::Tensor uy = c.y;
       const at::Tensor u_inside = (ux >= 0) & (ux <= w - 1) & (uy >= 0) & (uy <= h - 1);
       const at::Tensor d_point = largest_taps(disparity_, j_slot, ux, uy);
-      const at::Tensor seen = c.alive & u_inside & (d_point <= d_anchor + tolerance) & found.logical_not();
+      const at::Tensor limit = d_anchor + tolerance;
+      const at::Tensor seen = c.alive & u_inside & (d_point <= limit) & found.logical_not();
       seen_slot = at::where(seen, j_slot, seen_slot);
       seen_x = at::where(seen, ux, seen_x);
       seen_y = at::where(seen, uy, seen_y);
+      const at::Tensor edge = c.alive & u_inside & found.logical_not() & seen.logical_not() &
+          edge_found.logical_not() & (nearest_taps(disparity_, j_slot, ux, uy) <= limit);
+      edge_slot = at::where(edge, j_slot, edge_slot);
+      edge_x = at::where(edge, ux, edge_x);
+      edge_y = at::where(edge, uy, edge_y);
+      edge_limit = at::where(edge, limit, edge_limit);
+      edge_found = edge_found | edge;
       found = found | seen;
     }
   }
@@ -356,7 +479,12 @@ void TemporalFill::fill_tensor(int64_t first, const std::vector<std::pair<double
   }
   at::Tensor stacked = at::stack(images, 0).contiguous(); // [E,N,H,W,3]
   const at::Tensor current = stacked.view({-1, 3}).index_select(0, flat).to(at::kFloat);
-  const at::Tensor colour = sample_points(frames_, seen_slot, seen_x, seen_y);
+  const at::Tensor from_edge = edge_found & found.logical_not();
+  const at::Tensor colour = at::where(
+      from_edge.unsqueeze(1),
+      background_samples(frames_, disparity_, edge_slot, edge_x, edge_y, edge_limit),
+      sample_points(frames_, seen_slot, seen_x, seen_y));
+  found = found | from_edge;
   const at::Tensor value = at::where(found.unsqueeze(1), at::floor(colour + 0.5).clamp(0, 255), current).to(at::kByte);
   stacked.view({-1, 3}).index_copy_(0, flat, value);
   // side 0 marks the pixels filled here: not the patch fill's (Note [Depth-guided patch fill])
@@ -366,6 +494,38 @@ void TemporalFill::fill_tensor(int64_t first, const std::vector<std::pair<double
   }
   at::Tensor side_all = at::stack(side_planes, 0).contiguous(); // [E,N,H,W]
   side_all.view({-1}).index_copy_(0, flat, at::where(found, at::zeros_like(side), side));
+  // 5. the row's pixels beside those, towards their background, kEdgeSteps at most
+  if (kEdgeSteps > 0) {
+    std::vector<at::Tensor> hole_planes;
+    for (const auto& [share, eye] : eyes) {
+      hole_planes.push_back(eye->holes.select(1, 0));
+    }
+    const at::Tensor hole_all = at::stack(hole_planes, 0); // [E,N,H,W]
+    at::Tensor known = at::zeros_like(hole_all);
+    known.view({-1}).index_copy_(0, flat, found);
+    const at::Tensor towards_right = side_all > 0; // the background on the right: take from x+1
+    const at::Tensor towards_left = side_all < 0;
+    for (int64_t pass = 0; pass < kEdgeSteps; ++pass) {
+      at::Tensor from_right = at::zeros_like(known);
+      at::Tensor from_left = at::zeros_like(known);
+      if (w > 1) {
+        from_right.narrow(3, 0, w - 1).copy_(known.narrow(3, 1, w - 1));
+        from_left.narrow(3, 1, w - 1).copy_(known.narrow(3, 0, w - 1));
+      }
+      const at::Tensor take_right = hole_all & known.logical_not() & towards_right & from_right;
+      const at::Tensor take_left = hole_all & known.logical_not() & towards_left & from_left;
+      const at::Tensor shifted_right = stacked.clone(); // [E,N,H,W,3]: pixel x holds x+1's colour
+      const at::Tensor shifted_left = stacked.clone();
+      if (w > 1) {
+        shifted_right.narrow(3, 0, w - 1).copy_(stacked.narrow(3, 1, w - 1));
+        shifted_left.narrow(3, 1, w - 1).copy_(stacked.narrow(3, 0, w - 1));
+      }
+      stacked = at::where(take_right.unsqueeze(-1), shifted_right, at::where(take_left.unsqueeze(-1), shifted_left, stacked));
+      const at::Tensor taken = take_right | take_left;
+      side_all = at::where(taken, at::zeros_like(side_all), side_all);
+      known = known | taken;
+    }
+  }
   for (int64_t i = 0; i < e_count; ++i) {
     images[i].copy_(stacked.select(0, i));
     side_planes[i].copy_(side_all.select(0, i));
@@ -415,6 +575,7 @@ void TemporalFill::fill_cpu(int64_t first, const std::vector<std::pair<double, E
         const int64_t t_segment = slot_segment[t_slot];
         const float* d_t = disparity + t_slot * plane;
         const float* g_t = gray + t_slot * small;
+        std::vector<uint8_t> known(static_cast<size_t>(w), 0); // taken from another frame
         for (int64_t xi = 0; xi < w; ++xi) {
           if (!hole_ptr[(i * h + yi) * w + xi]) {
             continue;
@@ -446,6 +607,11 @@ void TemporalFill::fill_cpu(int64_t first, const std::vector<std::pair<double, E
           int64_t seen_slot = 0;
           float seen_x = 0.0f;
           float seen_y = 0.0f;
+          bool edge_found = false; // as in fill_tensor: a point at a surface's edge
+          int64_t edge_slot = 0;
+          float edge_x = 0.0f;
+          float edge_y = 0.0f;
+          float edge_limit = 0.0f;
           const int64_t steps = std::max(past_, ahead_);
           for (int64_t s = 1; s <= steps && !found && (chains[0].alive || chains[1].alive); ++s) {
             for (Chain& c : chains) {
@@ -476,24 +642,62 @@ void TemporalFill::fill_cpu(int64_t first, const std::vector<std::pair<double, E
               if (!(ux >= 0 && ux <= w - 1 && uy >= 0 && uy <= h - 1)) {
                 continue;
               }
-              if (largest_tap(d_j, h, w, ux, uy) <= d_anchor + tolerance) {
+              const float limit = d_anchor + tolerance;
+              if (largest_tap(d_j, h, w, ux, uy) <= limit) {
                 found = true;
                 seen_slot = j_slot;
                 seen_x = ux;
                 seen_y = uy;
+              } else if (!edge_found && nearest_tap(d_j, h, w, ux, uy) <= limit) {
+                edge_found = true;
+                edge_slot = j_slot;
+                edge_x = ux;
+                edge_y = uy;
+                edge_limit = limit;
               }
             }
           }
-          if (!found) {
+          if (!found && !edge_found) {
             continue;
           }
-          const uint8_t* f_j = frames + seen_slot * plane * 3;
           uint8_t* o = out + i * os[0] + yi * os[2] + xi * os[3];
+          float colour[3];
+          if (found) {
+            const uint8_t* f_j = frames + seen_slot * plane * 3;
+            for (int ch = 0; ch < 3; ++ch) {
+              colour[ch] = bilinear_u8(f_j, h, w, ch, seen_x, seen_y);
+            }
+          } else {
+            background_sample(
+                frames + edge_slot * plane * 3, disparity + edge_slot * plane, h, w, edge_x, edge_y, edge_limit, colour);
+          }
           for (int ch = 0; ch < 3; ++ch) {
-            const float v = bilinear_u8(f_j, h, w, ch, seen_x, seen_y);
-            o[ch * os[1]] = static_cast<uint8_t>(std::min(std::max(std::floor(v + 0.5f), 0.0f), 255.0f));
+            o[ch * os[1]] = static_cast<uint8_t>(std::min(std::max(std::floor(colour[ch] + 0.5f), 0.0f), 255.0f));
           }
           at_p[3 * plane] = 0.0f; // taken from another frame: not the patch fill's
+          known[static_cast<size_t>(xi)] = 1;
+        }
+        // step 5: the row's pixels beside those, towards their background, kEdgeSteps at most
+        for (int64_t pass = 0; pass < kEdgeSteps; ++pass) {
+          std::vector<uint8_t> next = known;
+          for (int64_t xi = 0; xi < w; ++xi) {
+            if (known[static_cast<size_t>(xi)] || !hole_ptr[(i * h + yi) * w + xi]) {
+              continue;
+            }
+            float* at_p = side_ptr + i * 4 * plane + yi * w + xi;
+            const float side = at_p[3 * plane];
+            const int64_t from = xi + (side > 0.0f ? 1 : -1);
+            if (side == 0.0f || from < 0 || from >= w || !known[static_cast<size_t>(from)]) {
+              continue;
+            }
+            uint8_t* o = out + i * os[0] + yi * os[2];
+            for (int ch = 0; ch < 3; ++ch) {
+              o[ch * os[1] + xi * os[3]] = o[ch * os[1] + from * os[3]];
+            }
+            at_p[3 * plane] = 0.0f;
+            next[static_cast<size_t>(xi)] = 1;
+          }
+          known.swap(next);
         }
       }
     });

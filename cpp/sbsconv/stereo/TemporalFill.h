@@ -36,9 +36,19 @@ namespace sbsconv {
 //    The nearest frame in time wins (the previous one before the next at equal distance), so
 //    a region that stays hidden keeps showing what the same frame saw: stable over time.
 //    Its colour is sampled there (bilinear).
+//    A point just beside a surface's edge (most often the hole's pixel next to the foreground)
+//    rarely has all four in any frame; where none has them, the nearest frame in which the pixel
+//    nearest the point is the background's is taken, its colour interpolated from those of
+//    the four that are the background's (their weights renormalised).
 // 4. Pixels no frame saw keep what the eye holds; the pixels filled here are marked in the
 //    eye's hole description (side 0), and the rest are left to the background's texture (Note
 //    [Depth-guided patch fill]).
+// 5. Except beside the pixels filled here: a hole pixel that no frame saw and whose row
+//    neighbour towards its background was filled from a frame takes that neighbour's colour
+//    (and is marked as filled here), for up to two pixels. Most often it is the hole's pixel
+//    next to the foreground, whose point lies within a pixel of the foreground's edge in every
+//    frame; the background one pixel away predicts it better than a copy from across the hole
+//    (benchmarks/RESULTS.md, "Disocclusion fill").
 //
 // The window is held by the engine's stereo stage, which renders a batch once `ahead` frames
 // after it have arrived (or the video ended). Looking back never crosses the start of a
