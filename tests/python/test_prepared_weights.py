@@ -131,6 +131,8 @@ def test_the_hash_is_trusted_while_size_and_time_stay_and_checked_when_they_chan
     checkpoint.touch()  # same content, a new time: hashed again, and the cache still holds
     torch.testing.assert_close(depth(checkpoint, frames), reference, rtol=0, atol=0)
     assert calls == [checkpoint]
+    depth(checkpoint, frames)  # the cache now records the new time: not hashed again
+    assert calls == [checkpoint]
 
 
 @pytest.mark.parametrize("change", ["cpu", "version"])

@@ -231,13 +231,16 @@ def build(checkpoint: Path, precision: str, weights: dict[str, torch.Tensor],
             continue  # another checkpoint's, version's or CPU's: rewritten below
         start = time.perf_counter()
         try:
-            model = create(_read(path))
+            cached = _read(path)
+            model = create(cached)
         except Exception as exc:  # noqa: BLE001 (a damaged cache: rebuilt from the checkpoint)
             logger.warning("the prepared int8 weights at %s could not be used (%s); preparing them again",
                            path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             _remove(path)
             break
         logger.info("int8 weights prepared earlier read from %s (%.2f s)", path, time.perf_counter() - start)
+        if meta.get("checkpoint_stat") != identity.stat:  # the same content, touched or copied: hashed
+            _write([path], cached, {**meta, "checkpoint_stat": identity.stat})  # once, not on every load
         return model
     start = time.perf_counter()
     model = create(weights)
