@@ -19,6 +19,7 @@
 #include "sbsconv/depth/DepthAnything3.h"
 #include "sbsconv/depth/DepthAnythingV2.h"
 #include "sbsconv/depth/DepthPro.h"
+#include "sbsconv/depth/DinoV2.h"
 #include "sbsconv/depth/Int8Linear.h"
 #include "sbsconv/depth/U2Net.h"
 #include "sbsconv/depth/VideoDepthAnything.h"
@@ -261,6 +262,7 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "sbsconv's C++ core (decode, encode, depth, stereo, engine)";
   m.attr("__version__") = SBSCONV_VERSION;
   m.attr("torch_version") = SBSCONV_TORCH_VERSION;
+  m.attr("PREPARED_INT8_FORMAT") = kPreparedInt8Format; // Note [Prepared int8 weights]
   // Note [H.264 level limits]: what codec="auto" keeps as H.264 (the plan asks the same question)
   m.attr("H264_MAX_SIDE") = kH264Level52MaxSide;
   m.attr("H264_MAX_PIXELS") = kH264Level52MaxPixels;

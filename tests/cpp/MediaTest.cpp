@@ -184,7 +184,8 @@ TEST(YuvConverter, OddSizesRepeatTheLastRowAndColumnInEveryPlane) {
   const int width = 7;
   const int height = 5;
   const at::Tensor rgb = at::randint(0, 256, {3, height, width}, at::TensorOptions().dtype(at::kByte));
-  for (AVPixelFormat format : {AV_PIX_FMT_YUV444P, AV_PIX_FMT_YUV422P, AV_PIX_FMT_YUV420P, AV_PIX_FMT_NV12}) {
+  for (AVPixelFormat format : {AV_PIX_FMT_YUV444P, AV_PIX_FMT_YUV422P, AV_PIX_FMT_YUV420P, AV_PIX_FMT_NV12,
+                               AV_PIX_FMT_YUV444P10LE, AV_PIX_FMT_P010LE}) {
     AVFrame* frame = av_frame_alloc();
     frame->format = format;
     frame->width = width + 1;
@@ -203,18 +204,19 @@ TEST(YuvConverter, OddSizesRepeatTheLastRowAndColumnInEveryPlane) {
       const int filled_h = AV_CEIL_RSHIFT(height, chroma ? desc->log2_chroma_h : 0);
       const int full_w = AV_CEIL_RSHIFT(width + 1, chroma ? desc->log2_chroma_w : 0);
       const int full_h = AV_CEIL_RSHIFT(height + 1, chroma ? desc->log2_chroma_h : 0);
-      auto at_ = [&](int x, int y) {
-        return frame->data[comp.plane][y * frame->linesize[comp.plane] + x * comp.step + comp.offset];
+      auto sample = [&](int x, int y) { // one component's value, 8 or 16 bits (little-endian)
+        const uint8_t* p = frame->data[comp.plane] + y * frame->linesize[comp.plane] + x * comp.step + comp.offset;
+        return comp.depth > 8 ? p[0] | (p[1] << 8) : p[0];
       };
       for (int y = 0; y < full_h; ++y) {
         for (int x = filled_w; x < full_w; ++x) {
-          EXPECT_EQ(at_(x, y), at_(filled_w - 1, std::min(y, filled_h - 1)))
+          EXPECT_EQ(sample(x, y), sample(filled_w - 1, std::min(y, filled_h - 1)))
               << av_get_pix_fmt_name(format) << " component " << c << " column " << x << " row " << y;
         }
       }
       for (int y = filled_h; y < full_h; ++y) {
         for (int x = 0; x < full_w; ++x) {
-          EXPECT_EQ(at_(x, y), at_(x, filled_h - 1)) << av_get_pix_fmt_name(format) << " component " << c << " row " << y;
+          EXPECT_EQ(sample(x, y), sample(x, filled_h - 1)) << av_get_pix_fmt_name(format) << " component " << c << " row " << y;
         }
       }
     }

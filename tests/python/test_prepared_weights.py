@@ -138,6 +138,7 @@ def test_the_hash_is_trusted_while_size_and_time_stay_and_checked_when_they_chan
 @pytest.mark.parametrize("change", ["cpu", "version"])
 def test_another_cpu_or_version_prepares_again(checkpoint, frames, monkeypatch, change, caplog):
     depth(checkpoint, frames)
+    first = beside(checkpoint)
     if change == "cpu":
         monkeypatch.setattr(prepared, "_cpu_key", lambda: "another-cpu")
     else:
@@ -145,8 +146,27 @@ def test_another_cpu_or_version_prepares_again(checkpoint, frames, monkeypatch, 
     with caplog.at_level(logging.INFO, logger="sbsconv"):
         depth(checkpoint, frames)
     assert "cached at" in caplog.text and "read from" not in caplog.text
-    meta = read_cache(beside(checkpoint))[1]
+    second = beside(checkpoint)
+    assert second != first and second.is_file()
+    meta = read_cache(second)[1]
     assert (meta["cpu"] == "another-cpu") if change == "cpu" else (meta["sbsconv_version"] == "0.0.0-another")
+    # machines of two CPUs sharing the folder keep a file each; another version's file is stale
+    assert first.is_file() == (change == "cpu")
+
+
+def test_an_error_that_is_not_the_caches_keeps_the_cache(checkpoint, frames):
+    from sbsconv.errors import OptionError
+
+    depth(checkpoint, frames)
+    cache = beside(checkpoint)
+    written = cache.stat().st_mtime_ns
+
+    def create(weights):
+        raise OptionError("input_size too small")  # refused whatever the weights
+
+    with pytest.raises(OptionError, match="input_size"):
+        prepared.build(checkpoint, "int8", {}, create)
+    assert cache.is_file() and cache.stat().st_mtime_ns == written
 
 
 @pytest.mark.parametrize("damage", ["truncated", "not safetensors", "a key missing"])
@@ -167,8 +187,10 @@ def test_a_damaged_cache_is_reported_and_rebuilt(checkpoint, frames, monkeypatch
     with caplog.at_level(logging.INFO, logger="sbsconv"):
         again = depth(checkpoint, frames)
     torch.testing.assert_close(again, reference, rtol=0, atol=0)
-    if damage == "a key missing":  # readable, and refused by the model: reported
+    if damage == "a key missing":  # readable, and refused by the model while the checkpoint builds
         assert "could not be used" in caplog.text and "fc1.int8_weight" in caplog.text
+    else:
+        assert "cannot be read" in caplog.text
     assert "cached at" in caplog.text
     tensors, _ = read_cache(cache)  # rewritten whole
     assert "pretrained.blocks.2.mlp.fc1.int8_weight" in tensors
@@ -177,7 +199,7 @@ def test_a_damaged_cache_is_reported_and_rebuilt(checkpoint, frames, monkeypatch
 def test_where_the_folder_beside_cannot_be_written_the_users_cache_folder_is_used(checkpoint, frames, user_cache):
     (checkpoint.parent / ".sbsconv-prepared").write_text("a file where the folder would be")
     reference = depth(checkpoint, frames)
-    cached = list(user_cache.glob("*.int8.safetensors"))
+    cached = list(user_cache.glob("*.int8.*.safetensors"))
     assert [p.name.split(".")[0] for p in cached] == ["depth_anything_v2_vits"]
     torch.testing.assert_close(depth(checkpoint, frames), reference, rtol=0, atol=0)
     other = checkpoint.parent.parent / "elsewhere" / checkpoint.name  # the same name, another file
@@ -185,16 +207,16 @@ def test_where_the_folder_beside_cannot_be_written_the_users_cache_folder_is_use
     torch.save(__import__("hubcache").dinov2_dpt(width=64, depth=4, seed=5), other)
     (other.parent / ".sbsconv-prepared").write_text("")
     depth(other, frames)
-    assert len(list(user_cache.glob("*.int8.safetensors"))) == 2  # the path is in the name
+    assert len(list(user_cache.glob("*.int8.*.safetensors"))) == 2  # the path is in the name
 
 
-def test_nothing_writable_is_a_warning_and_the_model_still_loads(checkpoint, frames, user_cache, caplog):
+def test_where_nothing_can_be_written_the_checkpoint_is_not_even_hashed(checkpoint, frames, user_cache,
+                                                                        monkeypatch):
     (checkpoint.parent / ".sbsconv-prepared").write_text("")
     user_cache.parent.parent.mkdir(parents=True)
     user_cache.parent.write_text("")  # xdg/sbsconv is a file
-    with caplog.at_level(logging.WARNING, logger="sbsconv"):
-        out = depth(checkpoint, frames)
-    assert "could not be cached" in caplog.text
+    monkeypatch.setattr(prepared, "_sha256", lambda p: pytest.fail(f"{p} was hashed for nothing"))
+    out = depth(checkpoint, frames)
     assert out.shape[0] == 2 and torch.isfinite(out).all()
     assert not list(checkpoint.parent.glob("**/*.part"))
 
@@ -246,7 +268,7 @@ def _depth_pro(tmp_path):
 
 @pytest.mark.parametrize("family", ["depth-anything-v2 (transformers folder)", "video-depth-anything",
                                     "depth-anything-3", "depth-pro"])
-def test_every_int8_family_reads_back_what_it_cached(family, tmp_path, tiny_model, tiny_vda, frames):
+def test_every_int8_family_reads_back_what_it_cached(family, tmp_path, tiny_model, tiny_vda, frames, caplog):
     if family.startswith("depth-anything-v2"):
         path = shutil.copytree(tiny_model, tmp_path / "tiny")
     elif family == "video-depth-anything":
@@ -266,7 +288,10 @@ def test_every_int8_family_reads_back_what_it_cached(family, tmp_path, tiny_mode
     assert cache.is_file()
     tensors, _ = read_cache(cache)
     assert any(t.dtype == torch.int8 for t in tensors.values())
-    torch.testing.assert_close(run(), first, rtol=0, atol=0)
+    with caplog.at_level(logging.INFO, logger="sbsconv"):
+        second = run()
+    assert "read from" in caplog.text and "could not be used" not in caplog.text  # the cache built it
+    torch.testing.assert_close(second, first, rtol=0, atol=0)
 
 
 def test_a_registry_model_in_the_hub_cache_is_keyed_by_its_blob_without_reading_it(offline_hub, frames,
@@ -284,6 +309,19 @@ def test_a_registry_model_in_the_hub_cache_is_keyed_by_its_blob_without_reading_
     assert meta["checkpoint_sha256"] == snapshot_file.resolve().name
     torch.testing.assert_close(models.load(name, device="cpu", precision="int8", input_size=70).infer(frames),
                                reference, rtol=0, atol=0)
+
+
+def test_the_cache_in_a_hub_snapshot_is_not_one_of_the_repositorys_files(offline_hub, frames):
+    # offline, a repository's files are listed from its snapshot folder, where the cache lives
+    name = sbsconv.ConvertOptions().model
+    spec = models.spec(name)
+    reference = models.load(name, device="cpu", precision="int8", input_size=70).infer(frames)
+    snapshot_file = Path(models.hub.download(spec.repo_id, spec.filename))
+    assert beside(snapshot_file).is_file()
+    files = models.hub.list_repo_files(spec.repo_id)
+    assert spec.filename in files and not any(".sbsconv-prepared" in f for f in files)
+    by_repo = models.load(spec.repo_id, device="cpu", precision="int8", input_size=70)  # one checkpoint
+    torch.testing.assert_close(by_repo.infer(frames), reference, rtol=0, atol=0)
 
 
 def test_the_default_conversion_twice_reads_the_prepared_weights_the_second_time(offline_hub, sample_clip_short,

@@ -65,8 +65,9 @@ def test_fill_none_leaves_black_holes_and_spatial_is_the_frames_own(trucking):
     assert np.array_equal(none.right[~black], spatial.right[~black])
 
 
-def test_the_native_and_the_tensor_fill_agree():
-    scene = S.make_scene("panning", SIZE, frames=8)
+@pytest.mark.parametrize("name", ["panning", "trucking"])
+def test_the_native_and_the_tensor_fill_agree(name):
+    scene = S.make_scene(name, SIZE, frames=8)
     truth = S.render(scene)
     frames = torch.from_numpy(truth.source).permute(0, 3, 1, 2).contiguous()
     disparity = torch.from_numpy(S.disparity(scene, truth.depth)).float().unsqueeze(1)

@@ -87,16 +87,17 @@ DinoV2Encoder::DinoV2Encoder(const VitConfig& config, WeightReader& w, const std
     const bool prepared = w.has(names[0] + ".int8_weight");
     SBSCONV_CHECK(
         !prepared || w.device().is_cpu(), Model, "build model", "prepared int8 weights run on the CPU");
-    std::array<Int8Linear*, 4> int8 = {&block.qkv_q, &block.proj_q, &block.fc1_q, &block.fc2_q};
+    const std::array<Int8Linear*, 4> int8 = block.int8_linears();
     for (size_t k = 0; k < names.size(); ++k) {
       const int64_t out = shapes[k][0];
       const int64_t in = shapes[k][1];
       if (prepared) {
         const at::Tensor weight_t = w.take_as(names[k] + ".int8_weight", {in, out}, at::kChar);
-        const at::Tensor scale = w.take_fp32(names[k] + ".int8_scale", {out});
-        const at::Tensor bias = w.take_fp32(names[k] + ".bias", {out});
-        if (weight_t.scalar_type() == at::kChar && weight_t.dim() == 2 && weight_t.size(1) == out) {
-          *int8[k] = Int8Linear::from_parts({weight_t, scale, bias}); // a missing key is listed by check()
+        const at::Tensor scale = w.take_as(names[k] + ".int8_scale", {out}, at::kFloat);
+        const at::Tensor bias = w.take_as(names[k] + ".bias", {out}, at::kFloat);
+        // a missing key or a wrong shape or type is listed by check(); the layer is left empty
+        if (weight_t.size(0) == in && weight_t.size(1) == out && scale.size(0) == out && bias.size(0) == out) {
+          *int8[k] = Int8Linear::from_parts({weight_t, scale, bias});
         }
       } else {
         *block.linear_weights()[k] = w.take(names[k] + ".weight", {out, in});

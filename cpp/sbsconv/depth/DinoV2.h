@@ -60,6 +60,9 @@ struct MultiViewFeatures {
   std::vector<at::Tensor> camera_tokens;
 };
 
+// Note [Prepared int8 weights]: the version of what prepared_weights() holds.
+constexpr int64_t kPreparedInt8Format = 1;
+
 // The deepest encoder a checkpoint may describe (ViT-g has 40 blocks).
 constexpr int64_t kMaxVitDepth = 128;
 
@@ -124,6 +127,9 @@ class DinoV2Encoder {
   // holds these keys in place of L.weight builds those blocks already quantized (a block is
   // prepared whole or not at all), and quantize_linears() leaves them as they are; the result
   // computes exactly what the quantized model that wrote them computes. CPU only.
+  // kPreparedInt8Format names what they hold: bump it whenever quantize_linears(),
+  // balance_layer_norm or Int8Linear's quantization changes, so that no cache made by the old
+  // code is read (the loader's key carries it).
   void prepared_weights(std::map<std::string, at::Tensor>& out) const;
 
  private:
@@ -138,6 +144,9 @@ class DinoV2Encoder {
       return {&qkv_b, &proj_b, &fc1_b, &fc2_b};
     }
     std::array<const Int8Linear*, 4> int8_linears() const {
+      return {&qkv_q, &proj_q, &fc1_q, &fc2_q};
+    }
+    std::array<Int8Linear*, 4> int8_linears() {
       return {&qkv_q, &proj_q, &fc1_q, &fc2_q};
     }
     at::Tensor q_norm_w, q_norm_b, k_norm_w, k_norm_b; // QK-norm (Depth Anything 3)

@@ -86,6 +86,13 @@ at::Tensor WeightReader::take(const std::string& name, const std::vector<int64_t
 }
 
 at::Tensor WeightReader::take_as(const std::string& name, const std::vector<int64_t>& shape, at::ScalarType dtype) {
+  auto it = weights_.find(name);
+  if (it != weights_.end() && it->second.scalar_type() != dtype) {
+    used_.insert(name);
+    mismatched_.push_back(
+        name + ": expected " + std::string(c10::toString(dtype)) + ", found " + c10::toString(it->second.scalar_type()));
+    return at::zeros(std::vector<int64_t>(shape.size(), 1), at::TensorOptions().dtype(dtype).device(device_));
+  }
   return fetch(name, shape, dtype);
 }
 

@@ -28,7 +28,8 @@ class WeightReader {
   // As take(), but kept in float32 whatever the model's dtype (position tables, norms that
   // must stay exact).
   at::Tensor take_fp32(const std::string& name, const std::vector<int64_t>& shape);
-  // As take(), in `dtype` whatever the model's (int8 weights prepared earlier).
+  // As take(), for a tensor that must already be of `dtype`, whatever the model's (int8
+  // weights prepared earlier); another type is listed by check() as a mismatch.
   at::Tensor take_as(const std::string& name, const std::vector<int64_t>& shape, at::ScalarType dtype);
   // Marks keys that the checkpoint may hold but the model does not use.
   void ignore(const std::string& name);

@@ -136,8 +136,9 @@ void RgbConverter::convert(
   // 4:2:0 and 4:2:2 ones) convert whole groups of eight pixels, and where eight more pixels do
   // not fit in the destination's row stride they stop at the last whole group: a row packed as
   // tightly as a tensor's (854 pixels wide: 2562 bytes) would keep its last width % 8 pixels
-  // unwritten. FFmpeg's own frames have padded rows, so its output is whole. Such widths are
-  // converted into rows padded to 64 bytes and copied into place.
+  // unwritten. FFmpeg's own frames have padded rows, so its output is whole. Whatever the
+  // conversion (the other converters need no such room, but a copy is cheap beside it), such
+  // widths are converted into rows padded to 64 bytes and copied into place.
   const int pixel_bytes = av_get_padded_bits_per_pixel(av_pix_fmt_desc_get(output_)) / 8;
   const int tight = width * pixel_bytes;
   const int whole = ((width + 7) / 8) * 8 * pixel_bytes;

@@ -116,7 +116,7 @@ inline void background_sample(
     }
   }
   for (int c = 0; c < 3; ++c) {
-    colour[c] = sum[c] / total;
+    colour[c] = sum[c] / total; // total >= 1/4: the nearest tap is the background's
   }
 }
 
@@ -493,39 +493,27 @@ void TemporalFill::fill_tensor(int64_t first, const std::vector<std::pair<double
     side_planes.push_back(eye->hole_sides.select(1, 3));
   }
   at::Tensor side_all = at::stack(side_planes, 0).contiguous(); // [E,N,H,W]
-  side_all.view({-1}).index_copy_(0, flat, at::where(found, at::zeros_like(side), side));
-  // 5. the row's pixels beside those, towards their background, kEdgeSteps at most
+  // 5. the row's pixels beside those, towards their background, kEdgeSteps at most: on the hole
+  // points themselves (a neighbour is the point one index along the row)
+  at::Tensor point_side = at::where(found, at::zeros_like(side), side);
   if (kEdgeSteps > 0) {
-    std::vector<at::Tensor> hole_planes;
-    for (const auto& [share, eye] : eyes) {
-      hole_planes.push_back(eye->holes.select(1, 0));
-    }
-    const at::Tensor hole_all = at::stack(hole_planes, 0); // [E,N,H,W]
-    at::Tensor known = at::zeros_like(hole_all);
-    known.view({-1}).index_copy_(0, flat, found);
-    const at::Tensor towards_right = side_all > 0; // the background on the right: take from x+1
-    const at::Tensor towards_left = side_all < 0;
+    at::Tensor known = at::zeros({side_all.numel()}, found.options());
+    known.index_copy_(0, flat, found);
+    const at::Tensor step = at::where(side > 0, at::ones_like(flat), at::full_like(flat, -1));
+    const at::Tensor column = at::remainder(flat, w) + step;
+    const at::Tensor in_row = (side != 0) & (column >= 0) & (column < w);
+    const at::Tensor neighbour = at::where(in_row, flat + step, flat);
+    at::Tensor colours = stacked.view({-1, 3});
     for (int64_t pass = 0; pass < kEdgeSteps; ++pass) {
-      at::Tensor from_right = at::zeros_like(known);
-      at::Tensor from_left = at::zeros_like(known);
-      if (w > 1) {
-        from_right.narrow(3, 0, w - 1).copy_(known.narrow(3, 1, w - 1));
-        from_left.narrow(3, 1, w - 1).copy_(known.narrow(3, 0, w - 1));
-      }
-      const at::Tensor take_right = hole_all & known.logical_not() & towards_right & from_right;
-      const at::Tensor take_left = hole_all & known.logical_not() & towards_left & from_left;
-      const at::Tensor shifted_right = stacked.clone(); // [E,N,H,W,3]: pixel x holds x+1's colour
-      const at::Tensor shifted_left = stacked.clone();
-      if (w > 1) {
-        shifted_right.narrow(3, 0, w - 1).copy_(stacked.narrow(3, 1, w - 1));
-        shifted_left.narrow(3, 1, w - 1).copy_(stacked.narrow(3, 0, w - 1));
-      }
-      stacked = at::where(take_right.unsqueeze(-1), shifted_right, at::where(take_left.unsqueeze(-1), shifted_left, stacked));
-      const at::Tensor taken = take_right | take_left;
-      side_all = at::where(taken, at::zeros_like(side_all), side_all);
-      known = known | taken;
+      const at::Tensor known_here = known.index_select(0, flat);
+      const at::Tensor take = in_row & known_here.logical_not() & known.index_select(0, neighbour);
+      const at::Tensor taken = at::where(take.unsqueeze(1), colours.index_select(0, neighbour), colours.index_select(0, flat));
+      colours.index_copy_(0, flat, taken);
+      known.index_copy_(0, flat, known_here | take);
+      point_side = at::where(take, at::zeros_like(point_side), point_side);
     }
   }
+  side_all.view({-1}).index_copy_(0, flat, point_side);
   for (int64_t i = 0; i < e_count; ++i) {
     images[i].copy_(stacked.select(0, i));
     side_planes[i].copy_(side_all.select(0, i));
