@@ -121,6 +121,42 @@ def test_the_hole_pixel_next_to_the_foreground_is_taken_from_the_frames_too(impl
     assert S.psnr(S.luma(image)[taken], S.luma(eye[:n])[taken]) >= 25
 
 
+@pytest.mark.parametrize("impl", ["cpu", "tensor"])
+def test_a_point_whose_nearest_pixel_another_frame_saw_is_taken_from_its_background_taps(impl):
+    # Note [Temporal fill], step 3's edge rule alone: a one-pixel hole (step 5 has no filled
+    # neighbour to continue) right of a block moving right over a still background; the hidden
+    # point lies 0.7 px right of its pixel (background disparity 1.4, right eye), so in the two
+    # frames before, its nearest pixel (the next one) is the background's while the block still
+    # covers the first of its four taps
+    h, w, n = 48, 96, 6
+    rng = np.random.default_rng(0)
+    texture = rng.integers(40, 220, (h, w, 3)).astype(np.uint8)
+    frames, disparity = [], []
+    for t in range(n):
+        right_edge = 40.5 + 0.35 * t
+        image, d = texture.copy(), np.full((h, w), 1.4, np.float32)
+        block = (np.arange(w) >= 20) & (np.arange(w) < right_edge)
+        image[10:38, block] = (250, 20, 20)
+        d[10:38, block] = 3.4
+        frames.append(image)
+        disparity.append(d)
+    frames = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous()
+    disparity = torch.from_numpy(np.stack(disparity)).unsqueeze(1)
+    window = _core.TemporalFill(batch_size=n, past=2, ahead=0)
+    window.push(0, frames, disparity, [True] + [False] * (n - 1), False)
+    image, holes, from_window = window.render(0, frames, disparity, [-0.5], impl)[0]
+    holes, from_window = holes[:, 0].numpy(), from_window[:, 0].numpy()
+    block_holes = holes.copy()
+    block_holes[:, :, w - 4:] = False  # the strip at the frame's edge: nothing to see there
+    assert (block_holes.sum((1, 2)) == 28).all()  # one pixel in each of the block's rows
+    filled = from_window & block_holes
+    assert filled.sum() >= 3 * 28  # the four-pixel rule alone takes none of them
+    t, y, x = np.nonzero(filled)
+    colours = image.permute(0, 2, 3, 1).numpy()[t, y, x]
+    # the background's tap at weight 1 (up to the optical flow's rounding on the still background)
+    assert np.abs(colours.astype(int) - texture[y, x + 1].astype(int)).max() <= 2
+
+
 def test_the_patch_fill_leaves_what_the_window_filled():
     # render_stereo's order: the window first, then the background's texture for the pixels no
     # frame saw (Note [Depth-guided patch fill]); the window marks what it took
