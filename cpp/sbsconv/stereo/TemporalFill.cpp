@@ -19,68 +19,84 @@ namespace {
 // continued into the pixels beside them that no frame saw.
 constexpr int64_t kEdgeSteps = 2;
 
-// Bilinear samples of ring [S,H,W,C] (channels last, contiguous) at (x, y) of slot `slot`
-// for each of M points: float [M,C]. Positions are clamped to the image.
-at::Tensor sample_points(const at::Tensor& ring, const at::Tensor& slot, const at::Tensor& x, const at::Tensor& y) {
-  const int64_t h = ring.size(1);
-  const int64_t w = ring.size(2);
-  const int64_t c = ring.size(3);
-  const at::Tensor flat = ring.view({-1, c});
+// The four pixels a bilinear sample at (x, y) weighs in an h x w plane, positions clamped to
+// it: the top-left one's index, the steps to its right and lower neighbours (0 in a plane one
+// pixel wide or high) and the fractions towards them. Every sampler below reads its pixels here.
+struct Taps {
+  int64_t base;
+  int64_t dx;
+  int64_t dy;
+  float fx;
+  float fy;
+  // the nearest of the four (a fraction of one half or more rounds up)
+  int64_t nearest() const {
+    return base + (fx >= 0.5f ? dx : 0) + (fy >= 0.5f ? dy : 0);
+  }
+};
+
+inline Taps taps_at(int64_t h, int64_t w, float x, float y) {
+  const float xc = std::min(std::max(x, 0.0f), static_cast<float>(w - 1));
+  const float yc = std::min(std::max(y, 0.0f), static_cast<float>(h - 1));
+  const float x0 = std::min(std::max(std::floor(xc), 0.0f), static_cast<float>(std::max<int64_t>(w - 2, 0)));
+  const float y0 = std::min(std::max(std::floor(yc), 0.0f), static_cast<float>(std::max<int64_t>(h - 2, 0)));
+  return {static_cast<int64_t>(y0) * w + static_cast<int64_t>(x0), w > 1 ? 1 : 0, h > 1 ? w : 0, xc - x0, yc - y0};
+}
+
+// Taps per point (slot `slot` of a ring [S,H,W,...]): base [M] (counting the slot's pixels).
+struct TapTensors {
+  at::Tensor base;
+  int64_t dx;
+  int64_t dy;
+  at::Tensor fx;
+  at::Tensor fy;
+  at::Tensor nearest() const {
+    return base + (fx >= 0.5).to(at::kLong) * dx + (fy >= 0.5).to(at::kLong) * dy;
+  }
+};
+
+TapTensors taps_at(int64_t h, int64_t w, const at::Tensor& slot, const at::Tensor& x, const at::Tensor& y) {
   const at::Tensor xc = x.clamp(0, static_cast<double>(w - 1));
   const at::Tensor yc = y.clamp(0, static_cast<double>(h - 1));
   const at::Tensor x0 = at::floor(xc).clamp(0, static_cast<double>(std::max<int64_t>(w - 2, 0)));
   const at::Tensor y0 = at::floor(yc).clamp(0, static_cast<double>(std::max<int64_t>(h - 2, 0)));
-  const at::Tensor fx = (xc - x0).unsqueeze(1);
-  const at::Tensor fy = (yc - y0).unsqueeze(1);
-  const at::Tensor base = slot * (h * w) + y0.to(at::kLong) * w + x0.to(at::kLong);
-  const int64_t dx = w > 1 ? 1 : 0;
-  const int64_t dy = h > 1 ? w : 0;
-  auto at_offset = [&](int64_t offset) { return flat.index_select(0, base + offset).to(at::kFloat); };
-  const at::Tensor top = at_offset(0) * (1 - fx) + at_offset(dx) * fx;
-  const at::Tensor bottom = at_offset(dy) * (1 - fx) + at_offset(dy + dx) * fx;
+  return {slot * (h * w) + y0.to(at::kLong) * w + x0.to(at::kLong), w > 1 ? 1 : 0, h > 1 ? w : 0, xc - x0, yc - y0};
+}
+
+// Bilinear samples of ring [S,H,W,C] (channels last, contiguous) at (x, y) of slot `slot`
+// for each of M points: float [M,C]. Positions are clamped to the image.
+at::Tensor sample_points(const at::Tensor& ring, const at::Tensor& slot, const at::Tensor& x, const at::Tensor& y) {
+  const TapTensors t = taps_at(ring.size(1), ring.size(2), slot, x, y);
+  const at::Tensor flat = ring.view({-1, ring.size(3)});
+  const at::Tensor fx = t.fx.unsqueeze(1);
+  const at::Tensor fy = t.fy.unsqueeze(1);
+  auto at_offset = [&](int64_t offset) { return flat.index_select(0, t.base + offset).to(at::kFloat); };
+  const at::Tensor top = at_offset(0) * (1 - fx) + at_offset(t.dx) * fx;
+  const at::Tensor bottom = at_offset(t.dy) * (1 - fx) + at_offset(t.dy + t.dx) * fx;
   return top * (1 - fy) + bottom * fy;
 }
 
 // Bilinear sample of plane [h,w] (channel `c` of `channels`, channels last) at (x, y), clamped
 // as sample_points does.
-inline float bilinear(const float* plane, int64_t h, int64_t w, int64_t channels, int64_t c, float x, float y) {
-  const float xc = std::min(std::max(x, 0.0f), static_cast<float>(w - 1));
-  const float yc = std::min(std::max(y, 0.0f), static_cast<float>(h - 1));
-  const float x0 = std::min(std::max(std::floor(xc), 0.0f), static_cast<float>(std::max<int64_t>(w - 2, 0)));
-  const float y0 = std::min(std::max(std::floor(yc), 0.0f), static_cast<float>(std::max<int64_t>(h - 2, 0)));
-  const float fx = xc - x0;
-  const float fy = yc - y0;
-  const int64_t base = (static_cast<int64_t>(y0) * w + static_cast<int64_t>(x0)) * channels + c;
-  const int64_t dx = w > 1 ? channels : 0;
-  const int64_t dy = h > 1 ? w * channels : 0;
-  const float top = plane[base] * (1 - fx) + plane[base + dx] * fx;
-  const float bottom = plane[base + dy] * (1 - fx) + plane[base + dy + dx] * fx;
-  return top * (1 - fy) + bottom * fy;
+template <typename T>
+inline float bilinear(const T* plane, int64_t h, int64_t w, int64_t channels, int64_t c, float x, float y) {
+  const Taps t = taps_at(h, w, x, y);
+  auto v = [&](int64_t i) { return static_cast<float>(plane[i * channels + c]); };
+  const float top = v(t.base) * (1 - t.fx) + v(t.base + t.dx) * t.fx;
+  const float bottom = v(t.base + t.dy) * (1 - t.fx) + v(t.base + t.dy + t.dx) * t.fx;
+  return top * (1 - t.fy) + bottom * t.fy;
 }
 
 // The largest of the four values bilinear() weighs at (x, y): a sample that mixes in none of
 // a nearer surface has all four at the background's disparity.
 inline float largest_tap(const float* plane, int64_t h, int64_t w, float x, float y) {
-  const float xc = std::min(std::max(x, 0.0f), static_cast<float>(w - 1));
-  const float yc = std::min(std::max(y, 0.0f), static_cast<float>(h - 1));
-  const float x0 = std::min(std::max(std::floor(xc), 0.0f), static_cast<float>(std::max<int64_t>(w - 2, 0)));
-  const float y0 = std::min(std::max(std::floor(yc), 0.0f), static_cast<float>(std::max<int64_t>(h - 2, 0)));
-  const int64_t base = static_cast<int64_t>(y0) * w + static_cast<int64_t>(x0);
-  const int64_t dx = w > 1 ? 1 : 0;
-  const int64_t dy = h > 1 ? w : 0;
-  return std::max(std::max(plane[base], plane[base + dx]), std::max(plane[base + dy], plane[base + dy + dx]));
+  const Taps t = taps_at(h, w, x, y);
+  return std::max(
+      std::max(plane[t.base], plane[t.base + t.dx]), std::max(plane[t.base + t.dy], plane[t.base + t.dy + t.dx]));
 }
 
-// The value at the pixel nearest (x, y) among the four bilinear() weighs (a fraction of one half
-// or more rounds up), clamped as sample_points does.
+// The value at the pixel nearest (x, y) among the four bilinear() weighs.
 inline float nearest_tap(const float* plane, int64_t h, int64_t w, float x, float y) {
-  const float xc = std::min(std::max(x, 0.0f), static_cast<float>(w - 1));
-  const float yc = std::min(std::max(y, 0.0f), static_cast<float>(h - 1));
-  const float x0 = std::min(std::max(std::floor(xc), 0.0f), static_cast<float>(std::max<int64_t>(w - 2, 0)));
-  const float y0 = std::min(std::max(std::floor(yc), 0.0f), static_cast<float>(std::max<int64_t>(h - 2, 0)));
-  const int64_t nx = static_cast<int64_t>(x0) + ((xc - x0 >= 0.5f && w > 1) ? 1 : 0);
-  const int64_t ny = static_cast<int64_t>(y0) + ((yc - y0 >= 0.5f && h > 1) ? 1 : 0);
-  return plane[ny * w + nx];
+  return plane[taps_at(h, w, x, y).nearest()];
 }
 
 // Note [Temporal fill], step 3 at a surface's edge: frame (channels last, uint8) sampled at (x, y)
@@ -95,17 +111,9 @@ inline void background_sample(
     float y,
     float limit,
     float colour[3]) {
-  const float xc = std::min(std::max(x, 0.0f), static_cast<float>(w - 1));
-  const float yc = std::min(std::max(y, 0.0f), static_cast<float>(h - 1));
-  const float x0 = std::min(std::max(std::floor(xc), 0.0f), static_cast<float>(std::max<int64_t>(w - 2, 0)));
-  const float y0 = std::min(std::max(std::floor(yc), 0.0f), static_cast<float>(std::max<int64_t>(h - 2, 0)));
-  const float fx = xc - x0;
-  const float fy = yc - y0;
-  const int64_t base = static_cast<int64_t>(y0) * w + static_cast<int64_t>(x0);
-  const int64_t dx = w > 1 ? 1 : 0;
-  const int64_t dy = h > 1 ? w : 0;
-  const int64_t taps[4] = {base, base + dx, base + dy, base + dy + dx};
-  const float weights[4] = {(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy};
+  const Taps t = taps_at(h, w, x, y);
+  const int64_t taps[4] = {t.base, t.base + t.dx, t.base + t.dy, t.base + t.dy + t.dx};
+  const float weights[4] = {(1 - t.fx) * (1 - t.fy), t.fx * (1 - t.fy), (1 - t.fx) * t.fy, t.fx * t.fy};
   float total = 0.0f;
   float sum[3] = {0.0f, 0.0f, 0.0f};
   for (int i = 0; i < 4; ++i) {
@@ -120,38 +128,9 @@ inline void background_sample(
   }
 }
 
-inline float bilinear_u8(const uint8_t* plane, int64_t h, int64_t w, int c, float x, float y) {
-  const float xc = std::min(std::max(x, 0.0f), static_cast<float>(w - 1));
-  const float yc = std::min(std::max(y, 0.0f), static_cast<float>(h - 1));
-  const float x0 = std::min(std::max(std::floor(xc), 0.0f), static_cast<float>(std::max<int64_t>(w - 2, 0)));
-  const float y0 = std::min(std::max(std::floor(yc), 0.0f), static_cast<float>(std::max<int64_t>(h - 2, 0)));
-  const float fx = xc - x0;
-  const float fy = yc - y0;
-  const int64_t base = (static_cast<int64_t>(y0) * w + static_cast<int64_t>(x0)) * 3 + c;
-  const int64_t dx = w > 1 ? 3 : 0;
-  const int64_t dy = h > 1 ? w * 3 : 0;
-  const float top = static_cast<float>(plane[base]) * (1 - fx) + static_cast<float>(plane[base + dx]) * fx;
-  const float bottom = static_cast<float>(plane[base + dy]) * (1 - fx) + static_cast<float>(plane[base + dy + dx]) * fx;
-  return top * (1 - fy) + bottom * fy;
-}
-
 // nearest_tap() per point ([M]; ring [S,H,W,1]).
 at::Tensor nearest_taps(const at::Tensor& ring, const at::Tensor& slot, const at::Tensor& x, const at::Tensor& y) {
-  const int64_t h = ring.size(1);
-  const int64_t w = ring.size(2);
-  const at::Tensor xc = x.clamp(0, static_cast<double>(w - 1));
-  const at::Tensor yc = y.clamp(0, static_cast<double>(h - 1));
-  const at::Tensor x0 = at::floor(xc).clamp(0, static_cast<double>(std::max<int64_t>(w - 2, 0)));
-  const at::Tensor y0 = at::floor(yc).clamp(0, static_cast<double>(std::max<int64_t>(h - 2, 0)));
-  at::Tensor nx = x0.to(at::kLong);
-  at::Tensor ny = y0.to(at::kLong);
-  if (w > 1) {
-    nx = nx + (xc - x0 >= 0.5).to(at::kLong);
-  }
-  if (h > 1) {
-    ny = ny + (yc - y0 >= 0.5).to(at::kLong);
-  }
-  return ring.view({-1}).index_select(0, slot * (h * w) + ny * w + nx);
+  return ring.view({-1}).index_select(0, taps_at(ring.size(1), ring.size(2), slot, x, y).nearest());
 }
 
 // background_sample() per point: frames [S,H,W,3] uint8, disparity [S,H,W,1]; [M,3] float.
@@ -162,25 +141,15 @@ at::Tensor background_samples(
     const at::Tensor& x,
     const at::Tensor& y,
     const at::Tensor& limit) {
-  const int64_t h = frames.size(1);
-  const int64_t w = frames.size(2);
+  const TapTensors t = taps_at(frames.size(1), frames.size(2), slot, x, y);
   const at::Tensor colours = frames.view({-1, 3});
   const at::Tensor d = disparity.view({-1});
-  const at::Tensor xc = x.clamp(0, static_cast<double>(w - 1));
-  const at::Tensor yc = y.clamp(0, static_cast<double>(h - 1));
-  const at::Tensor x0 = at::floor(xc).clamp(0, static_cast<double>(std::max<int64_t>(w - 2, 0)));
-  const at::Tensor y0 = at::floor(yc).clamp(0, static_cast<double>(std::max<int64_t>(h - 2, 0)));
-  const at::Tensor fx = xc - x0;
-  const at::Tensor fy = yc - y0;
-  const at::Tensor base = slot * (h * w) + y0.to(at::kLong) * w + x0.to(at::kLong);
-  const int64_t dx = w > 1 ? 1 : 0;
-  const int64_t dy = h > 1 ? w : 0;
-  const std::array<int64_t, 4> offsets{0, dx, dy, dy + dx};
-  const std::array<at::Tensor, 4> weights{(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy};
-  at::Tensor total = at::zeros_like(fx);
-  at::Tensor sum = at::zeros({fx.size(0), 3}, fx.options());
+  const std::array<int64_t, 4> offsets{0, t.dx, t.dy, t.dy + t.dx};
+  const std::array<at::Tensor, 4> weights{(1 - t.fx) * (1 - t.fy), t.fx * (1 - t.fy), (1 - t.fx) * t.fy, t.fx * t.fy};
+  at::Tensor total = at::zeros_like(t.fx);
+  at::Tensor sum = at::zeros({t.fx.size(0), 3}, t.fx.options());
   for (size_t i = 0; i < offsets.size(); ++i) {
-    const at::Tensor tap = base + offsets[i];
+    const at::Tensor tap = t.base + offsets[i];
     const at::Tensor weight = at::where(d.index_select(0, tap) <= limit, weights[i], at::zeros_like(weights[i]));
     total = total + weight;
     sum = sum + weight.unsqueeze(1) * colours.index_select(0, tap).to(at::kFloat);
@@ -190,19 +159,11 @@ at::Tensor background_samples(
 
 // The largest of the four values sample_points() weighs, per point ([M]; ring [S,H,W,1]).
 at::Tensor largest_taps(const at::Tensor& ring, const at::Tensor& slot, const at::Tensor& x, const at::Tensor& y) {
-  const int64_t h = ring.size(1);
-  const int64_t w = ring.size(2);
+  const TapTensors t = taps_at(ring.size(1), ring.size(2), slot, x, y);
   const at::Tensor flat = ring.view({-1});
-  const at::Tensor xc = x.clamp(0, static_cast<double>(w - 1));
-  const at::Tensor yc = y.clamp(0, static_cast<double>(h - 1));
-  const at::Tensor x0 = at::floor(xc).clamp(0, static_cast<double>(std::max<int64_t>(w - 2, 0)));
-  const at::Tensor y0 = at::floor(yc).clamp(0, static_cast<double>(std::max<int64_t>(h - 2, 0)));
-  const at::Tensor base = slot * (h * w) + y0.to(at::kLong) * w + x0.to(at::kLong);
-  const int64_t dx = w > 1 ? 1 : 0;
-  const int64_t dy = h > 1 ? w : 0;
   return at::maximum(
-      at::maximum(flat.index_select(0, base), flat.index_select(0, base + dx)),
-      at::maximum(flat.index_select(0, base + dy), flat.index_select(0, base + dy + dx)));
+      at::maximum(flat.index_select(0, t.base), flat.index_select(0, t.base + t.dx)),
+      at::maximum(flat.index_select(0, t.base + t.dy), flat.index_select(0, t.base + t.dy + t.dx)));
 }
 
 } // namespace
@@ -653,7 +614,7 @@ void TemporalFill::fill_cpu(int64_t first, const std::vector<std::pair<double, E
           if (found) {
             const uint8_t* f_j = frames + seen_slot * plane * 3;
             for (int ch = 0; ch < 3; ++ch) {
-              colour[ch] = bilinear_u8(f_j, h, w, ch, seen_x, seen_y);
+              colour[ch] = bilinear(f_j, h, w, 3, ch, seen_x, seen_y);
             }
           } else {
             background_sample(
