@@ -317,7 +317,9 @@ def test_the_cache_in_a_hub_snapshot_is_not_one_of_the_repositorys_files(offline
     spec = models.spec(name)
     reference = models.load(name, device="cpu", precision="int8", input_size=70).infer(frames)
     snapshot_file = Path(models.hub.download(spec.repo_id, spec.filename))
-    assert beside(snapshot_file).is_file()
+    cache = beside(snapshot_file)
+    assert cache.is_file()
+    assert "snapshots" not in cache.parts and cache.parent.parent.name.startswith("models--")  # the repo's folder
     files = models.hub.list_repo_files(spec.repo_id)
     assert spec.filename in files and not any(".sbsconv-prepared" in f for f in files)
     by_repo = models.load(spec.repo_id, device="cpu", precision="int8", input_size=70)  # one checkpoint

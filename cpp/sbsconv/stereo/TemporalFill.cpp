@@ -457,7 +457,7 @@ void TemporalFill::fill_tensor(int64_t first, const std::vector<std::pair<double
   // 5. the row's pixels beside those, towards their background, kEdgeSteps at most: on the hole
   // points themselves (a neighbour is the point one index along the row)
   at::Tensor point_side = at::where(found, at::zeros_like(side), side);
-  if (kEdgeSteps > 0) {
+  {
     at::Tensor known = at::zeros({side_all.numel()}, found.options());
     known.index_copy_(0, flat, found);
     const at::Tensor step = at::where(side > 0, at::ones_like(flat), at::full_like(flat, -1));
@@ -525,6 +525,7 @@ void TemporalFill::fill_cpu(int64_t first, const std::vector<std::pair<double, E
         const float* d_t = disparity + t_slot * plane;
         const float* g_t = gray + t_slot * small;
         std::vector<uint8_t> known(static_cast<size_t>(w), 0); // taken from another frame
+        bool row_taken = false;
         for (int64_t xi = 0; xi < w; ++xi) {
           if (!hole_ptr[(i * h + yi) * w + xi]) {
             continue;
@@ -625,9 +626,10 @@ void TemporalFill::fill_cpu(int64_t first, const std::vector<std::pair<double, E
           }
           at_p[3 * plane] = 0.0f; // taken from another frame: not the patch fill's
           known[static_cast<size_t>(xi)] = 1;
+          row_taken = true;
         }
         // step 5: the row's pixels beside those, towards their background, kEdgeSteps at most
-        for (int64_t pass = 0; pass < kEdgeSteps; ++pass) {
+        for (int64_t pass = 0; pass < kEdgeSteps && row_taken; ++pass) {
           std::vector<uint8_t> next = known;
           for (int64_t xi = 0; xi < w; ++xi) {
             if (known[static_cast<size_t>(xi)] || !hole_ptr[(i * h + yi) * w + xi]) {

@@ -102,10 +102,7 @@ def list_repo_files(repo_id: str) -> list[str]:
             " path instead",
             stage="download",
         ) from None
-    from sbsconv.models.prepared import FOLDER  # the prepared-weights cache: not the repository's
-
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
-                  if p.is_file() and FOLDER not in p.relative_to(root).parts)
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
 def _torch_load(path: Path):

@@ -6,10 +6,11 @@ Large on two cores: 1.5 s of a 2.5 s load), so the first int8 load of a checkpoi
 prepared, and later loads read that instead of the float weights:
 
 - **Where**: a folder ``.sbsconv-prepared`` beside the checkpoint (for a folder checkpoint,
-  inside it). Where that folder cannot be written (a read-only model store),
+  inside it; in a Hugging Face cache, in the repository's folder beside ``snapshots``, outside
+  every revision). Where that folder cannot be written (a read-only model store),
   ``$XDG_CACHE_HOME/sbsconv/prepared`` (``~/.cache``), the file's name carrying the checkpoint's
   full path. Deleting either folder is always safe. ``SBSCONV_PREPARED_CACHE=0`` turns the cache
-  off. (Offline, the hub module's listing of a cached repository leaves the folder out.)
+  off.
 - **Key**: the checkpoint's content hash (SHA-256; a Hugging Face cache's blob name where the
   file is one, so nothing is read), the format of the prepared tensors (the C++ quantizer's
   ``PREPARED_INT8_FORMAT`` and this module's), the sbsconv version and this CPU's instruction
@@ -117,15 +118,30 @@ def _tag(key: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def _beside(checkpoint: Path) -> tuple[Path, str]:
+    """The folder beside a checkpoint that holds its prepared weights, and their file's name
+    there. In a Hugging Face cache (``models--org--name/snapshots/<revision>/...``) it is the
+    repository's folder, outside every revision: nothing that lists a revision's files sees it,
+    and deleting the repository from the cache deletes it too."""
+    parts = checkpoint.parts
+    if "snapshots" in parts:
+        i = len(parts) - 1 - parts[::-1].index("snapshots")
+        if parts[i - 1].startswith("models--") and i + 1 < len(parts):
+            inside = "_".join(parts[i + 2:]) or "model"
+            return Path(*parts[:i]) / FOLDER, f"{parts[i + 1][:12]}_{inside}"
+    if checkpoint.is_dir():
+        return checkpoint / FOLDER, "model"
+    return checkpoint.parent / FOLDER, checkpoint.name
+
+
 def cache_paths(checkpoint: Path, precision: str) -> list[Path]:
     """Where a checkpoint's prepared weights are looked for, in order: beside it, then the
     user's cache folder (its name carries the checkpoint's full path)."""
     checkpoint = Path(checkpoint).absolute()
-    folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
-    name = "model" if checkpoint.is_dir() else checkpoint.name
+    folder, name = _beside(checkpoint)
     where = hashlib.sha256(str(checkpoint).encode()).hexdigest()[:16]
     tag = _tag(_key(precision))
-    return [folder / FOLDER / f"{name}.{precision}.{tag}.safetensors",
+    return [folder / f"{name}.{precision}.{tag}.safetensors",
             _user_folder() / f"{name}.{where}.{precision}.{tag}.safetensors"]
 
 
