@@ -116,9 +116,33 @@ def test_constant_integer_disparity_is_an_exact_shift(shift):
     left, right = stereo.render(frames, disparity=d, layout="separate")
     assert torch.equal(left[..., shift:], frames[..., : 64 - shift])
     assert torch.equal(right[..., : 64 - shift], frames[..., shift:])
-    # The frame edge the content moved away from is filled from its one neighbour: no black.
-    assert torch.equal(left[..., :shift], frames[..., :1].expand(-1, -1, -1, shift))
-    assert torch.equal(right[..., 64 - shift:], frames[..., -1:].expand(-1, -1, -1, shift))
+    # The frame edge the content moved away from fades from its one neighbour to the mean of
+    # the background beside it (Note [Depth-guided patch fill], step 6): no black, no streak.
+    for impl in ("cpu", "tensor"):
+        for eye, share, edge, side in ((left, 0.5, 0, 1), (right, -0.5, 63, -1)):
+            got = eye if impl == "cpu" else _core.render_eye_patched(frames, d, share, impl)[0]
+            columns = range(shift) if side == 1 else range(64 - shift, 64)
+            for y in range(20):
+                for p in columns:
+                    delta = abs(p - share * 2 * shift - edge)
+                    want = expected_fade(frames, y, edge, side, delta)
+                    assert (got[0, :, y, p].int() - want).abs().max() <= 1, (impl, y, p)
+
+
+def expected_fade(frames: torch.Tensor, y: int, edge: int, side: int, delta: float) -> torch.Tensor:
+    """Step 6 of Note [Depth-guided patch fill] for a background at one disparity: the
+    colour delta pixels beyond ``edge`` (the background's last pixel, extending on ``side``)."""
+    rows = slice(max(y - 4, 0), min(y + 4, frames.shape[2] - 1) + 1)
+    cols = [edge + side * a for a in range(48) if 0 <= edge + side * a < frames.shape[3]]
+    strip = frames[0][:, rows, cols].double()  # [3,R,A]
+    mean = strip.mean((1, 2))
+    grey = strip.sum(0)
+    c = grey - grey.mean()
+    r = float((c[:, :-1] * c[:, 1:]).sum() / (c.shape[0] * (c.shape[1] - 1)) / (c * c).mean())
+    r = min(max(r, 0.0), 0.999)
+    length = min(max(r / (1 - r), 1.0), 64.0)
+    rho = 1 / (1 + delta / length)
+    return torch.floor(mean + rho * (frames[0, :, y, edge].double() - mean) + 0.5).int()
 
 
 def test_tensor_and_native_kernels_agree_exactly():
@@ -358,15 +382,23 @@ def test_patch_fill_never_copies_a_nearer_object():
         assert psnr(image[0].permute(1, 2, 0).numpy()[band].astype(np.float64), truth[band]) >= 40, impl
 
 
-def test_patch_fill_keeps_the_edge_where_the_background_does_not_repeat():
+def test_patch_fill_fades_to_the_background_where_it_does_not_repeat():
     rng = np.random.default_rng(5)
     noise = rng.uniform(30, 220, (48, 160, 3))
-    frames, d, _ = patch_scene(lambda x, y: noise)
+    frames, d, truth = patch_scene(lambda x, y: noise)
     streak, holes = _core.render_eye(frames, d, -1.0, True)
-    assert holes.any()
+    mask = holes[0, 0].numpy()
+    assert mask.sum() >= 16 * 32
+    streak_db = psnr(hole_colours(streak, holes), truth[mask])
     for impl in ("cpu", "tensor"):
         patched, _ = _core.render_eye_patched(frames, d, -1.0, impl)
-        assert torch.equal(patched, streak), impl
+        colours = hole_colours(patched, holes)
+        # nothing repeats, so nothing is copied: the noise's expected colour is its mean, and
+        # the fade reaches it a few pixels from the edge (step 6)
+        assert psnr(colours, truth[mask]) >= streak_db + 2.0, impl
+        far = patched[0, :, 8:40, 84:96].double().mean((1, 2)).numpy()
+        assert np.abs(far - noise.mean((0, 1))).max() < 12, (impl, far)
+        assert colours.std(0).max() < 0.5 * hole_colours(streak, holes).std(0).min(), impl
 
 
 def test_patch_fill_implementations_agree():

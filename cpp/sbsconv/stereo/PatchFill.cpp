@@ -34,6 +34,95 @@ inline uint8_t to_byte(float v) {
   return static_cast<uint8_t>(std::min(std::max(std::floor(v + 0.5f), 0.0f), 255.0f));
 }
 
+// One row of the native kernel: the frame's source pixels, the eye's row.
+struct row_view {
+  const uint8_t* src; // the frame's first byte
+  const int64_t* ss; // its strides [N,3,H,W]
+  uint8_t* out; // the eye's row
+  const int64_t* os;
+  int64_t w;
+  int64_t h;
+  int64_t y;
+};
+
+// The Note's step 6 for the run x..last (continuing the background pixel e, on side s, whose
+// pixels show the hidden points p - shift): each pixel fades from the warp's colour (the
+// edge's) to the mean of the background's strip.
+template <typename IsBackground>
+void fade_run(
+    const row_view& r,
+    const IsBackground& background,
+    int64_t ei,
+    int64_t s,
+    float e,
+    float side,
+    float shift,
+    int64_t x,
+    int64_t last) {
+  constexpr int64_t rows = 2 * kFadeRows + 1;
+  float grey[rows][kFadeWidth];
+  bool on[rows][kFadeWidth];
+  float sum[3] = {0.0f, 0.0f, 0.0f};
+  int64_t count = 0;
+  auto colour = [&](int64_t yy, int64_t xx, int c) {
+    return static_cast<float>(r.src[c * r.ss[1] + yy * r.ss[2] + xx * r.ss[3]]);
+  };
+  for (int64_t j = 0; j < rows; ++j) {
+    const int64_t yy = r.y - kFadeRows + j;
+    for (int64_t a = 0; a < kFadeWidth; ++a) {
+      const int64_t xa = ei + s * a;
+      on[j][a] = yy >= 0 && yy < r.h && background(yy, xa);
+      grey[j][a] = 0.0f;
+      if (on[j][a]) {
+        float g = 0.0f;
+        for (int ch = 0; ch < 3; ++ch) {
+          const float v = colour(yy, xa, ch);
+          sum[ch] += v;
+          g += v;
+        }
+        grey[j][a] = g;
+        ++count;
+      }
+    }
+  }
+  if (count < kFadeWidth) {
+    return; // too little background to know its mean: the streak stays
+  }
+  const float n = static_cast<float>(count);
+  const float grey_mean = (sum[0] + sum[1] + sum[2]) / n;
+  float square = 0.0f;
+  float product = 0.0f;
+  int64_t pairs = 0;
+  for (int64_t j = 0; j < rows; ++j) {
+    for (int64_t a = 0; a < kFadeWidth; ++a) {
+      if (!on[j][a]) {
+        continue;
+      }
+      const float c = grey[j][a] - grey_mean;
+      square += c * c;
+      if (a + 1 < kFadeWidth && on[j][a + 1]) {
+        product += c * (grey[j][a + 1] - grey_mean);
+        ++pairs;
+      }
+    }
+  }
+  const float variance = square / n;
+  float length = kFadeLongest; // a flat strip: its mean is the edge's colour anyway
+  if (variance > 0.0f && pairs > 0) {
+    const float correlation = std::min(std::max(product / static_cast<float>(pairs) / variance, 0.0f), 0.999f);
+    length = std::min(std::max(correlation / (1.0f - correlation), 1.0f), kFadeLongest);
+  }
+  for (int64_t p = x; p <= last; ++p) {
+    const float delta = std::max((static_cast<float>(p) - shift - e) * -side, 0.0f);
+    const float rho = 1.0f / (1.0f + delta / length);
+    for (int ch = 0; ch < 3; ++ch) {
+      uint8_t& o = r.out[ch * r.os[1] + p * r.os[3]];
+      const float mean = sum[ch] / n;
+      o = to_byte(mean + rho * (static_cast<float>(o) - mean));
+    }
+  }
+}
+
 } // namespace
 
 void fill_from_patches(const at::Tensor& frames, const at::Tensor& disparity, double share, EyeResult& eye) {
@@ -203,6 +292,8 @@ void fill_from_patches_cpu(const at::Tensor& frames, const at::Tensor& disparity
               o_row[ch * os[1] + p * os[3]] = to_byte(v);
             }
           }
+        } else {
+          fade_run(row_view{s_frame, ss, out + i * os[0] + y * os[2], os, w, h, y}, background, ei, s, e, side, k * bg_d, x, last);
         }
         x = last + 1;
       }
@@ -346,6 +437,41 @@ void fill_from_patches_tensor(const at::Tensor& frames, const at::Tensor& dispar
     const at::Tensor w_chosen = chosen_pair.reshape({rn, rows * kPatchWidth, 1}).to(at::kFloat);
     offsets.narrow(0, r0, rn).copy_(((rgb_a - rgb_b) * w_chosen).sum(1) / w_chosen.sum(1).clamp_min(1));
   }
+  // the Note's step 6 for the runs that found none: the strip's mean and the fade's length
+  at::Tensor fade_mean = at::zeros({runs, 3}, f32);
+  at::Tensor fade_length = at::full({runs}, kFadeLongest, f32);
+  at::Tensor fades = at::zeros({runs}, at::TensorOptions().dtype(at::kBool).device(dev));
+  {
+    constexpr int64_t rows = 2 * kFadeRows + 1;
+    const at::Tensor fade_dy = at::arange(-kFadeRows, kFadeRows + 1, i64); // [Y]
+    const at::Tensor fade_a = at::arange(kFadeWidth, i64); // [A]
+    const int64_t fade_chunk = std::max<int64_t>(1, (int64_t{1} << 22) / (rows * kFadeWidth * 3));
+    for (int64_t r0 = 0; r0 < runs; r0 += fade_chunk) {
+      const int64_t rn = std::min(fade_chunk, runs - r0);
+      auto sel = [&](const at::Tensor& t) { return t.narrow(0, r0, rn); };
+      const at::Tensor yy = (sel(run_y).view({rn, 1, 1}) + fade_dy.view({1, -1, 1})).expand({rn, rows, kFadeWidth});
+      const at::Tensor xx = (sel(ei).view({rn, 1, 1}) + sel(s_long).view({rn, 1, 1}) * fade_a.view({1, 1, -1})).expand({rn, rows, kFadeWidth});
+      const auto [on, flat] = lookup(sel(run_frame).view({rn, 1, 1}), yy, xx, sel(bg_d).view({rn, 1, 1}), sel(tolerance).view({rn, 1, 1}));
+      const at::Tensor weight = on.to(at::kFloat); // [r,Y,A]
+      const at::Tensor colours = rgb.index_select(0, flat.reshape(-1)).to(at::kFloat).view({rn, rows, kFadeWidth, 3});
+      const at::Tensor count = weight.sum({1, 2}); // [r]
+      const at::Tensor n = count.clamp_min(1).unsqueeze(1);
+      const at::Tensor sum = (colours * weight.unsqueeze(3)).sum({1, 2}); // [r,3]
+      const at::Tensor mean = sum / n;
+      const at::Tensor grey_mean = sum.sum(1) / n.squeeze(1); // [r]
+      const at::Tensor centred = (colours.sum(3) - grey_mean.view({rn, 1, 1})) * weight; // [r,Y,A]
+      const at::Tensor variance = (centred * centred).sum({1, 2}) / n.squeeze(1);
+      const at::Tensor pair = weight.narrow(2, 0, kFadeWidth - 1) * weight.narrow(2, 1, kFadeWidth - 1);
+      const at::Tensor pairs = pair.sum({1, 2});
+      const at::Tensor product = (centred.narrow(2, 0, kFadeWidth - 1) * centred.narrow(2, 1, kFadeWidth - 1)).sum({1, 2});
+      const at::Tensor correlation = (product / pairs.clamp_min(1) / variance.clamp_min(1e-30)).clamp(0.0, 0.999);
+      const at::Tensor length = at::where(
+          (variance > 0) & (pairs > 0), (correlation / (1 - correlation)).clamp(1.0, kFadeLongest), kFadeLongest);
+      fade_mean.narrow(0, r0, rn).copy_(mean);
+      fade_length.narrow(0, r0, rn).copy_(length);
+      fades.narrow(0, r0, rn).copy_((count >= static_cast<double>(kFadeWidth)) & (sel(best_p) <= 0));
+    }
+  }
   // the colours of the runs that found a P
   const at::Tensor p_pixel = best_p.index_select(0, run_of);
   const at::Tensor q = (u + s_pixel * p_pixel.to(at::kFloat)).clamp(0, static_cast<double>(w - 1));
@@ -357,7 +483,11 @@ void fill_from_patches_tensor(const at::Tensor& frames, const at::Tensor& dispar
       offsets.index_select(0, run_of);
   const at::Tensor image = eye.image.permute({0, 2, 3, 1}); // [N,H,W,3] view
   const at::Tensor current = image.reshape({-1, 3}).index_select(0, pixel).to(at::kFloat);
-  const at::Tensor written = at::where((p_pixel > 0).unsqueeze(1), at::floor(value + 0.5).clamp(0, 255), current);
+  // and of those that fade
+  const at::Tensor rho = (1 / (1 + beyond.clamp_min(0) / fade_length.index_select(0, run_of))).unsqueeze(1);
+  const at::Tensor mean = fade_mean.index_select(0, run_of);
+  const at::Tensor faded = at::where(fades.index_select(0, run_of).unsqueeze(1), at::floor(mean + rho * (current - mean) + 0.5).clamp(0, 255), current);
+  const at::Tensor written = at::where((p_pixel > 0).unsqueeze(1), at::floor(value + 0.5).clamp(0, 255), faded);
   // index_put_ through the (possibly strided) view
   image.index_put_({fi, yi, xi}, written.to(at::kByte));
 }

@@ -22,7 +22,8 @@ namespace sbsconv {
 //    the source position of the nearer of their two covered row neighbours that lies
 //    farther away (smaller disparity): the background side, never the foreground. The
 //    background's edge pixel is stretched across the hole. (Holes at the frame's edge take
-//    their one neighbour.)
+//    their one neighbour.) The stereo stage then fills these holes better (Note [Temporal
+//    fill], Note [Depth-guided patch fill]); render_eye alone leaves the streak.
 // 4. Colour: the source row sampled linearly at u, rounded to the nearest integer.
 //
 // Two implementations compute exactly this and must agree: render_eye_tensor (LibTorch
