@@ -526,6 +526,23 @@ void TemporalFill::fill_cpu(int64_t first, const std::vector<std::pair<double, E
         const float* g_t = gray + t_slot * small;
         std::vector<uint8_t> known(static_cast<size_t>(w), 0); // taken from another frame
         bool row_taken = false;
+        // The pixels of a run (one background pixel continued) share their anchor and so their
+        // chains: each chain's steps are computed once per run.
+        struct Run {
+          float bg_x = std::nanf("");
+          float bg_d = 0.0f;
+          float fg_d = 0.0f;
+          float side = 0.0f;
+          float anchor = 0.0f;
+          float gray = 0.0f;
+          float d = 0.0f;
+        } run;
+        struct Step {
+          float x, y, d;
+          bool alive;
+          int64_t slot;
+        };
+        std::vector<Step> steps_of[2];
         for (int64_t xi = 0; xi < w; ++xi) {
           if (!hole_ptr[(i * h + yi) * w + xi]) {
             continue;
@@ -541,18 +558,53 @@ void TemporalFill::fill_cpu(int64_t first, const std::vector<std::pair<double, E
           const float y = static_cast<float>(yi);
           const float u = static_cast<float>(xi) - k * bg_d;
           const float tolerance = background_tolerance(fg_d, bg_d);
-          const float inside = bg_x + side * margin;
-          const float d_inside = bilinear(d_t, h, w, 1, 0, inside, y);
-          const float anchor = std::fabs(d_inside - bg_d) <= tolerance ? inside : bg_x;
-          const float offset = u - anchor;
-          const float anchor_gray = bilinear(g_t, gh, gw, 1, 0, to_flow(anchor, sx), to_flow(y, sy));
-          const float anchor_d = bilinear(d_t, h, w, 1, 0, anchor, y);
-          struct Chain {
-            int direction;
-            int64_t limit;
-            float x, y, d;
-            bool alive;
-          } chains[2] = {{-1, past_, anchor, y, anchor_d, past_ > 0}, {+1, ahead_, anchor, y, anchor_d, ahead_ > 0}};
+          if (run.bg_x != bg_x || run.bg_d != bg_d || run.fg_d != fg_d || run.side != side) {
+            // a new run: its anchor, and its chains from scratch
+            const float inside = bg_x + side * margin;
+            const float d_inside = bilinear(d_t, h, w, 1, 0, inside, y);
+            run = Run{bg_x, bg_d, fg_d, side, std::fabs(d_inside - bg_d) <= tolerance ? inside : bg_x};
+            run.gray = bilinear(g_t, gh, gw, 1, 0, to_flow(run.anchor, sx), to_flow(y, sy));
+            run.d = bilinear(d_t, h, w, 1, 0, run.anchor, y);
+            steps_of[0].clear();
+            steps_of[1].clear();
+          }
+          const float offset = u - run.anchor;
+          // step s of chain c (0 back, 1 ahead): computed once per run, as the first pixel
+          // that needs it reaches it
+          auto chain_step = [&](int c, int64_t s) -> const Step& {
+            std::vector<Step>& steps = steps_of[c];
+            const int direction = c == 0 ? -1 : +1;
+            while (static_cast<int64_t>(steps.size()) < s) {
+              const int64_t at = static_cast<int64_t>(steps.size()) + 1;
+              const Step previous = steps.empty() ? Step{run.anchor, y, run.d, true, 0} : steps.back();
+              if (!previous.alive) {
+                steps.push_back(previous);
+                continue;
+              }
+              const int64_t from_slot = slot(t + direction * (at - 1));
+              const int64_t j = t + direction * at;
+              const int64_t j_slot = slot(j);
+              const float* flows = (direction > 0 ? flow_next : flow_prev) + from_slot * small * 2;
+              const float fx = to_flow(previous.x, sx);
+              const float fy = to_flow(previous.y, sy);
+              Step next;
+              next.x = previous.x + bilinear(flows, gh, gw, 2, 0, fx, fy) * sx;
+              next.y = previous.y + bilinear(flows, gh, gw, 2, 1, fx, fy) * sy;
+              next.slot = j_slot;
+              const bool held = slot_index[j_slot] == j && slot_shot[j_slot] == t_shot &&
+                  (direction > 0 || slot_segment[j_slot] == t_segment);
+              const float* d_j = disparity + j_slot * plane;
+              const float d_anchor = bilinear(d_j, h, w, 1, 0, next.x, next.y);
+              const float g_anchor =
+                  bilinear(gray + j_slot * small, gh, gw, 1, 0, to_flow(next.x, sx), to_flow(next.y, sy));
+              const bool in_frame = next.x >= 0 && next.x <= w - 1 && next.y >= 0 && next.y <= h - 1;
+              next.alive = held && in_frame && d_anchor <= previous.d + tolerance && std::fabs(g_anchor - run.gray) < 0.08f;
+              next.d = d_anchor;
+              steps.push_back(next);
+            }
+            return steps[static_cast<size_t>(s - 1)];
+          };
+          const int64_t limits[2] = {past_, ahead_};
           bool found = false;
           int64_t seen_slot = 0;
           float seen_x = 0.0f;
@@ -563,44 +615,32 @@ void TemporalFill::fill_cpu(int64_t first, const std::vector<std::pair<double, E
           float edge_y = 0.0f;
           float edge_limit = 0.0f;
           const int64_t steps = std::max(past_, ahead_);
-          for (int64_t s = 1; s <= steps && !found && (chains[0].alive || chains[1].alive); ++s) {
-            for (Chain& c : chains) {
-              if (!c.alive || s > c.limit || found) {
+          bool alive[2] = {past_ > 0, ahead_ > 0};
+          for (int64_t s = 1; s <= steps && !found && (alive[0] || alive[1]); ++s) {
+            for (int c = 0; c < 2; ++c) {
+              if (!alive[c] || s > limits[c] || found) {
                 continue;
               }
-              const int64_t from_slot = slot(t + c.direction * (s - 1));
-              const int64_t j = t + c.direction * s;
-              const int64_t j_slot = slot(j);
-              const float* flows = (c.direction > 0 ? flow_next : flow_prev) + from_slot * small * 2;
-              const float fx = to_flow(c.x, sx);
-              const float fy = to_flow(c.y, sy);
-              c.x = c.x + bilinear(flows, gh, gw, 2, 0, fx, fy) * sx;
-              c.y = c.y + bilinear(flows, gh, gw, 2, 1, fx, fy) * sy;
-              const bool held = slot_index[j_slot] == j && slot_shot[j_slot] == t_shot &&
-                  (c.direction > 0 || slot_segment[j_slot] == t_segment);
-              const float* d_j = disparity + j_slot * plane;
-              const float d_anchor = bilinear(d_j, h, w, 1, 0, c.x, c.y);
-              const float g_anchor = bilinear(gray + j_slot * small, gh, gw, 1, 0, to_flow(c.x, sx), to_flow(c.y, sy));
-              const bool in_frame = c.x >= 0 && c.x <= w - 1 && c.y >= 0 && c.y <= h - 1;
-              c.alive = held && in_frame && d_anchor <= c.d + tolerance && std::fabs(g_anchor - anchor_gray) < 0.08f;
-              c.d = d_anchor;
-              if (!c.alive) {
+              const Step& step = chain_step(c, s);
+              alive[c] = step.alive;
+              if (!step.alive) {
                 continue;
               }
-              const float ux = c.x + offset;
-              const float uy = c.y;
+              const float ux = step.x + offset;
+              const float uy = step.y;
               if (!(ux >= 0 && ux <= w - 1 && uy >= 0 && uy <= h - 1)) {
                 continue;
               }
-              const float limit = d_anchor + tolerance;
+              const float* d_j = disparity + step.slot * plane;
+              const float limit = step.d + tolerance;
               if (largest_tap(d_j, h, w, ux, uy) <= limit) {
                 found = true;
-                seen_slot = j_slot;
+                seen_slot = step.slot;
                 seen_x = ux;
                 seen_y = uy;
               } else if (!edge_found && nearest_tap(d_j, h, w, ux, uy) <= limit) {
                 edge_found = true;
-                edge_slot = j_slot;
+                edge_slot = step.slot;
                 edge_x = ux;
                 edge_y = uy;
                 edge_limit = limit;
