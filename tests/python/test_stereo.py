@@ -129,19 +129,61 @@ def test_constant_integer_disparity_is_an_exact_shift(shift):
                     assert (got[0, :, y, p].int() - want).abs().max() <= 1, (impl, y, p)
 
 
+@pytest.mark.parametrize("width", [4, 8])
+def test_the_fade_reaches_the_mean_at_the_pace_of_the_strips_correlation(width):
+    # a background smoothed along its rows: neighbouring pixels correlate, the fade is long
+    rng = np.random.default_rng(width)
+    noise = rng.uniform(0, 255, (1, 3, 20, 64 + width))
+    kernel = np.ones(width) / width
+    smooth = np.apply_along_axis(lambda r: np.convolve(r, kernel, "valid"), 3, noise)[..., :64]
+    frames = torch.from_numpy(np.floor(smooth + 0.5).astype(np.uint8)).contiguous()
+    shift = 7
+    d = torch.full((1, 1, 20, 64), float(2 * shift))
+    lengths = []
+    for impl in ("cpu", "tensor"):
+        for share, edge, side in ((0.5, 0, 1), (-0.5, 63, -1)):
+            got, holes = _core.render_eye_patched(frames, d, share, impl)
+            assert int(holes.sum()) == 20 * shift
+            columns = range(shift) if side == 1 else range(64 - shift, 64)
+            for y in range(20):
+                for p in columns:
+                    delta = abs(p - share * 2 * shift - edge)
+                    want = expected_fade(frames, y, edge, side, delta)
+                    assert (got[0, :, y, p].int() - want).abs().max() <= 1, (impl, y, p)
+                lengths.append(fade_length(frames, y, edge, side))
+    assert min(lengths) > 2.0  # the strip's correlation, not the shortest fade
+
+
+def test_too_little_background_keeps_the_streak():
+    # one row of 30 pixels: fewer than the 48 background pixels the strip's mean needs
+    frames = torch.randint(0, 256, (1, 3, 1, 30), dtype=torch.uint8)
+    d = torch.full((1, 1, 1, 30), 8.0)
+    streak, holes = _core.render_eye(frames, d, 0.5, True)
+    assert int(holes.sum()) == 4
+    for impl in ("cpu", "tensor"):
+        patched, _ = _core.render_eye_patched(frames, d, 0.5, impl)
+        assert torch.equal(patched, streak), impl
+
+
+def fade_length(frames: torch.Tensor, y: int, edge: int, side: int) -> float:
+    """The fade's length L (step 6) from the strip beside ``edge``, for a background at one
+    disparity."""
+    rows = slice(max(y - 4, 0), min(y + 4, frames.shape[2] - 1) + 1)
+    cols = [edge + side * a for a in range(48) if 0 <= edge + side * a < frames.shape[3]]
+    grey = frames[0][:, rows, cols].double().sum(0)
+    c = grey - grey.mean()
+    r = float((c[:, :-1] * c[:, 1:]).sum() / (c.shape[0] * (c.shape[1] - 1)) / (c * c).mean())
+    r = min(max(r, 0.0), 0.999)
+    return min(max(r / (1 - r), 1.0), 64.0)
+
+
 def expected_fade(frames: torch.Tensor, y: int, edge: int, side: int, delta: float) -> torch.Tensor:
     """Step 6 of Note [Depth-guided patch fill] for a background at one disparity: the
     colour delta pixels beyond ``edge`` (the background's last pixel, extending on ``side``)."""
     rows = slice(max(y - 4, 0), min(y + 4, frames.shape[2] - 1) + 1)
     cols = [edge + side * a for a in range(48) if 0 <= edge + side * a < frames.shape[3]]
-    strip = frames[0][:, rows, cols].double()  # [3,R,A]
-    mean = strip.mean((1, 2))
-    grey = strip.sum(0)
-    c = grey - grey.mean()
-    r = float((c[:, :-1] * c[:, 1:]).sum() / (c.shape[0] * (c.shape[1] - 1)) / (c * c).mean())
-    r = min(max(r, 0.0), 0.999)
-    length = min(max(r / (1 - r), 1.0), 64.0)
-    rho = 1 / (1 + delta / length)
+    mean = frames[0][:, rows, cols].double().mean((1, 2))
+    rho = 1 / (1 + delta / fade_length(frames, y, edge, side))
     return torch.floor(mean + rho * (frames[0, :, y, edge].double() - mean) + 0.5).int()
 
 

@@ -40,7 +40,6 @@ struct row_view {
   const int64_t* ss; // its strides [N,3,H,W]
   uint8_t* out; // the eye's row
   const int64_t* os;
-  int64_t w;
   int64_t h;
   int64_t y;
 };
@@ -107,7 +106,7 @@ void fade_run(
     }
   }
   const float variance = square / n;
-  float length = kFadeLongest; // a flat strip: its mean is the edge's colour anyway
+  float length = kFadeLongest; // no variance or no neighbouring pairs: the edge's colour is kept
   if (variance > 0.0f && pairs > 0) {
     const float correlation = std::min(std::max(product / static_cast<float>(pairs) / variance, 0.0f), 0.999f);
     length = std::min(std::max(correlation / (1.0f - correlation), 1.0f), kFadeLongest);
@@ -293,7 +292,7 @@ void fill_from_patches_cpu(const at::Tensor& frames, const at::Tensor& disparity
             }
           }
         } else {
-          fade_run(row_view{s_frame, ss, out + i * os[0] + y * os[2], os, w, h, y}, background, ei, s, e, side, k * bg_d, x, last);
+          fade_run(row_view{s_frame, ss, out + i * os[0] + y * os[2], os, h, y}, background, ei, s, e, side, k * bg_d, x, last);
         }
         x = last + 1;
       }

@@ -51,14 +51,15 @@ namespace sbsconv {
 //    edge pixel delta pixels on. L follows from r, the strip's correlation between
 //    neighbouring pixels along its rows (R+G+B): L = r / (1 - r), within [1, kFadeLongest]
 //    (a smooth background, r near 1, keeps the edge's colour far; a busy one reaches its
-//    mean within a few pixels). This is the least-squares guess of a hidden pixel from the
-//    edge pixel for a texture whose correlation falls off like 1/(1 + delta/L); the warp's
-//    streak (rho = 1) repeats the edge pixel's own detail, which is uncorrelated with the
-//    hidden point a few pixels on. Measured on the scenes' six textures at three scales, a
-//    run of 3, 8 and 20 pixels gains 0.4, 1.0 and 1.5 dB over the streak on average. The
-//    holes at the frame's edge (the warp's one-neighbour holes) are runs like any other: the
-//    picture's border fades too. Fewer than kFadeWidth background pixels in the strip keep
-//    the streak.
+//    mean within a few pixels; a strip without variance or without two neighbouring
+//    background pixels takes L = kFadeLongest). This is the least-squares guess of a hidden
+//    pixel from the edge pixel for a texture whose correlation falls off like
+//    1/(1 + delta/L); the warp's streak (rho = 1) repeats the edge pixel's own detail, which
+//    is uncorrelated with the hidden point a few pixels on. Measured on the scenes' six
+//    textures, each at three scales, runs of 3, 8, 14 and 25 pixels gain 0.4, 1.1, 1.3 and
+//    1.6 dB over the streak on average (benchmarks/RESULTS.md). The holes at the frame's edge
+//    (the warp's one-neighbour holes) are runs like any other: the picture's border fades
+//    too. Fewer than kFadeWidth background pixels in the strip keep the streak.
 //
 // A hole region that stays disoccluded over still frames sees the same strip and makes the
 // same choice: the fill is stable. Pixels the temporal fill took from another frame carry

@@ -574,13 +574,10 @@ void TemporalFill::fill_cpu(int64_t first, const std::vector<std::pair<double, E
           auto chain_step = [&](int c, int64_t s) -> const Step& {
             std::vector<Step>& steps = steps_of[c];
             const int direction = c == 0 ? -1 : +1;
+            // (step s is asked for only while step s - 1 was alive)
             while (static_cast<int64_t>(steps.size()) < s) {
               const int64_t at = static_cast<int64_t>(steps.size()) + 1;
               const Step previous = steps.empty() ? Step{run.anchor, y, run.d, true, 0} : steps.back();
-              if (!previous.alive) {
-                steps.push_back(previous);
-                continue;
-              }
               const int64_t from_slot = slot(t + direction * (at - 1));
               const int64_t j = t + direction * at;
               const int64_t j_slot = slot(j);
