@@ -75,6 +75,11 @@ def beside_nearer(hidden: np.ndarray, depth: np.ndarray, reach: int = 2) -> np.n
         for dx in (step, -step):
             other = np.roll(hidden, dx, axis=2)
             nearer = np.roll(depth, dx, axis=2) < depth
+            # np.roll wraps around: the columns it brought from the row's other end do not count
+            if dx > 0:
+                nearer[..., :dx] = False
+            else:
+                nearer[..., dx:] = False
             out |= hidden & ~other & nearer
     return out
 

@@ -119,14 +119,21 @@ def test_constant_integer_disparity_is_an_exact_shift(shift):
     # The frame edge the content moved away from fades from its one neighbour to the mean of
     # the background beside it (Note [Depth-guided patch fill], step 6): no black, no streak.
     for impl in ("cpu", "tensor"):
-        for eye, share, edge, side in ((left, 0.5, 0, 1), (right, -0.5, 63, -1)):
+        for eye, share in ((left, 0.5), (right, -0.5)):
             got = eye if impl == "cpu" else _core.render_eye_patched(frames, d, share, impl)[0]
-            columns = range(shift) if side == 1 else range(64 - shift, 64)
-            for y in range(20):
-                for p in columns:
-                    delta = abs(p - share * 2 * shift - edge)
-                    want = expected_fade(frames, y, edge, side, delta)
-                    assert (got[0, :, y, p].int() - want).abs().max() <= 1, (impl, y, p)
+            assert_border_fades(got, frames, shift, share, impl)
+
+
+def assert_border_fades(got: torch.Tensor, frames: torch.Tensor, shift: int, share: float, label) -> None:
+    """The ``shift`` columns an eye of ``share`` (+-0.5) uncovers at the frame's edge, for a
+    background at one disparity, are as expected_fade says (to a level of rounding)."""
+    w = frames.shape[3]
+    edge, side = (0, 1) if share > 0 else (w - 1, -1)
+    columns = range(shift) if side == 1 else range(w - shift, w)
+    for y in range(frames.shape[2]):
+        for p in columns:
+            want = expected_fade(frames, y, edge, side, abs(p - share * 2 * shift - edge))
+            assert (got[0, :, y, p].int() - want).abs().max() <= 1, (label, y, p)
 
 
 @pytest.mark.parametrize("width", [4, 8])
@@ -139,18 +146,12 @@ def test_the_fade_reaches_the_mean_at_the_pace_of_the_strips_correlation(width):
     frames = torch.from_numpy(np.floor(smooth + 0.5).astype(np.uint8)).contiguous()
     shift = 7
     d = torch.full((1, 1, 20, 64), float(2 * shift))
-    lengths = []
     for impl in ("cpu", "tensor"):
-        for share, edge, side in ((0.5, 0, 1), (-0.5, 63, -1)):
+        for share in (0.5, -0.5):
             got, holes = _core.render_eye_patched(frames, d, share, impl)
             assert int(holes.sum()) == 20 * shift
-            columns = range(shift) if side == 1 else range(64 - shift, 64)
-            for y in range(20):
-                for p in columns:
-                    delta = abs(p - share * 2 * shift - edge)
-                    want = expected_fade(frames, y, edge, side, delta)
-                    assert (got[0, :, y, p].int() - want).abs().max() <= 1, (impl, y, p)
-                lengths.append(fade_length(frames, y, edge, side))
+            assert_border_fades(got, frames, shift, share, impl)
+    lengths = [fade_length(frames, y, edge, side) for y in range(20) for edge, side in ((0, 1), (63, -1))]
     assert min(lengths) > 2.0  # the strip's correlation, not the shortest fade
 
 
