@@ -636,11 +636,46 @@ PYBIND11_MODULE(_core, m) {
       py::arg("share"),
       py::arg("fill_holes") = true,
       py::arg("impl") = "auto");
+  // Note [Depth edges within their pixel]: an eye with its edge blend (holes streaked), and
+  // the blend applied to a copy of an image
+  m.def(
+      "render_eye_edges",
+      [](const at::Tensor& frames, const at::Tensor& disparity, double share, const std::string& impl) {
+        py::gil_scoped_release release;
+        EyeResult r = impl == "tensor" ? render_eye_tensor(frames, disparity, share, true, true)
+            : impl == "cpu"            ? render_eye_cpu(frames, disparity, share, true, {}, true)
+                                       : render_eye(frames, disparity, share, true, {}, true);
+        return std::make_tuple(r.image, r.holes, r.edge_blend);
+      },
+      py::arg("frames"),
+      py::arg("disparity"),
+      py::arg("share"),
+      py::arg("impl") = "auto");
+  m.def(
+      "blend_depth_edges",
+      [](const at::Tensor& image, const at::Tensor& edge_blend, const std::string& impl) {
+        py::gil_scoped_release release;
+        at::Tensor out = image.clone();
+        if (impl == "tensor") {
+          blend_depth_edges_tensor(out, edge_blend);
+        } else if (impl == "cpu") {
+          blend_depth_edges_cpu(out, edge_blend);
+        } else {
+          EyeResult r{out, {}, {}, edge_blend};
+          blend_depth_edges(r);
+        }
+        return out;
+      },
+      py::arg("image"),
+      py::arg("edge_blend"),
+      py::arg("impl") = "auto");
   // Note [Depth-guided patch fill]: an eye rendered, then its holes filled from the
-  // background's texture (as render_stereo does when no frame history is at hand)
+  // background's texture (as render_stereo does when no frame history is at hand; with
+  // blend_edges, its depth edges blended afterwards as render_stereo does too)
   m.def(
       "render_eye_patched",
-      [](const at::Tensor& frames, const at::Tensor& disparity, double share, const std::string& impl) {
+      [](const at::Tensor& frames, const at::Tensor& disparity, double share, const std::string& impl,
+         bool blend_edges) {
         py::gil_scoped_release release;
         EyeResult r = render_eye(frames, disparity, share, true, {}, true);
         if (impl == "tensor") {
@@ -650,12 +685,16 @@ PYBIND11_MODULE(_core, m) {
         } else {
           fill_from_patches(frames, disparity, share, r);
         }
+        if (blend_edges) {
+          blend_depth_edges(r);
+        }
         return std::make_pair(r.image, r.holes);
       },
       py::arg("frames"),
       py::arg("disparity"),
       py::arg("share"),
-      py::arg("impl") = "auto");
+      py::arg("impl") = "auto",
+      py::arg("blend_edges") = false);
   // Note [Depth edges snapped to colour edges]
   m.def(
       "dilate_foreground",

@@ -360,6 +360,81 @@ def test_cuda_matches_the_cpu_kernel():
     assert torch.equal(gpu.cpu(), cpu)
 
 
+# ---- Note [Depth edges within their pixel] -------------------------------------------------------
+
+NEAR, FAR = 40, 200  # the near block's and the background's grey
+BLOCK = (12, 20)  # its columns
+
+
+def edge_scene(d_near: float, width: int = 40):
+    """Flat greys: a dark block at disparity ``d_near`` on a light background at 0."""
+    frames = torch.full((1, 3, 4, width), FAR, dtype=torch.uint8)
+    frames[..., BLOCK[0] : BLOCK[1]] = NEAR
+    d = torch.zeros(1, 1, 4, width)
+    d[..., BLOCK[0] : BLOCK[1]] = d_near
+    return frames, d
+
+
+def expected_edges(d_near: float, share: float, holes: torch.Tensor, streak: torch.Tensor) -> torch.Tensor:
+    """The eye the Note describes, from the warp's own (``streak``, flat colours: every hole
+    already has the background's grey) and its holes: at each of the block's two edges, the
+    pixel holding the edge (its box) is FAR where it is a hole, and otherwise a of NEAR and
+    1 - a of FAR, a the part of its width the block covers."""
+    out = streak.clone()
+    shift = np.float32(share) * np.float32(d_near)  # float32, as the warp computes it
+    for x, side in ((BLOCK[1] - 1, 1), (BLOCK[0], -1)):
+        e = float(np.float32(x) + shift + np.float32(0.5 * side))
+        p = math.floor(e + 0.5)
+        a = e + 0.5 - p if side > 0 else p + 0.5 - e
+        if holes[0, 0, 0, p]:
+            continue
+        out[..., p] = math.floor(a * NEAR + (1 - a) * FAR + 0.5)
+    return out
+
+
+@pytest.mark.parametrize("d_near", [4.4, 5.3, 6.7, 9.8])
+@pytest.mark.parametrize("share", [0.5, -0.5, 1.0, -1.0])
+def test_a_near_edge_within_a_pixel_blends_by_the_part_it_covers(d_near, share):
+    frames, d = edge_scene(d_near)
+    streak, holes = _core.render_eye(frames, d, share, True)
+    assert holes.any()
+    want = expected_edges(d_near, share, holes, streak)
+    assert (want != streak).any()  # at least one edge lands within a pixel that is not a hole
+    for impl in ("cpu", "tensor"):
+        image, holes_e, blend = _core.render_eye_edges(frames, d, share, impl)
+        assert torch.equal(image, streak) and torch.equal(holes_e, holes)
+        got = _core.blend_depth_edges(image, blend, impl)
+        assert torch.equal(got, want), (impl, got[0, 0, 0].tolist(), want[0, 0, 0].tolist())
+        assert not blend[holes].any(), impl  # a disocclusion keeps its fill: no near colour in it
+    # the stereo stage blends them (the default fill; both eyes, +-1/2)
+    if abs(share) == 0.5:
+        left, right = stereo.render(frames, disparity=d, layout="separate")
+        eye = left if share > 0 else right
+        assert torch.equal(eye, want), (eye[0, 0, 0].tolist(), want[0, 0, 0].tolist())
+        # without a fill (holes left black for an external inpainting) nothing is blended
+        bare = stereo.render(frames, disparity=d, layout="separate", infill="mask", full_result=True)
+        bare_eye, bare_holes = (bare.left, bare.left_holes) if share > 0 else (bare.right, bare.right_holes)
+        assert torch.equal(bare_eye, torch.where(bare_holes, torch.zeros_like(streak), streak))
+
+
+def test_edges_landing_on_one_pixel_are_left_as_the_warp_draws_them():
+    # the left eye (+1/2): a near block's right edge lands at 15 + 4.6 + 0.5 = 20.1 (pixel 20,
+    # which it covers by 0.6); a second block's left edge at 19 + 1.4 - 0.5 = 19.9, pixel 20 too
+    frames = torch.full((1, 3, 2, 40), FAR, dtype=torch.uint8)
+    d = torch.zeros(1, 1, 2, 40)
+    frames[..., 10:16] = NEAR
+    d[..., 10:16] = 9.2
+    alone = {impl: _core.render_eye_edges(frames, d, 0.5, impl)[2] for impl in ("cpu", "tensor")}
+    frames[..., 19:26] = 120
+    d[..., 19:26] = 2.8
+    both = {impl: _core.render_eye_edges(frames, d, 0.5, impl)[2] for impl in ("cpu", "tensor")}
+    for impl in ("cpu", "tensor"):
+        assert alone[impl][0, 0, 0, 20].item() == pytest.approx(0.4)  # 1 - 0.6 of pixel 21
+        assert both[impl][0, 0, 0, 20].item() == 0, impl
+        # the second block's right edge (25 + 1.4 + 0.5 = 26.9, over the background) still is
+        assert both[impl][0, 0, 0, 27].item() == pytest.approx(-0.4), impl
+
+
 # ---- Note [Depth-guided patch fill] ---------------------------------------------------------------
 
 PATCH_FG = (slice(8, 40), slice(70, 100))  # rows, columns of the near object

@@ -61,8 +61,12 @@ def test_fill_none_leaves_black_holes_and_spatial_is_the_frames_own(trucking):
     black = (none.right == 0).all(-1)
     assert black.mean() > 0.002  # the disocclusions are black
     assert not (spatial.right[black] == 0).all(-1).all()  # the spatial fill paints them
-    # outside the holes the three fills show the same picture
-    assert np.array_equal(none.right[~black], spatial.right[~black])
+    # outside the holes the fills show the same picture, but for the pixels that a near
+    # surface's edge covers in part: a fill blends those (Note [Depth edges within their
+    # pixel]), the holes' colours being known; they lie on the depth edges
+    differ = (none.right != spatial.right).any(-1) & ~black
+    assert 0 < differ.mean() < 0.01
+    assert not (differ & ~S.near_edges(truth.right_depth, 2)).any()
 
 
 @pytest.mark.parametrize("name", ["panning", "trucking"])

@@ -336,9 +336,11 @@ StereoFrames render_stereo(
     }
     temporal->fill(first_index, eyes); // in place: the eye images are the same tensors
   }
-  // what no frame saw: the background's texture (Note [Depth-guided patch fill])
+  // what no frame saw: the background's texture (Note [Depth-guided patch fill]); then the
+  // edges that cover part of a pixel
   for (auto& [share, r] : rendered) {
     fill_from_patches(frames, disparity, share, r);
+    blend_depth_edges(r); // Note [Depth edges within their pixel]
   }
   if (resized) {
     out.left = resize_frames(out.left, eye_w, eye_h, o.keep_aspect, o.pixel_aspect);

@@ -3,8 +3,10 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <array>
 #include <cmath>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "sbsconv/common/Error.h"
@@ -46,6 +48,85 @@ void check_inputs(const at::Tensor& frames, const at::Tensor& disparity) {
       "disparity must be [N,1,H,W] matching the frames");
   SBSCONV_CHECK(
       frames.device() == disparity.device(), Option, "stereo", "frames and disparity must be on one device");
+}
+
+// A near surface's edge within a row: its edge pixel x, the side the farther surface lies on
+// (+1: right), the target pixel holding the edge and the part of it x covers.
+struct RowEdge {
+  int32_t x;
+  int32_t side;
+  int64_t pixel;
+  float covered;
+};
+
+// Note [Depth edges within their pixel], for one row: `d`, `shift` and `target` the source
+// pixels' disparity, shift and target position, `depth` and `source` the z-buffer's winners
+// (-inf: a hole). Writes each partly covered pixel's blend into `blend` (zeroed); `offers`
+// (w bytes) and `edges` are scratch.
+void edge_coverage_row(
+    const float* d, const float* shift, const float* target, const float* depth, const float* source, float k,
+    int64_t w, float* blend, int8_t* offers, std::vector<RowEdge>& edges) {
+  edges.clear();
+  const float last = static_cast<float>(w - 1);
+  for (int64_t x = 0; x + 1 < w; ++x) {
+    if (std::fabs(shift[x + 1] - shift[x]) < kConnected) { // one surface: no edge
+      continue;
+    }
+    const bool left_nearer = d[x] > d[x + 1];
+    if (!left_nearer && !(d[x + 1] > d[x])) {
+      continue;
+    }
+    const int32_t side = left_nearer ? 1 : -1;
+    const int64_t near = left_nearer ? x : x + 1;
+    const float e = target[near] + 0.5f * static_cast<float>(side); // the near surface's edge
+    const float pf = fast_floor(e + 0.5f);
+    const float covered = side > 0 ? e + 0.5f - pf : pf + 0.5f - e; // of pixel pf, by `near`
+    if (pf < 0.0f || pf > last || !(covered > 0.0f && covered < 1.0f)) {
+      continue;
+    }
+    edges.push_back({static_cast<int32_t>(near), side, static_cast<int64_t>(pf), covered});
+  }
+  if (edges.empty()) {
+    return;
+  }
+  std::fill(offers, offers + w, int8_t{0}); // the edges landing on each pixel (2: several)
+  for (const RowEdge& edge : edges) {
+    offers[edge.pixel] = static_cast<int8_t>(std::min(offers[edge.pixel] + 1, 2));
+  }
+  for (const RowEdge& edge : edges) {
+    const int64_t p = edge.pixel;
+    const float dx = d[edge.x];
+    if (offers[p] != 1) {
+      continue;
+    }
+    const bool owned = depth[p] == dx && source[p] == static_cast<float>(edge.x);
+    const int64_t other = owned ? p + edge.side : p - edge.side;
+    if (other < 0 || other >= w) {
+      continue;
+    }
+    if (owned) {
+      // the pixel shows the near surface; the hole or farther surface beside it lends the
+      // uncovered part
+      if (depth[other] < dx && std::fabs((dx - depth[other]) * k) >= kConnected) {
+        blend[p] = (1.0f - edge.covered) * static_cast<float>(edge.side);
+      }
+    } else if (
+        depth[p] > kNegInf && depth[p] < dx && std::fabs((dx - depth[p]) * k) >= kConnected &&
+        std::fabs((depth[other] - dx) * k) < kConnected) {
+      // the pixel shows a farther surface (not a hole); the near side lends the covered part
+      blend[p] = edge.covered * static_cast<float>(-edge.side);
+    }
+  }
+}
+
+void check_blend(const at::Tensor& image, const at::Tensor& edge_blend) {
+  SBSCONV_CHECK(
+      image.dim() == 4 && image.size(1) == 3 && image.scalar_type() == at::kByte && edge_blend.dim() == 4 &&
+          edge_blend.size(0) == image.size(0) && edge_blend.size(1) == 1 && edge_blend.size(2) == image.size(2) &&
+          edge_blend.size(3) == image.size(3) && edge_blend.device() == image.device(),
+      Option,
+      "stereo",
+      "edge blending needs a uint8 [N,3,H,W] image and a [N,1,H,W] blend on its device");
 }
 
 } // namespace
@@ -148,6 +229,55 @@ EyeResult render_eye_tensor(
     value = at::where(covered.unsqueeze(1), value, 0.0);
   }
   EyeResult result;
+  if (describe_holes) {
+    // Note [Depth edges within their pixel]: the same rules as edge_coverage_row
+    const int64_t cells = rows * w;
+    std::vector<at::Tensor> target_of, covered_of, ok_of;
+    for (int dir = -1; dir <= 1; dir += 2) {
+      const bool right_side = dir > 0;
+      const at::Tensor d_nb = right_side ? d_next : d_prev;
+      const at::Tensor s_nb = right_side ? s_next : s_prev;
+      const at::Tensor in_row = right_side ? col < w - 1 : col > 0;
+      const at::Tensor e = t + 0.5f * static_cast<float>(dir);
+      const at::Tensor pf = at::floor(e + 0.5f);
+      const at::Tensor covered = right_side ? e + 0.5f - pf : pf + 0.5f - e;
+      target_of.push_back(pf.clamp(0, w - 1).to(at::kLong) + row_base);
+      covered_of.push_back(covered);
+      ok_of.push_back(
+          in_row & (d > d_nb) & ((s_nb - s).abs() >= kConnected) & (pf >= 0) & (pf <= w - 1) & (covered > 0) &
+          (covered < 1));
+    }
+    at::Tensor offers = at::zeros({cells}, i64);
+    for (int i = 0; i < 2; ++i) {
+      offers.scatter_add_(0, target_of[i].flatten(), ok_of[i].to(at::kLong).flatten());
+    }
+    at::Tensor blend = at::zeros({cells + 1}, f32); // the last cell takes the offers not kept
+    const at::Tensor depth_flat = depth_buffer.flatten();
+    const at::Tensor source_flat = source.flatten();
+    const at::Tensor d_flat = d.flatten();
+    const at::Tensor x_flat = x.flatten();
+    for (int i = 0; i < 2; ++i) {
+      const int dir = i == 0 ? -1 : 1;
+      const at::Tensor p = target_of[i].flatten();
+      const at::Tensor p_col = p.remainder(w);
+      const at::Tensor covered = covered_of[i].flatten();
+      const at::Tensor depth_p = depth_flat.index_select(0, p);
+      const at::Tensor owned = (depth_p == d_flat) & (source_flat.index_select(0, p) == x_flat);
+      const at::Tensor other_col = at::where(owned, p_col + dir, p_col - dir);
+      const at::Tensor other_ok = (other_col >= 0) & (other_col <= w - 1);
+      const at::Tensor depth_other = depth_flat.index_select(0, (p - p_col + other_col.clamp(0, w - 1)));
+      const at::Tensor lend_background =
+          owned & (depth_other < d_flat) & (((d_flat - depth_other) * k).abs() >= kConnected);
+      const at::Tensor lend_foreground = owned.logical_not() & (depth_p > kNegInf) & (depth_p < d_flat) &
+          (((d_flat - depth_p) * k).abs() >= kConnected) & (((depth_other - d_flat) * k).abs() < kConnected);
+      const at::Tensor keep =
+          ok_of[i].flatten() & (offers.index_select(0, p) == 1) & other_ok & (lend_background | lend_foreground);
+      const at::Tensor amount =
+          at::where(owned, (1.0f - covered) * static_cast<float>(dir), covered * static_cast<float>(-dir));
+      blend.scatter_(0, at::where(keep, p, cells), amount);
+    }
+    result.edge_blend = blend.narrow(0, 0, cells).view({n, 1, h, w});
+  }
   result.image = value.to(at::kByte).view({n, h, 3, w}).permute({0, 2, 1, 3}).contiguous();
   result.holes = covered.logical_not().view({n, 1, h, w});
   if (describe_holes) {
@@ -194,6 +324,8 @@ EyeResult render_eye_cpu(
   bool* hole_ptr = holes.data_ptr<bool>();
   at::Tensor sides = describe_holes ? at::zeros({n, 4, h, w}, at::TensorOptions().dtype(at::kFloat)) : at::Tensor();
   float* sides_ptr = describe_holes ? sides.data_ptr<float>() : nullptr;
+  at::Tensor edges = describe_holes ? at::zeros({n, 1, h, w}, at::TensorOptions().dtype(at::kFloat)) : at::Tensor();
+  float* edge_ptr = edges.defined() ? edges.data_ptr<float>() : nullptr;
   const float k = static_cast<float>(share);
   const float last_col = static_cast<float>(w - 1);
 
@@ -209,6 +341,8 @@ EyeResult render_eye_cpu(
     std::vector<int64_t> right(w);
     std::vector<float> position(w), fraction(w);
     std::vector<int32_t> index0(w);
+    std::vector<int8_t> offers(edge_ptr != nullptr ? w : 0);
+    std::vector<RowEdge> edges;
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / h;
       const int64_t y = row % h;
@@ -281,6 +415,9 @@ EyeResult render_eye_cpu(
       for (int64_t x = 0; x < w; ++x) {
         offer(p_r[x], u_r[x], dd_r[x]);
         offer(p_l[x], u_l[x], dd_l[x]);
+      }
+      if (edge_ptr != nullptr) {
+        edge_coverage_row(d, shift, target, depth.data(), source.data(), k, w, edge_ptr + row * w, offers.data(), edges);
       }
       // Holes take the background-side neighbour's source position: the nearest covered
       // pixel to the right is found in one backward pass, the one to the left on the way.
@@ -363,7 +500,70 @@ EyeResult render_eye_cpu(
       }
     }
   });
-  return EyeResult{out, holes, sides};
+  return EyeResult{out, holes, sides, edges};
+}
+
+void blend_depth_edges(EyeResult& eye) {
+  if (!eye.edge_blend.defined()) {
+    return;
+  }
+  if (eye.image.is_cpu()) {
+    blend_depth_edges_cpu(eye.image, eye.edge_blend);
+  } else {
+    blend_depth_edges_tensor(eye.image, eye.edge_blend);
+  }
+}
+
+void blend_depth_edges_tensor(const at::Tensor& image, const at::Tensor& edge_blend) {
+  at::InferenceMode guard;
+  check_blend(image, edge_blend);
+  const int64_t w = image.size(3);
+  const at::Tensor b = edge_blend.to(at::kFloat);
+  const at::Tensor col = at::arange(w, b.options().dtype(at::kLong)).view({1, 1, 1, w});
+  const at::Tensor other = (col + at::sign(b).to(at::kLong)).clamp(0, w - 1).expand_as(image);
+  const at::Tensor c = image.to(at::kFloat);
+  const at::Tensor weight = b.abs();
+  const at::Tensor mixed = c * (1 - weight) + c.gather(3, other) * weight;
+  image.copy_(at::where(b != 0, at::floor(mixed + 0.5).clamp(0, 255), c));
+}
+
+void blend_depth_edges_cpu(const at::Tensor& image, const at::Tensor& edge_blend) {
+  check_blend(image, edge_blend);
+  SBSCONV_CHECK(image.is_cpu(), Option, "stereo", "blend_depth_edges_cpu needs CPU tensors");
+  const int64_t n = image.size(0);
+  const int64_t h = image.size(2);
+  const int64_t w = image.size(3);
+  const at::Tensor blend = edge_blend.to(at::kFloat).contiguous();
+  const float* bptr = blend.data_ptr<float>();
+  uint8_t* base = image.data_ptr<uint8_t>();
+  const int64_t st[4] = {image.stride(0), image.stride(1), image.stride(2), image.stride(3)};
+  at::parallel_for(0, n * h, 16, [&](int64_t begin, int64_t end) {
+    std::vector<std::pair<int64_t, std::array<uint8_t, 3>>> changed;
+    for (int64_t row = begin; row < end; ++row) {
+      const float* b = bptr + row * w;
+      uint8_t* px = base + (row / h) * st[0] + (row % h) * st[2];
+      changed.clear();
+      for (int64_t p = 0; p < w; ++p) {
+        if (b[p] == 0.0f) {
+          continue;
+        }
+        const int64_t other = std::min<int64_t>(std::max<int64_t>(p + (b[p] > 0.0f ? 1 : -1), 0), w - 1);
+        const float weight = std::fabs(b[p]);
+        std::array<uint8_t, 3> v{};
+        for (int c = 0; c < 3; ++c) {
+          const float own = px[p * st[3] + c * st[1]];
+          const float lent = px[other * st[3] + c * st[1]];
+          v[c] = static_cast<uint8_t>(std::min(own * (1.0f - weight) + lent * weight + 0.5f, 255.0f));
+        }
+        changed.emplace_back(p, v); // written after the row is read: neighbours blend the originals
+      }
+      for (const auto& [p, v] : changed) {
+        for (int c = 0; c < 3; ++c) {
+          px[p * st[3] + c * st[1]] = v[c];
+        }
+      }
+    }
+  });
 }
 
 EyeResult render_eye(

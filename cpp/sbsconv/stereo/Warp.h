@@ -26,9 +26,40 @@ namespace sbsconv {
 //    fill], Note [Depth-guided patch fill]); render_eye alone leaves the streak.
 // 4. Colour: the source row sampled linearly at u, rounded to the nearest integer.
 //
+// 5. Depth edges within their pixel: see the Note below (the stereo stage, after the fills).
+//
 // Two implementations compute exactly this and must agree: render_eye_tensor (LibTorch
 // operations, any device) and render_eye_cpu (a native kernel, rows in parallel on the CPU,
 // several times faster there). render_eye picks the native kernel for CPU tensors.
+
+// Note [Depth edges within their pixel]
+// At a depth edge step 1 moves the near surface's edge pixel rigidly, so the surface ends half a
+// pixel beyond that pixel's new centre: at e = t(x) +- 1/2, anywhere within a target pixel. The
+// z-buffer then gives the target pixel whose box holds e wholly to one surface, by which side
+// of its centre e falls. But a frame samples an edge at pixel centres: the true edge lies
+// anywhere between the last near pixel and the first far one, and over that pixel's width
+// where it lies is unknown. The fraction a of the target pixel that the near surface covers
+// (a = e + 1/2 - p for an edge to the right of the near surface) is then exactly the
+// probability that the pixel's centre shows the near surface, and the colour that errs least
+// on average is a of the near surface's and 1 - a of the far one's.
+//
+// So each such pixel p (one per edge and row; none where two edges land on one pixel) is
+// blended with its row neighbour, after the fills have given the holes their colours:
+// - p shows the near surface (a >= 1/2): it takes 1 - a of the far side's neighbour, a hole
+//   (its fill) or a farther surface. The near surface's edge erodes into the colour behind it.
+// - p shows a farther surface (a < 1/2, the edge's occluding side, where the eye sees that
+//   surface in the source): it takes a of the near side's neighbour.
+// - p is a hole (a < 1/2, a disocclusion): it stays as the fill made it. The near surface's
+//   colour is never spread into what it uncovers: its halo would move with the surface over a
+//   background that stands still, and the fills' background would flicker.
+// (benchmarks/RESULTS.md, "Depth edges within their pixel": on the scenes of bench_fill.py at
+// 720p the disocclusions gain 0.1-2.2 dB in every scene and eye, the whole eye 0.1-0.7 dB, and
+// the flicker falls in every moving one. Blending the holes too cost the trucking scene
+// 1.4-1.9 dB in its disocclusions at 640x360 and raised its flicker 1.6-2.2 times.)
+//
+// The warp marks these pixels (EyeResult::edge_blend, with describe_holes) and
+// blend_depth_edges applies the marks; both have a native and a LibTorch version that agree
+// exactly.
 
 struct EyeResult {
   at::Tensor image; // uint8 [N,3,H,W]
@@ -38,6 +69,10 @@ struct EyeResult {
   // disparity, the other (foreground) side's disparity (the background's at the frame's edge),
   // and the background's side: -1 left, +1 right. The temporal fill starts from these.
   at::Tensor hole_sides;
+  // With describe_holes, float [N,1,H,W]: the pixels a near surface's edge covers in part
+  // (Note [Depth edges within their pixel]); b at such a pixel blends in |b| of its row
+  // neighbour on the side sign(b), zero elsewhere.
+  at::Tensor edge_blend;
 };
 
 // Whether a disparity is still a hole's background's, for the fills that look for it (Note
@@ -63,6 +98,14 @@ EyeResult render_eye(
     bool fill_holes = true,
     const at::Tensor& out = {},
     bool describe_holes = false);
+
+// Blends, in place, the pixels of eye.image that eye.edge_blend marks (Note [Depth edges within
+// their pixel]); run after the fills, which give the holes their colours. Nothing without an
+// edge_blend.
+void blend_depth_edges(EyeResult& eye);
+// The two implementations, which agree exactly: `image` uint8 [N,3,H,W] is blended in place.
+void blend_depth_edges_tensor(const at::Tensor& image, const at::Tensor& edge_blend);
+void blend_depth_edges_cpu(const at::Tensor& image, const at::Tensor& edge_blend);
 
 EyeResult render_eye_tensor(
     const at::Tensor& frames,
