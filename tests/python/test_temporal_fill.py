@@ -161,6 +161,43 @@ def test_a_point_whose_nearest_pixel_another_frame_saw_is_taken_from_its_backgro
     assert np.abs(colours.astype(int) - texture[y, x + 1].astype(int)).max() <= 2
 
 
+@pytest.mark.parametrize("impl", ["cpu", "tensor"])
+def test_a_nearer_surface_between_the_hole_and_its_foreground_is_not_taken_for_the_background(impl):
+    # Note [Temporal fill], step 3: a still wall (disparity 0) behind a block (12) moving right
+    # 8 px a frame; the right eye's hole beside the block (eye columns 44-55 at frame 2) shows
+    # the wall. In the frames just before and after, a panel at disparity 3 (a quarter of the
+    # way to the block: the anchor's own tolerance, a third, would let it pass) covers that part
+    # of the wall; two frames away the wall is in view. The hole takes the wall, not the panel.
+    h, w, n, now = 24, 128, 5, 2
+    rng = np.random.default_rng(1)
+    wall = rng.integers(150, 256, (h, w, 3)).astype(np.uint8)
+    frames, disparity = [], []
+    for t in range(n):
+        image, d = wall.copy(), np.zeros((h, w), np.float32)
+        if abs(t - now) == 1:
+            image[:, 42:60] = (20, 30, 120)
+            d[:, 42:60] = 3.0
+        block = slice(40 + 8 * (t - now), 56 + 8 * (t - now))
+        image[:, block] = (230, 20, 20)
+        d[:, block] = 12.0
+        frames.append(image)
+        disparity.append(d)
+    frames = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous()
+    disparity = torch.from_numpy(np.stack(disparity)).unsqueeze(1)
+    window = _core.TemporalFill(batch_size=n, past=2, ahead=2, flow_width=w)
+    window.push(0, frames, disparity, [True] + [False] * (n - 1), False)
+    image, holes, from_window = window.render(now, frames[now:now + 1], disparity[now:now + 1], [-1.0], impl)[0]
+    hole = holes[0, 0].numpy()
+    assert hole[:, 44:56].all() and not hole[:, 56:].any()
+    taken = from_window[0, 0].numpy()[:, 45:56]  # (44, beside the block, is the edge's)
+    assert taken.all()
+    colours = image[0].permute(1, 2, 0).numpy()[:, 45:56].astype(int)
+    # the wall as it was two frames away (up to the optical flow's sub-pixel error on a still
+    # wall of noise); the panel's colour is over 100 levels from any of it
+    error = np.abs(colours - wall[:, 45:56].astype(int))
+    assert error.max() <= 8 and error.mean() < 2.5, (error.max(), error.mean())
+
+
 def test_the_patch_fill_leaves_what_the_window_filled():
     # render_stereo's order: the window first, then the background's texture for the pixels no
     # frame saw (Note [Depth-guided patch fill]); the window marks what it took
