@@ -670,12 +670,11 @@ PYBIND11_MODULE(_core, m) {
       py::arg("edge_blend"),
       py::arg("impl") = "auto");
   // Note [Depth-guided patch fill]: an eye rendered, then its holes filled from the
-  // background's texture (as render_stereo does when no frame history is at hand; with
-  // blend_edges, its depth edges blended afterwards as render_stereo does too)
+  // background's texture (as render_stereo does when no frame history is at hand; its edges
+  // are left as the warp draws them, unblended)
   m.def(
       "render_eye_patched",
-      [](const at::Tensor& frames, const at::Tensor& disparity, double share, const std::string& impl,
-         bool blend_edges) {
+      [](const at::Tensor& frames, const at::Tensor& disparity, double share, const std::string& impl) {
         py::gil_scoped_release release;
         EyeResult r = render_eye(frames, disparity, share, true, {}, true);
         if (impl == "tensor") {
@@ -685,16 +684,12 @@ PYBIND11_MODULE(_core, m) {
         } else {
           fill_from_patches(frames, disparity, share, r);
         }
-        if (blend_edges) {
-          blend_depth_edges(r);
-        }
         return std::make_pair(r.image, r.holes);
       },
       py::arg("frames"),
       py::arg("disparity"),
       py::arg("share"),
-      py::arg("impl") = "auto",
-      py::arg("blend_edges") = false);
+      py::arg("impl") = "auto");
   // Note [Depth edges snapped to colour edges]
   m.def(
       "dilate_foreground",

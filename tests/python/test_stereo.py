@@ -392,14 +392,15 @@ def expected_edges(d_near: float, share: float, holes: torch.Tensor, streak: tor
     return out
 
 
-@pytest.mark.parametrize("d_near", [4.4, 5.3, 6.7, 9.8])
+@pytest.mark.parametrize("d_near", [4.4, 5.0, 5.3, 6.7, 9.8])  # 5.0: a = 1/2 at +-1/2
 @pytest.mark.parametrize("share", [0.5, -0.5, 1.0, -1.0])
 def test_a_near_edge_within_a_pixel_blends_by_the_part_it_covers(d_near, share):
     frames, d = edge_scene(d_near)
     streak, holes = _core.render_eye(frames, d, share, True)
     assert holes.any()
     want = expected_edges(d_near, share, holes, streak)
-    assert (want != streak).any()  # at least one edge lands within a pixel that is not a hole
+    # an edge lands within a pixel that is not a hole, unless the shift is a whole number
+    assert (want != streak).any() == (float(np.float32(share) * np.float32(d_near)) % 1 != 0)
     for impl in ("cpu", "tensor"):
         image, holes_e, blend = _core.render_eye_edges(frames, d, share, impl)
         assert torch.equal(image, streak) and torch.equal(holes_e, holes)
@@ -415,6 +416,44 @@ def test_a_near_edge_within_a_pixel_blends_by_the_part_it_covers(d_near, share):
         bare = stereo.render(frames, disparity=d, layout="separate", infill="mask", full_result=True)
         bare_eye, bare_holes = (bare.left, bare.left_holes) if share > 0 else (bare.right, bare.right_holes)
         assert torch.equal(bare_eye, torch.where(bare_holes, torch.zeros_like(streak), streak))
+
+
+def test_edges_are_blended_with_the_colours_the_fills_gave_the_holes():
+    # a background of noise: the fills' colours in the holes differ from the warp's streak, so
+    # the edge pixels show whether they were blended after the fills (render_stereo's order)
+    rng = np.random.default_rng(5)
+    frames = torch.from_numpy(rng.integers(0, 256, (1, 3, 16, 64), dtype=np.uint8))
+    frames[..., 20:36] = NEAR
+    d = torch.zeros(1, 1, 16, 64)
+    d[..., 20:36] = 6.7
+    left, right = stereo.render(frames, disparity=d, layout="separate")
+    lent_a_fill = 0
+    for eye, share in ((left, 0.5), (right, -0.5)):
+        streak, holes, blend = _core.render_eye_edges(frames, d, share)
+        b = blend[0, 0]
+        ys, xs = torch.nonzero(b, as_tuple=True)
+        assert len(ys) > 0
+        for y, x in zip(ys.tolist(), xs.tolist()):
+            other = x + (1 if b[y, x] > 0 else -1)
+            weight = abs(b[y, x].item())
+            want = torch.floor((1 - weight) * streak[0, :, y, x].float() + weight * eye[0, :, y, other].float() + 0.5)
+            assert torch.equal(eye[0, :, y, x].float(), want), (share, y, x)
+            if holes[0, 0, y, other] and not torch.equal(eye[0, :, y, other], streak[0, :, y, other]):
+                lent_a_fill += 1
+    assert lent_a_fill >= 8  # the hole beside the edge pixel had its fill's colour, not the streak's
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+def test_cuda_edge_blends_match_the_native_ones():
+    for d_near in (4.4, 5.0, 6.7):
+        frames, d = edge_scene(d_near)
+        for share in (0.5, -0.5, 1.0):
+            image, holes, blend = _core.render_eye_edges(frames, d, share, "cpu")
+            g_image, g_holes, g_blend = _core.render_eye_edges(frames.cuda(), d.cuda(), share)
+            assert torch.equal(g_blend.cpu(), blend) and torch.equal(g_image.cpu(), image)
+            blended = _core.blend_depth_edges(image, blend, "cpu")
+            assert torch.equal(_core.blend_depth_edges(g_image, g_blend).cpu(), blended)
 
 
 def test_edges_landing_on_one_pixel_are_left_as_the_warp_draws_them():

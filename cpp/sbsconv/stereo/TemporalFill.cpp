@@ -87,16 +87,13 @@ inline float bilinear(const T* plane, int64_t h, int64_t w, int64_t channels, in
 }
 
 // Step 3: how far above the anchor's disparity a point seen in another frame may lie and still
-// be the anchor's surface: a sixth of the way to the hole's foreground disparity, at least half
-// a pixel. (The anchor's own checks allow a third, background_tolerance(): a surface between the
-// two, such as the trucking scene's panel at 4 m between a 1.4 m square and a 12 m wall, would
-// pass that, and its colour be taken for the wall's it hides; at 720p this stricter test gains
-// that scene 0.2-0.3 dB in its disocclusions and lowers their flicker, benchmarks/RESULTS.md.)
-constexpr float kPointShare = 6.0f;
-inline float point_tolerance(float foreground, float background) {
-  const float share = (foreground - background) / kPointShare;
-  return share > 0.5f ? share : 0.5f;
-}
+// be the anchor's surface: a sixth of the way to the hole's foreground disparity
+// (background_tolerance(fg, bg, kPointParts)), at least half a pixel. The anchor's own checks
+// allow a third: a surface between the two, such as the trucking scene's panel at 4 m between a
+// 1.4 m square and a 12 m wall, would pass that, and its colour be taken for the wall's it hides
+// (at 720p this stricter test gains that scene 0.2-0.3 dB in its disocclusions and lowers their
+// flicker, benchmarks/RESULTS.md).
+constexpr float kPointParts = 6.0f;
 
 // The largest of the four values bilinear() weighs at (x, y): a sample that mixes in none of
 // a nearer surface has all four at the background's disparity.
@@ -366,7 +363,7 @@ void TemporalFill::fill_tensor(int64_t first, const std::vector<std::pair<double
   const double margin = (o_.flow.window_radius + 1) * sx * 5 / 2.0 + 1.0;
   const at::Tensor u = p - k * bg_d;
   const at::Tensor tolerance = background_tolerance(fg_d, bg_d);
-  const at::Tensor seen_tolerance = ((fg_d - bg_d) / kPointShare).clamp_min(0.5); // point_tolerance()
+  const at::Tensor seen_tolerance = background_tolerance(fg_d, bg_d, kPointParts);
   const at::Tensor inside = bg_x + side * margin;
   const at::Tensor d_inside = sample_points(disparity_, t_slot, inside, y).squeeze(1);
   const at::Tensor anchor = at::where((d_inside - bg_d).abs() <= tolerance, inside, bg_x);
@@ -571,7 +568,7 @@ void TemporalFill::fill_cpu(int64_t first, const std::vector<std::pair<double, E
           const float y = static_cast<float>(yi);
           const float u = static_cast<float>(xi) - k * bg_d;
           const float tolerance = background_tolerance(fg_d, bg_d);
-          const float seen_tolerance = point_tolerance(fg_d, bg_d);
+          const float seen_tolerance = background_tolerance(fg_d, bg_d, kPointParts);
           if (run.bg_x != bg_x || run.bg_d != bg_d || run.fg_d != fg_d || run.side != side) {
             // a new run: its anchor, and its chains from scratch
             const float inside = bg_x + side * margin;

@@ -31,8 +31,8 @@ namespace sbsconv {
 //    background: its disparity jumps towards the foreground's, or its brightness changes.
 // 3. Which frame saw it: at frame j the point's position is accepted when it is inside the
 //    frame and the disparity there is the background's (not more than a sixth of the way to
-//    the hole's foreground disparity above the anchor's: a nearer surface between the two is
-//    not the background), at each of the four pixels its
+//    the hole's foreground disparity above the anchor's, at least half a pixel: a nearer
+//    surface between the two is not the background), at each of the four pixels its
 //    colour is interpolated from (no nearer surface mixes in): the background was in view.
 //    The nearest frame in time wins (the previous one before the next at equal distance), so
 //    a region that stays hidden keeps showing what the same frame saw: stable over time.

@@ -131,8 +131,8 @@ void check_blend(const at::Tensor& image, const at::Tensor& edge_blend) {
 
 } // namespace
 
-at::Tensor background_tolerance(const at::Tensor& foreground, const at::Tensor& background) {
-  return ((foreground - background) / 3.0).clamp_min(0.5);
+at::Tensor background_tolerance(const at::Tensor& foreground, const at::Tensor& background, float parts) {
+  return ((foreground - background) / parts).clamp_min(0.5);
 }
 
 // ---- the tensor version (any device) -----------------------------------------------------------
@@ -232,7 +232,7 @@ EyeResult render_eye_tensor(
   if (describe_holes) {
     // Note [Depth edges within their pixel]: the same rules as edge_coverage_row
     const int64_t cells = rows * w;
-    std::vector<at::Tensor> target_of, covered_of, ok_of;
+    std::vector<at::Tensor> target_of, part_of, ok_of;
     for (int dir = -1; dir <= 1; dir += 2) {
       const bool right_side = dir > 0;
       const at::Tensor d_nb = right_side ? d_next : d_prev;
@@ -240,18 +240,18 @@ EyeResult render_eye_tensor(
       const at::Tensor in_row = right_side ? col < w - 1 : col > 0;
       const at::Tensor e = t + 0.5f * static_cast<float>(dir);
       const at::Tensor pf = at::floor(e + 0.5f);
-      const at::Tensor covered = right_side ? e + 0.5f - pf : pf + 0.5f - e;
+      const at::Tensor part = right_side ? e + 0.5f - pf : pf + 0.5f - e;
       target_of.push_back(pf.clamp(0, w - 1).to(at::kLong) + row_base);
-      covered_of.push_back(covered);
+      part_of.push_back(part);
       ok_of.push_back(
-          in_row & (d > d_nb) & ((s_nb - s).abs() >= kConnected) & (pf >= 0) & (pf <= w - 1) & (covered > 0) &
-          (covered < 1));
+          in_row & (d > d_nb) & ((s_nb - s).abs() >= kConnected) & (pf >= 0) & (pf <= w - 1) & (part > 0) &
+          (part < 1));
     }
     at::Tensor offers = at::zeros({cells}, i64);
     for (int i = 0; i < 2; ++i) {
       offers.scatter_add_(0, target_of[i].flatten(), ok_of[i].to(at::kLong).flatten());
     }
-    at::Tensor blend = at::zeros({cells + 1}, f32); // the last cell takes the offers not kept
+    at::Tensor blend = at::zeros({cells}, f32);
     const at::Tensor depth_flat = depth_buffer.flatten();
     const at::Tensor source_flat = source.flatten();
     const at::Tensor d_flat = d.flatten();
@@ -260,7 +260,7 @@ EyeResult render_eye_tensor(
       const int dir = i == 0 ? -1 : 1;
       const at::Tensor p = target_of[i].flatten();
       const at::Tensor p_col = p.remainder(w);
-      const at::Tensor covered = covered_of[i].flatten();
+      const at::Tensor part = part_of[i].flatten();
       const at::Tensor depth_p = depth_flat.index_select(0, p);
       const at::Tensor owned = (depth_p == d_flat) & (source_flat.index_select(0, p) == x_flat);
       const at::Tensor other_col = at::where(owned, p_col + dir, p_col - dir);
@@ -273,10 +273,11 @@ EyeResult render_eye_tensor(
       const at::Tensor keep =
           ok_of[i].flatten() & (offers.index_select(0, p) == 1) & other_ok & (lend_background | lend_foreground);
       const at::Tensor amount =
-          at::where(owned, (1.0f - covered) * static_cast<float>(dir), covered * static_cast<float>(-dir));
-      blend.scatter_(0, at::where(keep, p, cells), amount);
+          at::where(owned, (1.0f - part) * static_cast<float>(dir), part * static_cast<float>(-dir));
+      // one kept offer at most per pixel: the others add nothing
+      blend.scatter_add_(0, p, at::where(keep, amount, 0.0f));
     }
-    result.edge_blend = blend.narrow(0, 0, cells).view({n, 1, h, w});
+    result.edge_blend = blend.view({n, 1, h, w});
   }
   result.image = value.to(at::kByte).view({n, h, 3, w}).permute({0, 2, 1, 3}).contiguous();
   result.holes = covered.logical_not().view({n, 1, h, w});
@@ -512,6 +513,7 @@ void blend_depth_edges(EyeResult& eye) {
   } else {
     blend_depth_edges_tensor(eye.image, eye.edge_blend);
   }
+  eye.edge_blend = at::Tensor(); // applied: a second call blends nothing
 }
 
 void blend_depth_edges_tensor(const at::Tensor& image, const at::Tensor& edge_blend) {

@@ -45,8 +45,9 @@ namespace sbsconv {
 //
 // So each such pixel p (one per edge and row; none where two edges land on one pixel) is
 // blended with its row neighbour, after the fills have given the holes their colours:
-// - p shows the near surface (a >= 1/2): it takes 1 - a of the far side's neighbour, a hole
-//   (its fill) or a farther surface. The near surface's edge erodes into the colour behind it.
+// - p shows the near surface (the z-buffer gave it p: a > 1/2, or a = 1/2 at the surface's
+//   left edge, its half-open segments' rule): it takes 1 - a of the far side's neighbour, a
+//   hole (its fill) or a farther surface. The near surface's edge erodes into the colour behind.
 // - p shows a farther surface (a < 1/2, the edge's occluding side, where the eye sees that
 //   surface in the source): it takes a of the near side's neighbour.
 // - p is a hole (a < 1/2, a disocclusion): it stays as the fill made it. The near surface's
@@ -59,7 +60,8 @@ namespace sbsconv {
 //
 // The warp marks these pixels (EyeResult::edge_blend, with describe_holes) and
 // blend_depth_edges applies the marks; both have a native and a LibTorch version that agree
-// exactly.
+// exactly. Without a fill (fill "none": black holes for an external inpainting model) no edge is
+// blended, the occluding side's neither: that eye is the warp's own, pixel for pixel.
 
 struct EyeResult {
   at::Tensor image; // uint8 [N,3,H,W]
@@ -78,12 +80,13 @@ struct EyeResult {
 // Whether a disparity is still a hole's background's, for the fills that look for it (Note
 // [Temporal fill], Note [Depth-guided patch fill]): within a third of the way to the hole's
 // foreground disparity, and at least half a pixel.
-inline float background_tolerance(float foreground, float background) {
-  const float third = (foreground - background) / 3.0f;
-  return third > 0.5f ? third : 0.5f;
+// (`parts`: a third by default; Note [Temporal fill], step 3, asks a sixth of a point it finds.)
+inline float background_tolerance(float foreground, float background, float parts = 3.0f) {
+  const float share = (foreground - background) / parts;
+  return share > 0.5f ? share : 0.5f;
 }
 // The same, elementwise (the fills' LibTorch versions).
-at::Tensor background_tolerance(const at::Tensor& foreground, const at::Tensor& background);
+at::Tensor background_tolerance(const at::Tensor& foreground, const at::Tensor& background, float parts = 3.0f);
 
 // frames: uint8 [N,3,H,W] (any memory layout); disparity: float [N,1,H,W] in pixels, the
 // left-to-right disparity (a point at x in the left view is at x - d in the right view);
