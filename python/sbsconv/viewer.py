@@ -33,6 +33,7 @@ __all__ = ["depth_view_html", "write_depth_view"]
 
 _ASSET = Path(__file__).with_name("assets") / "depth_viewer.js"
 EDGE_JUMP = 0.06  # a point whose 3x3 neighbourhood spans more than this share of its depth is on an edge
+EDGE_MAJORITY = 0.5  # a frame with more of its points on edges than this has no layers: none are hidden
 RELATIVE_NEAREST = 0.05  # relative depth d (1 = nearest) is shown at distance 1 / max(d, this)
 
 
@@ -118,6 +119,10 @@ def depth_view_html(
     t = torch.from_numpy(z)[:, None]
     span = F.max_pool2d(t, 3, 1, 1) + F.max_pool2d(-t, 3, 1, 1)
     flags = (span[:, 0].numpy() > EDGE_JUMP * z).astype(np.uint8)
+    # Edges are the few points between layers. A frame where most points "jump" is noise (a
+    # flat frame's depth stretched to the full range, a model that failed on it): it has no
+    # layers to separate, and hiding its edges would leave the frame empty. Show it as it is.
+    flags[flags.reshape(n, -1).mean(1) > EDGE_MAJORITY] = 0
     has_mask = masks is not None
     if has_mask:
         from sbsconv.masks import read_masks

@@ -180,6 +180,28 @@ def test_the_first_displayed_frame_is_drawn_again(make_clip, chromium, tmp_path)
     assert int(canvas.get_attribute("data-drawn")) == 2
 
 
+def test_a_frame_of_noise_is_shown_not_hidden_as_edges(make_clip, tmp_path):
+    """Points between depth layers are hidden (flying pixels). A frame whose depth is noise (a
+    flat frame stretched to the full range, as a stabiliser does with a shot's first frame) has
+    its every point "between layers": hiding them left the frame blank, and the web app's 3D
+    view showed nothing when paused there. Such a frame keeps its points; a layered one keeps
+    its edges."""
+    video, path = write_clip_and_depth(tmp_path, make_clip, frames=2)
+    depth = np.load(path)
+    depth[0] = np.random.default_rng(0).uniform(0.0, 1.0, (H, W))
+    np.save(path, depth)
+    from sbsconv.viewer import depth_view_html
+
+    page = depth_view_html(video, path, points_wide=48)
+    data = json.loads(page.split('id="sbs-depth-data">', 1)[1].split("</script>", 1)[0])
+    w, h = data["grid"]
+    flags = np.frombuffer(base64.b64decode(data["flags"]), np.uint8).reshape(2, h, w)
+    assert not (flags[0] & 1).any()  # the noise: nothing hidden
+    edges = (flags[1] & 1).astype(bool)  # the square on the wall: its outline, and only that
+    assert 0 < edges.mean() < 0.3
+    assert edges[round(32 * h / H), round(30 * w / W)] and not edges[round(32 * h / H), round(48 * w / W)]
+
+
 def test_view_depth_as_a_user_runs_it(clip_and_depth, tmp_path):
     video, depth, mask = clip_and_depth
     out = tmp_path / "page.html"
