@@ -86,7 +86,10 @@ def test_a_worker_killed_mid_task_is_retried_and_resumes(cluster, testsrc, tmp_p
 
     def kill_when_segments_exist(event: dict) -> None:
         pid = event.get("pids", {}).get((src / "long.mp4").as_posix())
-        if not killed and pid and len(list(journal.glob("segment_*.nut"))) >= 2:
+        # a segment's state file is written just before its record is appended to the journal
+        # (segment files are opened when they start, several at once when encoding in parallel):
+        # three states mean the first two segments' 20 frames are in the journal
+        if not killed and pid and len(list(journal.glob("segment_*.state"))) >= 3:
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
 
