@@ -4,7 +4,8 @@ dragging, zoom with the wheel, play/pause and a frame slider, the camera's path 
 when the depth file holds the camera's poses (Depth Anything 3's any-view models), the
 subject mask on/off (a mask file from export_mask() or mask_out=), and the points on edges
 between depth layers removed (on by default: they are the smeared pixels between a
-foreground and its background, which would float in the air).
+foreground and its background, which would float in the air; a frame where most points
+would be removed is noise, not layers, and keeps them).
 
     sbsconv.write_depth_view("clip.mp4", "clip_depth.mkv", "clip_depth.html")
     sbsconv view-depth clip.mp4 clip_depth.mkv                  # writes it and opens a browser
