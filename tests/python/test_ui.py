@@ -514,7 +514,8 @@ def test_the_depth_in_3d_plays_in_the_page(server, browser):
         # the first displayed frame): a loaded machine may show the clear colour a moment longer
         def points_shown():
             pixels = canvas_pixels(browser, canvas)
-            return (pixels,) if drawn(pixels) > 0.05 else None
+            # (the tiny model's flat depth puts its points on about 6 % of the canvas; blank is 0)
+            return (pixels,) if drawn(pixels) > 0.02 else None
 
         try:
             (before,) = wait_for(points_shown)
