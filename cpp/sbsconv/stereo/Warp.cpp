@@ -363,8 +363,8 @@ EyeResult render_eye_cpu(
         shift[x] = d[x] * k;
         target[x] = static_cast<float>(x) + shift[x];
       }
-      // Written without branches (loads hoisted, & instead of &&) so the compiler
-      // vectorises it.
+      // Written without branches (loads hoisted, float selects) so the compiler vectorises
+      // it (GCC's -fopt-info-vec says so; benchmarks/RESULTS.md, the pace at 1080p).
       float* __restrict pr_out = p_r.data();
       float* __restrict ur_out = u_r.data();
       float* __restrict ddr_out = dd_r.data();
@@ -384,22 +384,26 @@ EyeResult render_eye_cpu(
         // Right half [x, x+1/2] -> [t, b_r).
         const float b_r = conn_next ? (t + t_next) * 0.5f : t + 0.5f;
         const float pr = fast_ceil(t);
-        const bool ok_r = (pr < b_r) & (pr >= 0.0f) & (pr <= last_col);
         const float fr = (pr - t) / (b_r - t);
         const float ur = conn_next ? xf + fr * 0.5f : xf;
         const float interp_r = dx + (d_next - dx) * (ur - xf);
         ddr_out[x] = conn_next ? interp_r : dx;
-        pr_out[x] = ok_r ? pr : -1.0f;
+        // in range (pr < b_r, 0 <= pr <= last_col) as a chain of float selects: GCC 12 does
+        // not vectorise the loop with the three tests and-ed as bools
+        const float in_r = pr < b_r ? pr : -1.0f;
+        const float above_r = pr >= 0.0f ? in_r : -1.0f;
+        pr_out[x] = pr <= last_col ? above_r : -1.0f;
         ur_out[x] = ur;
         // Left half [x-1/2, x] -> [a_l, t).
         const float a_l = conn_prev ? (t_prev + t) * 0.5f : t - 0.5f;
         const float pl = fast_ceil(a_l);
-        const bool ok_l = (pl < t) & (pl >= 0.0f) & (pl <= last_col);
         const float fl = (pl - a_l) / (t - a_l);
         const float ul = conn_prev ? (xf - 0.5f) + fl * 0.5f : xf;
         const float interp_l = dx + (d_prev - dx) * (xf - ul);
         ddl_out[x] = conn_prev ? interp_l : dx;
-        pl_out[x] = ok_l ? pl : -1.0f;
+        const float in_l = pl < t ? pl : -1.0f;
+        const float above_l = pl >= 0.0f ? in_l : -1.0f;
+        pl_out[x] = pl <= last_col ? above_l : -1.0f;
         ul_out[x] = ul;
       }
       // Z-buffer: the nearest candidate wins, the larger source position among equals.
