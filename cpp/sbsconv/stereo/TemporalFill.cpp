@@ -278,9 +278,15 @@ void TemporalFill::push(
     slots[i] = slot(first + i);
   }
   slots = slots.to(frames_.device());
-  frames_.index_copy_(0, slots, frames.permute({0, 2, 3, 1}));
-  disparity_.index_copy_(0, slots, rendered.permute({0, 2, 3, 1}));
-  gray_.index_copy_(0, slots, gray.permute({0, 2, 3, 1}));
+  // Frame by frame into its slot: copy_ reorders a frame to channels last in blocks, where
+  // index_copy_ from the permuted batch went element by element (13 ms of the 30 a 1080p frame
+  // took here on one thread, benchmarks/RESULTS.md)
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t to = slot(first + i);
+    frames_.select(0, to).copy_(frames[i].permute({1, 2, 0}));
+    disparity_.select(0, to).copy_(rendered[i].permute({1, 2, 0}));
+    gray_.select(0, to).copy_(gray[i].permute({1, 2, 0}));
+  }
   const auto i64 = at::TensorOptions().dtype(at::kLong);
   slot_index_.index_copy_(0, slots, at::arange(first, first + n, i64).to(slots.device()));
   slot_shot_.index_copy_(0, slots, at::tensor(shots, i64).to(slots.device()));
@@ -288,14 +294,10 @@ void TemporalFill::push(
   if (forward.defined()) {
     // forward[i] goes from frame (continues ? first-1+i : first+i) to the next one
     const int64_t from = continues ? first - 1 : first;
-    at::Tensor from_slots = at::empty({forward.size(0)}, at::kLong);
-    at::Tensor to_slots = at::empty({forward.size(0)}, at::kLong);
     for (int64_t i = 0; i < forward.size(0); ++i) {
-      from_slots[i] = slot(from + i);
-      to_slots[i] = slot(from + i + 1);
+      flow_next_.select(0, slot(from + i)).copy_(forward[i]);
+      flow_prev_.select(0, slot(from + i + 1)).copy_(backward[i]);
     }
-    flow_next_.index_copy_(0, from_slots.to(frames_.device()), forward);
-    flow_prev_.index_copy_(0, to_slots.to(frames_.device()), backward);
   }
   next_index_ = first + n;
 }
