@@ -3,8 +3,13 @@
 #include <ATen/ATen.h>
 
 #include "sbsconv/common/Error.h"
+#include "sbsconv/common/Heap.h"
 
 namespace sbsconv {
+
+DepthModel::DepthModel() {
+  keep_large_blocks_in_heap();
+}
 
 const char* depth_kind_name(DepthKind kind) {
   switch (kind) {

@@ -50,6 +50,9 @@ struct DepthOutput {
 // Threading: not thread-safe; one owner (the engine's depth stage).
 class DepthModel {
  public:
+  // Every model's frames are large and come again each batch: Note [Large blocks stay in the
+  // heap] (common/Heap.h) applies from the first model of a process on.
+  DepthModel();
   virtual ~DepthModel() = default;
 
   virtual const std::string& name() const = 0;

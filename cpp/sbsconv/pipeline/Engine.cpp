@@ -1,5 +1,7 @@
 #include "sbsconv/pipeline/EngineImpl.h"
 
+#include "sbsconv/common/Heap.h"
+
 // The engine's wiring and lifecycle: set-up (options checked, the run lock, the journal and its
 // automatic choices), the coordinator that starts the stage threads and joins them, and the
 // public Engine. Each stage's loop is in its own file (EngineImpl.h names them).
@@ -181,6 +183,7 @@ void Engine::Impl::prepare() {
 }
 
 void Engine::Impl::run() {
+  keep_large_blocks_in_heap(); // Note [Large blocks stay in the heap]
   try {
     prepare();
     plan_cores();
@@ -217,6 +220,7 @@ void Engine::Impl::run() {
   if (run_lock) {
     run_lock->release();
   }
+  release_free_heap(); // the run's frames are freed: the process keeps no peak
   std::lock_guard<std::mutex> lock(mutex);
   phase = user_cancelled ? "cancelled" : (error ? "failed" : "done");
   finished = true;

@@ -1,0 +1,34 @@
+#pragma once
+
+namespace sbsconv {
+
+// Note [Large blocks stay in the heap]
+// A conversion allocates and frees blocks of tens to hundreds of megabytes for every batch:
+// frames, depth, the eyes, the model's activations (a 1080p frame as floats is 25 MB, the
+// depth head's upsampled features for a batch of two about 240 MB). glibc's malloc serves a
+// block above its mmap threshold (dynamic, at most 32 MB) with a fresh mmap and returns it to
+// the system when freed, and trims the heap's free top beyond twice that threshold, so the
+// next batch's block is new memory again: every page of it a page fault that the kernel
+// zeroes. On two cores at 1080p that was 14 % of a conversion's samples (6-8 million faults
+// for 30 frames); without it the depth model alone runs 1.16-1.3x faster, a conversion in a
+// fresh process 1.08-1.14x (benchmarks/RESULTS.md, "large blocks stay in the heap").
+//
+// So the first model or engine of a process raises glibc's mmap and trim thresholds to 1 GiB:
+// blocks up to that size are carved from the heap and, freed, stay there for the next batch.
+// What is free is handed back to the system at the end of every conversion
+// (release_free_heap: malloc_trim), so a notebook or web-app process does not keep a run's
+// peak. A process whose user chose malloc's settings (GLIBC_TUNABLES naming glibc.malloc,
+// or any MALLOC_*_ environment variable) keeps them; other C libraries are left alone.
+// (A thread's own arena still maps blocks above its 64 MB heaps; glibc.malloc.arena_max=1
+// would put them in the main heap, but measured no faster, so the arenas are left alone.)
+//
+// Threading: both functions are thread-safe.
+
+// Applies the thresholds once per process (later calls do nothing). Returns whether this
+// process runs with them (false: not glibc, or the user's own settings).
+bool keep_large_blocks_in_heap();
+
+// Returns the heap's free memory to the system (where keep_large_blocks_in_heap applied).
+void release_free_heap();
+
+} // namespace sbsconv

@@ -1,0 +1,99 @@
+"""Note [Large blocks stay in the heap] (cpp/sbsconv/common/Heap.h): from a process's first
+depth model or conversion on, glibc's malloc keeps blocks of frames' size in the heap, so a
+batch's blocks are not fresh (page-faulted, zeroed) memory again; a conversion hands the free
+heap back when it ends; a user's own malloc settings stand.
+
+Each case runs in a fresh process: the policy is a process's, set once."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.skipif(
+    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
+    reason="the policy is glibc's malloc (elsewhere the C library's own is left alone)")
+
+BLOCK = 96 << 20  # above glibc's largest dynamic mmap threshold (32 MB): mapped afresh by default
+ROUNDS = 4
+
+# Page faults of ROUNDS allocations of BLOCK bytes, each written and freed (a batch's frames).
+_FAULTS = f"""
+import json, resource, sys, torch
+
+def faults():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range({ROUNDS}):
+        block = torch.empty({BLOCK}, dtype=torch.uint8)
+        block.fill_(1)
+        del block
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+"""
+
+PAGES = BLOCK // os.sysconf("SC_PAGE_SIZE")
+
+
+def _run(code: str, env: dict[str, str] | None = None) -> dict:
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _faults_around_model_load(tiny_model, env=None) -> dict:
+    return _run(_FAULTS + f"""
+from sbsconv import models
+before = faults()
+model = models.load({str(tiny_model)!r}, device="cpu")
+print(json.dumps({{"before": before, "after": faults()}}))
+""", env)
+
+
+def test_the_first_model_keeps_frame_sized_blocks_in_the_heap(tiny_model):
+    got = _faults_around_model_load(tiny_model)
+    # glibc's default: every round's block is new memory, every page of it a fault
+    assert got["before"] >= 0.9 * ROUNDS * PAGES, got
+    # with the model: the first round's block is new, the next ones reuse it
+    assert got["after"] <= 1.5 * PAGES, got
+
+
+@pytest.mark.parametrize("env", [
+    {"GLIBC_TUNABLES": "glibc.malloc.tcache_count=7"},
+    {"MALLOC_ARENA_MAX": "4"},
+], ids=["GLIBC_TUNABLES", "MALLOC_ARENA_MAX"])
+def test_malloc_settings_the_user_chose_are_left_alone(tiny_model, env):
+    got = _faults_around_model_load(tiny_model, env)
+    assert got["before"] >= 0.9 * ROUNDS * PAGES, got
+    assert got["after"] >= 0.9 * ROUNDS * PAGES, got
+
+
+def test_a_conversion_hands_the_free_heap_back(tiny_model, testsrc, tmp_path):
+    clip = testsrc("heap_160x120.mp4")
+    got = _run(f"""
+import json, os, torch, sbsconv
+from sbsconv import models
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+models.load({str(tiny_model)!r}, device="cpu")  # the policy applies
+start = rss()
+blocks = [torch.ones(64 << 20, dtype=torch.uint8) for _ in range(8)]  # 512 MB in the heap
+del blocks
+kept = rss()
+sbsconv.convert({str(clip)!r}, {str(tmp_path / "out.mp4")!r}, model={str(tiny_model)!r}, device="cpu",
+                progress=False)
+print(json.dumps({{"start": start, "kept": kept, "after": rss()}}))
+""")
+    mb = 1 << 20
+    # the freed blocks stay with the process while it converts ...
+    assert got["kept"] - got["start"] >= 400 * mb, got
+    # ... and the conversion's end returns them (and its own) to the system
+    assert got["after"] - got["start"] <= 200 * mb, got
