@@ -20,19 +20,24 @@ pytestmark = pytest.mark.skipif(
     reason="the policy is glibc's malloc (elsewhere the C library's own is left alone)")
 
 BLOCK = 96 << 20  # above glibc's largest dynamic mmap threshold (32 MB): mapped afresh by default
-ROUNDS = 4
+ROUNDS = 6
+SETTLED = 3  # the last rounds: their blocks reuse the first rounds' memory (two of them at most:
+# torch aligns its blocks, so a freed block is a little short of the next request's carve and the
+# heap alternates between two places)
 
-# Page faults of ROUNDS allocations of BLOCK bytes, each written and freed (a batch's frames).
+# Page faults of each of ROUNDS allocations of BLOCK bytes, written and freed (a batch's frames).
 _FAULTS = f"""
 import json, resource, sys, torch
 
 def faults():
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    rounds = []
     for _ in range({ROUNDS}):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         block = torch.empty({BLOCK}, dtype=torch.uint8)
         block.fill_(1)
         del block
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+        rounds.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return rounds
 
 """
 
@@ -58,9 +63,10 @@ print(json.dumps({{"before": before, "after": faults()}}))
 def test_the_first_model_keeps_frame_sized_blocks_in_the_heap(tiny_model):
     got = _faults_around_model_load(tiny_model)
     # glibc's default: every round's block is new memory, every page of it a fault
-    assert got["before"] >= 0.9 * ROUNDS * PAGES, got
-    # with the model: the first round's block is new, the next ones reuse it
-    assert got["after"] <= 1.5 * PAGES, got
+    assert all(n >= 0.9 * PAGES for n in got["before"]), got
+    # with the model: the first rounds' blocks are new, the later ones reuse them
+    assert sum(got["after"]) <= 2.2 * PAGES, got
+    assert sum(got["after"][-SETTLED:]) <= 0.1 * PAGES, got
 
 
 @pytest.mark.parametrize("env", [
@@ -69,8 +75,7 @@ def test_the_first_model_keeps_frame_sized_blocks_in_the_heap(tiny_model):
 ], ids=["GLIBC_TUNABLES", "MALLOC_ARENA_MAX"])
 def test_malloc_settings_the_user_chose_are_left_alone(tiny_model, env):
     got = _faults_around_model_load(tiny_model, env)
-    assert got["before"] >= 0.9 * ROUNDS * PAGES, got
-    assert got["after"] >= 0.9 * ROUNDS * PAGES, got
+    assert all(n >= 0.9 * PAGES for n in got["before"] + got["after"]), got
 
 
 def test_a_conversion_hands_the_free_heap_back(tiny_model, testsrc, tmp_path):
