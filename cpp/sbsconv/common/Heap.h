@@ -5,7 +5,7 @@ namespace sbsconv {
 // Note [Large blocks stay in the heap]
 // A conversion allocates and frees blocks of tens to hundreds of megabytes for every batch:
 // frames, depth, the eyes, the model's activations (a 1080p frame as floats is 25 MB, the
-// depth head's upsampled features for a batch of two about 240 MB). glibc's malloc serves a
+// depth head's upsampled features for a batch of two about 120 MB at input 518). glibc's malloc serves a
 // block above its mmap threshold (dynamic, at most 32 MB) with a fresh mmap and returns it to
 // the system when freed, and trims the heap's free top beyond twice that threshold, so the
 // next batch's block is new memory again: every page of it a page fault that the kernel
@@ -18,7 +18,7 @@ namespace sbsconv {
 // What is free is handed back to the system at the end of every conversion
 // (release_free_heap: malloc_trim), so a notebook or web-app process does not keep a run's
 // peak. A process whose user chose malloc's settings (GLIBC_TUNABLES naming glibc.malloc,
-// or any MALLOC_*_ environment variable) keeps them; other C libraries are left alone.
+// or any MALLOC_* environment variable) keeps them; other C libraries are left alone.
 // (A thread's own arena still maps blocks above its 64 MB heaps; glibc.malloc.arena_max=1
 // would put them in the main heap, but measured no faster, so the arenas are left alone.)
 //
