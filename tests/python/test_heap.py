@@ -45,8 +45,10 @@ PAGES = BLOCK // os.sysconf("SC_PAGE_SIZE")
 
 
 def _run(code: str, env: dict[str, str] | None = None) -> dict:
+    """Runs code in a fresh process whose malloc settings are glibc's own, and `env`'s."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **(env or {})})
+                          env={**base, **(env or {})})
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
