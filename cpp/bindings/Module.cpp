@@ -312,6 +312,8 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("device", [](const DepthModel& d) { return d.device().str(); })
       .def_property_readonly(
           "dtype", [](const DepthModel& d) { return std::string(c10::toString(d.dtype())); })
+      .def_property_readonly(
+          "head_dtype", [](const DepthModel& d) { return std::string(c10::toString(d.head_dtype())); })
       .def_property_readonly("temporal", &DepthModel::temporal)
       .def("preferred_batch", &DepthModel::preferred_batch, py::arg("on_gpu"))
       .def("forward", &DepthModel::forward, py::arg("pixel_values"), py::call_guard<py::gil_scoped_release>())

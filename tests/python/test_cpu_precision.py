@@ -175,6 +175,22 @@ def test_depth_anything_v2_int8_meets_the_quality_budget(tiny_model, frames):
     assert abs_rel(ours, reference) <= 0.01
 
 
+def test_int8_runs_the_head_in_bfloat16_where_the_cpu_has_bf16_dot_products(tiny_model, frames):
+    # Note [int8 with the head in bfloat16]: the DPT head's convolutions in bfloat16 on a CPU
+    # with avx512_bf16, in float32 elsewhere; output_conv2 and the depth in float32 either way
+    # (the tests' model's depth varies by 1e-6 around 0.5, below bfloat16's step there)
+    bf16_dots = "avx512_bf16" in precision.cpu_flags()
+    f32 = models.load(str(tiny_model), device="cpu", precision="fp32", input_size=140)
+    i8 = models.load(str(tiny_model), device="cpu", precision="int8", input_size=140)
+    assert f32.head_dtype == "Float"
+    assert i8.dtype == "Float"  # the encoder's activations
+    assert i8.head_dtype == ("BFloat16" if bf16_dots else "Float")
+    reference, ours = f32.infer(frames), i8.infer(frames)
+    assert ours.dtype == torch.float32
+    assert float(ours.std()) > 0.5 * float(reference.std())  # not flattened to bfloat16's steps
+    assert abs_rel(ours, reference) <= 0.01
+
+
 def test_depth_anything_v2_bf16_on_the_cpu_meets_the_quality_budget(tiny_model, frames):
     # Note [bf16 on the CPU: the depth in float32]: the tests' model puts its depth's whole
     # variation below bfloat16's step at its value (0.5 +- 1e-6), so a depth rounded to bfloat16

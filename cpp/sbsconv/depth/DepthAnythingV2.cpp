@@ -6,6 +6,7 @@
 
 #include "sbsconv/common/DeviceSync.h"
 #include "sbsconv/common/Error.h"
+#include "sbsconv/depth/Int8Linear.h"
 
 namespace sbsconv {
 
@@ -88,12 +89,19 @@ DepthAnythingV2::DepthAnythingV2(
   DptHeadConfig head = config.head;
   head.in_channels = config.encoder.embed_dim;
   head.patch_size = config.encoder.patch_size;
-  if (options.dtype == at::kBFloat16 && options.device.is_cpu()) {
+  // Note [int8 with the head in bfloat16]
+  const bool bf16_head =
+      options.int8 && options.device.is_cpu() && options.dtype == at::kFloat && cpu_has_bf16_dot_products();
+  if ((options.dtype == at::kBFloat16 && options.device.is_cpu()) || bf16_head) {
     head.fp32_output = true; // Note [bf16 on the CPU: the depth in float32]
     head.fp32_depth = true;
   }
   head_ = std::make_unique<DptHead>(head, reader, "depth_head.");
   reader.check();
+  head_dtype_ = bf16_head ? at::kBFloat16 : options.dtype;
+  if (bf16_head) {
+    head_->convert_convolutions(at::kBFloat16);
+  }
 }
 
 at::Tensor DepthAnythingV2::forward(const at::Tensor& pixel_values) {

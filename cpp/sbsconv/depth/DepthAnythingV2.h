@@ -51,6 +51,16 @@ void check_head_layers(const std::vector<int64_t>& layers, int64_t depth);
 // came out as one flat value). The cost is one 3x3 convolution at the input resolution in
 // float32.
 
+// Note [int8 with the head in bfloat16]
+// precision="int8" (what "auto" picks on CPUs with VNNI but no AMX) runs the encoder's linear
+// layers and attention in int8 (Note [int8 linear layers]); its DPT head ran in float32, about a
+// third of the model's time at input 518 on two cores. Where the CPU has bf16 dot products
+// (avx512_bf16: AMD Zen 4 and later, Intel since Cooper Lake) the head's convolutions run in
+// bfloat16 instead, at about twice float32's rate there (oneDNN), but for output_conv2 and the
+// depth, which stay in float32 as under precision="bf16" (the Note above). Elsewhere the head
+// stays in float32 (bfloat16 without the instructions is emulated, and slower). Measured in
+// benchmarks/RESULTS.md ("int8 with the head in bfloat16").
+
 // Depth-Anything-V2 (relative and metric, any encoder size): DINOv2 + DPT head.
 // See Note [DepthModel contract].
 class DepthAnythingV2 : public DepthModel {
@@ -69,6 +79,9 @@ class DepthAnythingV2 : public DepthModel {
   at::ScalarType dtype() const override {
     return options_.dtype;
   }
+  at::ScalarType head_dtype() const override {
+    return head_dtype_;
+  }
   at::Tensor forward(const at::Tensor& pixel_values) override;
   DepthOutput infer(const at::Tensor& frames) override;
   std::map<std::string, at::Tensor> prepared_weights() const override;
@@ -82,6 +95,7 @@ class DepthAnythingV2 : public DepthModel {
   ModelOptions options_;
   std::unique_ptr<DinoV2Encoder> encoder_;
   std::unique_ptr<DptHead> head_;
+  at::ScalarType head_dtype_;
 };
 
 // Validates and resolves ModelOptions from user strings.

@@ -59,6 +59,11 @@ class DepthModel {
   virtual DepthKind kind() const = 0;
   virtual at::Device device() const = 0;
   virtual at::ScalarType dtype() const = 0;
+  // The type the depth head's convolutions compute in: the model's, but under int8 where the
+  // CPU has bf16 dot products (Note [int8 with the head in bfloat16], DepthAnythingV2.h).
+  virtual at::ScalarType head_dtype() const {
+    return dtype();
+  }
 
   virtual at::Tensor forward(const at::Tensor& pixel_values) = 0;
   virtual DepthOutput infer(const at::Tensor& frames) = 0;

@@ -104,6 +104,33 @@ DptHead::DptHead(const DptHeadConfig& config, WeightReader& w, const std::string
   }
 }
 
+void DptHead::convert_convolutions(at::ScalarType dtype) {
+  auto convert = [dtype](Conv& c) {
+    c.weight = c.weight.to(dtype);
+    if (c.bias.defined()) {
+      c.bias = c.bias.to(dtype);
+    }
+  };
+  for (int i = 0; i < 4; ++i) {
+    convert(trunk_.projects[i]);
+    if (trunk_.resize[i].weight.defined()) {
+      convert(trunk_.resize[i]);
+    }
+    convert(trunk_.layer_rn[i]);
+    Fusion& f = trunk_.refine[i];
+    for (Conv* c : {&f.unit1.conv1, &f.unit1.conv2, &f.unit2.conv1, &f.unit2.conv2, &f.out}) {
+      if (c->weight.defined()) {
+        convert(*c);
+      }
+    }
+  }
+  convert(output1_);
+  if (!config_.fp32_output) {
+    convert(output2a_);
+    convert(output2b_);
+  }
+}
+
 at::Tensor fuse_block(const DptHead::Fusion& f, const at::Tensor& x, const at::Tensor* skip, at::IntArrayRef size) {
   at::Tensor out = x;
   if (skip != nullptr) {
@@ -125,7 +152,9 @@ at::Tensor DptHead::forward(
   std::array<at::Tensor, 4> layers;
   for (int i = 0; i < 4; ++i) {
     const at::Tensor& t = tokens[i];
-    at::Tensor x = t.transpose(1, 2).reshape({t.size(0), t.size(2), gh, gw}).contiguous(kChannelsLast);
+    // the head's own type (convert_convolutions): the encoder's tokens may be float32
+    const at::ScalarType dtype = trunk_.projects[i].weight.scalar_type();
+    at::Tensor x = t.transpose(1, 2).reshape({t.size(0), t.size(2), gh, gw}).to(dtype).contiguous(kChannelsLast);
     x = conv(trunk_.projects[i], x);
     switch (i) {
       case 0:

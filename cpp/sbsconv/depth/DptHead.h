@@ -55,6 +55,11 @@ class DptHead {
       DptHooks* hooks = nullptr,
       int64_t micro_batch = 0) const;
 
+  // Converts the head's convolutions to `dtype`, all but output_conv2 where fp32_output keeps
+  // it in float32 (Note [int8 with the head in bfloat16], DepthAnythingV2.h); forward() then
+  // takes its token maps in any floating type and computes in `dtype`.
+  void convert_convolutions(at::ScalarType dtype);
+
   // The fused feature map before the output convolutions ([N,features,8gh,8gw]); the temporal
   // head of Video-Depth-Anything builds on the same stages.
   struct Conv {

@@ -98,13 +98,17 @@ SBSCONV_CLONES float exp2_row_bf16(const float* x, float peak, uint16_t* out, in
 
 } // namespace
 
-bool int8_attention_uses_bf16() {
+bool cpu_has_bf16_dot_products() {
 #if defined(__x86_64__) && defined(__GNUC__)
   static const bool has = __builtin_cpu_supports("avx512bf16");
   return has;
 #else
-  return false; // other CPUs: the values in float32 (bf16 there not measured)
+  return false; // other CPUs: float32 (bf16 there not measured)
 #endif
+}
+
+bool int8_attention_uses_bf16() {
+  return cpu_has_bf16_dot_products();
 }
 
 at::Tensor int8_attention(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in) {

@@ -15,9 +15,8 @@ namespace sbsconv {
 // rescale passes are plain loops built for AVX-512, AVX2 and baseline x86 and chosen at start-up,
 // split over LibTorch's intra-op threads. Before quantization each LayerNorm's wide channels
 // are balanced into the weights that read them (DinoV2.cpp, balance_layer_norm). Attention is
-// int8 too (Note [int8 attention]); the norms and the DPT head stay in float32: in bfloat16 the
-// head's convolutions would run about twice as fast on CPUs with bf16 instructions, but the
-// depth itself would carry bfloat16's 8-bit mantissa (see benchmarks/RESULTS.md).
+// int8 too (Note [int8 attention]); the norms stay in float32, and so does the DPT head but
+// where the CPU has bf16 dot products (Note [int8 with the head in bfloat16], DepthAnythingV2.h).
 //
 // Not thread-safe to build; const calls may run concurrently.
 class Int8Linear {
@@ -75,5 +74,8 @@ at::Tensor int8_attention(const at::Tensor& q, const at::Tensor& k, const at::Te
 
 // Whether int8_attention multiplies the probabilities by v in bfloat16 on this CPU.
 bool int8_attention_uses_bf16();
+
+// Whether this CPU has bf16 dot products (avx512_bf16; every CPU with AMX-BF16 has it too).
+bool cpu_has_bf16_dot_products();
 
 } // namespace sbsconv

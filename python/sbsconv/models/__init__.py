@@ -95,6 +95,12 @@ class DepthModel:
         return self._core.dtype
 
     @property
+    def head_dtype(self) -> str:
+        """The type the depth head computes in: ``dtype``, but BFloat16 under int8 on a CPU with
+        bf16 dot products (Note [int8 with the head in bfloat16])."""
+        return self._core.head_dtype
+
+    @property
     def license(self) -> str | None:
         return self.spec.license if self.spec else None
 
