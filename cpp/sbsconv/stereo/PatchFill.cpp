@@ -40,17 +40,19 @@ struct row_view {
   const int64_t* ss; // its strides [N,3,H,W]
   uint8_t* out; // the eye's row
   const int64_t* os;
+  const float* disparity; // the frame's [H,W]
   int64_t h;
+  int64_t w;
   int64_t y;
 };
 
 // The Note's step 6 for the run x..last (continuing the background pixel e, on side s, whose
 // pixels show the hidden points p - shift): each pixel fades from the warp's colour (the
 // edge's) to the mean of the background's strip.
-template <typename IsBackground>
 void fade_run(
     const row_view& r,
-    const IsBackground& background,
+    float bg_d,
+    float tolerance,
     int64_t ei,
     int64_t s,
     float e,
@@ -58,66 +60,108 @@ void fade_run(
     float shift,
     int64_t x,
     int64_t last) {
-  constexpr int64_t rows = 2 * kFadeRows + 1;
-  float grey[rows][kFadeWidth];
-  bool on[rows][kFadeWidth];
-  float sum[3] = {0.0f, 0.0f, 0.0f};
+  // One pass over the strip, in integers (exact): the background pixels' channel sums, their
+  // greys' (R+G+B) sum and sum of squares, and over the pairs of neighbouring background pixels
+  // along a row the sums of their products and of the pair's two greys. The strip is the
+  // kFadeWidth pixels from the edge into the background, [lo, lo + kFadeWidth) in either
+  // direction; the pairs are the same whichever way they are walked.
+  const int64_t lo = s > 0 ? ei : ei - (kFadeWidth - 1);
+  const int64_t x0 = std::max<int64_t>(lo, 0);
+  const int64_t x1 = std::min<int64_t>(lo + kFadeWidth, r.w);
+  const int64_t len = x1 - x0;
+  int64_t sum[3] = {0, 0, 0};
   int64_t count = 0;
-  auto colour = [&](int64_t yy, int64_t xx, int c) {
-    return static_cast<float>(r.src[c * r.ss[1] + yy * r.ss[2] + xx * r.ss[3]]);
-  };
-  for (int64_t j = 0; j < rows; ++j) {
-    const int64_t yy = r.y - kFadeRows + j;
-    for (int64_t a = 0; a < kFadeWidth; ++a) {
-      const int64_t xa = ei + s * a;
-      on[j][a] = yy >= 0 && yy < r.h && background(yy, xa);
-      grey[j][a] = 0.0f;
-      if (on[j][a]) {
-        float g = 0.0f;
-        for (int ch = 0; ch < 3; ++ch) {
-          const float v = colour(yy, xa, ch);
-          sum[ch] += v;
-          g += v;
-        }
-        grey[j][a] = g;
-        ++count;
+  int64_t grey_sum = 0;
+  int64_t grey_square = 0;
+  int64_t pair_product = 0;
+  int64_t pair_sum = 0;
+  int64_t pairs = 0;
+  // one row's pixels as int32 lanes (every sum of a row fits: 48 x 765^2 < 2^31), so that the
+  // loops below vectorise
+  int32_t on[kFadeWidth];
+  int32_t red[kFadeWidth];
+  int32_t green[kFadeWidth];
+  int32_t blue[kFadeWidth];
+  int32_t grey[kFadeWidth];
+  for (int64_t yy = std::max<int64_t>(r.y - kFadeRows, 0); yy <= std::min<int64_t>(r.y + kFadeRows, r.h - 1); ++yy) {
+    const float* d = r.disparity + yy * r.w + x0;
+    const uint8_t* px = r.src + yy * r.ss[2] + x0 * r.ss[3];
+    if (r.ss[3] == 1) { // planar
+      for (int64_t j = 0; j < len; ++j) {
+        red[j] = px[j];
+        green[j] = px[r.ss[1] + j];
+        blue[j] = px[2 * r.ss[1] + j];
+      }
+    } else if (r.ss[3] == 3 && r.ss[1] == 1) { // channels last (the engine's frames)
+      for (int64_t j = 0; j < len; ++j) {
+        red[j] = px[3 * j];
+        green[j] = px[3 * j + 1];
+        blue[j] = px[3 * j + 2];
+      }
+    } else {
+      for (int64_t j = 0; j < len; ++j) {
+        red[j] = px[j * r.ss[3]];
+        green[j] = px[r.ss[1] + j * r.ss[3]];
+        blue[j] = px[2 * r.ss[1] + j * r.ss[3]];
       }
     }
+    int32_t row_count = 0;
+    int32_t row_sum[3] = {0, 0, 0};
+    int32_t row_grey = 0;
+    int32_t row_square = 0;
+    for (int64_t j = 0; j < len; ++j) {
+      on[j] = std::fabs(d[j] - bg_d) <= tolerance ? 1 : 0;
+      grey[j] = on[j] * (red[j] + green[j] + blue[j]);
+      row_count += on[j];
+      row_sum[0] += on[j] * red[j];
+      row_sum[1] += on[j] * green[j];
+      row_sum[2] += on[j] * blue[j];
+      row_grey += grey[j];
+      row_square += grey[j] * grey[j];
+    }
+    int32_t row_pairs = 0;
+    int32_t row_product = 0;
+    int32_t row_pair_sum = 0;
+    for (int64_t j = 1; j < len; ++j) {
+      const int32_t both = on[j] & on[j - 1];
+      row_pairs += both;
+      row_product += grey[j] * grey[j - 1]; // zero unless both are background
+      row_pair_sum += both * (grey[j] + grey[j - 1]);
+    }
+    count += row_count;
+    for (int ch = 0; ch < 3; ++ch) {
+      sum[ch] += row_sum[ch];
+    }
+    grey_sum += row_grey;
+    grey_square += row_square;
+    pairs += row_pairs;
+    pair_product += row_product;
+    pair_sum += row_pair_sum;
   }
   if (count < kFadeWidth) {
     return; // too little background to know its mean: the streak stays
   }
-  const float n = static_cast<float>(count);
-  const float grey_mean = (sum[0] + sum[1] + sum[2]) / n;
-  float square = 0.0f;
-  float product = 0.0f;
-  int64_t pairs = 0;
-  for (int64_t j = 0; j < rows; ++j) {
-    for (int64_t a = 0; a < kFadeWidth; ++a) {
-      if (!on[j][a]) {
-        continue;
-      }
-      const float c = grey[j][a] - grey_mean;
-      square += c * c;
-      if (a + 1 < kFadeWidth && on[j][a + 1]) {
-        product += c * (grey[j][a + 1] - grey_mean);
-        ++pairs;
-      }
-    }
-  }
-  const float variance = square / n;
+  const double n = static_cast<double>(count);
+  const double grey_mean = static_cast<double>(grey_sum) / n;
+  // the variance, and the mean product of neighbours' deviations from the mean
+  const double variance = static_cast<double>(grey_square) / n - grey_mean * grey_mean;
   float length = kFadeLongest; // no variance or no neighbouring pairs: the edge's colour is kept
-  if (variance > 0.0f && pairs > 0) {
-    const float correlation = std::min(std::max(product / static_cast<float>(pairs) / variance, 0.0f), 0.999f);
-    length = std::min(std::max(correlation / (1.0f - correlation), 1.0f), kFadeLongest);
+  if (variance > 1e-9 && pairs > 0) {
+    const double product = (static_cast<double>(pair_product) - grey_mean * static_cast<double>(pair_sum)) /
+            static_cast<double>(pairs) +
+        grey_mean * grey_mean;
+    const double correlation = std::min(std::max(product / variance, 0.0), 0.999);
+    length = static_cast<float>(std::min(std::max(correlation / (1.0 - correlation), 1.0), double{kFadeLongest}));
   }
+  const float mean[3] = {
+      static_cast<float>(static_cast<double>(sum[0]) / n), static_cast<float>(static_cast<double>(sum[1]) / n),
+      static_cast<float>(static_cast<double>(sum[2]) / n)};
   for (int64_t p = x; p <= last; ++p) {
     const float delta = std::max((static_cast<float>(p) - shift - e) * -side, 0.0f);
     const float rho = 1.0f / (1.0f + delta / length);
     for (int ch = 0; ch < 3; ++ch) {
       uint8_t& o = r.out[ch * r.os[1] + p * r.os[3]];
-      const float mean = sum[ch] / n;
-      o = to_byte(mean + rho * (static_cast<float>(o) - mean));
+      o = to_byte(mean[ch] + rho * (static_cast<float>(o) - mean[ch]));
     }
   }
 }
@@ -292,7 +336,9 @@ void fill_from_patches_cpu(const at::Tensor& frames, const at::Tensor& disparity
             }
           }
         } else {
-          fade_run(row_view{s_frame, ss, out + i * os[0] + y * os[2], os, h, y}, background, ei, s, e, side, k * bg_d, x, last);
+          fade_run(
+              row_view{s_frame, ss, out + i * os[0] + y * os[2], os, d_frame, h, w, y}, bg_d, tolerance, ei, s, e, side,
+              k * bg_d, x, last);
         }
         x = last + 1;
       }
