@@ -37,7 +37,7 @@ inline uint8_t to_byte(float v) {
 // One row of the native kernel: the frame's source pixels, the eye's row.
 struct row_view {
   const uint8_t* src; // the frame's first byte
-  const int64_t* ss; // its strides [N,3,H,W]
+  const int64_t* ss; // its strides [N,3,H,W], planar (ss[3] == 1)
   uint8_t* out; // the eye's row
   const int64_t* os;
   const float* disparity; // the frame's [H,W]
@@ -86,24 +86,10 @@ void fade_run(
   for (int64_t yy = std::max<int64_t>(r.y - kFadeRows, 0); yy <= std::min<int64_t>(r.y + kFadeRows, r.h - 1); ++yy) {
     const float* d = r.disparity + yy * r.w + x0;
     const uint8_t* px = r.src + yy * r.ss[2] + x0 * r.ss[3];
-    if (r.ss[3] == 1) { // planar
-      for (int64_t j = 0; j < len; ++j) {
-        red[j] = px[j];
-        green[j] = px[r.ss[1] + j];
-        blue[j] = px[2 * r.ss[1] + j];
-      }
-    } else if (r.ss[3] == 3 && r.ss[1] == 1) { // channels last (the engine's frames)
-      for (int64_t j = 0; j < len; ++j) {
-        red[j] = px[3 * j];
-        green[j] = px[3 * j + 1];
-        blue[j] = px[3 * j + 2];
-      }
-    } else {
-      for (int64_t j = 0; j < len; ++j) {
-        red[j] = px[j * r.ss[3]];
-        green[j] = px[r.ss[1] + j * r.ss[3]];
-        blue[j] = px[2 * r.ss[1] + j * r.ss[3]];
-      }
+    for (int64_t j = 0; j < len; ++j) { // planar (ss[3] == 1)
+      red[j] = px[j];
+      green[j] = px[r.ss[1] + j];
+      blue[j] = px[2 * r.ss[1] + j];
     }
     int32_t row_count = 0;
     int32_t row_sum[3] = {0, 0, 0};
@@ -191,8 +177,13 @@ void fill_from_patches_cpu(const at::Tensor& frames, const at::Tensor& disparity
   const float* side_ptr = sides.data_ptr<float>();
   const at::Tensor holes = eye.holes.contiguous();
   const bool* hole_ptr = holes.data_ptr<bool>();
-  const uint8_t* src = frames.data_ptr<uint8_t>();
-  const int64_t ss[4] = {frames.stride(0), frames.stride(1), frames.stride(2), frames.stride(3)};
+  // the frames planar (the engine's are channels-last), and each pixel's grey (R+G+B): the
+  // strips below read them a row at a time
+  const at::Tensor planar = frames.contiguous();
+  const at::Tensor greys = planar.sum(1, /*keepdim=*/false, at::kInt);
+  const int32_t* grey_ptr = greys.data_ptr<int32_t>();
+  const uint8_t* src = planar.data_ptr<uint8_t>();
+  const int64_t ss[4] = {planar.stride(0), planar.stride(1), planar.stride(2), planar.stride(3)};
   uint8_t* out = eye.image.data_ptr<uint8_t>();
   const int64_t os[4] = {eye.image.stride(0), eye.image.stride(1), eye.image.stride(2), eye.image.stride(3)};
   const auto k = static_cast<float>(share);
@@ -244,16 +235,19 @@ void fill_from_patches_cpu(const at::Tensor& frames, const at::Tensor& disparity
           return std::max((q0 - ei) * s, (std::min<int64_t>(q0 + 1, w - 1) - ei) * s);
         };
         auto copy_source_ok = [&](float u, int64_t p) { return farthest_tap(u, p) < reach; };
-        auto grey = [&](int64_t yy, int64_t xx) {
-          return static_cast<float>(colour(yy, xx, 0) + colour(yy, xx, 1) + colour(yy, xx, 2));
-        };
+        const int32_t* g_frame = grey_ptr + i * plane;
+        auto grey = [&](int64_t yy, int64_t xx) { return static_cast<float>(g_frame[yy * w + xx]); };
         const int64_t y0 = std::max<int64_t>(y - kPatchRows, 0);
         const int64_t y1 = std::min<int64_t>(y + kPatchRows, h - 1);
+        // A copy from P reaches farther into the background the larger P is: where the least
+        // P's copy would leave the unbroken background, so would every other's, and nothing is
+        // copied (the usual case beside a short background: a slope's small steps).
+        const bool copies = copy_source_ok(u_first, p_min) && copy_source_ok(u_last, p_min);
         // the strip's spread: what a copy from an unrelated place of it would differ by
         float strip_sum = 0.0f;
         float strip_square = 0.0f;
         int64_t strip_count = 0;
-        for (int64_t yy = y0; yy <= y1; ++yy) {
+        for (int64_t yy = y0; yy <= y1 && copies; ++yy) {
           for (int64_t a = 0; a < kPatchWidth; ++a) {
             const int64_t xa = ei + s * a;
             if (background(yy, xa)) {
@@ -274,7 +268,7 @@ void fill_from_patches_cpu(const at::Tensor& frames, const at::Tensor& disparity
         for (int64_t c = 0; c < kPatchCandidates && best_cost > 0.0f; ++c) {
           const int64_t p = p_min + c;
           if (!copy_source_ok(u_first, p) || !copy_source_ok(u_last, p)) {
-            continue;
+            break; // nor will any larger P's
           }
           float sum = 0.0f;
           int64_t count = 0;
