@@ -15,6 +15,7 @@
 #include "bindings/Conversions.h"
 #include "sbsconv/common/DeviceSync.h"
 #include "sbsconv/common/Error.h"
+#include "sbsconv/common/Heap.h"
 #include "sbsconv/common/Versions.h"
 #include "sbsconv/depth/DepthAnything3.h"
 #include "sbsconv/depth/DepthAnythingV2.h"
@@ -260,6 +261,8 @@ py::list stage_list(const std::vector<StageStats>& stages) {
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "sbsconv's C++ core (decode, encode, depth, stereo, engine)";
+  // Note [Large blocks stay in the heap]: before the process's threads take arenas of their own
+  sbsconv::keep_large_blocks_in_heap();
   m.attr("__version__") = SBSCONV_VERSION;
   m.attr("torch_version") = SBSCONV_TORCH_VERSION;
   m.attr("PREPARED_INT8_FORMAT") = kPreparedInt8Format; // Note [Prepared int8 weights]

@@ -39,10 +39,12 @@ bool apply() {
   // Older glibc caps the mmap threshold at 32 MB; take the largest it accepts.
   const bool mmap_set = mallopt(M_MMAP_THRESHOLD, kThreshold) == 1 || mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1;
   const bool trim_set = mallopt(M_TRIM_THRESHOLD, kThreshold) == 1;
+  const bool arenas_set = mallopt(M_ARENA_MAX, 1) == 1;
   log(LogLevel::Debug,
       std::string("heap: large blocks stay in the heap (mmap threshold ") + (mmap_set ? "raised" : "unchanged") +
-          ", trim threshold " + (trim_set ? "raised" : "unchanged") + ")");
-  return mmap_set || trim_set;
+          ", trim threshold " + (trim_set ? "raised" : "unchanged") + ", " +
+          (arenas_set ? "one arena" : "arenas unchanged") + ")");
+  return mmap_set || trim_set || arenas_set;
 }
 #endif
 

@@ -13,14 +13,21 @@ namespace sbsconv {
 // for 30 frames); without it the depth model alone runs 1.16-1.3x faster, a conversion in a
 // fresh process 1.08-1.14x (benchmarks/RESULTS.md, "large blocks stay in the heap").
 //
-// So the first model or engine of a process raises glibc's mmap and trim thresholds to 1 GiB:
-// blocks up to that size are carved from the heap and, freed, stay there for the next batch.
-// What is free is handed back to the system at the end of every conversion
-// (release_free_heap: malloc_trim), so a notebook or web-app process does not keep a run's
-// peak. A process whose user chose malloc's settings (GLIBC_TUNABLES naming glibc.malloc,
-// or any MALLOC_* environment variable) keeps them; other C libraries are left alone.
-// (A thread's own arena still maps blocks above its 64 MB heaps; glibc.malloc.arena_max=1
-// would put them in the main heap, but measured no faster, so the arenas are left alone.)
+// So the import of sbsconv's native module (and, should a process reach a model or an engine
+// another way, its first one) raises glibc's mmap and trim thresholds to 1 GiB: blocks up to
+// that size are carved from the heap and, freed, stay there for the next batch. It also sets
+// one arena for all threads (arena_max 1): a thread's own arena grows in heaps of 64 MB, maps
+// every larger block afresh whatever the thresholds, and deletes a heap that empties, so the
+// depth stage, which runs the model on a thread of its own, faulted in the depth head's 122 MB
+// features of every batch of two at input 518 (2.6-3.5 million faults in 45 frames at 720p
+// against 0.4 million in one arena; a conversion in a fresh process 1.04x faster,
+// benchmarks/RESULTS.md). glibc fixes the limit when a process's ninth arena would be made and
+// keeps the arenas threads already have, and an exited thread's arena goes to the next new
+// thread: hence at import, before the conversions' threads exist. What is free is handed back
+// to the system at the end of every conversion (release_free_heap: malloc_trim), so a
+// notebook or web-app process does not keep a run's peak. A process whose user chose malloc's
+// settings (GLIBC_TUNABLES naming glibc.malloc, or any MALLOC_* environment variable) keeps
+// them; other C libraries are left alone.
 //
 // Threading: both functions are thread-safe.
 
