@@ -267,7 +267,7 @@ at::Tensor DinoV2Encoder::run_block(const Block& b, at::Tensor x, const Rope* ro
     auto halves = h.chunk(2, -1);
     h = at::silu(halves[0]).mul_(halves[1]);
   } else {
-    h = at::gelu(h); // exact (erf) GELU, as the reference
+    at::gelu_(h); // exact (erf) GELU, as the reference; in place: h is the layer's own output
   }
   h = linear(h, b.fc2_w, b.fc2_b, b.fc2_q);
   if (b.ls2.defined()) {
