@@ -685,9 +685,9 @@ PYBIND11_MODULE(_core, m) {
         if (impl == "tensor") {
           fill_from_patches_tensor(frames, disparity, share, r);
         } else if (impl == "cpu") {
-          fill_from_patches_cpu(frames, disparity, share, r);
+          fill_from_patches_cpu(frames, disparity, {{share, &r}});
         } else {
-          fill_from_patches(frames, disparity, share, r);
+          fill_from_patches(frames, disparity, {{share, &r}});
         }
         return std::make_pair(r.image, r.holes);
       },
@@ -755,7 +755,7 @@ PYBIND11_MODULE(_core, m) {
               EyeResult& r = rendered[i];
               const at::Tensor from_window = described[i].logical_and(r.hole_sides.narrow(1, 3, 1).eq(0));
               if (patch) { // then what no frame saw, as render_stereo does (Note [Depth-guided patch fill])
-                fill_from_patches(frames, disparity, shares[i], r);
+                fill_from_patches(frames, disparity, {{shares[i], &r}});
               }
               out.emplace_back(r.image, r.holes, from_window);
             }

@@ -98,7 +98,6 @@ DepthAnythingV2::DepthAnythingV2(
   }
   head_ = std::make_unique<DptHead>(head, reader, "depth_head.");
   reader.check();
-  head_dtype_ = bf16_head ? at::kBFloat16 : options.dtype;
   if (bf16_head) {
     head_->convert_convolutions(at::kBFloat16);
   }

@@ -80,7 +80,7 @@ class DepthAnythingV2 : public DepthModel {
     return options_.dtype;
   }
   at::ScalarType head_dtype() const override {
-    return head_dtype_;
+    return head_->dtype();
   }
   at::Tensor forward(const at::Tensor& pixel_values) override;
   DepthOutput infer(const at::Tensor& frames) override;
@@ -95,7 +95,6 @@ class DepthAnythingV2 : public DepthModel {
   ModelOptions options_;
   std::unique_ptr<DinoV2Encoder> encoder_;
   std::unique_ptr<DptHead> head_;
-  at::ScalarType head_dtype_;
 };
 
 // Validates and resolves ModelOptions from user strings.

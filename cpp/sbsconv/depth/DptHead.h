@@ -59,6 +59,10 @@ class DptHead {
   // it in float32 (Note [int8 with the head in bfloat16], DepthAnythingV2.h); forward() then
   // takes its token maps in any floating type and computes in `dtype`.
   void convert_convolutions(at::ScalarType dtype);
+  // The type the head's convolutions compute in (its weights').
+  at::ScalarType dtype() const {
+    return trunk_.projects[0].weight.scalar_type();
+  }
 
   // The fused feature map before the output convolutions ([N,features,8gh,8gw]); the temporal
   // head of Video-Depth-Anything builds on the same stages.

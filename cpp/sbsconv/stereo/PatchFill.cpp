@@ -96,7 +96,7 @@ void fade_run(
     int32_t row_grey = 0;
     int32_t row_square = 0;
     for (int64_t j = 0; j < len; ++j) {
-      on[j] = std::fabs(d[j] - bg_d) <= tolerance ? 1 : 0;
+      on[j] = std::fabs(d[j] - bg_d) <= tolerance ? 1 : 0; // the caller's background test (step 3)
       grey[j] = on[j] * (red[j] + green[j] + blue[j]);
       row_count += on[j];
       row_sum[0] += on[j] * red[j];
@@ -154,35 +154,42 @@ void fade_run(
 
 } // namespace
 
-void fill_from_patches(const at::Tensor& frames, const at::Tensor& disparity, double share, EyeResult& eye) {
+void fill_from_patches(
+    const at::Tensor& frames,
+    const at::Tensor& disparity,
+    const std::vector<std::pair<double, EyeResult*>>& eyes) {
   if (frames.is_cpu()) {
-    fill_from_patches_cpu(frames, disparity, share, eye);
+    fill_from_patches_cpu(frames, disparity, eyes);
   } else {
-    fill_from_patches_tensor(frames, disparity, share, eye);
+    for (const auto& [share, eye] : eyes) {
+      fill_from_patches_tensor(frames, disparity, share, *eye);
+    }
   }
 }
 
 // ---- the native CPU kernel ---------------------------------------------------------------------
 
-void fill_from_patches_cpu(const at::Tensor& frames, const at::Tensor& disparity_in, double share, EyeResult& eye) {
-  check_eye(frames, disparity_in, eye);
-  SBSCONV_CHECK(frames.is_cpu(), Internal, "stereo", "the native patch fill needs CPU tensors");
-  const int64_t n = frames.size(0);
-  const int64_t h = frames.size(2);
-  const int64_t w = frames.size(3);
+namespace {
+
+// One eye's native fill, from the frames as the strips read them: planar RGB, each pixel's grey
+// (R+G+B) and the disparity in float, [N,...,H,W] each.
+void fill_eye_cpu(
+    const at::Tensor& planar,
+    const at::Tensor& greys,
+    const at::Tensor& d_all,
+    double share,
+    EyeResult& eye) {
+  const int64_t n = planar.size(0);
+  const int64_t h = planar.size(2);
+  const int64_t w = planar.size(3);
   const int64_t plane = h * w;
-  const at::Tensor d_all = disparity_in.to(at::kFloat).contiguous();
-  const float* disparity = d_all.data_ptr<float>();
+  const float* disparity = d_all.const_data_ptr<float>();
   const at::Tensor sides = eye.hole_sides.contiguous();
   const float* side_ptr = sides.data_ptr<float>();
   const at::Tensor holes = eye.holes.contiguous();
   const bool* hole_ptr = holes.data_ptr<bool>();
-  // the frames planar (the engine's are channels-last), and each pixel's grey (R+G+B): the
-  // strips below read them a row at a time
-  const at::Tensor planar = frames.contiguous();
-  const at::Tensor greys = planar.sum(1, /*keepdim=*/false, at::kInt);
-  const int32_t* grey_ptr = greys.data_ptr<int32_t>();
-  const uint8_t* src = planar.data_ptr<uint8_t>();
+  const int32_t* grey_ptr = greys.const_data_ptr<int32_t>();
+  const uint8_t* src = planar.const_data_ptr<uint8_t>();
   const int64_t ss[4] = {planar.stride(0), planar.stride(1), planar.stride(2), planar.stride(3)};
   uint8_t* out = eye.image.data_ptr<uint8_t>();
   const int64_t os[4] = {eye.image.stride(0), eye.image.stride(1), eye.image.stride(2), eye.image.stride(3)};
@@ -338,6 +345,43 @@ void fill_from_patches_cpu(const at::Tensor& frames, const at::Tensor& disparity
       }
     }
   });
+}
+
+} // namespace
+
+void fill_from_patches_cpu(
+    const at::Tensor& frames,
+    const at::Tensor& disparity,
+    const std::vector<std::pair<double, EyeResult*>>& eyes) {
+  for (const auto& [share, eye] : eyes) {
+    check_eye(frames, disparity, *eye);
+  }
+  SBSCONV_CHECK(frames.is_cpu(), Internal, "stereo", "the native patch fill needs CPU tensors");
+  if (eyes.empty()) {
+    return;
+  }
+  // once for all the eyes: the frames planar (the engine's are channels-last) and each pixel's
+  // grey, which the strips read a row at a time
+  const at::Tensor planar = frames.contiguous();
+  const int64_t plane = planar.size(2) * planar.size(3);
+  at::Tensor greys = at::empty({planar.size(0), planar.size(2), planar.size(3)}, at::kInt);
+  {
+    const uint8_t* rgb = planar.const_data_ptr<uint8_t>();
+    int32_t* g = greys.mutable_data_ptr<int32_t>();
+    at::parallel_for(0, planar.size(0), 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const uint8_t* r = rgb + i * 3 * plane;
+        int32_t* gi = g + i * plane;
+        for (int64_t p = 0; p < plane; ++p) {
+          gi[p] = int32_t{r[p]} + r[plane + p] + r[2 * plane + p];
+        }
+      }
+    });
+  }
+  const at::Tensor d_all = disparity.to(at::kFloat).contiguous();
+  for (const auto& [share, eye] : eyes) {
+    fill_eye_cpu(planar, greys, d_all, share, *eye);
+  }
 }
 
 // ---- the tensor version (any device) -----------------------------------------------------------

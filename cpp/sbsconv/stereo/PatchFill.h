@@ -3,6 +3,8 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <utility>
+#include <vector>
 
 #include "sbsconv/stereo/Warp.h"
 
@@ -75,10 +77,18 @@ constexpr int64_t kFadeWidth = 48; // step 6: the strip's length into the backgr
 constexpr int64_t kFadeRows = 4; // rows above and below
 constexpr float kFadeLongest = 64.0f; // the longest fade length L (pixels)
 
-// frames: uint8 RGB [N,3,H,W] (the eye's source frames); disparity: float [N,1,H,W] (what the
-// eye was rendered from); share: the eye's; eye: rendered with describe_holes, filled in place.
-void fill_from_patches(const at::Tensor& frames, const at::Tensor& disparity, double share, EyeResult& eye);
-void fill_from_patches_cpu(const at::Tensor& frames, const at::Tensor& disparity, double share, EyeResult& eye);
+// frames: uint8 RGB [N,3,H,W] (the eyes' source frames); disparity: float [N,1,H,W] (what the
+// eyes were rendered from); eyes: (share, eye) pairs, each eye rendered with describe_holes and
+// filled in place. The native kernel prepares the frames once for all the eyes (planar, with
+// each pixel's grey).
+void fill_from_patches(
+    const at::Tensor& frames,
+    const at::Tensor& disparity,
+    const std::vector<std::pair<double, EyeResult*>>& eyes);
+void fill_from_patches_cpu(
+    const at::Tensor& frames,
+    const at::Tensor& disparity,
+    const std::vector<std::pair<double, EyeResult*>>& eyes);
 void fill_from_patches_tensor(const at::Tensor& frames, const at::Tensor& disparity, double share, EyeResult& eye);
 
 } // namespace sbsconv

@@ -329,17 +329,17 @@ StereoFrames render_stereo(
       out.right = source_eye(right_target, out.right_holes);
       break;
   }
+  std::vector<std::pair<double, EyeResult*>> eyes;
+  for (auto& [share, r] : rendered) {
+    eyes.emplace_back(share, &r);
+  }
   if (over_time) {
-    std::vector<std::pair<double, EyeResult*>> eyes;
-    for (auto& [share, r] : rendered) {
-      eyes.emplace_back(share, &r);
-    }
     temporal->fill(first_index, eyes); // in place: the eye images are the same tensors
   }
   // what no frame saw: the background's texture (Note [Depth-guided patch fill]); then the
   // edges that cover part of a pixel
+  fill_from_patches(frames, disparity, eyes);
   for (auto& [share, r] : rendered) {
-    fill_from_patches(frames, disparity, share, r);
     blend_depth_edges(r); // Note [Depth edges within their pixel]
   }
   if (resized) {
