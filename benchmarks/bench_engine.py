@@ -12,11 +12,13 @@ Depth-Anything-V2-Small architecture with random weights (speed does not depend 
 input size 518, on the CPU.
 
     uv run python benchmarks/bench_engine.py [--seconds 2] [--clip PATH] [--precision auto|fp32|int8|bf16]
+        [--auto-preset] [--fill-cost] [--repeats N]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -110,6 +112,8 @@ def main() -> None:
     parser.add_argument("--input-size", type=int, default=518)
     parser.add_argument("--fill-cost", action="store_true",
                         help="also convert with fill='spatial': the temporal fill's share of the time (issue 29)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="alternated rounds of the model alone and the conversions; medians reported")
     parser.add_argument("--auto-preset", action="store_true",
                         help="also convert with the preset left to sbsconv (Note [Encoder preset on the CPU])")
     args = parser.parse_args()
@@ -117,33 +121,50 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = str(Path(tmp) / "model")
         make_checkpoint(folder, seed=0)
-        n_depth, t_depth = depth_only(folder, args.clip, args.seconds, args.precision, size)
-        n_engine, t_engine, ran = engine(folder, args.clip, args.seconds, Path(tmp) / "engine.mp4", args.precision, size)
-        if args.auto_preset:
-            n_auto, t_auto, ran_auto = engine(folder, args.clip, args.seconds, Path(tmp) / "auto.mp4", args.precision,
-                                              size, preset=None)
-        if args.fill_cost:
-            n_spatial, t_spatial, _ = engine(folder, args.clip, args.seconds, Path(tmp) / "spatial.mp4",
-                                             args.precision, size, fill="spatial")
+        # Alternated rounds (the machine is shared, ±10 % between runs): each round measures the
+        # model alone, then each conversion; the ratios are taken within a round, then the median.
+        rounds = []
+        for _ in range(args.repeats):
+            n_depth, t_depth = depth_only(folder, args.clip, args.seconds, args.precision, size)
+            n_engine, t_engine, ran = engine(folder, args.clip, args.seconds, Path(tmp) / "engine.mp4",
+                                             args.precision, size)
+            got = {"depth": n_depth / t_depth, "engine": n_engine / t_engine}
+            if args.auto_preset:
+                n_auto, t_auto, ran_auto = engine(folder, args.clip, args.seconds, Path(tmp) / "auto.mp4",
+                                                  args.precision, size, preset=None)
+                got["auto"] = n_auto / t_auto
+                got["auto_preset"] = ran_auto.encoder_preset
+            if args.fill_cost:
+                n_spatial, t_spatial, _ = engine(folder, args.clip, args.seconds, Path(tmp) / "spatial.mp4",
+                                                 args.precision, size, fill="spatial")
+                got["spatial"] = n_spatial / t_spatial
+            rounds.append(got)
         n_seq, t_seq = sequential(folder, args.clip, args.seconds, Path(tmp) / "sequential.mp4", size)
-    fps_depth, fps_engine, fps_seq = n_depth / t_depth, n_engine / t_engine, n_seq / t_seq
+
+    def median(key, of=None):
+        values = [r[key] / (r[of] if of else 1.0) for r in rounds]
+        return statistics.median(values)
+
+    fps_depth, fps_engine, fps_seq = median("depth"), median("engine"), n_seq / t_seq
     print(f"CPU, {torch.get_num_threads()} threads; {args.clip.name}, {args.seconds:g} s ({n_engine} frames), "
           f"Depth-Anything-V2-Small (random weights), input {size}, batch {BATCH}, libx264 {PRESET} crf {CRF}; "
-          f"sbsconv at precision {args.precision} ({ran.precision})")
+          f"sbsconv at precision {args.precision} ({ran.precision}); medians of {len(rounds)} alternated round(s)")
     print("| measurement | frames/s | ratio |")
     print("|---|---|---|")
     print(f"| depth model only (sbsconv infer) | {fps_depth:.3f} | |")
-    print(f"| sbsconv.convert end to end | {fps_engine:.3f} | {fps_engine / fps_depth:.2f} of depth-only |")
+    print(f"| sbsconv.convert end to end | {fps_engine:.3f} | {median('engine', 'depth'):.2f} of depth-only |")
     if args.auto_preset:
-        fps_auto = n_auto / t_auto
-        print(f"| sbsconv.convert, preset chosen by sbsconv ({ran_auto.encoder_preset}) | {fps_auto:.3f} | "
-              f"{fps_auto / fps_depth:.2f} of depth-only |")
+        chosen = "/".join(sorted({r["auto_preset"] for r in rounds}))
+        print(f"| sbsconv.convert, preset chosen by sbsconv ({chosen}) | {median('auto'):.3f} | "
+              f"{median('auto', 'depth'):.2f} of depth-only |")
     if args.fill_cost:
-        fps_spatial = n_spatial / t_spatial
+        fps_spatial = median("spatial")
         print(f"| sbsconv.convert, fill='spatial' | {fps_spatial:.3f} | the temporal fill (the default) takes "
               f"{max(0.0, 1 - fps_engine / fps_spatial) * 100:.0f} % of the end-to-end time |")
     print(f"| sequential notebook pipeline | {fps_seq:.3f} | sbsconv {fps_engine / fps_seq:.2f}x faster |")
     print("stage frames/s of busy time:", {k: round(v, 2) for k, v in ran.stage_fps.items()})
+    if len(rounds) > 1:
+        print("rounds:", [{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()} for r in rounds])
 
 
 if __name__ == "__main__":

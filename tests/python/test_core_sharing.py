@@ -86,6 +86,21 @@ def test_hevc_gets_a_libx265_preset_chosen_the_same_way(tiny_model, tmp_path, ca
     assert any(f"libx265 preset {result.encoder_preset}: the model takes" in r.getMessage() for r in caplog.records)
 
 
+def test_on_the_cpu_the_encoder_keeps_within_five_percent_of_the_models_core_time():
+    choose = _core.choose_encoder_preset
+    # 720p side by side beside Depth-Anything-V2-Small at 518 on two cores (0.75 s a frame on
+    # two threads): medium (0.14 core-seconds) would take 9 % of the model's time; veryfast 4 %
+    preset, reason, keeps, instances = choose("libx264", 2560, 720, 0.75, 2, True, 2)
+    assert (preset, keeps, instances) == ("veryfast", True, 1)
+    assert "(4.0 % of the model's)" in reason
+    # a slower model leaves room for a slower preset: the slowest within 5 %
+    assert choose("libx264", 2560, 720, 1.2, 2, True, 2)[0] == "fast"
+    assert choose("libx264", 2560, 720, 3.0, 2, True, 2)[0] == "medium"
+    # a model so fast that even veryfast takes more: veryfast, the floor, and why
+    floor, reason, keeps, _ = choose("libx264", 2560, 720, 0.1, 2, True, 2)
+    assert (floor, keeps) == ("veryfast", False) and "the encoder sets the pace" in reason
+
+
 def test_with_a_gpu_the_slowest_preset_that_outpaces_the_model_is_chosen():
     choose = _core.choose_encoder_preset
     # 1080p full side by side, the encoder on 16 cores, one stream (one instance keeps about six

@@ -157,9 +157,11 @@ struct Engine::Impl {
   // the model's own measured time a frame (the depth stage's first batches) and the encoder's
   // core time a pixel by preset (choose_encoder_preset, media/EncoderSelection.cpp, its table
   // measured by benchmarks/bench_encoder.py):
-  //   - on the CPU the encoder takes its cores from the model (at input 266 on two cores
-  //     libx264's medium on a 2560x720 frame costs about 0.14 core-seconds, against 0.3-0.5
-  //     for the model): the preset whose share of the core time stays within 15 %;
+  //   - on the CPU the encoder takes its cores from the model (libx264's medium on a 2560x720
+  //     frame costs about 0.14 core-seconds, against 1.5-1.8 for the model at input 518 on two
+  //     cores): the preset whose core time a frame stays within 5 % of the model's, what the
+  //     goal of end to end at 0.9 of the model alone leaves once decoding, the stabiliser and
+  //     the stereo stage have theirs (kEncoderShare, media/EncoderSelection.cpp);
   //   - on a GPU the encoder has the CPU's cores to itself: the preset whose frames per
   //     second on them (at 75 % thread efficiency) exceed the model's by 10 %.
   // Where even veryfast cannot keep pace, the choice says so: the result's reason and the log

@@ -141,6 +141,7 @@ void check_dilation(const at::Tensor& disparity, const at::Tensor& frames, int64
 constexpr float kEdge = 1.0f; // a depth edge: the window's disparity spans more than this
 constexpr float kSpread = 4.0f; // two standard deviations, squared
 constexpr float kSlack = 300.0f; // and 10 levels (squared, over three channels)
+constexpr int kSums = 11; // a window's: near, far, rgb * near, rgb * far, rgb^2 * far
 constexpr float kNearer = 1.5f; // squared distance to the foreground's mean under 1.5 times the background's
 
 } // namespace
@@ -263,6 +264,7 @@ at::Tensor dilate_foreground_cpu(const at::Tensor& disparity, const at::Tensor& 
   at::parallel_for(0, n * h, 16, [&](int64_t begin, int64_t end) {
     std::vector<float> high(w), low(w), wide_high(w), wide_low(w), near(w), far(w);
     std::vector<float> scratch(static_cast<size_t>(3 * (w + 2 * c)));
+    std::vector<uint32_t> totals(static_cast<size_t>((w + 1) * kSums));
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / h;
       const int64_t y = row % h;
@@ -286,6 +288,33 @@ at::Tensor dilate_foreground_cpu(const at::Tensor& disparity, const at::Tensor& 
       }
       const uint8_t* px = rgb_base + b * fs[0] + y * fs[2];
       auto channel = [&](int64_t x, int ch) { return static_cast<float>(px[x * fs[3] + ch * fs[1]]); };
+      // The side sums of a window: directly where few pixels need them, else from running
+      // totals over the row (one pass, then two reads a window). Both are sums of integers:
+      // a window's (4r+5 <= 133 pixels of at most 255^2) is exact in float, and the running
+      // totals' differences are exact in uint32 (wrapping), so both ways give the same values.
+      int64_t asked = 0;
+      for (int64_t x = 0; x < w; ++x) {
+        asked += (high[x] - low[x] > kEdge) && !(d[x] > (high[x] + low[x]) * 0.5f);
+      }
+      const bool running = asked * (2 * s + 1) > 2 * w;
+      if (running) {
+        uint32_t* t = totals.data(); // 11 totals a position, position x holding [0, x)
+        std::fill(t, t + kSums, 0);
+        for (int64_t i = 0; i < w; ++i) {
+          const uint32_t nr = near[i] != 0.0f;
+          const uint32_t fr = far[i] != 0.0f;
+          const uint32_t* prev = t + i * kSums;
+          uint32_t* cur = t + (i + 1) * kSums;
+          cur[0] = prev[0] + nr;
+          cur[1] = prev[1] + fr;
+          for (int ch = 0; ch < 3; ++ch) {
+            const uint32_t v = px[i * fs[3] + ch * fs[1]];
+            cur[2 + ch] = prev[2 + ch] + v * nr;
+            cur[5 + ch] = prev[5 + ch] + v * fr;
+            cur[8 + ch] = prev[8 + ch] + v * v * fr;
+          }
+        }
+      }
       for (int64_t x = 0; x < w; ++x) {
         if (!(high[x] - low[x] > kEdge)) {
           continue;
@@ -297,18 +326,26 @@ at::Tensor dilate_foreground_cpu(const at::Tensor& disparity, const at::Tensor& 
         // the two sides' colours over [x - s, x + s]: near, far, rgb*near, rgb*far, rgb^2*far
         const int64_t lo = std::max<int64_t>(x - s, 0);
         const int64_t hi = std::min<int64_t>(x + s, w - 1) + 1;
-        float sum[11] = {};
-        for (int64_t i = lo; i < hi; ++i) {
-          if (near[i] == 0.0f && far[i] == 0.0f) {
-            continue;
+        float sum[kSums] = {};
+        if (running) {
+          const uint32_t* a = totals.data() + lo * kSums;
+          const uint32_t* z = totals.data() + hi * kSums;
+          for (int k = 0; k < kSums; ++k) {
+            sum[k] = static_cast<float>(z[k] - a[k]);
           }
-          sum[0] += near[i];
-          sum[1] += far[i];
-          for (int ch = 0; ch < 3; ++ch) {
-            const float v = channel(i, ch);
-            sum[2 + ch] += v * near[i];
-            sum[5 + ch] += v * far[i];
-            sum[8 + ch] += v * v * far[i];
+        } else {
+          for (int64_t i = lo; i < hi; ++i) {
+            if (near[i] == 0.0f && far[i] == 0.0f) {
+              continue;
+            }
+            sum[0] += near[i];
+            sum[1] += far[i];
+            for (int ch = 0; ch < 3; ++ch) {
+              const float v = channel(i, ch);
+              sum[2 + ch] += v * near[i];
+              sum[5 + ch] += v * far[i];
+              sum[8 + ch] += v * v * far[i];
+            }
           }
         }
         if (!(sum[0] > 0.5f && sum[1] > 0.5f)) {
