@@ -217,6 +217,31 @@ void window_extreme(const float* v, int64_t w, int64_t r, float pad, Better bett
   }
 }
 
+// The extremes of the windows [x - R, x + R] that lie wholly within the row (x in [R, w - R)),
+// R fixed so that the compiler unrolls the taps and vectorises over x. Returns w - R (or R when
+// the row has no such window).
+template <int R>
+int64_t fixed_window_extremes(const float* v, int64_t w, float* largest, float* smallest) {
+  const int64_t end = std::max<int64_t>(w - R, R);
+  for (int64_t x = R; x < end; ++x) {
+    float mx = v[x - R];
+    for (int i = 1; i <= 2 * R; ++i) {
+      mx = std::max(mx, v[x - R + i]);
+    }
+    largest[x] = mx;
+  }
+  if (smallest != nullptr) {
+    for (int64_t x = R; x < end; ++x) {
+      float mn = v[x - R];
+      for (int i = 1; i <= 2 * R; ++i) {
+        mn = std::min(mn, v[x - R + i]);
+      }
+      smallest[x] = mn;
+    }
+  }
+  return end;
+}
+
 void sliding_extremes(const float* v, int64_t w, int64_t r, float* largest, float* smallest, float* scratch) {
   if (r > 2) {
     constexpr float kInf = std::numeric_limits<float>::infinity();
@@ -226,7 +251,19 @@ void sliding_extremes(const float* v, int64_t w, int64_t r, float* largest, floa
     }
     return;
   }
+  // windows of 3 or 5 values: the inner ones with their taps fixed (the loop vectorises),
+  // the clipped ones at the ends below
+  int64_t inner_end = 0;
+  if (r == 1) {
+    inner_end = fixed_window_extremes<1>(v, w, largest, smallest);
+  } else if (r == 2) {
+    inner_end = fixed_window_extremes<2>(v, w, largest, smallest);
+  }
   for (int64_t x = 0; x < w; ++x) {
+    if (x == r && inner_end > r) {
+      x = inner_end - 1; // [r, inner_end) done
+      continue;
+    }
     const int64_t lo = std::max<int64_t>(x - r, 0);
     const int64_t hi = std::min<int64_t>(x + r, w - 1);
     float mx = v[lo];

@@ -7,6 +7,7 @@
 #include <ATen/Parallel.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "sbsconv/common/Error.h"
 #include "sbsconv/common/Logging.h"
@@ -34,11 +35,17 @@ struct Taps {
   }
 };
 
+// floor() of a value in [0, 2^31): the truncation, without a libm call per value (baseline
+// x86-64 has no rounding instruction), and equal to it there.
+inline float floor_nonnegative(float v) {
+  return static_cast<float>(static_cast<int32_t>(v));
+}
+
 inline Taps taps_at(int64_t h, int64_t w, float x, float y) {
   const float xc = std::min(std::max(x, 0.0f), static_cast<float>(w - 1));
   const float yc = std::min(std::max(y, 0.0f), static_cast<float>(h - 1));
-  const float x0 = std::min(std::max(std::floor(xc), 0.0f), static_cast<float>(std::max<int64_t>(w - 2, 0)));
-  const float y0 = std::min(std::max(std::floor(yc), 0.0f), static_cast<float>(std::max<int64_t>(h - 2, 0)));
+  const float x0 = std::min(floor_nonnegative(xc), static_cast<float>(std::max<int64_t>(w - 2, 0)));
+  const float y0 = std::min(floor_nonnegative(yc), static_cast<float>(std::max<int64_t>(h - 2, 0)));
   return {static_cast<int64_t>(y0) * w + static_cast<int64_t>(x0), w > 1 ? 1 : 0, h > 1 ? w : 0, xc - x0, yc - y0};
 }
 
@@ -93,6 +100,18 @@ inline float bilinear(const T* plane, int64_t h, int64_t w, int64_t channels, in
 // 1.4 m square and a 12 m wall, would pass that, and its colour be taken for the wall's it hides
 // (at 720p this stricter test gains that scene 0.2-0.3 dB in its disocclusions and lowers their
 // flicker, benchmarks/RESULTS.md).
+// bilinear() of the three channels of an interleaved RGB plane, the taps found once.
+template <typename T>
+inline void bilinear_rgb(const T* plane, int64_t h, int64_t w, float x, float y, float colour[3]) {
+  const Taps t = taps_at(h, w, x, y);
+  for (int64_t c = 0; c < 3; ++c) {
+    auto v = [&](int64_t i) { return static_cast<float>(plane[i * 3 + c]); };
+    const float top = v(t.base) * (1 - t.fx) + v(t.base + t.dx) * t.fx;
+    const float bottom = v(t.base + t.dy) * (1 - t.fx) + v(t.base + t.dy + t.dx) * t.fx;
+    colour[c] = top * (1 - t.fy) + bottom * t.fy;
+  }
+}
+
 constexpr float kPointParts = 6.0f;
 
 // The largest of the four values bilinear() weighs at (x, y): a sample that mixes in none of
@@ -527,6 +546,9 @@ void TemporalFill::fill_cpu(int64_t first, const std::vector<std::pair<double, E
     const int64_t os[4] = {image.stride(0), image.stride(1), image.stride(2), image.stride(3)};
     const float k = static_cast<float>(share);
     at::parallel_for(0, n * h, 4, [&](int64_t begin, int64_t end) {
+      std::vector<uint8_t> known(static_cast<size_t>(w));
+      std::vector<int32_t> frontier;
+      std::vector<int32_t> taken;
       for (int64_t row = begin; row < end; ++row) {
         const int64_t i = row / h;
         const int64_t yi = row % h;
@@ -536,8 +558,8 @@ void TemporalFill::fill_cpu(int64_t first, const std::vector<std::pair<double, E
         const int64_t t_segment = slot_segment[t_slot];
         const float* d_t = disparity + t_slot * plane;
         const float* g_t = gray + t_slot * small;
-        std::vector<uint8_t> known(static_cast<size_t>(w), 0); // taken from another frame
-        bool row_taken = false;
+        std::fill(known.begin(), known.end(), uint8_t{0}); // taken from another frame, or beside
+        frontier.clear(); // the pixels taken last: from other frames, then by the pass before
         // The pixels of a run (one background pixel continued) share their anchor and so their
         // chains: each chain's steps are computed once per run.
         struct Run {
@@ -555,8 +577,18 @@ void TemporalFill::fill_cpu(int64_t first, const std::vector<std::pair<double, E
           int64_t slot;
         };
         std::vector<Step> steps_of[2];
+        const bool* hole_row = hole_ptr + (i * h + yi) * w;
         for (int64_t xi = 0; xi < w; ++xi) {
-          if (!hole_ptr[(i * h + yi) * w + xi]) {
+          // to the next hole, eight pixels at a time where there is none among them
+          while (xi + 8 <= w) {
+            uint64_t eight = 0;
+            std::memcpy(&eight, hole_row + xi, sizeof eight);
+            if (eight != 0) {
+              break;
+            }
+            xi += 8;
+          }
+          if (xi >= w || !hole_row[xi]) {
             continue;
           }
           float* at_p = side_ptr + i * 4 * plane + yi * w + xi;
@@ -663,42 +695,44 @@ void TemporalFill::fill_cpu(int64_t first, const std::vector<std::pair<double, E
           uint8_t* o = out + i * os[0] + yi * os[2] + xi * os[3];
           float colour[3];
           if (found) {
-            const uint8_t* f_j = frames + seen_slot * plane * 3;
-            for (int ch = 0; ch < 3; ++ch) {
-              colour[ch] = bilinear(f_j, h, w, 3, ch, seen_x, seen_y);
-            }
+            bilinear_rgb(frames + seen_slot * plane * 3, h, w, seen_x, seen_y, colour);
           } else {
             background_sample(
                 frames + edge_slot * plane * 3, disparity + edge_slot * plane, h, w, edge_x, edge_y, edge_limit, colour);
           }
           for (int ch = 0; ch < 3; ++ch) {
-            o[ch * os[1]] = static_cast<uint8_t>(std::min(std::max(std::floor(colour[ch] + 0.5f), 0.0f), 255.0f));
+            // (colours are weighted means of levels: not negative)
+            o[ch * os[1]] = static_cast<uint8_t>(std::min(floor_nonnegative(std::max(colour[ch], 0.0f) + 0.5f), 255.0f));
           }
           at_p[3 * plane] = 0.0f; // taken from another frame: not the patch fill's
           known[static_cast<size_t>(xi)] = 1;
-          row_taken = true;
+          frontier.push_back(static_cast<int32_t>(xi));
         }
-        // step 5: the row's pixels beside those, towards their background, kEdgeSteps at most
-        for (int64_t pass = 0; pass < kEdgeSteps && row_taken; ++pass) {
-          std::vector<uint8_t> next = known;
-          for (int64_t xi = 0; xi < w; ++xi) {
-            if (known[static_cast<size_t>(xi)] || !hole_ptr[(i * h + yi) * w + xi]) {
-              continue;
+        // step 5: the row's pixels beside those, towards their background, kEdgeSteps at most.
+        // A hole takes its background-side neighbour's colour once that is known: in the pass
+        // after it became known, so each pass looks only beside the pixels the last one took.
+        for (int64_t pass = 0; pass < kEdgeSteps && !frontier.empty(); ++pass) {
+          taken.clear();
+          for (const int32_t k : frontier) {
+            for (const int64_t xi : {int64_t{k} - 1, int64_t{k} + 1}) {
+              if (xi < 0 || xi >= w || known[static_cast<size_t>(xi)] || !hole_row[xi]) {
+                continue;
+              }
+              float* at_p = side_ptr + i * 4 * plane + yi * w + xi;
+              const float side = at_p[3 * plane];
+              if (side == 0.0f || xi + (side > 0.0f ? 1 : -1) != k) {
+                continue; // no background side, or it is the other neighbour
+              }
+              uint8_t* o = out + i * os[0] + yi * os[2];
+              for (int ch = 0; ch < 3; ++ch) {
+                o[ch * os[1] + xi * os[3]] = o[ch * os[1] + k * os[3]];
+              }
+              at_p[3 * plane] = 0.0f;
+              known[static_cast<size_t>(xi)] = 1;
+              taken.push_back(static_cast<int32_t>(xi));
             }
-            float* at_p = side_ptr + i * 4 * plane + yi * w + xi;
-            const float side = at_p[3 * plane];
-            const int64_t from = xi + (side > 0.0f ? 1 : -1);
-            if (side == 0.0f || from < 0 || from >= w || !known[static_cast<size_t>(from)]) {
-              continue;
-            }
-            uint8_t* o = out + i * os[0] + yi * os[2];
-            for (int ch = 0; ch < 3; ++ch) {
-              o[ch * os[1] + xi * os[3]] = o[ch * os[1] + from * os[3]];
-            }
-            at_p[3 * plane] = 0.0f;
-            next[static_cast<size_t>(xi)] = 1;
           }
-          known.swap(next);
+          frontier.swap(taken);
         }
       }
     });
