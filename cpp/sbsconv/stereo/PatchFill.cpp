@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -208,6 +209,15 @@ void fill_eye_cpu(
       auto colour = [&](int64_t yy, int64_t xx, int c) { return s_frame[c * ss[1] + yy * ss[2] + xx * ss[3]]; };
       int64_t x = 0;
       while (x < w) {
+        // to the next hole, eight pixels at a time where there is none among them
+        if (x + 8 <= w) {
+          uint64_t eight = 0;
+          std::memcpy(&eight, hole_row + x, sizeof eight);
+          if (eight == 0) {
+            x += 8;
+            continue;
+          }
+        }
         const float side = at_row[3 * plane + x];
         if (!hole_row[x] || side == 0.0f) {
           ++x;
