@@ -195,9 +195,15 @@ void Engine::Impl::depth_stage() {
         }
         b.frames = frames;
         subject_mask(b);
+        model_frames_in += b.size();
         waiting.push_back(std::move(b));
         inject_fault("depth", batch_number++);
         stage_guard.check();
+      }
+      if (batch_number == 1) {
+        // the first batch's time and frames: the model's pace is taken without them
+        model_first_frames = model_frames_in.load();
+        model_first_busy_us = stage_busy_us[1].load();
       }
       if (!deliver()) {
         return;

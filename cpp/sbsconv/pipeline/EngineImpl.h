@@ -114,6 +114,12 @@ struct Engine::Impl {
   std::atomic<int64_t> stage_busy_us[kStages] = {};
   std::atomic<int64_t> stage_batches[kStages] = {};
   std::atomic<int64_t> stage_syncs[kStages] = {};
+  // Note [Encoder preset chosen to keep pace]: the model's pace without its first batch (which
+  // also builds its kernels and warms its caches): the frames the model has taken, and its
+  // busy time and frames when the first batch was done (-1: not yet).
+  std::atomic<int64_t> model_frames_in{0};
+  std::atomic<int64_t> model_first_busy_us{-1};
+  std::atomic<int64_t> model_first_frames{0};
   // Note [Sharing the cores]
   // On the CPU every stage computes with LibTorch, and each stage thread would otherwise open
   // an OpenMP team as wide as the machine: five teams on two cores, whose threads spin at
@@ -164,6 +170,9 @@ struct Engine::Impl {
   //     the stereo stage have theirs (kEncoderShare, media/EncoderSelection.cpp);
   //   - on a GPU the encoder has the CPU's cores to itself: the preset whose frames per
   //     second on them (at 75 % thread efficiency) exceed the model's by 10 %.
+  // The model's time a frame leaves out its first batch where later ones are done (the first
+  // also builds its kernels: measured with it, a fast model looked slow enough to be given a
+  // slower preset in one run of three, benchmarks/RESULTS.md).
   // Where even veryfast cannot keep pace, the choice says so: the result's reason and the log
   // name the encoder as what sets the pace, and how to go faster. Chosen once per conversion
   // and recorded in the resume journal (Note [Automatic choices in the journal]), so that a
@@ -209,8 +218,15 @@ struct Engine::Impl {
     }
     if (segments.empty() && chosen_preset.empty()) {
       const int depth = stage_index("depth");
-      const int64_t depth_frames = stage_frames[depth].load();
-      const double depth_seconds = static_cast<double>(stage_busy_us[depth].load()) * 1e-6;
+      int64_t depth_frames = stage_frames[depth].load();
+      double depth_seconds = static_cast<double>(stage_busy_us[depth].load()) * 1e-6;
+      const int64_t first_us = model_first_busy_us.load();
+      const int64_t frames_in = model_frames_in.load();
+      if (first_us >= 0 && frames_in > model_first_frames.load()) {
+        // the model's batches after its first (its warm-up left out)
+        depth_frames = frames_in - model_first_frames.load();
+        depth_seconds = static_cast<double>(stage_busy_us[depth].load() - first_us) * 1e-6;
+      }
       const std::string encoder = depth_frames > 0 && depth_seconds > 0.0 ? preset_chosen_for(writer) : "";
       if (!encoder.empty()) {
         EncoderPace pace;
