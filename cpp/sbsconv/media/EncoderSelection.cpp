@@ -354,10 +354,11 @@ constexpr double kX265MediumSecondsPerPixel = 145e-9;
 // cores every core-second another stage takes comes out of the model's (two cores: the model's
 // two threads wait for each other), so end to end at 0.9 of the model alone (issue 31's goal)
 // leaves about 11 % of the model's core time for all the other stages together. Decoding, the
-// stabiliser and the stereo stage take 6-9 % of it at 720p (benchmarks/RESULTS.md, "The
-// CPU's pace at the default input"): the encoder gets 5 %. At input 518 on two cores that is
-// veryfast for 720p side by side (medium would take 8-9 %); a slower model (Base, Large) keeps
-// medium.
+// stabiliser and the stereo stage take 8-10 % of it at 720p with a random network's noisy
+// depth (benchmarks/RESULTS.md, "The CPU's pace at the default input"; a trained model's
+// smoother depth leaves the fills less to do): the encoder gets 5 %, about what veryfast, the
+// floor, takes there. At input 518 on two cores that is faster or veryfast for 720p side by
+// side (medium would take 8-9 %); a slower model (Base, Large) keeps medium.
 constexpr double kEncoderShare = 0.05;
 // A GPU run: the encoder's frames per second must exceed the model's by this margin, its
 // threads counted at this efficiency, and one instance keeping at most kCoresPerInstance cores
