@@ -68,6 +68,24 @@ TEST(Quantile, MatchesAtQuantileWithoutFloat64) {
   EXPECT_TRUE(at::allclose(mine, reference, 1e-5, 1e-6)) << (mine - reference).abs().max();
 }
 
+TEST(Quantile, SelectingOnTheCpuGivesWhatSortingGives) {
+  at::manual_seed(5);
+  // ties (values rounded to tenths), a NaN (ordered last, as at::sort orders it), one value
+  at::Tensor x = at::randn({4, 2001}).mul(10).round().div(10);
+  x.index_put_({1, 7}, NAN);
+  const std::vector<double> qs{0.0, 0.01, 0.3333, 0.5, 0.99, 1.0};
+  const at::Tensor selected = quantiles_last_dim(x, qs);
+  const at::Tensor sorted = quantiles_last_dim_sorted(x, qs);
+  ASSERT_EQ(selected.sizes(), sorted.sizes());
+  EXPECT_TRUE(at::equal(selected.narrow(0, 0, 1), sorted.narrow(0, 0, 1)));
+  EXPECT_TRUE(at::equal(selected.narrow(0, 2, 2), sorted.narrow(0, 2, 2)));
+  // the NaN's row: the same numbers, and NaN where the top rank reaches it
+  EXPECT_TRUE(at::equal(selected[1].narrow(0, 0, 5), sorted[1].narrow(0, 0, 5)));
+  EXPECT_TRUE(std::isnan(selected[1][5].item<float>()) && std::isnan(sorted[1][5].item<float>()));
+  const at::Tensor one = at::full({1}, 2.5f);
+  EXPECT_TRUE(at::equal(quantiles_last_dim(one, qs), quantiles_last_dim_sorted(one, qs)));
+}
+
 namespace {
 at::Tensor frame(int64_t value) {
   return at::full({3, 2, 2}, value, at::kByte);
