@@ -93,13 +93,6 @@ inline float bilinear(const T* plane, int64_t h, int64_t w, int64_t channels, in
   return top * (1 - t.fy) + bottom * t.fy;
 }
 
-// Step 3: how far above the anchor's disparity a point seen in another frame may lie and still
-// be the anchor's surface: a sixth of the way to the hole's foreground disparity
-// (background_tolerance(fg, bg, kPointParts)), at least half a pixel. The anchor's own checks
-// allow a third: a surface between the two, such as the trucking scene's panel at 4 m between a
-// 1.4 m square and a 12 m wall, would pass that, and its colour be taken for the wall's it hides
-// (at 720p this stricter test gains that scene 0.2-0.3 dB in its disocclusions and lowers their
-// flicker, benchmarks/RESULTS.md).
 // bilinear() of the three channels of an interleaved RGB plane, the taps found once.
 template <typename T>
 inline void bilinear_rgb(const T* plane, int64_t h, int64_t w, float x, float y, float colour[3]) {
@@ -112,6 +105,13 @@ inline void bilinear_rgb(const T* plane, int64_t h, int64_t w, float x, float y,
   }
 }
 
+// Step 3: how far above the anchor's disparity a point seen in another frame may lie and still
+// be the anchor's surface: a sixth of the way to the hole's foreground disparity
+// (background_tolerance(fg, bg, kPointParts)), at least half a pixel. The anchor's own checks
+// allow a third: a surface between the two, such as the trucking scene's panel at 4 m between a
+// 1.4 m square and a 12 m wall, would pass that, and its colour be taken for the wall's it hides
+// (at 720p this stricter test gains that scene 0.2-0.3 dB in its disocclusions and lowers their
+// flicker, benchmarks/RESULTS.md).
 constexpr float kPointParts = 6.0f;
 
 // The largest of the four values bilinear() weighs at (x, y): a sample that mixes in none of
