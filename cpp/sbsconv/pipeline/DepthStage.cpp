@@ -163,6 +163,7 @@ void Engine::Impl::depth_stage() {
       }
       Batch b = std::move(*batch);
       stage_guard.received(b);
+      int64_t taken = 0; // the frames the model took
       {
         Busy busy{stage_busy_us[1]};
         // from pinned memory: the copy is queued, the host goes on
@@ -195,11 +196,13 @@ void Engine::Impl::depth_stage() {
         }
         b.frames = frames;
         subject_mask(b);
-        model_frames_in += b.size();
+        taken = b.size();
         waiting.push_back(std::move(b));
         inject_fault("depth", batch_number++);
         stage_guard.check();
       }
+      // counted once the batch's time is (the encode stage reads the frames, then the time)
+      model_frames_in += taken;
       if (batch_number == 1) {
         // the first batch's time and frames: the model's pace is taken without them
         model_first_frames = model_frames_in.load();

@@ -220,11 +220,12 @@ struct Engine::Impl {
       const int depth = stage_index("depth");
       int64_t depth_frames = stage_frames[depth].load();
       double depth_seconds = static_cast<double>(stage_busy_us[depth].load()) * 1e-6;
-      const int64_t first_us = model_first_busy_us.load();
-      const int64_t frames_in = model_frames_in.load();
-      if (first_us >= 0 && frames_in > model_first_frames.load()) {
+      const int64_t first_us = model_first_busy_us.load(); // stored after the first frames
+      const int64_t first_frames = model_first_frames.load();
+      const int64_t frames_in = model_frames_in.load(); // counted after their time
+      if (first_us >= 0 && frames_in > first_frames) {
         // the model's batches after its first (its warm-up left out)
-        depth_frames = frames_in - model_first_frames.load();
+        depth_frames = frames_in - first_frames;
         depth_seconds = static_cast<double>(stage_busy_us[depth].load() - first_us) * 1e-6;
       }
       const std::string encoder = depth_frames > 0 && depth_seconds > 0.0 ? preset_chosen_for(writer) : "";

@@ -331,7 +331,9 @@ at::Tensor dilate_foreground_cpu(const at::Tensor& disparity, const at::Tensor& 
       // totals' differences are exact in uint32 (wrapping), so both ways give the same values.
       int64_t asked = 0;
       for (int64_t x = 0; x < w; ++x) {
-        asked += static_cast<int64_t>(high[x] - low[x] > kEdge) & static_cast<int64_t>(!(d[x] > (high[x] + low[x]) * 0.5f));
+        const bool edge = high[x] - low[x] > kEdge;
+        const bool below_middle = !(d[x] > (high[x] + low[x]) * 0.5f);
+        asked += static_cast<int64_t>(edge) & static_cast<int64_t>(below_middle); // no branch
       }
       const bool running = asked * (2 * s + 1) > 2 * w;
       if (running) {

@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -208,18 +207,9 @@ void fill_eye_cpu(
       const uint8_t* s_frame = src + i * ss[0];
       auto colour = [&](int64_t yy, int64_t xx, int c) { return s_frame[c * ss[1] + yy * ss[2] + xx * ss[3]]; };
       int64_t x = 0;
-      while (x < w) {
-        // to the next hole, eight pixels at a time where there is none among them
-        if (x + 8 <= w) {
-          uint64_t eight = 0;
-          std::memcpy(&eight, hole_row + x, sizeof eight);
-          if (eight == 0) {
-            x += 8;
-            continue;
-          }
-        }
+      while ((x = next_hole(hole_row, x, w)) < w) {
         const float side = at_row[3 * plane + x];
-        if (!hole_row[x] || side == 0.0f) {
+        if (side == 0.0f) {
           ++x;
           continue;
         }

@@ -7,7 +7,6 @@
 #include <ATen/Parallel.h>
 
 #include <cmath>
-#include <cstring>
 
 #include "sbsconv/common/Error.h"
 #include "sbsconv/common/Logging.h"
@@ -578,19 +577,7 @@ void TemporalFill::fill_cpu(int64_t first, const std::vector<std::pair<double, E
         };
         std::vector<Step> steps_of[2];
         const bool* hole_row = hole_ptr + (i * h + yi) * w;
-        for (int64_t xi = 0; xi < w; ++xi) {
-          // to the next hole, eight pixels at a time where there is none among them
-          while (xi + 8 <= w) {
-            uint64_t eight = 0;
-            std::memcpy(&eight, hole_row + xi, sizeof eight);
-            if (eight != 0) {
-              break;
-            }
-            xi += 8;
-          }
-          if (xi >= w || !hole_row[xi]) {
-            continue;
-          }
+        for (int64_t xi = next_hole(hole_row, 0, w); xi < w; xi = next_hole(hole_row, xi + 1, w)) {
           float* at_p = side_ptr + i * 4 * plane + yi * w + xi;
           const float side = at_p[3 * plane];
           if (side == 0.0f) {

@@ -2,6 +2,9 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
+#include <cstring>
+
 namespace sbsconv {
 
 // Note [Occlusion-correct eye rendering]
@@ -87,6 +90,24 @@ inline float background_tolerance(float foreground, float background, float part
 }
 // The same, elementwise (the fills' LibTorch versions).
 at::Tensor background_tolerance(const at::Tensor& foreground, const at::Tensor& background, float parts = 3.0f);
+
+// The first hole of a row of EyeResult::holes ([w] bools) at or after x; w where there is none.
+// The fills' native kernels walk their rows' holes with it: eight pixels at a time where none of
+// them is a hole (most of a row), one at a time where some are.
+inline int64_t next_hole(const bool* row, int64_t x, int64_t w) {
+  while (x + 8 <= w) {
+    uint64_t eight = 0;
+    std::memcpy(&eight, row + x, sizeof eight);
+    if (eight != 0) {
+      break;
+    }
+    x += 8;
+  }
+  while (x < w && !row[x]) {
+    ++x;
+  }
+  return x;
+}
 
 // frames: uint8 [N,3,H,W] (any memory layout); disparity: float [N,1,H,W] in pixels, the
 // left-to-right disparity (a point at x in the left view is at x - d in the right view);
