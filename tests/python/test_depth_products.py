@@ -272,6 +272,17 @@ def test_depth_of_another_size_is_resized(tmp_path, reference):
     assert result.frames == 15 and result.width == 640 and result.height == 240
 
 
+def test_with_the_depth_from_a_file_the_preset_keeps_pace_with_the_stage_that_sets_it(tmp_path, reference):
+    """No model runs: the encoder's preset is chosen against the slowest other stage (Note
+    [Encoder preset chosen to keep pace]), not against a model that takes no time."""
+    path, _, _ = reference
+    result = sbsconv.convert(data(CLIP), tmp_path / "out.mp4", depth=path, progress=False, duration=0.5)
+    assert result.encoder == "libx264" and result.encoder_preset in ("medium", "fast", "faster", "veryfast")
+    reason = result.encoder_preset_reason
+    assert reason.startswith(f"libx264 preset {result.encoder_preset}: the ")
+    assert "stage (the depth read from a file) runs at" in reason and "model" not in reason
+
+
 # ---- bad inputs -------------------------------------------------------------------------------
 
 

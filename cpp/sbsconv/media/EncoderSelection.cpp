@@ -476,9 +476,10 @@ PresetChoice choose_encoder_preset(const EncoderPace& pace) {
   } else {
     std::snprintf(
         why, sizeof why,
-        "%s preset %s%s: the model runs at %.1f frames/s, %s %s at about %.1f on %d cores at %lldx%lld%s",
-        pace.encoder.c_str(), chosen->name, on.c_str(), 1.0 / model_s, pace.encoder.c_str(), chosen->name,
-        busy_cores(instances) / enc, std::max(pace.cores, 1), static_cast<long long>(pace.width),
+        "%s preset %s%s: %s runs at %.1f frames/s, %s %s at about %.1f on %d core%s at %lldx%lld%s",
+        pace.encoder.c_str(), chosen->name, on.c_str(), pace.pacer.empty() ? "the model" : pace.pacer.c_str(),
+        1.0 / model_s, pace.encoder.c_str(), chosen->name,
+        busy_cores(instances) / enc, std::max(pace.cores, 1), pace.cores > 1 ? "s" : "", static_cast<long long>(pace.width),
         static_cast<long long>(pace.height),
         fits ? "" : "; the encoder sets the pace: name a faster preset (preset=) or a hardware encoder to go faster");
   }

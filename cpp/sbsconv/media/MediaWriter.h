@@ -179,6 +179,10 @@ struct EncoderPace {
   // (0: the rule chooses; only a GPU run chooses more than one)
   bool parallel_segments = false;
   int instances = 0;
+  // what model_seconds are: "" the model's; or, the depth read from a file (no model), the
+  // slowest other stage's, named here ("the stereo stage ..."), a stage the encoder does not
+  // share the cores with as it does the model's (shared_cores false, `cores` those left)
+  std::string pacer;
 };
 struct PresetChoice {
   std::string preset; // "" when the encoder is not one sbsconv chooses for

@@ -173,6 +173,10 @@ struct Engine::Impl {
   // The model's time a frame leaves out its first batch where later ones are done (the first
   // also builds its kernels: measured with it, a fast model looked slow enough to be given a
   // slower preset in one run of three, benchmarks/RESULTS.md).
+  // With the depth read from a file there is no model: the pace to keep is the slowest other
+  // stage's (the stereo stage's, as a rule), measured the same way, and the rule is the GPU's,
+  // on the cores that stage leaves the encoder (on the CPU that stage's threads are not the
+  // encoder's; nothing else there takes a machine's cores as the model does).
   // Where even veryfast cannot keep pace, the choice says so: the result's reason and the log
   // name the encoder as what sets the pace, and how to go faster. Chosen once per conversion
   // and recorded in the resume journal (Note [Automatic choices in the journal]), so that a
@@ -228,6 +232,22 @@ struct Engine::Impl {
         depth_frames = frames_in - first_frames;
         depth_seconds = static_cast<double>(stage_busy_us[depth].load() - first_us) * 1e-6;
       }
+      int pacer = depth;
+      if (o.depth_source) {
+        // no model: the stage that sets the pace without the encoder (the stereo stage, as a
+        // rule), each stage's time a frame so far (the first batch's included)
+        double slowest = -1.0;
+        for (int i = 0; i < kStages; ++i) {
+          const int64_t frames = stage_frames[i].load();
+          const double seconds = static_cast<double>(stage_busy_us[i].load()) * 1e-6;
+          if (std::strcmp(stage_names[i], "encode") != 0 && frames > 0 && seconds / frames > slowest) {
+            slowest = seconds / static_cast<double>(frames);
+            pacer = i;
+          }
+        }
+        depth_frames = stage_frames[pacer].load();
+        depth_seconds = static_cast<double>(stage_busy_us[pacer].load()) * 1e-6;
+      }
       const std::string encoder = depth_frames > 0 && depth_seconds > 0.0 ? preset_chosen_for(writer) : "";
       if (!encoder.empty()) {
         EncoderPace pace;
@@ -235,9 +255,16 @@ struct Engine::Impl {
         pace.width = writer.width;
         pace.height = writer.height;
         pace.model_seconds = depth_seconds / static_cast<double>(depth_frames);
-        pace.model_threads = stage_threads[depth];
-        pace.shared_cores = run_device().is_cpu();
+        pace.model_threads = stage_threads[pacer];
+        pace.shared_cores = run_device().is_cpu() && !o.depth_source;
         pace.cores = usable_cores();
+        if (o.depth_source) {
+          // Note [Encoder preset chosen to keep pace]: the depth read from a file
+          pace.pacer = std::string("the ") + stage_names[pacer] + " stage (the depth read from a file)";
+          if (run_device().is_cpu()) {
+            pace.cores = std::max(1, pace.cores - stage_threads[pacer]);
+          }
+        }
         pace.parallel_segments = parallel;
         pace.instances = instances;
         const PresetChoice chosen = choose_encoder_preset(pace);
