@@ -252,6 +252,7 @@ py::list stage_list(const std::vector<StageStats>& stages) {
     d["batches"] = s.batches;
     d["host_syncs"] = s.host_syncs;
     d["threads"] = s.threads;
+    d["threads_after_model"] = s.threads_after_model;
     out.append(d);
   }
   return out;

@@ -59,7 +59,8 @@ class ConversionResult:
     depth_out: str | None = None  # the depth export (depth_out=), when written
     depth_sidecar: str | None = None  # its sidecar
     point_clouds: tuple[str, ...] = ()  # point_clouds_every: the PLY files
-    # per stage: name, frames, busy_seconds, batches, host_syncs (Note [Host synchronisation])
+    # per stage: name, frames, busy_seconds, batches, host_syncs (Note [Host synchronisation]),
+    # threads and threads_after_model (Note [Sharing the cores])
     stages: tuple[dict, ...] = ()
     # the encoder preset: the caller's, or the one the engine chose for libx264/libx265 (Note
     # [Encoder preset chosen to keep pace]); "" for the encoder's default

@@ -77,6 +77,7 @@ class StageFigures:
     batches: int
     host_syncs: int  # times the stage made the host wait for the device
     threads: int  # LibTorch intra-op threads it computed with
+    threads_after_model: int  # those it took once the model was done (0: it kept its share)
 
     @property
     def fps(self) -> float:

@@ -52,6 +52,10 @@ def test_the_stages_share_the_cores_and_the_callers_thread_count_survives(tiny_m
                                  precision="fp32", preset="ultrafast", **OPTIONS)
         threads = {s["name"]: s["threads"] for s in result.stages}
         assert threads == {"decode": 1, "depth": 4, "stabilise": 1, "stereo": 1, "encode": 1}
+        # once the model was done the stereo stage rendered the window's last frames on all
+        # of them (the others kept their share)
+        after = {s["name"]: s["threads_after_model"] for s in result.stages}
+        assert after == {"decode": 0, "depth": 0, "stabilise": 0, "stereo": 4, "encode": 0}
         assert torch.get_num_threads() == 4
     finally:
         torch.set_num_threads(before)

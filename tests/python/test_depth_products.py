@@ -281,6 +281,9 @@ def test_with_the_depth_from_a_file_the_preset_keeps_pace_with_the_stage_that_se
     reason = result.encoder_preset_reason
     assert reason.startswith(f"libx264 preset {result.encoder_preset}: the ")
     assert "stage (the depth read from a file) runs at" in reason and "model" not in reason
+    # no model takes the cores: the stereo stage renders on all of them from the start
+    stereo = next(s for s in result.stages if s["name"] == "stereo")
+    assert stereo["threads_after_model"] == torch.get_num_threads()
 
 
 # ---- bad inputs -------------------------------------------------------------------------------

@@ -111,7 +111,8 @@ def test_the_engines_result_is_read_field_by_field():
     from sbsconv.engine import EngineRun
     from sbsconv.errors import InternalError
 
-    stage = {"name": "depth", "frames": 4, "busy_seconds": 2.0, "batches": 2, "host_syncs": 0, "threads": 2}
+    stage = {"name": "depth", "frames": 4, "busy_seconds": 2.0, "batches": 2, "host_syncs": 0, "threads": 2,
+             "threads_after_model": 0}
     raw = {"output": "o.mp4", "frames": 4, "resumed_from": 0, "batch_size": 2, "seconds": 1.0, "width": 8,
            "height": 4, "stages": [stage], "encoder": "libx264", "skipped_encoders": [], "encoder_preset": "fast",
            "encoder_preset_reason": "", "encoder_instances": 1, "chunk_frames": 0,

@@ -91,6 +91,7 @@ void Engine::Impl::depth_stage() {
   guarded("depth", [&] {
     StageGuard stage_guard(*this, "depth");
     if (o.depth_source) {
+      model_done = true; // no model (Note [Sharing the cores])
       depth_from_file(stage_guard);
       return;
     }
@@ -220,6 +221,7 @@ void Engine::Impl::depth_stage() {
       return;
     }
     SBSCONV_CHECK(waiting.empty(), Internal, "depth", "the model returned fewer depth frames than it was given");
+    model_done = true; // Note [Sharing the cores]: the stages after it may take its cores
     depthed.close();
   });
 }

@@ -273,7 +273,7 @@ EngineProgress Engine::progress() const {
   }
   p.elapsed = std::chrono::duration<double>(Clock::now() - d.started).count();
   for (int i = 0; i < Impl::kStages; ++i) {
-    p.stages.push_back(StageStats{d.stage_names[i], d.stage_frames[i], d.stage_busy_us[i] / 1e6, d.stage_batches[i], d.stage_syncs[i], d.stage_threads_seen[i]});
+    p.stages.push_back(StageStats{d.stage_names[i], d.stage_frames[i], d.stage_busy_us[i] / 1e6, d.stage_batches[i], d.stage_syncs[i], d.stage_threads_seen[i], d.stage_threads_after_model[i]});
   }
   return p;
 }
@@ -293,7 +293,7 @@ EngineResult Engine::result() {
   r.batch_size = d.o.batch_size;
   r.seconds = std::chrono::duration<double>(Clock::now() - d.started).count();
   for (int i = 0; i < Impl::kStages; ++i) {
-    r.stages.push_back(StageStats{d.stage_names[i], d.stage_frames[i], d.stage_busy_us[i] / 1e6, d.stage_batches[i], d.stage_syncs[i], d.stage_threads_seen[i]});
+    r.stages.push_back(StageStats{d.stage_names[i], d.stage_frames[i], d.stage_busy_us[i] / 1e6, d.stage_batches[i], d.stage_syncs[i], d.stage_threads_seen[i], d.stage_threads_after_model[i]});
   }
   r.warnings = d.warnings;
   r.cuts = d.cuts;

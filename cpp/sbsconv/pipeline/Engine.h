@@ -119,8 +119,10 @@ struct StageStats {
   // Times the stage made the host wait for the device (Note [Host synchronisation]): every
   // synchronising operation with EngineOptions::check_syncs, else its explicit transfers.
   int64_t host_syncs = 0;
-  // LibTorch intra-op threads the stage's thread computed with (Note [Sharing the cores]).
+  // LibTorch intra-op threads the stage's thread computed with (Note [Sharing the cores]),
+  // and those it took once the model was done (0: it kept its share to the end).
   int threads = 0;
+  int threads_after_model = 0;
 };
 
 struct EngineProgress {

@@ -131,7 +131,21 @@ struct Engine::Impl {
   // decoder and encoder threads block rather than spin and are left to FFmpeg. Whether the
   // encoder sets the pace is then a question of its preset (Note [Encoder preset chosen to keep
   // pace]).
+  // Once the model has given its last depth (or where no model runs: depth read from a file),
+  // the stereo stage takes the caller's count: what is left then is the tail the temporal fill's
+  // window holds back and the encoder's, and one thread would leave the model's cores idle.
   // On a GPU the stages' tensor work is on the device and nothing is changed.
+  std::atomic<bool> model_done{false};
+  std::atomic<int> stage_threads_after_model[kStages] = {};
+  void widen_cores(int index) {
+    if (caller_threads == 0 || !model_done.load() || !run_device().is_cpu()) {
+      return;
+    }
+    if (at::get_num_threads() != caller_threads) {
+      at::set_num_threads(caller_threads);
+    }
+    stage_threads_after_model[index] = at::get_num_threads();
+  }
   int caller_threads = 0; // the caller's intra-op threads, read when the run starts
   std::array<int, kStages> stage_threads{}; // planned
   std::atomic<int> stage_threads_seen[kStages] = {}; // as each stage thread found them
@@ -255,14 +269,15 @@ struct Engine::Impl {
         pace.width = writer.width;
         pace.height = writer.height;
         pace.model_seconds = depth_seconds / static_cast<double>(depth_frames);
-        pace.model_threads = stage_threads[pacer];
+        const int widened = stage_threads_after_model[pacer].load(); // (Note [Sharing the cores])
+        pace.model_threads = widened > 0 ? widened : stage_threads[pacer];
         pace.shared_cores = run_device().is_cpu() && !o.depth_source;
         pace.cores = usable_cores();
         if (o.depth_source) {
           // Note [Encoder preset chosen to keep pace]: the depth read from a file
           pace.pacer = std::string("the ") + stage_names[pacer] + " stage (the depth read from a file)";
           if (run_device().is_cpu()) {
-            pace.cores = std::max(1, pace.cores - stage_threads[pacer]);
+            pace.cores = std::max(1, pace.cores - pace.model_threads);
           }
         }
         pace.parallel_segments = parallel;

@@ -29,6 +29,7 @@ void Engine::Impl::stereo_stage() {
       temporal.emplace(t);
     }
     auto render = [&](Batch& b) -> bool {
+      widen_cores(stage_guard.index); // Note [Sharing the cores]: once the model is done
       {
         Busy busy{stage_busy_us[3]};
         if (o.render_stereo) {
@@ -64,6 +65,7 @@ void Engine::Impl::stereo_stage() {
       }
       Batch b = std::move(*batch);
       stage_guard.received(b);
+      widen_cores(stage_guard.index);
       if (!temporal || b.size() == 0) {
         if (!render(b)) {
           return;
