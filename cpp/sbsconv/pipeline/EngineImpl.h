@@ -235,21 +235,11 @@ struct Engine::Impl {
       instances = 1;
     }
     if (segments.empty() && chosen_preset.empty()) {
-      const int depth = stage_index("depth");
-      int64_t depth_frames = stage_frames[depth].load();
-      double depth_seconds = static_cast<double>(stage_busy_us[depth].load()) * 1e-6;
-      const int64_t first_us = model_first_busy_us.load(); // stored after the first frames
-      const int64_t first_frames = model_first_frames.load();
-      const int64_t frames_in = model_frames_in.load(); // counted after their time
-      if (first_us >= 0 && frames_in > first_frames) {
-        // the model's batches after its first (its warm-up left out)
-        depth_frames = frames_in - first_frames;
-        depth_seconds = static_cast<double>(stage_busy_us[depth].load() - first_us) * 1e-6;
-      }
-      int pacer = depth;
+      // the stage whose pace the encoder keeps, its frames and busy seconds so far
+      int pacer = stage_index("depth");
       if (o.depth_source) {
-        // no model: the stage that sets the pace without the encoder (the stereo stage, as a
-        // rule), each stage's time a frame so far (the first batch's included)
+        // no model: the slowest other stage (the stereo stage, as a rule), its first batch's
+        // time included
         double slowest = -1.0;
         for (int i = 0; i < kStages; ++i) {
           const int64_t frames = stage_frames[i].load();
@@ -259,16 +249,24 @@ struct Engine::Impl {
             pacer = i;
           }
         }
-        depth_frames = stage_frames[pacer].load();
-        depth_seconds = static_cast<double>(stage_busy_us[pacer].load()) * 1e-6;
       }
-      const std::string encoder = depth_frames > 0 && depth_seconds > 0.0 ? preset_chosen_for(writer) : "";
+      int64_t pace_frames = stage_frames[pacer].load();
+      double pace_seconds = static_cast<double>(stage_busy_us[pacer].load()) * 1e-6;
+      const int64_t first_us = model_first_busy_us.load(); // stored after the first frames
+      const int64_t first_frames = model_first_frames.load();
+      const int64_t frames_in = model_frames_in.load(); // counted after their time
+      if (!o.depth_source && first_us >= 0 && frames_in > first_frames) {
+        // the model's batches after its first (its warm-up left out)
+        pace_frames = frames_in - first_frames;
+        pace_seconds = static_cast<double>(stage_busy_us[pacer].load() - first_us) * 1e-6;
+      }
+      const std::string encoder = pace_frames > 0 && pace_seconds > 0.0 ? preset_chosen_for(writer) : "";
       if (!encoder.empty()) {
         EncoderPace pace;
         pace.encoder = encoder;
         pace.width = writer.width;
         pace.height = writer.height;
-        pace.model_seconds = depth_seconds / static_cast<double>(depth_frames);
+        pace.model_seconds = pace_seconds / static_cast<double>(pace_frames);
         const int widened = stage_threads_after_model[pacer].load(); // (Note [Sharing the cores])
         pace.model_threads = widened > 0 ? widened : stage_threads[pacer];
         pace.shared_cores = run_device().is_cpu() && !o.depth_source;
