@@ -10,6 +10,10 @@
 
 #include "sbsconv/common/Error.h"
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__APPLE__)
+#include <immintrin.h>
+#endif
+
 // The two passes around the GEMM are plain loops: built once per instruction set (AVX-512,
 // AVX2, baseline) and chosen when the program starts (target_clones), so the same binary runs
 // everywhere and uses the widest vectors the CPU has. The file is compiled with finite-math
@@ -83,18 +87,43 @@ SBSCONV_CLONES float exp2_row(const float* x, float peak, float* out, int64_t n)
   return sum;
 }
 
-// The same, written as bfloat16 (round to nearest even; the values are finite and positive).
-SBSCONV_CLONES float exp2_row_bf16(const float* x, float peak, uint16_t* out, int64_t n) {
-  float sum = 0.0f;
-  for (int64_t j = 0; j < n; ++j) {
-    const float e = exp2_nonpositive(x[j] - peak);
-    uint32_t bits;
-    std::memcpy(&bits, &e, sizeof bits);
-    out[j] = static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
-    sum += e;
+// The same, written as bfloat16 (round to nearest even). Only CPUs with avx512_bf16 write the
+// probabilities in bfloat16 (int8_attention_uses_bf16), so this row is written for them alone:
+// the floor, the cubic and the exponent's scaling (vscalefps: p * 2^floor exactly, as writing
+// the exponent does) and the rounding to bfloat16 (vcvtneps2bf16) are one instruction each, half
+// the work of the portable loop's integer rounding. 16 values a step; the row's tail masked.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__APPLE__)
+#define SBSCONV_HAS_BF16_ROW 1
+// GCC 12's AVX-512 headers fill unused lanes from a self-initialised "undefined" vector, which
+// its own -Wuninitialized then reports at every use.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) float exp2_row_bf16(const float* x,
+                                                                                     float peak,
+                                                                                     uint16_t* out,
+                                                                                     int64_t n) {
+  const __m512 top = _mm512_set1_ps(peak);
+  const __m512 lowest = _mm512_set1_ps(-126.0f);
+  const __m512 c0 = _mm512_set1_ps(0.99992520f);
+  const __m512 c1 = _mm512_set1_ps(0.69583374f);
+  const __m512 c2 = _mm512_set1_ps(0.22606722f);
+  const __m512 c3 = _mm512_set1_ps(0.07802419f);
+  __m512 sum = _mm512_setzero_ps();
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 live = n - j >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (n - j)) - 1u);
+    const __m512 y = _mm512_max_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(live, x + j), top), lowest);
+    const __m512 fl = _mm512_roundscale_ps(y, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    const __m512 f = _mm512_sub_ps(y, fl);
+    const __m512 p = _mm512_fmadd_ps(f, _mm512_fmadd_ps(f, _mm512_fmadd_ps(f, c3, c2), c1), c0);
+    const __m512 e = _mm512_scalef_ps(p, fl);
+    sum = _mm512_mask_add_ps(sum, live, sum, e);
+    _mm256_mask_storeu_epi16(out + j, live, reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(e)));
   }
-  return sum;
+  return _mm512_reduce_add_ps(sum);
 }
+#pragma GCC diagnostic pop
+#endif
 
 } // namespace
 
@@ -108,7 +137,11 @@ bool cpu_has_bf16_dot_products() {
 }
 
 bool int8_attention_uses_bf16() {
+#ifdef SBSCONV_HAS_BF16_ROW
   return cpu_has_bf16_dot_products();
+#else
+  return false;
+#endif
 }
 
 at::Tensor int8_attention(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in) {
@@ -172,11 +205,14 @@ at::Tensor int8_attention(const at::Tensor& q_in, const at::Tensor& k_in, const 
       const float* key_scale = ks.const_data_ptr<float>() + g * t;
       for (int64_t r = 0; r < rows; ++r) {
         const float peak = scale_scores(sp + r * t, row_scale[r], key_scale, row.data(), t);
-        sums[static_cast<size_t>(r)] = bf16 ? exp2_row_bf16(row.data(),
-                                                            peak,
-                                                            reinterpret_cast<uint16_t*>(probs.mutable_data_ptr<at::BFloat16>()) + r * t,
-                                                            t)
-                                            : exp2_row(row.data(), peak, probs.mutable_data_ptr<float>() + r * t, t);
+#ifdef SBSCONV_HAS_BF16_ROW
+        if (bf16) {
+          uint16_t* probs_row = reinterpret_cast<uint16_t*>(probs.mutable_data_ptr<at::BFloat16>()) + r * t;
+          sums[static_cast<size_t>(r)] = exp2_row_bf16(row.data(), peak, probs_row, t);
+          continue;
+        }
+#endif
+        sums[static_cast<size_t>(r)] = exp2_row(row.data(), peak, probs.mutable_data_ptr<float>() + r * t, t);
       }
       at::Tensor b_rows = block.narrow(0, 0, rows);
       at::mm_out(b_rows, probs.narrow(0, 0, rows), v[g]);

@@ -59,8 +59,10 @@ class Int8Linear {
 //   - softmax: 2^(s - max) by a cubic on the fraction and the exponent written into the float's
 //     bits (relative error 7.5e-5, a 26th of bfloat16's half step; a degree-5 polynomial's 2e-7
 //     cost a third more time in that loop, 2 % of the model's), summed in the same pass; plain
-//     loops built per instruction set like the linear layers' passes. The normalisation is applied to the block's
-//     output rows (d values each) rather than to the probabilities (t values each).
+//     loops built per instruction set like the linear layers' passes, and where the
+//     probabilities are bfloat16 (below) AVX-512 BF16's own instructions for the floor, the
+//     exponent and the rounding. The normalisation is applied to the block's output rows (d
+//     values each) rather than to the probabilities (t values each).
 //   - values: the unnormalised probabilities (all in (0, 1]) times v in bfloat16 where the CPU
 //     has bf16 dot products (avx512_bf16, AMX), float32 elsewhere. Probabilities in int8 were
 //     measured at 4x the error of bfloat16 (benchmarks/RESULTS.md), so they are not used.
