@@ -7,6 +7,7 @@
 #include "sbsconv/common/Error.h"
 #include "sbsconv/depth/DepthAnything3.h"
 #include "sbsconv/depth/DepthAnythingV2.h"
+#include "sbsconv/depth/Int8Linear.h"
 #include "sbsconv/depth/Weights.h"
 
 using namespace sbsconv;
@@ -21,6 +22,27 @@ TEST(DepthAnythingV2, InputSizeFollowsTheReferenceRule) {
   EXPECT_GE(h, 518);
   EXPECT_EQ(h % 14, 0);
   EXPECT_EQ(w % 14, 0);
+}
+
+TEST(Int8Attention, BlocksAreAsLargeAsTheCacheBudgetAllows) {
+  // Note [int8 attention]: the query rows of a block; its int32 scores and bf16 (2 bytes) or
+  // float (4) probabilities within 4 MB, 64 to 512 rows, a multiple of 16.
+  constexpr int64_t kBudget = int64_t{4} << 20;
+  for (int64_t tokens : {5, 70, 300, 1370, 2442, 9800, 40000}) {
+    for (int64_t bytes : {2, 4}) {
+      const int64_t rows = attention_block_rows(tokens, 12, 2, bytes);
+      EXPECT_GE(rows, 64) << tokens;
+      EXPECT_LE(rows, 512) << tokens;
+      EXPECT_EQ(rows % 16, 0) << tokens;
+      EXPECT_TRUE(rows == 64 || rows * tokens * (4 + bytes) <= kBudget) << tokens << " tokens, " << rows << " rows";
+    }
+  }
+  // the default input (518 x 924: 2442 tokens) in bfloat16: 272 rows, not 64
+  EXPECT_EQ(attention_block_rows(2442, 12, 2, 2), 272);
+  // many threads and few groups: smaller blocks so that every thread has four
+  const int64_t rows = attention_block_rows(2442, 6, 16, 2);
+  EXPECT_GE(6 * ((2442 + rows - 1) / rows), 4 * 16);
+  EXPECT_EQ(attention_block_rows(2442, 1, 64, 2), 64); // never below 64
 }
 
 TEST(DepthAnything3, InputSizeIsTheReferenceUpperBound) {

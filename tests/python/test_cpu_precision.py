@@ -124,7 +124,7 @@ def reference_int8_attention(q, k, v, bf16_values):
 
 def test_int8_attention_is_the_computation_the_note_describes():
     g = torch.Generator().manual_seed(1)
-    for tokens in (5, 70, 300):  # one block, several blocks and a short last one (64 rows each)
+    for tokens in (5, 70, 300):  # one block, several blocks and a short last one (attention_block_rows)
         qkv = torch.randn(2, tokens, 3, 3, 16, generator=g).permute(2, 0, 3, 1, 4)  # [3, n, heads, t, d] views
         q, k, v = qkv[0] * 2, qkv[1] * 2 + torch.randn(2, 3, 1, 16, generator=g), qkv[2]
         ours, bf16_values = _core._int8_attention(q, k, v)

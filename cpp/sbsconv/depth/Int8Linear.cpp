@@ -127,6 +127,25 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) float exp2_row_b
 
 } // namespace
 
+int64_t attention_block_rows(int64_t tokens, int64_t groups, int64_t threads, int64_t probability_bytes) {
+  // Every block's two GEMMs pack their right-hand side (the group's keys, then its values: t x d
+  // each) afresh, so rows few (64) repack them ten times more often than the work needs; rows
+  // many (1024 at 2442 tokens, 15 MB a block) leave the cache. Measured on an AMD EPYC
+  // (benchmarks/RESULTS.md, 2026-12-07 session 5): 64 rows 32-45 ms a layer at 2442 tokens and
+  // six heads, 128 rows 26-34, 256 rows 24-25, 512 rows 23, 1024 rows 26-29. Rows of
+  // scores and probabilities within kBlockBytes, 64-512 of them, and enough blocks that every
+  // thread has four to share.
+  constexpr int64_t kBlockBytes = int64_t{4} << 20;
+  constexpr int64_t kFewest = 64;
+  constexpr int64_t kMost = 512;
+  int64_t rows = kBlockBytes / (std::max<int64_t>(tokens, 1) * (4 + probability_bytes));
+  rows = std::clamp<int64_t>(rows / 16 * 16, kFewest, kMost);
+  while (rows > kFewest && groups * ((tokens + rows - 1) / rows) < 4 * std::max<int64_t>(threads, 1)) {
+    rows = std::max<int64_t>(kFewest, rows / 2 / 16 * 16);
+  }
+  return rows;
+}
+
 bool cpu_has_bf16_dot_products() {
 #if defined(__x86_64__) && defined(__GNUC__)
   static const bool has = __builtin_cpu_supports("avx512bf16");
@@ -183,21 +202,22 @@ at::Tensor int8_attention(const at::Tensor& q_in, const at::Tensor& k_in, const 
     });
   }
 
-  // Blocks of 64 query rows: a block's int32 scores and its probabilities stay in a core's L2.
-  constexpr int64_t kBlock = 64;
-  const int64_t blocks = (t + kBlock - 1) / kBlock;
+  // Blocks of query rows, each block's scores and probabilities a few MB (the rows chosen by
+  // attention_block_rows, Note [int8 attention]).
+  const int64_t block_rows = attention_block_rows(t, groups, at::get_num_threads(), bf16 ? 2 : 4);
+  const int64_t blocks = (t + block_rows - 1) / block_rows;
   at::Tensor out = at::empty({groups, t, d}, at::kFloat);
   at::parallel_for(0, groups * blocks, 1, [&](int64_t begin, int64_t end) {
     // Buffers reused from block to block (fresh ones would be fresh pages, each faulted in).
     std::vector<float> row(static_cast<size_t>(t));
-    std::vector<float> sums(static_cast<size_t>(kBlock));
-    at::Tensor scores = at::empty({kBlock, t}, at::kInt);
-    at::Tensor probs = at::empty({kBlock, t}, bf16 ? at::kBFloat16 : at::kFloat);
-    at::Tensor block = at::empty({kBlock, d}, bf16 ? at::kBFloat16 : at::kFloat);
+    std::vector<float> sums(static_cast<size_t>(block_rows));
+    at::Tensor scores = at::empty({block_rows, t}, at::kInt);
+    at::Tensor probs = at::empty({block_rows, t}, bf16 ? at::kBFloat16 : at::kFloat);
+    at::Tensor block = at::empty({block_rows, d}, bf16 ? at::kBFloat16 : at::kFloat);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t g = item / blocks;
-      const int64_t r0 = (item % blocks) * kBlock;
-      const int64_t rows = std::min(kBlock, t - r0);
+      const int64_t r0 = (item % blocks) * block_rows;
+      const int64_t rows = std::min(block_rows, t - r0);
       at::Tensor s_rows = scores.narrow(0, 0, rows);
       at::_int_mm_out(s_rows, qi[g].narrow(0, r0, rows), ki[g].t()); // int32 [rows, t]
       const int32_t* sp = scores.const_data_ptr<int32_t>();

@@ -66,13 +66,21 @@ class Int8Linear {
 //   - values: the unnormalised probabilities (all in (0, 1]) times v in bfloat16 where the CPU
 //     has bf16 dot products (avx512_bf16, AMX), float32 elsewhere. Probabilities in int8 were
 //     measured at 4x the error of bfloat16 (benchmarks/RESULTS.md), so they are not used.
-// Each block runs on one thread (the blocks are split over LibTorch's intra-op threads) and its
-// scores stay in the cache: with t tokens a block of 256 rows holds 256 x t int32 scores.
+// Each block of query rows runs on one thread (the blocks are split over LibTorch's intra-op
+// threads): with t tokens a block of r rows holds r x t int32 scores and as many probabilities.
+// Each block's two GEMMs pack the group's keys and values afresh, so the blocks are as large as
+// the cache allows (attention_block_rows: 272 rows at 2442 tokens, the whole model 30 % faster
+// than with 64).
 // Relative error against float32 attention: about 0.2-1.7 % on random inputs, most of it the
 // scores' int8 rounding (benchmarks/bench_cpu_precision.py measures the whole network).
 //
 // q, k, v: float [n, heads, t, d] (views allowed); returns float [n, heads, t, d].
 at::Tensor int8_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
+
+// The query rows of one block of int8_attention: [64, 512], the block's scores (int32) and
+// probabilities (probability_bytes each) within 4 MB, and at least four blocks a thread where
+// that leaves 64 rows or more.
+int64_t attention_block_rows(int64_t tokens, int64_t groups, int64_t threads, int64_t probability_bytes);
 
 // Whether int8_attention multiplies the probabilities by v in bfloat16 on this CPU.
 bool int8_attention_uses_bf16();
