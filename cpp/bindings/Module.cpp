@@ -2,6 +2,7 @@
 // that decodes, encodes or waits releases the GIL.
 
 #include <torch/csrc/utils/pybind.h>
+#include <ATen/Parallel.h>
 
 #include <pybind11/stl.h>
 
@@ -1044,16 +1045,22 @@ PYBIND11_MODULE(_core, m) {
       py::arg("x"),
       py::arg("weight"),
       py::arg("bias") = py::none());
-  // Note [int8 attention], for its test: (output, whether the values ran in bfloat16).
+  // Note [int8 attention], for its test and benchmark: (output, whether the values ran in
+  // bfloat16, the block's query rows); block_rows 0 = as the model runs it.
   m.def(
       "_int8_attention",
-      [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+      [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t block_rows) {
+        SBSCONV_CHECK(block_rows >= 0, Option, "int8 attention", "block_rows must be >= 0");
         at::InferenceMode guard;
-        return py::make_tuple(int8_attention(q, k, v), int8_attention_uses_bf16());
+        const int64_t rows = block_rows > 0 ? block_rows
+                                            : attention_block_rows(q.size(2), q.size(0) * q.size(1), at::get_num_threads(),
+                                                                   int8_attention_uses_bf16() ? 2 : 4);
+        return py::make_tuple(int8_attention(q, k, v, rows), int8_attention_uses_bf16(), rows);
       },
       py::arg("q"),
       py::arg("k"),
-      py::arg("v"));
+      py::arg("v"),
+      py::arg("block_rows") = 0);
   // Note [Device colour conversion], for its test on CPU tensors.
   m.def(
       "_semi_planar_to_rgb",

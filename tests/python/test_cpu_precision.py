@@ -127,7 +127,10 @@ def test_int8_attention_is_the_computation_the_note_describes():
     for tokens in (5, 70, 300):  # one block, several blocks and a short last one (attention_block_rows)
         qkv = torch.randn(2, tokens, 3, 3, 16, generator=g).permute(2, 0, 3, 1, 4)  # [3, n, heads, t, d] views
         q, k, v = qkv[0] * 2, qkv[1] * 2 + torch.randn(2, 3, 1, 16, generator=g), qkv[2]
-        ours, bf16_values = _core._int8_attention(q, k, v)
+        ours, bf16_values, rows = _core._int8_attention(q, k, v)
+        assert 64 <= rows <= 512
+        # the blocks' size is the schedule's, not the result's: 16-row blocks give the same
+        torch.testing.assert_close(_core._int8_attention(q, k, v, block_rows=16)[0], ours, rtol=1e-6, atol=1e-6)
         assert bf16_values == ("avx512_bf16" in precision.cpu_flags())
         torch.testing.assert_close(ours, reference_int8_attention(q, k, v, bf16_values), rtol=1e-2 if bf16_values else 1e-5, atol=1e-3 if bf16_values else 1e-5)
         exact = torch.nn.functional.scaled_dot_product_attention(q, k, v)

@@ -163,7 +163,7 @@ bool int8_attention_uses_bf16() {
 #endif
 }
 
-at::Tensor int8_attention(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in) {
+at::Tensor int8_attention(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in, int64_t block_rows_asked) {
   SBSCONV_CHECK(
       q_in.dim() == 4 && k_in.sizes() == q_in.sizes() && v_in.sizes() == q_in.sizes() && q_in.device().is_cpu(),
       Internal,
@@ -204,7 +204,8 @@ at::Tensor int8_attention(const at::Tensor& q_in, const at::Tensor& k_in, const 
 
   // Blocks of query rows, each block's scores and probabilities a few MB (the rows chosen by
   // attention_block_rows, Note [int8 attention]).
-  const int64_t block_rows = attention_block_rows(t, groups, at::get_num_threads(), bf16 ? 2 : 4);
+  const int64_t block_rows =
+      block_rows_asked > 0 ? block_rows_asked : attention_block_rows(t, groups, at::get_num_threads(), bf16 ? 2 : 4);
   const int64_t blocks = (t + block_rows - 1) / block_rows;
   at::Tensor out = at::empty({groups, t, d}, at::kFloat);
   at::parallel_for(0, groups * blocks, 1, [&](int64_t begin, int64_t end) {

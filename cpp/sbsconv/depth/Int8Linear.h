@@ -74,8 +74,9 @@ class Int8Linear {
 // Relative error against float32 attention: about 0.2-1.7 % on random inputs, most of it the
 // scores' int8 rounding (benchmarks/bench_cpu_precision.py measures the whole network).
 //
-// q, k, v: float [n, heads, t, d] (views allowed); returns float [n, heads, t, d].
-at::Tensor int8_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
+// q, k, v: float [n, heads, t, d] (views allowed); returns float [n, heads, t, d]. block_rows:
+// the query rows of a block; 0 = attention_block_rows's (others for its benchmark).
+at::Tensor int8_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t block_rows = 0);
 
 // The query rows of one block of int8_attention: [64, 512], the block's scores (int32) and
 // probabilities (probability_bytes each) within 4 MB, and at least four blocks a thread where
