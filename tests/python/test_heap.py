@@ -1,7 +1,8 @@
 """Note [Large blocks stay in the heap] (cpp/sbsconv/common/Heap.h): from the import of sbsconv's
-native module on, glibc's malloc keeps blocks of frames' size in the heap, every thread's
-(one arena), so a batch's blocks are not fresh (page-faulted, zeroed) memory again; a
-conversion hands the free heap back when it ends; a user's own malloc settings stand.
+native module on, blocks of frames' size are kept when freed, every thread's (LibTorch's large
+blocks by sbsconv's wrapper of its CPU allocator, the rest in glibc's heap, one arena), so a
+batch's blocks are not fresh (page-faulted, zeroed) memory again; a conversion hands the free
+heap back when it ends; a user's own malloc settings stand.
 
 Each case runs in a fresh process: the policy is a process's, set once."""
 
@@ -93,6 +94,31 @@ def test_importing_sbsconv_keeps_frame_sized_blocks_in_the_heap(tiny_model):
     # after the import, and after a model load as well
     for key in ("after", "after_model", "after_thread"):
         assert _settled(got[key]), (key, got)
+
+
+def test_a_smaller_block_is_carved_from_a_larger_one_kept():
+    # a kept 200 MB block does not fit a 100 MB request (more than a quarter to spare): it goes
+    # back to malloc, which carves the smaller blocks from it instead of new memory
+    got = _run(_FAULTS + f"""
+import sbsconv._core
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * {os.sysconf("SC_PAGE_SIZE")}
+
+large = torch.ones(2 * {BLOCK}, dtype=torch.uint8)
+del large
+kept = rss()
+rounds = []
+for _ in range(4):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    block = torch.ones({BLOCK}, dtype=torch.uint8)
+    del block
+    rounds.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(json.dumps({{"rounds": rounds, "growth": rss() - kept}}))
+""")
+    assert sum(got["rounds"]) <= 0.1 * PAGES, got
+    assert got["growth"] <= BLOCK // 10, got
 
 
 @pytest.mark.parametrize("env", [

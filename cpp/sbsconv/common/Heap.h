@@ -23,19 +23,33 @@ namespace sbsconv {
 // against 0.4 million in one arena; a conversion in a fresh process 1.04x faster,
 // benchmarks/RESULTS.md). glibc fixes the limit when a process's ninth arena would be made and
 // keeps the arenas threads already have, and an exited thread's arena goes to the next new
-// thread: hence at import, before the conversions' threads exist. What is free is handed back
-// to the system at the end of every conversion (release_free_heap: malloc_trim), so a
-// notebook or web-app process does not keep a run's peak. A process whose user chose malloc's
-// settings (GLIBC_TUNABLES naming glibc.malloc, or any MALLOC_* environment variable) keeps
-// them; other C libraries are left alone.
+// thread: hence at import, before the conversions' threads exist.
+//
+// Even in one arena, malloc's reuse of a freed block is a heuristic: LibTorch asks for its blocks
+// 64-byte aligned, so a freed block is a little short of the next same-sized request's carve
+// unless it merged with its neighbours, and the small allocations a thread makes between two
+// batches (a Python thread's above all) land beside it and keep it from merging. A Python
+// thread's 96 MB blocks were new memory every round in 6-7 of 10 fresh processes on an AMD
+// EPYC (tests/python/test_heap.py, 2026-12-07). So the import also wraps LibTorch's CPU
+// allocator (c10::SetCPUAllocator, at the default's priority): blocks of 16 MB or more are
+// kept when freed (up to 1 GiB and 32 blocks) and handed out again for a request they hold
+// with at most a quarter to spare; a request that none fits first returns the larger kept
+// blocks to malloc, which can carve it from them. Smaller blocks are the default allocator's.
+//
+// What is free is handed back to the system at the end of every conversion (release_free_heap:
+// the kept blocks, then malloc_trim), so a notebook or web-app process does not keep a run's
+// peak. A process whose user chose malloc's settings (GLIBC_TUNABLES naming glibc.malloc, or
+// any MALLOC_* environment variable) keeps them and LibTorch's own allocator; other C
+// libraries are left alone.
 //
 // Threading: both functions are thread-safe.
 
-// Applies the thresholds once per process (later calls do nothing). Returns whether this
-// process runs with them (false: not glibc, or the user's own settings).
+// Applies the thresholds and LibTorch's block reuse once per process (later calls do nothing).
+// Returns whether this process runs with them (false: not glibc, or the user's own settings).
 bool keep_large_blocks_in_heap();
 
-// Returns the heap's free memory to the system (where keep_large_blocks_in_heap applied).
+// Returns the kept blocks and the heap's free memory to the system (where
+// keep_large_blocks_in_heap applied).
 void release_free_heap();
 
 } // namespace sbsconv
