@@ -1045,6 +1045,18 @@ PYBIND11_MODULE(_core, m) {
       py::arg("x"),
       py::arg("weight"),
       py::arg("bias") = py::none());
+  // Note [int8 MLP], for its test: fc2(GELU(fc1(x))) with the middle fused.
+  m.def(
+      "_int8_mlp",
+      [](const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2, const at::Tensor& b2) {
+        at::InferenceMode guard;
+        return Int8Linear(w1, b1).gelu_then(Int8Linear(w2, b2), x);
+      },
+      py::arg("x"),
+      py::arg("w1"),
+      py::arg("b1"),
+      py::arg("w2"),
+      py::arg("b2"));
   // Note [int8 attention], for its test and benchmark: (output, whether the values ran in
   // bfloat16, the block's query rows); block_rows 0 = as the model runs it.
   m.def(

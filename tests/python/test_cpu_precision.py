@@ -122,6 +122,32 @@ def reference_int8_attention(q, k, v, bf16_values):
     return (out / e.sum(-1, keepdim=True)).float()
 
 
+def test_the_int8_mlp_is_the_two_layers_with_the_gelu_between():
+    # Note [int8 MLP]: the fused middle (rescale, exact GELU, quantisation for the second
+    # layer, one pass a row) against the two int8 layers with LibTorch's GELU between them
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(5, 9, 48, generator=g)
+    w1, b1 = torch.randn(192, 48, generator=g) * 0.2, torch.randn(192, generator=g)
+    w2, b2 = torch.randn(48, 192, generator=g) * 0.1, torch.randn(48, generator=g)
+    ours = _core._int8_mlp(x, w1, b1, w2, b2)
+    assert ours.shape == (5, 9, 48)
+    apart = _core._int8_linear(torch.nn.functional.gelu(_core._int8_linear(x, w1, b1)), w2, b2)
+    # the same but for a few middle values rounding to the neighbouring int8 step (the erf's
+    # polynomial is within 1e-4 of LibTorch's)
+    step = float(apart.abs().max()) / 127
+    assert float((ours - apart).abs().max()) < 2 * step
+    assert float((ours - apart).abs().mean()) < 0.05 * step
+    exact = torch.nn.functional.linear(torch.nn.functional.gelu(torch.nn.functional.linear(x, w1, b1)), w2, b2)
+    assert float((ours - exact).norm() / exact.norm()) < 0.02
+    # negative inputs far out: the GELU is 0 there, positive ones pass through
+    far = torch.tensor([[[-30.0] * 48], [[30.0] * 48]])
+    eye = torch.eye(48).repeat(4, 1)  # 192 x 48: each hidden unit copies an input
+    ident = torch.eye(48).repeat(1, 4) / 4  # 48 x 192: the average of the four copies
+    out = _core._int8_mlp(far, eye, torch.zeros(192), ident, torch.zeros(48))
+    torch.testing.assert_close(out[0], torch.zeros(1, 48), atol=1e-6, rtol=0)
+    torch.testing.assert_close(out[1], torch.full((1, 48), 30.0), atol=0.3, rtol=0)
+
+
 def test_int8_attention_is_the_computation_the_note_describes():
     g = torch.Generator().manual_seed(1)
     for tokens in (5, 70, 300):  # one block, several blocks and a short last one (attention_block_rows)

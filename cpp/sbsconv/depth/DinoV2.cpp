@@ -262,14 +262,18 @@ at::Tensor DinoV2Encoder::run_block(const Block& b, at::Tensor x, const Rope* ro
   x.add_(attn);
 
   h = at::layer_norm(x, {c}, b.norm2_w, b.norm2_b, eps);
-  h = linear(h, b.fc1_w, b.fc1_b, b.fc1_q);
-  if (config_.swiglu) {
-    auto halves = h.chunk(2, -1);
-    h = at::silu(halves[0]).mul_(halves[1]);
+  if (!config_.swiglu && b.fc1_q.defined() && b.fc2_q.defined()) {
+    h = b.fc1_q.gelu_then(b.fc2_q, h); // Note [int8 MLP]
   } else {
-    at::gelu_(h); // exact (erf) GELU, as the reference; in place: h is the layer's own output
+    h = linear(h, b.fc1_w, b.fc1_b, b.fc1_q);
+    if (config_.swiglu) {
+      auto halves = h.chunk(2, -1);
+      h = at::silu(halves[0]).mul_(halves[1]);
+    } else {
+      at::gelu_(h); // exact (erf) GELU, as the reference; in place: h is the layer's own output
+    }
+    h = linear(h, b.fc2_w, b.fc2_b, b.fc2_q);
   }
-  h = linear(h, b.fc2_w, b.fc2_b, b.fc2_q);
   if (b.ls2.defined()) {
     h.mul_(b.ls2);
   }

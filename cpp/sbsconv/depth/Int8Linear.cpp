@@ -87,6 +87,40 @@ SBSCONV_CLONES float exp2_row(const float* x, float peak, float* out, int64_t n)
   return sum;
 }
 
+// One row of an MLP's middle (Note [int8 MLP]): the first layer's int32 row rescaled (as
+// rescale_row), the exact GELU 0.5 v (1 + erf(v / sqrt 2)) applied, then quantized for the
+// second layer (as quantize_row), without the row leaving the cache: g holds it between the
+// two passes. erf by Abramowitz and Stegun 7.1.26 (absolute error 1.5e-7) with the exponential
+// above (relative error 7.5e-5): far below the int8 step the result is rounded to.
+SBSCONV_CLONES float gelu_quantize_row(const int32_t* acc,
+                                       float row_scale,
+                                       const float* channel_scale,
+                                       const float* bias,
+                                       float* g,
+                                       int8_t* out,
+                                       int64_t n) {
+  float peak = 0.0f;
+  for (int64_t c = 0; c < n; ++c) {
+    const float v = static_cast<float>(acc[c]) * (row_scale * channel_scale[c]) + bias[c];
+    const float z = std::fabs(v) * 0.70710678f; // |v| / sqrt(2)
+    const float t = 1.0f / (1.0f + 0.3275911f * z);
+    const float poly =
+        t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
+    const float erf_abs = 1.0f - poly * exp2_nonpositive(-z * z * 1.44269504f); // erf(|v| / sqrt 2)
+    const float erf_v = v < 0.0f ? -erf_abs : erf_abs;
+    const float out_v = 0.5f * v * (1.0f + erf_v);
+    g[c] = out_v;
+    const float a = std::fabs(out_v);
+    peak = a > peak ? a : peak;
+  }
+  const float scale = peak > 0.0f ? peak / 127.0f : 1.0f;
+  const float inv = 1.0f / scale;
+  for (int64_t c = 0; c < n; ++c) {
+    out[c] = static_cast<int8_t>(std::nearbyint(g[c] * inv));
+  }
+  return scale;
+}
+
 // The same, written as bfloat16 (round to nearest even). Only CPUs with avx512_bf16 write the
 // probabilities in bfloat16 (int8_attention_uses_bf16), so this row is written for them alone:
 // the floor, the cubic and the exponent's scaling (vscalefps: p * 2^floor exactly, as writing
@@ -289,40 +323,80 @@ Int8Linear Int8Linear::from_parts(const Parts& parts) {
   return layer;
 }
 
+Int8Linear::Quantized Int8Linear::quantize(const at::Tensor& x) {
+  const int64_t rows = x.size(0);
+  const int64_t in = x.size(1);
+  Quantized q{at::empty({rows, in}, at::kChar), at::empty({rows}, at::kFloat)};
+  const float* src = x.const_data_ptr<float>();
+  int8_t* dst = q.values.mutable_data_ptr<int8_t>();
+  float* scales = q.row_scale.mutable_data_ptr<float>();
+  at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      scales[r] = quantize_row(src + r * in, dst + r * in, in);
+    }
+  });
+  return q;
+}
+
+at::Tensor Int8Linear::rescale(const at::Tensor& acc, const at::Tensor& row_scale) const {
+  const int64_t rows = acc.size(0);
+  const int64_t out = acc.size(1);
+  at::Tensor y = at::empty({rows, out}, at::kFloat);
+  const int32_t* a = acc.const_data_ptr<int32_t>();
+  const float* rs = row_scale.const_data_ptr<float>();
+  const float* cs = scale_.const_data_ptr<float>();
+  const float* b = bias_.const_data_ptr<float>();
+  float* o = y.mutable_data_ptr<float>();
+  at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      rescale_row(a + r * out, rs[r], cs, b, o + r * out, out);
+    }
+  });
+  return y;
+}
+
 at::Tensor Int8Linear::operator()(const at::Tensor& x_in) const {
   const int64_t in = weight_t_.size(0);
   const int64_t out = weight_t_.size(1);
   SBSCONV_CHECK(x_in.size(-1) == in, Internal, "depth", "int8 layer input has the wrong width");
   const at::Tensor x = x_in.to(at::kFloat).reshape({-1, in}).contiguous();
-  const int64_t rows = x.size(0);
-  at::Tensor q = at::empty({rows, in}, at::kChar);
-  at::Tensor row_scale = at::empty({rows}, at::kFloat);
-  {
-    const float* src = x.const_data_ptr<float>();
-    int8_t* dst = q.mutable_data_ptr<int8_t>();
-    float* scales = row_scale.mutable_data_ptr<float>();
-    at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) {
-        scales[r] = quantize_row(src + r * in, dst + r * in, in);
-      }
-    });
-  }
-  const at::Tensor acc = at::_int_mm(q, weight_t_); // int32 [rows, out]
-  at::Tensor y = at::empty({rows, out}, at::kFloat);
-  {
-    const int32_t* a = acc.const_data_ptr<int32_t>();
-    const float* rs = row_scale.const_data_ptr<float>();
-    const float* cs = scale_.const_data_ptr<float>();
-    const float* b = bias_.const_data_ptr<float>();
-    float* o = y.mutable_data_ptr<float>();
-    at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) {
-        rescale_row(a + r * out, rs[r], cs, b, o + r * out, out);
-      }
-    });
-  }
+  const Quantized q = quantize(x);
+  const at::Tensor y = rescale(at::_int_mm(q.values, weight_t_), q.row_scale); // from int32 [rows, out]
   std::vector<int64_t> shape(x_in.sizes().begin(), x_in.sizes().end());
   shape.back() = out;
+  return x_in.scalar_type() == at::kFloat ? y.view(shape) : y.view(shape).to(x_in.scalar_type());
+}
+
+at::Tensor Int8Linear::gelu_then(const Int8Linear& next, const at::Tensor& x_in) const {
+  const int64_t in = weight_t_.size(0);
+  const int64_t hidden = weight_t_.size(1);
+  SBSCONV_CHECK(
+      x_in.size(-1) == in && next.weight_t_.size(0) == hidden,
+      Internal,
+      "depth",
+      "int8 MLP layers of mismatched widths");
+  const at::Tensor x = x_in.to(at::kFloat).reshape({-1, in}).contiguous();
+  const Quantized q = quantize(x);
+  const at::Tensor acc = at::_int_mm(q.values, weight_t_); // int32 [rows, hidden]
+  const int64_t rows = acc.size(0);
+  Quantized mid{at::empty({rows, hidden}, at::kChar), at::empty({rows}, at::kFloat)};
+  {
+    const int32_t* a = acc.const_data_ptr<int32_t>();
+    const float* rs = q.row_scale.const_data_ptr<float>();
+    const float* cs = scale_.const_data_ptr<float>();
+    const float* b = bias_.const_data_ptr<float>();
+    int8_t* dst = mid.values.mutable_data_ptr<int8_t>();
+    float* scales = mid.row_scale.mutable_data_ptr<float>();
+    at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+      std::vector<float> g(static_cast<size_t>(hidden));
+      for (int64_t r = begin; r < end; ++r) {
+        scales[r] = gelu_quantize_row(a + r * hidden, rs[r], cs, b, g.data(), dst + r * hidden, hidden);
+      }
+    });
+  }
+  const at::Tensor y = next.rescale(at::_int_mm(mid.values, next.weight_t_), mid.row_scale);
+  std::vector<int64_t> shape(x_in.sizes().begin(), x_in.sizes().end());
+  shape.back() = next.weight_t_.size(1);
   return x_in.scalar_type() == at::kFloat ? y.view(shape) : y.view(shape).to(x_in.scalar_type());
 }
 

