@@ -2,7 +2,6 @@
 // that decodes, encodes or waits releases the GIL.
 
 #include <torch/csrc/utils/pybind.h>
-#include <ATen/Parallel.h>
 
 #include <pybind11/stl.h>
 
@@ -1064,9 +1063,7 @@ PYBIND11_MODULE(_core, m) {
       [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t block_rows) {
         SBSCONV_CHECK(block_rows >= 0, Option, "int8 attention", "block_rows must be >= 0");
         at::InferenceMode guard;
-        const int64_t rows = block_rows > 0 ? block_rows
-                                            : attention_block_rows(q.size(2), q.size(0) * q.size(1), at::get_num_threads(),
-                                                                   int8_attention_uses_bf16() ? 2 : 4);
+        const int64_t rows = block_rows > 0 ? block_rows : int8_attention_block_rows(q);
         return py::make_tuple(int8_attention(q, k, v, rows), int8_attention_uses_bf16(), rows);
       },
       py::arg("q"),

@@ -121,7 +121,7 @@ SBSCONV_CLONES float gelu_quantize_row(const int32_t* acc,
   return scale;
 }
 
-// The same, written as bfloat16 (round to nearest even). Only CPUs with avx512_bf16 write the
+// exp2_row written as bfloat16 (round to nearest even). Only CPUs with avx512_bf16 write the
 // probabilities in bfloat16 (int8_attention_uses_bf16), so this row is written for them alone:
 // the floor, the cubic and the exponent's scaling (vscalefps: p * 2^floor exactly, as writing
 // the exponent does) and the rounding to bfloat16 (vcvtneps2bf16) are one instruction each, half
@@ -165,7 +165,7 @@ int64_t attention_block_rows(int64_t tokens, int64_t groups, int64_t threads, in
   // Every block's two GEMMs pack their right-hand side (the group's keys, then its values: t x d
   // each) afresh, so rows few (64) repack them ten times more often than the work needs; rows
   // many (1024 at 2442 tokens, 15 MB a block) leave the cache. Measured on an AMD EPYC
-  // (benchmarks/RESULTS.md, 2026-12-07 session 5): 64 rows 32-45 ms a layer at 2442 tokens and
+  // (benchmarks/RESULTS.md, 2026-12-07 session 5): 64 rows 30-45 ms a layer at 2442 tokens and
   // six heads, 128 rows 26-34, 256 rows 24-25, 512 rows 23, 1024 rows 26-29. Rows of
   // scores and probabilities within kBlockBytes, 64-512 of them, and enough blocks that every
   // thread has four to share.
@@ -178,6 +178,11 @@ int64_t attention_block_rows(int64_t tokens, int64_t groups, int64_t threads, in
     rows = std::max<int64_t>(kFewest, rows / 2 / 16 * 16);
   }
   return rows;
+}
+
+int64_t int8_attention_block_rows(const at::Tensor& q) {
+  return attention_block_rows(
+      q.size(2), q.size(0) * q.size(1), at::get_num_threads(), int8_attention_uses_bf16() ? 2 : 4);
 }
 
 bool cpu_has_bf16_dot_products() {
@@ -238,8 +243,7 @@ at::Tensor int8_attention(const at::Tensor& q_in, const at::Tensor& k_in, const 
 
   // Blocks of query rows, each block's scores and probabilities a few MB (the rows chosen by
   // attention_block_rows, Note [int8 attention]).
-  const int64_t block_rows =
-      block_rows_asked > 0 ? block_rows_asked : attention_block_rows(t, groups, at::get_num_threads(), bf16 ? 2 : 4);
+  const int64_t block_rows = block_rows_asked > 0 ? block_rows_asked : int8_attention_block_rows(q_in);
   const int64_t blocks = (t + block_rows - 1) / block_rows;
   at::Tensor out = at::empty({groups, t, d}, at::kFloat);
   at::parallel_for(0, groups * blocks, 1, [&](int64_t begin, int64_t end) {

@@ -96,6 +96,8 @@ at::Tensor int8_attention(const at::Tensor& q, const at::Tensor& k, const at::Te
 // probabilities (probability_bytes each) within 4 MB, and at least four blocks a thread where
 // that leaves 64 rows or more.
 int64_t attention_block_rows(int64_t tokens, int64_t groups, int64_t threads, int64_t probability_bytes);
+// The rows int8_attention uses for q [n, heads, t, d] on this CPU and thread count.
+int64_t int8_attention_block_rows(const at::Tensor& q);
 
 // Whether int8_attention multiplies the probabilities by v in bfloat16 on this CPU.
 bool int8_attention_uses_bf16();
