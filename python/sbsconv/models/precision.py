@@ -59,8 +59,8 @@ def auto_cpu_precision(flags: frozenset[str] | None = None, *, bf16_on_amx: bool
     bf16 path is the faster one on CPUs with AMX-BF16 (its registry entry says so)."""
     flags = cpu_flags() if flags is None else flags
     if bf16_on_amx and AMX_BF16 in flags:
-        return "bf16", ("bf16: this CPU has AMX-BF16 (amx_bf16), whose matrix unit runs this model "
-                        "about 2x faster than int8 (precision='fp32' for the exact path)")
+        return "bf16", ("bf16: this CPU has AMX-BF16 (amx_bf16), whose matrix unit ran this model "
+                        "2x faster than int8 where measured (precision='fp32' for the exact path)")
     int8 = [f for f in INT8_FLAGS if f in flags]
     if int8:
         return "int8", (f"int8: this CPU has int8 dot products ({', '.join(int8)}); 2-4x as fast as "
