@@ -127,7 +127,6 @@ class LargeBlockCache final : public c10::Allocator {
 
 LargeBlockCache* LargeBlockCache::instance = nullptr;
 
-
 #if defined(__GLIBC__)
 // Whether the environment sets any of malloc's own settings: the user's choice stands.
 bool user_chose_malloc_settings() {
@@ -171,7 +170,6 @@ bool apply() {
   return true;
 }
 #endif
-
 
 std::once_flag once;
 bool applied = false;

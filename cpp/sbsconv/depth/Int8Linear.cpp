@@ -28,19 +28,25 @@ namespace sbsconv {
 
 namespace {
 
-// One row: its largest magnitude, then each value / (peak / 127) rounded to the nearest integer.
-SBSCONV_CLONES float quantize_row(const float* a, int8_t* out, int64_t n) {
-  float peak = 0.0f;
-  for (int64_t k = 0; k < n; ++k) {
-    const float v = std::fabs(a[k]);
-    peak = v > peak ? v : peak;
-  }
+// A row whose largest magnitude is peak: each value / (peak / 127) rounded to the nearest
+// integer; returns the scale (inlined into each caller's instruction-set clone).
+inline float quantize_with_peak(const float* a, float peak, int8_t* out, int64_t n) {
   const float scale = peak > 0.0f ? peak / 127.0f : 1.0f;
   const float inv = 1.0f / scale;
   for (int64_t k = 0; k < n; ++k) {
     out[k] = static_cast<int8_t>(std::nearbyint(a[k] * inv)); // |.| <= 127
   }
   return scale;
+}
+
+// One row: its largest magnitude, then quantize_with_peak.
+SBSCONV_CLONES float quantize_row(const float* a, int8_t* out, int64_t n) {
+  float peak = 0.0f;
+  for (int64_t k = 0; k < n; ++k) {
+    const float v = std::fabs(a[k]);
+    peak = v > peak ? v : peak;
+  }
+  return quantize_with_peak(a, peak, out, n);
 }
 
 SBSCONV_CLONES void rescale_row(const int32_t* acc, float row_scale, const float* channel_scale, const float* bias,
@@ -89,9 +95,10 @@ SBSCONV_CLONES float exp2_row(const float* x, float peak, float* out, int64_t n)
 
 // One row of an MLP's middle (Note [int8 MLP]): the first layer's int32 row rescaled (as
 // rescale_row), the exact GELU 0.5 v (1 + erf(v / sqrt 2)) applied, then quantized for the
-// second layer (as quantize_row), without the row leaving the cache: g holds it between the
-// two passes. erf by Abramowitz and Stegun 7.1.26 (absolute error 1.5e-7) with the exponential
-// above (relative error 7.5e-5): far below the int8 step the result is rounded to.
+// second layer (quantize_with_peak, as quantize_row), without the row leaving the cache: g
+// holds it between the two passes. erf by Abramowitz and Stegun 7.1.26 (absolute error 1.5e-7)
+// with the exponential above (relative error 7.5e-5): far below the int8 step the result is
+// rounded to.
 SBSCONV_CLONES float gelu_quantize_row(const int32_t* acc,
                                        float row_scale,
                                        const float* channel_scale,
@@ -113,19 +120,14 @@ SBSCONV_CLONES float gelu_quantize_row(const int32_t* acc,
     const float a = std::fabs(out_v);
     peak = a > peak ? a : peak;
   }
-  const float scale = peak > 0.0f ? peak / 127.0f : 1.0f;
-  const float inv = 1.0f / scale;
-  for (int64_t c = 0; c < n; ++c) {
-    out[c] = static_cast<int8_t>(std::nearbyint(g[c] * inv));
-  }
-  return scale;
+  return quantize_with_peak(g, peak, out, n);
 }
 
 // exp2_row written as bfloat16 (round to nearest even). Only CPUs with avx512_bf16 write the
 // probabilities in bfloat16 (int8_attention_uses_bf16), so this row is written for them alone:
 // the floor, the cubic and the exponent's scaling (vscalefps: p * 2^floor exactly, as writing
 // the exponent does) and the rounding to bfloat16 (vcvtneps2bf16) are one instruction each, half
-// the work of the portable loop's integer rounding. 16 values a step; the row's tail masked.
+// the work of rounding to bfloat16 in integer arithmetic. 16 values a step; the row's tail masked.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__APPLE__)
 #define SBSCONV_HAS_BF16_ROW 1
 // GCC 12's AVX-512 headers fill unused lanes from a self-initialised "undefined" vector, which

@@ -83,8 +83,8 @@ class Int8Linear {
 // Each block of query rows runs on one thread (the blocks are split over LibTorch's intra-op
 // threads): with t tokens a block of r rows holds r x t int32 scores and as many probabilities.
 // Each block's two GEMMs pack the group's keys and values afresh, so the blocks are as large as
-// the cache allows (attention_block_rows: 272 rows at 2442 tokens, the whole model 30 % faster
-// than with 64).
+// the cache allows (attention_block_rows: 272 rows at 2442 tokens, the whole model 18-30 %
+// faster than with 64).
 // Relative error against float32 attention: about 0.2-1.7 % on random inputs, most of it the
 // scores' int8 rounding (benchmarks/bench_cpu_precision.py measures the whole network).
 //
