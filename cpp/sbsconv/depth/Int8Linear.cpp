@@ -8,21 +8,16 @@
 #include <cmath>
 #include <cstring>
 
+#include "sbsconv/common/Clones.h"
 #include "sbsconv/common/Error.h"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__APPLE__)
 #include <immintrin.h>
 #endif
 
-// The two passes around the GEMM are plain loops: built once per instruction set (AVX-512,
-// AVX2, baseline) and chosen when the program starts (target_clones), so the same binary runs
-// everywhere and uses the widest vectors the CPU has. The file is compiled with finite-math
-// flags (CMakeLists.txt) so that the max reduction and the rounding vectorise.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__APPLE__)
-#define SBSCONV_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define SBSCONV_CLONES
-#endif
+// The two passes around the GEMM are plain loops, built for each instruction set (Note
+// [Instruction-set clones], Clones.h). The file is compiled with finite-math flags
+// (CMakeLists.txt) so that the max reduction and the rounding vectorise.
 
 namespace sbsconv {
 

@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "sbsconv/common/Clones.h"
 #include "sbsconv/common/Error.h"
 
 namespace sbsconv {
@@ -32,6 +33,110 @@ inline float fast_floor(float v) {
 inline float fast_ceil(float v) {
   const auto i = static_cast<float>(static_cast<int32_t>(v));
   return i + static_cast<float>(i < v);
+}
+
+// The row passes of render_eye_cpu that vectorise, built for each instruction set (Note
+// [Instruction-set clones]; the file is compiled with -ffp-contract=off, so every clone gives the
+// same bits). Written without branches (loads hoisted, float selects) so the compiler vectorises
+// them (GCC's -fopt-info-vec says so; benchmarks/RESULTS.md, the pace at 1080p).
+
+// A row's disparity clamped to +-kMaxDisparity, its shift k * d and each pixel's target x + shift.
+SBSCONV_CLONES void shift_row(
+    const float* d_row, float k, int32_t w, float* __restrict d, float* __restrict shift, float* __restrict target) {
+  for (int32_t x = 0; x < w; ++x) {
+    d[x] = std::min(std::max(d_row[x], -kMaxDisparity), kMaxDisparity);
+    shift[x] = d[x] * k;
+    target[x] = static_cast<float>(x) + shift[x];
+  }
+}
+
+// Per source pixel, the candidate of each half-segment (Note [Occlusion-correct eye rendering]):
+// target index (as float, -1 for none), source position and interpolated disparity, right half
+// then left. d, shift and target have one element of padding on each side (a shift that is never
+// "connected"), so no index is tested.
+SBSCONV_CLONES void half_segments_row(
+    const float* d, const float* shift, const float* target, int32_t w, float last_col, float* __restrict pr_out,
+    float* __restrict ur_out, float* __restrict ddr_out, float* __restrict pl_out, float* __restrict ul_out,
+    float* __restrict ddl_out) {
+  for (int32_t x = 0; x < w; ++x) {
+    const float xf = static_cast<float>(x);
+    const float t = target[x];
+    const float dx = d[x];
+    const float t_next = target[x + 1];
+    const float t_prev = target[x - 1];
+    const float d_next = d[x + 1];
+    const float d_prev = d[x - 1];
+    const bool conn_next = std::fabs(shift[x + 1] - shift[x]) < kConnected;
+    const bool conn_prev = std::fabs(shift[x - 1] - shift[x]) < kConnected;
+    // Right half [x, x+1/2] -> [t, b_r).
+    const float b_r = conn_next ? (t + t_next) * 0.5f : t + 0.5f;
+    const float pr = fast_ceil(t);
+    const float fr = (pr - t) / (b_r - t);
+    const float ur = conn_next ? xf + fr * 0.5f : xf;
+    const float interp_r = dx + (d_next - dx) * (ur - xf);
+    ddr_out[x] = conn_next ? interp_r : dx;
+    // in range (pr < b_r, 0 <= pr <= last_col) as a chain of float selects: GCC 12 does not
+    // vectorise the loop with the three tests and-ed as bools
+    const float in_r = pr < b_r ? pr : -1.0f;
+    const float above_r = pr >= 0.0f ? in_r : -1.0f;
+    pr_out[x] = pr <= last_col ? above_r : -1.0f;
+    ur_out[x] = ur;
+    // Left half [x-1/2, x] -> [a_l, t).
+    const float a_l = conn_prev ? (t_prev + t) * 0.5f : t - 0.5f;
+    const float pl = fast_ceil(a_l);
+    const float fl = (pl - a_l) / (t - a_l);
+    const float ul = conn_prev ? (xf - 0.5f) + fl * 0.5f : xf;
+    const float interp_l = dx + (d_prev - dx) * (xf - ul);
+    ddl_out[x] = conn_prev ? interp_l : dx;
+    const float in_l = pl < t ? pl : -1.0f;
+    const float above_l = pl >= 0.0f ? in_l : -1.0f;
+    pl_out[x] = pl <= last_col ? above_l : -1.0f;
+    ul_out[x] = ul;
+  }
+}
+
+// Each pixel's sampling position (clamped to the row) as its first tap and the weight of the
+// second.
+SBSCONV_CLONES void sample_taps_row(
+    const float* pos, int32_t w, float last_col, int32_t* __restrict first, float* __restrict weight) {
+  for (int32_t p = 0; p < w; ++p) {
+    const float q = std::min(std::max(pos[p], 0.0f), last_col);
+    const float i0 = std::min(std::max(fast_floor(q), 0.0f), last_col);
+    first[p] = static_cast<int32_t>(i0);
+    weight[p] = q - i0;
+  }
+}
+
+// A row's colours: each pixel the linear sample between its two taps (first, first + 1 within
+// the row, weight of the second), rounded as floor(v + 1/2); a hole black unless filled. ss and
+// ds are the frames' and the eye's strides; Interleaved has them as constants (channels last,
+// the engine's layout), which lets the compiler address a pixel's bytes directly.
+enum class Layout { Strided, Interleaved };
+template <Layout L>
+void colour_row(
+    const uint8_t* src_row, uint8_t* dst_row, const int32_t* first, const float* weight, const bool* hole_row,
+    bool fill_holes, int64_t w, const int64_t ss[4], const int64_t ds[4]) {
+  const int64_t sc = L == Layout::Interleaved ? 1 : ss[1];
+  const int64_t sx = L == Layout::Interleaved ? 3 : ss[3];
+  const int64_t dc = L == Layout::Interleaved ? 1 : ds[1];
+  const int64_t dx = L == Layout::Interleaved ? 3 : ds[3];
+  for (int64_t p = 0; p < w; ++p) {
+    uint8_t* o = dst_row + p * dx;
+    if (!fill_holes && hole_row[p]) {
+      o[0] = o[dc] = o[2 * dc] = 0;
+      continue;
+    }
+    const int64_t i0 = first[p];
+    const int64_t i1 = std::min<int64_t>(i0 + 1, w - 1);
+    const float frac = weight[p];
+    const uint8_t* s0 = src_row + i0 * sx;
+    const uint8_t* s1 = src_row + i1 * sx;
+    const float keep = 1.0f - frac;
+    for (int c = 0; c < 3; ++c) {
+      const float v = static_cast<float>(s0[c * sc]) * keep + static_cast<float>(s1[c * sc]) * frac;
+      o[c * dc] = static_cast<uint8_t>(std::min(v + 0.5f, 255.0f)); // floor(v + 1/2), v >= 0
+    }
+  }
 }
 
 void check_inputs(const at::Tensor& frames, const at::Tensor& disparity) {
@@ -329,6 +434,8 @@ EyeResult render_eye_cpu(
   float* edge_ptr = edges.defined() ? edges.data_ptr<float>() : nullptr;
   const float k = static_cast<float>(share);
   const float last_col = static_cast<float>(w - 1);
+  // the engine's frames and eyes: channels last, a pixel's three bytes together
+  const bool interleaved = ss[1] == 1 && ss[3] == 3 && ds[1] == 1 && ds[3] == 3;
 
   at::parallel_for(0, n * h, 8, [&](int64_t begin, int64_t end) {
     std::vector<float> depth(w), source(w);
@@ -358,54 +465,9 @@ EyeResult render_eye_cpu(
       float* __restrict d = d_pad.data() + 1;
       // int32 indices: SSE2 converts packed int32, not int64, to float.
       const auto w32 = static_cast<int32_t>(w);
-      for (int32_t x = 0; x < w32; ++x) {
-        d[x] = std::min(std::max(d_row[x], -kMaxDisparity), kMaxDisparity);
-        shift[x] = d[x] * k;
-        target[x] = static_cast<float>(x) + shift[x];
-      }
-      // Written without branches (loads hoisted, float selects) so the compiler vectorises
-      // it (GCC's -fopt-info-vec says so; benchmarks/RESULTS.md, the pace at 1080p).
-      float* __restrict pr_out = p_r.data();
-      float* __restrict ur_out = u_r.data();
-      float* __restrict ddr_out = dd_r.data();
-      float* __restrict pl_out = p_l.data();
-      float* __restrict ul_out = u_l.data();
-      float* __restrict ddl_out = dd_l.data();
-      for (int32_t x = 0; x < w32; ++x) {
-        const float xf = static_cast<float>(x);
-        const float t = target[x];
-        const float dx = d[x];
-        const float t_next = target[x + 1];
-        const float t_prev = target[x - 1];
-        const float d_next = d[x + 1];
-        const float d_prev = d[x - 1];
-        const bool conn_next = std::fabs(shift[x + 1] - shift[x]) < kConnected;
-        const bool conn_prev = std::fabs(shift[x - 1] - shift[x]) < kConnected;
-        // Right half [x, x+1/2] -> [t, b_r).
-        const float b_r = conn_next ? (t + t_next) * 0.5f : t + 0.5f;
-        const float pr = fast_ceil(t);
-        const float fr = (pr - t) / (b_r - t);
-        const float ur = conn_next ? xf + fr * 0.5f : xf;
-        const float interp_r = dx + (d_next - dx) * (ur - xf);
-        ddr_out[x] = conn_next ? interp_r : dx;
-        // in range (pr < b_r, 0 <= pr <= last_col) as a chain of float selects: GCC 12 does
-        // not vectorise the loop with the three tests and-ed as bools
-        const float in_r = pr < b_r ? pr : -1.0f;
-        const float above_r = pr >= 0.0f ? in_r : -1.0f;
-        pr_out[x] = pr <= last_col ? above_r : -1.0f;
-        ur_out[x] = ur;
-        // Left half [x-1/2, x] -> [a_l, t).
-        const float a_l = conn_prev ? (t_prev + t) * 0.5f : t - 0.5f;
-        const float pl = fast_ceil(a_l);
-        const float fl = (pl - a_l) / (t - a_l);
-        const float ul = conn_prev ? (xf - 0.5f) + fl * 0.5f : xf;
-        const float interp_l = dx + (d_prev - dx) * (xf - ul);
-        ddl_out[x] = conn_prev ? interp_l : dx;
-        const float in_l = pl < t ? pl : -1.0f;
-        const float above_l = pl >= 0.0f ? in_l : -1.0f;
-        pl_out[x] = pl <= last_col ? above_l : -1.0f;
-        ul_out[x] = ul;
-      }
+      shift_row(d_row, k, w32, d, shift, target);
+      half_segments_row(d, shift, target, w32, last_col, p_r.data(), u_r.data(), dd_r.data(), p_l.data(), u_l.data(),
+                        dd_l.data());
       // Z-buffer: the nearest candidate wins, the larger source position among equals.
       auto offer = [&](float p, float u, float dd) {
         if (p < 0.0f) {
@@ -472,36 +534,15 @@ EyeResult render_eye_cpu(
         }
       }
       // Sampling positions (vectorised), then the colours (a gather per pixel).
-      int32_t* __restrict first = index0.data();
-      float* __restrict weight = fraction.data();
-      for (int32_t p = 0; p < w32; ++p) {
-        const float q = std::min(std::max(pos[p], 0.0f), last_col);
-        const float i0 = std::min(std::max(fast_floor(q), 0.0f), last_col);
-        first[p] = static_cast<int32_t>(i0);
-        weight[p] = q - i0;
-      }
+      sample_taps_row(pos, w32, last_col, index0.data(), fraction.data());
+      const int32_t* first = index0.data();
+      const float* weight = fraction.data();
       const uint8_t* src_row = src_base + b * ss[0] + y * ss[2];
       uint8_t* dst_row = dst_base + b * ds[0] + y * ds[2];
-      const int64_t sc = ss[1];
-      const int64_t sx = ss[3];
-      const int64_t dc = ds[1];
-      const int64_t dx = ds[3];
-      for (int64_t p = 0; p < w; ++p) {
-        uint8_t* o = dst_row + p * dx;
-        if (!fill_holes && hole_row[p]) {
-          o[0] = o[dc] = o[2 * dc] = 0;
-          continue;
-        }
-        const int64_t i0 = first[p];
-        const int64_t i1 = std::min<int64_t>(i0 + 1, w - 1);
-        const float frac = weight[p];
-        const uint8_t* s0 = src_row + i0 * sx;
-        const uint8_t* s1 = src_row + i1 * sx;
-        const float keep = 1.0f - frac;
-        for (int c = 0; c < 3; ++c) {
-          const float v = static_cast<float>(s0[c * sc]) * keep + static_cast<float>(s1[c * sc]) * frac;
-          o[c * dc] = static_cast<uint8_t>(std::min(v + 0.5f, 255.0f)); // floor(v + 1/2), v >= 0
-        }
+      if (interleaved) {
+        colour_row<Layout::Interleaved>(src_row, dst_row, first, weight, hole_row, fill_holes, w, ss, ds);
+      } else {
+        colour_row<Layout::Strided>(src_row, dst_row, first, weight, hole_row, fill_holes, w, ss, ds);
       }
     }
   });
