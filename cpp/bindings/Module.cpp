@@ -734,7 +734,7 @@ PYBIND11_MODULE(_core, m) {
       .def(
           "render",
           [](TemporalFill& tf, int64_t first, const at::Tensor& frames, const at::Tensor& disparity,
-             const std::vector<double>& shares, const std::string& impl, bool patch) {
+             const std::vector<double>& shares, const std::string& impl, bool patch, bool steady) {
             py::gil_scoped_release release;
             std::vector<EyeResult> rendered;
             for (double share : shares) {
@@ -746,10 +746,10 @@ PYBIND11_MODULE(_core, m) {
               eyes.emplace_back(shares[i], &rendered[i]);
               described.push_back(rendered[i].holes.logical_and(rendered[i].hole_sides.narrow(1, 3, 1).ne(0)));
             }
-            tf.fill(first, eyes,
-                    impl == "tensor" ? TemporalFill::Impl::Tensor
-                        : impl == "cpu" ? TemporalFill::Impl::Cpu
-                                        : TemporalFill::Impl::Auto);
+            const auto chosen = impl == "tensor" ? TemporalFill::Impl::Tensor
+                : impl == "cpu"                  ? TemporalFill::Impl::Cpu
+                                                 : TemporalFill::Impl::Auto;
+            tf.fill(first, eyes, chosen);
             // the pixels taken from other frames: marked side 0 in the description
             std::vector<std::tuple<at::Tensor, at::Tensor, at::Tensor>> out;
             for (size_t i = 0; i < rendered.size(); ++i) {
@@ -760,10 +760,13 @@ PYBIND11_MODULE(_core, m) {
               }
               out.emplace_back(r.image, r.holes, from_window);
             }
+            if (patch && steady) { // and steadied over time (step 6), as render_stereo does
+              tf.steady(first, eyes, chosen);
+            }
             return out;
           },
           py::arg("first"), py::arg("frames"), py::arg("disparity"), py::arg("shares"), py::arg("impl") = "auto",
-          py::arg("patch") = false);
+          py::arg("patch") = false, py::arg("steady") = false);
   // Note [Dense optical flow]
   m.def(
       "dense_flow",

@@ -221,6 +221,42 @@ def test_the_patch_fill_leaves_what_the_window_filled():
             assert torch.equal(image[outside], image_p[outside])
 
 
+@pytest.mark.parametrize("impl", ["cpu", "tensor"])
+def test_what_no_frame_saw_is_steadied_over_time_but_not_across_a_cut(impl):
+    # Note [Temporal fill], step 6: a hole pixel that no frame saw, here and in the frame before,
+    # shows the mean of its own fill and the previous frame's as that frame was shown; across
+    # batches too (the window keeps each eye's last frame), never across a cut
+    scene = S.make_scene("large", SIZE, frames=12)
+    truth = S.render(scene)
+    frames = torch.from_numpy(truth.source).permute(0, 3, 1, 2).contiguous()
+    disparity = torch.from_numpy(S.disparity(scene, truth.depth)).float().unsqueeze(1)
+    cut = 6
+
+    def run(steady: bool):
+        window = _core.TemporalFill(batch_size=4, past=4, ahead=4)
+        starts = [i == cut for i in range(12)]
+        for first in (0, 4, 8):
+            window.push(first, frames[first:first + 4], disparity[first:first + 4], starts[first:first + 4], False)
+        batches = [window.render(first, frames[first:first + 4], disparity[first:first + 4], [0.5, -0.5], impl,
+                                 patch=True, steady=steady) for first in (0, 4, 8)]
+        return [[torch.cat([b[e][k] for b in batches]) for k in range(3)] for e in range(2)]
+
+    blended_total = 0
+    for (plain, holes, seen), (steadied, holes_s, seen_s) in zip(run(False), run(True)):
+        assert torch.equal(holes, holes_s) and torch.equal(seen, seen_s)  # the same fill underneath
+        unseen = (holes & ~seen)[:, 0]
+        assert torch.equal(steadied[0], plain[0])  # nothing before the first frame
+        for t in range(1, 12):
+            both = unseen[t] & unseen[t - 1] if t != cut else torch.zeros_like(unseen[t])
+            mean = (plain[t].int() + steadied[t - 1].int() + 1) // 2
+            expected = torch.where(both.unsqueeze(0), mean.to(torch.uint8), plain[t])
+            assert torch.equal(steadied[t], expected), t
+            blended_total += int(both.sum())
+        # at the cut the frame's own fill alone, though its unseen pixels were unseen before too
+        assert (unseen[cut] & unseen[cut - 1]).any()
+    assert blended_total > 1000
+
+
 def test_the_window_shrinks_to_the_memory_it_is_given():
     frames = torch.zeros(2, 3, 64, 96, dtype=torch.uint8)
     disparity = torch.zeros(2, 1, 64, 96)

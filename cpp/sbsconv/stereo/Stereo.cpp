@@ -339,6 +339,9 @@ StereoFrames render_stereo(
   // what no frame saw: the background's texture (Note [Depth-guided patch fill]); then the
   // edges that cover part of a pixel
   fill_from_patches(frames, disparity, eyes);
+  if (over_time) {
+    temporal->steady(first_index, eyes); // Note [Temporal fill], step 6
+  }
   for (auto& [share, r] : rendered) {
     blend_depth_edges(r); // Note [Depth edges within their pixel]
   }

@@ -240,6 +240,9 @@ void TemporalFill::allocate(const at::Tensor& frames) {
   slot_index_ = at::full({capacity_}, -1, i64);
   slot_shot_ = at::full({capacity_}, -1, i64);
   slot_segment_ = at::full({capacity_}, -1, i64);
+  host_index_.assign(static_cast<size_t>(capacity_), -1);
+  host_shot_.assign(static_cast<size_t>(capacity_), -1);
+  host_segment_.assign(static_cast<size_t>(capacity_), -1);
 }
 
 void TemporalFill::push(
@@ -309,6 +312,12 @@ void TemporalFill::push(
   slot_index_.index_copy_(0, slots, at::arange(first, first + n, i64).to(slots.device()));
   slot_shot_.index_copy_(0, slots, at::tensor(shots, i64).to(slots.device()));
   slot_segment_.index_copy_(0, slots, at::tensor(segments, i64).to(slots.device()));
+  for (int64_t i = 0; i < n; ++i) {
+    const auto to = static_cast<size_t>(slot(first + i));
+    host_index_[to] = first + i;
+    host_shot_[to] = shots[static_cast<size_t>(i)];
+    host_segment_[to] = segments[static_cast<size_t>(i)];
+  }
   if (forward.defined()) {
     // forward[i] goes from frame (continues ? first-1+i : first+i) to the next one
     const int64_t from = continues ? first - 1 : first;
@@ -723,6 +732,90 @@ void TemporalFill::fill_cpu(int64_t first, const std::vector<std::pair<double, E
         }
       }
     });
+  }
+}
+
+bool TemporalFill::continues_from_previous(int64_t t) const {
+  if (capacity_ == 0) {
+    return false;
+  }
+  const auto now = static_cast<size_t>(slot(t));
+  const auto before = static_cast<size_t>(slot(t - 1));
+  return host_index_[now] == t && host_index_[before] == t - 1 && host_shot_[before] == host_shot_[now] &&
+      host_segment_[before] == host_segment_[now];
+}
+
+void TemporalFill::steady(int64_t first, const std::vector<std::pair<double, EyeResult*>>& eyes, Impl impl) {
+  at::InferenceMode guard;
+  if (eyes.empty() || capacity_ == 0 || (past_ == 0 && ahead_ == 0)) {
+    return;
+  }
+  const bool native = impl == Impl::Cpu || (impl == Impl::Auto && frames_.is_cpu());
+  for (const auto& [share, eye] : eyes) {
+    SBSCONV_CHECK(
+        eye->hole_sides.defined() && eye->holes.defined(), Internal, "stereo",
+        "steadying the fill needs eyes rendered with their holes described");
+    const int64_t n = eye->image.size(0);
+    const int64_t h = eye->image.size(2);
+    const int64_t w = eye->image.size(3);
+    auto last = std::find_if(last_eyes_.begin(), last_eyes_.end(), [&](const LastEye& e) { return e.share == share; });
+    if (last == last_eyes_.end()) {
+      LastEye fresh;
+      fresh.share = share;
+      last = last_eyes_.insert(last_eyes_.end(), fresh);
+    }
+    // the pixels no frame saw: holes the window did not fill (side 0 marks those it did, and
+    // the holes with no neighbour in their row, which no fill reaches)
+    const at::Tensor unseen = eye->holes.select(1, 0) & eye->hole_sides.select(1, 3).ne(0); // [N,H,W]
+    const at::Tensor image = eye->image.permute({0, 2, 3, 1}); // [N,H,W,3] view
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t t = first + i;
+      const bool from_last = i == 0;
+      if (!continues_from_previous(t) || (from_last && last->index != t - 1)) {
+        continue;
+      }
+      const at::Tensor before = from_last ? last->image : image[i - 1];
+      const at::Tensor before_unseen = from_last ? last->unseen : unseen[i - 1];
+      const at::Tensor here = image[i];
+      if (native) {
+        const at::Tensor u = unseen[i].contiguous();
+        const at::Tensor bu = before_unseen.contiguous();
+        const bool* u_ptr = u.const_data_ptr<bool>();
+        const bool* bu_ptr = bu.const_data_ptr<bool>();
+        uint8_t* out = here.data_ptr<uint8_t>();
+        const uint8_t* prev = before.const_data_ptr<uint8_t>();
+        const int64_t os[3] = {here.stride(0), here.stride(1), here.stride(2)};
+        const int64_t ps[3] = {before.stride(0), before.stride(1), before.stride(2)};
+        at::parallel_for(0, h, 16, [&](int64_t begin, int64_t end) {
+          for (int64_t y = begin; y < end; ++y) {
+            const bool* row = u_ptr + y * w;
+            for (int64_t x = next_hole(row, 0, w); x < w; x = next_hole(row, x + 1, w)) {
+              if (!bu_ptr[y * w + x]) {
+                continue;
+              }
+              uint8_t* o = out + y * os[0] + x * os[1];
+              const uint8_t* p = prev + y * ps[0] + x * ps[1];
+              for (int c = 0; c < 3; ++c) {
+                o[c * os[2]] = static_cast<uint8_t>((int32_t{o[c * os[2]]} + int32_t{p[c * ps[2]]} + 1) / 2);
+              }
+            }
+          }
+        });
+      } else {
+        const at::Tensor both = (unseen[i] & before_unseen).unsqueeze(2); // [H,W,1]
+        const at::Tensor mean = (here.to(at::kShort) + before.to(at::kShort) + 1).div(2, "floor").to(at::kByte);
+        here.copy_(at::where(both, mean, here));
+      }
+    }
+    // the batch's last frame, for the next call's first
+    last->index = first + n - 1;
+    if (!last->image.defined() || last->image.size(0) != h || last->image.size(1) != w ||
+        last->image.device() != eye->image.device()) {
+      last->image = at::empty({h, w, 3}, eye->image.options().memory_format(at::MemoryFormat::Contiguous));
+      last->unseen = at::empty({h, w}, unseen.options());
+    }
+    last->image.copy_(image[n - 1]);
+    last->unseen.copy_(unseen[n - 1]);
   }
 }
 
