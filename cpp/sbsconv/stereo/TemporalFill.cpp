@@ -765,9 +765,11 @@ void TemporalFill::steady(int64_t first, const std::vector<std::pair<double, Eye
       last = last_eyes_.insert(last_eyes_.end(), fresh);
     }
     // the pixels no frame saw: holes the window did not fill (side 0 marks those it did, and
-    // the holes with no neighbour in their row, which no fill reaches)
-    const at::Tensor unseen = eye->holes.select(1, 0) & eye->hole_sides.select(1, 3).ne(0); // [N,H,W]
+    // the holes with no neighbour in their row, which no fill reaches); and every hole, the
+    // pixels the next frame's may take the mean with
+    const at::Tensor holes = eye->holes.select(1, 0); // [N,H,W]
     const at::Tensor image = eye->image.permute({0, 2, 3, 1}); // [N,H,W,3] view
+    const at::Tensor side = eye->hole_sides.select(1, 3); // [N,H,W]
     for (int64_t i = 0; i < n; ++i) {
       const int64_t t = first + i;
       const bool from_last = i == 0;
@@ -775,23 +777,27 @@ void TemporalFill::steady(int64_t first, const std::vector<std::pair<double, Eye
         continue;
       }
       const at::Tensor before = from_last ? last->image : image[i - 1];
-      const at::Tensor before_unseen = from_last ? last->unseen : unseen[i - 1];
+      const at::Tensor before_hole = from_last ? last->holes : holes[i - 1];
       const at::Tensor here = image[i];
       if (native) {
-        const at::Tensor u = unseen[i].contiguous();
-        const at::Tensor bu = before_unseen.contiguous();
-        const bool* u_ptr = u.const_data_ptr<bool>();
-        const bool* bu_ptr = bu.const_data_ptr<bool>();
+        // the holes' own pass (no tensor over the frame): a row's holes, then their side
+        SBSCONV_CHECK(
+            holes.is_contiguous() && side.stride(2) == 1 && before_hole.is_contiguous(), Internal, "stereo",
+            "the hole masks must be contiguous");
+        const bool* h_ptr = holes[i].const_data_ptr<bool>();
+        const float* s_ptr = side[i].const_data_ptr<float>();
+        const int64_t s_row = side.stride(1);
+        const bool* bh_ptr = before_hole.const_data_ptr<bool>();
         uint8_t* out = here.data_ptr<uint8_t>();
         const uint8_t* prev = before.const_data_ptr<uint8_t>();
         const int64_t os[3] = {here.stride(0), here.stride(1), here.stride(2)};
         const int64_t ps[3] = {before.stride(0), before.stride(1), before.stride(2)};
         at::parallel_for(0, h, 16, [&](int64_t begin, int64_t end) {
           for (int64_t y = begin; y < end; ++y) {
-            const bool* row = u_ptr + y * w;
+            const bool* row = h_ptr + y * w;
             for (int64_t x = next_hole(row, 0, w); x < w; x = next_hole(row, x + 1, w)) {
-              if (!bu_ptr[y * w + x]) {
-                continue;
+              if (s_ptr[y * s_row + x] == 0.0f || !bh_ptr[y * w + x]) {
+                continue; // taken from a frame, or no hole before
               }
               uint8_t* o = out + y * os[0] + x * os[1];
               const uint8_t* p = prev + y * ps[0] + x * ps[1];
@@ -802,7 +808,7 @@ void TemporalFill::steady(int64_t first, const std::vector<std::pair<double, Eye
           }
         });
       } else {
-        const at::Tensor both = (unseen[i] & before_unseen).unsqueeze(2); // [H,W,1]
+        const at::Tensor both = (holes[i] & side[i].ne(0) & before_hole).unsqueeze(2); // [H,W,1]
         const at::Tensor mean = (here.to(at::kShort) + before.to(at::kShort) + 1).div(2, "floor").to(at::kByte);
         here.copy_(at::where(both, mean, here));
       }
@@ -812,10 +818,10 @@ void TemporalFill::steady(int64_t first, const std::vector<std::pair<double, Eye
     if (!last->image.defined() || last->image.size(0) != h || last->image.size(1) != w ||
         last->image.device() != eye->image.device()) {
       last->image = at::empty({h, w, 3}, eye->image.options().memory_format(at::MemoryFormat::Contiguous));
-      last->unseen = at::empty({h, w}, unseen.options());
+      last->holes = at::empty({h, w}, holes.options());
     }
     last->image.copy_(image[n - 1]);
-    last->unseen.copy_(unseen[n - 1]);
+    last->holes.copy_(holes[n - 1]);
   }
 }
 

@@ -51,15 +51,17 @@ namespace sbsconv {
 //    frame; the background one pixel away predicts it better than a copy from across the hole
 //    (benchmarks/RESULTS.md, "Disocclusion fill").
 // 6. Steady over time (steady(), after the patch fill has filled what no frame saw): a hole
-//    pixel that no frame saw in this frame and in the one before (both filled from the
-//    background's texture, each frame on its own) shows the mean of its fill and the previous
-//    frame's, as that frame was shown: a recursive filter, (a + b + 1) / 2 in integers, so each
-//    frame's own fill counts half and the frames before it ever less. Not across a cut, nor
-//    across the start of a resume segment (resumed output stays the same), nor where the
-//    previous frame is not in the window. It is in the eye's pixels, not moved with the
-//    background: the pixels no frame saw lie beside the foreground's edge and their fill varies
-//    slowly across them. On the synthetic scenes (benchmarks/RESULTS.md) it lowers the flicker
-//    in the disocclusions most where large regions are unseen, and keeps their PSNR.
+//    pixel that no frame saw (filled from the background's texture, each frame on its own)
+//    where the frame before also showed a hole shows the mean of its fill and the previous
+//    frame's pixel as that frame was shown (taken from a frame or itself steadied): a
+//    recursive filter, (a + b + 1) / 2 in integers, so each frame's own fill counts half and
+//    the frames before it ever less, and a pixel a frame saw a moment ago lends its colour to
+//    the guess that follows it. Not across a cut, nor across the start of a resume segment
+//    (resumed output stays the same), nor where the previous frame is not in the window. It is
+//    in the eye's pixels, not moved with the background: the pixels no frame saw lie beside
+//    the foreground's edge, where the hole stays while the foreground does, and their fill
+//    varies slowly across them; moving them by the background's motion (the chain's first
+//    step back) measured no better (benchmarks/RESULTS.md, "Disocclusion fill").
 //
 // The window is held by the engine's stereo stage, which renders a batch once `ahead` frames
 // after it have arrived (or the video ended). Looking back never crosses the start of a
@@ -110,8 +112,9 @@ class TemporalFill {
   void fill(int64_t first, const std::vector<std::pair<double, EyeResult*>>& eyes, Impl impl = Impl::Auto);
 
   // Step 6, in place, on the same eyes after fill() and the patch fill: each hole pixel that no
-  // frame saw, here and in the frame before, takes the mean of the two frames' colours. Eyes
-  // are told apart by their share; the last frame of each is kept for the next call.
+  // frame saw, where the frame before showed a hole too, takes the mean of the two frames'
+  // colours. Eyes are told apart by their share; the last frame of each is kept for the next
+  // call.
   void steady(int64_t first, const std::vector<std::pair<double, EyeResult*>>& eyes, Impl impl = Impl::Auto);
 
  private:
@@ -142,13 +145,13 @@ class TemporalFill {
   at::Tensor slot_shot_;
   at::Tensor slot_segment_;
   std::vector<int64_t> host_index_, host_shot_, host_segment_; // the same three, on the host
-  // Step 6: each eye's last frame steadied, channels last (uint8 [H,W,3]), the pixels of it no
-  // frame saw (bool [H,W]) and its index (-1: none yet).
+  // Step 6: each eye's last frame steadied, channels last (uint8 [H,W,3]), its holes (bool
+  // [H,W]) and its index (-1: none yet).
   struct LastEye {
     double share = 0.0;
     int64_t index = -1;
     at::Tensor image;
-    at::Tensor unseen;
+    at::Tensor holes;
   };
   std::vector<LastEye> last_eyes_;
   // whether frame t - 1 is in the window, in t's shot and resume segment
