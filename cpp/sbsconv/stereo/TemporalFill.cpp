@@ -758,6 +758,9 @@ void TemporalFill::steady(int64_t first, const std::vector<std::pair<double, Eye
     const int64_t n = eye->image.size(0);
     const int64_t h = eye->image.size(2);
     const int64_t w = eye->image.size(3);
+    if (n == 0) {
+      continue;
+    }
     auto last = std::find_if(last_eyes_.begin(), last_eyes_.end(), [&](const LastEye& e) { return e.share == share; });
     if (last == last_eyes_.end()) {
       LastEye fresh;

@@ -67,9 +67,9 @@ namespace sbsconv {
 // after it have arrived (or the video ended). Looking back never crosses the start of a
 // resume segment (a resumed run has no frames before it, so an uninterrupted run does not use
 // them either: resumed output is the same); looking ahead may. Memory: the window holds
-// (past + ahead + 2 batches) frames, each 7 bytes a pixel (the frame and its disparity); a
-// window that would exceed memory_bytes is shortened (to none for frames too large), with a
-// warning. Everything runs in LibTorch operations on the frames' device, per batch with one
+// (past + ahead + 2 batches) frames, each 7 bytes a pixel (the frame and its disparity), and
+// step 6 each eye's last frame (4 bytes a pixel); a window that would exceed memory_bytes is
+// shortened (to none for frames too large), with a warning. Everything runs in LibTorch operations on the frames' device, per batch with one
 // host synchronisation (the hole pixels' list).
 //
 // Threading: not thread-safe; one owner (the stereo stage).
