@@ -377,7 +377,8 @@ class ConvertOptions:
     fill: str = _option(
         "temporal",
         "how pixels hidden in the source are filled in each eye: temporal (from the frames that "
-        "saw them, else the background side), spatial (the background side of the frame) or none "
+        "saw them, else the background side, steadied from frame to frame), spatial (the "
+        "background side of the frame) or none "
         "(black, for inpainting with a separate model: see infill_mask)", "3d",
         Choice(("temporal", "spatial", "none")))
     edge_dilation: int = _option(
