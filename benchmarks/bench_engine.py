@@ -161,7 +161,10 @@ def main() -> None:
         fps_spatial = median("spatial")
         print(f"| sbsconv.convert, fill='spatial' | {fps_spatial:.3f} | the temporal fill (the default) takes "
               f"{max(0.0, 1 - fps_engine / fps_spatial) * 100:.0f} % of the end-to-end time |")
-    print(f"| sequential notebook pipeline | {fps_seq:.3f} | sbsconv {fps_engine / fps_seq:.2f}x faster |")
+    against = f"sbsconv {fps_engine / fps_seq:.2f}x faster ({PRESET} named)"
+    if args.auto_preset:
+        against += f", {median('auto') / fps_seq:.2f}x with the preset sbsconv chooses (preset left alone)"
+    print(f"| sequential notebook pipeline | {fps_seq:.3f} | {against} |")
     print("stage frames/s of busy time:", {k: round(v, 2) for k, v in ran.stage_fps.items()})
     if len(rounds) > 1:
         print("rounds:", [{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()} for r in rounds])
