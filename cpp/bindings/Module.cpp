@@ -735,6 +735,8 @@ PYBIND11_MODULE(_core, m) {
           "render",
           [](TemporalFill& tf, int64_t first, const at::Tensor& frames, const at::Tensor& disparity,
              const std::vector<double>& shares, const std::string& impl, bool patch, bool steady) {
+            SBSCONV_CHECK(patch || !steady, Option, "stereo",
+                          "steady=True steadies the patch fill's pixels: it needs patch=True");
             py::gil_scoped_release release;
             std::vector<EyeResult> rendered;
             for (double share : shares) {
@@ -760,7 +762,7 @@ PYBIND11_MODULE(_core, m) {
               }
               out.emplace_back(r.image, r.holes, from_window);
             }
-            if (patch && steady) { // and steadied over time (step 6), as render_stereo does
+            if (steady) { // and steadied over time (step 6), as render_stereo does
               tf.steady(first, eyes, chosen);
             }
             return out;

@@ -333,8 +333,7 @@ void TemporalFill::fill(int64_t first, const std::vector<std::pair<double, EyeRe
   if (eyes.empty() || capacity_ == 0 || (past_ == 0 && ahead_ == 0)) {
     return;
   }
-  const bool native = impl == Impl::Cpu || (impl == Impl::Auto && frames_.is_cpu());
-  if (native) {
+  if (native(impl)) {
     fill_cpu(first, eyes);
   } else {
     fill_tensor(first, eyes);
@@ -750,7 +749,7 @@ void TemporalFill::steady(int64_t first, const std::vector<std::pair<double, Eye
   if (eyes.empty() || capacity_ == 0 || (past_ == 0 && ahead_ == 0)) {
     return;
   }
-  const bool native = impl == Impl::Cpu || (impl == Impl::Auto && frames_.is_cpu());
+  const bool native_pass = native(impl);
   for (const auto& [share, eye] : eyes) {
     SBSCONV_CHECK(
         eye->hole_sides.defined() && eye->holes.defined(), Internal, "stereo",
@@ -782,11 +781,12 @@ void TemporalFill::steady(int64_t first, const std::vector<std::pair<double, Eye
       const at::Tensor before = from_last ? last->image : image[i - 1];
       const at::Tensor before_hole = from_last ? last->holes : holes[i - 1];
       const at::Tensor here = image[i];
-      if (native) {
+      if (native_pass) {
         // the holes' own pass (no tensor over the frame): a row's holes, then their side
         SBSCONV_CHECK(
-            holes.is_contiguous() && side.stride(2) == 1 && before_hole.is_contiguous(), Internal, "stereo",
-            "the hole masks must be contiguous");
+            here.is_cpu() && before.is_cpu() && holes.is_contiguous() && side.stride(2) == 1 &&
+                before_hole.is_contiguous(),
+            Internal, "stereo", "the native pass needs CPU eyes with contiguous hole masks");
         const bool* h_ptr = holes[i].const_data_ptr<bool>();
         const float* s_ptr = side[i].const_data_ptr<float>();
         const int64_t s_row = side.stride(1);

@@ -121,6 +121,10 @@ class TemporalFill {
   void allocate(const at::Tensor& frames);
   void fill_tensor(int64_t first, const std::vector<std::pair<double, EyeResult*>>& eyes);
   void fill_cpu(int64_t first, const std::vector<std::pair<double, EyeResult*>>& eyes);
+  // Auto's choice, for fill() and steady() alike: the native kernels for a CPU window
+  bool native(Impl impl) const {
+    return impl == Impl::Cpu || (impl == Impl::Auto && frames_.is_cpu());
+  }
   int64_t slot(int64_t index) const { // frames before the first (chains looking back) too
     return ((index % capacity_) + capacity_) % capacity_;
   }
