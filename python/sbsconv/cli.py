@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import platform
+import shlex
 import sys
 import tempfile
 import time
@@ -652,8 +653,30 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     return ui.serve(args.host, args.port, args.share, args.allow_path, args.max_upload_mb, args.work_dir)
 
 
+def _command_missing(parser: argparse.ArgumentParser, argv: list[str]) -> str | None:
+    """The first word when it is a file, not a command (``sbsconv clip.mp4 clip_3d.mp4``): the
+    hint to give instead of argparse's list of choices."""
+    from sbsconv.batch import VIDEO_EXTENSIONS
+
+    words = [a for a in argv if not a.startswith("-")]
+    # (argparse has no public list of a parser's subcommands)
+    commands = next(a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
+    if not words or words[0] in commands:
+        return None
+    first = words[0]
+    if not (os.path.isfile(first) or Path(first).suffix.lower() in VIDEO_EXTENSIONS):
+        return None
+    rest = " ".join(shlex.quote(w) for w in words[1:2]) or "OUT"
+    return (f"sbsconv: error: {first!r} is not a command; to convert a video: sbsconv convert "
+            f"{shlex.quote(first)} {rest} (sbsconv --help lists the commands)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    hint = _command_missing(parser, sys.argv[1:] if argv is None else list(argv))
+    if hint is not None:
+        print(hint, file=sys.stderr)
+        return EXIT_USAGE
     args = parser.parse_args(argv)
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")

@@ -223,6 +223,7 @@ def build_plan(input: str | os.PathLike[str], output: str | os.PathLike[str], op
     output_path = os.fspath(output)
     if source is None:
         source = media.probe(input_path)
+    check_window(options, source)
     parent = Path(output_path).parent
     if purpose == "convert" and str(parent) not in ("", ".") and not parent.is_dir():
         raise OutputError(f"the output folder does not exist [{output_path}]", path=output_path,
@@ -241,6 +242,16 @@ def build_plan(input: str | os.PathLike[str], output: str | os.PathLike[str], op
                      images_dir=images_dir)
     engine["fingerprint"] = _fingerprint(engine, depth, options, input_path) if purpose == "convert" else ""
     return ConversionPlan(engine=engine, **plan_args)
+
+
+def check_window(options: ConvertOptions, source: MediaInfo) -> None:
+    """A ``start`` at or past the end of a video whose length is known selects no frame: said
+    before a model is loaded or anything written (the engine would find the window empty)."""
+    if options.start is None or not source.duration or source.duration <= 0:
+        return
+    if float(options.start) >= source.duration:
+        raise OptionError(f"start={float(options.start):g} s is at or past the end of the video, which is "
+                          f"{source.duration:g} s long [{source.path}]")
 
 
 def mask_model_for(options: ConvertOptions, depth: DepthSource, purpose: Purpose):

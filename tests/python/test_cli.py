@@ -93,3 +93,4 @@ def test_bundled_sample_exists_and_is_a_video():
     assert (info.width, info.height, info.num_frames) == (1280, 720, 60)
     with pytest.raises(FileNotFoundError, match="available"):
         sbsconv.samples.path("nope.mp4")
+

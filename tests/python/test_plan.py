@@ -182,3 +182,27 @@ def test_the_cuda_batch_is_measured_once_per_model_and_frame_size(tiny_model, mo
     assert model.fitting_batch(720, 1280)[0] < first and ran == [1, 2]  # the free memory is asked again
     model.fitting_batch(1080, 1920)
     assert ran == [1, 2, 1, 2]  # another frame size: measured again
+
+
+@pytest.mark.parametrize("start", [0.4, 30.0])
+def test_a_start_past_the_end_is_refused_before_the_model_loads(sample_clip_short, tmp_path, start, capsys):
+    # 0.4 s long: a window from its end or beyond selects no frame. The model named does not
+    # exist: the start is what is refused, before anything is loaded or written.
+    out = tmp_path / "out.mp4"
+    with pytest.raises(sbsconv.errors.OptionError, match=rf"start={start:g} s is at or past the end of the video, "
+                                                          r"which is 0\.4 s long"):
+        sbsconv.convert(sample_clip_short, out, model=str(tmp_path / "no-such-model"), start=start,
+                        progress=False)
+    assert not out.exists()
+    from sbsconv import cli
+
+    assert cli.main(["convert", str(sample_clip_short), str(out), "--start", str(start),
+                     "--model", str(tmp_path / "no-such-model")]) == 2
+    assert "past the end of the video" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_start_within_the_video_runs(tiny_model, sample_clip_short, tmp_path):
+    result = sbsconv.convert(sample_clip_short, tmp_path / "out.mp4", model=str(tiny_model), start=0.2,
+                             input_size=70, preset="ultrafast", progress=False, resume=False)
+    assert 0 < result.frames < 6

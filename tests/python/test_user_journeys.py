@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -390,3 +391,30 @@ def test_the_quick_start_demo_runs_as_written(hub_cache, tmp_path):
 
     assert sbsconv.probe(out).num_frames == sbsconv.probe(samples.path()).num_frames
     assert sbsconv.probe(out).stereo["layout"] == "side-by-side"
+
+
+def test_a_video_given_without_a_command_is_told_the_command_and_that_runs(offline_hub, sample_clip_short,
+                                                                            tmp_path, capsys):
+    # `sbsconv clip.mp4 clip_3d.mp4`: the hint names the convert command; run as written (the
+    # default model from the cache), it converts
+    from sbsconv import cli
+
+    assert cli.main([str(sample_clip_short), "clip_3d.mp4"]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "not a command" in err and not (tmp_path / "clip_3d.mp4").exists()
+    command = re.search(r"to convert a video: (sbsconv convert .+?) \(", err)
+    assert command, err
+    words = shlex.split(command.group(1))
+    assert words[:2] == ["sbsconv", "convert"]
+    env = {**os.environ, **hubcache.hub_env(offline_hub)}
+    proc = subprocess.run([sys.executable, "-m", "sbsconv.cli", *words[1:], "--quiet"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert sbsconv.probe(tmp_path / "clip_3d.mp4").num_frames == 6
+    # a file that does not exist yet but names a video, options before it
+    assert cli.main(["-v", "missing.mkv"]) == cli.EXIT_USAGE
+    assert "sbsconv convert missing.mkv OUT" in capsys.readouterr().err
+    # anything else is argparse's own complaint, with the list of commands
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["frobnicate"])
+    assert stop.value.code == 2 and "invalid choice" in capsys.readouterr().err
