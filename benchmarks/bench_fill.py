@@ -90,9 +90,11 @@ def measure(
     hidden: np.ndarray,
     outside: np.ndarray,
     depth: np.ndarray | None = None,
+    holes: np.ndarray | None = None,
 ) -> dict:
     """The measures of one eye: out and truth uint8 [N,H,W,3], masks bool [N,H,W]; with the
-    eye's exact depth [N,H,W], where the errors are too (--breakdown)."""
+    eye's exact depth [N,H,W], where the errors are too (--breakdown), and with the warp's
+    holes [N,H,W] (fill="none"'s black pixels), the disoccluded pixels the warp covered."""
     yo, yt = S.luma(out), S.luma(truth)
     both = hidden[1:] & hidden[:-1]
     flicker = float("nan")
@@ -122,6 +124,10 @@ def measure(
             "whole_edges": float(err[edges].sum() / total),
             "whole_rest": float(err[rest].sum() / total),
         }
+        if holes is not None:
+            covered = hidden & ~holes
+            m["where"]["covered_px"] = float(covered.sum() / max(hidden.sum(), 1))
+            m["where"]["covered_dis"] = float(err[covered].sum() / max(err[hidden].sum(), 1e-12))
     return m
 
 
@@ -203,16 +209,25 @@ def run_scene(name: str, args, folder: Path) -> list[dict]:
             )
             left, right, _ = outputs[label]
             outputs[label] = (left, right, time.perf_counter() - t0)
+    holes_of = {}  # --breakdown: the warp's holes per eye, fill="none"'s black pixels
+    if args.breakdown and has_fill:
+        if "none" in outputs:
+            none_left, none_right = outputs["none"][:2]
+        else:
+            none_eyes = S.convert_eyes(video, depth, folder, tag=f"{name}_holes", fill="none", **extra)
+            none_left, none_right = none_eyes.left, none_eyes.right
+        holes_of = {"left": (none_left == 0).all(-1), "right": (none_right == 0).all(-1)}
     rows = []
     for side in ("right", "left"):
         eye, eye_depth, hidden, outside = truth.eye(side)
         where = eye_depth if args.breakdown else None
-        naive = measure(outputs["naive"][1 if side == "right" else 0], eye, hidden, outside, where)
+        holes = holes_of.get(side)
+        naive = measure(outputs["naive"][1 if side == "right" else 0], eye, hidden, outside, where, holes)
         for label, (left, right, seconds) in outputs.items():
             m = (
                 naive
                 if label == "naive"
-                else measure(right if side == "right" else left, eye, hidden, outside, where)
+                else measure(right if side == "right" else left, eye, hidden, outside, where, holes)
             )
             rows.append(
                 {
@@ -265,11 +280,13 @@ def table(rows: list[dict]) -> str:
 
 def where_table(rows: list[dict]) -> str:
     """--breakdown: the disoccluded pixels beside the foreground (within 2 pixels along the
-    row): their share of the pixels, of the squared error and of the flicker; and the whole
-    eye's squared error by where it is."""
+    row): their share of the pixels, of the squared error and of the flicker; those the warp
+    covered (no hole there: a nearer surface's edge drawn over them): their share of the pixels
+    and of the squared error; and the whole eye's squared error by where it is."""
     head = (
         f"{'scene':9} {'eye':5} {'method':18} {'beside fg: px':>13} {'dis err':>7} "
-        f"{'flicker':>7} | {'whole err: dis':>14} {'border':>6} {'edges':>6} {'rest':>6}"
+        f"{'flicker':>7} | {'covered: px':>11} {'dis err':>7} "
+        f"| {'whole err: dis':>14} {'border':>6} {'edges':>6} {'rest':>6}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -280,6 +297,8 @@ def where_table(rows: list[dict]) -> str:
         lines.append(
             f"{r['scene']:9} {r['eye']:5} {r['method']:18} {pct(w['beside_fg_px']):>13} "
             f"{pct(w['beside_fg_dis']):>7} {pct(w['beside_fg_flicker']):>7} | "
+            f"{pct(w['covered_px']) if 'covered_px' in w else '-':>11} "
+            f"{pct(w['covered_dis']) if 'covered_dis' in w else '-':>7} | "
             f"{pct(w['whole_hidden']):>14} {pct(w['whole_outside']):>6} "
             f"{pct(w['whole_edges']):>6} {pct(w['whole_rest']):>6}"
         )
@@ -347,7 +366,9 @@ def main() -> None:
         print(
             "\n(beside fg: disoccluded pixels within 2 pixels, along the row, of a nearer surface"
             " that is in view: their share of the disoccluded pixels, of their squared error and"
-            " of their flicker; whole err: the eye's squared error in the disocclusions, the"
+            " of their flicker; covered: disoccluded pixels the warp drew a nearer surface over"
+            " (no hole in fill='none''s eye), their share of the pixels and of the squared error;"
+            " whole err: the eye's squared error in the disocclusions, the"
             " border the source never saw, within 2 pixels of a depth edge, and elsewhere)"
         )
     if args.json:
