@@ -3,7 +3,7 @@
 # (`./scripts/test.sh` once, or the extension built against that machine's torch): the CUDA,
 # NVDEC and NVENC tests, then benchmarks/bench_gpu.py at 1080p (the default sbsconv settings,
 # then half-sbs with x264's fastest preset, which shows the pipeline beside a CPU encoder), with
-# a PyTorch profiler trace. Figures go to benchmarks/RESULTS.md ("The GPU path").
+# a PyTorch profiler trace, and at 2160p (the default settings). Figures go to benchmarks/RESULTS.md ("The GPU path").
 #
 #   benchmarks/gpu_check.sh [OUT_DIR]     (default: gpu-check/)
 # SBSCONV_PYTHON picks the interpreter (default: uv run --no-sync python, else python3).
@@ -31,6 +31,9 @@ T=tests/python
   --json "$out/gpu.json" --profile "$out/trace.json" 2>&1 | tee "$out/bench.txt" | tail -8
 "${py[@]}" benchmarks/bench_gpu.py --device cuda --random-weights --height 1080 --seconds 13 \
   --preset ultrafast --layout half-sbs --json "$out/gpu_fast.json" 2>&1 | tee "$out/bench_fast.txt" | tail -8
+# 4K (issue 31: every layout keeps pace at 1080p and 2160p): the default settings, 4 s
+"${py[@]}" benchmarks/bench_gpu.py --device cuda --random-weights --height 2160 --seconds 4 \
+  --json "$out/gpu_4k.json" 2>&1 | tee "$out/bench_4k.txt" | tail -8
 # Note [Chunk-parallel encoding]: the parallel segment encoders' speed-up on this machine's
 # cores (issue 31: one libx264 instance keeps only about six of them busy at 1080p)
 "${py[@]}" benchmarks/bench_parallel_encoding.py --sizes 3840x1080 --frames 192 --segment 48 \
