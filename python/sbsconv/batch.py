@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from sbsconv.errors import InternalError, OptionError, OutputError, SbsconvError
-from sbsconv.options import CALL_KEYWORDS, CONTAINERS, ConvertOptions
+from sbsconv.options import CALL_KEYWORDS, CONTAINERS, ConvertOptions, check_device, check_path
 
 __all__ = ["BatchSummary", "FileOutcome", "SplitResult", "convert_many", "convert_split", "find_inputs", "output_for",
            "plan_parts"]
@@ -382,7 +382,7 @@ def _devices(devices: str | Iterable[str] | None) -> list[str] | None:
         return [f"cuda:{i}" for i in range(count)] or ["cpu"]
     if isinstance(devices, str):
         devices = [devices]
-    out = [str(d) for d in devices]
+    out = [check_device(f"devices[{i}]", d) for i, d in enumerate(devices)]
     if not out:
         raise OptionError("devices must name at least one device, or be 'all'")
     return out
@@ -435,6 +435,7 @@ def convert_many(
         raise OptionError(f"retries must be a whole number >= 0, got {retries!r}")
     if options.depth is not None or options.depth_out is not None or options.infill_mask is not None:
         raise OptionError("depth, depth_out and infill_mask name one file each: use convert() per file for them")
+    workers = _devices(devices)
     out_dir = Path(output_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"the output folder {out_dir} is a file: name a folder (or a new name) "
@@ -444,7 +445,6 @@ def convert_many(
     except OSError as exc:
         raise OutputError(f"cannot make the output folder {out_dir}: {exc.strerror or exc}",
                           stage="open", path=str(out_dir)) from exc
-    workers = _devices(devices)
     files = find_inputs(inputs, recursive=recursive, pattern=pattern)
     t0 = time.perf_counter()
     outcomes: list[FileOutcome | None] = [None] * len(files)
@@ -797,8 +797,8 @@ def convert_split(
         raise OptionError(f"split must be 'auto' or a whole number of parts >= 1, got {split!r}")
     if not (isinstance(warm_up, int | float) and 0 <= warm_up <= 600):
         raise OptionError(f"warm_up must be within 0..600 seconds, got {warm_up!r}")
-    input_path = os.fspath(input)
-    output_path = resolve_output(input_path, output, options)
+    input_path = check_path("input", input, "a video")
+    output_path = resolve_output(input_path, check_path("output", output, "the 3D video to write"), options)
     from sbsconv.media import probe
 
     info = probe(input_path)

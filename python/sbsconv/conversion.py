@@ -22,7 +22,7 @@ from sbsconv import plan as planning
 from sbsconv._native import _core
 from sbsconv.engine import run_engine, warn_all
 from sbsconv.errors import EncoderError, OptionError
-from sbsconv.options import CALL_KEYWORDS, ConvertOptions
+from sbsconv.options import CALL_KEYWORDS, ConvertOptions, check_path
 from sbsconv.plan import HEADSET_SUFFIXES, output_name, resolve_output
 
 logger = logging.getLogger("sbsconv")
@@ -137,8 +137,8 @@ def convert(
     # ---- options, all checked before any work --------------------------------------------
     ConvertOptions.check_names(overrides, also=CALL_KEYWORDS)
     options = ConvertOptions.merged(options, overrides)
-    input_path = os.fspath(input)
-    output_path = resolve_output(input_path, output, options)
+    input_path = check_path("input", input, "a video")
+    output_path = resolve_output(input_path, check_path("output", output, "the 3D video to write"), options)
     if options.layout == "spatial":
         check_spatial_encoder()
     if options.point_clouds_every is not None and options.depth_out is None:

@@ -22,7 +22,7 @@ from sbsconv._native import _core
 from sbsconv.depthio import DEFAULT_MAX_DEPTH, depth_output_path, open_depth, sidecar_of
 from sbsconv.engine import run_engine, warn_all
 from sbsconv.errors import InputError, OptionError
-from sbsconv.options import CALL_KEYWORDS, ConvertOptions
+from sbsconv.options import CALL_KEYWORDS, ConvertOptions, check_path
 
 __all__ = ["DepthExportResult", "export_depth"]
 
@@ -79,10 +79,11 @@ def export_depth(
     """
     ConvertOptions.check_names(overrides, also=CALL_KEYWORDS)
     options = ConvertOptions.merged(options, overrides)
-    options = options.replace(depth_out=os.fspath(output),
+    input_path = check_path("input", input, "a video or a depth file")
+    output = check_path("output", output, "the depth file to write")
+    options = options.replace(depth_out=output,
                               depth_format=format if format is not None else options.depth_format)
-    input_path = os.fspath(input)
-    if os.path.abspath(input_path) == os.path.abspath(os.fspath(output)):
+    if os.path.abspath(input_path) == os.path.abspath(output):
         raise OptionError("the depth output would overwrite the input")
     t0 = time.perf_counter()
     from_depth = _is_depth_file(input_path, options.max_depth)

@@ -19,6 +19,7 @@ import torch
 
 from sbsconv._native import _core, flush_log
 from sbsconv.errors import OptionError, SbsconvWarning
+from sbsconv.options import check_device
 
 __all__ = [
     "FrameBatch",
@@ -246,11 +247,14 @@ def _check_window(start: float | None, duration: float | None) -> None:
 
 
 def _check_device(device: str | torch.device) -> str:
+    """A reader's device: one sbsconv runs on, named (no "auto": the frames go where asked)."""
     try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise OptionError(f"unknown device {device!r}: {exc}") from None
-    return str(dev)
+        text = check_device("device", device)
+    except OptionError:
+        text = "auto"
+    if text == "auto":
+        raise OptionError(f"device must be cpu, cuda, cuda:N or mps, got {device!r}")
+    return str(torch.device(text))
 
 
 class VideoReader:

@@ -188,10 +188,35 @@ def _text(name: str, value: Any) -> str:
     return value
 
 
-def _device(name: str, value: Any) -> str:
-    if isinstance(value, torch.device):
-        return str(value)
-    return _text(name, value)
+# the device types sbsconv runs on; "auto" picks among them
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+def check_device(name: str, value: Any) -> str:
+    """A device option's value as text: "auto", or a torch device of a type sbsconv runs on;
+    anything else is an OptionError naming ``name``."""
+    text = str(value) if isinstance(value, torch.device) else _text(name, value)
+    if text == "auto":
+        return text
+    try:
+        kind = torch.device(text).type
+    except (RuntimeError, ValueError):
+        kind = None
+    if kind not in DEVICE_TYPES:
+        raise OptionError(f"{name} must be auto, cpu, cuda, cuda:N or mps, got {text!r}")
+    return text
+
+
+def check_path(name: str, value: Any, what: str = "a file") -> str:
+    """A path argument of an entry point (``convert``'s input and output, ...) as text; anything
+    but a str or os.PathLike naming something is an OptionError that says what was given. A
+    list or tuple is pointed to convert_many, which takes many."""
+    if isinstance(value, str | os.PathLike):
+        path = os.fspath(value)
+        if isinstance(path, str) and path:
+            return path
+    many = " (several videos: sbsconv.convert_many(inputs, output_dir))" if isinstance(value, list | tuple) else ""
+    raise OptionError(f"{name} must be the path of {what}, got {value!r}{many}")
 
 
 def _path(name: str, value: Any) -> str:
@@ -301,7 +326,7 @@ class ConvertOptions:
         None, "a local checkpoint file replacing the download of a registry model", "model", PATH)
     device: str = _option(
         "auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps", "model",
-        Check("a string such as auto, cpu, cuda, cuda:N or mps", _device))
+        Check("a string such as auto, cpu, cuda, cuda:N or mps", check_device))
     precision: str = _option(
         "auto", "auto (fp16 on GPUs; on the CPU int8 where it has int8 dot products, bf16 for Depth-Anything-V2 "
         "where it has AMX-BF16, else fp32), fp32, fp16, "

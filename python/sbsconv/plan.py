@@ -142,6 +142,10 @@ def resolve_output(input_path: str, output: str | os.PathLike[str], options: Con
     if options.headset_suffix:
         output_path = output_name(output_path, options.layout)
     suffix = Path(output_path).suffix.lower()
+    if suffix not in CONTAINERS and os.path.isdir(output_path):
+        example = Path(output_path) / (Path(input_path).stem + "_3d.mp4")
+        raise OptionError(f"the output {output_path!r} is a folder: name the 3D video to write in it (such as "
+                          f"{str(example)!r}), or convert into a folder with convert_many")
     if suffix not in CONTAINERS:
         raise OptionError(f"the output must end in {', '.join(CONTAINERS)}: {output_path!r}")
     if options.layout in APPLE_LAYOUTS and suffix == ".mkv":

@@ -10,7 +10,9 @@ import textwrap
 
 import pytest
 
+import sbsconv
 from sbsconv import errors
+from sbsconv.errors import OptionError
 
 from helpers import data, run_python
 
@@ -177,3 +179,25 @@ def test_sample_clip_is_fine():
     import sbsconv
 
     assert sbsconv.probe(data("bt601_limited_range.mp4")).num_frames == 60
+
+
+def test_entry_points_say_what_their_paths_must_be(tmp_path):
+    # a wrong type or a folder where a file goes: an OptionError naming the argument, before any work
+    clip = str(data("bt601_limited_range.mp4"))
+    with pytest.raises(OptionError, match="input must be the path of a video, got 123"):
+        sbsconv.convert(123, tmp_path / "out.mp4")
+    with pytest.raises(OptionError, match=r"input must be the path of a video, got \[.*\] \(several videos: "
+                                          r"sbsconv.convert_many\(inputs, output_dir\)\)"):
+        sbsconv.convert([clip], tmp_path / "out.mp4")
+    with pytest.raises(OptionError, match="output must be the path of the 3D video to write, got None"):
+        sbsconv.convert(clip, None)
+    with pytest.raises(OptionError, match="output must be the path of the depth file to write, got None"):
+        sbsconv.export_depth(clip, None)
+    with pytest.raises(OptionError, match="input must be the path of a video, got 1.5"):
+        sbsconv.export_mask(1.5)
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    with pytest.raises(OptionError, match=r"is a folder: name the 3D video to write in it \(such as "
+                                          r"'.*bt601_limited_range_3d.mp4'\)"):
+        sbsconv.convert(clip, folder)
+    assert list(folder.iterdir()) == []

@@ -10,6 +10,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+import torch
 import sbsconv
 import sbsconv.engine
 from helpers import data, ffprobe
@@ -97,7 +98,7 @@ def _range_cases(f):
 CUSTOM = {
     "model": (["", 3], ["depth-pro", Path("/models/x.safetensors")]),
     "checkpoint": (["", 3], [None, Path("w.pth")]),
-    "device": ([3, 1.5], ["cpu", "cuda:1"]),
+    "device": ([3, 1.5, "tpu", "cuda:x", "", "xpu"], ["auto", "cpu", "cuda:1", "mps", torch.device("cuda", 0)]),
     "eye_size": (["huge", (1, 1), (720,), True, 1000, "1920x"],
                  [None, 1080, "4k", (1280, 720), "1280x720"]),
     "keep_aspect": (["no", 2, 0.5], [True, False, 0, 1]),
@@ -204,6 +205,7 @@ def test_custom_cases_cover_exactly_the_custom_checks():
     ({"fps": 1000.5}, "fps"),
     ({"eye_size": "huge"}, "eye_size"),
     ({"device": 0}, "device must be a string"),
+    ({"device": "tpu"}, "device must be auto, cpu, cuda, cuda:N or mps, got 'tpu'"),
     ({"resume": "no"}, "resume must be True or False"),
     ({"depth_video": "depth.avi"}, "depth_video must end in .mp4"),
 ])
@@ -437,3 +439,18 @@ def test_a_conversion_with_an_options_object(tiny_model, tmp_path):
                              progress=False, layout="half-sbs")
     assert result.options == options.replace(layout="half-sbs") and result.layout == "half-sbs"
     assert ffprobe(result.output, "-show_streams")["streams"][0]["codec_type"] == "video"
+
+
+def test_a_device_sbsconv_does_not_run_on_is_refused_at_every_door(tiny_model, tmp_path):
+    # the options, a model's loading, the reader and a batch's workers say the same, before any work
+    from sbsconv import media, models
+
+    with pytest.raises(OptionError, match="device must be auto, cpu, cuda, cuda:N or mps, got 'tpu'"):
+        sbsconv.convert("never-read.mp4", tmp_path / "out.mp4", model=str(tiny_model), device="tpu")
+    with pytest.raises(OptionError, match="device must be auto, cpu, cuda, cuda:N or mps, got 'cuda:x'"):
+        models.load(str(tiny_model), device="cuda:x")
+    with pytest.raises(OptionError, match="device must be cpu, cuda, cuda:N or mps, got 'xpu'"):
+        next(iter(media.read_frames("never-read.mp4", device="xpu")))
+    with pytest.raises(OptionError, match=r"devices\[1\] must be auto, cpu, cuda, cuda:N or mps, got 'tpu'"):
+        sbsconv.convert_many(["never-read.mp4"], tmp_path / "out", model=str(tiny_model), devices=["cpu", "tpu"])
+    assert not (tmp_path / "out").exists()

@@ -22,6 +22,7 @@ import torch
 
 from sbsconv._native import _core, flush_log
 from sbsconv.errors import ModelError, OptionError
+from sbsconv.options import check_device
 from sbsconv.models import hub
 from sbsconv.models.registry import ModelSpec, families, specs
 
@@ -279,8 +280,7 @@ def _validate(device: str, precision: str, input_size: int | None) -> None:
         raise OptionError(f"input_size must be an integer within 14..4096, got {input_size!r}")
     if precision not in ("auto", "fp32", "fp16", "bf16", "int8"):
         raise OptionError(f"precision must be auto, fp32, fp16, bf16 or int8 (CPU), not {precision!r}")
-    if not isinstance(device, str | torch.device):
-        raise OptionError(f"device must be a string such as 'auto', 'cpu' or 'cuda', not {device!r}")
+    check_device("device", device)
 
 
 def _announce(s: ModelSpec) -> None:
