@@ -37,6 +37,9 @@ class SbsconvError(Exception):
         self.ffmpeg_message = ffmpeg_message
 
     def __str__(self) -> str:
+        # the file it is about, where the message does not already name it
+        if self.path and self.path not in self.message:
+            return f"{self.message} [{self.path}]"
         return self.message
 
     def __reduce__(self):  # picklable across processes (multiprocessing, subprocess tests)

@@ -201,3 +201,15 @@ def test_entry_points_say_what_their_paths_must_be(tmp_path):
                                           r"'.*bt601_limited_range_3d.mp4'\)"):
         sbsconv.convert(clip, folder)
     assert list(folder.iterdir()) == []
+
+
+def test_an_error_names_its_file_once(tmp_path):
+    missing = str(tmp_path / "depth.mkv")
+    with pytest.raises(errors.InputError) as caught:
+        sbsconv.convert(data("bt601_limited_range.mp4"), tmp_path / "out.mp4", depth=missing)
+    assert str(caught.value).count(missing) == 1 and str(caught.value).startswith("no such depth file")
+    # the engine's own messages already name it: not twice
+    with pytest.raises(errors.InputError) as caught:
+        sbsconv.probe(tmp_path)
+    assert str(caught.value).count(str(tmp_path)) == 1
+    assert str(errors.OptionError("plain")) == "plain"
