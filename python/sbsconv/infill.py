@@ -41,7 +41,7 @@ from sbsconv import media
 from sbsconv._native import _core
 from sbsconv.errors import InputError, OptionError, OutputError, SbsconvWarning
 from sbsconv.media import MediaInfo
-from sbsconv.options import CONTAINERS, ConvertOptions
+from sbsconv.options import CONTAINERS, ConvertOptions, check_path
 
 __all__ = ["MERGE_OPTIONS", "InfillMergeResult", "infill_merge"]
 
@@ -111,7 +111,9 @@ def infill_merge(
                                       preset=preset, audio=audio, subtitles=subtitles), unknown)
     if not isinstance(progress, bool):
         raise OptionError(f"progress must be True or False, got {progress!r}")
-    sbs_path, infilled_path, out_path = (_path(p) for p in (sbs_video, infilled_video, output))
+    sbs_path = check_path("sbs_video", sbs_video, "the 3D video")
+    infilled_path = check_path("infilled_video", infilled_video, "the inpainted video")
+    out_path = check_path("output", output, "the video to write")
     suffix = Path(out_path).suffix.lower()
     if suffix not in CONTAINERS:
         raise OptionError(f"the output must end in {', '.join(CONTAINERS)}: {out_path!r}")
@@ -178,13 +180,6 @@ def _checked_settings(values: dict[str, Any], unknown: dict[str, Any]) -> dict[s
         raise OptionError(f"infill_merge has no option {', '.join(parts)}; its options: "
                           f"{', '.join(MERGE_OPTIONS)}, progress")
     return {name: ConvertOptions.field_named(name).check(value) for name, value in values.items()}
-
-
-def _path(path: str | os.PathLike[str]) -> str:
-    try:
-        return os.fspath(path)
-    except TypeError:
-        raise OptionError(f"expected a path, got {type(path).__name__}") from None
 
 
 def _same_file(a: str, b: str) -> bool:

@@ -164,7 +164,11 @@ def _open_masks(path: str | os.PathLike[str], video: str | os.PathLike[str] | No
     from sbsconv import media
     from sbsconv.depthio import open_depth
 
-    spec, info = open_depth(path)
+    try:
+        spec, info = open_depth(path)
+    except OptionError as exc:  # (a video without a sidecar: read as depth it would need max_depth)
+        raise InputError("not a mask file (no sidecar says product: mask); make one with export_mask() or "
+                         "write_masks()", path=os.fspath(path), stage="read mask") from exc
     side = info.sidecar or {}
     if side.get("product") != "mask":
         raise InputError("not a mask file (its sidecar does not say product: mask); make one with export_mask()"

@@ -19,7 +19,7 @@ import torch
 
 from sbsconv._native import _core, flush_log
 from sbsconv.errors import OptionError, SbsconvWarning
-from sbsconv.options import check_device
+from sbsconv.options import check_device, check_path
 
 __all__ = [
     "FrameBatch",
@@ -140,11 +140,8 @@ class MediaInfo:
         return tuple(s for s in self.streams if s.type == "subtitle")
 
 
-def _fspath(path: str | os.PathLike[str]) -> str:
-    try:
-        return os.fspath(path)
-    except TypeError:
-        raise OptionError(f"expected a path, got {type(path).__name__}") from None
+def _fspath(path: str | os.PathLike[str], name: str = "path") -> str:
+    return check_path(name, path, "a media file")
 
 
 def probe(path: str | os.PathLike[str]) -> MediaInfo:

@@ -216,7 +216,7 @@ def check_path(name: str, value: Any, what: str = "a file") -> str:
         if isinstance(path, str) and path:
             return path
     many = " (several videos: sbsconv.convert_many(inputs, output_dir))" if isinstance(value, list | tuple) else ""
-    raise OptionError(f"{name} must be the path of {what}, got {value!r}{many}")
+    raise OptionError(f"{name}: expected the path of {what}, got {value!r}{many}")
 
 
 def _path(name: str, value: Any) -> str:

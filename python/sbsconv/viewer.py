@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from sbsconv._native import _core
 from sbsconv.errors import InputError, OptionError
+from sbsconv.options import check_path
 
 __all__ = ["depth_view_html", "write_depth_view"]
 
@@ -99,7 +100,7 @@ def depth_view_html(
                                    ("every", every, 1, 10_000)):
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise OptionError(f"{name} must be an integer within {low}..{high}, got {value!r}")
-    video, depth_path = os.fspath(video), os.fspath(depth)
+    video, depth_path = check_path("video", video, "a video"), check_path("depth", depth, "a depth file")
     values, times, side, info = _read(depth_path, max_frames, every)
     n = values.shape[0]
     w = points_wide

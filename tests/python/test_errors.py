@@ -184,16 +184,16 @@ def test_sample_clip_is_fine():
 def test_entry_points_say_what_their_paths_must_be(tmp_path):
     # a wrong type or a folder where a file goes: an OptionError naming the argument, before any work
     clip = str(data("bt601_limited_range.mp4"))
-    with pytest.raises(OptionError, match="input must be the path of a video, got 123"):
+    with pytest.raises(OptionError, match="input: expected the path of a video, got 123"):
         sbsconv.convert(123, tmp_path / "out.mp4")
-    with pytest.raises(OptionError, match=r"input must be the path of a video, got \[.*\] \(several videos: "
+    with pytest.raises(OptionError, match=r"input: expected the path of a video, got \[.*\] \(several videos: "
                                           r"sbsconv.convert_many\(inputs, output_dir\)\)"):
         sbsconv.convert([clip], tmp_path / "out.mp4")
-    with pytest.raises(OptionError, match="output must be the path of the 3D video to write, got None"):
+    with pytest.raises(OptionError, match="output: expected the path of the 3D video to write, got None"):
         sbsconv.convert(clip, None)
-    with pytest.raises(OptionError, match="output must be the path of the depth file to write, got None"):
+    with pytest.raises(OptionError, match="output: expected the path of the depth file to write, got None"):
         sbsconv.export_depth(clip, None)
-    with pytest.raises(OptionError, match="input must be the path of a video, got 1.5"):
+    with pytest.raises(OptionError, match="input: expected the path of a video, got 1.5"):
         sbsconv.export_mask(1.5)
     folder = tmp_path / "videos"
     folder.mkdir()
@@ -213,3 +213,9 @@ def test_an_error_names_its_file_once(tmp_path):
         sbsconv.probe(tmp_path)
     assert str(caught.value).count(str(tmp_path)) == 1
     assert str(errors.OptionError("plain")) == "plain"
+    with pytest.raises(errors.OptionError, match="path: expected the path of a media file, got 5"):
+        sbsconv.probe(5)
+    with pytest.raises(errors.OptionError, match="video: expected the path of a video, got None"):
+        sbsconv.preview(None)
+    with pytest.raises(errors.OptionError, match="sbs_video: expected the path of the 3D video, got 1"):
+        sbsconv.infill_merge(1, 2, 3)
