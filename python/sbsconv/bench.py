@@ -201,13 +201,13 @@ def markdown(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``sbsconv-bench``: exit codes 0 ok, 1 an sbsconv error, 2 bad arguments, 70 internal
-    error (one line on stderr, the full report in a log file: ``sbsconv.cli.log_dir()``),
-    130 interrupted."""
+    """``sbsconv-bench``: exit codes 0 ok, 1 an sbsconv error or no approach converted, 2 bad
+    arguments, 70 internal error (one line on stderr, the full report in a log file:
+    ``sbsconv.cli.log_dir()``), 130 interrupted."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
-        run(argv)
+        results = run(argv)
     except errors.InternalError as exc:
         return cli.report_internal_error("sbsconv-bench", exc, debug=debug, argv=argv)
     except errors.SbsconvError as exc:
@@ -218,6 +218,11 @@ def main(argv: list[str] | None = None) -> int:
         return cli.EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 (a bug: one line and a report, never a raw traceback)
         return cli.report_internal_error("sbsconv-bench", exc, debug=debug, argv=argv)
+    if not any(r["status"] == "ok" for r in results["approaches"]):
+        # nothing was measured (every approach skipped or failed: the table says why)
+        print("sbsconv-bench: error: no approach converted; the table above says why each was skipped or "
+              "failed", file=sys.stderr)
+        return 1
     return 0
 
 

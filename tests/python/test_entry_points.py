@@ -360,3 +360,15 @@ def test_an_sbsconv_error_stays_its_message_and_exit_code(tmp_path, logs, capsys
     err = capsys.readouterr().err
     assert err.startswith("sbsconv: error:") and len(err.strip().splitlines()) == 1
     assert not logs.exists()
+
+
+def test_bench_that_converted_nothing_says_so_and_fails(tmp_path, testsrc, capsys):
+    # a mistyped model name alone: skipped, and the run's exit code says nothing was measured
+    clip = testsrc("entry_bench_none.mp4", size="160x96", rate=10, seconds=1.0)
+    code = bench.main(["--seconds", "0.5", "--input", str(clip), "--no-normalize", "--device", "cpu",
+                       "--models", "depth-anything-v9", "--out", str(tmp_path / "runs")])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "skipped: unknown model 'depth-anything-v9'" in captured.out
+    assert captured.err.strip().endswith("no approach converted; the table above says why each was skipped or failed")
+    assert "Traceback" not in captured.err
