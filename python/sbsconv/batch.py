@@ -111,14 +111,18 @@ def find_inputs(inputs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]
             return fnmatch.fnmatch(path.name, pattern)
         return path.suffix.lower() in VIDEO_EXTENSIONS
 
+    empty_folders: list[str] = []
     for item in inputs:
         text = os.fspath(item)
         path = Path(text)
         if path.is_dir():
             files = path.rglob("*") if recursive else path.iterdir()
+            before = len(found)
             for f in sorted(p for p in files if p.is_file() and not p.name.startswith(".")):
                 if wanted(f):
                     take(f, path)
+            if len(found) == before:
+                empty_folders.append(text)
         elif path.is_file():
             take(path, path.parent)
         elif any(c in text for c in "*?["):
@@ -130,6 +134,15 @@ def find_inputs(inputs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]
                     take(Path(m), Path(m).parent)
         else:
             raise OptionError(f"no such file or folder: {text!r}")
+    if empty_folders:
+        looked_for = (f"files matching {pattern!r}" if pattern is not None
+                      else "videos (" + ", ".join(VIDEO_EXTENSIONS) + "; --pattern / pattern= for others)")
+        nested = not recursive and any(p.is_dir() for f in empty_folders for p in Path(f).iterdir())
+        where = ", ".join(map(repr, empty_folders)) + (" (their subfolders too: --recursive / recursive=True)"
+                                                       if nested else "")
+        if not found:
+            raise OptionError(f"no {looked_for} in {where}")
+        logger.warning("no %s in %s", looked_for, where)
     return found
 
 
@@ -436,6 +449,7 @@ def convert_many(
     if options.depth is not None or options.depth_out is not None or options.infill_mask is not None:
         raise OptionError("depth, depth_out and infill_mask name one file each: use convert() per file for them")
     workers = _devices(devices)
+    files = find_inputs(inputs, recursive=recursive, pattern=pattern)
     out_dir = Path(output_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"the output folder {out_dir} is a file: name a folder (or a new name) "
@@ -445,7 +459,6 @@ def convert_many(
     except OSError as exc:
         raise OutputError(f"cannot make the output folder {out_dir}: {exc.strerror or exc}",
                           stage="open", path=str(out_dir)) from exc
-    files = find_inputs(inputs, recursive=recursive, pattern=pattern)
     t0 = time.perf_counter()
     outcomes: list[FileOutcome | None] = [None] * len(files)
     jobs: list[tuple[int, str, str]] = []

@@ -97,3 +97,23 @@ def test_a_ray_tasks_progress_before_the_length_is_known_reaches_the_caller_as_z
     report({"frames_done": 10, "frames_total": 10, "fraction": 1.0})
     assert [(i, f) for i, f, _ in sent] == [(3, 0.0), (3, 1.0), (3, 1.0)]
     assert all(pid == os.getpid() for *_, pid in sent)
+
+
+def test_a_folder_without_videos_is_said(tmp_path, folder, caplog):
+    # nothing to convert anywhere: an OptionError that says what was looked for, and where else
+    # to look; one empty folder beside videos: a warning, the others convert
+    empty = tmp_path / "empty"
+    (empty / "season").mkdir(parents=True)
+    (empty / "notes.txt").write_text("no video here")
+    with pytest.raises(OptionError, match=r"no videos \(\.mp4, .*\) in '.*empty' \(their subfolders too: "
+                                          r"--recursive / recursive=True\)"):
+        find_inputs(empty)
+    with pytest.raises(OptionError, match=r"no files matching '\*\.avi' in"):
+        find_inputs(empty, pattern="*.avi")
+    with pytest.raises(OptionError, match="no videos"):
+        sbsconv.convert_many(empty, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+    with caplog.at_level("WARNING", logger="sbsconv"):
+        found = find_inputs([empty, folder])
+    assert [p.name for p, _ in found] == ["a.mp4", "broken.mp4"]
+    assert "no videos" in caplog.text and "empty" in caplog.text
