@@ -449,11 +449,11 @@ def convert_many(
     if options.depth is not None or options.depth_out is not None or options.infill_mask is not None:
         raise OptionError("depth, depth_out and infill_mask name one file each: use convert() per file for them")
     workers = _devices(devices)
-    files = find_inputs(inputs, recursive=recursive, pattern=pattern)
     out_dir = Path(output_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"the output folder {out_dir} is a file: name a folder (or a new name) "
                           "for the outputs", stage="open", path=str(out_dir))
+    files = find_inputs(inputs, recursive=recursive, pattern=pattern)  # (before the folder is made)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
