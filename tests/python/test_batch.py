@@ -5,6 +5,7 @@ rest continue; finished outputs skipped; one worker process per device."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -117,3 +118,6 @@ def test_a_folder_without_videos_is_said(tmp_path, folder, caplog):
         found = find_inputs([empty, folder])
     assert [p.name for p, _ in found] == ["a.mp4", "broken.mp4"]
     assert "no videos" in caplog.text and "empty" in caplog.text
+    # the advice followed: the subfolders too
+    shutil.copyfile(folder / "a.mp4", empty / "season" / "episode.mp4")
+    assert [p.name for p, _ in find_inputs(empty, recursive=True)] == ["episode.mp4"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import textwrap
 
 import pytest
@@ -181,14 +182,18 @@ def test_sample_clip_is_fine():
     assert sbsconv.probe(data("bt601_limited_range.mp4")).num_frames == 60
 
 
-def test_entry_points_say_what_their_paths_must_be(tmp_path):
-    # a wrong type or a folder where a file goes: an OptionError naming the argument, before any work
+def test_entry_points_say_what_their_paths_must_be(tmp_path, tiny_model):
+    # a wrong type or a folder where a file goes: an OptionError naming the argument, before any
+    # work; what the messages advise, done as written, converts
     clip = str(data("bt601_limited_range.mp4"))
+    quick = dict(model=str(tiny_model), input_size=70, duration=0.3, preset="ultrafast", progress=False)
     with pytest.raises(OptionError, match="input: expected the path of a video, got 123"):
         sbsconv.convert(123, tmp_path / "out.mp4")
     with pytest.raises(OptionError, match=r"input: expected the path of a video, got \[.*\] \(several videos: "
                                           r"sbsconv.convert_many\(inputs, output_dir\)\)"):
         sbsconv.convert([clip], tmp_path / "out.mp4")
+    summary = sbsconv.convert_many([clip], tmp_path / "many", **quick)  # convert_many(inputs, output_dir)
+    assert [f.status for f in summary.files] == ["done"]
     with pytest.raises(OptionError, match="output: expected the path of the 3D video to write, got None"):
         sbsconv.convert(clip, None)
     with pytest.raises(OptionError, match="output: expected the path of the depth file to write, got None"):
@@ -198,9 +203,12 @@ def test_entry_points_say_what_their_paths_must_be(tmp_path):
     folder = tmp_path / "videos"
     folder.mkdir()
     with pytest.raises(OptionError, match=r"is a folder: name the 3D video to write in it \(such as "
-                                          r"'.*bt601_limited_range_3d.mp4'\)"):
+                                          r"'.*bt601_limited_range_3d.mp4'\)") as caught:
         sbsconv.convert(clip, folder)
     assert list(folder.iterdir()) == []
+    suggested = re.search(r"\(such as '(.+?)'\)", str(caught.value)).group(1)
+    assert sbsconv.convert(clip, suggested, **quick).frames > 0
+    assert [p.name for p in folder.iterdir()] == ["bt601_limited_range_3d.mp4"]
 
 
 def test_an_error_names_its_file_once(tmp_path):
