@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import threading
+from pathlib import Path
 
+import pytest
 import torch
 
 import sbsconv
@@ -135,3 +138,28 @@ def test_a_split_conversion_chooses_one_preset_for_every_part_by_the_same_rule(t
     assert hevc.preset in X265_SETTINGS and reason.startswith(f"libx265 preset {hevc.preset}: ")
     named, reason = plan.settle_split_options(str(data("Tokyo-Walk_rgb.mp4")), base.replace(preset="slow"))
     assert named.preset == "slow" and reason == ""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads thread names from /proc (Linux)")
+def test_each_stage_runs_on_a_thread_named_for_it(tiny_model, tmp_path):
+    # top -H, perf and gdb show which stage a thread is (the threads a stage starts inherit it)
+    seen: set[str] = set()
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            for comm in Path("/proc/self/task").glob("*/comm"):
+                try:
+                    seen.add(comm.read_text().strip())
+                except OSError:  # a thread that ended meanwhile
+                    pass
+            done.wait(0.002)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        sbsconv.convert(data("Tokyo-Walk_rgb.mp4"), tmp_path / "out.mp4", model=str(tiny_model), **OPTIONS)
+    finally:
+        done.set()
+        watcher.join()
+    assert {"sbs-decode", "sbs-depth", "sbs-stabilise", "sbs-stereo", "sbs-encode"} <= seen, seen

@@ -12,6 +12,7 @@
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 
+#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -477,6 +478,17 @@ struct Engine::Impl {
   // Note [Host synchronisation]: each stage counts the times it makes the host wait for the
   // device (observed in check mode, the explicit transfers otherwise), per batch.
   // Note [Streams and hand-overs]: each stage works on a stream of its own.
+  // The stage's name on its thread ("sbs-stereo"), as top -H, perf, gdb and py-spy show it; the
+  // threads a stage starts (its OpenMP team, FFmpeg's codec threads) inherit it on Linux.
+  static void name_this_thread(const char* stage) {
+    char label[16]; // the kernel keeps 15 characters
+    std::snprintf(label, sizeof label, "sbs-%s", stage);
+#if defined(__linux__)
+    pthread_setname_np(pthread_self(), label);
+#elif defined(__APPLE__)
+    pthread_setname_np(label);
+#endif
+  }
   struct StageGuard {
     Impl& impl;
     const char* stage;
@@ -491,6 +503,7 @@ struct Engine::Impl {
           index(owner.stage_index(name)),
           stream(owner.run_device()),
           transfers_before(explicit_host_transfers()) {
+      name_this_thread(name);
       impl.share_cores(index);
       if (impl.o.check_float64) {
         guard.emplace(/*cpu_counts_as_device=*/true);
