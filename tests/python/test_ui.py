@@ -443,8 +443,9 @@ def test_a_preset_fills_in_the_settings(server, browser):
         browser.find_element(By.XPATH, f"//*[contains(@class, 'label-wrap')][contains(., '{title}')]").click()
     layout = _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#sbs-opt-layout input"), 30, "the layout")[0]
     _wait(browser, lambda d: layout.get_attribute("value") == "half-sbs", 30, "the preset's layout")
-    codec = browser.find_element(By.CSS_SELECTOR, "#sbs-opt-codec input")
-    assert codec.get_attribute("value") == "h264"
+    # (the opened section renders its settings when it gets to them: under load, after the layout's)
+    codec = _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#sbs-opt-codec input"), 30, "the codec")[0]
+    _wait(browser, lambda d: codec.get_attribute("value") == "h264", 30, "the preset's codec")
 
 
 def test_two_tabs_queue_rather_than_collide(server, browser, tmp_path, request):

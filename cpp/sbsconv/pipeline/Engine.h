@@ -192,7 +192,8 @@ struct EngineResult {
 // own file (DecodeStage, DepthStage, StabiliseStage, StereoStage, EncodeStage, AssemblyStage).
 //
 // Threading: start(), wait(), cancel(), progress() and result() may be called from any one
-// thread (the caller); the stages run on threads the engine owns and joins.
+// thread (the caller); the stages run on threads the engine owns and joins, each named for its
+// stage ("sbs-depth", ...: top -H, perf and gdb show them; StageGuard names them).
 class Engine {
  public:
   explicit Engine(EngineOptions options);
