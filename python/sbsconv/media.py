@@ -245,12 +245,13 @@ def _check_window(start: float | None, duration: float | None) -> None:
 
 def _check_device(device: str | torch.device) -> str:
     """A reader's device: one sbsconv runs on, named (no "auto": the frames go where asked)."""
+    refused = OptionError(f"device must be cpu, cuda, cuda:N or mps, got {device!r}")
     try:
         text = check_device("device", device)
     except OptionError:
-        text = "auto"
+        raise refused from None
     if text == "auto":
-        raise OptionError(f"device must be cpu, cuda, cuda:N or mps, got {device!r}")
+        raise refused
     return str(torch.device(text))
 
 
