@@ -810,8 +810,9 @@ def convert_split(
         raise OptionError(f"split must be 'auto' or a whole number of parts >= 1, got {split!r}")
     if not (isinstance(warm_up, int | float) and 0 <= warm_up <= 600):
         raise OptionError(f"warm_up must be within 0..600 seconds, got {warm_up!r}")
-    input_path = check_path("input", input, "a video")
-    output_path = resolve_output(input_path, check_path("output", output, "the 3D video to write"), options)
+    input_path = check_path("input", input, "the path of a video")
+    output = check_path("output", output, "the path of the 3D video to write")
+    output_path = resolve_output(input_path, output, options)
     from sbsconv.media import probe
 
     info = probe(input_path)

@@ -137,8 +137,9 @@ def convert(
     # ---- options, all checked before any work --------------------------------------------
     ConvertOptions.check_names(overrides, also=CALL_KEYWORDS)
     options = ConvertOptions.merged(options, overrides)
-    input_path = check_path("input", input, "a video")
-    output_path = resolve_output(input_path, check_path("output", output, "the 3D video to write"), options)
+    input_path = check_path("input", input, "the path of a video")
+    output = check_path("output", output, "the path of the 3D video to write")
+    output_path = resolve_output(input_path, output, options)
     if options.layout == "spatial":
         check_spatial_encoder()
     if options.point_clouds_every is not None and options.depth_out is None:

@@ -79,8 +79,8 @@ def export_depth(
     """
     ConvertOptions.check_names(overrides, also=CALL_KEYWORDS)
     options = ConvertOptions.merged(options, overrides)
-    input_path = check_path("input", input, "a video or a depth file")
-    output = check_path("output", output, "the depth file to write")
+    input_path = check_path("input", input, "the path of a video or a depth file")
+    output = check_path("output", output, "the path of the depth file to write")
     options = options.replace(depth_out=output,
                               depth_format=format if format is not None else options.depth_format)
     if os.path.abspath(input_path) == os.path.abspath(output):

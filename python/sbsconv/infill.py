@@ -111,9 +111,9 @@ def infill_merge(
                                       preset=preset, audio=audio, subtitles=subtitles), unknown)
     if not isinstance(progress, bool):
         raise OptionError(f"progress must be True or False, got {progress!r}")
-    sbs_path = check_path("sbs_video", sbs_video, "the 3D video")
-    infilled_path = check_path("infilled_video", infilled_video, "the inpainted video")
-    out_path = check_path("output", output, "the video to write")
+    sbs_path = check_path("sbs_video", sbs_video, "the path of the 3D video")
+    infilled_path = check_path("infilled_video", infilled_video, "the path of the inpainted video")
+    out_path = check_path("output", output, "the path of the video to write")
     suffix = Path(out_path).suffix.lower()
     if suffix not in CONTAINERS:
         raise OptionError(f"the output must end in {', '.join(CONTAINERS)}: {out_path!r}")

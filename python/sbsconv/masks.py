@@ -65,7 +65,7 @@ def mask_output_path(input: str | os.PathLike[str], output: str | os.PathLike[st
     if output is None:
         p = Path(input)
         return str(p.with_name(p.stem + "_mask.mkv"))
-    out = check_path("output", output, "the mask video to write")
+    out = check_path("output", output, "the path of the mask video to write")
     if Path(out).suffix.lower() != ".mkv":
         raise OptionError(f"a mask video is written as 8-bit FFV1 in Matroska: name it .mkv, not {out!r}")
     return out
@@ -96,7 +96,7 @@ def export_mask(
     from sbsconv import media, models
 
     t0 = time.perf_counter()
-    input_path = check_path("input", input, "a video")
+    input_path = check_path("input", input, "the path of a video")
     if isinstance(smoothing, bool) or not isinstance(smoothing, int | float) or not 0 <= smoothing <= 0.95:
         raise OptionError(f"smoothing must be a number within 0..0.95, got {smoothing!r}")
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):

@@ -141,7 +141,7 @@ class MediaInfo:
 
 
 def _fspath(path: str | os.PathLike[str], name: str = "path") -> str:
-    return check_path(name, path, "a media file")
+    return check_path(name, path, "the path of a media file")
 
 
 def probe(path: str | os.PathLike[str]) -> MediaInfo:

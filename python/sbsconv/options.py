@@ -207,25 +207,20 @@ def check_device(name: str, value: Any) -> str:
     return text
 
 
-def check_path(name: str, value: Any, what: str = "a file") -> str:
-    """A path argument of an entry point (``convert``'s input and output, ...) as text; anything
-    but a str or os.PathLike naming something is an OptionError that says what was given. A
-    list or tuple is pointed to convert_many, which takes many."""
+def check_path(name: str, value: Any, what: str = "the path of a file") -> str:
+    """A path argument (an entry point's input or output, an option naming a file) as text;
+    anything but a str or os.PathLike naming something is an OptionError that says ``what`` was
+    expected and what was given. A list or tuple is pointed to convert_many, which takes many."""
     if isinstance(value, str | os.PathLike):
         path = os.fspath(value)
         if isinstance(path, str) and path:
             return path
     many = " (several videos: sbsconv.convert_many(inputs, output_dir))" if isinstance(value, list | tuple) else ""
-    raise OptionError(f"{name}: expected the path of {what}, got {value!r}{many}")
+    raise OptionError(f"{name}: expected {what}, got {value!r}{many}")
 
 
 def _path(name: str, value: Any) -> str:
-    if not isinstance(value, str | os.PathLike):
-        raise OptionError(f"{name} must be a path or a name, got {value!r}")
-    path = os.fspath(value)
-    if not isinstance(path, str) or not path:
-        raise OptionError(f"{name} must be a path or a name, got {value!r}")
-    return path
+    return check_path(name, value, "a path or a name")
 
 
 def _video_path(name: str, value: Any) -> str:

@@ -265,7 +265,7 @@ def preview(video: str | os.PathLike[str], at=None, options: ConvertOptions | No
     ``fov_degrees`` option, else the model's estimate, else 60 degrees) and
     ``histogram=True`` the distribution of the depth values (see
     :mod:`sbsconv.pointcloud`)."""
-    video = check_path("video", video, "a video")
+    video = check_path("video", video, "the path of a video")
     for name, value in (("point_cloud", point_cloud), ("histogram", histogram)):
         if not isinstance(value, bool):
             raise OptionError(f"{name} must be True or False, got {value!r}")
@@ -291,7 +291,7 @@ def compare(video: str | os.PathLike[str], at=None, variants: list[dict] | None 
     """Several models or settings side by side: for each time, the frame, then each
     variant's depth and anaglyph. Each variant is a dict of :func:`sbsconv.convert` options
     applied over the common ones (``options`` and/or keywords)."""
-    video = check_path("video", video, "a video")
+    video = check_path("video", video, "the path of a video")
     if not variants or not all(isinstance(v, dict) for v in variants):
         raise OptionError("variants must be a non-empty list of option dicts")
     base = _check_options(options, overrides)

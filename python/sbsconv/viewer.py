@@ -100,7 +100,8 @@ def depth_view_html(
                                    ("every", every, 1, 10_000)):
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise OptionError(f"{name} must be an integer within {low}..{high}, got {value!r}")
-    video, depth_path = check_path("video", video, "a video"), check_path("depth", depth, "a depth file")
+    video = check_path("video", video, "the path of a video")
+    depth_path = check_path("depth", depth, "the path of a depth file")
     values, times, side, info = _read(depth_path, max_frames, every)
     n = values.shape[0]
     w = points_wide
