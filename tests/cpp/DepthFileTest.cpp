@@ -642,6 +642,67 @@ TEST(DepthFileReader, RefusesWhatIsNotTheDepthItWasToldOf) {
   EXPECT_EQ(reader.frame_count(), kFrames);
 }
 
+// Note [Bounded inputs]: one read() holds at most 256 MB of depth, and a frame larger than
+// max_pixels is refused when the file is opened, in every format.
+TEST(DepthFileReader, BoundsWhatOneReadHoldsAndTheFramesItAccepts) {
+  const fs::path dir = fresh_dir("bounds");
+  // three 8192x4096 float frames (128 MiB each), written as a sparse file of zeros
+  const fs::path big = dir / "big.npy";
+  {
+    std::string dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4096, 8192), }";
+    while ((10 + dict.size() + 1) % 64 != 0) {
+      dict += ' ';
+    }
+    dict += '\n';
+    std::ofstream f(big, std::ios::binary);
+    f.write("\x93NUMPY\x01\x00", 8);
+    const uint16_t length = static_cast<uint16_t>(dict.size());
+    f.put(static_cast<char>(length & 0xFF));
+    f.put(static_cast<char>(length >> 8));
+    f << dict;
+  }
+  fs::resize_file(big, fs::file_size(big) + uintmax_t{3} * 4096 * 8192 * 4);
+  DepthSourceOptions o;
+  o.path = big.string();
+  o.format = DepthFormat::Npy;
+  o.relative = false;
+  o.times = frame_times(3);
+  {
+    DepthReader reader(o);
+    EXPECT_EQ(reader.read(3).size(), 2) << "two frames are 256 MiB";
+    DepthFrames last = reader.read(3);
+    ASSERT_EQ(last.size(), 1);
+    EXPECT_EQ(last.times, std::vector<double>{frame_times(3)[2]});
+    EXPECT_EQ(reader.read(3).size(), 0);
+  }
+  o.max_pixels = int64_t{4096} * 8192 - 1;
+  const auto too_big = error_of([&] { DepthReader reader(o); });
+  ASSERT_TRUE(too_big.has_value());
+  EXPECT_EQ(too_big->kind(), ErrorKind::Input);
+  EXPECT_NE(std::string(too_big->what()).find("8192x4096"), std::string::npos) << too_big->what();
+
+  // the image sequences and the videos too
+  const at::Tensor depth = smooth_depth(kFrames, 0.0, 1.0);
+  for (const DepthFormat format : {DepthFormat::Png16, DepthFormat::Exr, DepthFormat::Gray16}) {
+    const fs::path path = dir / (std::string("small_") + depth_format_name(format) + (format == DepthFormat::Gray16 ? ".mkv" : ""));
+    write_depth(writer_options(path, format, true), depth);
+    DepthSourceOptions s;
+    s.path = path.string();
+    s.format = format;
+    s.times = frame_times(kFrames);
+    s.low = {0.0f};
+    s.high = {1.0f};
+    s.max_pixels = kW * kH;
+    EXPECT_EQ(DepthReader(s).width(), kW) << depth_format_name(format) << ": a frame of max_pixels opens";
+    s.max_pixels = kW * kH - 1;
+    const auto refused = error_of([&] { DepthReader reader(s); });
+    ASSERT_TRUE(refused.has_value()) << depth_format_name(format);
+    EXPECT_EQ(refused->kind(), ErrorKind::Input) << refused->what();
+    EXPECT_NE(std::string(refused->what()).find(std::to_string(kW) + "x" + std::to_string(kH)), std::string::npos)
+        << refused->what();
+  }
+}
+
 // ---- DepthMatcher -------------------------------------------------------------------------------
 
 namespace {

@@ -41,6 +41,10 @@ constexpr const char* kReadStage = "read depth";
 constexpr double kPackedFullScale = 255.0 * 255.0 * 255.0 * 255.0 / 65536.0;
 constexpr int64_t kNpyHeaderBytes = 128;
 constexpr const char* kSequenceSidecar = "depth.json";
+// Note [Bounded inputs] (VideoReader.h), for depth: a frame may not hold more pixels than
+// DepthSourceOptions::max_pixels (a video's bound unless set lower), and one read() returns no
+// more than this many bytes of depth (at least one frame; an 8K float frame is 133 MB).
+constexpr int64_t kMaxReadBytes = int64_t{256} << 20;
 
 std::string numbered(const std::string& pattern, int64_t n) {
   char buffer[256];
@@ -167,8 +171,11 @@ std::string encode_image(DepthFormat format, const at::Tensor& frame, bool half,
   return encode_picture(id, pix, width, height, fill, options, kWriteStage, path);
 }
 
-// A PNG of 16-bit grey codes -> int32 [H,W]; an EXR -> float [H,W].
-at::Tensor decode_image(DepthFormat format, const std::string& path) {
+// A PNG of 16-bit grey codes -> int32 [H,W]; an EXR -> float [H,W]. Where `into` is given
+// (an [H,W] slot of a batch, int32 for a PNG, float for an EXR), the frame is written there
+// and its size must match; otherwise a tensor is made. An 8K EXR is 133 MB a frame, so a batch
+// is filled in place rather than stacked from copies.
+at::Tensor decode_image(DepthFormat format, const std::string& path, int64_t max_pixels, const at::Tensor& into = at::Tensor()) {
   const std::string bytes = read_whole_file(path, kReadStage);
   const AVCodecID id = format == DepthFormat::Png16 ? AV_CODEC_ID_PNG : AV_CODEC_ID_EXR;
   const AVCodec* codec = avcodec_find_decoder(id);
@@ -176,6 +183,9 @@ at::Tensor decode_image(DepthFormat format, const std::string& path) {
   UniqueAVCodecContext context(avcodec_alloc_context3(codec));
   SBSCONV_CHECK(context != nullptr, Internal, kReadStage, "avcodec_alloc_context3 failed");
   context->thread_count = 1;
+  // FFmpeg refuses larger pictures before allocating them; it counts its aligned (padded)
+  // picture, so it is given room for that, and the exact bound is checked below.
+  context->max_pixels = max_pixels > (int64_t{1} << 60) ? max_pixels : 2 * max_pixels + (int64_t{1} << 16);
   SBSCONV_CHECK_AV(avcodec_open2(context.get(), codec, nullptr), Input, kReadStage, "cannot open the image decoder", path);
   UniqueAVPacket packet = make_packet();
   SBSCONV_CHECK_AV(av_new_packet(packet.get(), static_cast<int>(bytes.size())), Internal, kReadStage, "packet", path);
@@ -187,27 +197,39 @@ at::Tensor decode_image(DepthFormat format, const std::string& path) {
   const int w = picture->width;
   const int h = picture->height;
   const auto fmt = static_cast<AVPixelFormat>(picture->format);
+  DEPTH_CHECK(
+      w <= max_pixels / std::max(h, 1), Input, kReadStage,
+      "the frame is " + std::to_string(w) + "x" + std::to_string(h) + ", more than the " + std::to_string(max_pixels) +
+          " pixels a depth frame may hold here",
+      path);
+  if (into.defined() && (into.size(0) != h || into.size(1) != w)) {
+    throw Error(ErrorKind::Input, kReadStage, "the depth frames differ in size", path);
+  }
   if (format == DepthFormat::Png16) {
-    at::Tensor codes = at::empty({h, w}, at::kInt);
+    DEPTH_CHECK(
+        fmt == AV_PIX_FMT_GRAY16BE || fmt == AV_PIX_FMT_GRAY16LE || fmt == AV_PIX_FMT_GRAY8,
+        Input,
+        kReadStage,
+        std::string("not a grey depth PNG (its pixels are ") + (av_get_pix_fmt_name(fmt) ? av_get_pix_fmt_name(fmt) : "?") +
+            ")",
+        path);
+    at::Tensor codes = into.defined() ? into : at::empty({h, w}, at::kInt);
     int32_t* out = codes.data_ptr<int32_t>();
     for (int y = 0; y < h; ++y) {
       const uint8_t* row = picture->data[0] + static_cast<ptrdiff_t>(y) * picture->linesize[0];
-      for (int x = 0; x < w; ++x) {
-        int32_t v = 0;
-        if (fmt == AV_PIX_FMT_GRAY16BE) {
-          v = (row[2 * x] << 8) | row[2 * x + 1];
-        } else if (fmt == AV_PIX_FMT_GRAY16LE) {
-          v = row[2 * x] | (row[2 * x + 1] << 8);
-        } else if (fmt == AV_PIX_FMT_GRAY8) {
-          v = row[x] * 257;
-        } else {
-          throw Error(
-              ErrorKind::Input,
-              kReadStage,
-              std::string("not a grey depth PNG (its pixels are ") + av_get_pix_fmt_name(fmt) + ")",
-              path);
+      int32_t* dst = out + static_cast<ptrdiff_t>(y) * w;
+      if (fmt == AV_PIX_FMT_GRAY16BE) {
+        for (int x = 0; x < w; ++x) {
+          dst[x] = (row[2 * x] << 8) | row[2 * x + 1];
         }
-        out[static_cast<ptrdiff_t>(y) * w + x] = v;
+      } else if (fmt == AV_PIX_FMT_GRAY16LE) {
+        for (int x = 0; x < w; ++x) {
+          dst[x] = row[2 * x] | (row[2 * x + 1] << 8);
+        }
+      } else {
+        for (int x = 0; x < w; ++x) {
+          dst[x] = row[x] * 257;
+        }
       }
     }
     return codes;
@@ -219,11 +241,12 @@ at::Tensor decode_image(DepthFormat format, const std::string& path) {
       std::string("not a float depth EXR (its pixels decode as ") + (av_get_pix_fmt_name(fmt) ? av_get_pix_fmt_name(fmt) : "?") +
           ")",
       path);
-  at::Tensor values = at::empty({h, w}, at::kFloat);
+  at::Tensor values = into.defined() ? into : at::empty({h, w}, at::kFloat);
+  float* out = values.data_ptr<float>();
   for (int y = 0; y < h; ++y) {
     // grey, or the green plane (plane 0 of gbrp) of an RGB EXR
     std::memcpy(
-        values.data_ptr<float>() + static_cast<ptrdiff_t>(y) * w,
+        out + static_cast<ptrdiff_t>(y) * w,
         picture->data[0] + static_cast<ptrdiff_t>(y) * picture->linesize[0],
         sizeof(float) * w);
   }
@@ -410,7 +433,8 @@ at::Tensor codes_to_depth(const at::Tensor& codes, const at::Tensor& low, const 
   const int64_t n = codes.size(0);
   at::Tensor lo = low.to(at::kCPU, at::kFloat).reshape({n, 1, 1, 1});
   at::Tensor hi = high.to(at::kCPU, at::kFloat).reshape({n, 1, 1, 1});
-  return codes.to(at::kFloat) / full_scale * (hi - lo) + lo;
+  // in place on the one float copy: an 8K batch is hundreds of MB
+  return codes.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true).div_(full_scale).mul_(hi - lo).add_(lo);
 }
 
 // ---- DepthWriter -------------------------------------------------------------------------------
@@ -828,7 +852,6 @@ struct DepthReader::Impl {
 
   DepthFrames read_frames(int max_frames) {
     DepthFrames out;
-    std::vector<at::Tensor> depth;
     const int64_t first = next;
     if (video) {
       FrameBatch b = video->read(max_frames);
@@ -875,16 +898,13 @@ struct DepthReader::Impl {
         }
         out.depth = values.to(at::kFloat);
       } else {
+        // each frame decoded straight into its place in the batch
+        at::Tensor stacked = at::empty({n, 1, height, width}, o.format == DepthFormat::Png16 ? at::kInt : at::kFloat);
         for (int64_t k = 0; k < n; ++k) {
           const std::string file =
               (fs::path(o.path) / (numbered(o.pattern, first + k + 1) + sequence_extension(o.format))).string();
-          at::Tensor image = decode_image(o.format, file);
-          if (image.size(0) != height || image.size(1) != width) {
-            throw Error(ErrorKind::Input, kReadStage, "the depth frames differ in size", file);
-          }
-          depth.push_back(image.unsqueeze(0).unsqueeze(0));
+          decode_image(o.format, file, o.max_pixels, stacked[k][0]);
         }
-        at::Tensor stacked = at::cat(depth);
         out.depth = o.format == DepthFormat::Png16
             ? codes_to_depth(stacked, range(o.low, first, n, 0.0f), range(o.high, first, n, 1.0f))
             : stacked;
@@ -917,6 +937,14 @@ DepthReader::DepthReader(DepthSourceOptions options) : impl_(std::make_unique<Im
     }
   };
   check_ranges();
+  DEPTH_CHECK(d.o.max_pixels > 0, Option, kReadStage, "max_pixels must be > 0", d.o.path);
+  auto check_frame_size = [&](int64_t width, int64_t height) {
+    DEPTH_CHECK(
+        width <= d.o.max_pixels / std::max<int64_t>(height, 1), Input, kReadStage,
+        "its frames are " + std::to_string(width) + "x" + std::to_string(height) + ", more than the " +
+            std::to_string(d.o.max_pixels) + " pixels a depth frame may hold here",
+        d.o.path);
+  };
   switch (d.o.format) {
     case DepthFormat::Gray16:
     case DepthFormat::Gray8:
@@ -934,6 +962,7 @@ DepthReader::DepthReader(DepthSourceOptions options) : impl_(std::make_unique<Im
                                                    : FramePixels::Rgb;
       d.video = std::make_unique<VideoReader>(d.o.path, ro);
       const VideoStreamDescription& desc = d.video->stream();
+      check_frame_size(desc.width, desc.height);
       d.width = desc.width;
       d.height = desc.height;
       d.frames = listed > 0 ? static_cast<int64_t>(listed) : desc.num_frames;
@@ -975,7 +1004,7 @@ DepthReader::DepthReader(DepthSourceOptions options) : impl_(std::make_unique<Im
       DEPTH_CHECK(listed > 0, Input, kReadStage, "an image sequence needs its sidecar (depth.json)", d.o.path);
       const std::string file =
           (fs::path(d.o.path) / (numbered(d.o.pattern, 1) + sequence_extension(d.o.format))).string();
-      at::Tensor image = decode_image(d.o.format, file);
+      at::Tensor image = decode_image(d.o.format, file, d.o.max_pixels);
       d.height = static_cast<int>(image.size(0));
       d.width = static_cast<int>(image.size(1));
       d.frames = static_cast<int64_t>(listed);
@@ -990,6 +1019,7 @@ DepthReader::DepthReader(DepthSourceOptions options) : impl_(std::make_unique<Im
       d.npy = std::fopen(d.o.path.c_str(), "rb");
       DEPTH_CHECK(d.npy != nullptr, Input, kReadStage, "cannot open the file", d.o.path);
       d.npy_layout = read_npy_header(d.npy, d.o.path);
+      check_frame_size(d.npy_layout.width, d.npy_layout.height);
       DEPTH_CHECK(
           d.npy_layout.frames == static_cast<int64_t>(listed), Input, kReadStage,
           "the array holds " + std::to_string(d.npy_layout.frames) + " frames, its sidecar lists " + std::to_string(listed),
@@ -1032,7 +1062,9 @@ double DepthReader::frame_rate() const {
 
 DepthFrames DepthReader::read(int max_frames) {
   SBSCONV_CHECK(max_frames > 0, Option, kReadStage, "max_frames must be > 0");
-  return impl_->read_frames(max_frames);
+  const int64_t frame_bytes = std::max<int64_t>(int64_t{4} * impl_->width * impl_->height, 1);
+  const int64_t fit = std::max<int64_t>(kMaxReadBytes / frame_bytes, 1);
+  return impl_->read_frames(static_cast<int>(std::min<int64_t>(max_frames, fit)));
 }
 
 void DepthReader::set_cancel_flag(const std::atomic<bool>* flag) {

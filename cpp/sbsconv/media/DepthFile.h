@@ -131,6 +131,10 @@ struct DepthSourceOptions {
   std::vector<float> low; // gray16/gray8/png16: per frame, or one value for all
   std::vector<float> high;
   std::vector<float> fov; // per frame (may be empty)
+  // The largest frame accepted, in pixels (Note [Bounded inputs]): larger frames are refused
+  // before they are decoded. By default a video's bound; a service reading untrusted files
+  // may set less.
+  int64_t max_pixels = int64_t{16384} * 16384;
 };
 
 struct DepthFrames {
@@ -158,7 +162,8 @@ class DepthReader {
   int height() const;
   int64_t frame_count() const; // -1 when the file does not say
   double frame_rate() const; // nominal frames per second
-  // Up to max_frames frames; none at the end. Throws Error(Input) for damaged files.
+  // Up to max_frames frames, fewer where they would pass 256 MB of depth (at least one: Note
+  // [Bounded inputs]); none at the end. Throws Error(Input) for damaged files.
   DepthFrames read(int max_frames);
   void set_cancel_flag(const std::atomic<bool>* flag);
 
