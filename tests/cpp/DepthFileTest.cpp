@@ -640,6 +640,33 @@ TEST(DepthFileReader, RefusesWhatIsNotTheDepthItWasToldOf) {
   right.times = frame_times(kFrames);
   DepthReader reader(right); // the same file with the right count opens
   EXPECT_EQ(reader.frame_count(), kFrames);
+
+  // an image sequence whose third frame has another size: refused when that frame is read
+  for (const DepthFormat format : {DepthFormat::Png16, DepthFormat::Exr}) {
+    const std::string name = depth_format_name(format);
+    const fs::path sequence = dir / ("seq_" + name);
+    const fs::path other = dir / ("other_" + name);
+    write_depth(writer_options(sequence, format, true), depth);
+    DepthWriterOptions small = writer_options(other, format, true);
+    small.width = kW / 2;
+    small.height = kH / 2;
+    write_depth(small, at::rand({kFrames, 1, kH / 2, kW / 2}));
+    const std::string third = std::string("depth_000003") + (format == DepthFormat::Png16 ? ".png" : ".exr");
+    fs::copy_file(other / third, sequence / third, fs::copy_options::overwrite_existing);
+    DepthSourceOptions s;
+    s.path = sequence.string();
+    s.format = format;
+    s.times = frame_times(kFrames);
+    s.low = {0.0f};
+    s.high = {1.0f};
+    DepthReader mixed(s);
+    EXPECT_EQ(mixed.read(2).size(), 2) << name;
+    const auto differs = error_of([&] { mixed.read(2); });
+    ASSERT_TRUE(differs.has_value()) << name;
+    EXPECT_EQ(differs->kind(), ErrorKind::Input) << differs->what();
+    EXPECT_NE(std::string(differs->what()).find("differ in size"), std::string::npos) << differs->what();
+    EXPECT_NE(std::string(differs->what()).find(third), std::string::npos) << differs->what();
+  }
 }
 
 // Note [Bounded inputs]: one read() holds at most 256 MB of depth, and a frame larger than
