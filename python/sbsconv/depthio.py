@@ -182,7 +182,8 @@ def open_depth(path: str | os.PathLike[str], *, max_depth: float | None = None) 
 
 def read_depth(path: str | os.PathLike[str], *, max_depth: float | None = None,
                batch_size: int = 8) -> Iterator[DepthBatch]:
-    """The frames of a depth file in order, ``batch_size`` at a time (memory stays flat)."""
+    """The frames of a depth file in order, up to ``batch_size`` at a time (memory stays flat:
+    fewer where a batch would pass 256 MB, as 8K frames do, at least one)."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise OptionError(f"batch_size must be a positive integer, got {batch_size!r}")
     spec, info = open_depth(path, max_depth=max_depth)
