@@ -91,10 +91,14 @@ class BatchSummary:
 
 
 def find_inputs(inputs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *, recursive: bool = False,
-                pattern: str | None = None) -> list[tuple[Path, Path]]:
+                pattern: str | None = None, output_dir: str | os.PathLike[str] | None = None
+                ) -> list[tuple[Path, Path]]:
     """The files to convert, each with the folder its output path is relative to: files as
     given, the videos of folders (``recursive``: their subfolders too; ``pattern``: a file-name
-    glob such as ``"*.mkv"`` instead of the video extensions), and globs. In order, once each."""
+    glob such as ``"*.mkv"`` instead of the video extensions), and globs. In order, once each.
+    A folder's walk does not enter ``output_dir`` where it lies inside that folder: the batch's
+    outputs are not its inputs (Note [3D input] in sbsconv.plan)."""
+    outputs = Path(output_dir).resolve() if output_dir is not None else None
     if isinstance(inputs, str | os.PathLike):
         inputs = [inputs]
     found: list[tuple[Path, Path]] = []
@@ -118,8 +122,11 @@ def find_inputs(inputs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]
         if path.is_dir():
             files = path.rglob("*") if recursive else path.iterdir()
             before = len(found)
+            # the outputs' folder, where it lies inside this one
+            skip = outputs if outputs is not None and outputs != path.resolve() and outputs.is_relative_to(
+                path.resolve()) else None
             for f in sorted(p for p in files if p.is_file() and not p.name.startswith(".")):
-                if wanted(f):
+                if wanted(f) and not (skip is not None and f.resolve().is_relative_to(skip)):
                     take(f, path)
             if len(found) == before:
                 empty_folders.append(text)
@@ -453,7 +460,7 @@ def convert_many(
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"the output folder {out_dir} is a file: name a folder (or a new name) "
                           "for the outputs", stage="open", path=str(out_dir))
-    files = find_inputs(inputs, recursive=recursive, pattern=pattern)  # (before the folder is made)
+    files = find_inputs(inputs, recursive=recursive, pattern=pattern, output_dir=out_dir)  # (before it is made)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -462,9 +469,18 @@ def convert_many(
     t0 = time.perf_counter()
     outcomes: list[FileOutcome | None] = [None] * len(files)
     jobs: list[tuple[int, str, str]] = []
-    for i, (path, base) in enumerate(files):
-        target = output_for(path, base, out_dir, options)
-        if path.resolve() == target.resolve():
+    targets = [output_for(path, base, out_dir, options) for path, base in files]
+    # an input that is another input's output (outputs beside their inputs: headset_suffix)
+    output_of: dict[Path, Path] = {}
+    for (path, _), target in zip(files, targets, strict=True):
+        if target.resolve() != path.resolve():
+            output_of.setdefault(target.resolve(), path)
+    for i, (path, _) in enumerate(files):
+        target = targets[i]
+        made_by = output_of.get(path.resolve())
+        if made_by is not None:
+            outcomes[i] = FileOutcome(str(path), str(target), "skipped", f"it is this batch's output for {made_by}")
+        elif path.resolve() == target.resolve():
             outcomes[i] = FileOutcome(str(path), str(target), "failed", "the output would overwrite the input")
         elif skip_existing and _finished(target):
             outcomes[i] = FileOutcome(str(path), str(target), "skipped", "already converted")
@@ -816,6 +832,10 @@ def convert_split(
     from sbsconv.media import probe
 
     info = probe(input_path)
+    from sbsconv.plan import source_notes
+
+    notes = source_notes(info)
+    warn_all(input_path, notes)  # before the work (Note [3D input]); each part's result has them too
     workers = _devices(devices) if backend == "local" else None
     t0 = time.perf_counter()
     start = float(options.start or 0.0)
@@ -894,8 +914,8 @@ def convert_split(
         import shutil
 
         shutil.rmtree(folder, ignore_errors=True)
-    warnings_seen = [w for r in finished for w in r["warnings"]] + list(joined["warnings"])
-    warn_all(input_path, list(dict.fromkeys(warnings_seen)))
+    warnings_seen = [*notes] + [w for r in finished for w in r["warnings"]] + list(joined["warnings"])
+    warn_all(input_path, [w for w in dict.fromkeys(warnings_seen) if w not in notes])
     return SplitResult(output=joined["path"], frames=int(joined["frames"]),
                        parts=tuple((w["output_start"], cuts[k + 1] if k + 1 < len(cuts) else end)
                                    for k, w in enumerate(windows)),

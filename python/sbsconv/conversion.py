@@ -150,6 +150,7 @@ def convert(
     # the input probed (it must be a video before anything is loaded or written), the depth
     # source, every automatic choice: Note [Conversion plan]
     plan = planning.build_plan(input_path, output_path, options, images_dir=images_dir)
+    warn_all(input_path, plan.notes)  # before the work (Note [3D input])
     if images_dir is not None:
         images_dir.mkdir(parents=True, exist_ok=True)
         for old in images_dir.glob("frame_*.png"):
@@ -195,7 +196,7 @@ def convert(
         cuts=run.cuts,
         comfort=run.comfort,
         fov_degrees=run.fov_degrees,
-        warnings=run.warnings,
+        warnings=plan.notes + run.warnings,
         images=images,
         damaged_frames=run.damaged_frames,
         truncated=run.truncated,
@@ -233,5 +234,5 @@ def convert_part(input_path: str, part_path: str, options: ConvertOptions, *, st
     depth = run.stage("depth")
     depth_frames = depth.frames if depth is not None else run.frames
     return {"frames": run.frames, "warm_up_frames": depth_frames - run.frames,
-            "fov_degrees": run.fov_degrees, "warnings": list(run.warnings), "encoder": run.encoder,
+            "fov_degrees": run.fov_degrees, "warnings": [*plan.notes, *run.warnings], "encoder": run.encoder,
             "engine_options": {k: v for k, v in engine_options.items() if k != "model"}}

@@ -106,6 +106,7 @@ def _export_from_video(input_path: str, options: ConvertOptions, progress: bool,
     path = depth_output_path(options.depth_out, options.depth_format, input_path)
     # the run lock sits beside the depth
     plan = planning.build_plan(input_path, path, options, purpose="export")
+    warn_all(input_path, plan.notes)  # before the work (Note [3D input])
     run = run_engine(plan.engine, Path(input_path).name, progress, on_progress)
     warn_all(input_path, run.warnings)
     seconds = time.perf_counter() - t0
@@ -115,7 +116,7 @@ def _export_from_video(input_path: str, options: ConvertOptions, progress: bool,
         sidecar=exported["sidecar"] if exported else None,
         format=options.depth_format, frames=run.frames, seconds=seconds,
         fps=run.frames / seconds if seconds > 0 else 0.0, model=plan.depth_name,
-        relative=plan.depth.kind != "metric", cuts=run.cuts, warnings=run.warnings)
+        relative=plan.depth.kind != "metric", cuts=run.cuts, warnings=plan.notes + run.warnings)
 
 
 def _convert_depth_file(input_path: str, options: ConvertOptions, t0: float) -> DepthExportResult:

@@ -24,7 +24,19 @@ options mean. The plan holds:
   need the running engine (the encoder's preset, measured from the model's own speed, Note
   [Encoder preset chosen to keep pace]; the batch size of a resumed run) are recorded by the engine in
   the resume journal and reused by a resumed run (Note [Journal integrity]);
-- the engine's options and the resume fingerprint.
+- the engine's options and the resume fingerprint;
+- what the user is told about the input before the work starts (``notes``: Note [3D input]).
+
+Note [3D input]
+sbsconv makes 3D from 2D. A video whose own signalling says its picture holds two views
+(side-by-side or top-bottom in its st3d box or Matroska's StereoMode) is still converted, since
+a tag can be wrong, but the plan says so in ``notes``, which the entry points give as warnings
+before the work (Python's warnings, the command line's stderr) and in the result's warnings (a
+batch's file outcomes): such a picture is converted whole, both eyes in one depth map, which
+makes no usable 3D. The usual way there is converting an output again, so ``convert_many`` does
+not take its own outputs as inputs (:func:`sbsconv.batch.find_inputs`, and outputs beside their
+inputs). An Apple spatial video's picture is its first view (the left eye), an ordinary 2D
+picture: it converts as any video, and the log says which view it was (info).
 """
 
 from __future__ import annotations
@@ -106,6 +118,7 @@ class ConversionPlan:
     batch_size_reason: str
     engine: dict[str, Any]  # the engine's options, fingerprint included
     images_dir: Path | None = None
+    notes: tuple[str, ...] = ()  # what to tell the user before the work (Note [3D input])
 
     @property
     def model(self) -> DepthModel | None:
@@ -243,9 +256,27 @@ def build_plan(input: str | os.PathLike[str], output: str | os.PathLike[str], op
     plan_args = dict(purpose=purpose, input=input_path, output=output_path, input_real=real_path(input_path),
                      output_real=real_path(output_path), options=options, source=source, depth=depth,
                      batch_size=batch, batch_size_auto=options.batch_size is None, batch_size_reason=reason,
-                     images_dir=images_dir)
+                     images_dir=images_dir, notes=source_notes(source))
     engine["fingerprint"] = _fingerprint(engine, depth, options, input_path) if purpose == "convert" else ""
     return ConversionPlan(engine=engine, **plan_args)
+
+
+# FFmpeg's and st3d's names for a picture that holds one view (Note [3D input])
+_ONE_VIEW = ("", "2d", "mono")
+
+
+def source_notes(source: MediaInfo) -> tuple[str, ...]:
+    """What the run tells the user about its input before the work: a video that already is
+    3D (Note [3D input])."""
+    layout = str(source.stereo.get("layout", "") or "")
+    if layout.lower() not in _ONE_VIEW:
+        return (f"the video is already 3D ({layout}, as the file itself says): it is converted as one "
+                "picture, both eyes in one depth map, which makes no usable 3D; to make 3D from one of "
+                "its eyes, crop that eye out first",)
+    if source.stereo.get("mv_hevc"):
+        logger.info("%s is an Apple spatial video (two views): its first view, the left eye, is converted",
+                    source.path)
+    return ()
 
 
 def check_window(options: ConvertOptions, source: MediaInfo) -> None:

@@ -75,6 +75,31 @@ def test_command_line_many_inputs(tmp_path, folder, tiny_model):
     assert proc.returncode == 2 and "--output-dir" in proc.stderr
 
 
+def test_a_batchs_outputs_are_not_its_inputs(tmp_path, video_folder, tiny_model):
+    # Note [3D input]: run twice with the outputs inside the input folder (recursive), or beside
+    # their inputs (the same folder, headset names): the second run converts nothing again
+    videos = video_folder("outputs")
+    inside = videos / "3d"
+    first = sbsconv.convert_many(videos, inside, recursive=True, model=str(tiny_model), progress=False)
+    assert sorted(Path(f.input).name for f in first.done) == ["a.mp4", "b.mkv"]
+    second = sbsconv.convert_many(videos, inside, recursive=True, model=str(tiny_model), progress=False)
+    assert not second.done and not second.failed
+    assert sorted(Path(f.input).name for f in second.skipped) == ["a.mp4", "b.mkv"]  # not 3d/a.mp4
+    assert not (inside / "3d").exists()
+    # the walk skips only the outputs' folder: given as an input itself, it is walked
+    assert [p.name for p, _ in find_inputs(inside, output_dir=inside)] == ["a.mp4"]
+
+    beside = sbsconv.convert_many(videos / "a.mp4", videos, headset_suffix=True, model=str(tiny_model),
+                                  progress=False)
+    assert [Path(f.output).name for f in beside.done] == ["a_LR.mp4"]
+    again = sbsconv.convert_many(videos, videos, headset_suffix=True, model=str(tiny_model), progress=False)
+    by_name = {Path(f.input).name: f for f in again.files}
+    assert by_name["a.mp4"].status == "skipped" and by_name["a.mp4"].reason == "already converted"
+    assert by_name["a_LR.mp4"].status == "skipped", str(again)
+    assert "output for" in by_name["a_LR.mp4"].reason and "a.mp4" in by_name["a_LR.mp4"].reason
+    assert not (videos / "a_LR_LR.mp4").exists()
+
+
 def test_a_ray_tasks_progress_before_the_length_is_known_reaches_the_caller_as_zero():
     """convert() reports fraction None until it knows the video's length; on a loaded machine a
     Ray task's first report comes that early, and it once failed the task (float(None)). (Ray

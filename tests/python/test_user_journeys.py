@@ -11,6 +11,7 @@ it alone. The journeys marked `smoke` are what scripts/smoke.sh runs first in CI
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shlex
@@ -391,6 +392,35 @@ def test_the_quick_start_demo_runs_as_written(hub_cache, tmp_path):
 
     assert sbsconv.probe(out).num_frames == sbsconv.probe(samples.path()).num_frames
     assert sbsconv.probe(out).stereo["layout"] == "side-by-side"
+
+
+def test_a_3d_video_converted_again_is_told_so(offline_hub, sample_clip_short, tmp_path, caplog):
+    # Note [3D input]: the default conversion's own output (side-by-side, said in its st3d box)
+    # given back to convert(): it converts, and says first (a warning) and in its result that
+    # the input already was 3D; an ordinary 2D video gets no such note
+    first = sbsconv.convert(sample_clip_short, tmp_path / "clip_3d.mp4", progress=False)
+    assert not [w for w in first.warnings if "already 3D" in w]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = sbsconv.convert(first.output, tmp_path / "again.mp4", progress=False)
+    said = [str(w.message) for w in caught if issubclass(w.category, SbsconvWarning)]
+    assert said and "already 3D (side-by-side" in said[0], said  # the first thing said
+    assert [w for w in again.warnings if "already 3D (side-by-side" in w and "crop" in w]
+    # on the command line the warning is on stderr, before the run's result
+    env = {**os.environ, **hubcache.hub_env(offline_hub)}
+    proc = subprocess.run([sys.executable, "-m", "sbsconv.cli", "convert", first.output, str(tmp_path / "cli.mp4"),
+                           "-q"], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "already 3D (side-by-side" in proc.stderr
+    # an Apple spatial video's picture is its first view, a 2D picture: it converts without the
+    # warning (the log says which view)
+    from helpers import data
+
+    with caplog.at_level(logging.INFO, logger="sbsconv"):
+        spatial = sbsconv.convert(data("apple_spatial_160x120.mp4"), tmp_path / "spatial_3d.mp4", progress=False)
+    assert not [w for w in spatial.warnings if "already 3D" in w]
+    assert "first view, the left eye" in caplog.text
+    assert sbsconv.probe(spatial.output).width == 2 * 160
 
 
 def test_a_video_given_without_a_command_is_told_the_command_and_that_runs(offline_hub, sample_clip_short,
