@@ -262,14 +262,14 @@ def build_plan(input: str | os.PathLike[str], output: str | os.PathLike[str], op
 
 
 # FFmpeg's and st3d's names for a picture that holds one view (Note [3D input])
-_ONE_VIEW = ("", "2d", "mono")
+_ONE_VIEW = ("", "2d", "mono", "unspecified")
 
 
 def source_notes(source: MediaInfo) -> tuple[str, ...]:
     """What the run tells the user about its input before the work: a video that already is
     3D (Note [3D input])."""
     layout = str(source.stereo.get("layout", "") or "")
-    if layout.lower() not in _ONE_VIEW:
+    if layout.lower().split(" (")[0] not in _ONE_VIEW:  # (a flag such as "(right eye first)")
         return (f"the video is already 3D ({layout}, as the file itself says): it is converted as one "
                 "picture, both eyes in one depth map, which makes no usable 3D; to make 3D from one of "
                 "its eyes, crop that eye out first",)

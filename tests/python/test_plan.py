@@ -206,3 +206,22 @@ def test_a_start_within_the_video_runs(tiny_model, sample_clip_short, tmp_path):
     result = sbsconv.convert(sample_clip_short, tmp_path / "out.mp4", model=str(tiny_model), start=0.2,
                              input_size=70, preset="ultrafast", progress=False, resume=False)
     assert 0 < result.frames < 6
+
+
+@pytest.mark.parametrize("layout, says", [
+    ("side-by-side", True), ("top-bottom", True), ("side-by-side (right eye first)", True),
+    ("frame alternate", True), ("", False), ("2d", False), ("2D", False), ("unspecified", False),
+])
+def test_a_video_whose_picture_holds_two_views_is_noted(layout, says, sample_clip_short):
+    # Note [3D input]: the probed signalling decides; an Apple spatial video (its picture one
+    # view) is not noted
+    import dataclasses
+
+    info = sbsconv.probe(sample_clip_short)
+    tagged = dataclasses.replace(info, stereo={**info.stereo, "layout": layout})
+    notes = planning.source_notes(tagged)
+    assert bool(notes) == says
+    if says:
+        assert f"already 3D ({layout}" in notes[0] and "crop" in notes[0]
+    spatial = dataclasses.replace(info, stereo={**info.stereo, "layout": "", "mv_hevc": True})
+    assert planning.source_notes(spatial) == ()
