@@ -20,6 +20,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 T=tests/python
 "${py[@]}" -m pytest -q -rs -p no:cacheprovider \
   "$T/test_decode.py::test_cuda_device_frames_match_cpu_frames" \
+  "$T/test_decode.py::test_cuda_hdr_frames_are_tone_mapped_as_on_the_cpu" \
   "$T/test_stereo.py::test_cuda_matches_the_cpu_kernel" \
   "$T/test_depth_anything_v2.py::test_cuda_infer_agrees_with_cpu" \
   "$T/test_depth_pro.py::test_cuda_fp16_agrees_with_cpu" \

@@ -3,10 +3,13 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <array>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <vector>
 
 #include "sbsconv/common/Error.h"
 #include "sbsconv/media/ColorConversion.h"
@@ -260,4 +263,62 @@ TEST(MediaWriter, RejectsBadOptions) {
   o.bit_depth = 8;
   o.encoder = "no_such_encoder";
   EXPECT_EQ(kind_of([&] { MediaWriter w(o); }), ErrorKind::Encode);
+}
+
+// Note [HDR to SDR]: the tone mapping's anchors, from the transfers' own formulas.
+namespace {
+
+uint16_t pq_code(double nits) { // SMPTE ST 2084's inverse EOTF, as a 16-bit code
+  const double m1 = 2610.0 / 16384.0, m2 = 2523.0 / 4096.0 * 128.0;
+  const double c1 = 3424.0 / 4096.0, c2 = 2413.0 / 4096.0 * 32.0, c3 = 2392.0 / 4096.0 * 32.0;
+  const double y = std::pow(nits / 10000.0, m1);
+  return static_cast<uint16_t>(std::lround(65535.0 * std::pow((c1 + c2 * y) / (1.0 + c3 * y), m2)));
+}
+
+std::vector<uint8_t> tone_map(const HdrToSdr& t, const std::vector<std::array<uint16_t, 3>>& pixels) {
+  std::vector<uint16_t> in;
+  for (const auto& p : pixels) {
+    in.insert(in.end(), p.begin(), p.end());
+  }
+  std::vector<uint8_t> out(in.size());
+  const int n = static_cast<int>(pixels.size());
+  t.convert(in.data(), 3 * n, out.data(), 3 * n, n, 1);
+  return out;
+}
+
+} // namespace
+
+TEST(HdrToSdr, ReferenceWhiteMidtonesAndPeakLandWhereTheNoteSays) {
+  EXPECT_TRUE(is_hdr_transfer(AVCOL_TRC_SMPTE2084));
+  EXPECT_TRUE(is_hdr_transfer(AVCOL_TRC_ARIB_STD_B67));
+  EXPECT_FALSE(is_hdr_transfer(AVCOL_TRC_BT709));
+  EXPECT_FALSE(is_hdr_transfer(AVCOL_TRC_UNSPECIFIED));
+  // a midtone below the knee keeps its light on a BT.1886 display: 50 cd/m2 of 203 is
+  // (50/203)^(1/2.4) of SDR's signal; the knee's 0.8 is rolled by nothing
+  const auto code = [](double light) { return static_cast<int>(std::lround(255.0 * std::pow(light, 1.0 / 2.4))); };
+  const HdrToSdr pq(AVCOL_TRC_SMPTE2084, AVCOL_PRI_BT2020);
+  auto grey = [](uint16_t v) { return std::array<uint16_t, 3>{v, v, v}; };
+  const auto out = tone_map(pq, {grey(0), grey(pq_code(50)), grey(pq_code(0.8 * 203)), grey(pq_code(203)),
+                                 grey(pq_code(1000)), grey(pq_code(10000))});
+  EXPECT_EQ(out[0], 0);
+  EXPECT_NEAR(out[3], code(50.0 / 203.0), 1);
+  EXPECT_NEAR(out[6], code(0.8), 1);
+  // reference white rolls off below SDR white, the peak lands on it, beyond it clips
+  EXPECT_GT(out[9], code(0.8));
+  EXPECT_LT(out[9], 250);
+  EXPECT_EQ(out[12], 255);
+  EXPECT_EQ(out[15], 255);
+  for (int k = 0; k < 18; k += 3) { // greys stay grey
+    EXPECT_EQ(out[k], out[k + 1]);
+    EXPECT_EQ(out[k + 1], out[k + 2]);
+  }
+  // HLG: the 75 % signal is reference white on a 1000 cd/m2 display (BT.2408): as PQ's 203
+  const HdrToSdr hlg(AVCOL_TRC_ARIB_STD_B67, AVCOL_PRI_BT2020);
+  const auto white = tone_map(hlg, {grey(static_cast<uint16_t>(std::lround(0.75 * 65535)))});
+  EXPECT_NEAR(white[0], out[9], 2);
+  // BT.2020's green primary is outside BT.709: clipped to BT.709's gamut, still green
+  const auto green = tone_map(pq, {{0, pq_code(100), 0}});
+  EXPECT_GT(green[1], 150);
+  EXPECT_EQ(green[0], 0);
+  EXPECT_LT(green[2], green[1] / 4);
 }

@@ -355,3 +355,66 @@ def test_frames_can_be_scaled_during_conversion():
     assert both.shape == (1, 3, 100, 100)
     with pytest.raises(OptionError, match="width"):
         media.VideoReader(path, width=0)
+
+
+# ---- HDR sources (Note [HDR to SDR]) ---------------------------------------------------------
+
+
+def _has_zscale() -> bool:
+    out = subprocess.run(["ffmpeg", "-hide_banner", "-filters"], capture_output=True, text=True).stdout
+    return " zscale " in out
+
+
+def _hdr_clip(transfer: str, folder) -> tuple:
+    """An SDR clip (a natural picture: a synthetic pattern is mostly full-intensity colour) and
+    the same carried as HDR10 (PQ) or HLG the way BT.2408 places SDR white (203 cd/m2), by
+    zimg's conversion, in 10-bit HEVC."""
+    sdr = folder / "sdr.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-ss", "2", "-i", str(data("Tokyo-Walk_rgb.mp4")), "-frames:v", "8",
+                    "-vf", "scale=320:180", "-c:v", "libx264", "-crf", "4", "-pix_fmt", "yuv420p", str(sdr)],
+                   check=True, capture_output=True)
+    hdr = folder / f"{transfer}.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(sdr), "-vf",
+                    "zscale=tin=bt709:min=bt709:pin=bt709:rin=tv:t=linear:p=bt709:npl=203,format=gbrpf32le,"
+                    f"zscale=p=bt2020:t={transfer}:m=bt2020nc:r=tv:npl=203,format=yuv420p10le",
+                    "-c:v", "libx265", "-x265-params", "log-level=error", "-crf", "4",
+                    "-color_primaries", "bt2020", "-color_trc", transfer, "-colorspace", "bt2020nc", str(hdr)],
+                   check=True, capture_output=True)
+    return sdr, hdr
+
+
+@pytest.mark.skipif(not _has_zscale(), reason="FFmpeg's zscale filter (libzimg) makes the HDR test clips")
+@pytest.mark.parametrize("transfer", ["smpte2084", "arib-std-b67"])
+def test_an_hdr_source_comes_back_as_its_sdr_grade(transfer, tmp_path):
+    # read back, the HDR clip is its SDR grade again, where the plain conversion (the same
+    # stream tagged BT.709) is far off
+    sdr, hdr = _hdr_clip(transfer, tmp_path)
+    assert sbsconv.probe(hdr).color_transfer == transfer
+    plain = tmp_path / "tagged_bt709.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(hdr), "-c", "copy", "-bsf:v",
+                    "hevc_metadata=transfer_characteristics=1:colour_primaries=1", str(plain)],
+                   check=True, capture_output=True)
+    assert sbsconv.probe(plain).color_transfer == "bt709"
+    want, _ = read_all(sdr)
+    got, _ = read_all(hdr)
+    as_sdr, _ = read_all(plain)
+    assert got.shape == want.shape and got.dtype == torch.uint8
+    good = psnr(to_hwc(got), to_hwc(want))
+    was = psnr(to_hwc(as_sdr), to_hwc(want))  # the signal shown as if it were BT.709
+    assert good > 30.0, good
+    assert good > was + 2.5, (good, was)  # (HLG is made to look passable as SDR; PQ is not)
+    # below the knee (SDR code 232) the light is kept: the mean within a few codes
+    dark = (want.float() < 200).all(dim=1, keepdim=True).expand_as(want)
+    assert abs(got.float()[dark].mean() - want.float()[dark].mean()) < 3.0
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+@pytest.mark.skipif(not _has_zscale(), reason="FFmpeg's zscale filter (libzimg) makes the HDR test clips")
+def test_cuda_hdr_frames_are_tone_mapped_as_on_the_cpu(tmp_path):
+    # NVDEC decodes, the CPU's converter tone-maps (Note [HDR to SDR]): the same frames
+    _, hdr = _hdr_clip("smpte2084", tmp_path)
+    cpu = next(iter(media.read_frames(hdr, batch_size=4))).data
+    gpu = next(iter(media.read_frames(hdr, batch_size=4, device="cuda"))).data
+    assert gpu.device.type == "cuda"
+    assert psnr(to_hwc(gpu.cpu()), to_hwc(cpu)) >= 45

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -75,6 +76,113 @@ YuvMatrix yuv_matrix_for(AVColorSpace space) {
   }
 }
 
+// ---- HDR to SDR (Note [HDR to SDR]) ----------------------------------------------------------
+
+namespace {
+
+constexpr double kReferenceWhite = 203.0; // cd/m2: BT.2408's HDR reference white, SDR's white
+constexpr double kPeak = 1000.0; // cd/m2: the peak rolled onto SDR white; HLG's display
+constexpr float kKnee = 0.8f;
+constexpr int kOotfSteps = 4096;
+constexpr int kEncodeSteps = 16384;
+
+double pq_eotf(double e) { // SMPTE ST 2084: signal -> cd/m2
+  constexpr double m1 = 2610.0 / 16384.0;
+  constexpr double m2 = 2523.0 / 4096.0 * 128.0;
+  constexpr double c1 = 3424.0 / 4096.0;
+  constexpr double c2 = 2413.0 / 4096.0 * 32.0;
+  constexpr double c3 = 2392.0 / 4096.0 * 32.0;
+  const double p = std::pow(e, 1.0 / m2);
+  return 10000.0 * std::pow(std::max(p - c1, 0.0) / (c2 - c3 * p), 1.0 / m1);
+}
+
+double hlg_inverse_oetf(double e) { // ARIB STD-B67: signal -> scene light [0, 1]
+  constexpr double a = 0.17883277;
+  constexpr double b = 1.0 - 4.0 * a;
+  const double c = 0.5 - a * std::log(4.0 * a);
+  return e <= 0.5 ? e * e / 3.0 : (std::exp((e - c) / a) + b) / 12.0;
+}
+
+double bt1886_inverse_eotf(double l) { // display light [0, 1] -> signal (black at 0)
+  return std::pow(l, 1.0 / 2.4);
+}
+
+} // namespace
+
+bool is_hdr_transfer(AVColorTransferCharacteristic transfer) {
+  return transfer == AVCOL_TRC_SMPTE2084 || transfer == AVCOL_TRC_ARIB_STD_B67;
+}
+
+HdrToSdr::HdrToSdr(AVColorTransferCharacteristic transfer, AVColorPrimaries primaries)
+    : transfer_(transfer), primaries_(primaries), linear_(65536), encode_(kEncodeSteps + 1) {
+  const bool pq = transfer == AVCOL_TRC_SMPTE2084;
+  for (int v = 0; v < 65536; ++v) {
+    const double e = v / 65535.0;
+    linear_[static_cast<size_t>(v)] = static_cast<float>(pq ? pq_eotf(e) / kReferenceWhite : hlg_inverse_oetf(e));
+  }
+  if (!pq) {
+    // HLG's OOTF for a 1000 cd/m2 display: Fd = Lw * Ys^(gamma - 1) * E, in reference whites
+    ootf_.resize(kOotfSteps + 1);
+    for (int k = 0; k <= kOotfSteps; ++k) {
+      const double ys = static_cast<double>(k) / kOotfSteps;
+      ootf_[static_cast<size_t>(k)] = static_cast<float>(kPeak / kReferenceWhite * std::pow(ys, 0.2));
+    }
+  }
+  for (int k = 0; k <= kEncodeSteps; ++k) {
+    const double v = bt1886_inverse_eotf(static_cast<double>(k) / kEncodeSteps) * 255.0;
+    encode_[static_cast<size_t>(k)] = static_cast<uint8_t>(std::min(std::floor(v + 0.5), 255.0));
+  }
+}
+
+void HdrToSdr::convert(
+    const uint16_t* src, int64_t src_stride, uint8_t* dst, int64_t dst_stride, int width, int height) const {
+  const bool hlg = transfer_ == AVCOL_TRC_ARIB_STD_B67;
+  // BT.2087's BT.2020 -> BT.709 matrix (linear light); other primaries are taken as BT.709's
+  const bool wide = primaries_ == AVCOL_PRI_BT2020;
+  static constexpr float m[9] = {
+      1.6605f, -0.5876f, -0.0728f, -0.1246f, 1.1329f, -0.0083f, -0.0182f, -0.1006f, 1.1187f};
+  const float w_top = static_cast<float>((kPeak / kReferenceWhite - kKnee) / (1.0 - kKnee));
+  const float inv_w2 = 1.0f / (w_top * w_top);
+  const float* lin = linear_.data();
+  const uint8_t* enc = encode_.data();
+  for (int y = 0; y < height; ++y) {
+    const uint16_t* in = src + static_cast<int64_t>(y) * src_stride;
+    uint8_t* out = dst + static_cast<int64_t>(y) * dst_stride;
+    for (int x = 0; x < width; ++x) {
+      float r = lin[in[3 * x]];
+      float g = lin[in[3 * x + 1]];
+      float b = lin[in[3 * x + 2]];
+      if (hlg) {
+        const float ys = std::min(std::max(0.2627f * r + 0.6780f * g + 0.0593f * b, 0.0f), 1.0f);
+        const float gain = ootf_[static_cast<size_t>(ys * kOotfSteps + 0.5f)];
+        r *= gain;
+        g *= gain;
+        b *= gain;
+      }
+      if (wide) {
+        const float r2 = m[0] * r + m[1] * g + m[2] * b;
+        const float g2 = m[3] * r + m[4] * g + m[5] * b;
+        const float b2 = m[6] * r + m[7] * g + m[8] * b;
+        r = std::max(r2, 0.0f);
+        g = std::max(g2, 0.0f);
+        b = std::max(b2, 0.0f);
+      }
+      const float top = std::max(r, std::max(g, b));
+      if (top > kKnee) {
+        const float t = (top - kKnee) / (1.0f - kKnee);
+        const float f = kKnee + (1.0f - kKnee) * t * (1.0f + t * inv_w2) / (1.0f + t);
+        const float scale = f / top;
+        r *= scale;
+        g *= scale;
+        b *= scale;
+      }
+      out[3 * x] = enc[static_cast<int>(std::min(r, 1.0f) * kEncodeSteps + 0.5f)];
+      out[3 * x + 1] = enc[static_cast<int>(std::min(g, 1.0f) * kEncodeSteps + 0.5f)];
+      out[3 * x + 2] = enc[static_cast<int>(std::min(b, 1.0f) * kEncodeSteps + 0.5f)];
+    }
+  }
+}
+
 // ---- decode side --------------------------------------------------------------------------
 
 void RgbConverter::convert(
@@ -85,9 +193,12 @@ void RgbConverter::convert(
     int height) {
   const int colorspace = sws_colorspace_for(frame->colorspace);
   const int range = frame->color_range;
+  // Note [HDR to SDR]: an HDR frame goes through 16-bit RGB and the tone mapping
+  const bool hdr = output_ == AV_PIX_FMT_RGB24 && is_hdr_transfer(frame->color_trc);
+  const AVPixelFormat sws_output = hdr ? AV_PIX_FMT_RGB48 : output_;
   if (!context_ || frame->width != src_width_ || frame->height != src_height_ ||
       frame->format != src_format_ || width != dst_width_ || height != dst_height_ ||
-      colorspace != colorspace_ || range != range_) {
+      colorspace != colorspace_ || range != range_ || sws_output != sws_output_) {
     // At the frame's own size, FFmpeg's default (bicubic) flags; shrinking averages areas.
     const bool shrink = width < frame->width || height < frame->height;
     const int flags = shrink ? SWS_AREA : SWS_BICUBIC;
@@ -97,7 +208,7 @@ void RgbConverter::convert(
         static_cast<AVPixelFormat>(frame->format),
         width,
         height,
-        output_,
+        sws_output,
         flags,
         nullptr,
         nullptr,
@@ -107,7 +218,7 @@ void RgbConverter::convert(
           ErrorKind::Decode,
           "colour conversion",
           std::string("libswscale cannot convert ") +
-              av_get_pix_fmt_name(static_cast<AVPixelFormat>(frame->format)) + " to " + av_get_pix_fmt_name(output_));
+              av_get_pix_fmt_name(static_cast<AVPixelFormat>(frame->format)) + " to " + av_get_pix_fmt_name(sws_output));
     }
     // See Note [Matching FFmpeg's RGB]: the same details FFmpeg's scale filter sets.
     SwsColorDetails d = read_details(context_.get());
@@ -131,6 +242,29 @@ void RgbConverter::convert(
     dst_height_ = height;
     colorspace_ = colorspace;
     range_ = range;
+    sws_output_ = sws_output;
+  }
+  if (hdr) {
+    if (!hdr_ || hdr_->transfer() != frame->color_trc || hdr_->primaries() != frame->color_primaries) {
+      hdr_ = std::make_unique<HdrToSdr>(frame->color_trc, frame->color_primaries);
+    }
+    // whole groups of eight pixels a row (Note [swscale's rows of eight]) and room to over-reach
+    const int stride = ((width + 7) / 8) * 8 * 3 + 32; // uint16 elements
+    const size_t needed = static_cast<size_t>(stride) * height + kSwscalePadding;
+    if (hdr_rows_.size() < needed) {
+      hdr_rows_.resize(needed);
+    }
+    uint8_t* rows_data[4] = {reinterpret_cast<uint8_t*>(hdr_rows_.data()), nullptr, nullptr, nullptr};
+    int rows_linesize[4] = {stride * 2, 0, 0, 0};
+    const int rows = sws_scale(context_.get(), frame->data, frame->linesize, 0, frame->height, rows_data, rows_linesize);
+    if (rows != height) {
+      throw Error(
+          ErrorKind::Decode,
+          "colour conversion",
+          "libswscale produced " + std::to_string(rows) + " rows, expected " + std::to_string(height));
+    }
+    hdr_->convert(hdr_rows_.data(), stride, dst, dst_stride, width, height);
+    return;
   }
   // Note [swscale's rows of eight]: libswscale's SIMD YUV -> RGB converters (the unscaled
   // 4:2:0 and 4:2:2 ones) convert whole groups of eight pixels, and where eight more pixels do

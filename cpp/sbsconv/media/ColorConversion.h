@@ -3,6 +3,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "sbsconv/common/FFmpeg.h"
@@ -17,6 +18,29 @@ namespace sbsconv {
 // packed RGB24. That makes sbsconv's frames identical to the reference conversion for every
 // input FFmpeg decodes, 10/12-bit and 4:4:4 included. The packed buffer is handed out as a
 // channels-last [N,3,H,W] tensor, so no extra pass reorders the bytes.
+// HDR sources (PQ, HLG) are the exception: Note [HDR to SDR].
+
+// Note [HDR to SDR]
+// sbsconv writes SDR BT.709 video (8-bit frames, every output tagged BT.709), so an HDR source
+// (PQ, SMPTE ST 2084: HDR10 and Dolby Vision's base layer; HLG, ARIB STD-B67: what phones
+// record) is tone-mapped as it becomes RGB, instead of Note [Matching FFmpeg's RGB]'s plain
+// conversion, which shows its signal as if it were BT.709: dark and flat (14-16 dB from the SDR
+// grade: benchmarks/RESULTS.md, "HDR sources"). libswscale converts the picture with its own matrix to 16-bit
+// R'G'B' (BT.2020 primaries as a rule); then, per pixel (HdrToSdr):
+// 1. To display light, in units of the HDR reference white (ITU-R BT.2408: 203 cd/m2, where
+//    an SDR grade's white lies): PQ by its EOTF; HLG by its inverse OETF and the OOTF of a
+//    1000 cd/m2 display (system gamma 1.2 on the BT.2020 luminance), which puts HLG's 75 %
+//    reference level at 203 cd/m2 too.
+// 2. BT.2020 primaries to BT.709 (the linear 3x3 of BT.2087), negative components clipped.
+// 3. Highlights rolled off: where the largest component m exceeds the knee k = 0.8, the pixel
+//    is scaled by f(m)/m with f(m) = k + (1-k) * t(1 + t/W^2)/(1 + t), t = (m-k)/(1-k), W the
+//    same for the peak (1000 cd/m2): continuous at the knee, the peak lands on SDR white, the
+//    hue is kept. Below the knee (most of a picture: SDR's 0.8 is code 232) nothing changes.
+// 4. The BT.709 OETF to 8-bit codes (rounded), as `zscale=t=bt709` writes them.
+// A source graded in SDR and carried as HDR (reference white at 203 cd/m2) comes back within
+// a few codes of its SDR grade below the knee (tests/python/test_decode.py). Other transfers
+// (BT.709, sRGB, BT.2020's SDR curves, unspecified) keep the plain conversion. The CUDA path
+// decodes HDR frames on NVDEC and converts them here, on the CPU.
 
 // Note [swscale over-reach]
 // libswscale's SIMD paths read and write a few bytes past the end of a row, which is harmless
@@ -43,8 +67,33 @@ struct YuvMatrix {
 };
 YuvMatrix yuv_matrix_for(AVColorSpace space);
 
+// True for the transfers Note [HDR to SDR] tone-maps (PQ, HLG).
+bool is_hdr_transfer(AVColorTransferCharacteristic transfer);
+
+// Note [HDR to SDR], steps 1-4, for one transfer and set of primaries.
+class HdrToSdr {
+ public:
+  HdrToSdr(AVColorTransferCharacteristic transfer, AVColorPrimaries primaries);
+  // Packed native-endian 16-bit R'G'B' (rows `src_stride` elements apart) -> packed RGB24.
+  void convert(const uint16_t* src, int64_t src_stride, uint8_t* dst, int64_t dst_stride, int width, int height) const;
+  AVColorTransferCharacteristic transfer() const {
+    return transfer_;
+  }
+  AVColorPrimaries primaries() const {
+    return primaries_;
+  }
+
+ private:
+  AVColorTransferCharacteristic transfer_;
+  AVColorPrimaries primaries_;
+  std::vector<float> linear_; // 16-bit code -> light (PQ: display, in reference whites; HLG: scene)
+  std::vector<float> ootf_; // HLG: scene luminance (4096 steps of [0, 1]) -> the OOTF's gain
+  std::vector<uint8_t> encode_; // SDR light (kEncodeSteps steps of [0, 1]) -> BT.709 8-bit code
+};
+
 // Software frame (any pixel format FFmpeg decodes to) -> packed RGB24 (or, when made with
-// AV_PIX_FMT_GRAY16, native-endian 16-bit grey: depth videos).
+// AV_PIX_FMT_GRAY16, native-endian 16-bit grey: depth videos). RGB24 of a PQ or HLG frame is
+// tone-mapped (Note [HDR to SDR]).
 // Not thread-safe; one owner. Re-creates its swscale context when the input changes.
 class RgbConverter {
  public:
@@ -64,7 +113,10 @@ class RgbConverter {
   int colorspace_ = -1;
   int range_ = -1;
   AVPixelFormat output_;
+  AVPixelFormat sws_output_ = AV_PIX_FMT_NONE; // output_, or 16-bit RGB for an HDR frame
   std::vector<uint8_t> padded_rows_; // Note [swscale's rows of eight] (ColorConversion.cpp)
+  std::unique_ptr<HdrToSdr> hdr_; // Note [HDR to SDR], for the last HDR frame's transfer
+  std::vector<uint16_t> hdr_rows_;
 };
 
 // Note [Device colour conversion]

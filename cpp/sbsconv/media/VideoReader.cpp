@@ -574,7 +574,8 @@ void VideoReader::Impl::write_frame(at::Tensor& slot_hwc) {
   AVFrame* source = frame.get();
   const bool on_device = frame->format == hw_format && hw_format != AV_PIX_FMT_NONE;
   const bool scaled = out_width != coded_width || out_height != coded_height;
-  if (on_device && slot_hwc.is_cuda() && frame->hw_frames_ctx != nullptr) {
+  // (an HDR frame is tone-mapped by the CPU's converter: Note [HDR to SDR])
+  if (on_device && slot_hwc.is_cuda() && frame->hw_frames_ctx != nullptr && !is_hdr_transfer(frame->color_trc)) {
     if (quarters == 0 && !scaled) {
       if (device_yuv_to_rgb(frame.get(), slot_hwc)) {
         return;
@@ -603,6 +604,8 @@ void VideoReader::Impl::write_frame(at::Tensor& slot_hwc) {
         path);
     transfer->colorspace = frame->colorspace;
     transfer->color_range = frame->color_range;
+    transfer->color_trc = frame->color_trc;
+    transfer->color_primaries = frame->color_primaries;
     source = transfer.get();
   }
   if ((source->width != coded_width || source->height != coded_height) && !warned_resize) {
