@@ -112,6 +112,10 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+# the transfers whose frames are tone-mapped (Note [HDR to SDR] in media/ColorConversion.h)
+HDR_TRANSFERS = ("smpte2084", "arib-std-b67")
+
+
 def _stereo_line(stereo: dict) -> str:
     """The stereo signalling in one line: what a headset will see."""
     parts = []
@@ -145,6 +149,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     print(
         f"  colour: range={info.color_range} matrix={info.color_space}"
         f" transfer={info.color_transfer} primaries={info.color_primaries}"
+        + (" (HDR: tone-mapped to SDR BT.709 when converted)" if info.color_transfer in HDR_TRANSFERS else "")
         + (f", rotation {info.rotation:g} deg" if info.rotation else "")
     )
     sar, dar = info.sample_aspect_ratio, info.display_aspect_ratio

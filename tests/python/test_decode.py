@@ -385,7 +385,7 @@ def _hdr_clip(transfer: str, folder) -> tuple:
 
 @pytest.mark.skipif(not _has_zscale(), reason="FFmpeg's zscale filter (libzimg) makes the HDR test clips")
 @pytest.mark.parametrize("transfer", ["smpte2084", "arib-std-b67"])
-def test_an_hdr_source_comes_back_as_its_sdr_grade(transfer, tmp_path):
+def test_an_hdr_source_comes_back_as_its_sdr_grade(transfer, tmp_path, capsys):
     # read back, the HDR clip is its SDR grade again, where the plain conversion (the same
     # stream tagged BT.709) is far off
     sdr, hdr = _hdr_clip(transfer, tmp_path)
@@ -406,6 +406,13 @@ def test_an_hdr_source_comes_back_as_its_sdr_grade(transfer, tmp_path):
     # below the knee (SDR code 232) the light is kept: the mean within a few codes
     dark = (want.float() < 200).all(dim=1, keepdim=True).expand_as(want)
     assert abs(got.float()[dark].mean() - want.float()[dark].mean()) < 3.0
+    # `sbsconv probe` says so
+    from sbsconv import cli
+
+    assert cli.main(["probe", str(hdr)]) == 0
+    assert "HDR: tone-mapped to SDR BT.709" in capsys.readouterr().out
+    assert cli.main(["probe", str(sdr)]) == 0
+    assert "HDR" not in capsys.readouterr().out
 
 
 @pytest.mark.cuda

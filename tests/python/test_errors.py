@@ -7,6 +7,7 @@ import json
 import os
 import pickle
 import re
+import subprocess
 import textwrap
 
 import pytest
@@ -227,3 +228,26 @@ def test_an_error_names_its_file_once(tmp_path):
         sbsconv.preview(None)
     with pytest.raises(errors.OptionError, match="sbs_video: expected the path of the 3D video, got 1"):
         sbsconv.infill_merge(1, 2, 3)
+
+
+def test_bytes_ffmpeg_only_guesses_at_are_not_a_video(tmp_path, testsrc):
+    # Note [A weak guess is not a video]: these random blobs pass FFmpeg's raw H.263 probe
+    # weakly (one with a picture size, one without); named .mp4 they are refused, naming both
+    import random
+
+    for seed in (37, 68):
+        blob = tmp_path / f"random_{seed}.mp4"
+        blob.write_bytes(random.Random(seed).randbytes(300_000))
+        with pytest.raises(errors.InputError, match=r"not a valid \.mp4 file .*raw H\.263"):
+            sbsconv.probe(blob)
+    # a real raw H.263 stream is a video, whatever its name
+    clip = testsrc("weak_guess_source.mp4", size="176x144", rate=10, seconds=0.5)
+    raw = tmp_path / "stream.h263"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(clip), "-c:v", "h263", "-f", "h263", str(raw)],
+                   check=True, capture_output=True)
+    for name in ("stream.h263", "stream.mp4"):
+        path = tmp_path / name
+        if path != raw:
+            path.write_bytes(raw.read_bytes())
+        info = sbsconv.probe(path)
+        assert (info.codec, info.width, info.height) == ("h263", 176, 144)

@@ -33,6 +33,35 @@ int open_only_the_input(AVFormatContext* s, AVIOContext** pb, const char* url, i
   return g_default_io_open(s, pb, url, flags, options);
 }
 
+// Note [A weak guess is not a video]
+// FFmpeg finds a format for almost any bytes: about one in forty random 300 KB blobs passes
+// its raw H.263 probe (score 25 of 100, AVPROBE_SCORE_RETRY: "a guess; read more if you can"),
+// some of them with a picture size. A local file whose format was only guessed that weakly
+// and whose extension another demuxer claims (random.mp4: MP4 is the mov demuxer's) is not
+// what its name says: an Input error names both, instead of a conversion of noise. Weak
+// guesses that agree with the name (an .mpg whose MPEG-PS packs are few) and names no
+// demuxer claims (a raw .bin) are opened as before.
+void refuse_a_weak_guess(const AVFormatContext* format, const std::string& path, const char* stage) {
+  if (is_url(path) || format->probe_score > AVPROBE_SCORE_RETRY || format->iformat == nullptr) {
+    return;
+  }
+  if (format->iformat->extensions != nullptr && av_match_ext(path.c_str(), format->iformat->extensions)) {
+    return;
+  }
+  void* it = nullptr;
+  while (const AVInputFormat* named = av_demuxer_iterate(&it)) {
+    if (named != format->iformat && named->extensions != nullptr && av_match_ext(path.c_str(), named->extensions)) {
+      const std::string ext = std::filesystem::path(path).extension().string();
+      throw Error(
+          ErrorKind::Input, stage,
+          "not a valid " + ext + " file (its bytes only weakly resemble " +
+              (format->iformat->long_name != nullptr ? format->iformat->long_name : format->iformat->name) +
+              ", FFmpeg's guess at " + std::to_string(format->probe_score) + " of 100)",
+          path);
+    }
+  }
+}
+
 } // namespace
 
 bool is_url(const std::string& path) {
@@ -75,6 +104,7 @@ UniqueInputFormatContext open_input(
     throw_av_error(ErrorKind::Input, stage, "cannot open as a media file", path, status);
   }
   UniqueInputFormatContext format(raw);
+  refuse_a_weak_guess(format.get(), path, stage);
   status = avformat_find_stream_info(format.get(), nullptr);
   if (status < 0) {
     throw_av_error(ErrorKind::Input, stage, "cannot read stream information", path, status);

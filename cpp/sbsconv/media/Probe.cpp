@@ -188,6 +188,14 @@ MediaInfo probe(const std::string& path) {
     info.streams.push_back(describe(format->streams[i]));
   }
   info.video_stream = choose_video_stream(format.get(), -1, path);
+  const AVCodecParameters* chosen = format->streams[info.video_stream]->codecpar;
+  if (chosen->width <= 0 || chosen->height <= 0) {
+    // (what the reader refuses when it opens the stream: said by probe already)
+    throw Error(
+        ErrorKind::Input, "probe",
+        std::string("the ") + avcodec_get_name(chosen->codec_id) + " video stream has no picture size: not a video sbsconv can read",
+        path);
+  }
   return info;
 }
 
