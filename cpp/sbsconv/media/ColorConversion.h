@@ -24,9 +24,9 @@ namespace sbsconv {
 // sbsconv writes SDR BT.709 video (8-bit frames, every output tagged BT.709), so an HDR source
 // (PQ, SMPTE ST 2084: HDR10 and Dolby Vision's base layer; HLG, ARIB STD-B67: what phones
 // record) is tone-mapped as it becomes RGB, instead of Note [Matching FFmpeg's RGB]'s plain
-// conversion, which shows its signal as if it were BT.709: dark and flat (14-16 dB from the SDR
-// grade: benchmarks/RESULTS.md, "HDR sources"). libswscale converts the picture with its own matrix to 16-bit
-// R'G'B' (BT.2020 primaries as a rule); then, per pixel (HdrToSdr):
+// conversion, which shows its signal as if it were BT.709: dark and flat (16-21 dB from the
+// SDR grade: benchmarks/RESULTS.md, "HDR sources"). libswscale converts the picture with its
+// own matrix to 16-bit R'G'B' (BT.2020 primaries as a rule); then, per pixel (HdrToSdr):
 // 1. To display light, in units of the HDR reference white (ITU-R BT.2408: 203 cd/m2, where
 //    an SDR grade's white lies): PQ by its EOTF; HLG by its inverse OETF and the OOTF of a
 //    1000 cd/m2 display (system gamma 1.2 on the BT.2020 luminance), which puts HLG's 75 %
@@ -35,8 +35,10 @@ namespace sbsconv {
 // 3. Highlights rolled off: where the largest component m exceeds the knee k = 0.8, the pixel
 //    is scaled by f(m)/m with f(m) = k + (1-k) * t(1 + t/W^2)/(1 + t), t = (m-k)/(1-k), W the
 //    same for the peak (1000 cd/m2): continuous at the knee, the peak lands on SDR white, the
-//    hue is kept. Below the knee (most of a picture: SDR's 0.8 is code 232) nothing changes.
-// 4. The BT.709 OETF to 8-bit codes (rounded), as `zscale=t=bt709` writes them.
+//    hue is kept. Below the knee (most of a picture: SDR's 0.8 is code 233) nothing changes.
+// 4. To 8-bit codes by the inverse of BT.1886's EOTF (gamma 2.4, black at 0), rounded: the
+//    conversion is display-referred, so an SDR display shows the light the HDR display would
+//    (as zimg's conversion between the two; the BT.709 OETF made pictures 17 codes darker).
 // A source graded in SDR and carried as HDR (reference white at 203 cd/m2) comes back within
 // a few codes of its SDR grade below the knee (tests/python/test_decode.py). Other transfers
 // (BT.709, sRGB, BT.2020's SDR curves, unspecified) keep the plain conversion. The CUDA path
