@@ -584,6 +584,21 @@ TEST(DepthFileWriter, SequenceFolderReplacesOnlyAnEarlierExport) {
 
 // ---- the reader's refusals ----------------------------------------------------------------------
 
+namespace {
+
+// How to read kFrames frames of relative depth (codes spanning 0..1) written by write_depth.
+DepthSourceOptions relative_source(const fs::path& path, DepthFormat format) {
+  DepthSourceOptions s;
+  s.path = path.string();
+  s.format = format;
+  s.times = frame_times(kFrames);
+  s.low = {0.0f};
+  s.high = {1.0f};
+  return s;
+}
+
+} // namespace
+
 TEST(DepthFileReader, RefusesWhatIsNotTheDepthItWasToldOf) {
   const fs::path dir = fresh_dir("refusals");
 
@@ -653,13 +668,7 @@ TEST(DepthFileReader, RefusesWhatIsNotTheDepthItWasToldOf) {
     write_depth(small, at::rand({kFrames, 1, kH / 2, kW / 2}));
     const std::string third = std::string("depth_000003") + (format == DepthFormat::Png16 ? ".png" : ".exr");
     fs::copy_file(other / third, sequence / third, fs::copy_options::overwrite_existing);
-    DepthSourceOptions s;
-    s.path = sequence.string();
-    s.format = format;
-    s.times = frame_times(kFrames);
-    s.low = {0.0f};
-    s.high = {1.0f};
-    DepthReader mixed(s);
+    DepthReader mixed(relative_source(sequence, format));
     EXPECT_EQ(mixed.read(2).size(), 2) << name;
     const auto differs = error_of([&] { mixed.read(2); });
     ASSERT_TRUE(differs.has_value()) << name;
@@ -713,12 +722,7 @@ TEST(DepthFileReader, BoundsWhatOneReadHoldsAndTheFramesItAccepts) {
   for (const DepthFormat format : {DepthFormat::Png16, DepthFormat::Exr, DepthFormat::Gray16}) {
     const fs::path path = dir / (std::string("small_") + depth_format_name(format) + (format == DepthFormat::Gray16 ? ".mkv" : ""));
     write_depth(writer_options(path, format, true), depth);
-    DepthSourceOptions s;
-    s.path = path.string();
-    s.format = format;
-    s.times = frame_times(kFrames);
-    s.low = {0.0f};
-    s.high = {1.0f};
+    DepthSourceOptions s = relative_source(path, format);
     s.max_pixels = kW * kH;
     EXPECT_EQ(DepthReader(s).width(), kW) << depth_format_name(format) << ": a frame of max_pixels opens";
     s.max_pixels = kW * kH - 1;

@@ -244,27 +244,8 @@ void RgbConverter::convert(
     range_ = range;
     sws_output_ = sws_output;
   }
-  if (hdr) {
-    if (!hdr_ || hdr_->transfer() != frame->color_trc || hdr_->primaries() != frame->color_primaries) {
-      hdr_ = std::make_unique<HdrToSdr>(frame->color_trc, frame->color_primaries);
-    }
-    // whole groups of eight pixels a row (Note [swscale's rows of eight]) and room to over-reach
-    const int stride = ((width + 7) / 8) * 8 * 3 + 32; // uint16 elements
-    const size_t needed = static_cast<size_t>(stride) * height + kSwscalePadding;
-    if (hdr_rows_.size() < needed) {
-      hdr_rows_.resize(needed);
-    }
-    uint8_t* rows_data[4] = {reinterpret_cast<uint8_t*>(hdr_rows_.data()), nullptr, nullptr, nullptr};
-    int rows_linesize[4] = {stride * 2, 0, 0, 0};
-    const int rows = sws_scale(context_.get(), frame->data, frame->linesize, 0, frame->height, rows_data, rows_linesize);
-    if (rows != height) {
-      throw Error(
-          ErrorKind::Decode,
-          "colour conversion",
-          "libswscale produced " + std::to_string(rows) + " rows, expected " + std::to_string(height));
-    }
-    hdr_->convert(hdr_rows_.data(), stride, dst, dst_stride, width, height);
-    return;
+  if (hdr && (!hdr_ || hdr_->transfer() != frame->color_trc || hdr_->primaries() != frame->color_primaries)) {
+    hdr_ = std::make_unique<HdrToSdr>(frame->color_trc, frame->color_primaries);
   }
   // Note [swscale's rows of eight]: libswscale's SIMD YUV -> RGB converters (the unscaled
   // 4:2:0 and 4:2:2 ones) convert whole groups of eight pixels, and where eight more pixels do
@@ -272,11 +253,12 @@ void RgbConverter::convert(
   // tightly as a tensor's (854 pixels wide: 2562 bytes) would keep its last width % 8 pixels
   // unwritten. FFmpeg's own frames have padded rows, so its output is whole. Whatever the
   // conversion (the other converters need no such room, but a copy is cheap beside it), such
-  // widths are converted into rows padded to 64 bytes and copied into place.
-  const int pixel_bytes = av_get_padded_bits_per_pixel(av_pix_fmt_desc_get(output_)) / 8;
+  // widths are converted into rows padded to 64 bytes and copied into place. An HDR frame's
+  // 16-bit rows always go there first, and are tone-mapped into place (Note [HDR to SDR]).
+  const int pixel_bytes = av_get_padded_bits_per_pixel(av_pix_fmt_desc_get(sws_output)) / 8;
   const int tight = width * pixel_bytes;
   const int whole = ((width + 7) / 8) * 8 * pixel_bytes;
-  const bool padded = dst_stride < whole;
+  const bool padded = hdr || dst_stride < whole;
   const int stride = padded ? (whole + 63) / 64 * 64 : dst_stride;
   if (padded && padded_rows_.size() < static_cast<size_t>(stride) * height + kSwscalePadding) {
     padded_rows_.resize(static_cast<size_t>(stride) * height + kSwscalePadding);
@@ -292,7 +274,10 @@ void RgbConverter::convert(
         "libswscale produced " + std::to_string(rows) + " rows, expected " +
             std::to_string(height));
   }
-  if (padded) {
+  if (hdr) {
+    // (the vector's storage is aligned for uint16, and the stride is a multiple of 64 bytes)
+    hdr_->convert(reinterpret_cast<const uint16_t*>(padded_rows_.data()), stride / 2, dst, dst_stride, width, height);
+  } else if (padded) {
     for (int row = 0; row < height; ++row) {
       std::memcpy(dst + static_cast<ptrdiff_t>(row) * dst_stride, padded_rows_.data() + static_cast<size_t>(row) * stride, tight);
     }

@@ -118,7 +118,6 @@ class RgbConverter {
   AVPixelFormat sws_output_ = AV_PIX_FMT_NONE; // output_, or 16-bit RGB for an HDR frame
   std::vector<uint8_t> padded_rows_; // Note [swscale's rows of eight] (ColorConversion.cpp)
   std::unique_ptr<HdrToSdr> hdr_; // Note [HDR to SDR], for the last HDR frame's transfer
-  std::vector<uint16_t> hdr_rows_;
 };
 
 // Note [Device colour conversion]

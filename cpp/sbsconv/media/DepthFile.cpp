@@ -197,6 +197,7 @@ at::Tensor decode_image(DepthFormat format, const std::string& path, int64_t max
   const int w = picture->width;
   const int h = picture->height;
   const auto fmt = static_cast<AVPixelFormat>(picture->format);
+  const char* format_name = av_get_pix_fmt_name(fmt) != nullptr ? av_get_pix_fmt_name(fmt) : "?";
   DEPTH_CHECK(
       w <= max_pixels / std::max(h, 1), Input, kReadStage,
       "the frame is " + std::to_string(w) + "x" + std::to_string(h) + ", more than the " + std::to_string(max_pixels) +
@@ -207,12 +208,8 @@ at::Tensor decode_image(DepthFormat format, const std::string& path, int64_t max
   }
   if (format == DepthFormat::Png16) {
     DEPTH_CHECK(
-        fmt == AV_PIX_FMT_GRAY16BE || fmt == AV_PIX_FMT_GRAY16LE || fmt == AV_PIX_FMT_GRAY8,
-        Input,
-        kReadStage,
-        std::string("not a grey depth PNG (its pixels are ") + (av_get_pix_fmt_name(fmt) ? av_get_pix_fmt_name(fmt) : "?") +
-            ")",
-        path);
+        fmt == AV_PIX_FMT_GRAY16BE || fmt == AV_PIX_FMT_GRAY16LE || fmt == AV_PIX_FMT_GRAY8, Input, kReadStage,
+        std::string("not a grey depth PNG (its pixels are ") + format_name + ")", path);
     at::Tensor codes = into.defined() ? into : at::empty({h, w}, at::kInt);
     int32_t* out = codes.data_ptr<int32_t>();
     for (int y = 0; y < h; ++y) {
@@ -235,12 +232,8 @@ at::Tensor decode_image(DepthFormat format, const std::string& path, int64_t max
     return codes;
   }
   DEPTH_CHECK(
-      fmt == AV_PIX_FMT_GRAYF32LE || fmt == AV_PIX_FMT_GBRPF32LE || fmt == AV_PIX_FMT_GBRAPF32LE,
-      Input,
-      kReadStage,
-      std::string("not a float depth EXR (its pixels decode as ") + (av_get_pix_fmt_name(fmt) ? av_get_pix_fmt_name(fmt) : "?") +
-          ")",
-      path);
+      fmt == AV_PIX_FMT_GRAYF32LE || fmt == AV_PIX_FMT_GBRPF32LE || fmt == AV_PIX_FMT_GBRAPF32LE, Input, kReadStage,
+      std::string("not a float depth EXR (its pixels decode as ") + format_name + ")", path);
   at::Tensor values = into.defined() ? into : at::empty({h, w}, at::kFloat);
   float* out = values.data_ptr<float>();
   for (int y = 0; y < h; ++y) {
